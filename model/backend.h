@@ -1,0 +1,85 @@
+/* backend.h - the compute backend interface of the scoring engine.
+ *
+ * A backend holds the hidden states of every calibration position ([T, H] fp32 on the
+ * CPU backend, device memory on CUDA; T = n_rows * seq_len) and one layer's weights at a
+ * time. The engine drives it layer by layer:
+ *
+ *     init(cfg, rows, opts) -> ctx
+ *     embed(ctx, embed_tokens)                 hidden = E[token]
+ *     for each layer L:
+ *         load_layer(ctx, weights of L)        make L's weights resident (convert/copy)
+ *         forward_layer(ctx, stats or NULL)    hidden = layer_L(hidden); MoE statistics
+ *     free(ctx)
+ *
+ * forward_layer semantics (the contract every backend meets; the CPU backend is the
+ * reference, see cpu/backend_cpu.c):
+ *   attention: x = hidden; a = rmsnorm(x, input_norm); q,k,v projections; per-head
+ *     RMSNorm of q and k over hd (q_norm, k_norm) BEFORE RoPE; NeoX rotate-half RoPE with
+ *     positions 0..seq_len-1 along each row and inv_freq_i = theta^(-2i/hd); GQA (query
+ *     head h uses KV head h / (nH/nKV)); scale hd^-0.5; causal; keys with mask 0 are never
+ *     attended to (a query with no visible key gets a zero output); softmax in fp32;
+ *     o_proj; x += attention output.
+ *   MoE (stats != NULL): m = rmsnorm(x, post_norm); logits = m Wr^T; p = softmax(logits)
+ *     over all E in fp32; top-K by logit, ties to the lower expert index; weights
+ *     g = p (divided by the sum of the K probabilities if norm_topk_prob);
+ *     f_e(m) = down(silu(gate(m)) * up(m)) computed ONLY for routed (token, expert)
+ *     pairs of valid tokens; statistics accumulated over valid tokens (mask 1);
+ *     x += sum_k g_k f_k(m). Masked positions get no MoE output (they never influence a
+ *     valid position, because they are never attended to).
+ *   dense (stats == NULL): x += down(silu(gate(a2)) * up(a2)), a2 = rmsnorm(x, post_norm).
+ *   NaN/Inf in an activation -> REAP_E_NUMERIC naming the layer and the stage.
+ *
+ * Determinism: for a given backend, results must not depend on the number of threads or
+ * the micro-batch size (fixed reduction orders).
+ *
+ * Thread rules: a context is used by one thread at a time (the engine's).
+ */
+#ifndef REAP_BACKEND_H
+#define REAP_BACKEND_H
+
+#include "calib.h"
+#include "config.h"
+#include "safetensors.h"
+#include "stats.h"
+#include "weights.h"
+
+typedef struct reap_backend_opts {
+    int threads;        /* CPU worker threads (0: all cores) */
+    int batch_rows;     /* rows per attention micro-batch (0: backend chooses) */
+    int device;         /* accelerator index (CUDA) */
+    int precision;      /* REAP_PRECISION_* (CUDA: fp32 or bf16 math; CPU ignores) */
+} reap_backend_opts;
+
+enum { REAP_PRECISION_FP32 = 0, REAP_PRECISION_BF16 = 1 };
+
+typedef struct reap_backend_i {
+    const char *name;   /* "cpu", "cuda" */
+
+    /* Create a context for `cfg` and the calibration `rows` (copied; the caller may free
+     * them after init). Returns REAP_OK, REAP_E_NOMEM, REAP_E_DEVICE, REAP_E_INVALID. */
+    int (*init)(const reap_config *cfg, const reap_rows *rows,
+                const reap_backend_opts *opts, void **ctx);
+
+    /* hidden[t] = embed[tokens[t]] for all positions. `embed` is [V, H]. */
+    int (*embed)(void *ctx, const st_tensor *embed);
+
+    /* Make a layer's weights resident. `w` stays valid until the next load_layer. */
+    int (*load_layer)(void *ctx, const reap_layer_weights *w);
+
+    /* Run the loaded layer over all positions. `stats` (MoE layers only) was initialised
+     * by the caller and is accumulated into; pass NULL for a dense layer. */
+    int (*forward_layer)(void *ctx, reap_layer_stats *stats);
+
+    /* Copy the hidden states [T, H] fp32 out of / into the backend (checkpoints). */
+    int (*get_hidden)(void *ctx, float *dst);
+    int (*set_hidden)(void *ctx, const float *src);
+
+    void (*free)(void *ctx);
+} reap_backend_i;
+
+extern const reap_backend_i reap_backend_cpu;
+
+/* The CUDA backend, or NULL when this build has no CUDA support. */
+const reap_backend_i *reap_backend_cuda(void);
+
+#endif

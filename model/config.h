@@ -1,0 +1,59 @@
+/* config.h - the language-model configuration of a Qwen3-MoE family checkpoint.
+ *
+ * reap_config_load() reads config.json for model_type "qwen3_moe" (fields at top level)
+ * and "qwen3_vl_moe" (fields in "text_config"), tolerating the field-name drift of newer
+ * transformers: num_experts | num_local_experts, rope_theta | rope_parameters.rope_theta.
+ * Defaults follow the transformers classes: head_dim = hidden_size / num_attention_heads,
+ * norm_topk_prob false (qwen3_moe; always true for qwen3_vl_moe), decoder_sparse_step 1,
+ * mlp_only_layers [], rms_norm_eps 1e-6, rope_theta 10000 (qwen3_moe) / 5e6 (qwen3_vl_moe).
+ *
+ * Layer L is MoE iff L not in mlp_only_layers, n_experts > 0 and
+ * (L + 1) % decoder_sparse_step == 0 (reap_config_layer_is_moe).
+ */
+#ifndef REAP_CONFIG_H
+#define REAP_CONFIG_H
+
+typedef enum reap_family {
+    REAP_FAMILY_QWEN3_MOE = 1,
+    REAP_FAMILY_QWEN3_VL_MOE = 2
+} reap_family;
+
+typedef struct reap_config {
+    reap_family family;
+    char model_type[32];       /* as written in config.json */
+    char prefix[32];           /* tensor name prefix of the decoder: "model." or
+                                  "model.language_model." */
+    int n_layers;              /* num_hidden_layers */
+    int hidden;                /* H, hidden_size */
+    int n_heads;               /* num_attention_heads */
+    int n_kv_heads;            /* num_key_value_heads */
+    int head_dim;              /* hd */
+    int vocab;                 /* vocab_size */
+    int n_experts;             /* E */
+    int n_experts_used;        /* K, num_experts_per_tok */
+    int moe_inter;             /* I, moe_intermediate_size */
+    int inter;                 /* dense MLP width, intermediate_size (0 if absent) */
+    int norm_topk_prob;        /* 1: renormalise top-k weights */
+    int decoder_sparse_step;
+    int n_mlp_only;
+    int *mlp_only_layers;      /* [n_mlp_only], owned */
+    double rms_eps;
+    double rope_theta;
+    int tie_word_embeddings;
+} reap_config;
+
+/* Parse `path` (a config.json). Returns REAP_OK, REAP_E_IO, REAP_E_FORMAT (bad JSON or
+ * a field of the wrong type, named in the message), REAP_E_UNSUPPORTED (other
+ * model_type, attention_bias true, ...), REAP_E_INVALID (inconsistent values: heads not
+ * divisible by kv heads, top_k > experts, ...). On failure *out is left zeroed. */
+int reap_config_load(const char *path, reap_config *out);
+
+void reap_config_free(reap_config *cfg);
+
+/* 1 if layer `layer` has a sparse MoE block, 0 if it has a dense MLP. */
+int reap_config_layer_is_moe(const reap_config *cfg, int layer);
+
+/* Number of MoE layers. */
+int reap_config_n_moe_layers(const reap_config *cfg);
+
+#endif

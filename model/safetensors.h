@@ -1,0 +1,90 @@
+/* safetensors.h - validated, mmap-based reading and streaming writing of .safetensors.
+ *
+ * File layout: u64 little-endian header length N, N bytes of JSON (may be padded with
+ * spaces), then the data buffer. st_file_open() validates everything the official reader
+ * validates before any tensor is exposed: N <= 100,000,000 and 8 + N <= file size, JSON
+ * well formed (object of objects, "__metadata__" string->string), known dtypes,
+ * data_offsets [begin, end] with end - begin == prod(shape) * bits(dtype) / 8, no
+ * duplicate names, and the offsets sorted by begin cover the data buffer exactly (no
+ * holes, overlaps or trailing bytes).
+ *
+ * Thread rules: an st_file is immutable after open; any number of threads may read it.
+ * Lifetime: st_tensor pointers and their data stay valid until st_file_close().
+ */
+#ifndef REAP_SAFETENSORS_H
+#define REAP_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ST_MAX_DIMS 8
+#define ST_MAX_HEADER 100000000ULL
+
+typedef enum st_dtype {
+    ST_BOOL, ST_U8, ST_I8, ST_F8_E5M2, ST_F8_E4M3,
+    ST_I16, ST_U16, ST_F16, ST_BF16,
+    ST_I32, ST_U32, ST_F32,
+    ST_I64, ST_U64, ST_F64,
+    ST_DTYPE_COUNT
+} st_dtype;
+
+typedef struct st_tensor {
+    const char *name;             /* NUL-terminated, owned by the st_file */
+    st_dtype dtype;
+    int ndim;                     /* 0..ST_MAX_DIMS */
+    int64_t shape[ST_MAX_DIMS];
+    uint64_t begin, end;          /* data_offsets, relative to the data buffer */
+    const void *data;             /* points into the mapping: begin of this tensor */
+    uint64_t nbytes;              /* end - begin */
+    int64_t numel;                /* prod(shape), 1 for a scalar */
+} st_tensor;
+
+typedef struct st_file st_file;
+
+/* Map and validate `path`. On success *out is a new handle (close with st_file_close).
+ * Returns REAP_OK, REAP_E_IO (open/stat/mmap failed), REAP_E_FORMAT (any validation
+ * failure; the message names the file and the offending tensor or field). */
+int st_file_open(const char *path, st_file **out);
+
+/* Unmap and free. NULL is allowed. */
+void st_file_close(st_file *f);
+
+const char *st_file_path(const st_file *f);
+uint64_t st_file_size(const st_file *f);       /* bytes on disk */
+size_t st_file_n_tensors(const st_file *f);
+/* i-th tensor in ascending data offset order (0 <= i < n_tensors). */
+const st_tensor *st_file_tensor(const st_file *f, size_t i);
+/* Tensor by exact name, NULL if absent. O(log n). */
+const st_tensor *st_file_find(const st_file *f, const char *name);
+/* Value of __metadata__[key], NULL if absent. */
+const char *st_file_metadata(const st_file *f, const char *key);
+
+/* dtype helpers. st_dtype_from_name returns REAP_E_FORMAT for unknown names. */
+int st_dtype_from_name(const char *s, st_dtype *out);
+const char *st_dtype_name(st_dtype d);
+unsigned st_dtype_bits(st_dtype d);
+
+/* ---- writing -------------------------------------------------------------------- */
+
+typedef struct st_write_spec {
+    const char *name;
+    st_dtype dtype;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+} st_write_spec;
+
+/* Produces the bytes of tensor `index` (an index into the spec array) into dst
+ * (exactly nbytes). Return REAP_OK or a negative status (which aborts the write). */
+typedef int (*st_fill_fn)(void *ud, size_t index, void *dst, uint64_t nbytes);
+
+/* Write a safetensors file from `n` specs, streaming: tensors are laid out by descending
+ * dtype alignment then by name, the header is padded with spaces so the data starts at
+ * a multiple of 8, "__metadata__" is {"format": "pt"}; fill() is called once per tensor
+ * in layout order with a buffer of that tensor's size (memory use: the largest tensor).
+ * The file is written to "<path>.tmp", fsynced and renamed to path.
+ * Returns REAP_OK, REAP_E_INVALID (duplicate names, bad shape), REAP_E_IO, or fill's
+ * status. */
+int st_write_file(const char *path, const st_write_spec *specs, size_t n,
+                  st_fill_fn fill, void *ud);
+
+#endif

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of reap from Debian 12 packages.
+# Idempotent: does nothing when everything is already installed. Run as root (or with
+# sudo available). The CUDA toolkit is optional and not installed here: when nvcc is
+# present the CUDA backend is built too.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config git
+  libjansson-dev          # JSON (config.json, safetensors headers, calibration)
+  libopenblas-dev         # CPU GEMMs
+  liblmdb-dev lmdb-utils  # score store
+  libsodium-dev minisign  # hashing, Ed25519 signatures
+  libgrpc-dev protobuf-c-compiler libprotobuf-c-dev  # services
+  libpcre2-dev libutf8proc-dev  # tokenizer
+  python3 python3-numpy   # float64 oracle in tests/
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
