@@ -1,0 +1,447 @@
+/* config.c - reads a Qwen3-MoE / Qwen3-VL-MoE config.json into a reap_config.
+ *
+ * How it works: pick the JSON object that holds the language-model fields (the top
+ * level for qwen3_moe, "text_config" for qwen3_vl_moe), read every field with a typed
+ * getter whose error message names the field's path inside the JSON, fill in the
+ * transformers defaults, then check the values against each other (config_validate).
+ * Types are strict: an integer field written as 4096.0 is a format error. A JSON null
+ * counts as absent, as transformers treats None.
+ */
+#include "config.h"
+
+#include "reap_err.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Where the fields come from, for messages: "<path>: missing <ctx><key>". */
+typedef struct field_src {
+    const char *path;   /* the config.json path as given */
+    const char *ctx;    /* "" (qwen3_moe) or "text_config." (qwen3_vl_moe) */
+} field_src;
+
+static const char *json_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a real number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+    }
+    return "an unknown type";
+}
+
+/* The value of `key` in `obj`, or NULL when absent or null. */
+static json_t *field_get(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return (v && !json_is_null(v)) ? v : NULL;
+}
+
+/* Integer field. Absent: REAP_E_FORMAT if `required`, else *out = def. */
+static int get_int(const field_src *src, json_t *obj, const char *key, int required,
+                   int def, int *out)
+{
+    json_t *v = field_get(obj, key);
+    json_int_t x;
+
+    if (!v) {
+        if (required)
+            return reap_err_set(REAP_E_FORMAT, "%s: missing %s%s", src->path, src->ctx, key);
+        *out = def;
+        return REAP_OK;
+    }
+    if (!json_is_integer(v))
+        return reap_err_set(REAP_E_FORMAT, "%s: %s%s must be an integer, not %s",
+                            src->path, src->ctx, key, json_type_name(v));
+    x = json_integer_value(v);
+    if (x < INT_MIN || x > INT_MAX)
+        return reap_err_set(REAP_E_FORMAT, "%s: %s%s = %lld is out of range", src->path,
+                            src->ctx, key, (long long)x);
+    *out = (int)x;
+    return REAP_OK;
+}
+
+/* Boolean field; absent: *out = def. */
+static int get_bool(const field_src *src, json_t *obj, const char *key, int def, int *out)
+{
+    json_t *v = field_get(obj, key);
+
+    if (!v) {
+        *out = def;
+        return REAP_OK;
+    }
+    if (!json_is_boolean(v))
+        return reap_err_set(REAP_E_FORMAT, "%s: %s%s must be a boolean, not %s", src->path,
+                            src->ctx, key, json_type_name(v));
+    *out = json_is_true(v) ? 1 : 0;
+    return REAP_OK;
+}
+
+/* Number field (integer or real); *found = 0 and *out untouched when absent. */
+static int get_number(const field_src *src, json_t *obj, const char *key, int *found,
+                      double *out)
+{
+    json_t *v = field_get(obj, key);
+
+    *found = 0;
+    if (!v)
+        return REAP_OK;
+    if (!json_is_number(v))
+        return reap_err_set(REAP_E_FORMAT, "%s: %s%s must be a number, not %s", src->path,
+                            src->ctx, key, json_type_name(v));
+    *out = json_number_value(v);
+    *found = 1;
+    return REAP_OK;
+}
+
+/* rope_theta, then rope_parameters.rope_theta, then rope_scaling.rope_theta, else
+ * `def`. A rope_parameters / rope_scaling object without rope_theta is passed over. */
+static int get_rope_theta(const field_src *src, json_t *obj, double def, double *out)
+{
+    static const char *const nests[] = { "rope_parameters", "rope_scaling" };
+    char ctx[64];
+    field_src sub;
+    json_t *nest;
+    int found, rc;
+    size_t i;
+
+    rc = get_number(src, obj, "rope_theta", &found, out);
+    if (rc || found)
+        return rc;
+    for (i = 0; i < sizeof nests / sizeof nests[0]; i++) {
+        nest = field_get(obj, nests[i]);
+        if (!nest)
+            continue;
+        if (!json_is_object(nest))
+            return reap_err_set(REAP_E_FORMAT, "%s: %s%s must be an object, not %s",
+                                src->path, src->ctx, nests[i], json_type_name(nest));
+        snprintf(ctx, sizeof ctx, "%s%s.", src->ctx, nests[i]);
+        sub.path = src->path;
+        sub.ctx = ctx;
+        rc = get_number(&sub, nest, "rope_theta", &found, out);
+        if (rc || found)
+            return rc;
+    }
+    *out = def;
+    return REAP_OK;
+}
+
+/* mlp_only_layers: an array of integers (absent: empty). Ranges are checked later. */
+static int get_mlp_only(const field_src *src, json_t *obj, reap_config *c)
+{
+    json_t *arr = field_get(obj, "mlp_only_layers");
+    json_t *v;
+    size_t i, n;
+
+    if (!arr)
+        return REAP_OK;
+    if (!json_is_array(arr))
+        return reap_err_set(REAP_E_FORMAT, "%s: %smlp_only_layers must be an array, not %s",
+                            src->path, src->ctx, json_type_name(arr));
+    n = json_array_size(arr);
+    if (n == 0)
+        return REAP_OK;
+    if (n > INT_MAX)
+        return reap_err_set(REAP_E_FORMAT, "%s: %smlp_only_layers is too long", src->path,
+                            src->ctx);
+    c->mlp_only_layers = calloc(n, sizeof *c->mlp_only_layers);
+    if (!c->mlp_only_layers)
+        return reap_err_set(REAP_E_NOMEM, "%s: out of memory", src->path);
+    c->n_mlp_only = (int)n;
+    json_array_foreach(arr, i, v) {
+        if (!json_is_integer(v))
+            return reap_err_set(REAP_E_FORMAT,
+                                "%s: %smlp_only_layers[%zu] must be an integer, not %s",
+                                src->path, src->ctx, i, json_type_name(v));
+        if (json_integer_value(v) < INT_MIN || json_integer_value(v) > INT_MAX)
+            return reap_err_set(REAP_E_INVALID, "%s: %smlp_only_layers[%zu] = %lld is out of "
+                                "range", src->path, src->ctx, i,
+                                (long long)json_integer_value(v));
+        c->mlp_only_layers[i] = (int)json_integer_value(v);
+    }
+    return REAP_OK;
+}
+
+/* Values checked against each other. `has_head_dim`: head_dim was in the file (else it
+ * is derived here from hidden / heads). */
+static int config_validate(const field_src *src, reap_config *c, int has_head_dim)
+{
+    const char *p = src->path, *x = src->ctx;
+    int i, L;
+
+    if (c->hidden <= 0)
+        return reap_err_set(REAP_E_INVALID, "%s: %shidden_size = %d must be positive", p, x,
+                            c->hidden);
+    if (c->n_layers <= 0)
+        return reap_err_set(REAP_E_INVALID, "%s: %snum_hidden_layers = %d must be positive",
+                            p, x, c->n_layers);
+    if (c->n_heads <= 0)
+        return reap_err_set(REAP_E_INVALID, "%s: %snum_attention_heads = %d must be positive",
+                            p, x, c->n_heads);
+    if (c->n_kv_heads <= 0)
+        return reap_err_set(REAP_E_INVALID, "%s: %snum_key_value_heads = %d must be positive",
+                            p, x, c->n_kv_heads);
+    if (c->vocab <= 0)
+        return reap_err_set(REAP_E_INVALID, "%s: %svocab_size = %d must be positive", p, x,
+                            c->vocab);
+    if (c->n_heads % c->n_kv_heads != 0)
+        return reap_err_set(REAP_E_INVALID, "%s: %snum_attention_heads = %d is not divisible "
+                            "by num_key_value_heads = %d", p, x, c->n_heads, c->n_kv_heads);
+    if (!has_head_dim) {
+        if (c->hidden % c->n_heads != 0)
+            return reap_err_set(REAP_E_INVALID, "%s: no %shead_dim and hidden_size = %d is not "
+                                "divisible by num_attention_heads = %d", p, x, c->hidden,
+                                c->n_heads);
+        c->head_dim = c->hidden / c->n_heads;
+    }
+    if (c->head_dim <= 0)
+        return reap_err_set(REAP_E_INVALID, "%s: %shead_dim = %d must be positive", p, x,
+                            c->head_dim);
+    if (c->head_dim % 2 != 0)
+        return reap_err_set(REAP_E_INVALID, "%s: %shead_dim = %d must be even for RoPE", p, x,
+                            c->head_dim);
+    if (c->n_experts < 0)
+        return reap_err_set(REAP_E_INVALID, "%s: %snum_experts = %d must not be negative", p,
+                            x, c->n_experts);
+    if (c->n_experts > 0) {
+        if (c->n_experts_used < 1 || c->n_experts_used > c->n_experts)
+            return reap_err_set(REAP_E_INVALID, "%s: %snum_experts_per_tok = %d must be in "
+                                "[1, num_experts = %d]", p, x, c->n_experts_used,
+                                c->n_experts);
+        if (c->moe_inter <= 0)
+            return reap_err_set(REAP_E_INVALID, "%s: %smoe_intermediate_size = %d must be "
+                                "positive", p, x, c->moe_inter);
+    }
+    if (c->decoder_sparse_step < 1)
+        return reap_err_set(REAP_E_INVALID, "%s: %sdecoder_sparse_step = %d must be >= 1", p,
+                            x, c->decoder_sparse_step);
+    for (i = 0; i < c->n_mlp_only; i++)
+        if (c->mlp_only_layers[i] < 0 || c->mlp_only_layers[i] >= c->n_layers)
+            return reap_err_set(REAP_E_INVALID, "%s: %smlp_only_layers[%d] = %d is outside "
+                                "[0, num_hidden_layers = %d)", p, x, i, c->mlp_only_layers[i],
+                                c->n_layers);
+    if (c->inter < 0)
+        return reap_err_set(REAP_E_INVALID, "%s: %sintermediate_size = %d must not be "
+                            "negative", p, x, c->inter);
+    for (L = 0; L < c->n_layers; L++)
+        if (!reap_config_layer_is_moe(c, L) && c->inter <= 0)
+            return reap_err_set(REAP_E_INVALID, "%s: layer %d has a dense MLP but "
+                                "%sintermediate_size is missing or 0", p, L, x);
+    if (!(c->rms_eps > 0.0) || !isfinite(c->rms_eps))
+        return reap_err_set(REAP_E_INVALID, "%s: %srms_norm_eps = %g must be positive", p, x,
+                            c->rms_eps);
+    if (!(c->rope_theta > 0.0) || !isfinite(c->rope_theta))
+        return reap_err_set(REAP_E_INVALID, "%s: %srope_theta = %g must be positive", p, x,
+                            c->rope_theta);
+    return REAP_OK;
+}
+
+int reap_config_load(const char *path, reap_config *out)
+{
+    reap_config c;
+    field_src src;
+    json_error_t jerr;
+    FILE *fp = NULL;
+    json_t *root = NULL, *fields, *mt, *ne, *nle;
+    const char *type;
+    double rope_default;
+    int rc, has_head_dim, n_local = 0, found = 0;
+
+    memset(&c, 0, sizeof c);
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!path || !out) {
+        rc = reap_err_set(REAP_E_INVALID, "reap_config_load: NULL argument");
+        goto fail;
+    }
+    src.path = path;
+    src.ctx = "";
+
+    fp = fopen(path, "rb");
+    if (!fp) {
+        rc = reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno));
+        goto fail;
+    }
+    root = json_loadf(fp, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        if (ferror(fp))
+            rc = reap_err_set(REAP_E_IO, "%s: read error", path);
+        else
+            rc = reap_err_set(REAP_E_FORMAT, "%s:%d:%d: invalid JSON: %s", path, jerr.line,
+                              jerr.column, jerr.text);
+        goto fail;
+    }
+    if (!json_is_object(root)) {
+        rc = reap_err_set(REAP_E_FORMAT, "%s: top level must be an object, not %s", path,
+                          json_type_name(root));
+        goto fail;
+    }
+
+    /* ---- family: where the fields live ---- */
+    mt = field_get(root, "model_type");
+    if (!mt) {
+        rc = reap_err_set(REAP_E_UNSUPPORTED, "%s: no model_type (supported: qwen3_moe, "
+                          "qwen3_vl_moe)", path);
+        goto fail;
+    }
+    if (!json_is_string(mt)) {
+        rc = reap_err_set(REAP_E_FORMAT, "%s: model_type must be a string, not %s", path,
+                          json_type_name(mt));
+        goto fail;
+    }
+    type = json_string_value(mt);
+    if (strcmp(type, "qwen3_moe") == 0) {
+        c.family = REAP_FAMILY_QWEN3_MOE;
+        snprintf(c.prefix, sizeof c.prefix, "model.");
+        fields = root;
+        rope_default = 10000.0;
+    } else if (strcmp(type, "qwen3_vl_moe") == 0) {
+        c.family = REAP_FAMILY_QWEN3_VL_MOE;
+        snprintf(c.prefix, sizeof c.prefix, "model.language_model.");
+        fields = field_get(root, "text_config");
+        if (!fields) {
+            rc = reap_err_set(REAP_E_FORMAT, "%s: missing text_config", path);
+            goto fail;
+        }
+        if (!json_is_object(fields)) {
+            rc = reap_err_set(REAP_E_FORMAT, "%s: text_config must be an object, not %s", path,
+                              json_type_name(fields));
+            goto fail;
+        }
+        src.ctx = "text_config.";
+        rope_default = 5000000.0;
+    } else {
+        rc = reap_err_set(REAP_E_UNSUPPORTED, "%s: model_type \"%.64s\" is not supported "
+                          "(supported: qwen3_moe, qwen3_vl_moe)", path, type);
+        goto fail;
+    }
+    snprintf(c.model_type, sizeof c.model_type, "%s", type);
+
+    /* ---- fields ---- */
+    if ((rc = get_bool(&src, fields, "attention_bias", 0, &found)))
+        goto fail;
+    if (found) {
+        rc = reap_err_set(REAP_E_UNSUPPORTED, "%s: %sattention_bias = true is not supported",
+                          path, src.ctx);
+        goto fail;
+    }
+    if ((rc = get_int(&src, fields, "hidden_size", 1, 0, &c.hidden)) ||
+        (rc = get_int(&src, fields, "num_hidden_layers", 1, 0, &c.n_layers)) ||
+        (rc = get_int(&src, fields, "num_attention_heads", 1, 0, &c.n_heads)) ||
+        (rc = get_int(&src, fields, "num_key_value_heads", 0, c.n_heads, &c.n_kv_heads)) ||
+        (rc = get_int(&src, fields, "head_dim", 0, 0, &c.head_dim)) ||
+        (rc = get_int(&src, fields, "vocab_size", 1, 0, &c.vocab)) ||
+        (rc = get_int(&src, fields, "intermediate_size", 0, 0, &c.inter)) ||
+        (rc = get_int(&src, fields, "decoder_sparse_step", 0, 1, &c.decoder_sparse_step)))
+        goto fail;
+    has_head_dim = field_get(fields, "head_dim") != NULL;
+
+    /* num_experts | num_local_experts: at least one; equal when both are written. */
+    ne = field_get(fields, "num_experts");
+    nle = field_get(fields, "num_local_experts");
+    if (!ne && !nle) {
+        rc = reap_err_set(REAP_E_FORMAT, "%s: missing %snum_experts (or num_local_experts)",
+                          path, src.ctx);
+        goto fail;
+    }
+    if (ne && (rc = get_int(&src, fields, "num_experts", 1, 0, &c.n_experts)))
+        goto fail;
+    if (nle) {
+        if ((rc = get_int(&src, fields, "num_local_experts", 1, 0, &n_local)))
+            goto fail;
+        if (ne && n_local != c.n_experts) {
+            rc = reap_err_set(REAP_E_INVALID, "%s: %snum_experts = %d and num_local_experts = "
+                              "%d disagree", path, src.ctx, c.n_experts, n_local);
+            goto fail;
+        }
+        c.n_experts = n_local;
+    }
+    /* Router and expert widths are needed only when there are experts. */
+    if ((rc = get_int(&src, fields, "num_experts_per_tok", c.n_experts > 0, 0,
+                      &c.n_experts_used)) ||
+        (rc = get_int(&src, fields, "moe_intermediate_size", c.n_experts > 0, 0,
+                      &c.moe_inter)))
+        goto fail;
+
+    if ((rc = get_bool(&src, fields, "norm_topk_prob", 0, &c.norm_topk_prob)))
+        goto fail;
+    if (c.family == REAP_FAMILY_QWEN3_VL_MOE)
+        c.norm_topk_prob = 1;   /* its router always renormalises */
+
+    if ((rc = get_mlp_only(&src, fields, &c)))
+        goto fail;
+    if ((rc = get_number(&src, fields, "rms_norm_eps", &found, &c.rms_eps)))
+        goto fail;
+    if (!found)
+        c.rms_eps = 1e-6;
+    if ((rc = get_rope_theta(&src, fields, rope_default, &c.rope_theta)))
+        goto fail;
+
+    /* tie_word_embeddings: for qwen3_vl_moe the top-level key governs lm_head (the
+     * ConditionalGeneration config); text_config's copy is the fallback. */
+    if (c.family == REAP_FAMILY_QWEN3_VL_MOE && field_get(root, "tie_word_embeddings")) {
+        field_src top = { path, "" };
+        rc = get_bool(&top, root, "tie_word_embeddings", 0, &c.tie_word_embeddings);
+    } else {
+        rc = get_bool(&src, fields, "tie_word_embeddings", 0, &c.tie_word_embeddings);
+    }
+    if (rc)
+        goto fail;
+
+    if ((rc = config_validate(&src, &c, has_head_dim)))
+        goto fail;
+
+    json_decref(root);
+    fclose(fp);
+    *out = c;
+    return REAP_OK;
+
+fail:
+    reap_config_free(&c);
+    json_decref(root);
+    if (fp)
+        fclose(fp);
+    return rc;
+}
+
+void reap_config_free(reap_config *cfg)
+{
+    if (!cfg)
+        return;
+    free(cfg->mlp_only_layers);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+int reap_config_layer_is_moe(const reap_config *cfg, int layer)
+{
+    int i;
+
+    if (!cfg || layer < 0 || layer >= cfg->n_layers || cfg->n_experts <= 0 ||
+        cfg->decoder_sparse_step < 1)
+        return 0;
+    for (i = 0; i < cfg->n_mlp_only; i++)
+        if (cfg->mlp_only_layers[i] == layer)
+            return 0;
+    return (layer + 1) % cfg->decoder_sparse_step == 0;
+}
+
+int reap_config_n_moe_layers(const reap_config *cfg)
+{
+    int L, n = 0;
+
+    if (!cfg)
+        return 0;
+    for (L = 0; L < cfg->n_layers; L++)
+        n += reap_config_layer_is_moe(cfg, L);
+    return n;
+}
