@@ -1,0 +1,583 @@
+/* backend_cpu.c - the CPU reference backend (fp32 activations, fp64 statistics).
+ *
+ * Dimension legend: T = n_rows * S positions, S sequence length, Tb positions of one
+ * attention micro-batch, Nv valid positions, H hidden, nH/nKV heads, hd head dim,
+ * E experts, K experts per token, I expert width, Id dense MLP width, n_e tokens routed
+ * to expert e.
+ *
+ * A layer, top to bottom (the contract is in backend.h):
+ *   attention_block: per micro-batch of rows: rmsnorm -> q,k,v GEMMs -> q/k head norms
+ *                    -> RoPE -> causal attention per (row, head) -> o GEMM -> residual
+ *   moe_block:       valid positions only: rmsnorm -> router GEMM -> softmax/top-k
+ *                    -> per expert (ascending): gather routed rows -> gate_up GEMM ->
+ *                    SwiGLU -> down GEMM -> statistics + weighted combine -> residual
+ *   mlp_block:       dense SwiGLU MLP on valid positions
+ * Determinism: GEMMs go through OpenBLAS (whose per-element reduction order does not
+ * depend on M or the thread count); everything else is a fixed-order loop, with work
+ * split across threads only over independent outputs. Experts are processed in
+ * ascending order and each token's outputs are added in that order.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cpu_ops.h"
+#include "parallel.h"
+#include "reap_err.h"
+
+#define CPU_MAX_HEAD_DIM 512
+
+typedef struct cpu_ctx {
+    reap_config cfg;            /* copy; mlp_only_layers not owned (not used) */
+    int threads, batch_rows;
+    int n_rows, S;
+    int64_t T;
+    int32_t *tokens;            /* [T] */
+    uint8_t *mask;              /* [T] */
+    int64_t n_valid;
+    int64_t *valid;             /* [Nv] positions with mask 1, ascending */
+    float *x;                   /* [T, H] hidden states */
+    float *rope_cos, *rope_sin; /* [S, hd/2] */
+    /* current layer, fp32, nn.Linear orientation */
+    int layer, is_moe;
+    float *in_norm, *post_norm; /* [H] */
+    float *wq;                  /* [nH*hd, H] */
+    float *wk, *wv;             /* [nKV*hd, H] */
+    float *wo;                  /* [H, nH*hd] */
+    float *q_norm, *k_norm;     /* [hd] */
+    float *router;              /* [E, H] */
+    float *w_gate_up;           /* [E, 2I, H]: rows 0..I-1 gate, I..2I-1 up */
+    float *w_down;              /* [E, H, I] */
+    float *mlp_gate_up;         /* [2Id, H] */
+    float *mlp_down;            /* [H, Id] */
+} cpu_ctx;
+
+/* ---- helpers ----------------------------------------------------------------------- */
+
+static float *falloc(int64_t n)
+{
+    return n > 0 ? malloc((size_t)n * sizeof(float)) : malloc(sizeof(float));
+}
+
+static int check_finite(const cpu_ctx *c, const float *x, int64_t n, int64_t width,
+                        const char *stage)
+{
+    int64_t i = cpu_first_nonfinite(x, n);
+    if (i < 0)
+        return REAP_OK;
+    return reap_err_set(REAP_E_NUMERIC, "layer %d: non-finite activation %g after %s "
+                        "(row %lld, element %lld)", c->layer, (double)x[i], stage,
+                        (long long)(i / width), (long long)(i % width));
+}
+
+static int to_f32(const st_tensor *t, float *dst)
+{
+    return reap_tensor_to_f32(t, 0, t->numel, dst);
+}
+
+/* ---- init / free --------------------------------------------------------------------- */
+
+static void cpu_free_layer(cpu_ctx *c)
+{
+    float **bufs[] = {&c->in_norm, &c->post_norm, &c->wq, &c->wk, &c->wv, &c->wo,
+                      &c->q_norm, &c->k_norm, &c->router, &c->w_gate_up, &c->w_down,
+                      &c->mlp_gate_up, &c->mlp_down};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        free(*bufs[i]);
+        *bufs[i] = NULL;
+    }
+    c->layer = -1;
+}
+
+static void cpu_free(void *ctx)
+{
+    cpu_ctx *c = ctx;
+    if (!c)
+        return;
+    cpu_free_layer(c);
+    free(c->tokens);
+    free(c->mask);
+    free(c->valid);
+    free(c->x);
+    free(c->rope_cos);
+    free(c->rope_sin);
+    free(c);
+}
+
+static int cpu_init(const reap_config *cfg, const reap_rows *rows,
+                    const reap_backend_opts *opts, void **out)
+{
+    int rc = REAP_OK;
+    cpu_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return reap_err_set(REAP_E_NOMEM, "cpu backend: context");
+    c->cfg = *cfg;
+    c->cfg.mlp_only_layers = NULL;
+    c->cfg.n_mlp_only = 0;
+    c->layer = -1;
+    c->threads = opts && opts->threads > 0 ? opts->threads : reap_cpu_count();
+    c->batch_rows = opts && opts->batch_rows > 0 ? opts->batch_rows : 8;
+    c->n_rows = rows->n_rows;
+    c->S = rows->seq_len;
+    c->T = (int64_t)rows->n_rows * rows->seq_len;
+    if (cfg->head_dim > CPU_MAX_HEAD_DIM || cfg->head_dim % 2) {
+        rc = reap_err_set(REAP_E_UNSUPPORTED, "cpu backend: head_dim %d (even, <= %d)",
+                          cfg->head_dim, CPU_MAX_HEAD_DIM);
+        goto fail;
+    }
+    if (c->T <= 0) {
+        rc = reap_err_set(REAP_E_INVALID, "cpu backend: no calibration positions");
+        goto fail;
+    }
+    cpu_blas_set_threads(c->threads);
+    c->tokens = malloc((size_t)c->T * sizeof *c->tokens);
+    c->mask = malloc((size_t)c->T);
+    c->valid = malloc((size_t)c->T * sizeof *c->valid);
+    c->x = falloc(c->T * cfg->hidden);
+    c->rope_cos = falloc((int64_t)c->S * cfg->head_dim / 2);
+    c->rope_sin = falloc((int64_t)c->S * cfg->head_dim / 2);
+    if (!c->tokens || !c->mask || !c->valid || !c->x || !c->rope_cos || !c->rope_sin) {
+        rc = reap_err_set(REAP_E_NOMEM, "cpu backend: hidden states of %lld positions x %d "
+                          "(%.1f MiB)", (long long)c->T, cfg->hidden,
+                          (double)c->T * cfg->hidden * 4 / 1048576.0);
+        goto fail;
+    }
+    memcpy(c->tokens, rows->tokens, (size_t)c->T * sizeof *c->tokens);
+    memcpy(c->mask, rows->mask, (size_t)c->T);
+    for (int64_t t = 0; t < c->T; t++)
+        if (c->mask[t])
+            c->valid[c->n_valid++] = t;
+    cpu_rope_table(c->rope_cos, c->rope_sin, c->S, cfg->head_dim, cfg->rope_theta);
+    *out = c;
+    return REAP_OK;
+fail:
+    cpu_free(c);
+    return rc;
+}
+
+static int cpu_embed(void *ctx, const st_tensor *embed)
+{
+    cpu_ctx *c = ctx;
+    const int H = c->cfg.hidden;
+    for (int64_t t = 0; t < c->T; t++) {
+        int32_t tok = c->tokens[t];
+        if (tok < 0 || tok >= c->cfg.vocab)
+            return reap_err_set(REAP_E_INVALID, "token id %d at position %lld out of range "
+                                "(vocab_size %d)", tok, (long long)t, c->cfg.vocab);
+        int rc = reap_tensor_to_f32(embed, (int64_t)tok * H, H, c->x + t * H);
+        if (rc)
+            return rc;
+    }
+    return REAP_OK;
+}
+
+/* ---- load_layer ------------------------------------------------------------------------ */
+
+typedef struct {
+    cpu_ctx *c;
+    const reap_layer_weights *w;
+    int *rc;            /* [E] */
+    char (*msg)[256];   /* [E] */
+} expert_load_job;
+
+static void expert_load_range(void *ud, int64_t begin, int64_t end, int tid)
+{
+    (void)tid;
+    expert_load_job *j = ud;
+    const int64_t H = j->c->cfg.hidden, I = j->c->cfg.moe_inter;
+    for (int64_t e = begin; e < end; e++) {
+        float *gu = j->c->w_gate_up + e * 2 * I * H;
+        int rc = reap_expert_to_f32(j->w, &j->c->cfg, (int)e, gu, gu + I * H,
+                                    j->c->w_down + e * H * I);
+        j->rc[e] = rc;
+        if (rc)
+            snprintf(j->msg[e], sizeof j->msg[e], "%s", reap_err_msg());
+    }
+}
+
+static int load_experts(cpu_ctx *c, const reap_layer_weights *w)
+{
+    const int E = c->cfg.n_experts;
+    int rc = REAP_OK;
+    expert_load_job j = {c, w, calloc((size_t)E, sizeof(int)), calloc((size_t)E, 256)};
+    if (!j.rc || !j.msg) {
+        rc = reap_err_set(REAP_E_NOMEM, "layer %d: expert load", w->layer);
+        goto done;
+    }
+    reap_parallel_for(c->threads, E, expert_load_range, &j);
+    for (int e = 0; e < E; e++)
+        if (j.rc[e]) {
+            rc = reap_err_set(j.rc[e], "%s", j.msg[e]);
+            break;
+        }
+done:
+    free(j.rc);
+    free(j.msg);
+    return rc;
+}
+
+static int cpu_load_layer(void *ctx, const reap_layer_weights *w)
+{
+    cpu_ctx *c = ctx;
+    const reap_config *cfg = &c->cfg;
+    const int64_t H = cfg->hidden, hd = cfg->head_dim, E = cfg->n_experts,
+                  I = cfg->moe_inter, Id = cfg->inter;
+    const int64_t qd = (int64_t)cfg->n_heads * hd, kvd = (int64_t)cfg->n_kv_heads * hd;
+    int rc;
+    cpu_free_layer(c);
+    c->layer = w->layer;
+    c->is_moe = w->is_moe;
+    c->in_norm = falloc(H);
+    c->post_norm = falloc(H);
+    c->wq = falloc(qd * H);
+    c->wk = falloc(kvd * H);
+    c->wv = falloc(kvd * H);
+    c->wo = falloc(H * qd);
+    c->q_norm = falloc(hd);
+    c->k_norm = falloc(hd);
+    if (w->is_moe) {
+        c->router = falloc(E * H);
+        c->w_gate_up = falloc(E * 2 * I * H);
+        c->w_down = falloc(E * H * I);
+    } else {
+        c->mlp_gate_up = falloc(2 * Id * H);
+        c->mlp_down = falloc(H * Id);
+    }
+    if (!c->in_norm || !c->post_norm || !c->wq || !c->wk || !c->wv || !c->wo ||
+        !c->q_norm || !c->k_norm ||
+        (w->is_moe && (!c->router || !c->w_gate_up || !c->w_down)) ||
+        (!w->is_moe && (!c->mlp_gate_up || !c->mlp_down))) {
+        rc = reap_err_set(REAP_E_NOMEM, "layer %d: weights in fp32", w->layer);
+        goto fail;
+    }
+    if ((rc = to_f32(w->input_norm, c->in_norm)) || (rc = to_f32(w->post_norm, c->post_norm)) ||
+        (rc = to_f32(w->q_proj, c->wq)) || (rc = to_f32(w->k_proj, c->wk)) ||
+        (rc = to_f32(w->v_proj, c->wv)) || (rc = to_f32(w->o_proj, c->wo)) ||
+        (rc = to_f32(w->q_norm, c->q_norm)) || (rc = to_f32(w->k_norm, c->k_norm)))
+        goto fail;
+    if (w->is_moe) {
+        if ((rc = to_f32(w->router, c->router)) || (rc = load_experts(c, w)))
+            goto fail;
+    } else {
+        if ((rc = to_f32(w->mlp_gate, c->mlp_gate_up)) ||
+            (rc = to_f32(w->mlp_up, c->mlp_gate_up + Id * H)) ||
+            (rc = to_f32(w->mlp_down, c->mlp_down)))
+            goto fail;
+    }
+    return REAP_OK;
+fail:
+    reap_err_prefix(rc, "layer %d", w->layer);
+    cpu_free_layer(c);
+    return rc;
+}
+
+/* ---- attention block ------------------------------------------------------------------ */
+
+typedef struct {
+    cpu_ctx *c;
+    int64_t row0;       /* first row of the micro-batch */
+    float *q, *k, *v;   /* [Tb, qd], [Tb, kvd], [Tb, kvd] */
+    float *att;         /* [Tb, qd] */
+    float *scores;      /* [threads, S] */
+} attn_job;
+
+/* q/k head norms and RoPE for positions [begin, end) of the micro-batch. */
+static void qk_norm_rope_range(void *ud, int64_t begin, int64_t end, int tid)
+{
+    (void)tid;
+    attn_job *j = ud;
+    const reap_config *cfg = &j->c->cfg;
+    const int hd = cfg->head_dim, nH = cfg->n_heads, nKV = cfg->n_kv_heads, S = j->c->S;
+    for (int64_t t = begin; t < end; t++) {
+        int pos = (int)(t % S);
+        for (int h = 0; h < nH; h++) {
+            float *qh = j->q + t * nH * hd + (int64_t)h * hd;
+            cpu_rmsnorm(qh, qh, j->c->q_norm, 1, hd, cfg->rms_eps);
+            cpu_rope_apply(qh, j->c->rope_cos, j->c->rope_sin, pos, hd);
+        }
+        for (int h = 0; h < nKV; h++) {
+            float *kh = j->k + t * nKV * hd + (int64_t)h * hd;
+            cpu_rmsnorm(kh, kh, j->c->k_norm, 1, hd, cfg->rms_eps);
+            cpu_rope_apply(kh, j->c->rope_cos, j->c->rope_sin, pos, hd);
+        }
+    }
+}
+
+/* Attention for (row, head) pairs [begin, end) of the micro-batch. */
+static void attention_range(void *ud, int64_t begin, int64_t end, int tid)
+{
+    attn_job *j = ud;
+    const reap_config *cfg = &j->c->cfg;
+    const int hd = cfg->head_dim, nH = cfg->n_heads, nKV = cfg->n_kv_heads, S = j->c->S;
+    const int qd = nH * hd, kvd = nKV * hd, group = nH / nKV;
+    const float scale = (float)(1.0 / sqrt((double)hd));
+    for (int64_t p = begin; p < end; p++) {
+        int64_t r = p / nH;
+        int h = (int)(p % nH), kvh = h / group;
+        int64_t t0 = r * S;
+        cpu_attention_head(j->att + t0 * qd + (int64_t)h * hd, qd,
+                           j->q + t0 * qd + (int64_t)h * hd, qd,
+                           j->k + t0 * kvd + (int64_t)kvh * hd,
+                           j->v + t0 * kvd + (int64_t)kvh * hd, kvd,
+                           j->c->mask + (j->row0 + r) * S, S, hd, scale,
+                           j->scores + (int64_t)tid * S);
+    }
+}
+
+static int attention_block(cpu_ctx *c)
+{
+    const reap_config *cfg = &c->cfg;
+    const int64_t H = cfg->hidden, S = c->S;
+    const int64_t qd = (int64_t)cfg->n_heads * cfg->head_dim;
+    const int64_t kvd = (int64_t)cfg->n_kv_heads * cfg->head_dim;
+    const int64_t Bmax = c->batch_rows < c->n_rows ? c->batch_rows : c->n_rows;
+    const int64_t Tbmax = Bmax * S;
+    int rc = REAP_OK;
+    float *a = falloc(Tbmax * H), *q = falloc(Tbmax * qd), *k = falloc(Tbmax * kvd),
+          *v = falloc(Tbmax * kvd), *att = falloc(Tbmax * qd), *o = falloc(Tbmax * H),
+          *scores = falloc((int64_t)c->threads * S);
+    if (!a || !q || !k || !v || !att || !o || !scores) {
+        rc = reap_err_set(REAP_E_NOMEM, "layer %d: attention buffers for %lld rows",
+                          c->layer, (long long)Bmax);
+        goto done;
+    }
+    for (int64_t r0 = 0; r0 < c->n_rows; r0 += Bmax) {
+        int64_t B = c->n_rows - r0 < Bmax ? c->n_rows - r0 : Bmax, Tb = B * S;
+        float *x = c->x + r0 * S * H;
+        cpu_rmsnorm(a, x, c->in_norm, Tb, (int)H, cfg->rms_eps);
+        cpu_matmul_bt(q, a, c->wq, Tb, qd, H);
+        cpu_matmul_bt(k, a, c->wk, Tb, kvd, H);
+        cpu_matmul_bt(v, a, c->wv, Tb, kvd, H);
+        attn_job j = {c, r0, q, k, v, att, scores};
+        reap_parallel_for(c->threads, Tb, qk_norm_rope_range, &j);
+        reap_parallel_for(c->threads, B * cfg->n_heads, attention_range, &j);
+        cpu_matmul_bt(o, att, c->wo, Tb, H, qd);
+        for (int64_t i = 0; i < Tb * H; i++)
+            x[i] += o[i];
+        if ((rc = check_finite(c, x, Tb * H, H, "attention")))
+            goto done;
+    }
+done:
+    free(a); free(q); free(k); free(v); free(att); free(o); free(scores);
+    return rc;
+}
+
+/* ---- MoE block ----------------------------------------------------------------------- */
+
+typedef struct {
+    cpu_ctx *c;
+    const float *logits;  /* [Nv, E] */
+    int32_t *idx;         /* [Nv, K] */
+    double *g;            /* [Nv, K] */
+} route_job;
+
+static void route_range(void *ud, int64_t begin, int64_t end, int tid)
+{
+    (void)tid;
+    route_job *j = ud;
+    const int E = j->c->cfg.n_experts, K = j->c->cfg.n_experts_used;
+    for (int64_t n = begin; n < end; n++)
+        cpu_router_topk(j->logits + n * E, E, K, j->c->cfg.norm_topk_prob, j->idx + n * K,
+                        j->g + n * K);
+}
+
+typedef struct {
+    const float *gu;    /* [n_e, 2I] */
+    float *a;           /* [n_e, I] */
+    int I;
+} swiglu_job;
+
+static void swiglu_range(void *ud, int64_t begin, int64_t end, int tid)
+{
+    (void)tid;
+    swiglu_job *j = ud;
+    cpu_swiglu(j->a + begin * j->I, j->gu + begin * 2 * j->I, end - begin, j->I);
+}
+
+/* Gather rows `src[rows[i]]` of width d into dst. */
+static void gather_rows(float *dst, const float *src, const int64_t *rows, int64_t n, int64_t d)
+{
+    for (int64_t i = 0; i < n; i++)
+        memcpy(dst + i * d, src + rows[i] * d, (size_t)d * sizeof(float));
+}
+
+static int moe_block(cpu_ctx *c, reap_layer_stats *st)
+{
+    const reap_config *cfg = &c->cfg;
+    const int64_t H = cfg->hidden, E = cfg->n_experts, K = cfg->n_experts_used,
+                  I = cfg->moe_inter, Nv = c->n_valid;
+    int rc = REAP_OK;
+    float *m = falloc(Nv * H), *logits = falloc(Nv * E), *moe_out = falloc(Nv * H);
+    int32_t *idx = malloc((size_t)(Nv * K + 1) * sizeof *idx);
+    double *g = malloc((size_t)(Nv * K + 1) * sizeof *g);
+    int64_t *off = calloc((size_t)E + 1, sizeof *off);
+    int64_t *tok = malloc((size_t)(Nv * K + 1) * sizeof *tok);   /* routed rows of m */
+    double *tok_g = malloc((size_t)(Nv * K + 1) * sizeof *tok_g);
+    float *xe = NULL, *gu = NULL, *act = NULL, *y = NULL;
+    if (!m || !logits || !moe_out || !idx || !g || !off || !tok || !tok_g) {
+        rc = reap_err_set(REAP_E_NOMEM, "layer %d: MoE buffers for %lld tokens", c->layer,
+                          (long long)Nv);
+        goto done;
+    }
+    /* m = rmsnorm(x[valid]); logits = m Wr^T; route. */
+    gather_rows(m, c->x, c->valid, Nv, H);
+    cpu_rmsnorm(m, m, c->post_norm, Nv, (int)H, cfg->rms_eps);
+    cpu_matmul_bt(logits, m, c->router, Nv, E, H);
+    if ((rc = check_finite(c, logits, Nv * E, E, "router")))
+        goto done;
+    route_job rj = {c, logits, idx, g};
+    reap_parallel_for(c->threads, Nv, route_range, &rj);
+
+    /* Token lists per expert, tokens ascending within each expert. */
+    for (int64_t n = 0; n < Nv * K; n++)
+        off[idx[n] + 1]++;
+    for (int64_t e = 0; e < E; e++)
+        off[e + 1] += off[e];
+    int64_t max_ne = 0;
+    {
+        int64_t *fill = calloc((size_t)E, sizeof *fill);
+        if (!fill) {
+            rc = reap_err_set(REAP_E_NOMEM, "layer %d: routing table", c->layer);
+            goto done;
+        }
+        for (int64_t n = 0; n < Nv; n++)
+            for (int64_t k = 0; k < K; k++) {
+                int64_t e = idx[n * K + k], p = off[e] + fill[e]++;
+                tok[p] = n;
+                tok_g[p] = g[n * K + k];
+            }
+        free(fill);
+        for (int64_t e = 0; e < E; e++)
+            if (off[e + 1] - off[e] > max_ne)
+                max_ne = off[e + 1] - off[e];
+    }
+    xe = falloc(max_ne * H);
+    gu = falloc(max_ne * 2 * I);
+    act = falloc(max_ne * I);
+    y = falloc(max_ne * H);
+    if (!xe || !gu || !act || !y) {
+        rc = reap_err_set(REAP_E_NOMEM, "layer %d: expert buffers for %lld tokens",
+                          c->layer, (long long)max_ne);
+        goto done;
+    }
+    memset(moe_out, 0, (size_t)(Nv * H) * sizeof *moe_out);
+    st->tokens += Nv;
+    for (int64_t e = 0; e < E; e++) {
+        const int64_t ne = off[e + 1] - off[e];
+        const int64_t *te = tok + off[e];
+        const double *ge = tok_g + off[e];
+        if (ne == 0)
+            continue;
+        gather_rows(xe, m, te, ne, H);
+        cpu_matmul_bt(gu, xe, c->w_gate_up + e * 2 * I * H, ne, 2 * I, H);
+        swiglu_job sj = {gu, act, (int)I};
+        reap_parallel_for(c->threads, ne, swiglu_range, &sj);
+        cpu_matmul_bt(y, act, c->w_down + e * H * I, ne, H, I);
+        for (int64_t i = 0; i < ne; i++) {
+            const float *yi = y + i * H;
+            double norm;
+            float mx;
+            cpu_norm_max(yi, (int)H, &norm, &mx);
+            if (!isfinite(norm)) {
+                rc = reap_err_set(REAP_E_NUMERIC, "layer %d: non-finite output of expert "
+                                  "%lld (position %lld)", c->layer, (long long)e,
+                                  (long long)c->valid[te[i]]);
+                goto done;
+            }
+            st->count[e]++;
+            st->sum_gate_norm[e] += ge[i] * norm;
+            st->sum_norm[e] += norm;
+            st->sum_gate[e] += ge[i];
+            if (mx > st->max_act[e])
+                st->max_act[e] = mx;
+            float gi = (float)ge[i];
+            float *o = moe_out + te[i] * H;
+            for (int64_t d = 0; d < H; d++)
+                o[d] += gi * yi[d];
+        }
+    }
+    for (int64_t n = 0; n < Nv; n++) {
+        float *x = c->x + c->valid[n] * H;
+        const float *o = moe_out + n * H;
+        for (int64_t d = 0; d < H; d++)
+            x[d] += o[d];
+    }
+    rc = check_finite(c, moe_out, Nv * H, H, "MoE");
+done:
+    free(m); free(logits); free(moe_out); free(idx); free(g); free(off); free(tok);
+    free(tok_g); free(xe); free(gu); free(act); free(y);
+    return rc;
+}
+
+/* ---- dense MLP block ------------------------------------------------------------------ */
+
+static int mlp_block(cpu_ctx *c)
+{
+    const reap_config *cfg = &c->cfg;
+    const int64_t H = cfg->hidden, Id = cfg->inter, Nv = c->n_valid;
+    int rc = REAP_OK;
+    float *m = falloc(Nv * H), *gu = falloc(Nv * 2 * Id), *act = falloc(Nv * Id),
+          *y = falloc(Nv * H);
+    if (!m || !gu || !act || !y) {
+        rc = reap_err_set(REAP_E_NOMEM, "layer %d: MLP buffers", c->layer);
+        goto done;
+    }
+    gather_rows(m, c->x, c->valid, Nv, H);
+    cpu_rmsnorm(m, m, c->post_norm, Nv, (int)H, cfg->rms_eps);
+    cpu_matmul_bt(gu, m, c->mlp_gate_up, Nv, 2 * Id, H);
+    swiglu_job sj = {gu, act, (int)Id};
+    reap_parallel_for(c->threads, Nv, swiglu_range, &sj);
+    cpu_matmul_bt(y, act, c->mlp_down, Nv, H, Id);
+    if ((rc = check_finite(c, y, Nv * H, H, "MLP")))
+        goto done;
+    for (int64_t n = 0; n < Nv; n++) {
+        float *x = c->x + c->valid[n] * H;
+        for (int64_t d = 0; d < H; d++)
+            x[d] += y[n * H + d];
+    }
+done:
+    free(m); free(gu); free(act); free(y);
+    return rc;
+}
+
+static int cpu_forward_layer(void *ctx, reap_layer_stats *stats)
+{
+    cpu_ctx *c = ctx;
+    int rc;
+    if (c->layer < 0)
+        return reap_err_set(REAP_E_INTERNAL, "cpu backend: forward without a loaded layer");
+    if (c->is_moe != (stats != NULL))
+        return reap_err_set(REAP_E_INTERNAL, "layer %d: statistics %s for a %s layer",
+                            c->layer, stats ? "given" : "missing",
+                            c->is_moe ? "MoE" : "dense");
+    if ((rc = attention_block(c)))
+        return rc;
+    return c->is_moe ? moe_block(c, stats) : mlp_block(c);
+}
+
+static int cpu_get_hidden(void *ctx, float *dst)
+{
+    cpu_ctx *c = ctx;
+    memcpy(dst, c->x, (size_t)(c->T * c->cfg.hidden) * sizeof(float));
+    return REAP_OK;
+}
+
+static int cpu_set_hidden(void *ctx, const float *src)
+{
+    cpu_ctx *c = ctx;
+    memcpy(c->x, src, (size_t)(c->T * c->cfg.hidden) * sizeof(float));
+    return REAP_OK;
+}
+
+const reap_backend_i reap_backend_cpu = {
+    .name = "cpu",
+    .init = cpu_init,
+    .embed = cpu_embed,
+    .load_layer = cpu_load_layer,
+    .forward_layer = cpu_forward_layer,
+    .get_hidden = cpu_get_hidden,
+    .set_hidden = cpu_set_hidden,
+    .free = cpu_free,
+};

@@ -1,0 +1,159 @@
+/* cpu_ops.c - reference implementations of the per-layer math (see cpu_ops.h). */
+#include "cpu_ops.h"
+
+#include <cblas.h>
+#undef I /* cblas.h pulls in <complex.h>, whose macro I we do not use */
+#include <math.h>
+#include <string.h>
+
+void cpu_rmsnorm(float *y, const float *x, const float *w, int64_t n, int d, double eps)
+{
+    for (int64_t r = 0; r < n; r++) {
+        const float *xr = x + r * d;
+        float *yr = y + r * d;
+        double ss = 0.0;
+        for (int i = 0; i < d; i++)
+            ss += (double)xr[i] * xr[i];
+        float inv = (float)(1.0 / sqrt(ss / d + eps));
+        for (int i = 0; i < d; i++)
+            yr[i] = w[i] * (xr[i] * inv);
+    }
+}
+
+void cpu_matmul_bt(float *C, const float *A, const float *B, int64_t M, int64_t N,
+                   int64_t Kd)
+{
+    if (M == 0 || N == 0)
+        return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)Kd, 1.0f, A,
+                (int)Kd, B, (int)Kd, 0.0f, C, (int)N);
+}
+
+void cpu_rope_table(float *cos_t, float *sin_t, int S, int hd, double theta)
+{
+    int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        double inv_freq = pow(theta, -(2.0 * i) / hd);
+        for (int p = 0; p < S; p++) {
+            double a = p * inv_freq;
+            cos_t[(int64_t)p * half + i] = (float)cos(a);
+            sin_t[(int64_t)p * half + i] = (float)sin(a);
+        }
+    }
+}
+
+void cpu_rope_apply(float *v, const float *cos_t, const float *sin_t, int pos, int hd)
+{
+    int half = hd / 2;
+    const float *c = cos_t + (int64_t)pos * half, *s = sin_t + (int64_t)pos * half;
+    for (int i = 0; i < half; i++) {
+        float x1 = v[i], x2 = v[i + half];
+        v[i] = x1 * c[i] - x2 * s[i];
+        v[i + half] = x2 * c[i] + x1 * s[i];
+    }
+}
+
+void cpu_attention_head(float *out, int ldo, const float *q, int ldq, const float *k,
+                        const float *v, int ldk, const uint8_t *mask, int S, int hd,
+                        float scale, float *scores)
+{
+    double acc[512];
+    for (int i = 0; i < S; i++) {
+        float *o = out + (int64_t)i * ldo;
+        memset(o, 0, (size_t)hd * sizeof *o);
+        if (!mask[i])
+            continue;
+        const float *qi = q + (int64_t)i * ldq;
+        float mx = -INFINITY;
+        for (int j = 0; j <= i; j++) {
+            if (!mask[j])
+                continue;
+            const float *kj = k + (int64_t)j * ldk;
+            float s = 0.0f;
+            for (int d = 0; d < hd; d++)
+                s += qi[d] * kj[d];
+            scores[j] = s * scale;
+            if (scores[j] > mx)
+                mx = scores[j];
+        }
+        double sum = 0.0;
+        for (int d = 0; d < hd; d++)
+            acc[d] = 0.0;
+        for (int j = 0; j <= i; j++) {
+            if (!mask[j])
+                continue;
+            float p = expf(scores[j] - mx);
+            sum += p;
+            const float *vj = v + (int64_t)j * ldk;
+            for (int d = 0; d < hd; d++)
+                acc[d] += (double)p * vj[d];
+        }
+        for (int d = 0; d < hd; d++)
+            o[d] = (float)(acc[d] / sum);
+    }
+}
+
+void cpu_router_topk(const float *logits, int E, int K, int renorm, int32_t *idx,
+                     double *w)
+{
+    float mx = logits[0];
+    for (int e = 1; e < E; e++)
+        if (logits[e] > mx)
+            mx = logits[e];
+    double z = 0.0;
+    for (int e = 0; e < E; e++)
+        z += exp((double)logits[e] - mx);
+    /* Selection of the K largest logits; strict '>' keeps the lower index on ties. */
+    for (int k = 0; k < K; k++) {
+        int best = -1;
+        for (int e = 0; e < E; e++) {
+            int taken = 0;
+            for (int j = 0; j < k; j++)
+                taken |= idx[j] == e;
+            if (!taken && (best < 0 || logits[e] > logits[best]))
+                best = e;
+        }
+        idx[k] = best;
+        w[k] = exp((double)logits[best] - mx) / z;
+    }
+    if (renorm) {
+        double s = 0.0;
+        for (int k = 0; k < K; k++)
+            s += w[k];
+        for (int k = 0; k < K; k++)
+            w[k] /= s;
+    }
+}
+
+void cpu_swiglu(float *a, const float *gu, int64_t n, int inter)
+{
+    for (int64_t r = 0; r < n; r++) {
+        const float *g = gu + r * 2 * inter, *u = g + inter;
+        float *ar = a + r * inter;
+        for (int j = 0; j < inter; j++)
+            ar[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
+    }
+}
+
+void cpu_norm_max(const float *x, int d, double *norm, float *max)
+{
+    double ss = 0.0;
+    float mx = -INFINITY;
+    for (int i = 0; i < d; i++) {
+        ss += (double)x[i] * x[i];
+        if (x[i] > mx)
+            mx = x[i];
+    }
+    *norm = sqrt(ss);
+    *max = mx;
+}
+
+int64_t cpu_first_nonfinite(const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return i;
+    return -1;
+}
+
+void cpu_blas_set_threads(int n) { openblas_set_num_threads(n); }

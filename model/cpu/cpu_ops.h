@@ -1,0 +1,57 @@
+/* cpu_ops.h - the math of one decoder layer on the CPU, as plain functions.
+ *
+ * Dimension legend: T positions, S sequence length (positions per row), H hidden,
+ * nH query heads, nKV key/value heads, hd head dim, E experts, K experts per token,
+ * I expert width, N any row count.
+ *
+ * All activations are fp32; reductions that feed statistics or normalisation accumulate
+ * in double in a fixed order, so every function is deterministic. None allocates.
+ * Thread rules: pure functions of their arguments; safe to call concurrently on
+ * disjoint outputs.
+ */
+#ifndef REAP_CPU_OPS_H
+#define REAP_CPU_OPS_H
+
+#include <stdint.h>
+
+/* y[n] = w * x[n] / sqrt(mean(x[n]^2) + eps) for n rows of width d. y may equal x. */
+void cpu_rmsnorm(float *y, const float *x, const float *w, int64_t n, int d, double eps);
+
+/* C[M, N] = A[M, Kd] * B[N, Kd]^T  (B in nn.Linear [out, in] orientation), beta 0. */
+void cpu_matmul_bt(float *C, const float *A, const float *B, int64_t M, int64_t N,
+                   int64_t Kd);
+
+/* RoPE tables for positions 0..S-1: cos/sin [S, hd/2], inv_freq_i = theta^(-2i/hd). */
+void cpu_rope_table(float *cos_t, float *sin_t, int S, int hd, double theta);
+
+/* NeoX rotate-half RoPE in place on one head vector v[hd] at table row `pos`:
+ * element i pairs with i + hd/2. */
+void cpu_rope_apply(float *v, const float *cos_t, const float *sin_t, int pos, int hd);
+
+/* Causal attention of one (row, query head): q [S, ldq] (head slice at q), k and v
+ * [S, ldk] (KV head slice), mask [S]; out [S, ldo] (head slice). Query i attends to keys
+ * j <= i with mask[j] == 1; a masked query (mask[i] == 0) or one with no visible key
+ * gets zeros. scores[S] is scratch. */
+void cpu_attention_head(float *out, int ldo, const float *q, int ldq, const float *k,
+                        const float *v, int ldk, const uint8_t *mask, int S, int hd,
+                        float scale, float *scores);
+
+/* Router for one token: softmax over logits[E] (double), top-K by logit (ties -> lower
+ * index), weights = probabilities, divided by their sum when renorm. Writes idx[K] in
+ * descending logit order and w[K]. */
+void cpu_router_topk(const float *logits, int E, int K, int renorm, int32_t *idx,
+                     double *w);
+
+/* a[n, I] = silu(gu[n, 0:I]) * gu[n, I:2I] (gu rows of width 2I; inter = I). */
+void cpu_swiglu(float *a, const float *gu, int64_t n, int inter);
+
+/* L2 norm (double accumulation) and signed max of x[d]. */
+void cpu_norm_max(const float *x, int d, double *norm, float *max);
+
+/* Set the number of OpenBLAS threads. */
+void cpu_blas_set_threads(int n);
+
+/* Index of the first non-finite element of x[n], or -1. */
+int64_t cpu_first_nonfinite(const float *x, int64_t n);
+
+#endif

@@ -1,0 +1,81 @@
+/* engine.c - the layer loop: embed once, then load and run each decoder layer on the
+ * backend, collecting the statistics of every MoE layer (see engine.h). */
+#include "engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "reap_err.h"
+#include "weights.h"
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int reap_engine_score(const reap_ckpt *ck, const reap_config *cfg, const reap_rows *rows,
+                      const reap_engine_opts *opts, reap_layer_stats **out_stats,
+                      int *out_n)
+{
+    const reap_backend_i *be = opts && opts->backend ? opts->backend : &reap_backend_cpu;
+    reap_backend_opts bopts = {0};
+    void *ctx = NULL;
+    reap_layer_stats *stats = NULL;
+    int n_moe = reap_config_n_moe_layers(cfg), n_done = 0;
+    int rc;
+    const st_tensor *embed;
+
+    *out_stats = NULL;
+    *out_n = 0;
+    if (opts)
+        bopts = opts->backend_opts;
+    stats = calloc((size_t)(n_moe > 0 ? n_moe : 1), sizeof *stats);
+    if (!stats)
+        return reap_err_set(REAP_E_NOMEM, "engine: statistics table");
+    if ((rc = reap_embed_weights_get(ck, cfg, &embed)))
+        goto fail;
+    if ((rc = be->init(cfg, rows, &bopts, &ctx)))
+        goto fail;
+    if ((rc = be->embed(ctx, embed)))
+        goto fail;
+    for (int layer = 0; layer < cfg->n_layers; layer++) {
+        double t0 = now_seconds();
+        reap_layer_weights w;
+        reap_layer_stats *st = NULL;
+        if ((rc = reap_layer_weights_get(ck, cfg, layer, &w)))
+            goto fail;
+        if (w.is_moe) {
+            st = &stats[n_done];
+            if ((rc = reap_layer_stats_init(st, layer, cfg->n_experts, cfg->n_experts_used))) {
+                reap_layer_weights_free(&w);
+                goto fail;
+            }
+            n_done++;
+        }
+        rc = be->load_layer(ctx, &w);
+        if (!rc)
+            rc = be->forward_layer(ctx, st);
+        reap_layer_weights_free(&w);
+        if (rc)
+            goto fail;
+        if (opts && opts->on_layer &&
+            opts->on_layer(opts->ud, layer, st, now_seconds() - t0)) {
+            rc = reap_err_set(REAP_E_CANCELLED, "stopped after layer %d", layer);
+            goto fail;
+        }
+    }
+    be->free(ctx);
+    *out_stats = stats;
+    *out_n = n_done;
+    return REAP_OK;
+fail:
+    if (ctx)
+        be->free(ctx);
+    for (int i = 0; i < n_done; i++)
+        reap_layer_stats_free(&stats[i]);
+    free(stats);
+    return rc;
+}
