@@ -1,0 +1,405 @@
+/* test_calib.c - unit tests for model/calib.c (JSONL samples and row packing).
+ *
+ * Usage: test_calib <scratch-dir>. Packing cases are written out by hand from the rules
+ * in calib.h (each with its derivation; "_" is a gap or pad position: token 0, mask 0);
+ * reading cases write small .jsonl files into the scratch directory.
+ */
+#include "calib.h"
+#include "reap_err.h"
+#include "test_util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+static const char *scratch;
+
+/* mkdir -p */
+static int make_dirs(const char *dir)
+{
+    char buf[4096];
+    size_t i, n = strlen(dir);
+
+    if (n == 0 || n >= sizeof buf)
+        return -1;
+    memcpy(buf, dir, n + 1);
+    for (i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char c = buf[i];
+            buf[i] = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return -1;
+            buf[i] = c;
+        }
+    }
+    return 0;
+}
+
+/* Write `text` to <scratch>/<name>; returns the path (static buffer). */
+static const char *write_file(const char *name, const char *text)
+{
+    static char path[4096];
+    FILE *fp;
+
+    snprintf(path, sizeof path, "%s/%s", scratch, name);
+    fp = fopen(path, "wb");
+    if (!fp) {
+        fprintf(stderr, "cannot write %s\n", path);
+        return path;
+    }
+    fputs(text, fp);
+    fclose(fp);
+    return path;
+}
+
+/* ---- packing ---- */
+
+#define MAX_SAMPLES 8
+
+/* Samples pointing at caller-owned arrays (not freed with reap_samples_free). */
+typedef struct fixture {
+    reap_samples s;
+    int64_t len[MAX_SAMPLES];
+    int32_t *ids[MAX_SAMPLES];
+    int64_t line[MAX_SAMPLES];
+} fixture;
+
+static void fixture_add(fixture *f, int32_t *ids, int64_t n)
+{
+    f->ids[f->s.n] = ids;
+    f->len[f->s.n] = n;
+    f->line[f->s.n] = f->s.n + 1;
+    f->s.n++;
+    f->s.ids = f->ids;
+    f->s.len = f->len;
+    f->s.line = f->line;
+}
+
+#define ADD(f, ...)                                                                  \
+    do {                                                                             \
+        static int32_t ids_[] = { __VA_ARGS__ };                                     \
+        fixture_add((f), ids_, (int64_t)(sizeof ids_ / sizeof ids_[0]));             \
+    } while (0)
+
+/* Build rows and compare with the expected [n_rows * seq_len] tokens and mask. */
+static void expect_rows(const char *what, const fixture *f, int seq_len, int pack,
+                        int n_rows, const int32_t *tokens, const uint8_t *mask,
+                        int64_t n_valid)
+{
+    reap_rows r;
+    int i, n;
+
+    CHECK_RC(reap_rows_build(&f->s, seq_len, pack, &r), REAP_OK);
+    CHECK_MSG(r.n_rows == n_rows, "%s: n_rows %d, want %d", what, r.n_rows, n_rows);
+    CHECK_MSG(r.seq_len == seq_len, "%s: seq_len %d", what, r.seq_len);
+    CHECK_MSG(r.n_valid == n_valid, "%s: n_valid %lld, want %lld", what,
+              (long long)r.n_valid, (long long)n_valid);
+    if (r.n_rows == n_rows && r.tokens && r.mask) {
+        n = n_rows * seq_len;
+        for (i = 0; i < n; i++) {
+            CHECK_MSG(r.tokens[i] == tokens[i], "%s: row %d pos %d token %d, want %d", what,
+                      i / seq_len, i % seq_len, r.tokens[i], tokens[i]);
+            CHECK_MSG(r.mask[i] == mask[i], "%s: row %d pos %d mask %d, want %d", what,
+                      i / seq_len, i % seq_len, r.mask[i], mask[i]);
+        }
+    }
+    reap_rows_free(&r);
+    CHECK(r.tokens == NULL && r.mask == NULL && r.n_rows == 0);
+}
+
+static void test_pack_basic(void)
+{
+    /* seq_len 8, samples [1 2 3] [4 5] [6 7 8 9 10] [11]:
+     *   [1 2 3] at row 0 pos 0-2, gap at 3;
+     *   [4 5] at pos 4-5, gap at 6;
+     *   [6 .. 10]: 1 position left (7): 6 there, 7 8 9 10 dropped; row full, no gap;
+     *   [11] opens row 1 at pos 0, gap at 1; pos 2-7 padding.
+     * row 0: 1 2 3 _ 4 5 _ 6    row 1: 11 _ _ _ _ _ _ _    valid = 3+2+1+1 = 7 */
+    static const int32_t tok[] = { 1, 2, 3, 0, 4, 5, 0, 6,
+                                   11, 0, 0, 0, 0, 0, 0, 0 };
+    static const uint8_t msk[] = { 1, 1, 1, 0, 1, 1, 0, 1,
+                                   1, 0, 0, 0, 0, 0, 0, 0 };
+    fixture f;
+
+    memset(&f, 0, sizeof f);
+    ADD(&f, 1, 2, 3);
+    ADD(&f, 4, 5);
+    ADD(&f, 6, 7, 8, 9, 10);
+    ADD(&f, 11);
+    expect_rows("basic", &f, 8, 1, 2, tok, msk, 7);
+}
+
+static void test_pack_gap_fills_row(void)
+{
+    /* seq_len 4, [1 2 3] [4 5]: 1 2 3 at pos 0-2, the gap takes pos 3 and fills the
+     * row, so [4 5] opens row 1: 4 5 at pos 0-1, gap at 2, pad at 3.
+     * row 0: 1 2 3 _    row 1: 4 5 _ _    valid 5 */
+    static const int32_t tok[] = { 1, 2, 3, 0, 4, 5, 0, 0 };
+    static const uint8_t msk[] = { 1, 1, 1, 0, 1, 1, 0, 0 };
+    fixture f;
+
+    memset(&f, 0, sizeof f);
+    ADD(&f, 1, 2, 3);
+    ADD(&f, 4, 5);
+    expect_rows("gap fills row", &f, 4, 1, 2, tok, msk, 5);
+}
+
+static void test_pack_exact_fill(void)
+{
+    /* seq_len 5, [1 2] [3 4] [5 6 7]: 1 2 at pos 0-1, gap 2; 3 4 at pos 3-4 exactly fill
+     * the rest of the row: no gap; [5 6 7] opens row 1: pos 0-2, gap 3, pad 4.
+     * row 0: 1 2 _ 3 4    row 1: 5 6 7 _ _    valid 7 */
+    static const int32_t tok[] = { 1, 2, 0, 3, 4, 5, 6, 7, 0, 0 };
+    static const uint8_t msk[] = { 1, 1, 0, 1, 1, 1, 1, 1, 0, 0 };
+    /* seq_len 4, [1 2 3 4] [5]: the first sample is exactly one row (no gap); [5] opens
+     * row 1 at pos 0, gap 1, pad 2-3.
+     * row 0: 1 2 3 4    row 1: 5 _ _ _    valid 5 */
+    static const int32_t tok2[] = { 1, 2, 3, 4, 5, 0, 0, 0 };
+    static const uint8_t msk2[] = { 1, 1, 1, 1, 1, 0, 0, 0 };
+    fixture f;
+
+    memset(&f, 0, sizeof f);
+    ADD(&f, 1, 2);
+    ADD(&f, 3, 4);
+    ADD(&f, 5, 6, 7);
+    expect_rows("exact fill rest", &f, 5, 1, 2, tok, msk, 7);
+
+    memset(&f, 0, sizeof f);
+    ADD(&f, 1, 2, 3, 4);
+    ADD(&f, 5);
+    expect_rows("exact fill row", &f, 4, 1, 2, tok2, msk2, 5);
+}
+
+static void test_pack_long(void)
+{
+    /* seq_len 4, [1 2 3 4 5 6 7] [8 9]: the first sample is longer than a row:
+     * 1 2 3 4 fill row 0, 5 6 7 dropped; [8 9] opens row 1 at pos 0-1, gap 2, pad 3.
+     * row 0: 1 2 3 4    row 1: 8 9 _ _    valid 6 */
+    static const int32_t tok[] = { 1, 2, 3, 4, 8, 9, 0, 0 };
+    static const uint8_t msk[] = { 1, 1, 1, 1, 1, 1, 0, 0 };
+    /* seq_len 6, [1 2] [3 4 5 6 7 8 9] [10]: 1 2 at pos 0-1, gap 2; 3 4 5 at pos 3-5
+     * (6 7 8 9 dropped), row full; [10] opens row 1 at pos 0, gap 1, pad 2-5.
+     * row 0: 1 2 _ 3 4 5    row 1: 10 _ _ _ _ _    valid 6 */
+    static const int32_t tok2[] = { 1, 2, 0, 3, 4, 5, 10, 0, 0, 0, 0, 0 };
+    static const uint8_t msk2[] = { 1, 1, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0 };
+    /* seq_len 1, [1] [2 3]: every sample fills its row, never a gap.
+     * row 0: 1    row 1: 2    valid 2 */
+    static const int32_t tok3[] = { 1, 2 };
+    static const uint8_t msk3[] = { 1, 1 };
+    /* seq_len 3, one sample [7]: 7 at pos 0, gap 1, pad 2. row 0: 7 _ _   valid 1 */
+    static const int32_t tok4[] = { 7, 0, 0 };
+    static const uint8_t msk4[] = { 1, 0, 0 };
+    fixture f;
+
+    memset(&f, 0, sizeof f);
+    ADD(&f, 1, 2, 3, 4, 5, 6, 7);
+    ADD(&f, 8, 9);
+    expect_rows("long first", &f, 4, 1, 2, tok, msk, 6);
+
+    memset(&f, 0, sizeof f);
+    ADD(&f, 1, 2);
+    ADD(&f, 3, 4, 5, 6, 7, 8, 9);
+    ADD(&f, 10);
+    expect_rows("long middle", &f, 6, 1, 2, tok2, msk2, 6);
+
+    memset(&f, 0, sizeof f);
+    ADD(&f, 1);
+    ADD(&f, 2, 3);
+    expect_rows("seq_len 1", &f, 1, 1, 2, tok3, msk3, 2);
+
+    memset(&f, 0, sizeof f);
+    ADD(&f, 7);
+    expect_rows("single", &f, 3, 1, 1, tok4, msk4, 1);
+}
+
+static void test_no_pack(void)
+{
+    /* pack == 0, seq_len 4, samples of test_pack_basic: one row each, truncated/padded.
+     * [1 2 3] -> 1 2 3 _; [4 5] -> 4 5 _ _; [6..10] -> 6 7 8 9; [11] -> 11 _ _ _
+     * valid 3 + 2 + 4 + 1 = 10 */
+    static const int32_t tok[] = { 1, 2, 3, 0, 4, 5, 0, 0, 6, 7, 8, 9, 11, 0, 0, 0 };
+    static const uint8_t msk[] = { 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0 };
+    fixture f;
+
+    memset(&f, 0, sizeof f);
+    ADD(&f, 1, 2, 3);
+    ADD(&f, 4, 5);
+    ADD(&f, 6, 7, 8, 9, 10);
+    ADD(&f, 11);
+    expect_rows("no pack", &f, 4, 0, 4, tok, msk, 10);
+}
+
+static void test_rows_errors(void)
+{
+    fixture f;
+    reap_rows r;
+
+    memset(&f, 0, sizeof f);
+    CHECK_RC(reap_rows_build(&f.s, 8, 1, &r), REAP_E_INVALID);   /* no samples */
+    CHECK(r.tokens == NULL && r.n_rows == 0);
+    ADD(&f, 1, 2);
+    CHECK_RC(reap_rows_build(&f.s, 0, 1, &r), REAP_E_INVALID);
+    CHECK_ERRMSG("sequence length");
+    CHECK_RC(reap_rows_build(&f.s, -3, 0, &r), REAP_E_INVALID);
+    CHECK_RC(reap_rows_build(NULL, 8, 1, &r), REAP_E_INVALID);
+}
+
+/* ---- reading ---- */
+
+static void test_read(void)
+{
+    /* Blank and whitespace-only lines (1, 3, 5) are skipped; line numbers are the
+     * file's; other keys are ignored. */
+    const char *path = write_file("ok.jsonl",
+        "\n"
+        "{\"input_ids\": [1, 2, 3]}\n"
+        "   \t \r\n"
+        "{\"text\": \"hi\", \"input_ids\": [4095]}\r\n"
+        "\n"
+        "{\"input_ids\": [0, 7]}");   /* no final newline */
+    reap_samples s;
+
+    CHECK_RC(reap_samples_read_jsonl(path, 0, 4096, &s), REAP_OK);
+    CHECK(s.n == 3);
+    if (s.n == 3) {
+        CHECK(s.len[0] == 3 && s.ids[0][0] == 1 && s.ids[0][1] == 2 && s.ids[0][2] == 3);
+        CHECK(s.len[1] == 1 && s.ids[1][0] == 4095);
+        CHECK(s.len[2] == 2 && s.ids[2][0] == 0 && s.ids[2][1] == 7);
+        CHECK(s.line[0] == 2 && s.line[1] == 4 && s.line[2] == 6);
+    }
+    reap_samples_free(&s);
+    CHECK(s.n == 0 && s.ids == NULL && s.len == NULL && s.line == NULL);
+
+    /* max_samples 2 stops before the third sample (and never sees the bad line 4). */
+    path = write_file("max.jsonl",
+        "{\"input_ids\": [1]}\n{\"input_ids\": [2]}\n{\"input_ids\": [3]}\nnot json\n");
+    CHECK_RC(reap_samples_read_jsonl(path, 2, 0, &s), REAP_OK);
+    CHECK(s.n == 2 && s.ids[1][0] == 2);
+    reap_samples_free(&s);
+    CHECK_RC(reap_samples_read_jsonl(path, 3, 0, &s), REAP_OK);
+    CHECK(s.n == 3);
+    reap_samples_free(&s);
+    CHECK_RC(reap_samples_read_jsonl(path, 0, 0, &s), REAP_E_FORMAT);   /* all: line 4 */
+    CHECK_ERRMSG("max.jsonl:4:");
+
+    /* vocab <= 0: no upper bound. */
+    path = write_file("big.jsonl", "{\"input_ids\": [151935, 2147483647]}\n");
+    CHECK_RC(reap_samples_read_jsonl(path, 0, 0, &s), REAP_OK);
+    CHECK(s.n == 1 && s.ids[0][1] == 2147483647);
+    reap_samples_free(&s);
+
+    /* Many samples: the arrays grow. */
+    {
+        char name[4096];
+        FILE *fp;
+        int i;
+        snprintf(name, sizeof name, "%s/many.jsonl", scratch);
+        fp = fopen(name, "wb");
+        CHECK(fp != NULL);
+        if (fp) {
+            for (i = 0; i < 1000; i++)
+                fprintf(fp, "{\"input_ids\": [%d, %d]}\n", i, i + 1);
+            fclose(fp);
+            CHECK_RC(reap_samples_read_jsonl(name, 0, 1001, &s), REAP_OK);
+            CHECK(s.n == 1000 && s.ids[999][1] == 1000 && s.line[999] == 1000);
+            reap_samples_free(&s);
+        }
+    }
+}
+
+/* Read `text` as <scratch>/<name>, expect `want` and a message containing `needle`. */
+static void expect_read_error(const char *name, const char *text, int vocab, int want,
+                              const char *needle)
+{
+    reap_samples s;
+    const char *path = write_file(name, text);
+
+    reap_err_clear();
+    CHECK_RC(reap_samples_read_jsonl(path, 0, vocab, &s), want);
+    CHECK_ERRMSG(needle);
+    CHECK(s.n == 0 && s.ids == NULL && s.len == NULL && s.line == NULL);
+}
+
+static void test_read_errors(void)
+{
+    expect_read_error("badjson.jsonl", "{\"input_ids\": [1]}\n{\"input_ids\": [1,}\n", 0,
+                      REAP_E_FORMAT, "badjson.jsonl:2: invalid JSON");
+    expect_read_error("trailing.jsonl", "{\"input_ids\": [1]} x\n", 0, REAP_E_FORMAT,
+                      "trailing.jsonl:1: invalid JSON");
+    expect_read_error("nonint.jsonl", "\n{\"input_ids\": [1, 2.5]}\n", 0, REAP_E_FORMAT,
+                      "nonint.jsonl:2: input_ids[1] is not an integer");
+    expect_read_error("strid.jsonl", "{\"input_ids\": [\"3\"]}\n", 0, REAP_E_FORMAT,
+                      "strid.jsonl:1: input_ids[0] is not an integer");
+    expect_read_error("empty_ids.jsonl", "{\"input_ids\": [1]}\n{\"input_ids\": []}\n", 0,
+                      REAP_E_FORMAT, "empty_ids.jsonl:2: empty");
+    expect_read_error("noids.jsonl", "{\"ids\": [1]}\n", 0, REAP_E_FORMAT,
+                      "noids.jsonl:1: missing \"input_ids\"");
+    expect_read_error("idsobj.jsonl", "{\"input_ids\": 5}\n", 0, REAP_E_FORMAT,
+                      "idsobj.jsonl:1: \"input_ids\" is not an array");
+    expect_read_error("array.jsonl", "[1, 2, 3]\n", 0, REAP_E_FORMAT,
+                      "array.jsonl:1: not a JSON object");
+    expect_read_error("range.jsonl",
+                      "{\"input_ids\": [1]}\n{\"input_ids\": [4095]}\n{\"input_ids\": [7, 5000]}\n",
+                      4096, REAP_E_INVALID,
+                      "range.jsonl:3: token id 5000 out of range (vocab_size 4096)");
+    expect_read_error("range_eq.jsonl", "{\"input_ids\": [4096]}\n", 4096, REAP_E_INVALID,
+                      "range_eq.jsonl:1: token id 4096 out of range");
+    expect_read_error("negative.jsonl", "{\"input_ids\": [-1]}\n", 0, REAP_E_INVALID,
+                      "negative.jsonl:1: token id -1 out of range");
+    expect_read_error("huge.jsonl", "{\"input_ids\": [2147483648]}\n", 0, REAP_E_INVALID,
+                      "huge.jsonl:1: token id 2147483648 out of range");
+    expect_read_error("empty.jsonl", "", 0, REAP_E_INVALID, "empty.jsonl: no samples");
+    expect_read_error("blank.jsonl", "\n  \n\t\n", 0, REAP_E_INVALID,
+                      "blank.jsonl: no samples");
+    {
+        char path[4096];
+        reap_samples s;
+        snprintf(path, sizeof path, "%s/absent.jsonl", scratch);
+        CHECK_RC(reap_samples_read_jsonl(path, 0, 0, &s), REAP_E_IO);
+        CHECK_ERRMSG("absent.jsonl");
+    }
+}
+
+static void test_read_then_pack(void)
+{
+    /* The packing example of test_pack_basic, read from a file. */
+    static const int32_t tok[] = { 1, 2, 3, 0, 4, 5, 0, 6,
+                                   11, 0, 0, 0, 0, 0, 0, 0 };
+    const char *path = write_file("pack.jsonl",
+        "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [4, 5]}\n"
+        "{\"input_ids\": [6, 7, 8, 9, 10]}\n\n{\"input_ids\": [11]}\n");
+    reap_samples s;
+    reap_rows r;
+
+    CHECK_RC(reap_samples_read_jsonl(path, 0, 12, &s), REAP_OK);
+    CHECK(s.n == 4 && s.line[3] == 5);
+    CHECK_RC(reap_rows_build(&s, 8, 1, &r), REAP_OK);
+    CHECK(r.n_rows == 2 && r.n_valid == 7);
+    if (r.n_rows == 2)
+        CHECK(memcmp(r.tokens, tok, sizeof tok) == 0);
+    reap_rows_free(&r);
+    reap_samples_free(&s);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s <scratch-dir>\n", argv[0]);
+        return 2;
+    }
+    scratch = argv[1];
+    if (make_dirs(scratch) != 0) {
+        fprintf(stderr, "cannot create %s: %s\n", scratch, strerror(errno));
+        return 2;
+    }
+    test_pack_basic();
+    test_pack_gap_fills_row();
+    test_pack_exact_fill();
+    test_pack_long();
+    test_no_pack();
+    test_rows_errors();
+    test_read();
+    test_read_errors();
+    test_read_then_pack();
+    TEST_MAIN_END();
+}
