@@ -1,0 +1,311 @@
+/* test_checkpoint.c - checkpoint directories: a single model.safetensors, a sharded
+ * checkpoint with an index, and the ways an index and its shards can disagree.
+ *
+ * Usage: test_checkpoint SCRATCH_DIR (created if missing; one subdirectory per case).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "reap_err.h"
+#include "safetensors.h"
+#include "test_util.h"
+
+#define SHARD1 "model-00001-of-00002.safetensors"
+#define SHARD2 "model-00002-of-00002.safetensors"
+
+static char scratch[4096];
+
+static int mkdir_p(const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+/* A fresh, empty case directory scratch/name (its path in `out`). */
+static void case_dir(const char *name, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%s", scratch, name);
+    CHECK(mkdir_p(out) == 0);
+    DIR *d = opendir(out);
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    struct dirent *e;
+    char p[8192];
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(p, sizeof p, "%s/%s", out, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+}
+
+/* Tensor bytes: a function of the tensor name's first char and the byte index. */
+static int fill_named(void *ud, size_t index, void *dst, uint64_t nbytes)
+{
+    const st_write_spec *specs = ud;
+    unsigned char *p = dst;
+    for (uint64_t j = 0; j < nbytes; j++)
+        p[j] = (unsigned char)(specs[index].name[0] + j * 3);
+    return REAP_OK;
+}
+
+static void write_shard(const char *dir, const char *file, const st_write_spec *specs,
+                        size_t n)
+{
+    char p[8192];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    CHECK_RC(st_write_file(p, specs, n, fill_named, (void *)specs), REAP_OK);
+}
+
+static void write_text(const char *dir, const char *file, const char *text)
+{
+    char p[8192];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    FILE *fp = fopen(p, "w");
+    CHECK(fp != NULL);
+    if (!fp)
+        return;
+    fputs(text, fp);
+    fclose(fp);
+}
+
+static uint64_t spec_bytes(const st_write_spec *s)
+{
+    uint64_t n = st_dtype_bits(s->dtype) / 8;
+    for (int d = 0; d < s->ndim; d++)
+        n *= (uint64_t)s->shape[d];
+    return n;
+}
+
+/* Open must fail with `want` and a message containing each non-NULL needle. */
+static void expect_fail(const char *dir, int want, const char *n1, const char *n2)
+{
+    reap_ckpt *c = (reap_ckpt *)1;
+    reap_err_clear();
+    int rc = reap_ckpt_open(dir, &c);
+    CHECK_MSG(rc == want, "%s: got %d want %d (%s)", dir, rc, want, reap_err_msg());
+    CHECK(c == NULL);
+    if (n1)
+        CHECK_ERRMSG(n1);
+    if (n2)
+        CHECK_ERRMSG(n2);
+    if (rc == REAP_OK)
+        reap_ckpt_close(c);
+}
+
+static const st_write_spec shard1[] = {
+    {"model.embed_tokens.weight", ST_BF16, 2, {8, 4}},
+    {"model.layers.0.mlp.gate.weight", ST_F32, 2, {4, 4}},
+};
+static const st_write_spec shard2[] = {
+    {"lm_head.weight", ST_BF16, 2, {8, 4}},
+    {"model.norm.weight", ST_BF16, 1, {4}},
+    {"extra.not_in_index", ST_U8, 1, {3}},
+};
+
+static void test_single(void)
+{
+    char dir[8192];
+    case_dir("single", dir, sizeof dir);
+    write_shard(dir, "model.safetensors", shard1, 2);
+    reap_ckpt *c = NULL;
+    CHECK_RC(reap_ckpt_open(dir, &c), REAP_OK);
+    if (!c)
+        return;
+    CHECK(strcmp(reap_ckpt_dir(c), dir) == 0);
+    CHECK(reap_ckpt_n_files(c) == 1);
+    CHECK(reap_ckpt_file(c, 1) == NULL);
+    const st_file *f = reap_ckpt_file(c, 0);
+    CHECK(f && strstr(st_file_path(f), "model.safetensors") != NULL);
+    const st_tensor *t = NULL;
+    CHECK_RC(reap_ckpt_get(c, "model.embed_tokens.weight", &t), REAP_OK);
+    CHECK(t && t->dtype == ST_BF16 && t->ndim == 2 && t->shape[0] == 8 && t->nbytes == 64);
+    CHECK(t && ((const unsigned char *)t->data)[1] == (unsigned char)('m' + 3));
+    CHECK(reap_ckpt_find(c, "model.layers.0.mlp.gate.weight") != NULL);
+    CHECK(reap_ckpt_find(c, "lm_head.weight") == NULL);
+
+    reap_err_clear();
+    t = (const st_tensor *)1;
+    CHECK_RC(reap_ckpt_get(c, "model.layers.9.missing", &t), REAP_E_NOTFOUND);
+    CHECK(t == NULL);
+    CHECK_ERRMSG("model.layers.9.missing");
+    CHECK_ERRMSG("single");
+    reap_ckpt_close(c);
+    reap_ckpt_close(NULL);
+}
+
+static void test_sharded(void)
+{
+    char dir[8192], idx[4096];
+    case_dir("sharded", dir, sizeof dir);
+    write_shard(dir, SHARD2, shard2, 3);
+    write_shard(dir, SHARD1, shard1, 2);
+    uint64_t total = 0;
+    for (size_t i = 0; i < 2; i++)
+        total += spec_bytes(&shard1[i]);
+    for (size_t i = 0; i < 3; i++)
+        total += spec_bytes(&shard2[i]);
+    snprintf(idx, sizeof idx,
+             "{\"metadata\": {\"total_size\": %llu, \"other\": \"x\"}, \"weight_map\": {"
+             "\"lm_head.weight\": \"" SHARD2 "\","
+             "\"model.embed_tokens.weight\": \"" SHARD1 "\","
+             "\"model.layers.0.mlp.gate.weight\": \"" SHARD1 "\","
+             "\"model.norm.weight\": \"" SHARD2 "\"}}",
+             (unsigned long long)total);
+    write_text(dir, "model.safetensors.index.json", idx);
+    /* A single-file model next to the index is ignored. */
+    write_shard(dir, "model.safetensors", shard2, 1);
+
+    reap_ckpt *c = NULL;
+    CHECK_RC(reap_ckpt_open(dir, &c), REAP_OK);
+    if (!c)
+        return;
+    CHECK(reap_ckpt_n_files(c) == 2);
+    CHECK(reap_ckpt_n_files(c) == 2 && strstr(st_file_path(reap_ckpt_file(c, 0)), SHARD1) &&
+          strstr(st_file_path(reap_ckpt_file(c, 1)), SHARD2));
+    for (size_t i = 0; i < 2; i++) {
+        const st_tensor *t = reap_ckpt_find(c, shard1[i].name);
+        CHECK_MSG(t && t == st_file_find(reap_ckpt_file(c, 0), shard1[i].name), "%s",
+                  shard1[i].name);
+    }
+    for (size_t i = 0; i < 3; i++) {
+        const st_tensor *t = reap_ckpt_find(c, shard2[i].name);
+        CHECK_MSG(t && t == st_file_find(reap_ckpt_file(c, 1), shard2[i].name), "%s",
+                  shard2[i].name);
+    }
+    const st_tensor *t = NULL;
+    CHECK_RC(reap_ckpt_get(c, "extra.not_in_index", &t), REAP_OK);
+    CHECK(t && t->nbytes == 3 && ((const unsigned char *)t->data)[2] == (unsigned char)('e' + 6));
+    CHECK_RC(reap_ckpt_get(c, "nope", &t), REAP_E_NOTFOUND);
+    CHECK_ERRMSG("'nope'");
+    reap_ckpt_close(c);
+
+    /* total_size absent, or not an integer: not checked. */
+    write_text(dir, "model.safetensors.index.json",
+               "{\"metadata\": {\"total_size\": 1.5}, \"weight_map\": {"
+               "\"lm_head.weight\": \"" SHARD2 "\"}}");
+    c = NULL;
+    CHECK_RC(reap_ckpt_open(dir, &c), REAP_OK);
+    CHECK(c && reap_ckpt_n_files(c) == 1);
+    /* Every tensor of an opened shard is findable; unopened shards contribute none. */
+    CHECK(c && reap_ckpt_find(c, "lm_head.weight") && reap_ckpt_find(c, "model.norm.weight"));
+    CHECK(c && reap_ckpt_find(c, "model.embed_tokens.weight") == NULL);
+    reap_ckpt_close(c);
+}
+
+static void test_bad_indexes(void)
+{
+    char dir[8192];
+
+    case_dir("empty", dir, sizeof dir);
+    expect_fail(dir, REAP_E_NOTFOUND, "no model.safetensors.index.json or model.safetensors in",
+                "empty");
+
+    char nodir[8192];
+    snprintf(nodir, sizeof nodir, "%s/does/not/exist", scratch);
+    expect_fail(nodir, REAP_E_NOTFOUND, "does/not/exist", NULL);
+
+    case_dir("missing_shard", dir, sizeof dir);
+    write_shard(dir, SHARD1, shard1, 2);
+    write_text(dir, "model.safetensors.index.json",
+               "{\"weight_map\": {\"model.embed_tokens.weight\": \"" SHARD1 "\","
+               "\"lm_head.weight\": \"model-00003-of-00003.safetensors\"}}");
+    expect_fail(dir, REAP_E_NOTFOUND, "model-00003-of-00003.safetensors", NULL);
+
+    case_dir("absent_tensor", dir, sizeof dir);
+    write_shard(dir, SHARD1, shard1, 2);
+    write_shard(dir, SHARD2, shard2, 3);
+    write_text(dir, "model.safetensors.index.json",
+               "{\"weight_map\": {\"model.embed_tokens.weight\": \"" SHARD1 "\","
+               "\"model.ghost.weight\": \"" SHARD2 "\"}}");
+    expect_fail(dir, REAP_E_FORMAT, "model.ghost.weight", SHARD2);
+
+    /* Mapped to the wrong shard: it exists, but elsewhere. */
+    write_text(dir, "model.safetensors.index.json",
+               "{\"weight_map\": {\"model.embed_tokens.weight\": \"" SHARD2 "\","
+               "\"lm_head.weight\": \"" SHARD2 "\", \"model.norm.weight\": \"" SHARD1 "\"}}");
+    expect_fail(dir, REAP_E_FORMAT, "'model.", "is in");
+
+    case_dir("total_size", dir, sizeof dir);
+    write_shard(dir, SHARD1, shard1, 2);
+    write_text(dir, "model.safetensors.index.json",
+               "{\"metadata\": {\"total_size\": 1000}, \"weight_map\": {"
+               "\"model.embed_tokens.weight\": \"" SHARD1 "\"}}");
+    expect_fail(dir, REAP_E_FORMAT, "total_size is 1000", "128 bytes");
+
+    case_dir("dup_across", dir, sizeof dir);
+    const st_write_spec s1[] = {{"shared.w", ST_F32, 1, {2}}, {"a.w", ST_F32, 1, {2}}};
+    const st_write_spec s2[] = {{"shared.w", ST_F32, 1, {2}}, {"b.w", ST_F32, 1, {2}}};
+    write_shard(dir, SHARD1, s1, 2);
+    write_shard(dir, SHARD2, s2, 2);
+    write_text(dir, "model.safetensors.index.json",
+               "{\"weight_map\": {\"a.w\": \"" SHARD1 "\", \"b.w\": \"" SHARD2 "\","
+               "\"shared.w\": \"" SHARD1 "\"}}");
+    expect_fail(dir, REAP_E_FORMAT, "'shared.w'", SHARD2);
+
+    case_dir("escape", dir, sizeof dir);
+    write_text(dir, "model.safetensors.index.json",
+               "{\"weight_map\": {\"a.w\": \"../other/model.safetensors\"}}");
+    expect_fail(dir, REAP_E_FORMAT, "../other/model.safetensors", "'a.w'");
+    write_text(dir, "model.safetensors.index.json",
+               "{\"weight_map\": {\"a.w\": \"sub/model.safetensors\"}}");
+    expect_fail(dir, REAP_E_FORMAT, "sub/model.safetensors", NULL);
+
+    case_dir("bad_json", dir, sizeof dir);
+    write_text(dir, "model.safetensors.index.json", "{\"weight_map\": {");
+    expect_fail(dir, REAP_E_FORMAT, "model.safetensors.index.json", "JSON");
+    write_text(dir, "model.safetensors.index.json", "{\"metadata\": {}}");
+    expect_fail(dir, REAP_E_FORMAT, "weight_map", NULL);
+    write_text(dir, "model.safetensors.index.json", "{\"weight_map\": {\"a.w\": 3}}");
+    expect_fail(dir, REAP_E_FORMAT, "'a.w'", NULL);
+    write_text(dir, "model.safetensors.index.json", "[]");
+    expect_fail(dir, REAP_E_FORMAT, "not a JSON object", NULL);
+
+    /* A shard that fails validation: its own message, naming the shard. */
+    case_dir("bad_shard", dir, sizeof dir);
+    write_text(dir, SHARD1, "garbage");
+    write_text(dir, "model.safetensors.index.json",
+               "{\"weight_map\": {\"a.w\": \"" SHARD1 "\"}}");
+    expect_fail(dir, REAP_E_FORMAT, SHARD1, NULL);
+
+    case_dir("bad_single", dir, sizeof dir);
+    write_text(dir, "model.safetensors", "");
+    expect_fail(dir, REAP_E_FORMAT, "model.safetensors", NULL);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
+        return 2;
+    }
+    snprintf(scratch, sizeof scratch, "%s", argv[1]);
+    if (mkdir_p(scratch) != 0) {
+        fprintf(stderr, "cannot create %s: %s\n", scratch, strerror(errno));
+        return 2;
+    }
+    test_single();
+    test_sharded();
+    test_bad_indexes();
+    TEST_MAIN_END();
+}
