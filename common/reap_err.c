@@ -37,14 +37,15 @@ int reap_err_set(int status, const char *fmt, ...)
 
 int reap_err_prefix(int status, const char *fmt, ...)
 {
-    char prefix[REAP_ERR_MSG_MAX];
+    char prefix[256];
     char old[REAP_ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err_msg, sizeof old);
-    snprintf(err_msg, sizeof err_msg, "%s: %s", prefix, old);
+    /* A prefix is short context ("layer 3"); the old message keeps what fits after it. */
+    snprintf(err_msg, sizeof err_msg, "%.255s: %.760s", prefix, old);
     return status;
 }
 
