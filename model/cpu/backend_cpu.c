@@ -12,9 +12,10 @@
  *                    -> per expert (ascending): gather routed rows -> gate_up GEMM ->
  *                    SwiGLU -> down GEMM -> statistics + weighted combine -> residual
  *   mlp_block:       dense SwiGLU MLP on valid positions
- * Determinism: GEMMs go through OpenBLAS (whose per-element reduction order does not
- * depend on M or the thread count); everything else is a fixed-order loop, with work
- * split across threads only over independent outputs. Experts are processed in
+ * Determinism: every GEMM is cut into row blocks that depend only on the data (one
+ * sequence for attention projections, CPU_GEMM_BLOCK rows otherwise), each block one
+ * single-threaded OpenBLAS call; everything else is a fixed-order loop, with work split
+ * across threads only over independent outputs. Experts are processed in
  * ascending order and each token's outputs are added in that order.
  */
 #include <math.h>
@@ -28,6 +29,9 @@
 #include "reap_err.h"
 
 #define CPU_MAX_HEAD_DIM 512
+/* Rows per sgemm call for token-wise GEMMs (see cpu_matmul_bt); attention projections
+ * use one sequence (S rows) per call so that the micro-batch size cannot matter. */
+#define CPU_GEMM_BLOCK 256
 
 typedef struct cpu_ctx {
     reap_config cfg;            /* copy; mlp_only_layers not owned (not used) */
@@ -131,7 +135,7 @@ static int cpu_init(const reap_config *cfg, const reap_rows *rows,
         rc = reap_err_set(REAP_E_INVALID, "cpu backend: no calibration positions");
         goto fail;
     }
-    cpu_blas_set_threads(c->threads);
+    cpu_blas_set_threads(1); /* threads come from cpu_matmul_bt */
     c->tokens = malloc((size_t)c->T * sizeof *c->tokens);
     c->mask = malloc((size_t)c->T);
     c->valid = malloc((size_t)c->T * sizeof *c->valid);
@@ -347,13 +351,13 @@ static int attention_block(cpu_ctx *c)
         int64_t B = c->n_rows - r0 < Bmax ? c->n_rows - r0 : Bmax, Tb = B * S;
         float *x = c->x + r0 * S * H;
         cpu_rmsnorm(a, x, c->in_norm, Tb, (int)H, cfg->rms_eps);
-        cpu_matmul_bt(q, a, c->wq, Tb, qd, H);
-        cpu_matmul_bt(k, a, c->wk, Tb, kvd, H);
-        cpu_matmul_bt(v, a, c->wv, Tb, kvd, H);
+        cpu_matmul_bt(c->threads, S, q, a, c->wq, Tb, qd, H);
+        cpu_matmul_bt(c->threads, S, k, a, c->wk, Tb, kvd, H);
+        cpu_matmul_bt(c->threads, S, v, a, c->wv, Tb, kvd, H);
         attn_job j = {c, r0, q, k, v, att, scores};
         reap_parallel_for(c->threads, Tb, qk_norm_rope_range, &j);
         reap_parallel_for(c->threads, B * cfg->n_heads, attention_range, &j);
-        cpu_matmul_bt(o, att, c->wo, Tb, H, qd);
+        cpu_matmul_bt(c->threads, S, o, att, c->wo, Tb, H, qd);
         for (int64_t i = 0; i < Tb * H; i++)
             x[i] += o[i];
         if ((rc = check_finite(c, x, Tb * H, H, "attention")))
@@ -424,7 +428,7 @@ static int moe_block(cpu_ctx *c, reap_layer_stats *st)
     /* m = rmsnorm(x[valid]); logits = m Wr^T; route. */
     gather_rows(m, c->x, c->valid, Nv, H);
     cpu_rmsnorm(m, m, c->post_norm, Nv, (int)H, cfg->rms_eps);
-    cpu_matmul_bt(logits, m, c->router, Nv, E, H);
+    cpu_matmul_bt(c->threads, CPU_GEMM_BLOCK, logits, m, c->router, Nv, E, H);
     if ((rc = check_finite(c, logits, Nv * E, E, "router")))
         goto done;
     route_job rj = {c, logits, idx, g};
@@ -471,10 +475,10 @@ static int moe_block(cpu_ctx *c, reap_layer_stats *st)
         if (ne == 0)
             continue;
         gather_rows(xe, m, te, ne, H);
-        cpu_matmul_bt(gu, xe, c->w_gate_up + e * 2 * I * H, ne, 2 * I, H);
+        cpu_matmul_bt(c->threads, CPU_GEMM_BLOCK, gu, xe, c->w_gate_up + e * 2 * I * H, ne, 2 * I, H);
         swiglu_job sj = {gu, act, (int)I};
         reap_parallel_for(c->threads, ne, swiglu_range, &sj);
-        cpu_matmul_bt(y, act, c->w_down + e * H * I, ne, H, I);
+        cpu_matmul_bt(c->threads, CPU_GEMM_BLOCK, y, act, c->w_down + e * H * I, ne, H, I);
         for (int64_t i = 0; i < ne; i++) {
             const float *yi = y + i * H;
             double norm;
@@ -526,10 +530,10 @@ static int mlp_block(cpu_ctx *c)
     }
     gather_rows(m, c->x, c->valid, Nv, H);
     cpu_rmsnorm(m, m, c->post_norm, Nv, (int)H, cfg->rms_eps);
-    cpu_matmul_bt(gu, m, c->mlp_gate_up, Nv, 2 * Id, H);
+    cpu_matmul_bt(c->threads, CPU_GEMM_BLOCK, gu, m, c->mlp_gate_up, Nv, 2 * Id, H);
     swiglu_job sj = {gu, act, (int)Id};
     reap_parallel_for(c->threads, Nv, swiglu_range, &sj);
-    cpu_matmul_bt(y, act, c->mlp_down, Nv, H, Id);
+    cpu_matmul_bt(c->threads, CPU_GEMM_BLOCK, y, act, c->mlp_down, Nv, H, Id);
     if ((rc = check_finite(c, y, Nv * H, H, "MLP")))
         goto done;
     for (int64_t n = 0; n < Nv; n++) {

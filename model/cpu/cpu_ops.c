@@ -6,6 +6,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "parallel.h"
+
 void cpu_rmsnorm(float *y, const float *x, const float *w, int64_t n, int d, double eps)
 {
     for (int64_t r = 0; r < n; r++) {
@@ -20,13 +22,32 @@ void cpu_rmsnorm(float *y, const float *x, const float *w, int64_t n, int d, dou
     }
 }
 
-void cpu_matmul_bt(float *C, const float *A, const float *B, int64_t M, int64_t N,
-                   int64_t Kd)
+typedef struct {
+    float *C;
+    const float *A, *B;
+    int64_t M, N, Kd, block;
+} matmul_job;
+
+static void matmul_blocks(void *ud, int64_t begin, int64_t end, int tid)
+{
+    (void)tid;
+    const matmul_job *j = ud;
+    for (int64_t b = begin; b < end; b++) {
+        int64_t r0 = b * j->block;
+        int64_t m = j->M - r0 < j->block ? j->M - r0 : j->block;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)j->N, (int)j->Kd,
+                    1.0f, j->A + r0 * j->Kd, (int)j->Kd, j->B, (int)j->Kd, 0.0f,
+                    j->C + r0 * j->N, (int)j->N);
+    }
+}
+
+void cpu_matmul_bt(int threads, int64_t block, float *C, const float *A, const float *B,
+                   int64_t M, int64_t N, int64_t Kd)
 {
     if (M == 0 || N == 0)
         return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)Kd, 1.0f, A,
-                (int)Kd, B, (int)Kd, 0.0f, C, (int)N);
+    matmul_job j = {C, A, B, M, N, Kd, block};
+    reap_parallel_for(threads, (M + block - 1) / block, matmul_blocks, &j);
 }
 
 void cpu_rope_table(float *cos_t, float *sin_t, int S, int hd, double theta)

@@ -17,9 +17,15 @@
 /* y[n] = w * x[n] / sqrt(mean(x[n]^2) + eps) for n rows of width d. y may equal x. */
 void cpu_rmsnorm(float *y, const float *x, const float *w, int64_t n, int d, double eps);
 
-/* C[M, N] = A[M, Kd] * B[N, Kd]^T  (B in nn.Linear [out, in] orientation), beta 0. */
-void cpu_matmul_bt(float *C, const float *A, const float *B, int64_t M, int64_t N,
-                   int64_t Kd);
+/* C[M, N] = A[M, Kd] * B[N, Kd]^T  (B in nn.Linear [out, in] orientation), beta 0.
+ * Deterministic whatever the thread count: M is cut into blocks of `block` rows counted
+ * from row 0 of this call, and each block is one single-threaded sgemm call, run on one
+ * of `threads` threads. A row's result therefore depends only on (M, block) and its
+ * data, never on how many threads ran. (OpenBLAS's own threading and its small-matrix
+ * paths change the rounding with the problem split; calling it this way pins it.)
+ * Requires cpu_blas_set_threads(1). */
+void cpu_matmul_bt(int threads, int64_t block, float *C, const float *A, const float *B,
+                   int64_t M, int64_t N, int64_t Kd);
 
 /* RoPE tables for positions 0..S-1: cos/sin [S, hd/2], inv_freq_i = theta^(-2i/hd). */
 void cpu_rope_table(float *cos_t, float *sin_t, int S, int hd, double theta);

@@ -1,0 +1,250 @@
+/* test_engine.c - the CPU engine on generated checkpoints: results bit-identical across
+ * thread counts and micro-batch sizes, statistics invariants, and clear errors for a NaN
+ * weight, a config that disagrees with the tensor shapes, a missing tensor.
+ * (Agreement with the float64 oracle is tested by tests/run_oracle_compare.sh.) */
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "calib.h"
+#include "checkpoint.h"
+#include "config.h"
+#include "engine.h"
+#include "genmodel.h"
+#include "reap_err.h"
+#include "test_util.h"
+
+static const char *scratch;
+
+static void path_join(char *out, size_t n, const char *a, const char *b)
+{
+    snprintf(out, n, "%s/%s", a, b);
+}
+
+typedef struct loaded {
+    reap_config cfg;
+    reap_ckpt *ck;
+    reap_samples samples;
+    reap_rows rows;
+} loaded;
+
+static int load(const char *dir, const char *calib, int seq_len, int pack, loaded *l)
+{
+    char p[1024];
+    int rc;
+    memset(l, 0, sizeof *l);
+    path_join(p, sizeof p, dir, "config.json");
+    if ((rc = reap_config_load(p, &l->cfg)) || (rc = reap_ckpt_open(dir, &l->ck)) ||
+        (rc = reap_samples_read_jsonl(calib, 0, l->cfg.vocab, &l->samples)) ||
+        (rc = reap_rows_build(&l->samples, seq_len, pack, &l->rows)))
+        return rc;
+    return REAP_OK;
+}
+
+static void unload(loaded *l)
+{
+    reap_rows_free(&l->rows);
+    reap_samples_free(&l->samples);
+    reap_ckpt_close(l->ck);
+    reap_config_free(&l->cfg);
+}
+
+static void free_stats(reap_layer_stats *s, int n)
+{
+    for (int i = 0; i < n; i++)
+        reap_layer_stats_free(&s[i]);
+    free(s);
+}
+
+static int score(loaded *l, int threads, int batch, reap_layer_stats **st, int *n)
+{
+    reap_engine_opts o = {.backend = &reap_backend_cpu,
+                          .backend_opts = {.threads = threads, .batch_rows = batch}};
+    return reap_engine_score(l->ck, &l->cfg, &l->rows, &o, st, n);
+}
+
+static int stats_identical(const reap_layer_stats *a, const reap_layer_stats *b, int n)
+{
+    for (int i = 0; i < n; i++) {
+        size_t E = (size_t)a[i].n_experts;
+        if (a[i].layer != b[i].layer || a[i].tokens != b[i].tokens ||
+            memcmp(a[i].count, b[i].count, E * sizeof(int64_t)) ||
+            memcmp(a[i].sum_gate_norm, b[i].sum_gate_norm, E * sizeof(double)) ||
+            memcmp(a[i].sum_norm, b[i].sum_norm, E * sizeof(double)) ||
+            memcmp(a[i].sum_gate, b[i].sum_gate, E * sizeof(double)) ||
+            memcmp(a[i].max_act, b[i].max_act, E * sizeof(float)))
+            return 0;
+    }
+    return 1;
+}
+
+static void test_determinism_and_invariants(void)
+{
+    char dir[1024], calib[1024];
+    reap_gen_spec spec;
+    reap_gen_spec_default(&spec, REAP_FAMILY_QWEN3_MOE);
+    spec.n_layers = 3;
+    spec.hidden = 48;
+    spec.n_experts = 12;
+    spec.top_k = 3;
+    spec.moe_inter = 24;
+    spec.n_mlp_only = 1;
+    spec.mlp_only_layers[0] = 1;
+    spec.n_shards = 2;
+    spec.seed = 11;
+    path_join(dir, sizeof dir, scratch, "det-model");
+    path_join(calib, sizeof calib, scratch, "det-calib.jsonl");
+    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
+    CHECK_RC(reap_gen_calib(calib, 9, 5, 70, spec.vocab, 3), REAP_OK);
+
+    loaded l;
+    CHECK_RC(load(dir, calib, 40, 1, &l), REAP_OK);
+    reap_layer_stats *ref = NULL, *other = NULL;
+    int n_ref = 0, n_other = 0;
+    CHECK_RC(score(&l, 1, 1, &ref, &n_ref), REAP_OK);
+    CHECK(n_ref == 2); /* layers 0 and 2 are MoE, 1 is dense */
+    if (n_ref == 2) {
+        CHECK(ref[0].layer == 0 && ref[1].layer == 2);
+        for (int i = 0; i < n_ref; i++) {
+            int64_t routed = 0;
+            double gates = 0;
+            for (int e = 0; e < ref[i].n_experts; e++) {
+                routed += ref[i].count[e];
+                gates += ref[i].sum_gate[e];
+                CHECK(ref[i].sum_gate_norm[e] <= ref[i].sum_norm[e] + 1e-12);
+                CHECK(ref[i].count[e] > 0 || ref[i].sum_norm[e] == 0.0);
+            }
+            CHECK(ref[i].tokens == l.rows.n_valid);
+            CHECK(routed == l.rows.n_valid * spec.top_k);
+            /* renormalised weights sum to 1 per token */
+            CHECK_MSG(fabs(gates - (double)l.rows.n_valid) < 1e-9 * l.rows.n_valid,
+                      "sum of gates %.17g vs tokens %lld", gates, (long long)l.rows.n_valid);
+        }
+    }
+    const int variants[][2] = {{2, 1}, {1, 3}, {2, 2}, {2, 100}};
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+        CHECK_RC(score(&l, variants[v][0], variants[v][1], &other, &n_other), REAP_OK);
+        CHECK(n_other == n_ref);
+        CHECK_MSG(n_other == n_ref && stats_identical(ref, other, n_ref),
+                  "threads %d batch %d differ from threads 1 batch 1", variants[v][0],
+                  variants[v][1]);
+        free_stats(other, n_other);
+        other = NULL;
+    }
+    free_stats(ref, n_ref);
+    unload(&l);
+}
+
+/* Overwrite element `elem` of tensor `name` (F32) in the checkpoint with `value`. */
+static int poke_f32(const char *dir, const char *name, int64_t elem, float value)
+{
+    reap_ckpt *ck;
+    int rc = reap_ckpt_open(dir, &ck);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < reap_ckpt_n_files(ck); i++) {
+        const st_file *f = reap_ckpt_file(ck, i);
+        const st_tensor *t = st_file_find(f, name);
+        if (!t)
+            continue;
+        off_t off = (off_t)((const char *)t->data - (const char *)st_file_tensor(f, 0)->data +
+                            st_file_tensor(f, 0)->begin);
+        /* absolute offset = header end + begin; header end = size - buffer length */
+        uint64_t buf_len = 0;
+        for (size_t k = 0; k < st_file_n_tensors(f); k++)
+            buf_len += st_file_tensor(f, k)->nbytes;
+        off = (off_t)(st_file_size(f) - buf_len + t->begin + (uint64_t)elem * 4);
+        char path[1024];
+        snprintf(path, sizeof path, "%s", st_file_path(f));
+        reap_ckpt_close(ck);
+        int fd = open(path, O_WRONLY);
+        if (fd < 0)
+            return REAP_E_IO;
+        ssize_t w = pwrite(fd, &value, sizeof value, off);
+        close(fd);
+        return w == sizeof value ? REAP_OK : REAP_E_IO;
+    }
+    reap_ckpt_close(ck);
+    return REAP_E_NOTFOUND;
+}
+
+static int set_config_int(const char *dir, const char *key, long value)
+{
+    char p[1024];
+    path_join(p, sizeof p, dir, "config.json");
+    json_t *j = json_load_file(p, 0, NULL);
+    if (!j)
+        return REAP_E_IO;
+    json_object_set_new(j, key, json_integer(value));
+    int rc = json_dump_file(j, p, JSON_INDENT(2)) ? REAP_E_IO : REAP_OK;
+    json_decref(j);
+    return rc;
+}
+
+static void test_bad_inputs(void)
+{
+    char dir[1024], calib[1024];
+    reap_gen_spec spec;
+    reap_layer_stats *st = NULL;
+    int n = 0;
+    loaded l;
+    reap_gen_spec_default(&spec, REAP_FAMILY_QWEN3_MOE);
+    spec.dtype = ST_F32;
+    path_join(dir, sizeof dir, scratch, "bad-model");
+    path_join(calib, sizeof calib, scratch, "bad-calib.jsonl");
+    CHECK_RC(reap_gen_calib(calib, 4, 5, 20, spec.vocab, 5), REAP_OK);
+
+    /* NaN in an expert weight: the run stops and names the tensor. */
+    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
+    CHECK_RC(poke_f32(dir, "model.layers.1.mlp.experts.3.down_proj.weight", 5, NAN), REAP_OK);
+    CHECK_RC(load(dir, calib, 16, 1, &l), REAP_OK);
+    CHECK_RC(score(&l, 2, 4, &st, &n), REAP_E_NUMERIC);
+    CHECK_ERRMSG("model.layers.1.mlp.experts.3.down_proj.weight");
+    CHECK(st == NULL && n == 0);
+    unload(&l);
+
+    /* Inf in the embedding row of a used token. */
+    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
+    CHECK_RC(load(dir, calib, 16, 1, &l), REAP_OK);
+    int32_t tok = l.rows.tokens[0];
+    unload(&l);
+    CHECK_RC(poke_f32(dir, "model.embed_tokens.weight", (int64_t)tok * spec.hidden + 1,
+                      INFINITY), REAP_OK);
+    CHECK_RC(load(dir, calib, 16, 1, &l), REAP_OK);
+    CHECK_RC(score(&l, 1, 4, &st, &n), REAP_E_NUMERIC);
+    CHECK_ERRMSG("model.embed_tokens.weight");
+    unload(&l);
+
+    /* config.json disagrees with the shards: moe_intermediate_size. */
+    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
+    CHECK_RC(set_config_int(dir, "moe_intermediate_size", spec.moe_inter + 2), REAP_OK);
+    CHECK_RC(load(dir, calib, 16, 1, &l), REAP_OK);
+    CHECK_RC(score(&l, 1, 4, &st, &n), REAP_E_FORMAT);
+    CHECK_ERRMSG("model.layers.0.mlp.experts.0.gate_proj.weight");
+    CHECK_ERRMSG("config.json");
+    unload(&l);
+
+    /* A layer the config promises but the checkpoint lacks. */
+    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
+    CHECK_RC(set_config_int(dir, "num_hidden_layers", spec.n_layers + 1), REAP_OK);
+    CHECK_RC(load(dir, calib, 16, 1, &l), REAP_OK);
+    CHECK_RC(score(&l, 1, 4, &st, &n), REAP_E_NOTFOUND);
+    char want[128];
+    snprintf(want, sizeof want, "model.layers.%d.", spec.n_layers);
+    CHECK_ERRMSG(want);
+    unload(&l);
+}
+
+int main(int argc, char **argv)
+{
+    scratch = argc > 1 ? argv[1] : "test_engine.tmp";
+    mkdir(scratch, 0755);
+    test_determinism_and_invariants();
+    test_bad_inputs();
+    TEST_MAIN_END();
+}
