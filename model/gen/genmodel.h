@@ -1,0 +1,107 @@
+/* genmodel.h - tiny deterministic Qwen3-MoE / Qwen3-VL-MoE checkpoints and calibration
+ * files for tests.
+ *
+ * reap_gen_model() writes a complete Hugging Face checkpoint directory: config.json,
+ * the safetensors shard(s) and model.safetensors.index.json. Values are seeded random
+ * numbers, so the checkpoint exercises every code path of the scorer and the pruner
+ * without any real weights; the float64 oracle (tests/oracle/reap_oracle.py) computes
+ * the expected statistics from the same files.
+ *
+ * Determinism: every tensor is generated from its own stream, seeded by
+ * splitmix64(seed ^ fnv1a64(tensor name)); a xoshiro256** generator feeds Box-Muller
+ * normals (both outputs used, in order), written in storage (row-major) order. The value
+ * of a tensor therefore depends only on (seed, name, shape), never on the shard count,
+ * the dtype (up to rounding) or the other tensors. Rounding to BF16/F16 is
+ * round-to-nearest-even (reap_f32_to_bf16 / reap_f32_to_f16).
+ *
+ * Distributions (x ~ N(0,1)):
+ *   embed_tokens [V, H]                       x
+ *   *_layernorm, norm, q_norm, k_norm         1 + 0.1 x
+ *   mlp.gate.weight (router) [E, H]           2 x / sqrt(H)   (well separated logits)
+ *   every other linear weight                 x / sqrt(fan_in)  (activations stay O(1))
+ *   fan_in: the `in` dimension: [out, in] for nn.Linear tensors, dim 1 of the fused
+ *   gate_up_proj [E, H, 2I] (H) and down_proj [E, I, H] (I).
+ *
+ * Memory: tensors are generated one at a time inside st_write_file's fill callback;
+ * peak memory is the largest tensor (plus a float buffer of its element count).
+ *
+ * Shards: tensors are listed in model order (embed, layer 0..L-1, norm, lm_head, then
+ * vision stubs) and cut into n_shards contiguous, non-empty groups of roughly equal
+ * bytes. n_shards == 1 writes model.safetensors; otherwise
+ * model-%05d-of-%05d.safetensors. The index is written in both cases.
+ *
+ * Thread rules: the functions share no state; concurrent calls must use different
+ * output paths. Errors are reported through reap_err (common/reap_err.h).
+ */
+#ifndef REAP_GENMODEL_H
+#define REAP_GENMODEL_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "safetensors.h"
+#include "weights.h"
+
+#define REAP_GEN_MAX_MLP_ONLY 64
+
+typedef struct reap_gen_spec {
+    reap_family family;        /* REAP_FAMILY_QWEN3_MOE or REAP_FAMILY_QWEN3_VL_MOE */
+    reap_expert_layout layout; /* REAP_EXPERTS_SPLIT (per-expert .weight tensors) or
+                                  REAP_EXPERTS_FUSED (gate_up_proj [E,H,2I],
+                                  down_proj [E,I,H]); 0: the family's own (split for
+                                  qwen3_moe, fused for qwen3_vl_moe) */
+    int n_layers;              /* num_hidden_layers, >= 1 */
+    int hidden;                /* H */
+    int n_heads;               /* nH */
+    int n_kv_heads;            /* nKV, divides nH */
+    int head_dim;              /* hd, even; written to config.json */
+    int n_experts;             /* E, >= 1 */
+    int top_k;                 /* K, 1..E */
+    int moe_inter;             /* I, moe_intermediate_size */
+    int inter;                 /* intermediate_size (dense layers), >= 1 */
+    int vocab;                 /* V */
+    int norm_topk_prob;        /* written to config.json (qwen3_vl_moe renormalises
+                                  whatever it says) */
+    int decoder_sparse_step;   /* >= 1 */
+    int n_mlp_only;            /* 0..REAP_GEN_MAX_MLP_ONLY */
+    int mlp_only_layers[REAP_GEN_MAX_MLP_ONLY]; /* layers with a dense MLP */
+    double rope_theta;
+    double rms_eps;
+    st_dtype dtype;            /* ST_BF16, ST_F16 or ST_F32 */
+    int n_shards;              /* 1..number of tensors */
+    int tie_word_embeddings;   /* 1: no lm_head.weight */
+    uint64_t seed;
+} reap_gen_spec;
+
+/* Fill `spec` with a small valid default: qwen3_moe, family layout, 2 layers, H 64,
+ * 4 heads, 2 KV heads, hd 16, E 8, K 2, I 32, inter 64, V 128, norm_topk_prob 1,
+ * sparse step 1, rope_theta 10000 (qwen3_moe) / 5e6 (qwen3_vl_moe), eps 1e-6, BF16,
+ * 1 shard, seed 1. `family` selects the family (and its rope_theta default). */
+void reap_gen_spec_default(reap_gen_spec *spec, reap_family family);
+
+/* Check a spec: sizes positive, nKV divides nH, hd even, K <= E, dtype BF16/F16/F32,
+ * mlp_only layer ids in range, n_shards within 1..number of tensors.
+ * Returns REAP_OK or REAP_E_INVALID (the message names the field). */
+int reap_gen_spec_check(const reap_gen_spec *spec);
+
+/* Write the checkpoint described by `spec` into directory `dir` (created if missing;
+ * existing files of the same names are replaced): config.json, the shard(s) and
+ * model.safetensors.index.json (metadata.total_size = sum of tensor data bytes;
+ * weight_map: every tensor -> its shard). For qwen3_vl_moe, config.json nests the
+ * language-model fields in "text_config" and carries a small "vision_config" stub, and
+ * two tiny "model.visual.*" tensors are written (the scorer and pruner must ignore them).
+ * Returns REAP_OK, REAP_E_INVALID (bad spec), REAP_E_IO, REAP_E_NOMEM. */
+int reap_gen_model(const reap_gen_spec *spec, const char *dir);
+
+/* Number of tensors reap_gen_model writes for `spec` (0 if the spec is invalid). */
+int reap_gen_n_tensors(const reap_gen_spec *spec);
+
+/* Write `n_samples` calibration samples as JSON Lines {"input_ids": [...]} to `path`
+ * (atomically: temp file, fsync, rename). Lengths are uniform in [min_len, max_len],
+ * ids uniform in [0, vocab); deterministic in `seed`.
+ * Returns REAP_OK, REAP_E_INVALID (n_samples < 1, 1 <= min_len <= max_len violated,
+ * vocab < 1), REAP_E_IO. */
+int reap_gen_calib(const char *path, int n_samples, int min_len, int max_len, int vocab,
+                   uint64_t seed);
+
+#endif
