@@ -284,7 +284,7 @@ typedef struct {
     int64_t row0;       /* first row of the micro-batch */
     float *q, *k, *v;   /* [Tb, qd], [Tb, kvd], [Tb, kvd] */
     float *att;         /* [Tb, qd] */
-    float *scores;      /* [threads, S] */
+    float *scores;      /* [threads, S, S] */
 } attn_job;
 
 /* q/k head norms and RoPE for positions [begin, end) of the micro-batch. */
@@ -326,7 +326,7 @@ static void attention_range(void *ud, int64_t begin, int64_t end, int tid)
                            j->k + t0 * kvd + (int64_t)kvh * hd,
                            j->v + t0 * kvd + (int64_t)kvh * hd, kvd,
                            j->c->mask + (j->row0 + r) * S, S, hd, scale,
-                           j->scores + (int64_t)tid * S);
+                           j->scores + (int64_t)tid * S * S);
     }
 }
 
@@ -341,7 +341,7 @@ static int attention_block(cpu_ctx *c)
     int rc = REAP_OK;
     float *a = falloc(Tbmax * H), *q = falloc(Tbmax * qd), *k = falloc(Tbmax * kvd),
           *v = falloc(Tbmax * kvd), *att = falloc(Tbmax * qd), *o = falloc(Tbmax * H),
-          *scores = falloc((int64_t)c->threads * S);
+          *scores = falloc((int64_t)c->threads * S * S);
     if (!a || !q || !k || !v || !att || !o || !scores) {
         rc = reap_err_set(REAP_E_NOMEM, "layer %d: attention buffers for %lld rows",
                           c->layer, (long long)Bmax);

@@ -78,40 +78,32 @@ void cpu_attention_head(float *out, int ldo, const float *q, int ldq, const floa
                         const float *v, int ldk, const uint8_t *mask, int S, int hd,
                         float scale, float *scores)
 {
-    double acc[512];
+    /* scores[i, j] = q_i . k_j, then each row becomes its softmax over the visible keys
+     * (j <= i, mask[j] == 1) with zeros elsewhere, then out = P V. */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, hd, 1.0f, q, ldq, k, ldk,
+                0.0f, scores, S);
     for (int i = 0; i < S; i++) {
-        float *o = out + (int64_t)i * ldo;
-        memset(o, 0, (size_t)hd * sizeof *o);
-        if (!mask[i])
+        float *p = scores + (int64_t)i * S;
+        if (!mask[i]) {
+            memset(p, 0, (size_t)S * sizeof *p);
             continue;
-        const float *qi = q + (int64_t)i * ldq;
+        }
         float mx = -INFINITY;
-        for (int j = 0; j <= i; j++) {
-            if (!mask[j])
-                continue;
-            const float *kj = k + (int64_t)j * ldk;
-            float s = 0.0f;
-            for (int d = 0; d < hd; d++)
-                s += qi[d] * kj[d];
-            scores[j] = s * scale;
-            if (scores[j] > mx)
-                mx = scores[j];
-        }
+        for (int j = 0; j <= i; j++)
+            if (mask[j] && p[j] * scale > mx)
+                mx = p[j] * scale;
         double sum = 0.0;
-        for (int d = 0; d < hd; d++)
-            acc[d] = 0.0;
         for (int j = 0; j <= i; j++) {
-            if (!mask[j])
-                continue;
-            float p = expf(scores[j] - mx);
-            sum += p;
-            const float *vj = v + (int64_t)j * ldk;
-            for (int d = 0; d < hd; d++)
-                acc[d] += (double)p * vj[d];
+            p[j] = mask[j] ? expf(p[j] * scale - mx) : 0.0f;
+            sum += p[j];
         }
-        for (int d = 0; d < hd; d++)
-            o[d] = (float)(acc[d] / sum);
+        float inv = (float)(1.0 / sum);
+        for (int j = 0; j <= i; j++)
+            p[j] *= inv;
+        memset(p + i + 1, 0, (size_t)(S - i - 1) * sizeof *p);
     }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, hd, S, 1.0f, scores, S, v, ldk,
+                0.0f, out, ldo);
 }
 
 void cpu_router_topk(const float *logits, int E, int K, int renorm, int32_t *idx,

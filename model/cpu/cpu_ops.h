@@ -36,8 +36,9 @@ void cpu_rope_apply(float *v, const float *cos_t, const float *sin_t, int pos, i
 
 /* Causal attention of one (row, query head): q [S, ldq] (head slice at q), k and v
  * [S, ldk] (KV head slice), mask [S]; out [S, ldo] (head slice). Query i attends to keys
- * j <= i with mask[j] == 1; a masked query (mask[i] == 0) or one with no visible key
- * gets zeros. scores[S] is scratch. */
+ * j <= i with mask[j] == 1; a masked query (mask[i] == 0) gets zeros (a valid query
+ * always sees itself). scores[S * S] is scratch. Two single-threaded sgemm calls of
+ * fixed shape (Q K^T and P V), so the result does not depend on threading. */
 void cpu_attention_head(float *out, int ldo, const float *q, int ldq, const float *k,
                         const float *v, int ldk, const uint8_t *mask, int S, int hd,
                         float scale, float *scores);
