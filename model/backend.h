@@ -82,4 +82,8 @@ extern const reap_backend_i reap_backend_cpu;
 /* The CUDA backend, or NULL when this build has no CUDA support. */
 const reap_backend_i *reap_backend_cuda(void);
 
+/* Number of usable CUDA devices: 0 without CUDA support in this build, without a driver
+ * or device, or on any runtime error. Never fails. */
+int reap_cuda_available(void);
+
 #endif

@@ -70,7 +70,7 @@ static const reap_backend_i *pick_backend(const char *name)
         return reap_backend_cuda();
     if (!strcmp(name, "auto")) {
         const reap_backend_i *cuda = reap_backend_cuda();
-        return cuda ? cuda : &reap_backend_cpu;
+        return cuda && reap_cuda_available() > 0 ? cuda : &reap_backend_cpu;
     }
     return NULL;
 }
@@ -93,8 +93,8 @@ int scorer_cmd_run(int argc, char **argv)
         {"batch-size", "REAP_BATCH_SIZE", CLI_INT, "8", "rows per attention micro-batch",
          &batch, 0},
         {"threads", "REAP_THREADS", CLI_INT, "0", "CPU threads (0: all cores)", &threads, 0},
-        {"backend", "REAP_BACKEND", CLI_STR, "auto", "cpu, cuda or auto (CUDA when "
-         "built with it)", &backend, 0},
+        {"backend", "REAP_BACKEND", CLI_STR, "auto", "cpu, cuda or auto (CUDA when a "
+         "device is present)", &backend, 0},
         {"precision", "REAP_PRECISION", CLI_STR, "fp32", "CUDA math: fp32 or bf16",
          &precision, 0},
         {"stats-json", NULL, CLI_STR, NULL, "write statistics JSON here ('-': stdout)",

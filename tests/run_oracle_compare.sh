@@ -65,7 +65,7 @@ step "reap-genmodel ${gen_args[*]}"
 "$bin/reap-genmodel" --out "$model" "${gen_args[@]}" --calib "$cal" "${calib[@]}"
 
 step "reap-scorer run --seq-len $seq_len ${pack[*]} ${maxs[*]} ${scorer_extra[*]}"
-"$bin/reap-scorer" run --model "$model" --calib "$cal" --seq-len "$seq_len" "${pack[@]}" \
+"$bin/reap-scorer" run --backend cpu --model "$model" --calib "$cal" --seq-len "$seq_len" "${pack[@]}" \
   "${maxs[@]}" "${scorer_extra[@]}" --stats-json "$scratch/engine.json"
 
 step "reap_oracle.py"
@@ -80,7 +80,7 @@ if [ -n "$recheck" ]; then
   # shellcheck disable=SC2206  # word splitting of the recheck list is intended
   again=($recheck)
   step "reap-scorer run again with ${again[*]}: statistics must be identical"
-  "$bin/reap-scorer" run --model "$model" --calib "$cal" --seq-len "$seq_len" "${pack[@]}" \
+  "$bin/reap-scorer" run --backend cpu --model "$model" --calib "$cal" --seq-len "$seq_len" "${pack[@]}" \
     "${maxs[@]}" "${scorer_extra[@]}" "${again[@]}" --stats-json "$scratch/engine2.json"
   "$py" "$here/oracle/compare_stats.py" "$scratch/engine2.json" "$scratch/engine.json" \
     --rtol 0
