@@ -25,8 +25,11 @@ int reap_engine_score(const reap_ckpt *ck, const reap_config *cfg, const reap_ro
     void *ctx = NULL;
     reap_layer_stats *stats = NULL;
     int n_moe = reap_config_n_moe_layers(cfg), n_done = 0;
+    int start = opts ? opts->start_layer : 0;
     int rc;
     const st_tensor *embed;
+    float *hidden = NULL;
+    const int64_t T = (int64_t)rows->n_rows * rows->seq_len;
 
     *out_stats = NULL;
     *out_n = 0;
@@ -35,13 +38,29 @@ int reap_engine_score(const reap_ckpt *ck, const reap_config *cfg, const reap_ro
     stats = calloc((size_t)(n_moe > 0 ? n_moe : 1), sizeof *stats);
     if (!stats)
         return reap_err_set(REAP_E_NOMEM, "engine: statistics table");
-    if ((rc = reap_embed_weights_get(ck, cfg, &embed)))
+    if (start < 0 || start >= cfg->n_layers || (start > 0 && !opts->start_hidden)) {
+        rc = reap_err_set(REAP_E_INVALID, "engine: cannot start at layer %d of %d%s", start,
+                          cfg->n_layers, start > 0 ? " without hidden states" : "");
         goto fail;
+    }
+    if (opts && opts->checkpoint_every > 0 && opts->on_checkpoint) {
+        hidden = malloc((size_t)T * cfg->hidden * sizeof *hidden);
+        if (!hidden) {
+            rc = reap_err_set(REAP_E_NOMEM, "engine: checkpoint buffer of %lld x %d",
+                              (long long)T, cfg->hidden);
+            goto fail;
+        }
+    }
     if ((rc = be->init(cfg, rows, &bopts, &ctx)))
         goto fail;
-    if ((rc = be->embed(ctx, embed)))
-        goto fail;
-    for (int layer = 0; layer < cfg->n_layers; layer++) {
+    if (start > 0) {
+        if ((rc = be->set_hidden(ctx, opts->start_hidden)))
+            goto fail;
+    } else {
+        if ((rc = reap_embed_weights_get(ck, cfg, &embed)) || (rc = be->embed(ctx, embed)))
+            goto fail;
+    }
+    for (int layer = start; layer < cfg->n_layers; layer++) {
         double t0 = now_seconds();
         reap_layer_weights w;
         reap_layer_stats *st = NULL;
@@ -66,12 +85,19 @@ int reap_engine_score(const reap_ckpt *ck, const reap_config *cfg, const reap_ro
             rc = reap_err_set(REAP_E_CANCELLED, "stopped after layer %d", layer);
             goto fail;
         }
+        if (hidden && (layer + 1) % opts->checkpoint_every == 0 && layer < cfg->n_layers - 1) {
+            if ((rc = be->get_hidden(ctx, hidden)) ||
+                (rc = opts->on_checkpoint(opts->ud, layer, hidden, T, cfg->hidden)))
+                goto fail;
+        }
     }
+    free(hidden);
     be->free(ctx);
     *out_stats = stats;
     *out_n = n_done;
     return REAP_OK;
 fail:
+    free(hidden);
     if (ctx)
         be->free(ctx);
     for (int i = 0; i < n_done; i++)

@@ -18,15 +18,30 @@
 typedef int (*reap_layer_cb)(void *ud, int layer, const reap_layer_stats *stats,
                              double seconds);
 
+/* Called with the hidden states [T, H] fp32 leaving layer `layer` (T = n_rows * seq_len,
+ * row-major, valid only during the call). Return non-zero to fail the run with that
+ * status (the message is the callback's). */
+typedef int (*reap_hidden_cb)(void *ud, int layer, const float *hidden, int64_t T, int H);
+
 typedef struct reap_engine_opts {
     const reap_backend_i *backend;  /* NULL: CPU */
     reap_backend_opts backend_opts;
-    reap_layer_cb on_layer;         /* optional */
+    reap_layer_cb on_layer;         /* optional; called after every layer */
     void *ud;
+    /* Resume: run layers start_layer..n_layers-1 from start_hidden ([T, H], the hidden
+     * states entering start_layer) instead of embedding. 0 / NULL: from the start. */
+    int start_layer;
+    const float *start_hidden;
+    /* Checkpoints: when checkpoint_every > 0, after on_layer of each layer L with
+     * (L + 1) % checkpoint_every == 0 and L < n_layers - 1, on_checkpoint receives the
+     * hidden states leaving L. */
+    int checkpoint_every;
+    reap_hidden_cb on_checkpoint;
 } reap_engine_opts;
 
-/* Score all MoE layers. On success *out_stats is an array of *out_n statistics in layer
- * order (free each with reap_layer_stats_free, then the array with free()).
+/* Score the MoE layers from opts->start_layer on. On success *out_stats is an array of
+ * *out_n statistics in layer order (free each with reap_layer_stats_free, then the array
+ * with free()).
  * Returns REAP_OK or the first error (message names the layer and tensor). */
 int reap_engine_score(const reap_ckpt *ck, const reap_config *cfg, const reap_rows *rows,
                       const reap_engine_opts *opts, reap_layer_stats **out_stats,
