@@ -43,7 +43,6 @@
 
 extern "C" {
 #include "backend.h"
-#include "cuda_probe.h"
 #include "reap_err.h"
 }
 
@@ -586,6 +585,37 @@ static int need_numel(cuda_ctx *c, const st_tensor *t, int64_t n)
     return REAP_OK;
 }
 
+/* Error path only: after the device flagged a non-finite weight, find it on the host so
+ * the message names the tensor and element (as the CPU backend's does). */
+static int find_nonfinite(const st_tensor *t, int64_t first, int64_t n)
+{
+    float buf[4096];
+    if (!t) return REAP_OK;
+    for (int64_t off = 0; off < n; off += 4096) {
+        const int64_t m = n - off < 4096 ? n - off : 4096;
+        int rc = reap_tensor_to_f32(t, first + off, m, buf);
+        if (rc) return rc;
+    }
+    return REAP_OK;
+}
+
+static int find_nonfinite_layer(const cuda_ctx *c, const reap_layer_weights *w)
+{
+    const st_tensor *ts[] = {w->input_norm, w->post_norm, w->q_proj, w->k_proj, w->v_proj,
+                             w->o_proj, w->q_norm, w->k_norm, w->router, w->gate_up,
+                             w->down_fused, w->mlp_gate, w->mlp_up, w->mlp_down};
+    int rc;
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+        if (ts[i] && (rc = find_nonfinite(ts[i], 0, ts[i]->numel))) return rc;
+    if (w->is_moe && w->layout == REAP_EXPERTS_SPLIT && w->gate && w->up && w->down)
+        for (int e = 0; e < c->E; e++)
+            if ((w->gate[e] && (rc = find_nonfinite(w->gate[e], 0, w->gate[e]->numel))) ||
+                (w->up[e] && (rc = find_nonfinite(w->up[e], 0, w->up[e]->numel))) ||
+                (w->down[e] && (rc = find_nonfinite(w->down[e], 0, w->down[e]->numel))))
+                return rc;
+    return REAP_OK;
+}
+
 static int cuda_embed(void *ctx, const st_tensor *embed)
 {
     cuda_ctx *c = (cuda_ctx *)ctx;
@@ -610,7 +640,18 @@ static int cuda_embed(void *ctx, const st_tensor *embed)
             c->d_tok, c->T, v0, v1, c->stage, dt, c->H, c->d_hidden, c->d_flag);
         KCHECK("embedding gather");
     }
-    return check_flag(c);
+    if ((rc = check_flag(c)) == REAP_E_NUMERIC) {
+        /* name the tensor and element: scan the rows of the tokens used, on the host */
+        int32_t *tok = (int32_t *)malloc((size_t)c->T * sizeof *tok);
+        if (!tok) return rc;
+        int rc2 = REAP_OK;
+        if (cudaMemcpy(tok, c->d_tok, (size_t)c->T * 4, cudaMemcpyDeviceToHost) == cudaSuccess)
+            for (int64_t t = 0; t < c->T && !rc2; t++)
+                rc2 = find_nonfinite(embed, (int64_t)tok[t] * c->H, c->H);
+        free(tok);
+        if (rc2) return reap_err_prefix(rc2, "embed");
+    }
+    return rc;
 }
 
 static int cuda_load_layer(void *ctx, const reap_layer_weights *w)
@@ -679,7 +720,10 @@ static int cuda_load_layer(void *ctx, const reap_layer_weights *w)
             (rc = upload(c, w->mlp_down, 0, H * Id, c->w_md, 0)))
             return rc;
     }
-    if ((rc = check_flag(c))) return rc;
+    if ((rc = check_flag(c))) {
+        int rc2 = rc == REAP_E_NUMERIC ? find_nonfinite_layer(c, w) : REAP_OK;
+        return rc2 ? reap_err_prefix(rc2, "layer %d", w->layer) : rc;
+    }
     c->layer = w->layer;
     c->is_moe = w->is_moe;
     return REAP_OK;

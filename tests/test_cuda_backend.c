@@ -1,0 +1,504 @@
+/* test_cuda_backend.c - the CUDA backend against the CPU reference (label gpu).
+ *
+ * On generated checkpoints (both expert layouts, norm_topk_prob on and off, a dense
+ * layer, GQA groups 1 and 4, odd widths, rows up to 300 positions with packing gaps)
+ * the engine runs once on the CPU backend and once on the CUDA backend:
+ *   fp32 mode: every sum and the reap score within 1e-5 relative, max_act within 1e-5,
+ *              counts exact (router inputs are tie-free random numbers);
+ *   bf16 mode: on a model whose expert scores are well separated (expert e's down_proj
+ *              scaled by 1.3^e), reap within 2e-2 relative and identical keep sets
+ *              (drop floor(0.4 E) lowest).
+ * Also: hidden states after every layer agree (valid positions), repeated runs are
+ * bit-identical, a different chunk size agrees within tolerance, a NaN weight and an
+ * impossible memory request give REAP_E_NUMERIC / REAP_E_NOMEM with clear messages.
+ *
+ * Without a CUDA build or a CUDA device it prints "SKIPPED: ..." and returns 77 (ctest
+ * SKIP_RETURN_CODE), never PASS.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include "calib.h"
+#include "checkpoint.h"
+#include "config.h"
+#include "engine.h"
+#include "genmodel.h"
+#include "reap_err.h"
+#include "test_util.h"
+#include "weights.h"
+
+static const char *scratch;
+
+typedef struct loaded {
+    reap_config cfg;
+    reap_ckpt *ck;
+    reap_samples samples;
+    reap_rows rows;
+} loaded;
+
+static int load(const char *dir, const char *calib, int seq_len, int pack, loaded *l)
+{
+    char p[1024];
+    int rc;
+    memset(l, 0, sizeof *l);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    if ((rc = reap_config_load(p, &l->cfg)) || (rc = reap_ckpt_open(dir, &l->ck)) ||
+        (rc = reap_samples_read_jsonl(calib, 0, l->cfg.vocab, &l->samples)) ||
+        (rc = reap_rows_build(&l->samples, seq_len, pack, &l->rows)))
+        return rc;
+    return REAP_OK;
+}
+
+static void unload(loaded *l)
+{
+    reap_rows_free(&l->rows);
+    reap_samples_free(&l->samples);
+    reap_ckpt_close(l->ck);
+    reap_config_free(&l->cfg);
+}
+
+static void free_stats(reap_layer_stats *s, int n)
+{
+    for (int i = 0; s && i < n; i++)
+        reap_layer_stats_free(&s[i]);
+    free(s);
+}
+
+static int score(loaded *l, const reap_backend_i *be, int precision, int batch_rows,
+                 reap_layer_stats **st, int *n)
+{
+    reap_engine_opts o = {.backend = be,
+                          .backend_opts = {.threads = 0, .batch_rows = batch_rows,
+                                           .device = 0, .precision = precision}};
+    *st = NULL;
+    *n = 0;
+    return reap_engine_score(l->ck, &l->cfg, &l->rows, &o, st, n);
+}
+
+static double rel_err(double a, double b)
+{
+    double d = fabs(a - b), m = fmax(fabs(a), fabs(b));
+    return m > 1e-30 ? d / m : d;
+}
+
+/* fp32 comparison: counts exact, sums and reap within tol, max_act within tol. */
+static void compare_stats(const char *what, const reap_layer_stats *a,
+                          const reap_layer_stats *b, int n, double tol, int counts_exact)
+{
+    double worst = 0.0;
+    int count_diffs = 0;
+    for (int i = 0; i < n; i++) {
+        CHECK(a[i].layer == b[i].layer && a[i].n_experts == b[i].n_experts);
+        CHECK_MSG(a[i].tokens == b[i].tokens, "%s layer %d: tokens %lld vs %lld", what,
+                  a[i].layer, (long long)a[i].tokens, (long long)b[i].tokens);
+        for (int e = 0; e < a[i].n_experts; e++) {
+            if (a[i].count[e] != b[i].count[e]) {
+                count_diffs++;
+                if (counts_exact)
+                    CHECK_MSG(0, "%s layer %d expert %d: count %lld (cpu) vs %lld (cuda)",
+                              what, a[i].layer, e, (long long)a[i].count[e],
+                              (long long)b[i].count[e]);
+                continue;
+            }
+            const double pairs[][2] = {
+                {a[i].sum_gate_norm[e], b[i].sum_gate_norm[e]},
+                {a[i].sum_norm[e], b[i].sum_norm[e]},
+                {a[i].sum_gate[e], b[i].sum_gate[e]},
+                {reap_layer_stats_score(&a[i], e, REAP_CRIT_REAP),
+                 reap_layer_stats_score(&b[i], e, REAP_CRIT_REAP)},
+                {a[i].max_act[e], b[i].max_act[e]}};
+            static const char *names[] = {"sum_gate_norm", "sum_norm", "sum_gate", "reap",
+                                          "max_act"};
+            for (int k = 0; k < 5; k++) {
+                double r = rel_err(pairs[k][0], pairs[k][1]);
+                if (r > worst) worst = r;
+                CHECK_MSG(r <= tol, "%s layer %d expert %d: %s %.9g (cpu) vs %.9g (cuda), "
+                          "rel %.2e > %.0e", what, a[i].layer, e, names[k], pairs[k][0],
+                          pairs[k][1], r, tol);
+            }
+        }
+    }
+    printf("  %-44s worst rel err %.2e, count mismatches %d\n", what, worst, count_diffs);
+}
+
+static int stats_identical(const reap_layer_stats *a, const reap_layer_stats *b, int n)
+{
+    for (int i = 0; i < n; i++) {
+        size_t E = (size_t)a[i].n_experts;
+        if (a[i].tokens != b[i].tokens || memcmp(a[i].count, b[i].count, E * 8) ||
+            memcmp(a[i].sum_gate_norm, b[i].sum_gate_norm, E * 8) ||
+            memcmp(a[i].sum_norm, b[i].sum_norm, E * 8) ||
+            memcmp(a[i].sum_gate, b[i].sum_gate, E * 8) ||
+            memcmp(a[i].max_act, b[i].max_act, E * 4))
+            return 0;
+    }
+    return 1;
+}
+
+/* keep[e] = 1 unless e is among the floor(E * ratio) lowest reap scores (ties: the lower
+ * index is kept, i.e. the higher index dropped first). */
+static void keep_set(const reap_layer_stats *s, double ratio, int *keep)
+{
+    const int E = s->n_experts, drop = (int)floor(E * ratio);
+    for (int e = 0; e < E; e++) keep[e] = 1;
+    for (int d = 0; d < drop; d++) {
+        int worst = -1;
+        double ws = 0;
+        for (int e = 0; e < E; e++) {
+            if (!keep[e]) continue;
+            double sc = reap_layer_stats_score(s, e, REAP_CRIT_REAP);
+            if (worst < 0 || sc < ws || (sc == ws && e > worst)) {
+                worst = e;
+                ws = sc;
+            }
+        }
+        keep[worst] = 0;
+    }
+}
+
+/* Run CPU and CUDA backends side by side, layer by layer, comparing hidden states of
+ * valid positions after each layer: max |diff| / max |x| <= tol. */
+static void compare_hidden(const char *what, loaded *l, int precision, double tol)
+{
+    const reap_backend_i *cpu = &reap_backend_cpu, *gpu = reap_backend_cuda();
+    reap_backend_opts o = {.threads = 0, .batch_rows = 0, .device = 0, .precision = precision};
+    void *a = NULL, *b = NULL;
+    const st_tensor *embed;
+    const int64_t T = (int64_t)l->rows.n_rows * l->rows.seq_len, H = l->cfg.hidden;
+    float *xa = malloc((size_t)(T * H) * sizeof(float)), *xb = malloc((size_t)(T * H) * sizeof(float));
+    double worst = 0.0;
+    CHECK(xa && xb);
+    CHECK_RC(reap_embed_weights_get(l->ck, &l->cfg, &embed), REAP_OK);
+    CHECK_RC(cpu->init(&l->cfg, &l->rows, &o, &a), REAP_OK);
+    CHECK_RC(gpu->init(&l->cfg, &l->rows, &o, &b), REAP_OK);
+    if (!a || !b || !xa || !xb) goto done;
+    CHECK_RC(cpu->embed(a, embed), REAP_OK);
+    CHECK_RC(gpu->embed(b, embed), REAP_OK);
+    for (int layer = 0; layer < l->cfg.n_layers; layer++) {
+        reap_layer_weights w;
+        reap_layer_stats sa, sb;
+        CHECK_RC(reap_layer_weights_get(l->ck, &l->cfg, layer, &w), REAP_OK);
+        CHECK_RC(reap_layer_stats_init(&sa, layer, l->cfg.n_experts, l->cfg.n_experts_used),
+                 REAP_OK);
+        CHECK_RC(reap_layer_stats_init(&sb, layer, l->cfg.n_experts, l->cfg.n_experts_used),
+                 REAP_OK);
+        CHECK_RC(cpu->load_layer(a, &w), REAP_OK);
+        CHECK_RC(gpu->load_layer(b, &w), REAP_OK);
+        CHECK_RC(cpu->forward_layer(a, w.is_moe ? &sa : NULL), REAP_OK);
+        CHECK_RC(gpu->forward_layer(b, w.is_moe ? &sb : NULL), REAP_OK);
+        CHECK_RC(cpu->get_hidden(a, xa), REAP_OK);
+        CHECK_RC(gpu->get_hidden(b, xb), REAP_OK);
+        double dmax = 0, xmax = 0;
+        for (int64_t t = 0; t < T; t++) {
+            if (!l->rows.mask[t]) continue;
+            for (int64_t h = 0; h < H; h++) {
+                double d = fabs((double)xa[t * H + h] - xb[t * H + h]);
+                if (d > dmax) dmax = d;
+                if (fabs(xa[t * H + h]) > xmax) xmax = fabs(xa[t * H + h]);
+            }
+        }
+        double r = xmax > 0 ? dmax / xmax : dmax;
+        if (r > worst) worst = r;
+        CHECK_MSG(r <= tol, "%s: layer %d hidden states differ: max |diff| %.3e, max |x| %.3e",
+                  what, layer, dmax, xmax);
+        reap_layer_stats_free(&sa);
+        reap_layer_stats_free(&sb);
+        reap_layer_weights_free(&w);
+    }
+    /* set_hidden / get_hidden round trip */
+    CHECK_RC(gpu->set_hidden(b, xa), REAP_OK);
+    CHECK_RC(gpu->get_hidden(b, xb), REAP_OK);
+    CHECK(memcmp(xa, xb, (size_t)(T * H) * sizeof(float)) == 0);
+    printf("  %-44s worst hidden-state rel err %.2e\n", what, worst);
+done:
+    if (a) cpu->free(a);
+    if (b) gpu->free(b);
+    free(xa);
+    free(xb);
+}
+
+typedef struct model_case {
+    const char *name;
+    reap_family family;
+    reap_expert_layout layout;
+    int n_layers, hidden, n_heads, n_kv_heads, head_dim, n_experts, top_k, moe_inter, inter;
+    int norm_topk, dense_layer; /* dense_layer: index of an mlp_only layer, or -1 */
+    st_dtype dtype;
+    int seq_len, n_samples, min_len, max_len;
+} model_case;
+
+static void make_spec(const model_case *m, reap_gen_spec *spec, uint64_t seed)
+{
+    reap_gen_spec_default(spec, m->family);
+    spec->layout = m->layout;
+    spec->n_layers = m->n_layers;
+    spec->hidden = m->hidden;
+    spec->n_heads = m->n_heads;
+    spec->n_kv_heads = m->n_kv_heads;
+    spec->head_dim = m->head_dim;
+    spec->n_experts = m->n_experts;
+    spec->top_k = m->top_k;
+    spec->moe_inter = m->moe_inter;
+    spec->inter = m->inter;
+    spec->vocab = 211;
+    spec->norm_topk_prob = m->norm_topk;
+    spec->n_mlp_only = m->dense_layer >= 0 ? 1 : 0;
+    spec->mlp_only_layers[0] = m->dense_layer;
+    spec->dtype = m->dtype;
+    spec->seed = seed;
+}
+
+static void test_fp32_agreement(void)
+{
+    static const model_case cases[] = {
+        /* split experts, renormalised, one dense layer, GQA group 4, odd widths */
+        {"split/norm_topk/dense/gqa4", REAP_FAMILY_QWEN3_MOE, REAP_EXPERTS_SPLIT, 3, 72, 8, 2,
+         16, 12, 3, 37, 53, 1, 1, ST_F32, 300, 14, 20, 290},
+        /* fused experts in a qwen3_moe config, no renormalisation, GQA group 1, bf16 */
+        {"fused/no-norm/gqa1/bf16", REAP_FAMILY_QWEN3_MOE, REAP_EXPERTS_FUSED, 2, 96, 6, 6,
+         12, 10, 4, 40, 64, 0, -1, ST_BF16, 128, 12, 5, 200},
+        /* qwen3_vl_moe (fused, nested config), GQA group 4, f16, hd 32 */
+        {"vl/fused/gqa4/f16", REAP_FAMILY_QWEN3_VL_MOE, REAP_EXPERTS_FUSED, 2, 64, 4, 1, 32,
+         16, 2, 24, 48, 1, -1, ST_F16, 257, 6, 100, 300},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const model_case *m = &cases[i];
+        char dir[1024], calib[1024];
+        reap_gen_spec spec;
+        loaded l;
+        make_spec(m, &spec, 100 + i);
+        snprintf(dir, sizeof dir, "%s/model%zu", scratch, i);
+        snprintf(calib, sizeof calib, "%s/calib%zu.jsonl", scratch, i);
+        CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
+        CHECK_RC(reap_gen_calib(calib, m->n_samples, m->min_len, m->max_len, spec.vocab,
+                                7 + i), REAP_OK);
+        CHECK_RC(load(dir, calib, m->seq_len, 1, &l), REAP_OK);
+        printf("%s: %d rows x %d, %lld valid\n", m->name, l.rows.n_rows, l.rows.seq_len,
+               (long long)l.rows.n_valid);
+
+        reap_layer_stats *a = NULL, *b = NULL, *b2 = NULL;
+        int na = 0, nb = 0, nb2 = 0;
+        CHECK_RC(score(&l, &reap_backend_cpu, REAP_PRECISION_FP32, 0, &a, &na), REAP_OK);
+        CHECK_RC(score(&l, reap_backend_cuda(), REAP_PRECISION_FP32, 0, &b, &nb), REAP_OK);
+        CHECK(na == nb && na > 0);
+        char what[128];
+        snprintf(what, sizeof what, "%s fp32", m->name);
+        if (na == nb) compare_stats(what, a, b, na, 1e-5, 1);
+
+        /* bit-identical on a repeated run */
+        CHECK_RC(score(&l, reap_backend_cuda(), REAP_PRECISION_FP32, 0, &b2, &nb2), REAP_OK);
+        CHECK_MSG(nb2 == nb && stats_identical(b, b2, nb), "%s: repeated CUDA run differs",
+                  m->name);
+        free_stats(b2, nb2);
+        /* one row per chunk: same statistics within tolerance */
+        CHECK_RC(score(&l, reap_backend_cuda(), REAP_PRECISION_FP32, 1, &b2, &nb2), REAP_OK);
+        snprintf(what, sizeof what, "%s fp32 batch_rows=1", m->name);
+        if (nb2 == nb) compare_stats(what, b, b2, nb, 1e-5, 1);
+        free_stats(b2, nb2);
+
+        snprintf(what, sizeof what, "%s fp32 hidden", m->name);
+        compare_hidden(what, &l, REAP_PRECISION_FP32, 1e-4);
+        free_stats(a, na);
+        free_stats(b, nb);
+        unload(&l);
+    }
+}
+
+/* Scale tensor `name` (F32) in the checkpoint in place by `f`. */
+static int scale_f32(const char *dir, const char *name, float f)
+{
+    reap_ckpt *ck;
+    int rc = reap_ckpt_open(dir, &ck);
+    if (rc) return rc;
+    const st_tensor *t = reap_ckpt_find(ck, name);
+    const st_file *file = NULL;
+    for (size_t i = 0; t && i < reap_ckpt_n_files(ck) && !file; i++)
+        if (st_file_find(reap_ckpt_file(ck, i), name) == t) file = reap_ckpt_file(ck, i);
+    if (!t || !file || t->dtype != ST_F32) {
+        reap_ckpt_close(ck);
+        return REAP_E_NOTFOUND;
+    }
+    uint64_t buf_len = 0;
+    for (size_t k = 0; k < st_file_n_tensors(file); k++)
+        buf_len += st_file_tensor(file, k)->nbytes;
+    const off_t off = (off_t)(st_file_size(file) - buf_len + t->begin);
+    const size_t n = (size_t)t->numel;
+    float *v = malloc(n * sizeof *v);
+    char path[1024];
+    snprintf(path, sizeof path, "%s", st_file_path(file));
+    if (v) memcpy(v, t->data, n * sizeof *v);
+    reap_ckpt_close(ck);
+    if (!v) return REAP_E_NOMEM;
+    for (size_t i = 0; i < n; i++) v[i] *= f;
+    int fd = open(path, O_WRONLY);
+    ssize_t w = fd >= 0 ? pwrite(fd, v, n * sizeof *v, off) : -1;
+    if (fd >= 0) close(fd);
+    free(v);
+    return w == (ssize_t)(n * sizeof *v) ? REAP_OK : REAP_E_IO;
+}
+
+static void test_bf16_keep_sets(void)
+{
+    const model_case m = {"bf16 separated", REAP_FAMILY_QWEN3_MOE, REAP_EXPERTS_SPLIT, 3, 128,
+                          8, 2, 16, 16, 4, 48, 64, 1, -1, ST_F32, 256, 16, 100, 250};
+    char dir[1024], calib[1024], name[256];
+    reap_gen_spec spec;
+    loaded l;
+    make_spec(&m, &spec, 4242);
+    snprintf(dir, sizeof dir, "%s/model-bf16", scratch);
+    snprintf(calib, sizeof calib, "%s/calib-bf16.jsonl", scratch);
+    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
+    for (int layer = 0; layer < m.n_layers; layer++)
+        for (int e = 0; e < m.n_experts; e++) {
+            snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.down_proj.weight",
+                     layer, e);
+            CHECK_RC(scale_f32(dir, name, (float)pow(1.3, e)), REAP_OK);
+        }
+    CHECK_RC(reap_gen_calib(calib, m.n_samples, m.min_len, m.max_len, spec.vocab, 99), REAP_OK);
+    CHECK_RC(load(dir, calib, m.seq_len, 1, &l), REAP_OK);
+    reap_layer_stats *a = NULL, *b = NULL;
+    int na = 0, nb = 0;
+    CHECK_RC(score(&l, &reap_backend_cpu, REAP_PRECISION_FP32, 0, &a, &na), REAP_OK);
+    CHECK_RC(score(&l, reap_backend_cuda(), REAP_PRECISION_BF16, 0, &b, &nb), REAP_OK);
+    CHECK(na == nb && na > 0);
+    if (na == nb) {
+        compare_stats("bf16 separated: reap/sums", a, b, na, 2e-2, 0);
+        for (int i = 0; i < na; i++) {
+            int ka[64], kb[64];
+            int64_t ta = 0, tb = 0;
+            keep_set(&a[i], 0.4, ka);
+            keep_set(&b[i], 0.4, kb);
+            CHECK_MSG(memcmp(ka, kb, sizeof(int) * (size_t)m.n_experts) == 0,
+                      "bf16 layer %d: keep sets differ", a[i].layer);
+            for (int e = 0; e < m.n_experts; e++) {
+                ta += a[i].count[e];
+                tb += b[i].count[e];
+            }
+            CHECK(ta == tb);
+        }
+    }
+    free_stats(a, na);
+    free_stats(b, nb);
+    compare_hidden("bf16 separated hidden", &l, REAP_PRECISION_BF16, 3e-2);
+    unload(&l);
+}
+
+/* Overwrite element `elem` of F32 tensor `name` with `value`. */
+static int poke_f32(const char *dir, const char *name, int64_t elem, float value)
+{
+    reap_ckpt *ck;
+    int rc = reap_ckpt_open(dir, &ck);
+    if (rc) return rc;
+    for (size_t i = 0; i < reap_ckpt_n_files(ck); i++) {
+        const st_file *f = reap_ckpt_file(ck, i);
+        const st_tensor *t = st_file_find(f, name);
+        if (!t) continue;
+        uint64_t buf_len = 0;
+        for (size_t k = 0; k < st_file_n_tensors(f); k++)
+            buf_len += st_file_tensor(f, k)->nbytes;
+        off_t off = (off_t)(st_file_size(f) - buf_len + t->begin + (uint64_t)elem * 4);
+        char path[1024];
+        snprintf(path, sizeof path, "%s", st_file_path(f));
+        reap_ckpt_close(ck);
+        int fd = open(path, O_WRONLY);
+        if (fd < 0) return REAP_E_IO;
+        ssize_t w = pwrite(fd, &value, sizeof value, off);
+        close(fd);
+        return w == sizeof value ? REAP_OK : REAP_E_IO;
+    }
+    reap_ckpt_close(ck);
+    return REAP_E_NOTFOUND;
+}
+
+static void test_errors(void)
+{
+    char dir[1024], calib[1024];
+    reap_gen_spec spec;
+    loaded l;
+    reap_layer_stats *st = NULL;
+    int n = 0;
+    reap_gen_spec_default(&spec, REAP_FAMILY_QWEN3_MOE);
+    spec.dtype = ST_F32;
+    snprintf(dir, sizeof dir, "%s/model-nan", scratch);
+    snprintf(calib, sizeof calib, "%s/calib-nan.jsonl", scratch);
+    CHECK_RC(reap_gen_calib(calib, 4, 5, 20, spec.vocab, 5), REAP_OK);
+    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
+    CHECK_RC(poke_f32(dir, "model.layers.1.mlp.experts.3.down_proj.weight", 5, NAN), REAP_OK);
+    CHECK_RC(load(dir, calib, 16, 1, &l), REAP_OK);
+    CHECK_RC(score(&l, reap_backend_cuda(), REAP_PRECISION_BF16, 0, &st, &n), REAP_E_NUMERIC);
+    CHECK_ERRMSG("model.layers.1.mlp.experts.3.down_proj.weight");
+    CHECK_ERRMSG("layer 1");
+    CHECK(st == NULL && n == 0);
+    unload(&l);
+
+    /* Inf in a used embedding row. */
+    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
+    CHECK_RC(load(dir, calib, 16, 1, &l), REAP_OK);
+    int32_t tok = l.rows.tokens[0];
+    unload(&l);
+    CHECK_RC(poke_f32(dir, "model.embed_tokens.weight", (int64_t)tok * spec.hidden + 1,
+                      INFINITY), REAP_OK);
+    CHECK_RC(load(dir, calib, 16, 1, &l), REAP_OK);
+    CHECK_RC(score(&l, reap_backend_cuda(), REAP_PRECISION_FP32, 0, &st, &n), REAP_E_NUMERIC);
+    CHECK_ERRMSG("model.embed_tokens.weight");
+    unload(&l);
+
+    /* An impossible memory request fails cleanly with the sizes in the message. */
+    reap_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = 1;
+    cfg.hidden = 8192;
+    cfg.n_heads = 64;
+    cfg.n_kv_heads = 4;
+    cfg.head_dim = 128;
+    cfg.vocab = 1000;
+    cfg.n_experts = 128;
+    cfg.n_experts_used = 8;
+    cfg.moe_inter = 1536;
+    cfg.inter = 0;
+    cfg.norm_topk_prob = 1;
+    cfg.decoder_sparse_step = 1;
+    cfg.rms_eps = 1e-6;
+    cfg.rope_theta = 5e6;
+    reap_rows rows = {.n_rows = 1024, .seq_len = 16384};
+    const size_t T = (size_t)rows.n_rows * rows.seq_len;
+    rows.tokens = calloc(T, sizeof *rows.tokens);
+    rows.mask = calloc(T, 1);
+    CHECK(rows.tokens && rows.mask);
+    if (rows.tokens && rows.mask) {
+        void *ctx = NULL;
+        reap_backend_opts o = {.precision = REAP_PRECISION_BF16};
+        CHECK_RC(reap_backend_cuda()->init(&cfg, &rows, &o, &ctx), REAP_E_NOMEM);
+        CHECK_ERRMSG("bytes");
+        CHECK_ERRMSG("free");
+        CHECK(ctx == NULL);
+        printf("  out-of-memory message: %s\n", reap_err_msg());
+        o.device = 99;
+        CHECK_RC(reap_backend_cuda()->init(&cfg, &rows, &o, &ctx), REAP_E_INVALID);
+    }
+    free(rows.tokens);
+    free(rows.mask);
+}
+
+int main(int argc, char **argv)
+{
+    scratch = argc > 1 ? argv[1] : "test_cuda_backend.tmp";
+    if (!reap_backend_cuda()) {
+        printf("SKIPPED: this build has no CUDA backend\n");
+        return 77;
+    }
+    if (reap_cuda_available() < 1) {
+        printf("SKIPPED: no CUDA device\n");
+        return 77;
+    }
+    mkdir(scratch, 0755);
+    test_fp32_agreement();
+    test_bf16_keep_sets();
+    test_errors();
+    TEST_MAIN_END();
+}
