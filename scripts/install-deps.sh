@@ -12,6 +12,7 @@ PKGS=(
   liblmdb-dev lmdb-utils  # score store
   libsodium-dev minisign  # hashing, Ed25519 signatures
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev  # services
+  protobuf-compiler protobuf-compiler-grpc grpc-proto python3-grpcio python3-protobuf  # Python test client
   libpcre2-dev libutf8proc-dev  # tokenizer
   python3 python3-numpy   # float64 oracle in tests/
 )
