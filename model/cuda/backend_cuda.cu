@@ -478,7 +478,8 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
         }
 
     if ((e = cudaSetDevice(dev)) != cudaSuccess) { rc = cu_fail(c, e, "cudaSetDevice"); goto fail; }
-    if ((e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess) {
+    /* a blocking stream: ordered with the legacy default stream's copies */
+    if ((e = cudaStreamCreate(&c->st)) != cudaSuccess) {
         rc = cu_fail(c, e, "cudaStreamCreate");
         goto fail;
     }
@@ -510,17 +511,22 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
                 tab[(size_t)c->S * half + (size_t)p * half + i] = (float)sin(a);
             }
         }
-        e = cudaMemcpy(c->d_cos, tab, (size_t)c->S * half * 4, cudaMemcpyHostToDevice);
+        e = cudaMemcpyAsync(c->d_cos, tab, (size_t)c->S * half * 4, cudaMemcpyHostToDevice,
+                            c->st);
         if (e == cudaSuccess)
-            e = cudaMemcpy(c->d_sin, tab + (size_t)c->S * half, (size_t)c->S * half * 4,
-                           cudaMemcpyHostToDevice);
+            e = cudaMemcpyAsync(c->d_sin, tab + (size_t)c->S * half, (size_t)c->S * half * 4,
+                                cudaMemcpyHostToDevice, c->st);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(c->st);
         free(tab);
         if (e != cudaSuccess) { rc = cu_fail(c, e, "cudaMemcpy(rope)"); goto fail; }
     }
-    if ((e = cudaMemcpy(c->d_tok, rows->tokens, (size_t)c->T * 4, cudaMemcpyHostToDevice)) ||
-        (e = cudaMemcpy(c->d_mask, rows->mask, (size_t)c->T, cudaMemcpyHostToDevice)) ||
-        (e = cudaMemset(c->d_flag, 0, sizeof(int))) ||
-        (e = cudaMemset(c->d_hidden, 0, (size_t)c->T * c->H * 4))) {
+    if ((e = cudaMemcpyAsync(c->d_tok, rows->tokens, (size_t)c->T * 4, cudaMemcpyHostToDevice,
+                             c->st)) ||
+        (e = cudaMemcpyAsync(c->d_mask, rows->mask, (size_t)c->T, cudaMemcpyHostToDevice,
+                             c->st)) ||
+        (e = cudaMemsetAsync(c->d_flag, 0, sizeof(int), c->st)) ||
+        (e = cudaMemsetAsync(c->d_hidden, 0, (size_t)c->T * c->H * 4, c->st)) ||
+        (e = cudaStreamSynchronize(c->st))) {
         rc = cu_fail(c, e, "cudaMemcpy(rows)");
         goto fail;
     }
@@ -645,7 +651,9 @@ static int cuda_embed(void *ctx, const st_tensor *embed)
         int32_t *tok = (int32_t *)malloc((size_t)c->T * sizeof *tok);
         if (!tok) return rc;
         int rc2 = REAP_OK;
-        if (cudaMemcpy(tok, c->d_tok, (size_t)c->T * 4, cudaMemcpyDeviceToHost) == cudaSuccess)
+        if (cudaMemcpyAsync(tok, c->d_tok, (size_t)c->T * 4, cudaMemcpyDeviceToHost, c->st) ==
+                cudaSuccess &&
+            cudaStreamSynchronize(c->st) == cudaSuccess)
             for (int64_t t = 0; t < c->T && !rc2; t++)
                 rc2 = find_nonfinite(embed, (int64_t)tok[t] * c->H, c->H);
         free(tok);
@@ -973,8 +981,10 @@ static int cuda_get_hidden(void *ctx, float *dst)
     snprintf(c->where, sizeof c->where, "get_hidden");
     CU(cudaSetDevice(c->device), "cudaSetDevice");
     CU(cudaStreamSynchronize(c->st), "cudaStreamSynchronize");
-    CU(cudaMemcpy(dst, c->d_hidden, (size_t)c->T * c->H * 4, cudaMemcpyDeviceToHost),
+    CU(cudaMemcpyAsync(dst, c->d_hidden, (size_t)c->T * c->H * 4, cudaMemcpyDeviceToHost,
+                       c->st),
        "cudaMemcpy(hidden)");
+    CU(cudaStreamSynchronize(c->st), "cudaStreamSynchronize");
     return REAP_OK;
 }
 
@@ -984,8 +994,10 @@ static int cuda_set_hidden(void *ctx, const float *src)
     snprintf(c->where, sizeof c->where, "set_hidden");
     CU(cudaSetDevice(c->device), "cudaSetDevice");
     CU(cudaStreamSynchronize(c->st), "cudaStreamSynchronize");
-    CU(cudaMemcpy(c->d_hidden, src, (size_t)c->T * c->H * 4, cudaMemcpyHostToDevice),
+    CU(cudaMemcpyAsync(c->d_hidden, src, (size_t)c->T * c->H * 4, cudaMemcpyHostToDevice,
+                       c->st),
        "cudaMemcpy(hidden)");
+    CU(cudaStreamSynchronize(c->st), "cudaStreamSynchronize");
     return REAP_OK;
 }
 

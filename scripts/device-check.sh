@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# device-check.sh - the GPU checks, run ON the GPU machine from the repository root, with
+# binaries prepared elsewhere by scripts/device-prepare.sh in .devlibs/ (no build and no
+# network needed here). Runs the CUDA-vs-CPU backend test and the benchmark, and writes
+# logs to $OUT (or ./device-out when OUT is unset):
+#   nvidia-smi.txt, test_cuda_backend.log, bench_cuda.log, summary.txt
+# Usage: scripts/device-check.sh [bench arguments...]
+# Exit status: that of the test (the benchmark's failure is reported in summary.txt).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUTDIR=${OUT:-device-out}
+mkdir -p "$OUTDIR"
+D=.devlibs
+if [ ! -x "$D/bin/test_cuda_backend" ]; then
+  echo "device-check: $D/bin/test_cuda_backend missing: run scripts/device-prepare.sh first" >&2
+  exit 2
+fi
+# Shared libraries: ours, then the device's CUDA 13 cuBLAS (toolkit or pip wheel).
+for f in "$D"/lib/*.xz; do [ -e "$f" ] && xz -dc "$f" > "${f%.xz}"; done
+CUBLAS_DIR=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda-13*/lib64 /usr/local/cuda-13*/lib \
+         /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib \
+         /opt/torch/.venv/lib/python3*/site-packages/nvidia/cublas/lib; do
+  if ls "$d"/libcublas.so.13* >/dev/null 2>&1; then CUBLAS_DIR=$d; break; fi
+done
+if [ -z "$CUBLAS_DIR" ]; then
+  CUBLAS_DIR=$(dirname "$(find / -name 'libcublas.so.13*' -not -path '*/proc/*' 2>/dev/null | head -1)" 2>/dev/null || true)
+fi
+export LD_LIBRARY_PATH="$PWD/$D/lib${CUBLAS_DIR:+:$CUBLAS_DIR}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+{
+  nvidia-smi
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  echo "cuBLAS from: ${CUBLAS_DIR:-NOT FOUND}"
+  ldd "$D/bin/test_cuda_backend" | grep -E "not found|cublas|openblas|jansson"
+} > "$OUTDIR/nvidia-smi.txt" 2>&1
+cat "$OUTDIR/nvidia-smi.txt"
+
+echo "== test_cuda_backend"
+t0=$(date +%s)
+timeout 300 "$D/bin/test_cuda_backend" /tmp/reap_test_cuda > "$OUTDIR/test_cuda_backend.log" 2>&1
+test_rc=$?
+t1=$(date +%s)
+cat "$OUTDIR/test_cuda_backend.log"
+echo "test_cuda_backend: exit $test_rc in $((t1 - t0)) s"
+
+echo "== bench_cuda $*"
+timeout 300 "$D/bin/bench_cuda" "$@" > "$OUTDIR/bench_cuda.log" 2>&1
+bench_rc=$?
+t2=$(date +%s)
+cat "$OUTDIR/bench_cuda.log"
+echo "bench_cuda: exit $bench_rc in $((t2 - t1)) s"
+{
+  grep -m1 -E "^\|? *[0-9]+ +NVIDIA|NVIDIA H|NVIDIA A" "$OUTDIR/nvidia-smi.txt"
+  echo "test_cuda_backend exit $test_rc ($((t1 - t0)) s); bench_cuda exit $bench_rc ($((t2 - t1)) s)"
+  grep -E "^RESULT|checks (passed|FAILED)|SKIPPED" "$OUTDIR/test_cuda_backend.log" "$OUTDIR/bench_cuda.log"
+} > "$OUTDIR/summary.txt" 2>&1
+exit $test_rc
