@@ -3,7 +3,8 @@
 # binaries prepared elsewhere by scripts/device-prepare.sh in .devlibs/ (no build and no
 # network needed here). Runs the CUDA-vs-CPU backend test and the benchmark, and writes
 # logs to $OUT (or ./device-out when OUT is unset):
-#   nvidia-smi.txt, test_cuda_backend.log, bench_cuda.log, summary.txt
+#   nvidia-smi.txt, test_cuda_backend.log, bench_cuda.log, sanitizer.log, summary.txt
+# Timeouts (seconds): TEST_TIMEOUT 150, BENCH_TIMEOUT 180, SANITIZE_TIMEOUT 60 (0: skip).
 # Usage: scripts/device-check.sh [bench arguments...]
 # Exit status: that of the test (the benchmark's failure is reported in summary.txt).
 set -uo pipefail
@@ -37,21 +38,31 @@ cat "$OUTDIR/nvidia-smi.txt"
 
 echo "== test_cuda_backend"
 t0=$(date +%s)
-timeout 300 "$D/bin/test_cuda_backend" /tmp/reap_test_cuda > "$OUTDIR/test_cuda_backend.log" 2>&1
+timeout "${TEST_TIMEOUT:-150}" "$D/bin/test_cuda_backend" /tmp/reap_test_cuda > "$OUTDIR/test_cuda_backend.log" 2>&1
 test_rc=$?
 t1=$(date +%s)
 cat "$OUTDIR/test_cuda_backend.log"
 echo "test_cuda_backend: exit $test_rc in $((t1 - t0)) s"
 
 echo "== bench_cuda $*"
-timeout 300 "$D/bin/bench_cuda" "$@" > "$OUTDIR/bench_cuda.log" 2>&1
+timeout "${BENCH_TIMEOUT:-180}" "$D/bin/bench_cuda" "$@" > "$OUTDIR/bench_cuda.log" 2>&1
 bench_rc=$?
 t2=$(date +%s)
 cat "$OUTDIR/bench_cuda.log"
 echo "bench_cuda: exit $bench_rc in $((t2 - t1)) s"
+# Optional: the test under compute-sanitizer memcheck (slow; SANITIZE_TIMEOUT=0 skips).
+san_rc=skipped
+if [ "${SANITIZE_TIMEOUT:-60}" != 0 ] && command -v compute-sanitizer >/dev/null; then
+  echo "== compute-sanitizer memcheck test_cuda_backend (timeout ${SANITIZE_TIMEOUT:-60} s)"
+  timeout "${SANITIZE_TIMEOUT:-60}" compute-sanitizer --tool memcheck --error-exitcode 9 \
+    "$D/bin/test_cuda_backend" /tmp/reap_test_cuda_san > "$OUTDIR/sanitizer.log" 2>&1
+  san_rc=$?
+  grep -E "ERROR SUMMARY|Invalid|out of bounds|checks" "$OUTDIR/sanitizer.log" | head -20
+  echo "compute-sanitizer: exit $san_rc (124 = timed out before the end)"
+fi
 {
   grep -m1 -E "^\|? *[0-9]+ +NVIDIA|NVIDIA H|NVIDIA A" "$OUTDIR/nvidia-smi.txt"
-  echo "test_cuda_backend exit $test_rc ($((t1 - t0)) s); bench_cuda exit $bench_rc ($((t2 - t1)) s)"
+  echo "test_cuda_backend exit $test_rc ($((t1 - t0)) s); bench_cuda exit $bench_rc ($((t2 - t1)) s); sanitizer $san_rc"
   grep -E "^RESULT|checks (passed|FAILED)|SKIPPED" "$OUTDIR/test_cuda_backend.log" "$OUTDIR/bench_cuda.log"
 } > "$OUTDIR/summary.txt" 2>&1
 exit $test_rc
