@@ -5,6 +5,7 @@
 # logs to $OUT (or ./device-out when OUT is unset):
 #   nvidia-smi.txt, test_cuda_backend.log, bench_cuda.log, sanitizer.log, summary.txt
 # Timeouts (seconds): TEST_TIMEOUT 150, BENCH_TIMEOUT 180, SANITIZE_TIMEOUT 60 (0: skip).
+# REAP_CUDA_PROFILE=1 makes the backend print per-phase GPU times per layer (stderr).
 # Usage: scripts/device-check.sh [bench arguments...]
 # Exit status: that of the test (the benchmark's failure is reported in summary.txt).
 set -uo pipefail
@@ -50,6 +51,14 @@ bench_rc=$?
 t2=$(date +%s)
 cat "$OUTDIR/bench_cuda.log"
 echo "bench_cuda: exit $bench_rc in $((t2 - t1)) s"
+# Optional second benchmark run (e.g. BENCH2_ARGS="--model large --precision bf16 --split").
+if [ -n "${BENCH2_ARGS:-}" ]; then
+  echo "== bench_cuda $BENCH2_ARGS"
+  # shellcheck disable=SC2086
+  timeout "${BENCH_TIMEOUT:-180}" "$D/bin/bench_cuda" $BENCH2_ARGS > "$OUTDIR/bench_cuda2.log" 2>&1
+  echo "bench_cuda (2): exit $?"
+  cat "$OUTDIR/bench_cuda2.log"
+fi
 # Optional: the test under compute-sanitizer memcheck (slow; SANITIZE_TIMEOUT=0 skips).
 san_rc=skipped
 if [ "${SANITIZE_TIMEOUT:-60}" != 0 ] && command -v compute-sanitizer >/dev/null; then
@@ -63,6 +72,6 @@ fi
 {
   grep -m1 -E "^\|? *[0-9]+ +NVIDIA|NVIDIA H|NVIDIA A" "$OUTDIR/nvidia-smi.txt"
   echo "test_cuda_backend exit $test_rc ($((t1 - t0)) s); bench_cuda exit $bench_rc ($((t2 - t1)) s); sanitizer $san_rc"
-  grep -E "^RESULT|checks (passed|FAILED)|SKIPPED" "$OUTDIR/test_cuda_backend.log" "$OUTDIR/bench_cuda.log"
+  grep -hE "^RESULT|checks (passed|FAILED)|SKIPPED" "$OUTDIR"/test_cuda_backend.log "$OUTDIR"/bench_cuda*.log
 } > "$OUTDIR/summary.txt" 2>&1
 exit $test_rc

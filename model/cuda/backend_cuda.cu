@@ -57,6 +57,14 @@ typedef __nv_bfloat16 bf16;
 #define MAX_EXPERTS 1024
 #define MAX_TOPK 32
 
+/* Mark the end of profiling phase i - 1 / start of phase i (no-op unless profiling). */
+#define PROF(c, i)                                                                      \
+    do {                                                                                \
+        if ((c)->prof) cudaEventRecord((c)->ev[i], (c)->st);                            \
+    } while (0)
+static const char *const PROF_NAMES[6] = {"norm+qkv+rope", "attention", "o_proj",
+                                          "route+permute", "experts", "stats+combine"};
+
 typedef struct cuda_ctx {
     char where[48];             /* "layer 3", "init", "embed": prefix of messages */
     int device, precision;
@@ -120,6 +128,11 @@ typedef struct cuda_ctx {
     double *d_sgn, *d_sn, *d_sg;/* [E] */
     float *d_smx;               /* [E] */
     long long *h_scnt;          /* [E] */
+    /* REAP_CUDA_PROFILE set: per-phase GPU times (events around the phases of a chunk),
+     * summed over a layer's chunks and printed to stderr after each layer */
+    int prof;
+    cudaEvent_t ev[7];
+    double prof_ms[6];
     double *h_sgn, *h_sn, *h_sg;
     float *h_smx;
 } cuda_ctx;
@@ -301,6 +314,8 @@ static void cuda_free(void *ctx)
     free(c->h_sn);
     free(c->h_sg);
     free(c->h_smx);
+    for (int i = 0; i < 7; i++)
+        if (c->ev[i]) cudaEventDestroy(c->ev[i]);
     if (c->blas) cublasDestroy(c->blas);
     if (c->st) cudaStreamDestroy(c->st);
     free(c);
@@ -494,6 +509,14 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
         }
     }
     if ((rc = plan_and_allocate(c, opts))) goto fail;
+    if (getenv("REAP_CUDA_PROFILE")) {
+        for (int i = 0; i < 7; i++)
+            if ((e = cudaEventCreate(&c->ev[i])) != cudaSuccess) {
+                rc = cu_fail(c, e, "cudaEventCreate");
+                goto fail;
+            }
+        c->prof = 1;
+    }
 
     /* tokens, mask, RoPE tables (fp64 angles, as the CPU reference) */
     {
@@ -762,6 +785,7 @@ static int attention_block(cuda_ctx *c, float *x, int nr, const uint8_t *mask)
     const int64_t Tc = (int64_t)nr * c->S;
     const int S = c->S, qd = c->nH * c->hd;
     int rc;
+    PROF(c, 0);
     if ((rc = rmsnorm(c, x, Tc, c->w_in_norm, NULL, 1, RF_INPUT))) return rc;
     if ((rc = linear(c, "cublasGemmEx(qkv_proj)", (int)Tc, c->H, c->QKV, c->xc, c->ctype, c->H,
                      c->w_qkv, c->ctype, 0, c->qkv32, CUDA_R_32F, c->QKV, 0.0f)))
@@ -779,6 +803,7 @@ static int attention_block(cuda_ctx *c, float *x, int nr, const uint8_t *mask)
                 c->eps, c->d_cos, c->d_sin);
         KCHECK("qk norm + rope");
     }
+    PROF(c, 1);
     const float scale = (float)(1.0 / sqrt((double)c->hd)), one = 1.0f, zero = 0.0f;
     const int pairs = nr * c->nH;
     const void **A1 = (const void **)c->ptrs, **B1 = A1 + c->attn_nb;
@@ -810,6 +835,7 @@ static int attention_block(cuda_ctx *c, float *x, int nr, const uint8_t *mask)
                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
            "cublasGemmBatchedEx(attention values)");
     }
+    PROF(c, 2);
     /* x += attn Wo^T */
     return linear(c, "cublasGemmEx(o_proj)", (int)Tc, qd, c->H, c->attn, c->ctype, qd, c->w_o,
                   c->ctype, 0, x, CUDA_R_32F, c->H, 1.0f);
@@ -825,6 +851,7 @@ static int moe_block(cuda_ctx *c, float *x, int nr, int64_t t0, const uint8_t *m
     int32_t *ids = c->d_ids + t0 * K;
     double *g = c->d_g + t0 * K;
     int rc;
+    PROF(c, 3);
     if ((rc = rmsnorm(c, x, Tc, c->w_post_norm, c->x32, 1, RF_ATTN))) return rc;
     if ((rc = linear(c, "cublasGemmEx(router)", (int)Tc, H, E, c->x32, CUDA_R_32F, H,
                      c->w_router, CUDA_R_32F, 0, c->logits, CUDA_R_32F, E, 0.0f)))
@@ -843,7 +870,11 @@ static int moe_block(cuda_ctx *c, float *x, int nr, int64_t t0, const uint8_t *m
         c->h_off[e] = P;
         P += c->h_cnt[e];
     }
-    if (P == 0) return REAP_OK;
+    if (P == 0) {
+        PROF(c, 4);
+        PROF(c, 5);
+        return REAP_OK;
+    }
     CU(cudaMemcpyAsync(c->d_off, c->h_off, (size_t)E * sizeof(int), cudaMemcpyHostToDevice,
                        c->st),
        "cudaMemcpy(offsets)");
@@ -858,6 +889,7 @@ static int moe_block(cuda_ctx *c, float *x, int nr, int64_t t0, const uint8_t *m
     KCHECK("gather routed rows");
     const size_t esz = (size_t)c->esz;
     const size_t ex_gu = (size_t)2 * I * H * esz, ex_d = (size_t)H * I * esz;
+    PROF(c, 4);
     for (int e = 0; e < E; e++) {
         const int ne = c->h_cnt[e], o = c->h_off[e];
         if (!ne) continue;
@@ -885,6 +917,7 @@ static int moe_block(cuda_ctx *c, float *x, int nr, int64_t t0, const uint8_t *m
                          c->y + (size_t)o * H, CUDA_R_32F, H, 0.0f)))
             return rc;
     }
+    PROF(c, 5);
     k_pair_stats<<<P, 256, 0, c->st>>>(c->y, c->perm, H, t0 * K, c->d_nrm, c->d_mx, c->d_flag);
     KCHECK("pair statistics");
     k_combine<<<(unsigned)Tc, 256, 0, c->st>>>(c->y, ids, g, c->inv, K, H, x, c->d_flag);
@@ -898,6 +931,8 @@ static int mlp_block(cuda_ctx *c, float *x, int nr)
     const int64_t Tc = (int64_t)nr * c->S;
     const int H = c->H, Id = c->Id;
     int rc;
+    PROF(c, 3);
+    PROF(c, 4);
     if ((rc = rmsnorm(c, x, Tc, c->w_post_norm, NULL, 1, RF_ATTN)) ||
         (rc = linear(c, "cublasGemmEx(mlp gate_up)", (int)Tc, H, 2 * Id, c->xc, c->ctype, H,
                      c->w_mgu, c->ctype, 0, c->gu, CUDA_R_32F, 2 * Id, 0.0f)))
@@ -912,6 +947,7 @@ static int mlp_block(cuda_ctx *c, float *x, int nr)
     if ((rc = linear(c, "cublasGemmEx(mlp down)", (int)Tc, Id, H, c->hh, c->ctype, Id, c->w_md,
                      c->ctype, 0, x, CUDA_R_32F, H, 1.0f)))
         return rc;
+    PROF(c, 5);
     k_check_finite<<<grid_for((size_t)Tc * H, 256), 256, 0, c->st>>>(x, (size_t)Tc * H,
                                                                      c->d_flag, RF_OUTPUT);
     KCHECK("check output");
@@ -969,7 +1005,21 @@ static int cuda_forward_layer(void *ctx, reap_layer_stats *stats)
         const uint8_t *mask = c->d_mask + t0;
         if ((rc = attention_block(c, x, nr, mask))) return rc;
         rc = c->is_moe ? moe_block(c, x, nr, t0, mask) : mlp_block(c, x, nr);
+        PROF(c, 6);
         if (rc || (rc = check_flag(c))) return rc;
+        for (int i = 0; c->prof && i < 6; i++) {
+            float ms = 0.0f;
+            CU(cudaEventElapsedTime(&ms, c->ev[i], c->ev[i + 1]), "cudaEventElapsedTime");
+            c->prof_ms[i] += ms;
+        }
+    }
+    if (c->prof) {
+        fprintf(stderr, "cuda profile layer %d (%d chunks of %d rows):", c->layer,
+                (c->n_rows + c->chunk_rows - 1) / c->chunk_rows, c->chunk_rows);
+        for (int i = 0; i < 6; i++) {
+            fprintf(stderr, " %s %.2f ms%s", PROF_NAMES[i], c->prof_ms[i], i < 5 ? "," : "\n");
+            c->prof_ms[i] = 0.0;
+        }
     }
     if (c->is_moe) return expert_statistics(c, stats);
     return REAP_OK;
