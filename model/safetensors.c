@@ -12,6 +12,10 @@
  * compact JSON header is padded with spaces so the data starts at a multiple of 8, and
  * the file is streamed to "<path>.tmp" (one reusable buffer the size of the largest
  * tensor), fsynced, renamed over path, and the directory fsynced.
+ *
+ * Streaming writer (st_writer_*): the same layout and header, but the caller appends
+ * the data in pieces (its own buffers, or ranges of other files copied kernel-side with
+ * copy_file_range), so memory does not grow with tensor size.
  */
 #include "safetensors.h"
 
@@ -786,5 +790,264 @@ fail:
     free(hdr);
     free(lay);
     free(tmp);
+    return rc;
+}
+
+/* ---- streaming writer ---------------------------------------------------------------- */
+
+#define ST_COPY_CHUNK (64u << 20)  /* bytes per copy_file_range call */
+#define ST_BOUNCE_SIZE (8u << 20)  /* pread/write fallback buffer */
+
+struct st_writer {
+    char *path, *tmp;
+    int fd;
+    size_t n;
+    struct layout_entry *lay;   /* [n] file order */
+    uint64_t *begin_of;         /* [n] by spec index */
+    uint64_t *end_of;           /* [n] by spec index */
+    char **names;               /* [n] by spec index, for messages */
+    uint64_t total, pos;
+    unsigned char *bounce;      /* fallback buffer, allocated on first use */
+    int no_cfr;                 /* copy_file_range refused once: use the fallback */
+};
+
+uint64_t st_file_data_offset(const st_file *f) { return 8 + f->header_len; }
+
+static void writer_free(st_writer *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0)
+        close(w->fd);
+    for (size_t i = 0; w->names && i < w->n; i++)
+        free(w->names[i]);
+    free(w->names);
+    free(w->begin_of);
+    free(w->end_of);
+    free(w->lay);
+    free(w->bounce);
+    free(w->path);
+    free(w->tmp);
+    free(w);
+}
+
+void st_writer_abort(st_writer *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0) {
+        close(w->fd);
+        w->fd = -1;
+        unlink(w->tmp);
+    }
+    writer_free(w);
+}
+
+int st_writer_open(const char *path, const st_write_spec *specs, size_t n,
+                   st_writer **out)
+{
+    int rc;
+    char *hdr = NULL;
+    st_writer *w = calloc(1, sizeof *w);
+    *out = NULL;
+    if (!w)
+        return reap_err_set(REAP_E_NOMEM, "%s: out of memory", path);
+    w->fd = -1;
+    w->n = n;
+    size_t plen = strlen(path);
+    w->path = strdup(path);
+    w->tmp = malloc(plen + 5);
+    w->lay = calloc(n ? n : 1, sizeof *w->lay);
+    w->begin_of = calloc(n ? n : 1, sizeof *w->begin_of);
+    w->end_of = calloc(n ? n : 1, sizeof *w->end_of);
+    w->names = calloc(n ? n : 1, sizeof *w->names);
+    if (!w->path || !w->tmp || !w->lay || !w->begin_of || !w->end_of || !w->names) {
+        rc = reap_err_set(REAP_E_NOMEM, "%s: out of memory", path);
+        goto fail;
+    }
+    memcpy(w->tmp, path, plen);
+    memcpy(w->tmp + plen, ".tmp", 5);
+
+    uint64_t largest;
+    if ((rc = plan_layout(path, specs, n, w->lay, &largest)) ||
+        (rc = check_duplicates(path, specs, n)) ||
+        (rc = build_header(path, specs, w->lay, n, &hdr)))
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        size_t s = w->lay[i].index;
+        w->begin_of[s] = w->lay[i].begin;
+        w->end_of[s] = w->lay[i].begin + w->lay[i].nbytes;
+        w->total = w->end_of[s] > w->total ? w->end_of[s] : w->total;
+        if (!(w->names[s] = strdup(specs[s].name))) {
+            rc = reap_err_set(REAP_E_NOMEM, "%s: out of memory", path);
+            goto fail;
+        }
+    }
+
+    size_t hlen = strlen(hdr);
+    size_t pad = (8 - (8 + hlen) % 8) % 8;
+    uint64_t hsize = hlen + pad;
+    unsigned char prefix[8];
+    for (int i = 0; i < 8; i++)
+        prefix[i] = (unsigned char)(hsize >> (8 * i));
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        rc = reap_err_set(REAP_E_IO, "%s: open: %s", w->tmp, strerror(errno));
+        goto fail;
+    }
+    static const char spaces[8] = "        ";
+    if ((rc = write_all(w->fd, prefix, 8, w->tmp)) ||
+        (rc = write_all(w->fd, hdr, hlen, w->tmp)) ||
+        (rc = write_all(w->fd, spaces, pad, w->tmp)))
+        goto fail;
+    free(hdr);
+    *out = w;
+    return REAP_OK;
+fail:
+    free(hdr);
+    st_writer_abort(w);
+    return rc;
+}
+
+size_t st_writer_spec_index(const st_writer *w, size_t i)
+{
+    return i < w->n ? w->lay[i].index : (size_t)-1;
+}
+
+uint64_t st_writer_data_size(const st_writer *w) { return w->total; }
+uint64_t st_writer_data_pos(const st_writer *w) { return w->pos; }
+
+void st_writer_tensor_range(const st_writer *w, size_t spec_index, uint64_t *begin,
+                            uint64_t *end)
+{
+    *begin = spec_index < w->n ? w->begin_of[spec_index] : 0;
+    *end = spec_index < w->n ? w->end_of[spec_index] : 0;
+}
+
+static int writer_room(const st_writer *w, uint64_t len)
+{
+    if (w->fd < 0)
+        return reap_err_set(REAP_E_INVALID, "%s: writer already failed", w->path);
+    if (len > w->total - w->pos)
+        return reap_err_set(REAP_E_INVALID,
+                            "%s: %llu more bytes would run past the end of the %llu-byte "
+                            "data buffer (at %llu)",
+                            w->path, (unsigned long long)len, (unsigned long long)w->total,
+                            (unsigned long long)w->pos);
+    return REAP_OK;
+}
+
+int st_writer_write(st_writer *w, const void *buf, size_t len)
+{
+    int rc = writer_room(w, len);
+    if (rc)
+        return rc;
+    if ((rc = write_all(w->fd, buf, len, w->tmp)))
+        return rc;
+    w->pos += len;
+    return REAP_OK;
+}
+
+/* pread/write through the bounce buffer, then drop the source pages from the cache. */
+static int copy_bounce(st_writer *w, int fd, uint64_t off, uint64_t len)
+{
+    if (!w->bounce && !(w->bounce = malloc(ST_BOUNCE_SIZE)))
+        return reap_err_set(REAP_E_NOMEM, "%s: copy buffer", w->path);
+    uint64_t start = off;
+    while (len > 0) {
+        size_t want = len < ST_BOUNCE_SIZE ? (size_t)len : ST_BOUNCE_SIZE;
+        ssize_t r = pread(fd, w->bounce, want, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return reap_err_set(REAP_E_IO, "%s: read of the source at offset %llu: %s",
+                                w->path, (unsigned long long)off, strerror(errno));
+        if (r == 0)
+            return reap_err_set(REAP_E_IO, "%s: source file ends at offset %llu",
+                                w->path, (unsigned long long)off);
+        int rc = write_all(w->fd, w->bounce, (size_t)r, w->tmp);
+        if (rc)
+            return rc;
+        off += (uint64_t)r;
+        len -= (uint64_t)r;
+        w->pos += (uint64_t)r;
+    }
+    posix_fadvise(fd, (off_t)start, (off_t)(off - start), POSIX_FADV_DONTNEED);
+    return REAP_OK;
+}
+
+int st_writer_copy_fd(st_writer *w, int fd, uint64_t off, uint64_t len)
+{
+    int rc = writer_room(w, len);
+    if (rc)
+        return rc;
+    while (len > 0 && !w->no_cfr) {
+        loff_t in_off = (loff_t)off;
+        size_t want = len < ST_COPY_CHUNK ? (size_t)len : ST_COPY_CHUNK;
+        ssize_t r = copy_file_range(fd, &in_off, w->fd, NULL, want, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+                      errno == EOPNOTSUPP || errno == EBADF || errno == EPERM)) {
+            w->no_cfr = 1; /* e.g. an old kernel or a filesystem pair it refuses */
+            break;
+        }
+        if (r < 0)
+            return reap_err_set(REAP_E_IO, "%s: copy_file_range at source offset %llu: %s",
+                                w->path, (unsigned long long)off, strerror(errno));
+        if (r == 0)
+            return reap_err_set(REAP_E_IO, "%s: source file ends at offset %llu", w->path,
+                                (unsigned long long)off);
+        off += (uint64_t)r;
+        len -= (uint64_t)r;
+        w->pos += (uint64_t)r;
+    }
+    return len ? copy_bounce(w, fd, off, len) : REAP_OK;
+}
+
+int st_writer_finish(st_writer *w)
+{
+    int rc;
+    if (w->fd < 0) {
+        rc = reap_err_set(REAP_E_INVALID, "%s: writer already failed", w->path);
+        goto fail;
+    }
+    if (w->pos != w->total) {
+        const char *name = "?";
+        for (size_t i = 0; i < w->n; i++)
+            if (w->lay[i].begin + w->lay[i].nbytes > w->pos) {
+                name = w->names[w->lay[i].index];
+                break;
+            }
+        rc = reap_err_set(REAP_E_INVALID,
+                          "%s: only %llu of %llu data bytes written (tensor '%s' is "
+                          "incomplete)",
+                          w->path, (unsigned long long)w->pos, (unsigned long long)w->total,
+                          name);
+        goto fail;
+    }
+    if (fsync(w->fd) != 0) {
+        rc = reap_err_set(REAP_E_IO, "%s: fsync: %s", w->tmp, strerror(errno));
+        goto fail;
+    }
+    int cfd = w->fd;
+    w->fd = -1;
+    if (close(cfd) != 0) {
+        rc = reap_err_set(REAP_E_IO, "%s: close: %s", w->tmp, strerror(errno));
+        unlink(w->tmp);
+        goto done;
+    }
+    if (rename(w->tmp, w->path) != 0) {
+        rc = reap_err_set(REAP_E_IO, "%s: rename to %s: %s", w->tmp, w->path,
+                          strerror(errno));
+        unlink(w->tmp);
+        goto done;
+    }
+    rc = fsync_parent_dir(w->path);
+done:
+    writer_free(w);
+    return rc;
+fail:
+    st_writer_abort(w);
     return rc;
 }

@@ -87,4 +87,64 @@ typedef int (*st_fill_fn)(void *ud, size_t index, void *dst, uint64_t nbytes);
 int st_write_file(const char *path, const st_write_spec *specs, size_t n,
                   st_fill_fn fill, void *ud);
 
+/* ---- streaming writer ------------------------------------------------------------ */
+
+/* A safetensors file being written tensor by tensor, with memory independent of tensor
+ * sizes (for rewriting checkpoints whose single tensors are gigabytes).
+ *
+ *     st_writer_open(path, specs, n)       plan the layout (same conventions as
+ *                                          st_write_file), create "<path>.tmp", write
+ *                                          the 8-byte length and the padded header
+ *     for i in 0..n-1:                     tensor st_writer_spec_index(w, i), in file
+ *         st_writer_write / _copy_fd ...   order: append exactly its bytes, in pieces
+ *     st_writer_finish(w)                  all bytes present? fsync, rename, fsync dir
+ *   or st_writer_abort(w)                  remove the temporary file
+ *
+ * The data stream is the concatenation of the tensors in file order; appends may span
+ * tensor boundaries, but never past the end of the last tensor (REAP_E_INVALID).
+ * st_writer_copy_fd() copies a byte range of another file with copy_file_range(2)
+ * (kernel-side, nothing passes through this process's memory; falls back to
+ * pread/write through one 8 MiB buffer where the kernel refuses, and then tells the
+ * kernel it no longer needs the source pages).
+ *
+ * Thread rules: a writer is used by one thread at a time; writers are independent.
+ * Lifetime: specs are only read during st_writer_open (names are copied). */
+typedef struct st_writer st_writer;
+
+/* Returns REAP_OK, REAP_E_INVALID (duplicate names, bad shape or dtype),
+ * REAP_E_IO, REAP_E_NOMEM. On failure no file is left behind and *out is NULL. */
+int st_writer_open(const char *path, const st_write_spec *specs, size_t n,
+                   st_writer **out);
+
+/* Spec index of the i-th tensor in file order (0 <= i < n). */
+size_t st_writer_spec_index(const st_writer *w, size_t i);
+
+/* Data buffer bytes (sum of tensor sizes) and bytes appended so far. */
+uint64_t st_writer_data_size(const st_writer *w);
+uint64_t st_writer_data_pos(const st_writer *w);
+
+/* Data offsets [begin, end) of spec `spec_index` inside the data buffer. */
+void st_writer_tensor_range(const st_writer *w, size_t spec_index, uint64_t *begin,
+                            uint64_t *end);
+
+/* Append len bytes. REAP_E_INVALID past the end of the data, REAP_E_IO. */
+int st_writer_write(st_writer *w, const void *buf, size_t len);
+
+/* Append len bytes read from file descriptor fd at offset off (fd's file offset is not
+ * used or changed). REAP_E_INVALID past the end of the data, REAP_E_IO (read error or
+ * short source file, write error). */
+int st_writer_copy_fd(st_writer *w, int fd, uint64_t off, uint64_t len);
+
+/* Check that every data byte was appended (else REAP_E_INVALID naming the first
+ * incomplete tensor), fsync, close, rename "<path>.tmp" to path and fsync the
+ * directory. Frees w in every case; on failure the temporary file is removed. */
+int st_writer_finish(st_writer *w);
+
+/* Close and remove the temporary file; frees w. NULL is allowed. */
+void st_writer_abort(st_writer *w);
+
+/* Absolute file offset of the data buffer of an open file (8 + header length): tensor
+ * t's bytes are at st_file_data_offset(f) + t->begin. */
+uint64_t st_file_data_offset(const st_file *f);
+
 #endif

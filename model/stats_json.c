@@ -1,10 +1,11 @@
-/* stats_json.c - writes per-layer statistics as a reap-stats/1 JSON document. */
+/* stats_json.c - per-layer statistics as a reap-stats/1 JSON document: writer and reader. */
 #include "stats_json.h"
 
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -76,5 +77,169 @@ int reap_stats_json_write(const char *path, const char *model_id, const char *ca
 done:
     json_decref(arr);
     json_decref(doc);
+    return rc;
+}
+
+/* ---- reading ----------------------------------------------------------------------- */
+
+/* doc[key] as an array of exactly E numbers into dst (double) or counts (int64). */
+static int read_array(const char *path, int layer, const json_t *o, const char *key, int E,
+                      double *dst_d, int64_t *dst_i, float *dst_max)
+{
+    const json_t *a = json_object_get(o, key);
+    if (!json_is_array(a) || (int)json_array_size(a) != E)
+        return reap_err_set(REAP_E_FORMAT, "%s: layer %d: '%s' must be an array of %d values",
+                            path, layer, key, E);
+    for (int e = 0; e < E; e++) {
+        const json_t *v = json_array_get(a, (size_t)e);
+        if (dst_i) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0)
+                return reap_err_set(REAP_E_FORMAT,
+                                    "%s: layer %d: %s[%d] is not a non-negative integer",
+                                    path, layer, key, e);
+            dst_i[e] = (int64_t)json_integer_value(v);
+        } else if (dst_max && json_is_null(v)) {
+            dst_max[e] = -INFINITY;
+        } else {
+            if (!json_is_number(v) || !isfinite(json_number_value(v)))
+                return reap_err_set(REAP_E_FORMAT, "%s: layer %d: %s[%d] is not a finite "
+                                    "number%s", path, layer, key, e,
+                                    dst_max ? " or null" : "");
+            if (dst_max)
+                dst_max[e] = (float)json_number_value(v);
+            else
+                dst_d[e] = json_number_value(v);
+        }
+    }
+    return REAP_OK;
+}
+
+static int read_int_field(const char *path, int layer, const json_t *o, const char *key,
+                          json_int_t lo, json_int_t hi, json_int_t *out)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return reap_err_set(REAP_E_FORMAT, "%s: layer entry %d: '%s' must be an integer in "
+                            "%lld..%lld", path, layer, key, (long long)lo, (long long)hi);
+    *out = json_integer_value(v);
+    return REAP_OK;
+}
+
+static int read_id(const char *path, const json_t *doc, const char *key, char **out)
+{
+    const json_t *v = json_object_get(doc, key);
+    if (!out)
+        return REAP_OK;
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return REAP_OK;
+    if (!json_is_string(v))
+        return reap_err_set(REAP_E_FORMAT, "%s: '%s' must be a string or null", path, key);
+    if (!(*out = strdup(json_string_value(v))))
+        return reap_err_set(REAP_E_NOMEM, "%s: out of memory", path);
+    return REAP_OK;
+}
+
+int reap_stats_json_read(const char *path, reap_layer_stats **out_layers, int *out_n,
+                         char **model_id, char **calib_id, int64_t *tokens)
+{
+    int rc = REAP_OK, n = 0;
+    json_error_t jerr;
+    reap_layer_stats *L = NULL;
+    json_t *doc = NULL;
+    *out_layers = NULL;
+    *out_n = 0;
+    if (model_id)
+        *model_id = NULL;
+    if (calib_id)
+        *calib_id = NULL;
+
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno));
+    doc = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+    fclose(f);
+    if (!doc) {
+        rc = reap_err_set(REAP_E_FORMAT, "%s:%d:%d: %s", path, jerr.line, jerr.column,
+                          jerr.text);
+        goto fail;
+    }
+    const json_t *fmt = json_object_get(doc, "format");
+    if (!json_is_string(fmt) || strcmp(json_string_value(fmt), "reap-stats/1") != 0) {
+        rc = reap_err_set(REAP_E_FORMAT, "%s: not a reap-stats/1 document (\"format\" is "
+                          "missing or different)", path);
+        goto fail;
+    }
+    const json_t *arr = json_object_get(doc, "layers");
+    if (!json_is_array(arr)) {
+        rc = reap_err_set(REAP_E_FORMAT, "%s: 'layers' must be an array", path);
+        goto fail;
+    }
+    size_t cap = json_array_size(arr);
+    if (cap > 100000) {
+        rc = reap_err_set(REAP_E_FORMAT, "%s: %zu layers is not plausible", path, cap);
+        goto fail;
+    }
+    L = calloc(cap ? cap : 1, sizeof *L);
+    if (!L) {
+        rc = reap_err_set(REAP_E_NOMEM, "%s: out of memory", path);
+        goto fail;
+    }
+    for (size_t i = 0; i < cap; i++) {
+        const json_t *o = json_array_get(arr, i);
+        json_int_t layer, E, K, tok;
+        if (!json_is_object(o)) {
+            rc = reap_err_set(REAP_E_FORMAT, "%s: layers[%zu] is not an object", path, i);
+            goto fail;
+        }
+        if ((rc = read_int_field(path, (int)i, o, "layer", 0, 1000000, &layer)) ||
+            (rc = read_int_field(path, (int)i, o, "n_experts", 1, 1000000, &E)) ||
+            (rc = read_int_field(path, (int)i, o, "top_k", 1, E, &K)) ||
+            (rc = read_int_field(path, (int)i, o, "tokens", 0, INT64_MAX, &tok)))
+            goto fail;
+        for (int j = 0; j < n; j++)
+            if (L[j].layer == (int)layer) {
+                rc = reap_err_set(REAP_E_FORMAT, "%s: layer %d appears twice", path,
+                                  (int)layer);
+                goto fail;
+            }
+        if ((rc = reap_layer_stats_init(&L[n], (int)layer, (int)E, (int)K)))
+            goto fail;
+        reap_layer_stats *s = &L[n++];
+        s->tokens = tok;
+        if ((rc = read_array(path, s->layer, o, "count", s->n_experts, NULL, s->count, NULL)) ||
+            (rc = read_array(path, s->layer, o, "sum_gate_norm", s->n_experts,
+                             s->sum_gate_norm, NULL, NULL)) ||
+            (rc = read_array(path, s->layer, o, "sum_norm", s->n_experts, s->sum_norm, NULL,
+                             NULL)) ||
+            (rc = read_array(path, s->layer, o, "sum_gate", s->n_experts, s->sum_gate, NULL,
+                             NULL)) ||
+            (rc = read_array(path, s->layer, o, "max_act", s->n_experts, NULL, NULL,
+                             s->max_act)))
+            goto fail;
+    }
+    const json_t *jt = json_object_get(doc, "tokens");
+    if (tokens)
+        *tokens = json_is_integer(jt) ? (int64_t)json_integer_value(jt) : 0;
+    if ((rc = read_id(path, doc, "model_id", model_id)) ||
+        (rc = read_id(path, doc, "calib_id", calib_id)))
+        goto fail;
+    json_decref(doc);
+    *out_layers = L;
+    *out_n = n;
+    return REAP_OK;
+fail:
+    for (int j = 0; j < n; j++)
+        reap_layer_stats_free(&L[j]);
+    free(L);
+    json_decref(doc);
+    if (model_id) {
+        free(*model_id);
+        *model_id = NULL;
+    }
+    if (calib_id) {
+        free(*calib_id);
+        *calib_id = NULL;
+    }
     return rc;
 }

@@ -1,0 +1,491 @@
+/* manifest.c - building, signing and verifying reap-manifest.json (see manifest.h). */
+#include "manifest.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "reap_err.h"
+
+#define HASH_BUF (8u << 20)
+
+void reap_hex(const uint8_t *bin, size_t n, char *out)
+{
+    static const char d[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = d[bin[i] >> 4];
+        out[2 * i + 1] = d[bin[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+int reap_hash_file(const char *path, uint8_t blake2b_256[32], uint8_t sha256[32],
+                   uint64_t *size)
+{
+    int rc = REAP_OK;
+    crypto_generichash_state b2;
+    crypto_hash_sha256_state sh;
+    uint64_t total = 0;
+    unsigned char *buf = malloc(HASH_BUF);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (!buf || fd < 0) {
+        rc = buf ? reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno))
+                 : reap_err_set(REAP_E_NOMEM, "hash buffer");
+        goto done;
+    }
+    if (sodium_init() < 0) {
+        rc = reap_err_set(REAP_E_INTERNAL, "libsodium failed to initialise");
+        goto done;
+    }
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    crypto_generichash_init(&b2, NULL, 0, 32);
+    crypto_hash_sha256_init(&sh);
+    for (;;) {
+        ssize_t r = read(fd, buf, HASH_BUF);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = reap_err_set(REAP_E_IO, "%s: read: %s", path, strerror(errno));
+            goto done;
+        }
+        if (r == 0)
+            break;
+        if (blake2b_256)
+            crypto_generichash_update(&b2, buf, (unsigned long long)r);
+        if (sha256)
+            crypto_hash_sha256_update(&sh, buf, (unsigned long long)r);
+        /* drop what was hashed from the page cache: memory stays flat on huge files */
+        posix_fadvise(fd, (off_t)total, (off_t)r, POSIX_FADV_DONTNEED);
+        total += (uint64_t)r;
+    }
+    if (blake2b_256)
+        crypto_generichash_final(&b2, blake2b_256, 32);
+    if (sha256)
+        crypto_hash_sha256_final(&sh, sha256);
+    if (size)
+        *size = total;
+done:
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    return rc;
+}
+
+static int cmp_layer_ptr(const void *a, const void *b)
+{
+    const reap_layer_stats *x = *(const reap_layer_stats *const *)a;
+    const reap_layer_stats *y = *(const reap_layer_stats *const *)b;
+    return (x->layer > y->layer) - (x->layer < y->layer);
+}
+
+static void put_u32(crypto_generichash_state *st, uint32_t v)
+{
+    uint8_t b[4];
+    for (int i = 0; i < 4; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+    crypto_generichash_update(st, b, 4);
+}
+
+static void put_u64(crypto_generichash_state *st, uint64_t v)
+{
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+    crypto_generichash_update(st, b, 8);
+}
+
+int reap_stats_digest(const reap_layer_stats *stats, int n, char hex[65])
+{
+    const reap_layer_stats **st = malloc((size_t)(n > 0 ? n : 1) * sizeof *st);
+    crypto_generichash_state h;
+    uint8_t out[32];
+    if (!st)
+        return reap_err_set(REAP_E_NOMEM, "statistics digest");
+    for (int i = 0; i < n; i++)
+        st[i] = &stats[i];
+    if (n > 0)
+        qsort(st, (size_t)n, sizeof *st, cmp_layer_ptr);
+    if (sodium_init() < 0) {
+        free(st);
+        return reap_err_set(REAP_E_INTERNAL, "libsodium failed to initialise");
+    }
+    crypto_generichash_init(&h, NULL, 0, 32);
+    crypto_generichash_update(&h, (const uint8_t *)"reap-stats/1", 12);
+    for (int i = 0; i < n; i++) {
+        const reap_layer_stats *s = st[i];
+        put_u32(&h, (uint32_t)s->layer);
+        put_u32(&h, (uint32_t)s->n_experts);
+        put_u32(&h, (uint32_t)s->top_k);
+        put_u64(&h, (uint64_t)s->tokens);
+        for (int e = 0; e < s->n_experts; e++) {
+            uint64_t b;
+            uint32_t f;
+            put_u64(&h, (uint64_t)s->count[e]);
+            memcpy(&b, &s->sum_gate_norm[e], 8);
+            put_u64(&h, b);
+            memcpy(&b, &s->sum_norm[e], 8);
+            put_u64(&h, b);
+            memcpy(&b, &s->sum_gate[e], 8);
+            put_u64(&h, b);
+            memcpy(&f, &s->max_act[e], 4);
+            put_u32(&h, f);
+        }
+    }
+    crypto_generichash_final(&h, out, 32);
+    reap_hex(out, 32, hex);
+    free(st);
+    return REAP_OK;
+}
+
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Sorted names of the regular files in dir (excluding the manifest and its signature;
+ * with `only_inputs`, only config.json, the index and *.safetensors). Directories and
+ * other entries are returned in *others (may be NULL). */
+static int list_dir(const char *dir, int only_inputs, char ***names, size_t *n,
+                    char ***others, size_t *n_others)
+{
+    int rc = REAP_OK;
+    size_t cap = 0, cap2 = 0;
+    *names = NULL;
+    *n = 0;
+    if (others) {
+        *others = NULL;
+        *n_others = 0;
+    }
+    DIR *d = opendir(dir);
+    if (!d)
+        return reap_err_set(REAP_E_IO, "%s: opendir: %s", dir, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *nm = e->d_name;
+        if (!strcmp(nm, ".") || !strcmp(nm, "..") || !strcmp(nm, REAP_MANIFEST_NAME) ||
+            !strcmp(nm, REAP_MANIFEST_SIG_NAME))
+            continue;
+        size_t l = strlen(nm);
+        if (only_inputs && strcmp(nm, "config.json") &&
+            strcmp(nm, "model.safetensors.index.json") &&
+            !(l > 12 && !strcmp(nm + l - 12, ".safetensors")))
+            continue;
+        char path[8192];
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", dir, nm);
+        int regular = stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+        char ***arr = regular ? names : others;
+        size_t *cnt = regular ? n : n_others, *cp = regular ? &cap : &cap2;
+        if (!arr)
+            continue;
+        if (*cnt == *cp) {
+            size_t nc = *cp ? 2 * *cp : 32;
+            char **g = realloc(*arr, nc * sizeof *g);
+            if (!g) {
+                rc = reap_err_set(REAP_E_NOMEM, "listing %s", dir);
+                break;
+            }
+            *arr = g;
+            *cp = nc;
+        }
+        if (!((*arr)[*cnt] = strdup(nm))) {
+            rc = reap_err_set(REAP_E_NOMEM, "listing %s", dir);
+            break;
+        }
+        (*cnt)++;
+    }
+    closedir(d);
+    if (*n)
+        qsort(*names, *n, sizeof **names, cmp_cstr);
+    return rc;
+}
+
+static void free_names(char **v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static json_t *file_entry(const char *dir, const char *name, int with_sha, int *rc)
+{
+    char path[8192], b2h[65], shh[65];
+    uint8_t b2[32], sh[32];
+    uint64_t size;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if ((*rc = reap_hash_file(path, b2, with_sha ? sh : NULL, &size)))
+        return NULL;
+    reap_hex(b2, 32, b2h);
+    json_t *o = json_object();
+    json_object_set_new(o, "path", json_string(name));
+    json_object_set_new(o, "size", json_integer((json_int_t)size));
+    json_object_set_new(o, "blake2b_256", json_string(b2h));
+    if (with_sha) {
+        reap_hex(sh, 32, shh);
+        json_object_set_new(o, "sha256", json_string(shh));
+    }
+    return o;
+}
+
+static json_t *keep_sets_json(const reap_keepset *ks)
+{
+    json_t *o = json_object();
+    for (int i = 0; i < ks->n_layers; i++) {
+        json_t *a = json_array();
+        char key[16];
+        for (int k = 0; k < ks->n_keep; k++)
+            json_array_append_new(a, json_integer(ks->layers[i].keep[k]));
+        snprintf(key, sizeof key, "%d", ks->layers[i].layer);
+        json_object_set_new(o, key, a);
+    }
+    return o;
+}
+
+int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keepset *ks,
+                        const reap_manifest_inputs *in, const reap_sign_key *key,
+                        char *digest_hex)
+{
+    int rc = REAP_OK;
+    char **outs = NULL, **ins = NULL, *text = NULL;
+    size_t n_out = 0, n_in = 0;
+    json_t *doc = json_object(), *files = json_array(), *inputs = json_object(),
+           *infiles = json_array(), *params = json_object(), *calib = json_array(),
+           *soft = json_object();
+    char mpath[8192], spath[8192], tc[512], dh[65], when[32];
+    uint8_t dig[32];
+    time_t now = time(NULL);
+    struct tm tmv;
+    gmtime_r(&now, &tmv);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+
+    if ((rc = list_dir(out_dir, 0, &outs, &n_out, NULL, NULL)) ||
+        (rc = list_dir(in_dir, 1, &ins, &n_in, NULL, NULL)))
+        goto done;
+    for (size_t i = 0; i < n_out; i++) {
+        json_t *e = file_entry(out_dir, outs[i], 1, &rc);
+        if (!e)
+            goto done;
+        json_array_append_new(files, e);
+    }
+    for (size_t i = 0; i < n_in; i++) {
+        json_t *e = file_entry(in_dir, ins[i], 0, &rc);
+        if (!e)
+            goto done;
+        json_array_append_new(infiles, e);
+    }
+    for (int i = 0; in && i < in->n_calib; i++)
+        json_array_append_new(calib, json_string(in->calib_ids[i]));
+    json_object_set_new(inputs, "model_id",
+                        in && in->model_id ? json_string(in->model_id) : json_null());
+    json_object_set(inputs, "files", infiles);
+    json_object_set(inputs, "calibration_ids", calib);
+    json_object_set_new(inputs, "stats_digest",
+                        in && in->stats_digest ? json_string(in->stats_digest) : json_null());
+
+    json_object_set_new(params, "criterion", json_string(reap_criterion_name(ks->criterion)));
+    json_object_set_new(params, "ratio", ks->ratio >= 0 ? json_real(ks->ratio) : json_null());
+    json_object_set_new(params, "n_prune", json_integer(ks->n_prune));
+    json_object_set_new(params, "n_experts", json_integer(ks->n_experts));
+    json_object_set_new(params, "n_keep", json_integer(ks->n_keep));
+    json_object_set_new(params, "top_k", json_integer(ks->top_k));
+    json_object_set_new(params, "protect_super_experts",
+                        json_boolean(ks->protect_super_experts));
+    json_object_set_new(params, "super_threshold", json_real(ks->super_threshold));
+    json_object_set_new(params, "keep_sets", keep_sets_json(ks));
+
+    json_object_set_new(soft, "name", json_string("reap"));
+    json_object_set_new(soft, "version", json_string(REAP_VERSION));
+    json_object_set_new(soft, "backend",
+                        in && in->backend ? json_string(in->backend) : json_null());
+
+    json_object_set_new(doc, "format", json_string("reap-manifest/1"));
+    json_object_set_new(doc, "created", json_string(when));
+    json_object_set(doc, "software", soft);
+    json_object_set(doc, "inputs", inputs);
+    json_object_set(doc, "parameters", params);
+    json_object_set(doc, "files", files);
+    text = json_dumps(doc, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
+    if (!text) {
+        rc = reap_err_set(REAP_E_NOMEM, "manifest: out of memory");
+        goto done;
+    }
+    snprintf(mpath, sizeof mpath, "%s/%s", out_dir, REAP_MANIFEST_NAME);
+    snprintf(spath, sizeof spath, "%s/%s", out_dir, REAP_MANIFEST_SIG_NAME);
+    FILE *f = fopen(mpath, "w");
+    if (!f) {
+        rc = reap_err_set(REAP_E_IO, "%s: %s", mpath, strerror(errno));
+        goto done;
+    }
+    int bad = fputs(text, f) == EOF || fputc('\n', f) == EOF || fflush(f) != 0 ||
+              fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad) {
+        rc = reap_err_set(REAP_E_IO, "%s: write failed", mpath);
+        goto done;
+    }
+    if ((rc = reap_hash_file(mpath, dig, NULL, NULL)))
+        goto done;
+    reap_hex(dig, 32, dh);
+    if (digest_hex)
+        memcpy(digest_hex, dh, 65);
+    if (key) {
+        snprintf(tc, sizeof tc, "reap-manifest model_id=%s manifest_blake2b256=%s "
+                 "timestamp=%lld", in && in->model_id ? in->model_id : "none", dh,
+                 (long long)now);
+        rc = reap_minisign_sign_file(key, mpath, spath, tc, "signature of a reap pruned "
+                                     "checkpoint manifest");
+    }
+done:
+    free(text);
+    free_names(outs, n_out);
+    free_names(ins, n_in);
+    json_decref(files);
+    json_decref(infiles);
+    json_decref(calib);
+    json_decref(inputs);
+    json_decref(params);
+    json_decref(soft);
+    json_decref(doc);
+    return rc;
+}
+
+/* ---- verification ------------------------------------------------------------------- */
+
+typedef struct vstate {
+    reap_verify_report_fn fn;
+    void *ud;
+    int n;
+    char first[1024];
+} vstate;
+
+static void problem(vstate *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void problem(vstate *v, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (!v->n++)
+        snprintf(v->first, sizeof v->first, "%s", line);
+    if (v->fn)
+        v->fn(v->ud, line);
+}
+
+static int plain_name(const char *s)
+{
+    return *s && !strchr(s, '/') && strcmp(s, ".") && strcmp(s, "..");
+}
+
+int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
+                             reap_verify_report_fn report, void *ud, int *n_problems)
+{
+    int rc = REAP_OK;
+    vstate v = {report, ud, 0, ""};
+    char mpath[8192], spath[8192], tc[8192], dh[65], want[128];
+    uint8_t dig[32];
+    json_t *doc = NULL;
+    json_error_t jerr;
+    char **names = NULL, **others = NULL;
+    size_t n_names = 0, n_others = 0;
+    uint8_t *seen = NULL;
+
+    snprintf(mpath, sizeof mpath, "%s/%s", dir, REAP_MANIFEST_NAME);
+    snprintf(spath, sizeof spath, "%s/%s", dir, REAP_MANIFEST_SIG_NAME);
+    if (access(mpath, F_OK) != 0) {
+        rc = reap_err_set(REAP_E_NOTFOUND, "%s: no %s (not a reap output directory?)", dir,
+                          REAP_MANIFEST_NAME);
+        goto done;
+    }
+    if ((rc = reap_hash_file(mpath, dig, NULL, NULL)))
+        goto done;
+    reap_hex(dig, 32, dh);
+    if (pk) {
+        if (access(spath, F_OK) != 0) {
+            problem(&v, "signature: %s is missing", REAP_MANIFEST_SIG_NAME);
+        } else if (reap_minisign_verify_file(pk, mpath, spath, tc, sizeof tc) != REAP_OK) {
+            problem(&v, "signature: %s", reap_err_msg());
+        } else {
+            snprintf(want, sizeof want, "manifest_blake2b256=%s", dh);
+            if (!strstr(tc, want))
+                problem(&v, "signature: the trusted comment does not name this manifest's "
+                        "digest %s", dh);
+        }
+    }
+    doc = json_load_file(mpath, JSON_REJECT_DUPLICATES, &jerr);
+    const json_t *files = doc ? json_object_get(doc, "files") : NULL;
+    if (!doc || !json_is_array(files)) {
+        rc = reap_err_set(REAP_E_FORMAT, "%s: %s", mpath,
+                          doc ? "no \"files\" array" : jerr.text);
+        goto done;
+    }
+    if ((rc = list_dir(dir, 0, &names, &n_names, &others, &n_others)))
+        goto done;
+    seen = calloc(n_names ? n_names : 1, 1);
+    if (!seen) {
+        rc = reap_err_set(REAP_E_NOMEM, "verify: out of memory");
+        goto done;
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach(files, i, e) {
+        const char *p = json_string_value(json_object_get(e, "path"));
+        const json_t *js = json_object_get(e, "size");
+        const char *b2w = json_string_value(json_object_get(e, "blake2b_256"));
+        const char *shw = json_string_value(json_object_get(e, "sha256"));
+        if (!p || !plain_name(p) || !json_is_integer(js) || !b2w || !shw) {
+            problem(&v, "manifest: files[%zu] is malformed", i);
+            continue;
+        }
+        char **hit = bsearch(&p, names, n_names, sizeof *names, cmp_cstr);
+        if (!hit) {
+            problem(&v, "%s: missing", p);
+            continue;
+        }
+        seen[hit - names] = 1;
+        char path[8192], b2h[65], shh[65];
+        uint8_t b2[32], sh[32];
+        uint64_t size;
+        snprintf(path, sizeof path, "%s/%s", dir, p);
+        if (reap_hash_file(path, b2, sh, &size) != REAP_OK) {
+            problem(&v, "%s: %s", p, reap_err_msg());
+            continue;
+        }
+        reap_hex(b2, 32, b2h);
+        reap_hex(sh, 32, shh);
+        if ((json_int_t)size != json_integer_value(js))
+            problem(&v, "%s: size %llu, manifest says %lld", p, (unsigned long long)size,
+                    (long long)json_integer_value(js));
+        else if (strcmp(b2h, b2w) || strcmp(shh, shw))
+            problem(&v, "%s: content changed (%s%s%s)", p,
+                    strcmp(b2h, b2w) ? "BLAKE2b-256" : "",
+                    strcmp(b2h, b2w) && strcmp(shh, shw) ? " and " : "",
+                    strcmp(shh, shw) ? "SHA-256" : "");
+    }
+    for (size_t k = 0; k < n_names; k++)
+        if (!seen[k])
+            problem(&v, "%s: extra file, not in the manifest", names[k]);
+    for (size_t k = 0; k < n_others; k++)
+        problem(&v, "%s: extra entry (not a regular file), not in the manifest", others[k]);
+    rc = v.n ? reap_err_set(REAP_E_INVALID, "%s: %d problem%s; first: %s", dir, v.n,
+                            v.n == 1 ? "" : "s", v.first)
+             : REAP_OK;
+done:
+    if (n_problems)
+        *n_problems = v.n;
+    free(seen);
+    free_names(names, n_names);
+    free_names(others, n_others);
+    json_decref(doc);
+    return rc;
+}

@@ -1,0 +1,78 @@
+/* manifest.h - reap-manifest.json: what a pruned checkpoint is made of and from, signed
+ * in minisign's format (reap-manifest.json.minisig), and its verification.
+ *
+ * The manifest (JSON, format "reap-manifest/1"):
+ *   files       every file of the output directory except the manifest and its
+ *               signature: {path, size, blake2b_256, sha256} (hex), sorted by path
+ *   inputs      model_id (or null), files: config.json, the index and every shard of
+ *               the input {path, size, blake2b_256}, calibration_ids, stats_digest
+ *               (BLAKE2b-256 of the statistics records used, see reap_stats_digest)
+ *   parameters  criterion, ratio (null when n_prune was given), n_prune, n_experts,
+ *               n_keep, top_k, protect_super_experts, super_threshold, keep_sets
+ *               {layer: [original ids]}
+ *   software    {name, version, backend}, created (UTC, ISO 8601)
+ * The signature's trusted comment is
+ *   "reap-manifest model_id=<id|none> manifest_blake2b256=<hex> timestamp=<unix>"
+ * so `minisign -Vm reap-manifest.json -P KEY` proves manifest and comment together.
+ *
+ * Thread rules: no shared state.
+ */
+#ifndef REAP_MANIFEST_H
+#define REAP_MANIFEST_H
+
+#include <stdint.h>
+
+#include "keepset.h"
+#include "minisign.h"
+#include "stats.h"
+
+#define REAP_MANIFEST_NAME "reap-manifest.json"
+#define REAP_MANIFEST_SIG_NAME "reap-manifest.json.minisig"
+
+/* BLAKE2b-256 and SHA-256 (either may be NULL) and size of a file, in one read pass.
+ * Returns REAP_OK, REAP_E_IO. */
+int reap_hash_file(const char *path, uint8_t blake2b_256[32], uint8_t sha256[32],
+                   uint64_t *size);
+
+/* Lower-case hex of n bytes into out (2n + 1 bytes). */
+void reap_hex(const uint8_t *bin, size_t n, char *out);
+
+/* BLAKE2b-256 over a canonical little-endian encoding of the statistics, layers in
+ * ascending order ("reap-stats/1" tag; per layer: layer, E, K (u32), tokens (u64); per
+ * expert: count (u64), sum_gate_norm, sum_norm, sum_gate (f64 bits), max_act (f32
+ * bits)). The same records give the same digest whatever their source or order.
+ * hex: 65 bytes. Returns REAP_OK or REAP_E_NOMEM. */
+int reap_stats_digest(const reap_layer_stats *stats, int n, char hex[65]);
+
+typedef struct reap_manifest_inputs {
+    const char *model_id;              /* may be NULL */
+    const char *const *calib_ids;      /* [n_calib], may be NULL */
+    int n_calib;
+    const char *stats_digest;          /* hex, may be NULL */
+    const char *backend;               /* engine backend used for --verify, may be NULL */
+} reap_manifest_inputs;
+
+/* Write out_dir/reap-manifest.json describing every file now in out_dir and, when key
+ * is not NULL, sign it into out_dir/reap-manifest.json.minisig. `in_dir` is the input
+ * checkpoint directory (config.json, model.safetensors.index.json and the *.safetensors
+ * files there are hashed as inputs). digest_hex (may be NULL, 65 bytes) receives the
+ * BLAKE2b-256 of the manifest file.
+ * Returns REAP_OK, REAP_E_IO, REAP_E_NOMEM. */
+int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keepset *ks,
+                        const reap_manifest_inputs *in, const reap_sign_key *key,
+                        char *digest_hex);
+
+/* One line per problem found by reap_manifest_verify_dir. */
+typedef void (*reap_verify_report_fn)(void *ud, const char *line);
+
+/* Check directory `dir` against its manifest: the signature (with pk; skipped when pk is
+ * NULL) and its trusted comment's manifest digest, then every listed file re-hashed
+ * (size, BLAKE2b-256, SHA-256), missing files, and files present but not listed.
+ * Every problem is reported (report may be NULL); *n_problems (may be NULL) counts them.
+ * Returns REAP_OK when everything matches, REAP_E_INVALID when anything failed (the
+ * message names the first problem), REAP_E_NOTFOUND (no manifest), REAP_E_FORMAT
+ * (manifest malformed), REAP_E_IO. */
+int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
+                             reap_verify_report_fn report, void *ud, int *n_problems);
+
+#endif

@@ -1,0 +1,70 @@
+/* prune.h - one prune, end to end: keep sets, the streaming rewrite into a temporary
+ * directory next to the target, reap_metadata.json, optional verification, the signed
+ * manifest, then an atomic rename into place.
+ *
+ *   <parent>/.<name>.reap-tmp-<pid>   built here (every file fsynced, then the directory)
+ *   <parent>/<name>                   renamed into place when complete (parent fsynced)
+ * An existing <name> is an error unless force; then it is moved aside, the new output
+ * renamed in, and the old one removed. Output inside the input directory (or the
+ * input inside the output) is refused, after resolving symlinks. On any failure the
+ * temporary directory is removed and an existing output is left untouched.
+ *
+ * reap_metadata.json, in the seed's shape: reap_version, methodology, num_layers,
+ * num_experts_original, experts_kept, prune_ratio, experts_to_keep {"layer": [original
+ * ids]}, mean_scores [[E scores] per MoE layer], plus criterion, n_prune, model_id,
+ * calibration_ids, protect_super_experts, super_experts {"layer": [ids]}.
+ * reap-verify.json (with verification): the structural and functional results.
+ *
+ * Thread rules: one prune per output path at a time; inputs are only read.
+ */
+#ifndef REAP_PRUNE_H
+#define REAP_PRUNE_H
+
+#include "calib.h"
+#include "engine_hidden.h"
+#include "keepset.h"
+#include "minisign.h"
+#include "rewrite.h"
+#include "stats.h"
+#include "verify.h"
+
+typedef struct reap_prune_opts {
+    const char *model_dir;             /* input checkpoint directory */
+    const char *out_dir;               /* target directory (parent must exist) */
+    const reap_layer_stats *stats;     /* [n_stats] statistics, from any source */
+    int n_stats;
+    reap_keep_opts keep;
+    const char *model_id;              /* may be NULL (until the store provides it) */
+    const char *const *calib_ids;      /* [n_calib], may be NULL */
+    int n_calib;
+    const reap_sign_key *key;          /* NULL: manifest written but not signed */
+    int force;                         /* replace an existing output directory */
+    int verify;                        /* structural verification */
+    const reap_rows *verify_rows;      /* also functional verification over these rows
+                                          (NULL: structural only) */
+    reap_probe_opts probe;             /* backend for functional verification */
+    reap_rewrite_progress_fn progress; /* may be NULL */
+    void *ud;
+} reap_prune_opts;
+
+typedef struct reap_prune_result {
+    reap_keepset ks;
+    reap_rewrite_result rewrite;
+    reap_verify_result verify;         /* when opts->verify */
+    char manifest_digest[65];
+    double seconds_rewrite, seconds_manifest, seconds_verify;
+} reap_prune_result;
+
+/* Run one prune. On success (and on failure after the keep set was computed) free res
+ * with reap_prune_result_free. Returns REAP_OK, the keep-set refusals (keepset.h),
+ * REAP_E_INVALID (output exists without force, output inside input), the rewrite's
+ * and verification's errors, REAP_E_IO. */
+int reap_prune(const reap_prune_opts *opts, reap_prune_result *res);
+
+void reap_prune_result_free(reap_prune_result *res);
+
+/* Write reap_metadata.json for `ks` into dir (fsynced). Returns REAP_OK, REAP_E_IO. */
+int reap_metadata_write(const char *dir, const reap_config *cfg, const reap_keepset *ks,
+                        const char *model_id, const char *const *calib_ids, int n_calib);
+
+#endif
