@@ -9,7 +9,13 @@ static void usage(FILE *f)
     fprintf(f, "usage: reap-scorer COMMAND [options]\n\n"
                "commands:\n"
                "  run       score a checkpoint on calibration data in this process and\n"
-               "            write per-layer REAP statistics (see run --help)\n"
+               "            write per-layer REAP statistics; --store DIR commits each\n"
+               "            layer to a score store and resumes after a crash\n"
+               "  stats     merged statistics of a model from a store\n"
+               "  list      models, calibration sets and runs in a store\n"
+               "  export    write store records to a file (backup, shard merging)\n"
+               "  import    read an export file into a store (verified, idempotent)\n"
+               "  check     verify every record of a store\n"
                "  version   print the version\n");
 }
 
@@ -19,8 +25,15 @@ int main(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    if (!strcmp(argv[1], "run"))
-        return scorer_cmd_run(argc, argv);
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {{"run", scorer_cmd_run},       {"stats", scorer_cmd_stats},
+                {"list", scorer_cmd_list},     {"export", scorer_cmd_export},
+                {"import", scorer_cmd_import}, {"check", scorer_cmd_check}};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(argv[1], cmds[i].name))
+            return cmds[i].fn(argc, argv);
     if (!strcmp(argv[1], "version")) {
         printf("reap-scorer %s\n", REAP_VERSION);
         return 0;

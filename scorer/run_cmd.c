@@ -1,6 +1,10 @@
 /* run_cmd.c - `reap-scorer run`: score a checkpoint on a calibration file in one process
- * (no server, no store) and write the per-layer statistics as JSON. */
+ * and write the per-layer statistics as JSON / a table. With --store DIR each layer is
+ * committed to the score store, a killed run resumes, complete work is skipped, and the
+ * output is the merged view of every complete calibration set of the model
+ * (score_job.h does the work). */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,23 +17,72 @@
 #include "config.h"
 #include "engine.h"
 #include "reap_err.h"
+#include "runs.h"
+#include "score_job.h"
 #include "scorer_cmds.h"
 #include "stats_json.h"
+#include "stats_store.h"
+#include "store.h"
+
+/* SIGINT / SIGTERM: stop after the layer in progress is committed. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+    stop_signal = sig;
+}
 
 typedef struct run_progress {
-    const reap_config *cfg;
     int64_t valid_tokens;
     int quiet;
+    const char *store_dir;
 } run_progress;
 
-static int on_layer(void *ud, int layer, const reap_layer_stats *st, double seconds)
+static int on_event(void *ud, const reap_score_event *ev)
 {
     run_progress *p = ud;
-    if (!p->quiet)
-        fprintf(stderr, "layer %3d/%d  %-5s  %7.2f s  %10.0f tokens/s\n", layer + 1,
-                p->cfg->n_layers, st ? "MoE" : "dense", seconds,
-                seconds > 0 ? p->valid_tokens / seconds : 0.0);
-    return 0;
+    char mh[65], ch[65], rh[33];
+    reap_id_hex(ev->model_id, mh);
+    reap_id_hex(ev->calib_id, ch);
+    switch (ev->kind) {
+    case REAP_SCORE_EV_IDS:
+        p->valid_tokens = ev->n_tokens;
+        if (!p->quiet)
+            fprintf(stderr, "reap-scorer: model_id %s (%d files, %.2f GB, %d cached, "
+                            "hashed %.2f GB in %.2f s)\n"
+                            "reap-scorer: calib_id %s (%lld samples -> %lld rows x %lld, "
+                            "%lld valid tokens)\n",
+                    mh, ev->hash->n_files, ev->hash->bytes_total / 1e9, ev->hash->n_cached,
+                    ev->hash->bytes_hashed / 1e9, ev->hash->seconds, ch,
+                    (long long)ev->n_samples, (long long)ev->n_rows, (long long)ev->seq_len,
+                    (long long)ev->n_tokens);
+        break;
+    case REAP_SCORE_EV_COMPLETE:
+        fprintf(stderr, "reap-scorer: model %.16s calibration %.16s is already scored in %s "
+                        "(every MoE layer): nothing to do (--force scores it again)\n",
+                mh, ch, p->store_dir);
+        break;
+    case REAP_SCORE_EV_START:
+        if (ev->run_id && !p->quiet) {
+            reap_run_id_hex(ev->run_id, rh);
+            fprintf(stderr, "reap-scorer: run %s: %s at layer %d of %d\n", rh,
+                    ev->start_layer ? "resuming from a hidden-state checkpoint" : "starting",
+                    ev->start_layer, ev->n_layers);
+        }
+        break;
+    case REAP_SCORE_EV_DIFFER:
+        fprintf(stderr, "reap-scorer: warning: layer %d: recomputed statistics differ from "
+                        "the stored record (the stored record is kept)\n", ev->layer);
+        break;
+    case REAP_SCORE_EV_LAYER:
+        if (!p->quiet)
+            fprintf(stderr, "layer %3d/%d  %-5s  %7.2f s  %10.0f tokens/s%s\n",
+                    ev->layer + 1, ev->n_layers, ev->is_moe ? "MoE" : "dense", ev->seconds,
+                    ev->seconds > 0 ? p->valid_tokens / ev->seconds : 0.0,
+                    p->store_dir ? "  committed" : "");
+        break;
+    }
+    return stop_signal != 0;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -40,7 +93,7 @@ static int cmp_double(const void *a, const void *b)
 
 /* Per-layer summary: routed experts, REAP min / median / max, and how many experts a
  * 40% prune would drop. */
-static void print_table(const reap_layer_stats *st, int n)
+void scorer_print_table(const reap_layer_stats *st, int n)
 {
     printf("%5s %8s %7s %12s %12s %12s %8s\n", "layer", "tokens", "routed", "reap_min",
            "reap_median", "reap_max", "drop@0.4");
@@ -62,7 +115,7 @@ static void print_table(const reap_layer_stats *st, int n)
     }
 }
 
-static const reap_backend_i *pick_backend(const char *name)
+const reap_backend_i *scorer_pick_backend(const char *name)
 {
     if (!strcmp(name, "cpu"))
         return &reap_backend_cpu;
@@ -75,12 +128,48 @@ static const reap_backend_i *pick_backend(const char *name)
     return NULL;
 }
 
+/* Write the merged view (store) or this run's statistics (no store) as JSON / table. */
+static int write_outputs(reap_store *st, const reap_score_result *res, const char *stats_json,
+                         int table)
+{
+    reap_layer_stats *merged = NULL;
+    reap_id *used = NULL;
+    int n_merged = 0, n_used = 0, rc = REAP_OK;
+    const reap_layer_stats *show = res->stats;
+    int n_show = res->n_stats;
+    char mh[65], *calib_ids = NULL;
+    reap_id_hex(&res->model_id, mh);
+    if (st) {
+        if ((rc = reap_store_stats_merged(st, NULL, &res->model_id, NULL, 0, &merged,
+                                          &n_merged, &used, &n_used)))
+            goto fail;
+        show = merged;
+        n_show = n_merged;
+    }
+    if ((rc = scorer_calib_ids_text(st ? used : &res->calib_id, st ? n_used : 1, &calib_ids)))
+        goto fail;
+    if (st && n_used > 1)
+        fprintf(stderr, "reap-scorer: statistics merged over %d calibration sets\n", n_used);
+    if (stats_json && (rc = reap_stats_json_write(stats_json, mh, calib_ids,
+                                                  n_show ? show[0].tokens : 0, show, n_show)))
+        goto fail;
+    if (table || !stats_json)
+        scorer_print_table(show, n_show);
+fail:
+    for (int i = 0; i < n_merged; i++)
+        reap_layer_stats_free(&merged[i]);
+    free(merged);
+    free(used);
+    free(calib_ids);
+    return rc;
+}
+
 int scorer_cmd_run(int argc, char **argv)
 {
     const char *model = NULL, *calib = NULL, *stats_json = NULL, *backend = NULL,
-               *precision = NULL;
-    long seq_len = 0, max_samples = 0, batch = 0, threads = 0;
-    int no_pack = 0, quiet = 0, table = 0, help = 0;
+               *precision = NULL, *store_dir = NULL;
+    long seq_len = 0, max_samples = 0, batch = 0, threads = 0, ckpt_every = 0;
+    int no_pack = 0, quiet = 0, table = 0, help = 0, force = 0;
     const cli_opt opts[] = {
         {"model", "REAP_MODEL_PATH", CLI_STR, NULL, "checkpoint directory (config.json, "
          "safetensors shards)", &model, 1},
@@ -97,36 +186,41 @@ int scorer_cmd_run(int argc, char **argv)
          "device is present)", &backend, 0},
         {"precision", "REAP_PRECISION", CLI_STR, "fp32", "CUDA math: fp32 or bf16",
          &precision, 0},
-        {"stats-json", NULL, CLI_STR, NULL, "write statistics JSON here ('-': stdout)",
+        {"store", "REAP_STORE_PATH", CLI_STR, NULL, "score store directory (created if "
+         "absent): commit each layer, resume after a crash, skip complete work", &store_dir,
+         0},
+        {"force", NULL, CLI_FLAG, NULL, "with --store: score a complete (model, "
+         "calibration) pair again from layer 0 and verify its stored records", &force, 0},
+        {"checkpoint-every", "REAP_CHECKPOINT_EVERY", CLI_INT, "4", "with --store: "
+         "hidden-state checkpoint every N layers (0: none)", &ckpt_every, 0},
+        {"stats-json", NULL, CLI_STR, NULL, "write statistics JSON here ('-': stdout); with "
+         "--store the merged view of every complete calibration set of the model",
          &stats_json, 0},
         {"table", NULL, CLI_FLAG, NULL, "print a per-layer summary table", &table, 0},
         {"quiet", NULL, CLI_FLAG, NULL, "no per-layer progress on stderr", &quiet, 0},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     char err[512];
-    reap_config cfg = {0};
-    reap_ckpt *ck = NULL;
-    reap_samples samples = {0};
-    reap_rows rows = {0};
-    reap_layer_stats *stats = NULL;
-    int n_stats = 0, rc = REAP_OK;
-    char path[4096];
+    reap_store *st = NULL;
+    reap_score_result res = {0};
+    int rc = REAP_OK;
 
     if (cli_parse(opts, n_opts, argc, argv, 2, &help, err, sizeof err)) {
         fprintf(stderr, "reap-scorer run: %s\n", err);
         return 2;
     }
     if (help) {
-        cli_usage(stdout, "usage: reap-scorer run --model DIR --calib FILE [options]",
-                  opts, n_opts);
+        cli_usage(stdout, "usage: reap-scorer run --model DIR --calib FILE [--store DIR] "
+                          "[options]", opts, n_opts);
         return 0;
     }
-    if (seq_len < 1 || seq_len > 1 << 20 || batch < 1 || threads < 0 || max_samples < 0) {
+    if (seq_len < 1 || seq_len > 1 << 20 || batch < 1 || threads < 0 || max_samples < 0 ||
+        ckpt_every < 0) {
         fprintf(stderr, "reap-scorer run: --seq-len, --batch-size must be >= 1, "
-                        "--threads and --max-samples >= 0\n");
+                        "--threads, --max-samples and --checkpoint-every >= 0\n");
         return 2;
     }
-    const reap_backend_i *be = pick_backend(backend);
+    const reap_backend_i *be = scorer_pick_backend(backend);
     if (!be) {
         fprintf(stderr, "reap-scorer run: backend '%s' is %s\n", backend,
                 strcmp(backend, "cuda") ? "unknown (cpu, cuda or auto)"
@@ -137,53 +231,50 @@ int scorer_cmd_run(int argc, char **argv)
         fprintf(stderr, "reap-scorer run: --precision must be fp32 or bf16\n");
         return 2;
     }
-
-    snprintf(path, sizeof path, "%s/config.json", model);
-    if ((rc = reap_config_load(path, &cfg)))
-        goto fail;
-    if (reap_config_n_moe_layers(&cfg) == 0) {
-        rc = reap_err_set(REAP_E_INVALID, "%s: the model has no MoE layer to score", path);
-        goto fail;
+    if (force && !store_dir) {
+        fprintf(stderr, "reap-scorer run: --force needs --store\n");
+        return 2;
     }
-    if ((rc = reap_ckpt_open(model, &ck)))
-        goto fail;
-    if ((rc = reap_samples_read_jsonl(calib, max_samples, cfg.vocab, &samples)))
-        goto fail;
-    if ((rc = reap_rows_build(&samples, (int)seq_len, !no_pack, &rows)))
-        goto fail;
-    if (!quiet)
-        fprintf(stderr, "reap-scorer: %s (%s, %d layers, %d experts, top-%d), %lld samples "
-                        "-> %d rows x %ld, %lld valid tokens, backend %s\n",
-                model, cfg.model_type, cfg.n_layers, cfg.n_experts, cfg.n_experts_used,
-                (long long)samples.n, rows.n_rows, seq_len, (long long)rows.n_valid,
-                be->name);
+    if (store_dir) {
+        reap_store_opts so = {.create = 1};
+        if ((rc = reap_store_open(store_dir, &so, &st)))
+            goto fail;
+    }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 
-    run_progress prog = {&cfg, rows.n_valid, quiet};
-    reap_engine_opts eo = {
+    run_progress prog = {0, quiet, store_dir};
+    reap_score_job_opts jo = {
+        .model_dir = model,
+        .calib_path = calib,
+        .seq_len = (int)seq_len,
+        .pack = !no_pack,
+        .max_samples = max_samples,
         .backend = be,
         .backend_opts = {.threads = (int)threads, .batch_rows = (int)batch,
                          .precision = strcmp(precision, "bf16") ? REAP_PRECISION_FP32
                                                                  : REAP_PRECISION_BF16},
-        .on_layer = on_layer,
+        .store = st,
+        .force = force,
+        .checkpoint_every = (int)ckpt_every,
+        .hash_threads = (int)threads,
+        .on_event = on_event,
         .ud = &prog,
     };
-    if ((rc = reap_engine_score(ck, &cfg, &rows, &eo, &stats, &n_stats)))
+    if ((rc = reap_score_job_run(&jo, &res)))
         goto fail;
-    /* model_id and calib_id are defined by the score store; not computed here yet. */
-    if (stats_json &&
-        (rc = reap_stats_json_write(stats_json, NULL, NULL, rows.n_valid, stats, n_stats)))
-        goto fail;
-    if (table || !stats_json)
-        print_table(stats, n_stats);
+    if (res.n_differ)
+        fprintf(stderr, "reap-scorer: warning: %d recomputed layer(s) differ from the "
+                        "store\n", res.n_differ);
+    rc = write_outputs(st, &res, stats_json, table);
 fail:
     if (rc)
         fprintf(stderr, "reap-scorer run: error: %s\n", reap_err_msg());
-    for (int i = 0; i < n_stats; i++)
-        reap_layer_stats_free(&stats[i]);
-    free(stats);
-    reap_rows_free(&rows);
-    reap_samples_free(&samples);
-    reap_ckpt_close(ck);
-    reap_config_free(&cfg);
+    reap_score_result_free(&res);
+    reap_store_close(st);
     return rc ? 1 : 0;
 }

@@ -1,0 +1,274 @@
+/* score_job.c - one scoring run with identities, store commits, hidden-state checkpoints
+ * and resume (score_job.h). */
+#include "score_job.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "calib.h"
+#include "catalog.h"
+#include "checkpoint.h"
+#include "config.h"
+#include "engine.h"
+#include "hidden_ckpt.h"
+#include "reap_err.h"
+#include "runs.h"
+
+typedef struct job_ctx {
+    const reap_score_job_opts *o;
+    const reap_config *cfg;
+    reap_score_result *res;
+    reap_run_info run;
+    int have_run;
+    int cb_status;          /* error raised inside a callback */
+    char cb_msg[1024];
+    int stop_requested;
+} job_ctx;
+
+static int emit(job_ctx *j, reap_score_event *ev)
+{
+    ev->model_id = &j->res->model_id;
+    ev->calib_id = &j->res->calib_id;
+    ev->run_id = j->have_run ? j->run.run_id : NULL;
+    ev->n_layers = j->cfg->n_layers;
+    ev->cfg = j->cfg;
+    return j->o->on_event ? j->o->on_event(j->o->ud, ev) : 0;
+}
+
+static int on_layer(void *ud, int layer, const reap_layer_stats *st, double seconds)
+{
+    job_ctx *j = ud;
+    if (j->o->store) {
+        reap_stats_outcome oc = REAP_STATS_WRITTEN;
+        int rc = reap_store_run_commit_layer(j->o->store, &j->run, layer, seconds, st, &oc);
+        if (rc) {
+            j->cb_status = rc;
+            snprintf(j->cb_msg, sizeof j->cb_msg, "%s", reap_err_msg());
+            return 1;
+        }
+        if (oc == REAP_STATS_DIFFERENT) {
+            reap_score_event ev = {.kind = REAP_SCORE_EV_DIFFER, .layer = layer};
+            j->res->n_differ++;
+            emit(j, &ev);
+        }
+    }
+    reap_score_event ev = {.kind = REAP_SCORE_EV_LAYER, .layer = layer, .is_moe = st != NULL,
+                           .seconds = seconds};
+    if (emit(j, &ev)) {
+        j->stop_requested = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static int on_checkpoint(void *ud, int layer, const float *hidden, int64_t T, int H)
+{
+    job_ctx *j = ud;
+    return reap_hidden_ckpt_write(j->o->store, &j->res->model_id, &j->res->calib_id, layer,
+                                  hidden, T, H);
+}
+
+/* Model record fields from the config. */
+static int fill_model(const reap_config *cfg, reap_model_info *m)
+{
+    int n = reap_config_n_moe_layers(cfg), k = 0;
+    m->model_type = strdup(cfg->model_type);
+    m->moe_layers = malloc((size_t)(n > 0 ? n : 1) * sizeof *m->moe_layers);
+    if (!m->model_type || !m->moe_layers)
+        return reap_err_set(REAP_E_NOMEM, "model record");
+    for (int l = 0; l < cfg->n_layers; l++)
+        if (reap_config_layer_is_moe(cfg, l))
+            m->moe_layers[k++] = l;
+    m->n_moe_layers = k;
+    m->n_layers = cfg->n_layers;
+    m->hidden = cfg->hidden;
+    m->n_experts = cfg->n_experts;
+    m->top_k = cfg->n_experts_used;
+    return REAP_OK;
+}
+
+/* First MoE layer of the pair without a record (n_layers when complete). */
+static int first_missing_layer(reap_store *s, const reap_model_info *m, const reap_id *mid,
+                               const reap_id *cid, int *first)
+{
+    int *have = NULL, n = 0, k = 0, rc;
+    *first = m->n_layers;
+    if ((rc = reap_store_stats_layers(s, NULL, mid, cid, &have, &n)))
+        return rc;
+    for (int i = 0; i < m->n_moe_layers; i++) {
+        while (k < n && have[k] < m->moe_layers[i])
+            k++;
+        if (k >= n || have[k] != m->moe_layers[i]) {
+            *first = m->moe_layers[i];
+            break;
+        }
+    }
+    free(have);
+    return REAP_OK;
+}
+
+/* This calibration set's records for every MoE layer, from one snapshot. */
+static int read_back(reap_store *s, const reap_model_info *m, reap_score_result *res)
+{
+    reap_store_snap *snap = NULL;
+    int rc;
+    res->stats = calloc((size_t)m->n_moe_layers, sizeof *res->stats);
+    if (!res->stats)
+        return reap_err_set(REAP_E_NOMEM, "statistics");
+    if ((rc = reap_store_snap_begin(s, &snap)))
+        return rc;
+    for (int i = 0; i < m->n_moe_layers && !rc; i++) {
+        rc = reap_store_stats_get(s, snap, &res->model_id, &res->calib_id, m->moe_layers[i],
+                                  &res->stats[i]);
+        if (rc == REAP_E_NOTFOUND)
+            rc = reap_err_set(rc, "%s: layer %d has no statistics after the run",
+                              reap_store_dir(s), m->moe_layers[i]);
+        if (!rc)
+            res->n_stats++;
+    }
+    reap_store_snap_end(snap);
+    return rc;
+}
+
+void reap_score_result_free(reap_score_result *res)
+{
+    if (!res)
+        return;
+    for (int i = 0; i < res->n_stats; i++)
+        reap_layer_stats_free(&res->stats[i]);
+    free(res->stats);
+    memset(res, 0, sizeof *res);
+}
+
+int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
+{
+    reap_config cfg = {0};
+    reap_ckpt *ck = NULL;
+    reap_samples samples = {0};
+    reap_rows rows = {0};
+    reap_model_info model = {0};
+    reap_calib_info calib = {0};
+    reap_layer_stats *stats = NULL;
+    float *start_hidden = NULL;
+    int n_stats = 0, rc, start = 0;
+    char path[4096];
+    job_ctx j = {.o = o, .cfg = &cfg, .res = res};
+    reap_store *s = o->store;
+    memset(res, 0, sizeof *res);
+
+    snprintf(path, sizeof path, "%s/config.json", o->model_dir);
+    if ((rc = reap_config_load(path, &cfg)))
+        goto fail;
+    if (reap_config_n_moe_layers(&cfg) == 0) {
+        rc = reap_err_set(REAP_E_INVALID, "%s: the model has no MoE layer to score", path);
+        goto fail;
+    }
+    if ((rc = reap_ckpt_open(o->model_dir, &ck)))
+        goto fail;
+    if ((rc = reap_model_identify(s, o->model_dir, o->hash_threads, &model, &res->hash)) ||
+        (rc = fill_model(&cfg, &model)))
+        goto fail;
+    res->model_id = model.id;
+    if ((rc = reap_samples_read_jsonl(o->calib_path, o->max_samples, cfg.vocab, &samples)) ||
+        (rc = reap_rows_build(&samples, o->seq_len, o->pack, &rows)))
+        goto fail;
+    reap_calib_id_compute(&rows, o->pack, NULL, &res->calib_id);
+    res->n_tokens = rows.n_valid;
+    reap_score_event ev_ids = {.kind = REAP_SCORE_EV_IDS, .n_samples = samples.n,
+                               .n_rows = rows.n_rows, .seq_len = rows.seq_len,
+                               .n_tokens = rows.n_valid, .hash = &res->hash};
+    emit(&j, &ev_ids);
+
+    if (s) {
+        calib.id = res->calib_id;
+        calib.source = (char *)o->calib_path;
+        calib.n_samples = (uint64_t)samples.n;
+        calib.n_rows = rows.n_rows;
+        calib.seq_len = rows.seq_len;
+        calib.pack = o->pack ? 1 : 0;
+        calib.n_tokens = (uint64_t)rows.n_valid;
+        int first;
+        if ((rc = reap_store_model_put(s, &model)) || (rc = reap_store_calib_put(s, &calib)) ||
+            (rc = first_missing_layer(s, &model, &res->model_id, &res->calib_id, &first)))
+            goto fail;
+        if (first >= cfg.n_layers && !o->force) {
+            reap_score_event ev = {.kind = REAP_SCORE_EV_COMPLETE};
+            res->already_complete = 1;
+            emit(&j, &ev);
+            rc = read_back(s, &model, res);
+            goto fail;
+        }
+        /* Resume: the newest checkpoint leaving a layer before the first missing one. */
+        int ck_layer;
+        if (!o->force && first > 0 &&
+            reap_hidden_ckpt_load(s, &res->model_id, &res->calib_id, first - 1,
+                                  (int64_t)rows.n_rows * rows.seq_len, cfg.hidden, &ck_layer,
+                                  &start_hidden) == REAP_OK)
+            start = ck_layer + 1;
+        char device[32];
+        snprintf(device, sizeof device, "%s:%d", o->backend ? o->backend->name : "cpu",
+                 o->backend_opts.device);
+        if ((rc = reap_store_run_begin(s, &res->model_id, &res->calib_id, cfg.n_layers, start,
+                                       o->backend ? o->backend->name : "cpu", device, &j.run)))
+            goto fail;
+        j.have_run = 1;
+        res->has_run = 1;
+        memcpy(res->run_id, j.run.run_id, 16);
+    }
+    res->start_layer = start;
+    reap_score_event ev_start = {.kind = REAP_SCORE_EV_START, .start_layer = start};
+    emit(&j, &ev_start);
+
+    reap_engine_opts eo = {
+        .backend = o->backend,
+        .backend_opts = o->backend_opts,
+        .on_layer = on_layer,
+        .ud = &j,
+        .start_layer = start,
+        .start_hidden = start_hidden,
+        .checkpoint_every = s ? o->checkpoint_every : 0,
+        .on_checkpoint = s ? on_checkpoint : NULL,
+    };
+    rc = reap_engine_score(ck, &cfg, &rows, &eo, &stats, &n_stats);
+    free(start_hidden);
+    start_hidden = NULL;
+    if (rc && j.cb_status)
+        rc = reap_err_set(j.cb_status, "%s", j.cb_msg);
+    else if (rc == REAP_E_CANCELLED && j.stop_requested)
+        rc = reap_err_set(REAP_E_CANCELLED, "stopped on request after layer %d",
+                          j.run.layers_done - 1);
+    if (rc)
+        goto fail;
+    if (!s) {
+        res->stats = stats;
+        res->n_stats = n_stats;
+        stats = NULL;
+        n_stats = 0;
+        goto fail;
+    }
+    if ((rc = reap_store_run_finish(s, &j.run, REAP_RUN_DONE, NULL)) ||
+        (rc = reap_hidden_ckpt_clear(s, &res->model_id, &res->calib_id)))
+        goto fail;
+    rc = read_back(s, &model, res);
+fail:
+    if (rc && j.have_run && j.run.state == REAP_RUN_RUNNING) {
+        /* Record the failure; keep the first error's message for the caller. */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", reap_err_msg());
+        reap_store_run_finish(s, &j.run, rc == REAP_E_CANCELLED ? REAP_RUN_CANCELLED
+                                                                : REAP_RUN_FAILED, msg);
+        reap_err_set(rc, "%s", msg);
+    }
+    free(start_hidden);
+    for (int i = 0; i < n_stats; i++)
+        reap_layer_stats_free(&stats[i]);
+    free(stats);
+    reap_run_info_free(&j.run);
+    reap_model_info_free(&model);
+    reap_rows_free(&rows);
+    reap_samples_free(&samples);
+    reap_ckpt_close(ck);
+    reap_config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,99 @@
+/* score_job.h - one scoring run of (checkpoint, calibration file), with or without the
+ * score store: the piece `reap-scorer run` and the scorer service share.
+ *
+ * Steps: load config.json and open the checkpoint (every shard header validated);
+ * model_id (files hashed in parallel, digests cached in the store); read and pack the
+ * calibration rows; calib_id; then
+ *   - without a store: score every layer, return the statistics;
+ *   - with a store: record the model and calibration set; if every MoE layer of the pair
+ *     has its statistics already, do nothing (unless force); otherwise resume from the
+ *     newest hidden-state checkpoint at or below the first missing layer (or layer 0),
+ *     commit each layer in one write transaction (statistics + run record), write a
+ *     hidden-state checkpoint every checkpoint_every layers, and on success mark the run
+ *     done and remove the pair's checkpoints. Layers recomputed after a resume (or with
+ *     force) are compared with their stored records, which are never replaced; a
+ *     difference is reported (result.n_differ and an event), not fatal.
+ *
+ * Events go to on_event on the calling thread; returning non-zero from it asks the run
+ * to stop at the next layer boundary (the layer in progress is committed first), and the
+ * run ends with REAP_E_CANCELLED (run state "cancelled"; it resumes when scored again).
+ *
+ * Thread rules: runs on the calling thread (plus the backend's and the hasher's
+ * workers). Two jobs of the same (model, calibration) pair must not run at once on one
+ * store.
+ */
+#ifndef REAP_SCORE_JOB_H
+#define REAP_SCORE_JOB_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "identity.h"
+#include "stats.h"
+#include "stats_store.h"
+#include "store.h"
+
+typedef enum reap_score_event_kind {
+    REAP_SCORE_EV_IDS = 1,      /* model_id, calib_id known; rows built */
+    REAP_SCORE_EV_COMPLETE,     /* the pair was complete already: nothing to do */
+    REAP_SCORE_EV_START,        /* scoring starts at start_layer (run_id set with a store) */
+    REAP_SCORE_EV_LAYER,        /* a layer is done (committed with a store) */
+    REAP_SCORE_EV_DIFFER        /* a recomputed layer differs from its stored record */
+} reap_score_event_kind;
+
+typedef struct reap_score_event {
+    int kind;
+    const reap_id *model_id, *calib_id;
+    const uint8_t *run_id;          /* with a store, from EV_START on; else NULL */
+    int n_layers;                   /* decoder layers */
+    int layer;                      /* EV_LAYER, EV_DIFFER */
+    int is_moe;                     /* EV_LAYER */
+    double seconds;                 /* EV_LAYER: the layer's wall time */
+    int start_layer;                /* EV_START: > 0 when resumed from a checkpoint */
+    int64_t n_samples, n_rows, seq_len, n_tokens;   /* EV_IDS */
+    const reap_config *cfg;         /* EV_IDS on */
+    const reap_hash_stats *hash;    /* EV_IDS */
+} reap_score_event;
+
+/* Return non-zero to stop the run at the next layer boundary. */
+typedef int (*reap_score_event_cb)(void *ud, const reap_score_event *ev);
+
+typedef struct reap_score_job_opts {
+    const char *model_dir;
+    const char *calib_path;         /* JSON Lines {"input_ids": [...]} */
+    int seq_len;
+    int pack;                       /* 1: pack samples into rows */
+    int64_t max_samples;            /* 0: all */
+    const reap_backend_i *backend;  /* NULL: CPU */
+    reap_backend_opts backend_opts;
+    reap_store *store;              /* NULL: no store */
+    int force;                      /* score a complete pair again (verify its records) */
+    int checkpoint_every;           /* hidden-state checkpoint every N layers (0: none) */
+    int hash_threads;               /* 0: all cores */
+    reap_score_event_cb on_event;   /* optional */
+    void *ud;
+} reap_score_job_opts;
+
+typedef struct reap_score_result {
+    reap_id model_id, calib_id;
+    int has_run;                    /* a run record was written (store, not complete) */
+    uint8_t run_id[16];
+    int already_complete;           /* the pair was complete: nothing scored */
+    int start_layer;                /* where scoring started (0 or resumed) */
+    int n_differ;                   /* recomputed layers that differ from the store */
+    int64_t n_tokens;               /* valid calibration tokens */
+    reap_hash_stats hash;
+    /* This calibration set's statistics for every MoE layer, in layer order (from the
+     * store when there is one). Owned: reap_score_result_free. */
+    reap_layer_stats *stats;
+    int n_stats;
+} reap_score_result;
+
+/* Run the job. *res is initialised here; free it with reap_score_result_free whatever
+ * the return. Returns REAP_OK or the first error (message names the file, tensor, layer
+ * or store record); REAP_E_CANCELLED when on_event asked to stop. */
+int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res);
+
+void reap_score_result_free(reap_score_result *res);
+
+#endif

@@ -1,0 +1,162 @@
+/* catalog.c - model and calibration records (catalog.h): put-if-absent and get. */
+#include "catalog.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "records.h"
+#include "reap_err.h"
+#include "store_impl.h"
+
+void reap_model_info_free(reap_model_info *m)
+{
+    if (!m)
+        return;
+    for (int i = 0; m->files && i < m->n_files; i++)
+        free(m->files[i].path);
+    free(m->files);
+    free(m->moe_layers);
+    free(m->model_type);
+    free(m->first_seen_path);
+    memset(m, 0, sizeof *m);
+}
+
+void reap_calib_info_free(reap_calib_info *c)
+{
+    if (!c)
+        return;
+    free(c->source);
+    memset(c, 0, sizeof *c);
+}
+
+typedef struct put_ctx {
+    MDB_dbi dbi;
+    const uint8_t *key;   /* 32 B */
+    const uint8_t *val;
+    size_t len;
+} put_ctx;
+
+static int put_if_absent(reap_store *s, MDB_txn *txn, void *ud)
+{
+    const put_ctx *p = ud;
+    MDB_val k = {32, (void *)p->key}, v = {p->len, (void *)p->val};
+    int mrc = mdb_put(txn, p->dbi, &k, &v, MDB_NOOVERWRITE);
+    return mrc == MDB_KEYEXIST ? REAP_OK : store_mdb_err(s, mrc, "put");
+}
+
+int reap_store_model_put(reap_store *s, const reap_model_info *m)
+{
+    uint8_t *buf = NULL;
+    size_t len;
+    int rc;
+    if (m->n_layers < 1 || m->n_experts < 1 || m->n_moe_layers < 1)
+        return reap_err_set(REAP_E_INVALID, "%s: model record without layers or experts",
+                            s->dir);
+    if ((rc = rec_model_encode(m, &buf, &len)))
+        return rc;
+    put_ctx p = {s->db_models, m->id.b, buf, len};
+    rc = store_write(s, put_if_absent, &p);
+    free(buf);
+    return rc;
+}
+
+int reap_store_calib_put(reap_store *s, const reap_calib_info *c)
+{
+    uint8_t *buf = NULL;
+    size_t len;
+    int rc;
+    if (c->n_rows < 1 || c->seq_len < 1)
+        return reap_err_set(REAP_E_INVALID, "%s: calibration record without rows", s->dir);
+    if ((rc = rec_calib_encode(c, &buf, &len)))
+        return rc;
+    put_ctx p = {s->db_calibs, c->id.b, buf, len};
+    rc = store_write(s, put_if_absent, &p);
+    free(buf);
+    return rc;
+}
+
+int reap_store_model_get(reap_store *s, reap_store_snap *snap, const reap_id *id,
+                         reap_model_info *out)
+{
+    MDB_txn *txn;
+    MDB_val v;
+    char hex[65], what[4400];
+    int rc;
+    memset(out, 0, sizeof *out);
+    reap_id_hex(id, hex);
+    snprintf(what, sizeof what, "%s: model %s", s->dir, hex);
+    if ((rc = store_read_begin(s, snap, &txn)))
+        return rc;
+    rc = store_get(s, txn, s->db_models, id->b, 32, &v);
+    if (rc == REAP_E_NOTFOUND)
+        rc = reap_err_set(REAP_E_NOTFOUND, "%s: no model %s in the store", s->dir, hex);
+    if (!rc)
+        rc = rec_model_decode(v.mv_data, v.mv_size, id->b, what, out);
+    store_read_end(s, snap, txn);
+    return rc;
+}
+
+int reap_store_calib_get(reap_store *s, reap_store_snap *snap, const reap_id *id,
+                         reap_calib_info *out)
+{
+    MDB_txn *txn;
+    MDB_val v;
+    char hex[65], what[4400];
+    int rc;
+    memset(out, 0, sizeof *out);
+    reap_id_hex(id, hex);
+    snprintf(what, sizeof what, "%s: calibration %s", s->dir, hex);
+    if ((rc = store_read_begin(s, snap, &txn)))
+        return rc;
+    rc = store_get(s, txn, s->db_calibs, id->b, 32, &v);
+    if (rc == REAP_E_NOTFOUND)
+        rc = reap_err_set(REAP_E_NOTFOUND, "%s: no calibration set %s in the store", s->dir,
+                          hex);
+    if (!rc)
+        rc = rec_calib_decode(v.mv_data, v.mv_size, id->b, what, out);
+    store_read_end(s, snap, txn);
+    return rc;
+}
+
+int reap_store_model_list(reap_store *s, reap_store_snap *snap, reap_id **ids, int *n)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    MDB_stat st;
+    reap_id *out = NULL;
+    int cnt = 0, rc, mrc;
+    *ids = NULL;
+    *n = 0;
+    if ((rc = store_read_begin(s, snap, &txn)))
+        return rc;
+    if ((mrc = mdb_stat(txn, s->db_models, &st)) ||
+        (mrc = mdb_cursor_open(txn, s->db_models, &cur))) {
+        rc = store_mdb_err(s, mrc, "listing models");
+        goto fail;
+    }
+    out = calloc(st.ms_entries ? st.ms_entries : 1, sizeof *out);
+    if (!out) {
+        rc = reap_err_set(REAP_E_NOMEM, "%s: model list", s->dir);
+        goto fail;
+    }
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !mrc && (size_t)cnt < st.ms_entries;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 32) {
+            rc = reap_err_set(REAP_E_FORMAT, "%s: models: key of %zu bytes", s->dir,
+                              k.mv_size);
+            goto fail;
+        }
+        memcpy(out[cnt++].b, k.mv_data, 32);
+    }
+    *ids = out;
+    *n = cnt;
+    out = NULL;
+fail:
+    free(out);
+    if (cur)
+        mdb_cursor_close(cur);
+    store_read_end(s, snap, txn);
+    return rc;
+}

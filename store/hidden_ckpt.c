@@ -1,0 +1,315 @@
+/* hidden_ckpt.c - hidden-state checkpoint files: atomic write (temp, fsync, rename, fsync
+ * the folder), newest-valid load, cleanup (hidden_ckpt.h). */
+#include "hidden_ckpt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "reap_err.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "hidden-state checkpoints are written in the host's float layout: little-endian only"
+#endif
+
+#define HDR_LEN 96
+#define MAGIC "REAPHID1"
+#define CKPT_VERSION 1
+#define CHUNK ((size_t)8 << 20)
+
+static void le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t rd_le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void pair_dir(reap_store *s, const reap_id *m, const reap_id *c, char *out, size_t n)
+{
+    char mh[65], ch[65];
+    reap_id_hex(m, mh);
+    reap_id_hex(c, ch);
+    snprintf(out, n, "%s/checkpoints/%s-%s", reap_store_dir(s), mh, ch);
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return reap_err_set(REAP_E_IO, "%s: %s", dir, strerror(errno));
+    int bad = fsync(fd);
+    int e = errno;
+    close(fd);
+    return bad ? reap_err_set(REAP_E_IO, "%s: fsync: %s", dir, strerror(e)) : REAP_OK;
+}
+
+/* mkdir that accepts an existing directory and makes a new entry durable. */
+static int make_dir(const char *dir, const char *parent)
+{
+    if (mkdir(dir, 0755) == 0)
+        return fsync_dir(parent);
+    if (errno == EEXIST)
+        return REAP_OK;
+    return reap_err_set(REAP_E_IO, "%s: cannot create: %s", dir, strerror(errno));
+}
+
+static int write_all(int fd, const void *buf, size_t n, const char *path)
+{
+    const uint8_t *p = buf;
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return reap_err_set(REAP_E_IO, "%s: write: %s", path,
+                                w < 0 ? strerror(errno) : "no progress");
+        p += w;
+        n -= (size_t)w;
+    }
+    return REAP_OK;
+}
+
+static int read_all(int fd, void *buf, size_t n)
+{
+    uint8_t *p = buf;
+    while (n) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Parse "layer-LLLLL.bin"; -1 otherwise. */
+static int name_layer(const char *name)
+{
+    int layer, used = 0;
+    if (sscanf(name, "layer-%d.bin%n", &layer, &used) != 1 || name[used] != 0 || layer < 0)
+        return -1;
+    return layer;
+}
+
+/* Remove the pair's files except `keep` (NULL: remove all). */
+static int remove_others(const char *dir, const char *keep)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[8192];
+    int rc = REAP_OK;
+    if (!d)
+        return errno == ENOENT ? REAP_OK
+                               : reap_err_set(REAP_E_IO, "%s: %s", dir, strerror(errno));
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (keep && !strcmp(e->d_name, keep))
+            continue;
+        if (name_layer(e->d_name) < 0 && !strstr(e->d_name, ".tmp"))
+            continue; /* not ours */
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (unlink(p) && errno != ENOENT && !rc)
+            rc = reap_err_set(REAP_E_IO, "%s: %s", p, strerror(errno));
+    }
+    closedir(d);
+    return rc;
+}
+
+static void header(uint8_t h[HDR_LEN], const reap_id *m, const reap_id *c, int layer,
+                   int64_t T, int H)
+{
+    memset(h, 0, HDR_LEN);
+    memcpy(h, MAGIC, 8);
+    le32(h + 8, CKPT_VERSION);
+    le32(h + 12, (uint32_t)layer);
+    le64(h + 16, (uint64_t)T);
+    le32(h + 24, (uint32_t)H);
+    memcpy(h + 32, m->b, 32);
+    memcpy(h + 64, c->b, 32);
+}
+
+int reap_hidden_ckpt_write(reap_store *s, const reap_id *model, const reap_id *calib,
+                           int layer, const float *hidden, int64_t T, int H)
+{
+    char root[4200], dir[4400], tmp[4600], final[4600], name[64];
+    uint8_t h[HDR_LEN], digest[32];
+    crypto_generichash_state st;
+    int rc = REAP_OK, fd = -1;
+    if (layer < 0 || T < 1 || H < 1)
+        return reap_err_set(REAP_E_INVALID, "checkpoint: layer %d, shape [%lld, %d]", layer,
+                            (long long)T, H);
+    snprintf(root, sizeof root, "%s/checkpoints", reap_store_dir(s));
+    pair_dir(s, model, calib, dir, sizeof dir);
+    snprintf(name, sizeof name, "layer-%05d.bin", layer);
+    snprintf(final, sizeof final, "%s/%s", dir, name);
+    snprintf(tmp, sizeof tmp, "%s/%s.tmp.%ld", dir, name, (long)getpid());
+    if ((rc = make_dir(root, reap_store_dir(s))) || (rc = make_dir(dir, root)))
+        return rc;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc = reap_err_set(REAP_E_IO, "%s: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    header(h, model, calib, layer, T, H);
+    crypto_generichash_init(&st, NULL, 0, 32);
+    crypto_generichash_update(&st, h, HDR_LEN);
+    if ((rc = write_all(fd, h, HDR_LEN, tmp)))
+        goto fail;
+    const uint8_t *p = (const uint8_t *)hidden;
+    size_t left = (size_t)T * (size_t)H * sizeof(float);
+    while (left) {
+        size_t n = left < CHUNK ? left : CHUNK;
+        crypto_generichash_update(&st, p, n);
+        if ((rc = write_all(fd, p, n, tmp)))
+            goto fail;
+        p += n;
+        left -= n;
+    }
+    crypto_generichash_final(&st, digest, 32);
+    if ((rc = write_all(fd, digest, 32, tmp)))
+        goto fail;
+    if (fsync(fd)) {
+        rc = reap_err_set(REAP_E_IO, "%s: fsync: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    if (close(fd)) {
+        fd = -1;
+        rc = reap_err_set(REAP_E_IO, "%s: close: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    fd = -1;
+    if (rename(tmp, final)) {
+        rc = reap_err_set(REAP_E_IO, "%s: rename: %s", final, strerror(errno));
+        goto fail;
+    }
+    if ((rc = fsync_dir(dir)))
+        goto fail;
+    rc = remove_others(dir, name);
+fail:
+    if (fd >= 0)
+        close(fd);
+    if (rc)
+        unlink(tmp);
+    return rc;
+}
+
+/* Read and check one checkpoint file; *out malloc'd on success. 0 or -1 (unusable). */
+static int load_one(const char *path, const reap_id *m, const reap_id *c, int layer,
+                    int64_t T, int H, float **out)
+{
+    uint8_t h[HDR_LEN], want[HDR_LEN], digest[32], stored[32];
+    crypto_generichash_state st;
+    size_t bytes = (size_t)T * (size_t)H * sizeof(float);
+    struct stat sb;
+    float *buf = NULL;
+    int ok = -1, fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    header(want, m, c, layer, T, H);
+    if (fstat(fd, &sb) || (uint64_t)sb.st_size != HDR_LEN + (uint64_t)bytes + 32 ||
+        read_all(fd, h, HDR_LEN) || memcmp(h, want, HDR_LEN))
+        goto fail;
+    if (!(buf = malloc(bytes ? bytes : 1)) || read_all(fd, buf, bytes) ||
+        read_all(fd, stored, 32))
+        goto fail;
+    crypto_generichash_init(&st, NULL, 0, 32);
+    crypto_generichash_update(&st, h, HDR_LEN);
+    for (size_t off = 0; off < bytes; off += CHUNK)
+        crypto_generichash_update(&st, (const uint8_t *)buf + off,
+                                  bytes - off < CHUNK ? bytes - off : CHUNK);
+    crypto_generichash_final(&st, digest, 32);
+    if (memcmp(digest, stored, 32) || rd_le(h + 12, 4) != (uint64_t)layer)
+        goto fail;
+    *out = buf;
+    buf = NULL;
+    ok = 0;
+fail:
+    free(buf);
+    close(fd);
+    return ok;
+}
+
+static int int_desc(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x < y) - (x > y);
+}
+
+int reap_hidden_ckpt_load(reap_store *s, const reap_id *model, const reap_id *calib,
+                          int max_layer, int64_t T, int H, int *layer, float **hidden)
+{
+    char dir[4400], p[4600];
+    DIR *d;
+    struct dirent *e;
+    int *layers = NULL, n = 0, cap = 0, rc = REAP_E_NOTFOUND;
+    *hidden = NULL;
+    *layer = -1;
+    if (sodium_init() < 0)
+        return reap_err_set(REAP_E_INTERNAL, "libsodium initialisation failed");
+    pair_dir(s, model, calib, dir, sizeof dir);
+    if (!(d = opendir(dir)))
+        return REAP_E_NOTFOUND;
+    while ((e = readdir(d))) {
+        int l = name_layer(e->d_name);
+        if (l < 0 || l > max_layer)
+            continue;
+        if (n == cap) {
+            int nc = cap ? 2 * cap : 8;
+            int *nl = realloc(layers, (size_t)nc * sizeof *nl);
+            if (!nl) {
+                rc = reap_err_set(REAP_E_NOMEM, "%s: checkpoint list", dir);
+                goto fail;
+            }
+            layers = nl;
+            cap = nc;
+        }
+        layers[n++] = l;
+    }
+    qsort(layers, (size_t)n, sizeof *layers, int_desc);
+    for (int i = 0; i < n; i++) {
+        snprintf(p, sizeof p, "%s/layer-%05d.bin", dir, layers[i]);
+        if (!load_one(p, model, calib, layers[i], T, H, hidden)) {
+            *layer = layers[i];
+            rc = REAP_OK;
+            break;
+        }
+    }
+fail:
+    closedir(d);
+    free(layers);
+    return rc;
+}
+
+int reap_hidden_ckpt_clear(reap_store *s, const reap_id *model, const reap_id *calib)
+{
+    char dir[4400];
+    int rc;
+    pair_dir(s, model, calib, dir, sizeof dir);
+    if ((rc = remove_others(dir, NULL)))
+        return rc;
+    if (rmdir(dir) && errno != ENOENT && errno != ENOTEMPTY)
+        return reap_err_set(REAP_E_IO, "%s: %s", dir, strerror(errno));
+    return REAP_OK;
+}

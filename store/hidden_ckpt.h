@@ -1,0 +1,50 @@
+/* hidden_ckpt.h - hidden-state checkpoints of scoring runs, as files beside the store, so
+ * a killed run resumes at the layer after its newest checkpoint instead of layer 0.
+ *
+ * Files: STORE/checkpoints/<model_id hex>-<calib_id hex>/layer-LLLLL.bin, the hidden
+ * states [T, H] fp32 leaving decoder layer L:
+ *
+ *   offset  size  field
+ *   0       8     magic "REAPHID1"
+ *   8       4     u32 LE format version (1)
+ *   12      4     u32 LE layer
+ *   16      8     u64 LE T (tokens = rows x seq_len)
+ *   24      4     u32 LE H
+ *   28      4     reserved (0)
+ *   32      32    model_id
+ *   64      32    calib_id
+ *   96      T*H*4 hidden states, fp32 little-endian, row-major
+ *   end     32    BLAKE2b-256 of everything before it
+ *
+ * Writes are atomic (valkey rdb.c): a temporary file in the same folder, fsync, rename,
+ * fsync of the folder; then older checkpoints of the pair are removed (one checkpoint
+ * per pair is kept). A checkpoint that is short, has another shape or pair, or fails its
+ * digest is ignored by reap_hidden_ckpt_load (a killed writer leaves at most a
+ * temporary file, which is removed).
+ *
+ * Thread rules: one scoring run of a (model, calib) pair at a time writes its folder;
+ * concurrent runs of other pairs use other folders.
+ */
+#ifndef REAP_STORE_HIDDEN_CKPT_H
+#define REAP_STORE_HIDDEN_CKPT_H
+
+#include <stdint.h>
+
+#include "store.h"
+
+/* Write the checkpoint of `layer` (hidden [T, H]) and remove older ones of the pair.
+ * REAP_OK, REAP_E_IO (disk full, permissions: the message names the file),
+ * REAP_E_INVALID (bad sizes), REAP_E_NOMEM. */
+int reap_hidden_ckpt_write(reap_store *s, const reap_id *model, const reap_id *calib,
+                           int layer, const float *hidden, int64_t T, int H);
+
+/* Load the newest valid checkpoint of the pair with layer <= max_layer and shape
+ * [T, H]. On success *layer is its layer and *hidden a malloc'd [T, H] array (free()).
+ * REAP_E_NOTFOUND (none usable; no message needed), REAP_E_NOMEM, REAP_E_IO. */
+int reap_hidden_ckpt_load(reap_store *s, const reap_id *model, const reap_id *calib,
+                          int max_layer, int64_t T, int H, int *layer, float **hidden);
+
+/* Remove every checkpoint of the pair and its folder. REAP_OK or REAP_E_IO. */
+int reap_hidden_ckpt_clear(reap_store *s, const reap_id *model, const reap_id *calib);
+
+#endif

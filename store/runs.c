@@ -1,0 +1,257 @@
+/* runs.c - run records (runs.h): begin, per-layer commit (statistics and run record in
+ * one write transaction), finish, get, list. */
+#include "runs.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "records.h"
+#include "reap_err.h"
+#include "store_impl.h"
+
+const char *reap_run_state_name(int state)
+{
+    switch (state) {
+    case REAP_RUN_RUNNING:
+        return "running";
+    case REAP_RUN_DONE:
+        return "done";
+    case REAP_RUN_FAILED:
+        return "failed";
+    case REAP_RUN_CANCELLED:
+        return "cancelled";
+    default:
+        return "unknown";
+    }
+}
+
+void reap_run_info_free(reap_run_info *r)
+{
+    if (!r)
+        return;
+    free(r->backend);
+    free(r->device);
+    free(r->error);
+    free(r->host);
+    free(r->layer_seconds);
+    memset(r, 0, sizeof *r);
+}
+
+void reap_run_id_hex(const uint8_t id[16], char out[33])
+{
+    static const char hx[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hx[id[i] >> 4];
+        out[2 * i + 1] = hx[id[i] & 15];
+    }
+    out[32] = 0;
+}
+
+int reap_run_id_parse(const char *hex, uint8_t id[16])
+{
+    reap_id tmp;
+    char buf[65];
+    if (!hex || strlen(hex) != 32)
+        return reap_err_set(REAP_E_INVALID, "'%s' is not a run id (32 hex digits)",
+                            hex ? hex : "(null)");
+    /* Reuse the 64-digit parser on a zero-padded copy. */
+    memcpy(buf, hex, 32);
+    memset(buf + 32, '0', 32);
+    buf[64] = 0;
+    if (reap_id_parse(buf, &tmp))
+        return reap_err_set(REAP_E_INVALID, "'%s' is not a run id (32 hex digits)", hex);
+    memcpy(id, tmp.b, 16);
+    return REAP_OK;
+}
+
+static int dup_or_null(const char *src, char **dst)
+{
+    *dst = NULL;
+    if (!src)
+        return REAP_OK;
+    *dst = strdup(src);
+    return *dst ? REAP_OK : reap_err_set(REAP_E_NOMEM, "store: run record");
+}
+
+typedef struct run_write {
+    const reap_run_info *run;
+    const reap_id *model, *calib;
+    const reap_layer_stats *st;   /* NULL: run record only */
+    int outcome;
+} run_write;
+
+static int run_write_fn(reap_store *s, MDB_txn *txn, void *ud)
+{
+    run_write *w = ud;
+    uint8_t *buf = NULL;
+    size_t len;
+    int rc = REAP_OK;
+    w->outcome = REAP_STATS_WRITTEN;
+    if (w->st && (rc = store_stats_put_txn(s, txn, w->model, w->calib, w->st,
+                                           w->run->backend, &w->outcome)))
+        return rc;
+    if ((rc = rec_run_encode(w->run, &buf, &len)))
+        return rc;
+    rc = store_put(s, txn, s->db_runs, w->run->run_id, 16, buf, len, 0);
+    free(buf);
+    return rc;
+}
+
+static int run_save(reap_store *s, reap_run_info *run)
+{
+    run_write w = {run, &run->model, &run->calib, NULL, 0};
+    run->updated_unix_ns = store_now_ns();
+    return store_write(s, run_write_fn, &w);
+}
+
+int reap_store_run_begin(reap_store *s, const reap_id *model, const reap_id *calib,
+                         int n_layers, int start_layer, const char *backend,
+                         const char *device, reap_run_info *out)
+{
+    reap_run_info r = {0};
+    char host[256] = "";
+    int rc;
+    memset(out, 0, sizeof *out);
+    if (n_layers < 1 || start_layer < 0 || start_layer >= n_layers)
+        return reap_err_set(REAP_E_INVALID, "run: start layer %d of %d", start_layer,
+                            n_layers);
+    r.started_unix_ns = store_now_ns();
+    store_be64(r.run_id, (uint64_t)r.started_unix_ns);
+    randombytes_buf(r.run_id + 8, 8);
+    r.model = *model;
+    r.calib = *calib;
+    r.state = REAP_RUN_RUNNING;
+    r.n_layers = n_layers;
+    r.start_layer = start_layer;
+    r.layers_done = start_layer;
+    r.pid = (int)getpid();
+    gethostname(host, sizeof host - 1);
+    r.layer_seconds = calloc((size_t)n_layers, sizeof *r.layer_seconds);
+    if (!r.layer_seconds || (rc = dup_or_null(backend, &r.backend)) ||
+        (rc = dup_or_null(device, &r.device)) || (rc = dup_or_null(host, &r.host))) {
+        rc = reap_err_set(REAP_E_NOMEM, "store: run record");
+        goto fail;
+    }
+    if ((rc = run_save(s, &r)))
+        goto fail;
+    *out = r;
+    return REAP_OK;
+fail:
+    reap_run_info_free(&r);
+    return rc;
+}
+
+int reap_store_run_commit_layer(reap_store *s, reap_run_info *run, int layer,
+                                double seconds, const reap_layer_stats *st,
+                                reap_stats_outcome *outcome)
+{
+    int rc;
+    if (layer < 0 || layer >= run->n_layers || (st && st->layer != layer))
+        return reap_err_set(REAP_E_INVALID, "run: commit of layer %d (statistics of layer "
+                                            "%d) in a run of %d layers",
+                            layer, st ? st->layer : -1, run->n_layers);
+    /* The record grows by one timing per layer; keep the caller's copy in step. */
+    if (run->n_layer_seconds >= run->n_layers)
+        return reap_err_set(REAP_E_INVALID, "run: more layer commits than layers");
+    if (!run->layer_seconds &&
+        !(run->layer_seconds = calloc((size_t)run->n_layers, sizeof *run->layer_seconds)))
+        return reap_err_set(REAP_E_NOMEM, "store: run record");
+    int old_done = run->layers_done, old_n = run->n_layer_seconds;
+    run->layer_seconds[run->n_layer_seconds++] = seconds;
+    if (layer + 1 > run->layers_done)
+        run->layers_done = layer + 1;
+    run->updated_unix_ns = store_now_ns();
+    run_write w = {run, &run->model, &run->calib, st, 0};
+    if ((rc = store_write(s, run_write_fn, &w))) {
+        run->layers_done = old_done;
+        run->n_layer_seconds = old_n;
+        return rc;
+    }
+    if (outcome)
+        *outcome = (reap_stats_outcome)w.outcome;
+    return REAP_OK;
+}
+
+int reap_store_run_finish(reap_store *s, reap_run_info *run, int state, const char *error)
+{
+    if (state != REAP_RUN_DONE && state != REAP_RUN_FAILED && state != REAP_RUN_CANCELLED)
+        return reap_err_set(REAP_E_INVALID, "run: final state %d", state);
+    free(run->error);
+    run->error = NULL;
+    if (error && dup_or_null(error, &run->error))
+        return REAP_E_NOMEM;
+    run->state = state;
+    run->finished_unix_ns = store_now_ns();
+    return run_save(s, run);
+}
+
+int reap_store_run_get(reap_store *s, reap_store_snap *snap, const uint8_t run_id[16],
+                       reap_run_info *out)
+{
+    MDB_txn *txn;
+    MDB_val v;
+    char hex[33], what[4400];
+    int rc;
+    memset(out, 0, sizeof *out);
+    reap_run_id_hex(run_id, hex);
+    snprintf(what, sizeof what, "%s: run %s", s->dir, hex);
+    if ((rc = store_read_begin(s, snap, &txn)))
+        return rc;
+    rc = store_get(s, txn, s->db_runs, run_id, 16, &v);
+    if (rc == REAP_E_NOTFOUND)
+        rc = reap_err_set(REAP_E_NOTFOUND, "%s: no run %s", s->dir, hex);
+    if (!rc)
+        rc = rec_run_decode(v.mv_data, v.mv_size, run_id, what, out);
+    store_read_end(s, snap, txn);
+    return rc;
+}
+
+int reap_store_run_list(reap_store *s, reap_store_snap *snap, reap_run_info **runs, int *n)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    MDB_stat st;
+    reap_run_info *out = NULL;
+    int cnt = 0, rc, mrc;
+    char what[4400];
+    *runs = NULL;
+    *n = 0;
+    snprintf(what, sizeof what, "%s: run record", s->dir);
+    if ((rc = store_read_begin(s, snap, &txn)))
+        return rc;
+    if ((mrc = mdb_stat(txn, s->db_runs, &st)) ||
+        (mrc = mdb_cursor_open(txn, s->db_runs, &cur))) {
+        rc = store_mdb_err(s, mrc, "listing runs");
+        goto fail;
+    }
+    out = calloc(st.ms_entries ? st.ms_entries : 1, sizeof *out);
+    if (!out) {
+        rc = reap_err_set(REAP_E_NOMEM, "%s: run list", s->dir);
+        goto fail;
+    }
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !mrc && (size_t)cnt < st.ms_entries;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 16) {
+            rc = reap_err_set(REAP_E_FORMAT, "%s: runs: key of %zu bytes", s->dir, k.mv_size);
+            goto fail;
+        }
+        if ((rc = rec_run_decode(v.mv_data, v.mv_size, k.mv_data, what, &out[cnt])))
+            goto fail;
+        cnt++;
+    }
+    *runs = out;
+    *n = cnt;
+    out = NULL;
+fail:
+    for (int i = 0; out && i < cnt; i++)
+        reap_run_info_free(&out[i]);
+    free(out);
+    if (cur)
+        mdb_cursor_close(cur);
+    store_read_end(s, snap, txn);
+    return rc;
+}

@@ -1,0 +1,86 @@
+/* runs.h - the `runs` database: one record per scoring run (an attempt to score one
+ * (model, calibration) pair), updated in the same write transaction as each layer's
+ * statistics, so a snapshot never sees a layer counted as done without its record.
+ *
+ * run_id: 16 bytes = start time (ns since the epoch, u64 big-endian) | 8 random bytes,
+ * so runs list in start order. States: running -> done | failed | cancelled. A run left
+ * "running" by a process that died stays so; a later run of the same pair resumes the
+ * work (the scorer's job, see scorer/score_job.h) with a new run_id.
+ *
+ * Thread rules: as store.h. A reap_run_info is the caller's copy of the record: the
+ * functions below update it and write it; one thread uses one run at a time.
+ */
+#ifndef REAP_STORE_RUNS_H
+#define REAP_STORE_RUNS_H
+
+#include <stdint.h>
+
+#include "stats.h"
+#include "stats_store.h"
+#include "store.h"
+
+typedef enum reap_run_state {
+    REAP_RUN_UNSPECIFIED = 0,
+    REAP_RUN_RUNNING = 1,
+    REAP_RUN_DONE = 2,
+    REAP_RUN_FAILED = 3,
+    REAP_RUN_CANCELLED = 4
+} reap_run_state;
+
+/* "running", "done", "failed", "cancelled" ("unknown" otherwise). */
+const char *reap_run_state_name(int state);
+
+typedef struct reap_run_info {
+    uint8_t run_id[16];
+    reap_id model, calib;
+    int state;                 /* reap_run_state */
+    int layers_done;           /* decoder layers 0..layers_done-1 are committed */
+    int n_layers;
+    int start_layer;           /* > 0: resumed */
+    char *backend, *device, *error, *host;   /* may be NULL */
+    int64_t started_unix_ns, updated_unix_ns, finished_unix_ns;
+    int n_layer_seconds;
+    double *layer_seconds;     /* [n_layer_seconds]: layers computed by this run */
+    int pid;
+} reap_run_info;
+
+void reap_run_info_free(reap_run_info *r);
+
+/* Lower-case hex of a run id (32 characters and a NUL). */
+void reap_run_id_hex(const uint8_t id[16], char out[33]);
+/* Parse 32 hex digits. REAP_OK or REAP_E_INVALID. */
+int reap_run_id_parse(const char *hex, uint8_t id[16]);
+
+/* Create a run record in state running with a new run_id. backend/device may be NULL.
+ * layers_done starts at start_layer. *out is initialised here (free with
+ * reap_run_info_free). REAP_OK, REAP_E_INVALID (read-only), REAP_E_IO, REAP_E_NOMEM. */
+int reap_store_run_begin(reap_store *s, const reap_id *model, const reap_id *calib,
+                         int n_layers, int start_layer, const char *backend,
+                         const char *device, reap_run_info *out);
+
+/* Commit decoder layer `layer` of the run in one write transaction: the statistics
+ * record of (run->model, run->calib, st->layer) when st is not NULL (a MoE layer), and
+ * the run record with layers_done = layer + 1 and the layer's seconds appended.
+ * An existing statistics record is never replaced: *outcome (may be NULL) says whether
+ * the record was written, was already there and equal, or was there and differs.
+ * REAP_OK, REAP_E_INVALID (layer out of order, st->layer != layer), REAP_E_IO,
+ * REAP_E_NOMEM, REAP_E_FORMAT (the existing record is damaged). */
+int reap_store_run_commit_layer(reap_store *s, reap_run_info *run, int layer,
+                                double seconds, const reap_layer_stats *st,
+                                reap_stats_outcome *outcome);
+
+/* Set the final state (done, failed, cancelled) and error text (may be NULL) and write
+ * the record. REAP_OK, REAP_E_INVALID, REAP_E_IO, REAP_E_NOMEM. */
+int reap_store_run_finish(reap_store *s, reap_run_info *run, int state, const char *error);
+
+/* Read one run. REAP_OK, REAP_E_NOTFOUND (message names the id), REAP_E_FORMAT,
+ * REAP_E_UNSUPPORTED, REAP_E_NOMEM. */
+int reap_store_run_get(reap_store *s, reap_store_snap *snap, const uint8_t run_id[16],
+                       reap_run_info *out);
+
+/* Every run, oldest first. *runs is malloc'd: reap_run_info_free each, then free().
+ * *n may be 0. */
+int reap_store_run_list(reap_store *s, reap_store_snap *snap, reap_run_info **runs,
+                        int *n);
+
+#endif

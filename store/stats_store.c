@@ -1,0 +1,423 @@
+/* stats_store.c - per-layer statistics records: write-once put, verified get, the
+ * layers and calibration sets present for a model, and the merged view (stats_store.h). */
+#include "stats_store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "catalog.h"
+#include "records.h"
+#include "reap_err.h"
+#include "store_impl.h"
+
+int reap_stats_identical(const reap_layer_stats *a, const reap_layer_stats *b)
+{
+    size_t E = (size_t)a->n_experts;
+    return a->layer == b->layer && a->n_experts == b->n_experts && a->top_k == b->top_k &&
+           a->tokens == b->tokens && !memcmp(a->count, b->count, E * sizeof *a->count) &&
+           !memcmp(a->sum_gate_norm, b->sum_gate_norm, E * sizeof *a->sum_gate_norm) &&
+           !memcmp(a->sum_norm, b->sum_norm, E * sizeof *a->sum_norm) &&
+           !memcmp(a->sum_gate, b->sum_gate, E * sizeof *a->sum_gate) &&
+           !memcmp(a->max_act, b->max_act, E * sizeof *a->max_act);
+}
+
+static void stats_what(const reap_store *s, const reap_id *m, const reap_id *c, int layer,
+                       char *out, size_t n)
+{
+    char mh[65], ch[65];
+    reap_id_hex(m, mh);
+    reap_id_hex(c, ch);
+    snprintf(out, n, "%s: stats %.16s/%.16s layer %d", s->dir, mh, ch, layer);
+}
+
+int store_stats_put_txn(reap_store *s, MDB_txn *txn, const reap_id *model,
+                        const reap_id *calib, const reap_layer_stats *st,
+                        const char *backend, int *outcome)
+{
+    uint8_t key[STORE_STATS_KEY_LEN], *buf = NULL;
+    size_t len;
+    MDB_val v;
+    reap_layer_stats old = {0};
+    char what[4400];
+    int rc;
+    store_stats_key(key, model, calib, (uint32_t)st->layer);
+    rc = store_get(s, txn, s->db_stats, key, sizeof key, &v);
+    if (rc == REAP_OK) {
+        stats_what(s, model, calib, st->layer, what, sizeof what);
+        if ((rc = rec_stats_decode(v.mv_data, v.mv_size, key, what, &old, NULL, NULL, NULL)))
+            goto fail;
+        if (outcome)
+            *outcome = reap_stats_identical(&old, st) ? REAP_STATS_SAME : REAP_STATS_DIFFERENT;
+        goto fail;
+    }
+    if (rc != REAP_E_NOTFOUND)
+        goto fail;
+    if ((rc = rec_stats_encode(model, calib, st, backend, &buf, &len)))
+        goto fail;
+    rc = store_put(s, txn, s->db_stats, key, sizeof key, buf, len, 0);
+    if (!rc && outcome)
+        *outcome = REAP_STATS_WRITTEN;
+fail:
+    free(buf);
+    reap_layer_stats_free(&old);
+    return rc;
+}
+
+typedef struct put_ctx {
+    const reap_id *model, *calib;
+    const reap_layer_stats *st;
+    const char *backend;
+    int outcome;
+} put_ctx;
+
+static int put_fn(reap_store *s, MDB_txn *txn, void *ud)
+{
+    put_ctx *p = ud;
+    return store_stats_put_txn(s, txn, p->model, p->calib, p->st, p->backend, &p->outcome);
+}
+
+int reap_store_stats_put(reap_store *s, const reap_id *model, const reap_id *calib,
+                         const reap_layer_stats *st, const char *backend,
+                         reap_stats_outcome *outcome)
+{
+    put_ctx p = {model, calib, st, backend, REAP_STATS_WRITTEN};
+    int rc = store_write(s, put_fn, &p);
+    if (!rc && outcome)
+        *outcome = (reap_stats_outcome)p.outcome;
+    return rc;
+}
+
+static int stats_get_txn(reap_store *s, MDB_txn *txn, const reap_id *model,
+                         const reap_id *calib, int layer, reap_layer_stats *out)
+{
+    uint8_t key[STORE_STATS_KEY_LEN];
+    MDB_val v;
+    char what[4400];
+    int rc;
+    store_stats_key(key, model, calib, (uint32_t)layer);
+    if ((rc = store_get(s, txn, s->db_stats, key, sizeof key, &v)))
+        return rc;
+    stats_what(s, model, calib, layer, what, sizeof what);
+    return rec_stats_decode(v.mv_data, v.mv_size, key, what, out, NULL, NULL, NULL);
+}
+
+int reap_store_stats_get(reap_store *s, reap_store_snap *snap, const reap_id *model,
+                         const reap_id *calib, int layer, reap_layer_stats *out)
+{
+    MDB_txn *txn;
+    int rc;
+    memset(out, 0, sizeof *out);
+    if (layer < 0)
+        return reap_err_set(REAP_E_INVALID, "%s: layer %d", s->dir, layer);
+    if ((rc = store_read_begin(s, snap, &txn)))
+        return rc;
+    rc = stats_get_txn(s, txn, model, calib, layer, out);
+    store_read_end(s, snap, txn);
+    return rc;
+}
+
+/* Calls fn(ud, calib, layer) for every stats key of `model` (calib == NULL: every
+ * calibration set; else only that one), in key order. */
+typedef int (*key_fn)(void *ud, const reap_id *calib, int layer);
+
+static int walk_keys(reap_store *s, MDB_txn *txn, const reap_id *model, const reap_id *calib,
+                     key_fn fn, void *ud)
+{
+    uint8_t start[STORE_STATS_KEY_LEN] = {0};
+    size_t prefix = calib ? 64 : 32;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    int rc = REAP_OK, mrc;
+    memcpy(start, model->b, 32);
+    if (calib)
+        memcpy(start + 32, calib->b, 32);
+    if ((mrc = mdb_cursor_open(txn, s->db_stats, &cur)))
+        return store_mdb_err(s, mrc, "stats cursor");
+    k.mv_size = sizeof start;
+    k.mv_data = start;
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !mrc && !rc;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        const uint8_t *key = k.mv_data;
+        if (k.mv_size != STORE_STATS_KEY_LEN) {
+            rc = reap_err_set(REAP_E_FORMAT, "%s: stats: key of %zu bytes", s->dir,
+                              k.mv_size);
+            break;
+        }
+        if (memcmp(key, start, prefix))
+            break;
+        reap_id c;
+        memcpy(c.b, key + 32, 32);
+        rc = fn(ud, &c, (int)store_rd_be32(key + 64));
+    }
+    if (!rc && mrc && mrc != MDB_NOTFOUND)
+        rc = store_mdb_err(s, mrc, "walking statistics");
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+typedef struct int_list {
+    int *v;
+    int n, cap;
+} int_list;
+
+static int layer_push(void *ud, const reap_id *calib, int layer)
+{
+    int_list *l = ud;
+    (void)calib;
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        int *nv = realloc(l->v, (size_t)cap * sizeof *nv);
+        if (!nv)
+            return reap_err_set(REAP_E_NOMEM, "store: layer list");
+        l->v = nv;
+        l->cap = cap;
+    }
+    l->v[l->n++] = layer;
+    return REAP_OK;
+}
+
+int reap_store_stats_layers(reap_store *s, reap_store_snap *snap, const reap_id *model,
+                            const reap_id *calib, int **layers, int *n)
+{
+    MDB_txn *txn;
+    int_list l = {0};
+    int rc;
+    *layers = NULL;
+    *n = 0;
+    if ((rc = store_read_begin(s, snap, &txn)))
+        return rc;
+    rc = walk_keys(s, txn, model, calib, layer_push, &l);
+    store_read_end(s, snap, txn);
+    if (rc) {
+        free(l.v);
+        return rc;
+    }
+    *layers = l.v;
+    *n = l.n;
+    return REAP_OK;
+}
+
+/* Per calibration set of a model: its id and whether every MoE layer is present. */
+typedef struct calib_scan {
+    const reap_model_info *model;
+    reap_id *ids;
+    int *complete;
+    int n, cap;
+    int next_moe;        /* index into model->moe_layers matched so far for ids[n-1] */
+} calib_scan;
+
+static int calib_push(void *ud, const reap_id *calib, int layer)
+{
+    calib_scan *cs = ud;
+    if (cs->n == 0 || memcmp(cs->ids[cs->n - 1].b, calib->b, 32)) {
+        if (cs->n == cs->cap) {
+            int cap = cs->cap ? 2 * cs->cap : 16;
+            reap_id *ni = realloc(cs->ids, (size_t)cap * sizeof *ni);
+            if (ni)
+                cs->ids = ni;
+            int *nc = realloc(cs->complete, (size_t)cap * sizeof *nc);
+            if (nc)
+                cs->complete = nc;
+            if (!ni || !nc)
+                return reap_err_set(REAP_E_NOMEM, "store: calibration list");
+            cs->cap = cap;
+        }
+        cs->ids[cs->n] = *calib;
+        cs->complete[cs->n] = 0;
+        cs->n++;
+        cs->next_moe = 0;
+    }
+    /* Layers arrive ascending; count the MoE layers matched in order. */
+    const reap_model_info *m = cs->model;
+    if (cs->next_moe < m->n_moe_layers && m->moe_layers[cs->next_moe] == layer)
+        cs->next_moe++;
+    cs->complete[cs->n - 1] = cs->next_moe == m->n_moe_layers;
+    return REAP_OK;
+}
+
+static int scan_calibs(reap_store *s, MDB_txn *txn, const reap_model_info *m,
+                       calib_scan *cs)
+{
+    memset(cs, 0, sizeof *cs);
+    cs->model = m;
+    int rc = walk_keys(s, txn, &m->id, NULL, calib_push, cs);
+    if (rc) {
+        free(cs->ids);
+        free(cs->complete);
+        memset(cs, 0, sizeof *cs);
+    }
+    return rc;
+}
+
+static int model_get_txn(reap_store *s, MDB_txn *txn, const reap_id *model,
+                         reap_model_info *out)
+{
+    reap_store_snap tmp = {s, txn};
+    return reap_store_model_get(s, &tmp, model, out);
+}
+
+int reap_store_stats_complete(reap_store *s, reap_store_snap *snap, const reap_id *model,
+                              const reap_id *calib, int *complete)
+{
+    MDB_txn *txn;
+    reap_model_info m = {0};
+    int_list l = {0};
+    int rc, j = 0;
+    *complete = 0;
+    if ((rc = store_read_begin(s, snap, &txn)))
+        return rc;
+    if ((rc = model_get_txn(s, txn, model, &m)) ||
+        (rc = walk_keys(s, txn, model, calib, layer_push, &l)))
+        goto fail;
+    for (int i = 0; i < l.n && j < m.n_moe_layers; i++)
+        if (l.v[i] == m.moe_layers[j])
+            j++;
+    *complete = j == m.n_moe_layers;
+fail:
+    free(l.v);
+    reap_model_info_free(&m);
+    store_read_end(s, snap, txn);
+    return rc;
+}
+
+int reap_store_stats_calibs(reap_store *s, reap_store_snap *snap, const reap_id *model,
+                            int complete_only, reap_id **calibs, int *n)
+{
+    MDB_txn *txn;
+    reap_model_info m = {0};
+    calib_scan cs = {0};
+    int rc, k = 0;
+    *calibs = NULL;
+    *n = 0;
+    if ((rc = store_read_begin(s, snap, &txn)))
+        return rc;
+    if ((rc = model_get_txn(s, txn, model, &m)) || (rc = scan_calibs(s, txn, &m, &cs)))
+        goto fail;
+    for (int i = 0; i < cs.n; i++)
+        if (!complete_only || cs.complete[i])
+            cs.ids[k++] = cs.ids[i];
+    *calibs = cs.ids;
+    *n = k;
+    cs.ids = NULL;
+fail:
+    free(cs.ids);
+    free(cs.complete);
+    reap_model_info_free(&m);
+    store_read_end(s, snap, txn);
+    return rc;
+}
+
+/* stats_get_txn for a record the completeness scan saw: absence is damage. */
+static int merged_get(reap_store *s, MDB_txn *txn, const reap_id *model,
+                      const reap_id *calib, int layer, reap_layer_stats *out)
+{
+    int rc = stats_get_txn(s, txn, model, calib, layer, out);
+    if (rc == REAP_E_NOTFOUND) {
+        char what[4400];
+        stats_what(s, model, calib, layer, what, sizeof what);
+        rc = reap_err_set(REAP_E_FORMAT, "%s: record missing", what);
+    }
+    return rc;
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, 32);
+}
+
+int reap_store_stats_merged(reap_store *s, reap_store_snap *snap, const reap_id *model,
+                            const reap_id *calibs, int n_calibs, reap_layer_stats **out,
+                            int *n_out, reap_id **used, int *n_used)
+{
+    MDB_txn *txn = NULL;
+    reap_model_info m = {0};
+    calib_scan cs = {0};
+    reap_id *sel = NULL;
+    reap_layer_stats *res = NULL, one = {0};
+    int n_sel = 0, n_res = 0, rc;
+    char mh[65], ch[65];
+    *out = NULL;
+    *n_out = 0;
+    if (used)
+        *used = NULL;
+    if (n_used)
+        *n_used = 0;
+    reap_id_hex(model, mh);
+    if ((rc = store_read_begin(s, snap, &txn)))
+        return rc;
+    if ((rc = model_get_txn(s, txn, model, &m)) || (rc = scan_calibs(s, txn, &m, &cs)))
+        goto fail;
+    sel = malloc((size_t)(n_calibs > 0 ? n_calibs : cs.n > 0 ? cs.n : 1) * sizeof *sel);
+    if (!sel) {
+        rc = reap_err_set(REAP_E_NOMEM, "%s: calibration selection", s->dir);
+        goto fail;
+    }
+    if (n_calibs > 0) {
+        memcpy(sel, calibs, (size_t)n_calibs * sizeof *sel);
+        n_sel = n_calibs;
+        qsort(sel, (size_t)n_sel, sizeof *sel, id_cmp);
+        for (int i = 0; i < n_sel; i++) {
+            int found = 0;
+            reap_id_hex(&sel[i], ch);
+            if (i && !memcmp(sel[i].b, sel[i - 1].b, 32)) {
+                rc = reap_err_set(REAP_E_INVALID, "calibration id %s given twice", ch);
+                goto fail;
+            }
+            for (int j = 0; j < cs.n && !found; j++)
+                found = !memcmp(cs.ids[j].b, sel[i].b, 32) && cs.complete[j];
+            if (!found) {
+                rc = reap_err_set(REAP_E_NOTFOUND,
+                                  "%s: model %s has no complete statistics for calibration "
+                                  "set %s", s->dir, mh, ch);
+                goto fail;
+            }
+        }
+    } else {
+        for (int j = 0; j < cs.n; j++)
+            if (cs.complete[j])
+                sel[n_sel++] = cs.ids[j];
+        if (!n_sel) {
+            rc = reap_err_set(REAP_E_NOTFOUND,
+                              "%s: model %s has no complete calibration set (score it first)",
+                              s->dir, mh);
+            goto fail;
+        }
+    }
+    res = calloc((size_t)m.n_moe_layers, sizeof *res);
+    if (!res) {
+        rc = reap_err_set(REAP_E_NOMEM, "%s: merged statistics", s->dir);
+        goto fail;
+    }
+    for (int i = 0; i < m.n_moe_layers; i++) {
+        if ((rc = merged_get(s, txn, model, &sel[0], m.moe_layers[i], &res[i])))
+            goto fail;
+        n_res++;
+        for (int j = 1; j < n_sel; j++) {
+            if ((rc = merged_get(s, txn, model, &sel[j], m.moe_layers[i], &one)) ||
+                (rc = reap_layer_stats_merge(&res[i], &one)))
+                goto fail;
+            reap_layer_stats_free(&one);
+        }
+    }
+    *out = res;
+    *n_out = n_res;
+    res = NULL;
+    if (used) {
+        *used = sel;
+        sel = NULL;
+    }
+    if (n_used)
+        *n_used = n_sel;
+fail:
+    reap_layer_stats_free(&one);
+    for (int i = 0; res && i < n_res; i++)
+        reap_layer_stats_free(&res[i]);
+    free(res);
+    free(sel);
+    free(cs.ids);
+    free(cs.complete);
+    reap_model_info_free(&m);
+    store_read_end(s, snap, txn);
+    return rc;
+}

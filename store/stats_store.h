@@ -1,0 +1,76 @@
+/* stats_store.h - the `stats` database: one immutable record of REAP statistics per
+ * (model_id, calib_id, MoE layer), and the merged view over calibration sets.
+ *
+ * Records are written by runs (runs.h: one write transaction per layer) and by import
+ * (export.h). A record is never overwritten: writing a record that exists compares the
+ * two and keeps the stored one.
+ *
+ * A calibration set is complete for a model when every MoE layer of the model record
+ * (catalog.h) has its statistics. Merging adds counts and sums and takes maxima over
+ * the calibration ids in ascending byte order of the ids (the merge order is fixed, so
+ * a merged view is reproducible bit for bit); the first set's record is the starting
+ * value (merging one set returns its record unchanged).
+ *
+ * Thread rules: as store.h. Statistics returned here are owned by the caller:
+ * reap_layer_stats_free each, then free() the array.
+ */
+#ifndef REAP_STORE_STATS_H
+#define REAP_STORE_STATS_H
+
+#include <stdint.h>
+
+#include "stats.h"
+#include "store.h"
+
+/* Outcome of writing a record that may exist already. */
+typedef enum reap_stats_outcome {
+    REAP_STATS_WRITTEN = 0,   /* new record */
+    REAP_STATS_SAME = 1,      /* present, identical statistics: nothing written */
+    REAP_STATS_DIFFERENT = 2  /* present, different statistics: the stored one is kept */
+} reap_stats_outcome;
+
+/* Write one layer's record in its own transaction (tests, tools; scoring runs use
+ * reap_store_run_commit_layer). backend may be NULL. *outcome may be NULL.
+ * REAP_OK, REAP_E_INVALID (read-only store, bad statistics), REAP_E_IO, REAP_E_NOMEM. */
+int reap_store_stats_put(reap_store *s, const reap_id *model, const reap_id *calib,
+                         const reap_layer_stats *st, const char *backend,
+                         reap_stats_outcome *outcome);
+
+/* Read one record; its digest is verified. *out is initialised here.
+ * REAP_OK, REAP_E_NOTFOUND (no message set: a normal answer), REAP_E_FORMAT (damaged:
+ * digest, lengths or key mismatch), REAP_E_UNSUPPORTED (newer format), REAP_E_NOMEM. */
+int reap_store_stats_get(reap_store *s, reap_store_snap *snap, const reap_id *model,
+                         const reap_id *calib, int layer, reap_layer_stats *out);
+
+/* Layers of (model, calib) that have a record, ascending. *layers is malloc'd (free());
+ * *n may be 0. */
+int reap_store_stats_layers(reap_store *s, reap_store_snap *snap, const reap_id *model,
+                            const reap_id *calib, int **layers, int *n);
+
+/* Is (model, calib) complete? *complete = 1 when every MoE layer of the model record
+ * has a record. REAP_E_NOTFOUND when the model has no record. */
+int reap_store_stats_complete(reap_store *s, reap_store_snap *snap, const reap_id *model,
+                              const reap_id *calib, int *complete);
+
+/* Calibration ids with at least one record for `model`, ascending. complete_only: only
+ * the complete ones. *calibs is malloc'd (free()); *n may be 0. */
+int reap_store_stats_calibs(reap_store *s, reap_store_snap *snap, const reap_id *model,
+                            int complete_only, reap_id **calibs, int *n);
+
+/* The merged statistics of `model` over calibration ids calibs[0..n_calibs) (any order,
+ * no duplicates; merged in ascending id order), or over every complete calibration set
+ * when n_calibs == 0. One entry per MoE layer, in layer order. *used (may be NULL)
+ * receives the ids merged, ascending (malloc'd; free()), *n_used their number.
+ * Returns REAP_OK; REAP_E_NOTFOUND (unknown model, no complete calibration set, a chosen
+ * id without a complete set of records: the message names it); REAP_E_INVALID
+ * (duplicate id); REAP_E_FORMAT / REAP_E_UNSUPPORTED (a damaged / newer record);
+ * REAP_E_NOMEM. Reads everything from one snapshot (snap, or its own). */
+int reap_store_stats_merged(reap_store *s, reap_store_snap *snap, const reap_id *model,
+                            const reap_id *calibs, int n_calibs, reap_layer_stats **out,
+                            int *n_out, reap_id **used, int *n_used);
+
+/* Statistics equality, bit for bit (layer, E, K, tokens and every array; max_act
+ * compared as bits). */
+int reap_stats_identical(const reap_layer_stats *a, const reap_layer_stats *b);
+
+#endif

@@ -1,0 +1,91 @@
+/* store_impl.h - internals shared by the store's source files: the handle, transaction
+ * helpers with map growth, LMDB status mapping. Not a public header.
+ *
+ * Map growth: every transaction of this process holds map_lock shared for its lifetime;
+ * resizing the map (our own growth on MDB_MAP_FULL, adopting another process's growth on
+ * MDB_MAP_RESIZED) takes it exclusively, because mdb_env_set_mapsize needs a process
+ * with no transaction open.
+ */
+#ifndef REAP_STORE_IMPL_H
+#define REAP_STORE_IMPL_H
+
+#include <lmdb.h>
+#include <pthread.h>
+
+#include "stats.h"
+#include "store.h"
+
+struct reap_store {
+    MDB_env *env;
+    MDB_dbi db_meta, db_models, db_filehash, db_calibs, db_stats, db_runs, db_prunes;
+    char *dir;
+    int readonly;
+    pthread_rwlock_t map_lock;
+};
+
+struct reap_store_snap {
+    reap_store *s;
+    MDB_txn *txn;
+};
+
+/* Positive internal status: the write transaction ran out of map (MDB_MAP_FULL); the
+ * transaction has been aborted and store_write grows the map and runs it again. */
+#define STORE_RETRY 1
+
+/* Key sizes. */
+#define STORE_ID_LEN 32
+#define STORE_STATS_KEY_LEN 68
+#define STORE_RUN_ID_LEN 16
+#define STORE_FILEHASH_KEY_LEN 32
+
+/* Map an LMDB / errno status to a REAP_E_* code with a message "<dir>: <what>: <text>".
+ * MDB_MAP_FULL maps to STORE_RETRY (no message). */
+int store_mdb_err(const reap_store *s, int mdb_rc, const char *what);
+
+/* Begin a transaction (write != 0: read-write). Takes map_lock shared; adopts a map
+ * grown by another process (MDB_MAP_RESIZED). REAP_OK or a REAP_E_* code. */
+int store_txn_begin(reap_store *s, int write, MDB_txn **out);
+/* Abort / commit and release map_lock. commit: REAP_OK, STORE_RETRY, REAP_E_*. */
+void store_txn_abort(reap_store *s, MDB_txn *txn);
+int store_txn_commit(reap_store *s, MDB_txn *txn);
+
+/* Run fn inside one write transaction and commit it. fn returns REAP_OK (commit),
+ * STORE_RETRY (from store_put: map full) or an error (abort, returned as is). On map
+ * full the map is doubled and fn runs again in a fresh transaction, so fn must only
+ * change the transaction (and state it recomputes). REAP_E_INVALID on a read-only
+ * store. */
+typedef int (*store_write_fn)(reap_store *s, MDB_txn *txn, void *ud);
+int store_write(reap_store *s, store_write_fn fn, void *ud);
+
+/* mdb_put with status mapping (STORE_RETRY on map full). */
+int store_put(reap_store *s, MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen,
+              const void *val, size_t vlen, unsigned flags);
+/* mdb_get: REAP_OK with *val pointing into the map (valid until the transaction ends),
+ * REAP_E_NOTFOUND (no message set), or an error. */
+int store_get(reap_store *s, MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen,
+              MDB_val *val);
+
+/* A read transaction for a function that takes an optional snapshot: the snapshot's
+ * transaction, or a fresh one. Pair with store_read_end(s, snap, txn). */
+int store_read_begin(reap_store *s, reap_store_snap *snap, MDB_txn **txn);
+void store_read_end(reap_store *s, reap_store_snap *snap, MDB_txn *txn);
+
+/* Current wall-clock time in nanoseconds since the epoch. */
+int64_t store_now_ns(void);
+
+/* Big-endian helpers for keys. */
+void store_be32(uint8_t *p, uint32_t v);
+void store_be64(uint8_t *p, uint64_t v);
+uint32_t store_rd_be32(const uint8_t *p);
+
+/* The stats key: model_id | calib_id | layer (u32 big-endian). */
+void store_stats_key(uint8_t key[STORE_STATS_KEY_LEN], const reap_id *model,
+                     const reap_id *calib, uint32_t layer);
+
+/* Write one statistics record inside `txn` unless its key exists (then compare:
+ * *outcome SAME or DIFFERENT; the stored record stays). outcome may be NULL. */
+int store_stats_put_txn(reap_store *s, MDB_txn *txn, const reap_id *model,
+                        const reap_id *calib, const reap_layer_stats *st,
+                        const char *backend, int *outcome);
+
+#endif

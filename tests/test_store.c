@@ -1,0 +1,459 @@
+/* test_store.c - the score store in one process: ids, open/create and every refusal
+ * (missing, foreign directory, plain file, foreign LMDB, future format, truncated and
+ * garbage data.mdb), statistics records (round trip with -inf, write-once, damage and
+ * future-version detection), completeness and the merged view (fixed order, one set =
+ * its record), runs, map growth from a tiny map, read-only stores, hidden-state
+ * checkpoints. */
+#include <fcntl.h>
+#include <lmdb.h>
+#include <unistd.h>
+
+#include "catalog.h"
+#include "hidden_ckpt.h"
+#include "runs.h"
+#include "stats_store.h"
+#include "store.h"
+#include "test_store_util.h"
+#include "test_util.h"
+
+static void test_ids(void)
+{
+    reap_id a, b;
+    char hex[65];
+    fake_id(&a, 7);
+    reap_id_hex(&a, hex);
+    CHECK(strlen(hex) == 64);
+    CHECK_RC(reap_id_parse(hex, &b), REAP_OK);
+    CHECK(!memcmp(a.b, b.b, 32));
+    hex[3] = 'G';
+    CHECK_RC(reap_id_parse(hex, &b), REAP_E_INVALID);
+    CHECK_RC(reap_id_parse("abc", &b), REAP_E_INVALID);
+    uint8_t r[16] = {1, 2, 3}, r2[16];
+    char rh[33];
+    reap_run_id_hex(r, rh);
+    CHECK_RC(reap_run_id_parse(rh, r2), REAP_OK);
+    CHECK(!memcmp(r, r2, 16));
+}
+
+/* Write raw bytes into a named database of an LMDB environment (no reap code). */
+static int raw_put(const char *dir, const char *db, const void *key, size_t klen,
+                   const void *val, size_t vlen)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+    int rc = mdb_env_create(&env);
+    if (rc)
+        return rc;
+    mdb_env_set_maxdbs(env, 16);
+    mdb_env_set_mapsize(env, (size_t)1 << 26);
+    if (!(rc = mdb_env_open(env, dir, 0, 0644)) && !(rc = mdb_txn_begin(env, NULL, 0, &txn))) {
+        if (!(rc = mdb_dbi_open(txn, db, MDB_CREATE, &dbi)) &&
+            !(rc = mdb_put(txn, dbi, &k, &v, 0)))
+            rc = mdb_txn_commit(txn);
+        else
+            mdb_txn_abort(txn);
+    }
+    mdb_env_close(env);
+    return rc;
+}
+
+/* Flip one byte of a stored value in place (through raw LMDB). */
+static int raw_flip(const char *dir, const char *db, const void *key, size_t klen, size_t at)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val k = {klen, (void *)key}, v;
+    int rc = mdb_env_create(&env);
+    if (rc)
+        return rc;
+    mdb_env_set_maxdbs(env, 16);
+    mdb_env_set_mapsize(env, (size_t)1 << 26);
+    if (!(rc = mdb_env_open(env, dir, 0, 0644)) && !(rc = mdb_txn_begin(env, NULL, 0, &txn))) {
+        if (!(rc = mdb_dbi_open(txn, db, 0, &dbi)) && !(rc = mdb_get(txn, dbi, &k, &v))) {
+            uint8_t *copy = malloc(v.mv_size);
+            memcpy(copy, v.mv_data, v.mv_size);
+            copy[at % v.mv_size] ^= 0x20;
+            MDB_val nv = {v.mv_size, copy};
+            rc = mdb_put(txn, dbi, &k, &nv, 0);
+            free(copy);
+        }
+        if (!rc)
+            rc = mdb_txn_commit(txn);
+        else
+            mdb_txn_abort(txn);
+    }
+    mdb_env_close(env);
+    return rc;
+}
+
+static void test_open_refusals(void)
+{
+    char dir[1024], p[1100];
+    reap_store *s = NULL;
+    reap_store_opts create = {.create = 1}, ro = {.readonly = 1};
+
+    spath(dir, sizeof dir, "nope");
+    CHECK_RC(reap_store_open(dir, NULL, &s), REAP_E_NOTFOUND);
+    CHECK_ERRMSG("no such store directory");
+    CHECK_RC(reap_store_open(dir, &ro, &s), REAP_E_NOTFOUND);
+
+    /* A foreign directory: never turned into a store. */
+    spath(dir, sizeof dir, "foreign");
+    mkdir(dir, 0755);
+    snprintf(p, sizeof p, "%s/notes.txt", dir);
+    FILE *f = fopen(p, "w");
+    fputs("hello\n", f);
+    fclose(f);
+    CHECK_RC(reap_store_open(dir, &create, &s), REAP_E_FORMAT);
+    CHECK_ERRMSG("not a reap store");
+    CHECK(access(p, F_OK) == 0);
+    snprintf(p, sizeof p, "%s/data.mdb", dir);
+    CHECK(access(p, F_OK) != 0);
+
+    /* A plain file. */
+    spath(dir, sizeof dir, "foreign/notes.txt");
+    CHECK_RC(reap_store_open(dir, &create, &s), REAP_E_FORMAT);
+    CHECK_ERRMSG("not a directory");
+
+    /* An LMDB environment of someone else. */
+    spath(dir, sizeof dir, "otherlmdb");
+    mkdir(dir, 0755);
+    CHECK(raw_put(dir, "things", "k", 1, "v", 1) == 0);
+    CHECK_RC(reap_store_open(dir, &create, &s), REAP_E_FORMAT);
+    CHECK_ERRMSG("not a reap store");
+    CHECK_RC(reap_store_open(dir, &ro, &s), REAP_E_FORMAT);
+
+    /* A store written by a future format. */
+    spath(dir, sizeof dir, "future");
+    CHECK_RC(reap_store_open(dir, &create, &s), REAP_OK);
+    reap_store_close(s);
+    s = NULL;
+    const uint8_t future[] = {0x08, 99, 0x12, 10, 'r', 'e', 'a', 'p', '-', 's', 't', 'o',
+                              'r', 'e'};
+    CHECK(raw_put(dir, "meta", "format", 6, future, sizeof future) == 0);
+    CHECK_RC(reap_store_open(dir, NULL, &s), REAP_E_UNSUPPORTED);
+    CHECK_ERRMSG("newer reap");
+    CHECK_RC(reap_store_open(dir, &ro, &s), REAP_E_UNSUPPORTED);
+
+    /* Truncated and garbage data.mdb files. */
+    spath(dir, sizeof dir, "trunc");
+    CHECK_RC(reap_store_open(dir, &create, &s), REAP_OK);
+    reap_id m, c;
+    fake_id(&m, 1);
+    fake_id(&c, 2);
+    CHECK_RC(put_model(s, &m, 40, 128), REAP_OK);
+    for (int l = 0; l < 40; l++) {
+        reap_layer_stats st;
+        make_stats(&st, l, 128, 8);
+        CHECK_RC(reap_store_stats_put(s, &m, &c, &st, "cpu", NULL), REAP_OK);
+        reap_layer_stats_free(&st);
+    }
+    reap_store_close(s);
+    s = NULL;
+    snprintf(p, sizeof p, "%s/data.mdb", dir);
+    struct stat sb;
+    stat(p, &sb);
+    CHECK(truncate(p, sb.st_size / 2) == 0);
+    CHECK_RC(reap_store_open(dir, NULL, &s), REAP_E_FORMAT);
+    CHECK_ERRMSG("truncated");
+    CHECK(truncate(p, 5000) == 0);
+    CHECK_RC(reap_store_open(dir, NULL, &s), REAP_E_FORMAT);
+    CHECK_ERRMSG("truncated");
+    CHECK(truncate(p, 0) == 0);
+    CHECK_RC(reap_store_open(dir, &create, &s), REAP_E_FORMAT);
+    CHECK_ERRMSG("truncated");
+    int fd = open(p, O_WRONLY | O_TRUNC);
+    uint8_t junk[65536];
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (uint8_t)rng_next();
+    CHECK(write(fd, junk, sizeof junk) == (ssize_t)sizeof junk);
+    close(fd);
+    CHECK_RC(reap_store_open(dir, &create, &s), REAP_E_FORMAT);
+    CHECK(s == NULL);
+}
+
+static void test_records(void)
+{
+    char dir[1024];
+    reap_store *s = NULL;
+    reap_store_opts create = {.create = 1};
+    reap_id m, c1, c2, c3;
+    reap_layer_stats a[3], got = {0};
+    reap_stats_outcome oc;
+    spath(dir, sizeof dir, "records");
+    CHECK_RC(reap_store_open(dir, &create, &s), REAP_OK);
+    if (!s)
+        return;
+    fake_id(&m, 10);
+    fake_id(&c1, 11);
+    fake_id(&c2, 12);
+    fake_id(&c3, 13);
+    CHECK_RC(put_model(s, &m, 3, 16), REAP_OK);
+    CHECK_RC(put_model(s, &m, 3, 16), REAP_OK); /* present: kept */
+
+    for (int l = 0; l < 3; l++)
+        make_stats(&a[l], l, 16, 2);
+    CHECK_RC(reap_store_stats_put(s, &m, &c1, &a[0], "cpu", &oc), REAP_OK);
+    CHECK(oc == REAP_STATS_WRITTEN);
+    CHECK_RC(reap_store_stats_get(s, NULL, &m, &c1, 0, &got), REAP_OK);
+    CHECK(reap_stats_identical(&got, &a[0]));
+    CHECK(isinf(got.max_act[0]) && got.max_act[0] < 0);
+    reap_layer_stats_free(&got);
+    CHECK_RC(reap_store_stats_get(s, NULL, &m, &c1, 1, &got), REAP_E_NOTFOUND);
+
+    /* Write-once: same -> SAME; different -> DIFFERENT and the stored one stays. */
+    CHECK_RC(reap_store_stats_put(s, &m, &c1, &a[0], "cpu", &oc), REAP_OK);
+    CHECK(oc == REAP_STATS_SAME);
+    reap_layer_stats other;
+    make_stats(&other, 0, 16, 2);
+    CHECK_RC(reap_store_stats_put(s, &m, &c1, &other, "cpu", &oc), REAP_OK);
+    CHECK(oc == REAP_STATS_DIFFERENT);
+    CHECK_RC(reap_store_stats_get(s, NULL, &m, &c1, 0, &got), REAP_OK);
+    CHECK(reap_stats_identical(&got, &a[0]));
+    reap_layer_stats_free(&got);
+    reap_layer_stats_free(&other);
+
+    /* Completeness and the merged view. */
+    int complete = -1;
+    CHECK_RC(reap_store_stats_complete(s, NULL, &m, &c1, &complete), REAP_OK);
+    CHECK(complete == 0);
+    for (int l = 1; l < 3; l++)
+        CHECK_RC(reap_store_stats_put(s, &m, &c1, &a[l], "cpu", NULL), REAP_OK);
+    CHECK_RC(reap_store_stats_complete(s, NULL, &m, &c1, &complete), REAP_OK);
+    CHECK(complete == 1);
+    reap_layer_stats b[3], d[3];
+    for (int l = 0; l < 3; l++) {
+        make_stats(&b[l], l, 16, 2);
+        make_stats(&d[l], l, 16, 2);
+        CHECK_RC(reap_store_stats_put(s, &m, &c2, &b[l], "cpu", NULL), REAP_OK);
+        if (l < 2) /* c3 partial */
+            CHECK_RC(reap_store_stats_put(s, &m, &c3, &d[l], "cpu", NULL), REAP_OK);
+    }
+    reap_id *ids = NULL;
+    int n = 0;
+    CHECK_RC(reap_store_stats_calibs(s, NULL, &m, 0, &ids, &n), REAP_OK);
+    CHECK(n == 3);
+    free(ids);
+    CHECK_RC(reap_store_stats_calibs(s, NULL, &m, 1, &ids, &n), REAP_OK);
+    CHECK(n == 2 && !memcmp(ids[0].b, c1.b, 32) && !memcmp(ids[1].b, c2.b, 32));
+    free(ids);
+
+    reap_layer_stats *mg = NULL, *mg2 = NULL;
+    reap_id *used = NULL;
+    int nm = 0, nm2 = 0, nu = 0;
+    CHECK_RC(reap_store_stats_merged(s, NULL, &m, NULL, 0, &mg, &nm, &used, &nu), REAP_OK);
+    CHECK(nm == 3 && nu == 2);
+    for (int l = 0; l < nm; l++) {
+        reap_layer_stats want;
+        reap_layer_stats_init(&want, l, 16, 2);
+        reap_layer_stats_zero(&want);
+        /* c1 < c2: the merge starts from c1's record and adds c2's. */
+        reap_layer_stats_merge(&want, &a[l]);
+        reap_layer_stats_merge(&want, &b[l]);
+        CHECK_MSG(mg[l].tokens == a[l].tokens + b[l].tokens, "layer %d", l);
+        for (int e = 0; e < 16; e++) {
+            CHECK(mg[l].count[e] == a[l].count[e] + b[l].count[e]);
+            CHECK(mg[l].sum_gate_norm[e] == a[l].sum_gate_norm[e] + b[l].sum_gate_norm[e]);
+            CHECK(mg[l].max_act[e] == want.max_act[e]);
+        }
+        reap_layer_stats_free(&want);
+    }
+    /* Order of the chosen ids does not matter; duplicates and partial sets refused. */
+    reap_id pick[2] = {c2, c1};
+    CHECK_RC(reap_store_stats_merged(s, NULL, &m, pick, 2, &mg2, &nm2, NULL, NULL), REAP_OK);
+    for (int l = 0; l < nm && l < nm2; l++)
+        CHECK(reap_stats_identical(&mg[l], &mg2[l]));
+    for (int l = 0; l < nm2; l++)
+        reap_layer_stats_free(&mg2[l]);
+    free(mg2);
+    reap_id dup[2] = {c1, c1};
+    CHECK_RC(reap_store_stats_merged(s, NULL, &m, dup, 2, &mg2, &nm2, NULL, NULL),
+             REAP_E_INVALID);
+    CHECK_RC(reap_store_stats_merged(s, NULL, &m, &c3, 1, &mg2, &nm2, NULL, NULL),
+             REAP_E_NOTFOUND);
+    CHECK_ERRMSG("no complete statistics");
+    /* One set: its records unchanged. */
+    CHECK_RC(reap_store_stats_merged(s, NULL, &m, &c2, 1, &mg2, &nm2, NULL, NULL), REAP_OK);
+    for (int l = 0; l < nm2; l++) {
+        CHECK(reap_stats_identical(&mg2[l], &b[l]));
+        reap_layer_stats_free(&mg2[l]);
+    }
+    free(mg2);
+    for (int l = 0; l < nm; l++)
+        reap_layer_stats_free(&mg[l]);
+    free(mg);
+    free(used);
+    reap_id unknown;
+    fake_id(&unknown, 99);
+    CHECK_RC(reap_store_stats_merged(s, NULL, &unknown, NULL, 0, &mg, &nm, NULL, NULL),
+             REAP_E_NOTFOUND);
+
+    /* Runs: begin, commit (stats + run in one transaction), finish, list. */
+    reap_run_info run;
+    reap_id c4;
+    fake_id(&c4, 14);
+    CHECK_RC(reap_store_run_begin(s, &m, &c4, 3, 0, "cpu", "cpu:0", &run), REAP_OK);
+    CHECK_RC(reap_store_run_commit_layer(s, &run, 0, 0.5, &b[0], &oc), REAP_OK);
+    CHECK(oc == REAP_STATS_WRITTEN && run.layers_done == 1);
+    CHECK_RC(reap_store_run_commit_layer(s, &run, 1, 0.25, &b[2], &oc), REAP_E_INVALID);
+    CHECK_RC(reap_store_run_commit_layer(s, &run, 1, 0.25, &b[1], &oc), REAP_OK);
+    reap_run_info got_run;
+    CHECK_RC(reap_store_run_get(s, NULL, run.run_id, &got_run), REAP_OK);
+    CHECK(got_run.layers_done == 2 && got_run.state == REAP_RUN_RUNNING &&
+          got_run.n_layer_seconds == 2 && got_run.layer_seconds[1] == 0.25);
+    reap_run_info_free(&got_run);
+    CHECK_RC(reap_store_run_finish(s, &run, REAP_RUN_FAILED, "disk on fire"), REAP_OK);
+    reap_run_info *runs = NULL;
+    int nr = 0;
+    CHECK_RC(reap_store_run_list(s, NULL, &runs, &nr), REAP_OK);
+    CHECK(nr == 1 && runs[0].state == REAP_RUN_FAILED && !strcmp(runs[0].error, "disk on fire"));
+    for (int i = 0; i < nr; i++)
+        reap_run_info_free(&runs[i]);
+    free(runs);
+    reap_run_info_free(&run);
+
+    uint64_t checked = 0;
+    CHECK_RC(reap_store_verify(s, &checked), REAP_OK);
+    CHECK(checked == 1 + 3 + 3 + 2 + 2 + 1); /* model, c1, c2, c3, c4 stats, run */
+    reap_store_close(s);
+    s = NULL;
+
+    /* A damaged value and a future-version value: clear errors, no crash. */
+    uint8_t key[68];
+    memcpy(key, m.b, 32);
+    memcpy(key + 32, c2.b, 32);
+    key[64] = key[65] = key[66] = 0;
+    key[67] = 1;
+    CHECK(raw_flip(dir, "stats", key, sizeof key, 200) == 0);
+    key[67] = 2;
+    const uint8_t future[] = {0x08, 7};
+    CHECK(raw_put(dir, "stats", key, sizeof key, future, sizeof future) == 0);
+    CHECK_RC(reap_store_open(dir, NULL, &s), REAP_OK);
+    CHECK_RC(reap_store_stats_get(s, NULL, &m, &c2, 1, &got), REAP_E_FORMAT);
+    CHECK_ERRMSG("layer 1");
+    CHECK_RC(reap_store_stats_get(s, NULL, &m, &c2, 2, &got), REAP_E_UNSUPPORTED);
+    CHECK_ERRMSG("newer reap");
+    CHECK_RC(reap_store_stats_merged(s, NULL, &m, &c2, 1, &mg, &nm, NULL, NULL), REAP_E_FORMAT);
+    CHECK(reap_store_verify(s, NULL) != REAP_OK);
+    reap_store_close(s);
+    for (int l = 0; l < 3; l++) {
+        reap_layer_stats_free(&a[l]);
+        reap_layer_stats_free(&b[l]);
+        reap_layer_stats_free(&d[l]);
+    }
+}
+
+static void test_growth_and_readonly(void)
+{
+    char dir[1024];
+    reap_store *s = NULL;
+    reap_store_opts tiny = {.create = 1, .map_size = 64 << 10}, ro = {.readonly = 1};
+    reap_id m, c;
+    spath(dir, sizeof dir, "growth");
+    CHECK_RC(reap_store_open(dir, &tiny, &s), REAP_OK);
+    if (!s)
+        return;
+    size_t before = reap_store_map_size(s);
+    fake_id(&m, 20);
+    fake_id(&c, 21);
+    CHECK_RC(put_model(s, &m, 60, 256), REAP_OK);
+    reap_layer_stats st[60];
+    for (int l = 0; l < 60; l++) {
+        make_stats(&st[l], l, 256, 8);
+        CHECK_RC(reap_store_stats_put(s, &m, &c, &st[l], "cpu", NULL), REAP_OK);
+    }
+    size_t after = reap_store_map_size(s);
+    CHECK_MSG(after > before && after >= (size_t)60 * 256 * 36, "map %zu -> %zu", before,
+              after);
+    printf("map growth: %zu KiB -> %zu KiB for 60 records of 256 experts\n", before >> 10,
+           after >> 10);
+    reap_store_close(s);
+    s = NULL;
+
+    CHECK_RC(reap_store_open(dir, &ro, &s), REAP_OK);
+    if (!s)
+        return;
+    for (int l = 0; l < 60; l++) {
+        reap_layer_stats got;
+        CHECK_RC(reap_store_stats_get(s, NULL, &m, &c, l, &got), REAP_OK);
+        CHECK(reap_stats_identical(&got, &st[l]));
+        reap_layer_stats_free(&got);
+    }
+    CHECK_RC(reap_store_stats_put(s, &m, &c, &st[0], "cpu", NULL), REAP_E_INVALID);
+    CHECK_ERRMSG("read-only");
+    reap_store_counts counts;
+    CHECK_RC(reap_store_count(s, NULL, &counts), REAP_OK);
+    CHECK(counts.stats == 60 && counts.models == 1);
+    reap_store_close(s);
+    for (int l = 0; l < 60; l++)
+        reap_layer_stats_free(&st[l]);
+}
+
+static void test_hidden_ckpt(void)
+{
+    char dir[1024], p[2048];
+    reap_store *s = NULL;
+    reap_store_opts create = {.create = 1};
+    reap_id m, c;
+    const int64_t T = 37;
+    const int H = 24;
+    float *h1 = malloc(sizeof(float) * T * H), *h3 = malloc(sizeof(float) * T * H), *got;
+    int layer;
+    for (int64_t i = 0; i < T * H; i++) {
+        h1[i] = (float)rng_unif();
+        h3[i] = -(float)rng_unif();
+    }
+    spath(dir, sizeof dir, "ckpt");
+    CHECK_RC(reap_store_open(dir, &create, &s), REAP_OK);
+    fake_id(&m, 30);
+    fake_id(&c, 31);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 10, T, H, &layer, &got), REAP_E_NOTFOUND);
+    CHECK_RC(reap_hidden_ckpt_write(s, &m, &c, 1, h1, T, H), REAP_OK);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 10, T, H, &layer, &got), REAP_OK);
+    CHECK(layer == 1 && got && !memcmp(got, h1, sizeof(float) * T * H));
+    free(got);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 0, T, H, &layer, &got), REAP_E_NOTFOUND);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 10, T, H + 1, &layer, &got), REAP_E_NOTFOUND);
+    reap_id other;
+    fake_id(&other, 32);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &other, 10, T, H, &layer, &got), REAP_E_NOTFOUND);
+    /* A newer checkpoint replaces the older one. */
+    CHECK_RC(reap_hidden_ckpt_write(s, &m, &c, 3, h3, T, H), REAP_OK);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 2, T, H, &layer, &got), REAP_E_NOTFOUND);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 3, T, H, &layer, &got), REAP_OK);
+    CHECK(layer == 3 && got && !memcmp(got, h3, sizeof(float) * T * H));
+    free(got);
+    /* A damaged checkpoint is not used. */
+    char mh[65], ch[65];
+    reap_id_hex(&m, mh);
+    reap_id_hex(&c, ch);
+    snprintf(p, sizeof p, "%s/checkpoints/%s-%s/layer-00003.bin", dir, mh, ch);
+    int fd = open(p, O_RDWR);
+    uint8_t byte;
+    CHECK(pread(fd, &byte, 1, 500) == 1);
+    byte ^= 1;
+    CHECK(pwrite(fd, &byte, 1, 500) == 1);
+    close(fd);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 3, T, H, &layer, &got), REAP_E_NOTFOUND);
+    CHECK_RC(reap_hidden_ckpt_clear(s, &m, &c), REAP_OK);
+    CHECK(access(p, F_OK) != 0);
+    reap_store_close(s);
+    free(h1);
+    free(h3);
+}
+
+int main(int argc, char **argv)
+{
+    scratch = argc > 1 ? argv[1] : "/tmp/test_store";
+    rm_rf(scratch);
+    mkdir(scratch, 0755);
+    test_ids();
+    test_open_refusals();
+    test_records();
+    test_growth_and_readonly();
+    test_hidden_ckpt();
+    TEST_MAIN_END();
+}
