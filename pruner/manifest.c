@@ -425,8 +425,9 @@ int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
     doc = json_load_file(mpath, JSON_REJECT_DUPLICATES, &jerr);
     const json_t *files = doc ? json_object_get(doc, "files") : NULL;
     if (!doc || !json_is_array(files)) {
-        rc = reap_err_set(REAP_E_FORMAT, "%s: %s", mpath,
-                          doc ? "no \"files\" array" : jerr.text);
+        problem(&v, "manifest: %s", doc ? "no \"files\" array" : jerr.text);
+        rc = reap_err_set(REAP_E_INVALID, "%s: %d problem%s; first: %s", dir, v.n,
+                          v.n == 1 ? "" : "s", v.first);
         goto done;
     }
     if ((rc = list_dir(dir, 0, &names, &n_names, &others, &n_others)))

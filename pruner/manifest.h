@@ -69,9 +69,9 @@ typedef void (*reap_verify_report_fn)(void *ud, const char *line);
  * NULL) and its trusted comment's manifest digest, then every listed file re-hashed
  * (size, BLAKE2b-256, SHA-256), missing files, and files present but not listed.
  * Every problem is reported (report may be NULL); *n_problems (may be NULL) counts them.
- * Returns REAP_OK when everything matches, REAP_E_INVALID when anything failed (the
- * message names the first problem), REAP_E_NOTFOUND (no manifest), REAP_E_FORMAT
- * (manifest malformed), REAP_E_IO. */
+ * Returns REAP_OK when everything matches, REAP_E_INVALID when anything failed
+ * (including a malformed manifest; the message names the first problem),
+ * REAP_E_NOTFOUND (no manifest), REAP_E_IO. */
 int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
                              reap_verify_report_fn report, void *ud, int *n_problems);
 

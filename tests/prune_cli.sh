@@ -1,0 +1,143 @@
+#!/bin/bash
+# prune_cli.sh - the pruner end to end through its real binaries (label integration):
+# reap-genmodel -> reap-scorer run -> reapctl keygen -> reap-pruner prune --key --verify
+# -> the stock `minisign -Vm` and `reapctl verify` accept it -> tampering with a file,
+# the manifest or the trusted comment is caught -> a key made by `minisign -G -W` signs
+# too -> the errors a user can hit -> tests/prune_check.py checks names, shapes and
+# values from Python (with the real safetensors library when it can be installed into a
+# venv from PyPI; otherwise with the oracle's reader, and the output says so).
+#
+# usage: prune_cli.sh BIN_DIR WORK_DIR PYTHON
+set -u
+BIN=$1 WORK=$2 PY=${3:-python3}
+HERE=$(cd "$(dirname "$0")" && pwd)
+rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK" || exit 1
+fails=0
+ok()   { echo "ok   $*"; }
+bad()  { echo "FAIL $*"; fails=$((fails + 1)); }
+expect_fail() { # expect_fail "needle" cmd...: non-zero exit and stderr/stdout containing needle
+    local needle=$1; shift
+    if "$@" > out.txt 2>&1; then bad "$* succeeded"; return; fi
+    if grep -q -- "$needle" out.txt; then ok "refused: $needle"; else bad "$*: no '$needle' in: $(cat out.txt)"; fi
+}
+
+"$BIN/reap-genmodel" --out m --family qwen3_vl_moe --layers 3 --experts 10 --top-k 2 \
+    --shards 3 --calib calib.jsonl --samples 12 --seed 5 > /dev/null || exit 1
+"$BIN/reap-genmodel" --out unused --calib heldout.jsonl --samples 6 --vocab 128 \
+    --calib-seed 99 > /dev/null || exit 1
+echo '{"bos_token": "<s>"}' > m/tokenizer_config.json
+echo '{"max_new_tokens": 8}' > m/generation_config.json
+"$BIN/reap-scorer" run --model m --calib calib.jsonl --seq-len 48 --stats-json stats.json \
+    --quiet --threads 2 || exit 1
+
+"$BIN/reapctl" keygen --out reap > keygen.txt || exit 1
+PUB=$(sed -n 's/.*-P //p' keygen.txt)
+"$BIN/reapctl" keepset --stats-json stats.json --ratio 0.4 --model m --json > keep.json \
+    && "$PY" -c "import json,sys; d=json.load(open('keep.json')); assert d['n_keep']==6 and len(d['experts_to_keep'])==3" \
+    && ok "reapctl keepset --json: 10 -> 6 experts in 3 layers" || bad "keepset"
+[ ! -e out ] || bad "keepset wrote something"
+
+"$BIN/reap-pruner" prune --model m --stats-json stats.json --out out --ratio 0.4 \
+    --key reap.key --verify --verify-calib heldout.jsonl --verify-seq-len 32 \
+    --calib-id calibA,calibB --model-id m0 --quiet > prune.txt 2>&1 \
+    && ok "reap-pruner prune --verify" || { bad "prune: $(cat prune.txt)"; exit 1; }
+cat prune.txt
+grep -q "structural ok" prune.txt && grep -q "routing changed" prune.txt \
+    && ok "verification report" || bad "no verification report"
+minisign -Vm out/reap-manifest.json -P "$PUB" > mv.txt 2>&1 \
+    && grep -q "manifest_blake2b256=" mv.txt && ok "stock minisign -Vm accepts the manifest" \
+    || bad "minisign -Vm: $(cat mv.txt)"
+minisign -Vm out/reap-manifest.json -p reap.pub > /dev/null 2>&1 && ok "minisign -p file" \
+    || bad "minisign -p"
+"$BIN/reapctl" verify out --pubkey reap.pub > v.txt 2>&1 && ok "reapctl verify" \
+    || bad "reapctl verify: $(cat v.txt)"
+grep -q '"calibB"' out/reap-manifest.json && grep -q '"m0"' out/reap_metadata.json \
+    && ok "calibration and model ids recorded" || bad "ids missing"
+
+# Tampering: a shard byte, an extra file, the manifest, the trusted comment.
+SHARD=$(ls out/*.safetensors | head -1)
+cp "$SHARD" shard.bak
+printf '\x01' | dd of="$SHARD" bs=1 seek=100 conv=notrunc 2> /dev/null
+expect_fail "$(basename "$SHARD"): content changed" "$BIN/reapctl" verify out --pubkey reap.pub
+cp shard.bak "$SHARD"
+echo x > out/extra.txt
+expect_fail "extra.txt: extra file" "$BIN/reapctl" verify out --pubkey reap.pub
+rm out/extra.txt
+cp out/reap-manifest.json manifest.bak
+sed -i 's/"n_keep": 6/"n_keep": 7/' out/reap-manifest.json
+cmp -s out/reap-manifest.json manifest.bak && bad "manifest edit did nothing"
+expect_fail "Signature verification failed" minisign -Vm out/reap-manifest.json -P "$PUB"
+expect_fail "signature verification failed" "$BIN/reapctl" verify out --pubkey reap.pub
+cp manifest.bak out/reap-manifest.json
+cp out/reap-manifest.json.minisig sig.bak
+sed -i 's/^trusted comment: reap-manifest model_id=m0/trusted comment: reap-manifest model_id=m1/' \
+    out/reap-manifest.json.minisig
+expect_fail "Comment signature verification failed" minisign -Vm out/reap-manifest.json -P "$PUB"
+expect_fail "trusted comment" "$BIN/reapctl" verify out --pubkey reap.pub
+cp sig.bak out/reap-manifest.json.minisig
+"$BIN/reapctl" verify out --pubkey "$PUB" > /dev/null && ok "restored output verifies again" \
+    || bad "restored output"
+
+# A key made by the stock minisign (-W: unencrypted) signs as well.
+minisign -G -W -p ms.pub -s ms.key > /dev/null 2>&1 || bad "minisign -G -W"
+"$BIN/reap-pruner" prune --model m --stats-json stats.json --out out2 --n-prune 3 \
+    --criterion frequency --key ms.key --quiet > /dev/null 2>&1 || bad "prune with a minisign key"
+minisign -Vm out2/reap-manifest.json -p ms.pub > /dev/null 2>&1 \
+    && ok "manifest signed with a minisign -G -W key verifies" || bad "minisign key signature"
+expect_fail "signed by key" "$BIN/reapctl" verify out2 --pubkey reap.pub
+
+# Errors a user can hit.
+expect_fail "already exists" "$BIN/reap-pruner" prune --model m --stats-json stats.json \
+    --out out --ratio 0.4 --quiet
+"$BIN/reap-pruner" prune --model m --stats-json stats.json --out out --ratio 0.2 --force \
+    --key reap.key --quiet > /dev/null 2>&1 && "$BIN/reapctl" verify out --pubkey reap.pub \
+    > /dev/null && ok "--force replaces the output" || bad "--force"
+expect_fail "inside the input" "$BIN/reap-pruner" prune --model m --stats-json stats.json \
+    --out m/pruned --ratio 0.4 --quiet
+expect_fail "fewer than the 2 experts" "$BIN/reap-pruner" prune --model m \
+    --stats-json stats.json --out out3 --ratio 0.9 --quiet
+expect_fail "exactly one of --ratio" "$BIN/reap-pruner" prune --model m \
+    --stats-json stats.json --out out3 --quiet
+expect_fail "ean_ca" "$BIN/reapctl" keepset --stats-json stats.json --ratio 0.4 --criterion ean_ca
+"$PY" - stats.json << 'PYEOF'
+import json, sys
+d = json.load(open(sys.argv[1])); d["layers"] = d["layers"][:-1]
+json.dump(d, open("stats_missing.json", "w"))
+PYEOF
+expect_fail "has no statistics" "$BIN/reap-pruner" prune --model m \
+    --stats-json stats_missing.json --out out3 --ratio 0.4 --quiet
+[ ! -e out3 ] && ! ls -a | grep -q reap-tmp && ok "failed prunes leave nothing behind" \
+    || bad "leftovers after failures"
+
+# Python: the real safetensors library when it can be had, else the oracle's reader.
+VENV="$WORK/../prune_venv"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import safetensors" 2> /dev/null; then
+    rm -rf "$VENV"
+    if "$PY" -m venv --system-site-packages "$VENV" > /dev/null 2>&1 && \
+       timeout 120 "$VENV/bin/pip" install --quiet --timeout 15 --retries 0 safetensors \
+           > pip.txt 2>&1; then
+        ok "safetensors installed into a venv"
+    else
+        echo "note: safetensors could not be installed (offline?): checking with the oracle reader"
+        rm -rf "$VENV"
+    fi
+fi
+PYCHK=$PY
+[ -x "$VENV/bin/python" ] && PYCHK="$VENV/bin/python"
+"$PYCHK" "$HERE/prune_check.py" --out out2 --orig m && ok "prune_check.py out2" \
+    || bad "prune_check.py out2"
+"$PYCHK" "$HERE/prune_check.py" --out out --orig m && ok "prune_check.py out" \
+    || bad "prune_check.py out"
+
+# The per-expert (split) layout: renamed experts, checked the same way.
+"$BIN/reap-genmodel" --out ms --family qwen3_moe --layout split --layers 2 --experts 8 \
+    --top-k 2 --shards 2 --calib calib_s.jsonl --samples 8 > /dev/null \
+    && "$BIN/reap-scorer" run --model ms --calib calib_s.jsonl --seq-len 32 \
+        --stats-json stats_s.json --quiet --threads 2 \
+    && "$BIN/reap-pruner" prune --model ms --stats-json stats_s.json --out outs --n-prune 3 \
+        --verify --quiet > /dev/null \
+    && "$PYCHK" "$HERE/prune_check.py" --out outs --orig ms && ok "prune_check.py split layout" \
+    || bad "split layout"
+
+echo "prune_cli: $fails failure(s)"
+[ "$fails" -eq 0 ]

@@ -1,0 +1,287 @@
+/* test_manifest.c - minisign-format keys and signatures, and the signed manifest of an
+ * output directory: sign/verify round trip, every tampering caught (a file's bytes, a
+ * missing or an extra file, the manifest, the trusted comment, the signature, another
+ * key), secret keys as `minisign -G -W` writes them (zero checksum) accepted, corrupt
+ * and encrypted keys refused. (The stock minisign binary checks our signatures in the
+ * integration test tests/prune_cli.sh.)
+ *
+ * Usage: test_manifest SCRATCH_DIR (created if missing).
+ */
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "keepset.h"
+#include "manifest.h"
+#include "minisign.h"
+#include "reap_err.h"
+#include "test_util.h"
+
+static char scratch[4096];
+
+static const char *sp(const char *name)
+{
+    static char bufs[8][8192];
+    static unsigned next;
+    char *buf = bufs[next++ % 8];
+    snprintf(buf, sizeof bufs[0], "%s/%s", scratch, name);
+    return buf;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = calloc((size_t)n + 1, 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    return b;
+}
+
+static void count_line(void *ud, const char *line)
+{
+    (void)line;
+    (*(int *)ud)++;
+}
+
+static void test_keys(void)
+{
+    char pub[REAP_MINISIGN_PUB_B64_LEN + 1];
+    reap_sign_key sk;
+    reap_pub_key pk, pk2;
+    const char *prefix = sp("k1");
+    unlink(sp("k1.key"));
+    unlink(sp("k1.pub"));
+    CHECK_RC(reap_minisign_keygen(prefix, 0, pub), REAP_OK);
+    CHECK(strlen(pub) == REAP_MINISIGN_PUB_B64_LEN && !strncmp(pub, "RW", 2));
+    CHECK_RC(reap_minisign_keygen(prefix, 0, NULL), REAP_E_INVALID);
+    CHECK_ERRMSG("already exists");
+    struct stat sb;
+    CHECK(stat(sp("k1.key"), &sb) == 0 && (sb.st_mode & 0777) == 0600);
+    CHECK_RC(reap_minisign_load_secret(sp("k1.key"), &sk), REAP_OK);
+    CHECK_RC(reap_minisign_load_public(sp("k1.pub"), &pk), REAP_OK);
+    CHECK_RC(reap_minisign_load_public(pub, &pk2), REAP_OK);
+    CHECK(!memcmp(&pk, &pk2, sizeof pk));
+    reap_pub_key derived;
+    reap_minisign_public_of(&sk, &derived);
+    CHECK(!memcmp(&derived, &pk, sizeof pk));
+    char b64[REAP_MINISIGN_PUB_B64_LEN + 1];
+    reap_minisign_public_b64(&pk, b64);
+    CHECK(!strcmp(b64, pub));
+    char *pubfile = slurp(sp("k1.pub"));
+    CHECK(pubfile && !strncmp(pubfile, "untrusted comment: minisign public key ", 39));
+    free(pubfile);
+
+    /* the secret key as minisign -G -W writes it: checksum left zero */
+    char *text = slurp(sp("k1.key"));
+    char *nl = text ? strchr(text, '\n') : NULL;
+    CHECK(nl != NULL);
+    if (nl) {
+        unsigned char bin[158];
+        size_t len = 0;
+        char *end = strchr(nl + 1, '\n');
+        if (end)
+            *end = '\0';
+        CHECK(sodium_base642bin(bin, sizeof bin, nl + 1, strlen(nl + 1), NULL, &len, NULL,
+                                sodium_base64_VARIANT_ORIGINAL) == 0 && len == 158);
+        char line[512], out[1024];
+        memset(bin + 126, 0, 32);
+        sodium_bin2base64(line, sizeof line, bin, 158, sodium_base64_VARIANT_ORIGINAL);
+        snprintf(out, sizeof out, "untrusted comment: minisign encrypted secret key\n%s\n", line);
+        write_text(sp("w.key"), out);
+        reap_sign_key sk2;
+        CHECK_RC(reap_minisign_load_secret(sp("w.key"), &sk2), REAP_OK);
+        CHECK(!memcmp(&sk2, &sk, sizeof sk));
+        /* a wrong checksum, a flipped secret-key byte, an encrypted key */
+        memset(bin + 126, 1, 32);
+        sodium_bin2base64(line, sizeof line, bin, 158, sodium_base64_VARIANT_ORIGINAL);
+        snprintf(out, sizeof out, "untrusted comment: x\n%s\n", line);
+        write_text(sp("bad.key"), out);
+        CHECK_RC(reap_minisign_load_secret(sp("bad.key"), &sk2), REAP_E_FORMAT);
+        CHECK_ERRMSG("checksum");
+        memset(bin + 126, 0, 32);
+        bin[62 + 40] ^= 1; /* public half of sk */
+        sodium_bin2base64(line, sizeof line, bin, 158, sodium_base64_VARIANT_ORIGINAL);
+        snprintf(out, sizeof out, "untrusted comment: x\n%s\n", line);
+        write_text(sp("bad.key"), out);
+        CHECK_RC(reap_minisign_load_secret(sp("bad.key"), &sk2), REAP_E_FORMAT);
+        CHECK_ERRMSG("disagree");
+        memcpy(bin + 2, "Sc", 2);
+        sodium_bin2base64(line, sizeof line, bin, 158, sodium_base64_VARIANT_ORIGINAL);
+        snprintf(out, sizeof out, "untrusted comment: x\n%s\n", line);
+        write_text(sp("bad.key"), out);
+        CHECK_RC(reap_minisign_load_secret(sp("bad.key"), &sk2), REAP_E_UNSUPPORTED);
+        CHECK_ERRMSG("encrypted");
+        sodium_memzero(bin, sizeof bin);
+    }
+    free(text);
+    write_text(sp("bad.key"), "hello\nworld\n");
+    CHECK_RC(reap_minisign_load_secret(sp("bad.key"), &sk), REAP_E_FORMAT);
+    CHECK_RC(reap_minisign_load_public("RWnotakey", &pk2), REAP_E_FORMAT);
+
+    /* sign / verify a file */
+    reap_minisign_load_secret(sp("k1.key"), &sk);
+    write_text(sp("msg.txt"), "hello\n");
+    CHECK_RC(reap_minisign_sign_file(&sk, sp("msg.txt"), sp("msg.txt.minisig"), "tc one",
+                                     "uc"), REAP_OK);
+    char tc[256] = "";
+    CHECK_RC(reap_minisign_verify_file(&pk, sp("msg.txt"), sp("msg.txt.minisig"), tc,
+                                       sizeof tc), REAP_OK);
+    CHECK(!strcmp(tc, "tc one"));
+    CHECK_RC(reap_minisign_sign_file(&sk, sp("msg.txt"), sp("x.minisig"), "two\nlines", "u"),
+             REAP_E_INVALID);
+    write_text(sp("msg.txt"), "hellO\n");
+    CHECK_RC(reap_minisign_verify_file(&pk, sp("msg.txt"), sp("msg.txt.minisig"), NULL, 0),
+             REAP_E_INVALID);
+    CHECK_ERRMSG("signature verification failed");
+    reap_sign_key_wipe(&sk);
+}
+
+static void test_manifest_dir(void)
+{
+    char dir[8192], in[8192], cmd[20000];
+    snprintf(dir, sizeof dir, "%s", sp("outdir"));
+    snprintf(in, sizeof in, "%s", sp("indir"));
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, in);
+    CHECK(system(cmd) == 0);
+    CHECK(mkdir(dir, 0755) == 0 && mkdir(in, 0755) == 0);
+    char p[8400];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    write_text(p, "{\"num_experts\": 4}\n");
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    write_text(p, "weights weights");
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    write_text(p, "{}");
+    snprintf(p, sizeof p, "%s/config.json", in);
+    write_text(p, "{\"num_experts\": 8}\n");
+    snprintf(p, sizeof p, "%s/model.safetensors", in);
+    write_text(p, "more weights");
+    snprintf(p, sizeof p, "%s/notes.txt", in); /* not an input file */
+    write_text(p, "x");
+
+    reap_sign_key sk, other;
+    reap_pub_key pk, opk;
+    unlink(sp("k2.key"));
+    unlink(sp("k2.pub"));
+    CHECK_RC(reap_minisign_keygen(sp("k2"), 1, NULL), REAP_OK);
+    CHECK_RC(reap_minisign_load_secret(sp("k1.key"), &sk), REAP_OK);
+    CHECK_RC(reap_minisign_load_secret(sp("k2.key"), &other), REAP_OK);
+    reap_minisign_public_of(&sk, &pk);
+    reap_minisign_public_of(&other, &opk);
+    reap_keepset ks = {0};
+    reap_keep_layer kl = {0};
+    int keep[3] = {0, 2, 3};
+    kl.layer = 0;
+    kl.keep = keep;
+    ks.n_layers = 1;
+    ks.layers = &kl;
+    ks.n_experts = 4;
+    ks.n_keep = 3;
+    ks.n_prune = 1;
+    ks.top_k = 2;
+    ks.ratio = 0.25;
+    const char *calib[2] = {"c1", "c2"};
+    reap_manifest_inputs mi = {"m0del", calib, 2, "00ff", NULL};
+    char digest[65];
+    CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, &sk, digest), REAP_OK);
+    snprintf(p, sizeof p, "%s/%s", dir, REAP_MANIFEST_NAME);
+    char *man = slurp(p);
+    CHECK(man && strstr(man, "\"model.safetensors\"") && strstr(man, "\"sha256\"") &&
+          strstr(man, "\"c2\"") && strstr(man, "\"m0del\"") && !strstr(man, "notes.txt") &&
+          strstr(man, "\"keep_sets\""));
+    int n = 0;
+    CHECK_RC(reap_manifest_verify_dir(dir, &pk, count_line, &n, NULL), REAP_OK);
+    CHECK(n == 0);
+    char sig[8400], tc[512];
+    snprintf(sig, sizeof sig, "%s/%s", dir, REAP_MANIFEST_SIG_NAME);
+    CHECK_RC(reap_minisign_verify_file(&pk, p, sig, tc, sizeof tc), REAP_OK);
+    CHECK(strstr(tc, digest) && strstr(tc, "model_id=m0del"));
+
+    /* another key */
+    n = 0;
+    CHECK_RC(reap_manifest_verify_dir(dir, &opk, count_line, &n, NULL), REAP_E_INVALID);
+    CHECK(n == 1);
+    CHECK_ERRMSG("signed by key");
+
+    /* a changed file, an extra file, a missing file */
+    char f1[8400], f2[8400], f3[8400];
+    snprintf(f1, sizeof f1, "%s/model.safetensors", dir);
+    snprintf(f2, sizeof f2, "%s/extra.txt", dir);
+    snprintf(f3, sizeof f3, "%s/tokenizer.json", dir);
+    write_text(f1, "weights weightz");
+    write_text(f2, "x");
+    unlink(f3);
+    n = 0;
+    CHECK_RC(reap_manifest_verify_dir(dir, &pk, count_line, &n, NULL), REAP_E_INVALID);
+    CHECK(n == 3);
+    write_text(f1, "weights weights");
+    write_text(f3, "{}");
+    unlink(f2);
+    CHECK_RC(reap_manifest_verify_dir(dir, &pk, NULL, NULL, &n), REAP_OK);
+
+    /* the manifest itself changed (one byte), the trusted comment changed */
+    char *orig_sig = slurp(sig);
+    FILE *mf = fopen(p, "a"); /* one more byte: still valid JSON, another file */
+    CHECK(mf && fputc(' ', mf) == ' ');
+    if (mf)
+        fclose(mf);
+    CHECK_RC(reap_manifest_verify_dir(dir, &pk, NULL, NULL, &n), REAP_E_INVALID);
+    CHECK_ERRMSG("signature verification failed");
+    write_text(p, man);
+    CHECK_RC(reap_manifest_verify_dir(dir, &pk, NULL, NULL, &n), REAP_OK);
+    char *tcl = orig_sig ? strstr(orig_sig, "timestamp=") : NULL;
+    CHECK(tcl != NULL);
+    if (tcl) {
+        tcl[10] = tcl[10] == '1' ? '2' : '1';
+        write_text(sig, orig_sig);
+        CHECK_RC(reap_manifest_verify_dir(dir, &pk, NULL, NULL, &n), REAP_E_INVALID);
+        CHECK_ERRMSG("trusted comment");
+    }
+    /* a signature file missing */
+    unlink(sig);
+    CHECK_RC(reap_manifest_verify_dir(dir, &pk, NULL, NULL, &n), REAP_E_INVALID);
+    CHECK_ERRMSG("missing");
+    /* no signature check requested: files still verified */
+    CHECK_RC(reap_manifest_verify_dir(dir, NULL, NULL, NULL, &n), REAP_OK);
+    /* a directory with no manifest */
+    CHECK_RC(reap_manifest_verify_dir(in, &pk, NULL, NULL, &n), REAP_E_NOTFOUND);
+    free(orig_sig);
+    free(man);
+    reap_sign_key_wipe(&sk);
+    reap_sign_key_wipe(&other);
+}
+
+int main(int argc, char **argv)
+{
+    snprintf(scratch, sizeof scratch, "%s", argc > 1 ? argv[1] : "tmp_test_manifest");
+    if (mkdir(scratch, 0755) != 0 && errno != EEXIST) {
+        perror(scratch);
+        return 1;
+    }
+    if (sodium_init() < 0)
+        return 1;
+    test_keys();
+    test_manifest_dir();
+    TEST_MAIN_END();
+}
