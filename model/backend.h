@@ -48,6 +48,14 @@ typedef struct reap_backend_opts {
     int batch_rows;     /* rows per attention micro-batch (0: backend chooses) */
     int device;         /* accelerator index (CUDA) */
     int precision;      /* REAP_PRECISION_* (CUDA: fp32 or bf16 math; CPU ignores) */
+    /* Device memory planning (CUDA; the CPU backend ignores these). 0 = auto: the
+     * environment variable in brackets when set, else the default. */
+    double vram_gb;     /* device memory to plan for, GB of 1e9 bytes [REAP_VRAM_GB];
+                           auto: the device's free memory */
+    double vram_buffer; /* fraction of it left unused [REAP_VRAM_BUFFER]; auto: 0.10;
+                           negative: none */
+    int prefetch_layers;/* layers whose weights are uploaded ahead while the current
+                           one computes [REAP_PARALLEL_LAYERS]; auto: 1; negative: none */
 } reap_backend_opts;
 
 enum { REAP_PRECISION_FP32 = 0, REAP_PRECISION_BF16 = 1 };
@@ -75,6 +83,17 @@ typedef struct reap_backend_i {
     int (*set_hidden)(void *ctx, const float *src);
 
     void (*free)(void *ctx);
+
+    /* Optional (NULL when the backend has none): start uploading the weights of a layer
+     * that a later load_layer will ask for, so the copy overlaps forward_layer. Call it
+     * after load_layer(L) with layers L+1 .. L+prefetch_layers, each once, in order. The
+     * tensors `next` points to must stay valid until the load_layer that uses them (the
+     * checkpoint stays open); the struct and its arrays may be freed on return. A later
+     * load_layer whose views match a queued layer waits for its copy instead of copying
+     * again; anything else is loaded directly (a queued layer that is never asked for
+     * costs only its copy). Returns REAP_OK when queued or skipped (no free buffer);
+     * errors of the copy itself are reported by the load_layer that uses it. */
+    int (*prefetch_layer)(void *ctx, const reap_layer_weights *next);
 } reap_backend_i;
 
 extern const reap_backend_i reap_backend_cpu;

@@ -12,9 +12,16 @@
  * by relative RMS error on an ordinary model), repeated runs are
  * bit-identical, a different chunk size agrees within tolerance, a NaN weight and an
  * impossible memory request give REAP_E_NUMERIC / REAP_E_NOMEM with clear messages.
+ * Fast paths against their references: the tiled bf16 attention kernel against the
+ * score-matrix path (REAP_CUDA_ATTN=gemm) and the CPU on head dims 128 and 64 with GQA
+ * and packing gaps; prefetched uploads (prefetch_layer, 1 and 2 layers ahead, in order
+ * and out of order) bit-identical to direct uploads; grouped expert GEMMs against the
+ * per-expert calls. The memory planner (no device needed): micro-batch, prefetch depth,
+ * peak within the budget, REAP_E_NOMEM when one row cannot fit.
  *
- * Without a CUDA build or a CUDA device it prints "SKIPPED: ..." and returns 77 (ctest
- * SKIP_RETURN_CODE), never PASS.
+ * Without a CUDA build it prints "SKIPPED: ..." and returns 77 (ctest
+ * SKIP_RETURN_CODE), never PASS; without a device it runs the planner checks, then
+ * prints SKIPPED and returns 77.
  */
 #include <math.h>
 #include <stdio.h>
@@ -26,6 +33,7 @@
 
 #include "calib.h"
 #include "checkpoint.h"
+#include "cuda/cuda_plan.h"
 #include "config.h"
 #include "engine.h"
 #include "genmodel.h"
@@ -79,6 +87,59 @@ static int score(loaded *l, const reap_backend_i *be, int precision, int batch_r
     *st = NULL;
     *n = 0;
     return reap_engine_score(l->ck, &l->cfg, &l->rows, &o, st, n);
+}
+
+/* Drive the CUDA backend directly, layer by layer, calling prefetch_layer after each
+ * load_layer: order 0 prefetches L+1 .. L+ahead, order 1 prefetches only L+2 (a queued
+ * layer that the next load does not want). */
+static int score_prefetch(loaded *l, int precision, int ahead, int order,
+                          reap_layer_stats **out, int *n_out)
+{
+    const reap_backend_i *be = reap_backend_cuda();
+    reap_backend_opts o = {.device = 0, .precision = precision, .prefetch_layers = ahead};
+    void *ctx = NULL;
+    const st_tensor *embed;
+    int rc, n_moe = reap_config_n_moe_layers(&l->cfg), n = 0;
+    reap_layer_stats *st = calloc((size_t)(n_moe > 0 ? n_moe : 1), sizeof *st);
+    *out = NULL;
+    *n_out = 0;
+    if (!st) return REAP_E_NOMEM;
+    if ((rc = be->init(&l->cfg, &l->rows, &o, &ctx)) ||
+        (rc = reap_embed_weights_get(l->ck, &l->cfg, &embed)) || (rc = be->embed(ctx, embed)))
+        goto done;
+    for (int layer = 0; layer < l->cfg.n_layers; layer++) {
+        reap_layer_weights w;
+        if ((rc = reap_layer_weights_get(l->ck, &l->cfg, layer, &w))) goto done;
+        rc = be->load_layer(ctx, &w);
+        for (int j = order ? layer + 2 : layer + 1;
+             !rc && j <= (order ? layer + 2 : layer + ahead) && j < l->cfg.n_layers; j++) {
+            reap_layer_weights nw;
+            if (!(rc = reap_layer_weights_get(l->ck, &l->cfg, j, &nw))) {
+                rc = be->prefetch_layer(ctx, &nw);
+                reap_layer_weights_free(&nw); /* the backend keeps its own copy */
+            }
+        }
+        reap_layer_stats *s = NULL;
+        if (!rc && w.is_moe) {
+            s = &st[n];
+            if (!(rc = reap_layer_stats_init(s, layer, l->cfg.n_experts,
+                                             l->cfg.n_experts_used)))
+                n++;
+        }
+        if (!rc) rc = be->forward_layer(ctx, s);
+        reap_layer_weights_free(&w);
+        if (rc) goto done;
+    }
+done:
+    if (ctx) be->free(ctx);
+    if (rc) {
+        for (int i = 0; i < n; i++) reap_layer_stats_free(&st[i]);
+        free(st);
+        return rc;
+    }
+    *out = st;
+    *n_out = n;
+    return REAP_OK;
 }
 
 static double rel_err(double a, double b)
@@ -415,6 +476,219 @@ static void test_bf16_keep_sets(void)
     unload(&l);
 }
 
+/* Final hidden states [T, H] of the whole model on the CUDA backend (engine order, no
+ * prefetch). */
+static int cuda_hidden(loaded *l, int precision, float *out)
+{
+    const reap_backend_i *be = reap_backend_cuda();
+    reap_backend_opts o = {.device = 0, .precision = precision};
+    void *ctx = NULL;
+    const st_tensor *embed;
+    int rc;
+    if ((rc = be->init(&l->cfg, &l->rows, &o, &ctx)) ||
+        (rc = reap_embed_weights_get(l->ck, &l->cfg, &embed)) || (rc = be->embed(ctx, embed)))
+        goto done;
+    for (int layer = 0; layer < l->cfg.n_layers && !rc; layer++) {
+        reap_layer_weights w;
+        reap_layer_stats st;
+        if ((rc = reap_layer_weights_get(l->ck, &l->cfg, layer, &w))) break;
+        if (!(rc = reap_layer_stats_init(&st, layer, l->cfg.n_experts, l->cfg.n_experts_used))) {
+            if (!(rc = be->load_layer(ctx, &w)))
+                rc = be->forward_layer(ctx, w.is_moe ? &st : NULL);
+            reap_layer_stats_free(&st);
+        }
+        reap_layer_weights_free(&w);
+    }
+    if (!rc) rc = be->get_hidden(ctx, out);
+done:
+    if (ctx) be->free(ctx);
+    return rc;
+}
+
+/* RMS of (a - b) over valid positions, relative to the RMS of a. */
+static double rms_rel(const loaded *l, const float *a, const float *b)
+{
+    const int64_t T = (int64_t)l->rows.n_rows * l->rows.seq_len, H = l->cfg.hidden;
+    double d2 = 0, x2 = 0;
+    for (int64_t t = 0; t < T; t++) {
+        if (!l->rows.mask[t]) continue;
+        for (int64_t h = 0; h < H; h++) {
+            const double d = (double)a[t * H + h] - b[t * H + h];
+            d2 += d * d;
+            x2 += (double)a[t * H + h] * a[t * H + h];
+        }
+    }
+    return x2 > 0 ? sqrt(d2 / x2) : sqrt(d2);
+}
+
+static void make_case(const model_case *m, const char *tag, uint64_t seed, loaded *l)
+{
+    char dir[1024], calib[1024];
+    reap_gen_spec spec;
+    make_spec(m, &spec, seed);
+    snprintf(dir, sizeof dir, "%s/model-%s", scratch, tag);
+    snprintf(calib, sizeof calib, "%s/calib-%s.jsonl", scratch, tag);
+    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
+    CHECK_RC(reap_gen_calib(calib, m->n_samples, m->min_len, m->max_len, spec.vocab, seed + 1),
+             REAP_OK);
+    CHECK_RC(load(dir, calib, m->seq_len, 1, l), REAP_OK);
+}
+
+/* The tiled bf16 attention kernel against the score-matrix path and the CPU. */
+static void test_flash_attention(void)
+{
+    static const model_case cases[] = {
+        {"flash hd128 gqa4", REAP_FAMILY_QWEN3_MOE, REAP_EXPERTS_SPLIT, 2, 128, 8, 2, 128, 8,
+         2, 32, 64, 1, -1, ST_BF16, 300, 10, 20, 290},
+        {"flash hd64 gqa1 vl", REAP_FAMILY_QWEN3_VL_MOE, REAP_EXPERTS_FUSED, 2, 96, 4, 4, 64,
+         8, 2, 24, 48, 1, -1, ST_F32, 200, 12, 5, 190},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const model_case *m = &cases[i];
+        char tag[32], what[128];
+        loaded l;
+        snprintf(tag, sizeof tag, "flash%zu", i);
+        make_case(m, tag, 300 + i, &l);
+        const int64_t TH = (int64_t)l.rows.n_rows * l.rows.seq_len * l.cfg.hidden;
+        float *a = malloc((size_t)TH * sizeof(float)), *b = malloc((size_t)TH * sizeof(float));
+        CHECK(a && b);
+        if (a && b) {
+            CHECK_RC(cuda_hidden(&l, REAP_PRECISION_BF16, a), REAP_OK);
+            setenv("REAP_CUDA_ATTN", "gemm", 1);
+            CHECK_RC(cuda_hidden(&l, REAP_PRECISION_BF16, b), REAP_OK);
+            unsetenv("REAP_CUDA_ATTN");
+            const double r = rms_rel(&l, b, a);
+            printf("  %-44s flash vs score-matrix path: hidden rms rel %.2e\n", m->name, r);
+            CHECK_MSG(r <= 1e-2, "%s: flash attention differs from the GEMM path: rms rel "
+                      "%.3e", m->name, r);
+        }
+        free(a);
+        free(b);
+        snprintf(what, sizeof what, "%s bf16 hidden", m->name);
+        compare_hidden(what, &l, REAP_PRECISION_BF16, 3e-2, HID_RMS);
+        unload(&l);
+    }
+}
+
+/* Prefetched uploads give the same bits as direct ones; grouped expert GEMMs agree with
+ * the per-expert calls. */
+static void test_prefetch_and_grouped(void)
+{
+    static const model_case cases[] = {
+        {"prefetch split/dense", REAP_FAMILY_QWEN3_MOE, REAP_EXPERTS_SPLIT, 4, 72, 8, 2, 16,
+         12, 3, 37, 53, 1, 2, ST_BF16, 200, 10, 20, 190},
+        {"prefetch vl fused", REAP_FAMILY_QWEN3_VL_MOE, REAP_EXPERTS_FUSED, 4, 64, 4, 1, 32, 16,
+         2, 24, 48, 1, -1, ST_F16, 128, 8, 30, 120},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const model_case *m = &cases[i];
+        char tag[32], what[128];
+        loaded l;
+        snprintf(tag, sizeof tag, "prefetch%zu", i);
+        make_case(m, tag, 500 + i, &l);
+        for (int prec = REAP_PRECISION_FP32; prec <= REAP_PRECISION_BF16; prec++) {
+            reap_layer_stats *a = NULL, *b = NULL;
+            int na = 0, nb = 0;
+            CHECK_RC(score(&l, reap_backend_cuda(), prec, 0, &a, &na), REAP_OK);
+            static const int modes[][2] = {{1, 0}, {2, 0}, {1, 1}};
+            for (size_t k = 0; k < sizeof modes / sizeof modes[0]; k++) {
+                CHECK_RC(score_prefetch(&l, prec, modes[k][0], modes[k][1], &b, &nb), REAP_OK);
+                CHECK_MSG(nb == na && stats_identical(a, b, na),
+                          "%s %s: prefetch %d ahead (order %d) differs from direct uploads",
+                          m->name, prec ? "bf16" : "fp32", modes[k][0], modes[k][1]);
+                free_stats(b, nb);
+            }
+            setenv("REAP_CUDA_EXPERTS", "grouped", 1);
+            int rc = score(&l, reap_backend_cuda(), prec, 0, &b, &nb);
+            unsetenv("REAP_CUDA_EXPERTS");
+            if (rc == REAP_E_DEVICE && strstr(reap_err_msg(), "NOT_SUPPORTED")) {
+                printf("  %s: grouped GEMM not supported here: %s\n", m->name, reap_err_msg());
+            } else {
+                CHECK_RC(rc, REAP_OK);
+                snprintf(what, sizeof what, "%s %s grouped", m->name, prec ? "bf16" : "fp32");
+                if (!rc && nb == na) compare_stats(what, a, b, na, prec ? 2e-2 : 1e-5, !prec);
+                free_stats(b, nb);
+            }
+            free_stats(a, na);
+        }
+        printf("  %-44s prefetch bit-identical (fp32, bf16)\n", m->name);
+        unload(&l);
+    }
+}
+
+/* The memory planner alone (no device needed). */
+static void test_plan(void)
+{
+    reap_config cfg;
+    reap_cuda_plan p;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = 94;
+    cfg.hidden = 4096;
+    cfg.n_heads = 64;
+    cfg.n_kv_heads = 4;
+    cfg.head_dim = 128;
+    cfg.vocab = 151936;
+    cfg.n_experts = 128;
+    cfg.n_experts_used = 8;
+    cfg.moe_inter = 1536;
+    cfg.norm_topk_prob = 1;
+    cfg.decoder_sparse_step = 1;
+    cfg.rms_eps = 1e-6;
+    cfg.rope_theta = 5e6;
+    reap_cuda_plan_req req = {.n_rows = 1024, .seq_len = 2048,
+                              .precision = REAP_PRECISION_BF16, .prefetch_layers = 1,
+                              .budget_bytes = (int64_t)(140e9 * 0.9)};
+    CHECK_RC(reap_cuda_plan_make(&cfg, &req, &p), REAP_OK);
+    CHECK(p.chunk_rows == 32 && p.prefetch_layers == 1 && p.attn_flash == 1);
+    CHECK(p.hidden_bytes == (int64_t)1024 * 2048 * 4096 * 4);
+    CHECK(p.peak_bytes <= req.budget_bytes && p.peak_bytes > p.hidden_bytes);
+    CHECK(p.moe_ckpt_bytes > (int64_t)4600000000 && p.moe_ckpt_bytes < (int64_t)5000000000);
+    printf("  plan 235B 1024x2048 bf16, 126 GB: micro-batch %d rows, prefetch %d, peak %.1f GB "
+           "(hidden %.1f, weights %.1f x %d, chunk %.1f)\n", p.chunk_rows, p.prefetch_layers,
+           p.peak_bytes / 1e9, p.hidden_bytes / 1e9, p.weight_set_bytes / 1e9,
+           1 + p.prefetch_layers, p.chunk_bytes / 1e9);
+    /* a tighter budget: a smaller micro-batch, peak still within it */
+    req.budget_bytes = (int64_t)50e9;
+    CHECK_RC(reap_cuda_plan_make(&cfg, &req, &p), REAP_OK);
+    CHECK(p.chunk_rows >= 1 && p.chunk_rows < 32 && p.peak_bytes <= req.budget_bytes);
+    printf("  plan at 50 GB: micro-batch %d rows, prefetch %d, peak %.1f GB\n", p.chunk_rows,
+           p.prefetch_layers, p.peak_bytes / 1e9);
+    /* forced micro-batch */
+    req.budget_bytes = (int64_t)126e9;
+    req.batch_rows = 3;
+    CHECK_RC(reap_cuda_plan_make(&cfg, &req, &p), REAP_OK);
+    CHECK(p.chunk_rows == 3);
+    req.batch_rows = 0;
+    /* fp32 mode takes the score-matrix attention path */
+    req.precision = REAP_PRECISION_FP32;
+    CHECK_RC(reap_cuda_plan_make(&cfg, &req, &p), REAP_OK);
+    CHECK(p.attn_flash == 0 && p.attn_pairs >= 1);
+    /* hidden states alone exceed the budget */
+    req.precision = REAP_PRECISION_BF16;
+    req.budget_bytes = (int64_t)30e9;
+    CHECK_RC(reap_cuda_plan_make(&cfg, &req, &p), REAP_E_NOMEM);
+    CHECK_ERRMSG("bytes of device memory needed for 1 row");
+    CHECK_ERRMSG("budget");
+    /* settings: options beat the environment; malformed environment values are named */
+    reap_cuda_settings st;
+    reap_backend_opts o = {.vram_gb = 80, .vram_buffer = 0.2, .prefetch_layers = 2};
+    setenv("REAP_VRAM_GB", "140", 1);
+    CHECK_RC(reap_cuda_settings_resolve(&o, &st), REAP_OK);
+    CHECK(st.vram_gb == 80 && st.vram_buffer == 0.2 && st.prefetch_layers == 2);
+    CHECK(reap_cuda_plan_budget(&st, 0) == (int64_t)(80e9 * 0.8));
+    CHECK(reap_cuda_plan_budget(&st, (int64_t)50e9) == (int64_t)(50e9 * 0.8));
+    memset(&o, 0, sizeof o);
+    CHECK_RC(reap_cuda_settings_resolve(&o, &st), REAP_OK);
+    CHECK(st.vram_gb == 140 && st.vram_buffer == 0.10 && st.prefetch_layers == 1);
+    setenv("REAP_VRAM_GB", "lots", 1);
+    CHECK_RC(reap_cuda_settings_resolve(&o, &st), REAP_E_INVALID);
+    CHECK_ERRMSG("REAP_VRAM_GB");
+    unsetenv("REAP_VRAM_GB");
+    o.prefetch_layers = -1;
+    CHECK_RC(reap_cuda_settings_resolve(&o, &st), REAP_OK);
+    CHECK(st.prefetch_layers == 0 && st.vram_gb == 0);
+}
+
 /* Overwrite element `elem` of F32 tensor `name` with `value`. */
 static int poke_f32(const char *dir, const char *name, int64_t elem, float value)
 {
@@ -519,13 +793,17 @@ int main(int argc, char **argv)
         printf("SKIPPED: this build has no CUDA backend\n");
         return 77;
     }
+    test_plan();
     if (reap_cuda_available() < 1) {
-        printf("SKIPPED: no CUDA device\n");
+        if (test_failures) TEST_MAIN_END();
+        printf("SKIPPED: no CUDA device (memory planner checks passed: %d)\n", test_checks);
         return 77;
     }
     mkdir(scratch, 0755);
     test_fp32_agreement();
     test_bf16_keep_sets();
+    test_flash_attention();
+    test_prefetch_and_grouped();
     test_errors();
     TEST_MAIN_END();
 }

@@ -1,18 +1,22 @@
 /* backend_cuda.cu - the CUDA backend: the forward pass of backend.h on one GPU.
  *
- * Hidden states [T, H] fp32, tokens and mask stay resident on the device; one layer's
- * weights are uploaded per load_layer (raw checkpoint bytes staged through a 64 MiB
- * device buffer and converted on the device to the compute type). A layer runs over
- * chunks of consecutive calibration rows (attention never crosses a row, so a whole
- * layer runs chunk by chunk):
+ * Hidden states [T, H] fp32, tokens and mask stay resident on the device. Weights arrive
+ * per layer through upload.cu (pinned staging, a copy stream, 1 + P weight sets so layer
+ * L + 1 is copied in while layer L computes). The memory plan (cuda_plan.c) fixes the
+ * micro-batch: a layer runs over chunks of consecutive calibration rows (attention never
+ * crosses a row, so a whole layer runs chunk by chunk):
  *
  *   attention_block: rmsnorm -> fused q|k|v GEMM -> q/k head norms + RoPE ->
- *                    per (row, head) batch: scores GEMM -> causal masked softmax ->
- *                    values GEMM -> o GEMM accumulated into the residual (beta = 1)
+ *                    bf16: k_flash_attn (tiled, online softmax, causal tiles only);
+ *                    fp32 (and REAP_CUDA_ATTN=gemm, the reference): per (row, head)
+ *                    batch scores GEMM -> causal masked softmax -> values GEMM ->
+ *                    o GEMM accumulated into the residual (beta = 1)
  *   moe_block:       rmsnorm -> router GEMM (always fp32) -> softmax/top-k ->
  *                    count per expert -> stable scatter (expert, token, slot) ->
  *                    gather routed rows -> per expert gate_up GEMM -> SwiGLU ->
  *                    down GEMM -> per-pair norm/max -> combine into the residual
+ *                    (REAP_CUDA_EXPERTS=grouped: the per-expert GEMMs as one
+ *                    cublasGemmGroupedBatchedEx call each)
  *   mlp_block:       rmsnorm -> gate_up GEMM -> SwiGLU -> down GEMM into the residual
  *
  * Precision: REAP_PRECISION_FP32 runs every GEMM in plain fp32 (CUBLAS_DEFAULT_MATH, no
@@ -25,37 +29,22 @@
  * the last chunk one block per expert reduces them in token order (fp64 sums, integer
  * counts), so the statistics do not depend on the chunk size.
  * Determinism: no floating-point atomics; run to run the results are bit-identical for
- * a given device, cuBLAS version and chunk size. The default chunk size depends only on
- * the configuration (not on free memory) unless memory forces a smaller one.
+ * a given device, cuBLAS version and micro-batch. The micro-batch depends on the memory
+ * budget (REAP_VRAM_GB pins it; batch_rows forces it).
  *
- * Dimension legend: T all positions (n_rows * S), S seq_len, Tc positions of a chunk,
- * H hidden, nH / nKV heads, hd head dim, QKV = (nH + 2 nKV) hd, E experts, K experts per
- * token, I expert width, Id dense MLP width, P routed pairs of a chunk, nb (row, head)
- * pairs per attention batch.
+ * Dimension legend: see cuda_impl.h.
  */
-#include <cublas_v2.h>
-#include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-extern "C" {
-#include "backend.h"
-#include "reap_err.h"
-}
-
+#include "cuda_impl.h"
 #include "kernels.cuh"
+#include "flash_attn.cuh" /* after kernels.cuh: uses its RF_* bits */
 
 typedef __nv_bfloat16 bf16;
-
-#define STAGE_BYTES ((size_t)64 << 20)       /* weight upload staging buffer */
-#define DEFAULT_CHUNK_TOKENS 16384           /* positions per chunk (default) */
-#define ATTN_BATCH_BYTES ((size_t)1 << 30)   /* score matrices per attention batch */
-#define MEM_MARGIN ((size_t)512 << 20)       /* left free for cuBLAS and the driver */
-#define MAX_EXPERTS 1024
-#define MAX_TOPK 32
 
 /* Mark the end of profiling phase i - 1 / start of phase i (no-op unless profiling). */
 #define PROF(c, i)                                                                      \
@@ -65,116 +54,24 @@ typedef __nv_bfloat16 bf16;
 static const char *const PROF_NAMES[6] = {"norm+qkv+rope", "attention", "o_proj",
                                           "route+permute", "experts", "stats+combine"};
 
-typedef struct cuda_ctx {
-    char where[48];             /* "layer 3", "init", "embed": prefix of messages */
-    int device, precision;
-    int esz;                    /* bytes per compute element (4 or 2) */
-    cudaDataType_t ctype;       /* CUDA_R_32F or CUDA_R_16BF */
-    /* configuration */
-    int H, nH, nKV, hd, QKV, E, K, I, Id, V, norm_topk, has_dense;
-    float eps;
-    int n_rows, S;
-    int64_t T, n_valid;
-    int chunk_rows;             /* rows per chunk */
-    int attn_nb;                /* (row, head) pairs per attention batch */
-    cudaStream_t st;
-    cublasHandle_t blas;
-    int *d_flag;                /* non-finite flag word (RF_* bits) */
-    /* resident state */
-    float *d_hidden;            /* [T, H] */
-    int32_t *d_tok;             /* [T] */
-    uint8_t *d_mask;            /* [T] */
-    float *d_cos, *d_sin;       /* [S, hd/2] */
-    int32_t *d_ids;             /* [T, K] expert of each (token, slot); -1 masked */
-    double *d_g;                /* [T, K] routing weight */
-    double *d_nrm;              /* [T, K] ||f|| of each routed pair */
-    float *d_mx;                /* [T, K] max f of each routed pair */
-    /* one layer's weights (compute type unless noted) */
-    int layer, is_moe, fused;   /* fused: expert weights in the FUSED orientation */
-    float *w_in_norm, *w_post_norm; /* [H] fp32 */
-    float *w_qn, *w_kn;         /* [hd] fp32 */
-    void *w_qkv;                /* [QKV, H] q rows, then k, then v */
-    void *w_o;                  /* [H, nH*hd] */
-    float *w_router;            /* [E, H] fp32 */
-    void *w_gu;                 /* [E, 2I, H] (SPLIT: gate rows, up rows) or
-                                   [E, H, 2I] (FUSED, as stored) */
-    void *w_d;                  /* [E, H, I] (SPLIT) or [E, I, H] (FUSED) */
-    void *w_mgu;                /* [2Id, H] dense gate rows then up rows */
-    void *w_md;                 /* [H, Id] */
-    void *stage;                /* [STAGE_BYTES] raw checkpoint bytes */
-    /* chunk workspace: x32/xc always; the attention and MoE buffers alias (arena) */
-    float *x32;                 /* [Tc, H] normed input, fp32 */
-    void *xc;                   /* [Tc, H] normed input, TC (== x32 in fp32 mode) */
-    char *arena;
-    size_t arena_bytes;
-    /* attention view of the arena */
-    float *qkv32;               /* [Tc, QKV] */
-    void *qkvc;                 /* [Tc, QKV] TC (== qkv32 in fp32 mode) */
-    void *attn;                 /* [Tc, nH*hd] TC */
-    float *s32;                 /* [nb, S, S] scores */
-    void *pc;                   /* [nb, S, S] TC probabilities (== s32 in fp32 mode) */
-    void **ptrs;                /* [6, nb] batched-GEMM pointer arrays */
-    /* MoE / MLP view of the arena */
-    float *logits;              /* [Tc, E] */
-    int32_t *perm, *inv;        /* [Tc*K] */
-    void *xg;                   /* [P, H] TC gathered routed rows */
-    float *gu;                  /* [P, 2I] or [Tc, 2Id] */
-    void *hh;                   /* [P, I] or [Tc, Id] TC */
-    float *y;                   /* [P, H] expert outputs */
-    /* statistics */
-    int *d_cnt, *d_off;         /* [E] */
-    int *h_cnt, *h_off;         /* [E] pinned */
-    long long *d_scnt;          /* [E] */
-    double *d_sgn, *d_sn, *d_sg;/* [E] */
-    float *d_smx;               /* [E] */
-    long long *h_scnt;          /* [E] */
-    /* REAP_CUDA_PROFILE set: per-phase GPU times (events around the phases of a chunk),
-     * summed over a layer's chunks and printed to stderr after each layer */
-    int prof;
-    cudaEvent_t ev[7];
-    double prof_ms[6];
-    double *h_sgn, *h_sn, *h_sg;
-    float *h_smx;
-} cuda_ctx;
-
 /* ---- error helpers ------------------------------------------------------------------- */
 
-static int cu_fail(cuda_ctx *c, cudaError_t e, const char *what)
+int cu_fail_at(const char *where, cudaError_t e, const char *what)
 {
     if (e == cudaErrorMemoryAllocation)
-        return reap_err_set(REAP_E_NOMEM, "%s: %s: %s", c->where, what, cudaGetErrorString(e));
-    return reap_err_set(REAP_E_DEVICE, "%s: %s: %s (%s)", c->where, what, cudaGetErrorName(e),
+        return reap_err_set(REAP_E_NOMEM, "%s: %s: %s", where, what, cudaGetErrorString(e));
+    return reap_err_set(REAP_E_DEVICE, "%s: %s: %s (%s)", where, what, cudaGetErrorName(e),
                         cudaGetErrorString(e));
 }
 
-#define CU(call, what)                                                                  \
-    do {                                                                                \
-        cudaError_t e_ = (call);                                                        \
-        if (e_ != cudaSuccess) return cu_fail(c, e_, (what));                           \
-    } while (0)
-/* after a kernel launch */
-#define KCHECK(what) CU(cudaGetLastError(), what)
+int cu_fail(cuda_ctx *c, cudaError_t e, const char *what) { return cu_fail_at(c->where, e, what); }
 
-static int blas_fail(cuda_ctx *c, cublasStatus_t s, const char *what)
+int blas_fail(cuda_ctx *c, cublasStatus_t s, const char *what)
 {
     return reap_err_set(REAP_E_DEVICE, "%s: %s: %s", c->where, what, cublasGetStatusName(s));
 }
 
-#define CB(call, what)                                                                  \
-    do {                                                                                \
-        cublasStatus_t s_ = (call);                                                     \
-        if (s_ != CUBLAS_STATUS_SUCCESS) return blas_fail(c, s_, (what));               \
-    } while (0)
-
-static unsigned grid_for(size_t n, unsigned block)
-{
-    size_t g = (n + block - 1) / block;
-    if (g > 65535u * 16u) g = 65535u * 16u;
-    return g ? (unsigned)g : 1u;
-}
-
-/* Read and clear the flag word; REAP_E_NUMERIC naming the first stage flagged. */
-static int check_flag(cuda_ctx *c)
+int check_flag(cuda_ctx *c)
 {
     int f = 0;
     CU(cudaMemcpyAsync(&f, c->d_flag, sizeof f, cudaMemcpyDeviceToHost, c->st),
@@ -194,135 +91,7 @@ static int check_flag(cuda_ctx *c)
     return reap_err_set(REAP_E_NUMERIC, "%s: NaN or Inf (flag %#x)", c->where, f);
 }
 
-/* ---- GEMM wrappers ---------------------------------------------------------------------- */
-
-/* Y[n, out] (ldy) = beta * Y + X[n, in] (ldx) * W^T, all row-major. W is [out, in]
- * (nn.Linear, w_t = 0) or [in, out] (the fused checkpoint orientation, w_t = 1). */
-static int linear(cuda_ctx *c, const char *what, int n, int in, int out, const void *X,
-                  cudaDataType_t xt, int ldx, const void *W, cudaDataType_t wt, int w_t,
-                  void *Y, cudaDataType_t yt, int ldy, float beta)
-{
-    if (n == 0 || out == 0) return REAP_OK;
-    const float alpha = 1.0f;
-    CB(cublasGemmEx(c->blas, w_t ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &alpha,
-                    W, wt, w_t ? out : in, X, xt, ldx, &beta, Y, yt, ldy, CUBLAS_COMPUTE_32F,
-                    CUBLAS_GEMM_DEFAULT),
-       what);
-    return REAP_OK;
-}
-
-/* ---- memory plan ------------------------------------------------------------------------ */
-
-static size_t align_up(size_t n) { return (n + 255) & ~(size_t)255; }
-
-/* Arena bytes for a chunk of `nr` rows and `nb` attention pairs; assigns the views when
- * base != NULL. The attention view and the MoE/MLP view overlap. */
-static size_t arena_layout(cuda_ctx *c, int nr, int nb, char *base)
-{
-    const size_t Tc = (size_t)nr * c->S, esz = (size_t)c->esz, S2 = (size_t)c->S * c->S;
-    const int bf = c->precision == REAP_PRECISION_BF16;
-    size_t o = 0, a_end, m_end;
-#define TAKE(ptr, type, bytes)                                                          \
-    do {                                                                                \
-        if (base) ptr = (type)(base + o);                                               \
-        o += align_up(bytes);                                                           \
-    } while (0)
-    /* attention */
-    TAKE(c->qkv32, float *, Tc * c->QKV * 4);
-    if (bf) TAKE(c->qkvc, void *, Tc * c->QKV * esz);
-    else if (base) c->qkvc = c->qkv32;
-    TAKE(c->attn, void *, Tc * c->nH * c->hd * esz);
-    TAKE(c->s32, float *, (size_t)nb * S2 * 4);
-    if (bf) TAKE(c->pc, void *, (size_t)nb * S2 * esz);
-    else if (base) c->pc = c->s32;
-    TAKE(c->ptrs, void **, (size_t)6 * nb * sizeof(void *));
-    a_end = o;
-    /* MoE / MLP */
-    o = 0;
-    const size_t P = Tc * c->K;
-    size_t gu = P * 2 * c->I * 4, hh = P * c->I * esz;
-    if (c->has_dense) {
-        if (Tc * 2 * c->Id * 4 > gu) gu = Tc * 2 * c->Id * 4;
-        if (Tc * c->Id * esz > hh) hh = Tc * c->Id * esz;
-    }
-    TAKE(c->logits, float *, Tc * c->E * 4);
-    TAKE(c->perm, int32_t *, P * 4);
-    TAKE(c->inv, int32_t *, P * 4);
-    TAKE(c->xg, void *, P * c->H * esz);
-    TAKE(c->gu, float *, gu);
-    TAKE(c->hh, void *, hh);
-    TAKE(c->y, float *, P * c->H * 4);
-    m_end = o;
-#undef TAKE
-    return a_end > m_end ? a_end : m_end;
-}
-
-static size_t chunk_fixed_bytes(const cuda_ctx *c, int nr)
-{
-    const size_t Tc = (size_t)nr * c->S;
-    return align_up(Tc * c->H * 4) +
-           (c->precision == REAP_PRECISION_BF16 ? align_up(Tc * c->H * c->esz) : 0);
-}
-
-static int attn_pairs(const cuda_ctx *c, int nr)
-{
-    const size_t per = (size_t)c->S * c->S * (4 + (c->precision == REAP_PRECISION_BF16 ? 2 : 0));
-    size_t nb = ATTN_BATCH_BYTES / per;
-    if (nb < 1) nb = 1;
-    if (nb > (size_t)nr * c->nH) nb = (size_t)nr * c->nH;
-    if (nb > 65535) nb = 65535;
-    return (int)nb;
-}
-
-static size_t weight_bytes(const cuda_ctx *c)
-{
-    const size_t H = c->H, esz = c->esz;
-    size_t b = align_up((size_t)c->QKV * H * esz) + align_up(H * c->nH * c->hd * esz) +
-               4 * align_up(H * 4) + align_up((size_t)c->E * H * 4) +
-               align_up((size_t)c->E * 2 * c->I * H * esz) +
-               align_up((size_t)c->E * H * c->I * esz);
-    if (c->has_dense) b += align_up(2 * (size_t)c->Id * H * esz) + align_up(H * c->Id * esz);
-    return b;
-}
-
-static size_t resident_bytes(const cuda_ctx *c)
-{
-    const size_t T = (size_t)c->T, TK = T * c->K;
-    return align_up(T * c->H * 4) + align_up(T * 4) + align_up(T) +
-           2 * align_up((size_t)c->S * (c->hd / 2) * 4) + align_up(TK * 4) +
-           3 * align_up(TK * 8) + align_up(TK * 4) + STAGE_BYTES + 16 * align_up(MAX_EXPERTS * 8);
-}
-
-/* ---- init / free ----------------------------------------------------------------------- */
-
-static void cuda_free(void *ctx)
-{
-    cuda_ctx *c = (cuda_ctx *)ctx;
-    if (!c) return;
-    void *dev[] = {c->d_flag, c->d_hidden, c->d_tok, c->d_mask, c->d_cos, c->d_sin,
-                   c->d_ids, c->d_g, c->d_nrm, c->d_mx, c->w_in_norm, c->w_post_norm,
-                   c->w_qn, c->w_kn, c->w_qkv, c->w_o, c->w_router, c->w_gu, c->w_d,
-                   c->w_mgu, c->w_md, c->stage, c->x32, c->arena, c->d_cnt, c->d_off,
-                   c->d_scnt, c->d_sgn, c->d_sn, c->d_sg, c->d_smx};
-    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
-        if (dev[i]) cudaFree(dev[i]);
-    if (c->xc && c->xc != c->x32) cudaFree(c->xc);
-    if (c->h_cnt) cudaFreeHost(c->h_cnt);
-    if (c->h_off) cudaFreeHost(c->h_off);
-    free(c->h_scnt);
-    free(c->h_sgn);
-    free(c->h_sn);
-    free(c->h_sg);
-    free(c->h_smx);
-    for (int i = 0; i < 7; i++)
-        if (c->ev[i]) cudaEventDestroy(c->ev[i]);
-    if (c->blas) cublasDestroy(c->blas);
-    if (c->st) cudaStreamDestroy(c->st);
-    free(c);
-}
-
-/* cudaMalloc with an out-of-memory message that gives the sizes. */
-static int dalloc(cuda_ctx *c, void **p, size_t bytes, const char *what)
+int dalloc(cuda_ctx *c, void **p, size_t bytes, const char *what)
 {
     cudaError_t e = cudaMalloc(p, bytes ? bytes : 256);
     if (e == cudaSuccess) return REAP_OK;
@@ -341,38 +110,80 @@ static int dalloc(cuda_ctx *c, void **p, size_t bytes, const char *what)
         if ((rc = dalloc(c, (void **)&(ptr), (bytes), (what)))) return rc;              \
     } while (0)
 
-static int plan_and_allocate(cuda_ctx *c, const reap_backend_opts *opts)
+/* ---- GEMM wrapper ----------------------------------------------------------------------- */
+
+/* Y[n, out] (ldy) = beta * Y + X[n, in] (ldx) * W^T, all row-major. W is [out, in]
+ * (nn.Linear, w_t = 0) or [in, out] (w_t = 1). */
+static int linear(cuda_ctx *c, const char *what, int n, int in, int out, const void *X,
+                  cudaDataType_t xt, int ldx, const void *W, cudaDataType_t wt, int w_t,
+                  void *Y, cudaDataType_t yt, int ldy, float beta)
+{
+    if (n == 0 || out == 0) return REAP_OK;
+    const float alpha = 1.0f;
+    CB(cublasGemmEx(c->blas, w_t ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &alpha,
+                    W, wt, w_t ? out : in, X, xt, ldx, &beta, Y, yt, ldy, CUBLAS_COMPUTE_32F,
+                    CUBLAS_GEMM_DEFAULT),
+       what);
+    return REAP_OK;
+}
+
+/* ---- init / free ----------------------------------------------------------------------- */
+
+static void cuda_free(void *ctx)
+{
+    cuda_ctx *c = (cuda_ctx *)ctx;
+    if (!c) return;
+    upload_free(c);
+    void *dev[] = {c->d_flag, c->d_hidden, c->d_tok, c->d_mask, c->d_cos, c->d_sin,
+                   c->d_ids, c->d_g, c->d_nrm, c->d_mx, c->x32, c->arena, c->d_cnt,
+                   c->d_off, c->d_scnt, c->d_sgn, c->d_sn, c->d_sg, c->d_smx, c->d_gptr};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        if (dev[i]) cudaFree(dev[i]);
+    if (c->xc && c->xc != c->x32) cudaFree(c->xc);
+    if (c->h_cnt) cudaFreeHost(c->h_cnt);
+    if (c->h_off) cudaFreeHost(c->h_off);
+    if (c->h_gptr) cudaFreeHost(c->h_gptr);
+    free(c->h_gint);
+    free(c->h_gscal);
+    free(c->h_gop);
+    free(c->h_scnt);
+    free(c->h_sgn);
+    free(c->h_sn);
+    free(c->h_sg);
+    free(c->h_smx);
+    for (int i = 0; i < 7; i++)
+        if (c->ev[i]) cudaEventDestroy(c->ev[i]);
+    if (c->blas) cublasDestroy(c->blas);
+    if (c->st) cudaStreamDestroy(c->st);
+    free(c);
+}
+
+/* Plan from the budget (cuda_plan.c), then allocate the resident state, the chunk
+ * workspace and (upload_init) the weight sets and staging slots. */
+static int plan_and_allocate(cuda_ctx *c, const reap_config *cfg, const reap_backend_opts *opts)
 {
     int rc;
     size_t fr = 0, tot = 0;
     CU(cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo");
-    const size_t fixed = resident_bytes(c) + weight_bytes(c);
-    int nr;
-    if (opts && opts->batch_rows > 0)
-        nr = opts->batch_rows < c->n_rows ? opts->batch_rows : c->n_rows;
-    else {
-        nr = DEFAULT_CHUNK_TOKENS / c->S;
-        if (nr < 1) nr = 1;
-        if (nr > c->n_rows) nr = c->n_rows;
-        /* smaller chunks only when memory forces it */
-        while (nr > 1 && fixed + chunk_fixed_bytes(c, nr) +
-                                 arena_layout(c, nr, attn_pairs(c, nr), NULL) + MEM_MARGIN > fr)
-            nr = (nr + 1) / 2;
-    }
-    const int nb = attn_pairs(c, nr);
-    const size_t ws = chunk_fixed_bytes(c, nr) + arena_layout(c, nr, nb, NULL);
-    if (fixed + ws + MEM_MARGIN > fr)
-        return reap_err_set(REAP_E_NOMEM,
-                            "cuda backend: %zu bytes of device memory needed (hidden states "
-                            "and statistics %zu, one layer's weights %zu, workspace for %d "
-                            "rows %zu, margin %zu) but only %zu of %zu are free on device %d",
-                            fixed + ws + MEM_MARGIN, resident_bytes(c), weight_bytes(c), nr,
-                            ws, MEM_MARGIN, fr, tot, c->device);
-    c->chunk_rows = nr;
-    c->attn_nb = nb;
+    reap_cuda_plan_req req;
+    memset(&req, 0, sizeof req);
+    req.n_rows = c->n_rows;
+    req.seq_len = c->S;
+    req.precision = c->precision;
+    req.batch_rows = opts ? opts->batch_rows : 0;
+    req.prefetch_layers = c->settings.prefetch_layers;
+    req.attn_gemm = c->settings.attn_gemm;
+    req.budget_bytes = reap_cuda_plan_budget(&c->settings, (int64_t)fr);
+    if ((rc = reap_cuda_plan_make(cfg, &req, &c->plan)))
+        return reap_err_prefix(rc, "cuda backend (%zu of %zu bytes free on device %d)", fr,
+                               tot, c->device);
+    const reap_cuda_plan *p = &c->plan;
+    c->chunk_rows = p->chunk_rows;
+    c->attn_nb = p->attn_pairs;
+    c->flash = p->attn_flash;
 
     const size_t T = (size_t)c->T, TK = T * c->K, H = c->H, esz = c->esz;
-    const size_t Tc = (size_t)nr * c->S;
+    const size_t Tc = (size_t)p->chunk_tokens;
     DALLOC(c->d_flag, sizeof(int), "flag");
     DALLOC(c->d_hidden, T * H * 4, "hidden states");
     DALLOC(c->d_tok, T * 4, "tokens");
@@ -384,9 +195,6 @@ static int plan_and_allocate(cuda_ctx *c, const reap_backend_opts *opts)
         DALLOC(c->d_g, TK * 8, "routing weights");
         DALLOC(c->d_nrm, TK * 8, "pair norms");
         DALLOC(c->d_mx, TK * 4, "pair max");
-        DALLOC(c->w_router, (size_t)c->E * H * 4, "router weights");
-        DALLOC(c->w_gu, (size_t)c->E * 2 * c->I * H * esz, "expert gate_up weights");
-        DALLOC(c->w_d, (size_t)c->E * H * c->I * esz, "expert down weights");
         DALLOC(c->d_cnt, (size_t)c->E * 4, "counts");
         DALLOC(c->d_off, (size_t)c->E * 4, "offsets");
         DALLOC(c->d_scnt, (size_t)c->E * 8, "stat counts");
@@ -394,35 +202,60 @@ static int plan_and_allocate(cuda_ctx *c, const reap_backend_opts *opts)
         DALLOC(c->d_sn, (size_t)c->E * 8, "stat sums");
         DALLOC(c->d_sg, (size_t)c->E * 8, "stat sums");
         DALLOC(c->d_smx, (size_t)c->E * 4, "stat max");
+        DALLOC(c->d_gptr, (size_t)6 * c->E * sizeof(void *), "grouped GEMM pointers");
         CU(cudaMallocHost((void **)&c->h_cnt, (size_t)c->E * sizeof(int)), "cudaMallocHost");
         CU(cudaMallocHost((void **)&c->h_off, (size_t)c->E * sizeof(int)), "cudaMallocHost");
+        CU(cudaMallocHost((void **)&c->h_gptr, (size_t)6 * c->E * sizeof(void *)),
+           "cudaMallocHost");
+        c->h_gint = (int *)malloc((size_t)9 * c->E * sizeof(int));
+        c->h_gscal = (float *)malloc((size_t)2 * c->E * sizeof(float));
+        c->h_gop = (cublasOperation_t *)malloc((size_t)2 * c->E * sizeof(cublasOperation_t));
         c->h_scnt = (long long *)malloc((size_t)c->E * sizeof(long long));
         c->h_sgn = (double *)malloc((size_t)c->E * sizeof(double));
         c->h_sn = (double *)malloc((size_t)c->E * sizeof(double));
         c->h_sg = (double *)malloc((size_t)c->E * sizeof(double));
         c->h_smx = (float *)malloc((size_t)c->E * sizeof(float));
-        if (!c->h_scnt || !c->h_sgn || !c->h_sn || !c->h_sg || !c->h_smx)
+        if (!c->h_scnt || !c->h_sgn || !c->h_sn || !c->h_sg || !c->h_smx || !c->h_gint ||
+            !c->h_gscal || !c->h_gop)
             return reap_err_set(REAP_E_NOMEM, "cuda backend: host statistics buffers");
     }
-    DALLOC(c->w_in_norm, H * 4, "input_layernorm");
-    DALLOC(c->w_post_norm, H * 4, "post_attention_layernorm");
-    DALLOC(c->w_qn, (size_t)c->hd * 4, "q_norm");
-    DALLOC(c->w_kn, (size_t)c->hd * 4, "k_norm");
-    DALLOC(c->w_qkv, (size_t)c->QKV * H * esz, "q/k/v weights");
-    DALLOC(c->w_o, H * c->nH * c->hd * esz, "o_proj weights");
-    if (c->has_dense) {
-        DALLOC(c->w_mgu, 2 * (size_t)c->Id * H * esz, "mlp gate/up weights");
-        DALLOC(c->w_md, H * c->Id * esz, "mlp down weights");
-    }
-    DALLOC(c->stage, STAGE_BYTES, "staging buffer");
     DALLOC(c->x32, Tc * H * 4, "normed activations");
     if (c->precision == REAP_PRECISION_BF16)
         DALLOC(c->xc, Tc * H * esz, "normed activations (bf16)");
     else
         c->xc = c->x32;
-    c->arena_bytes = arena_layout(c, nr, nb, NULL);
-    DALLOC(c->arena, c->arena_bytes, "chunk workspace");
-    arena_layout(c, nr, nb, c->arena);
+    DALLOC(c->arena, (size_t)p->arena.bytes, "chunk workspace");
+    const reap_cuda_arena *a = &p->arena;
+    char *b = c->arena;
+    c->qkv32 = (float *)(b + a->qkv32);
+    c->qkvc = b + a->qkvc;
+    c->attn = b + a->attn;
+    c->s32 = c->flash ? NULL : (float *)(b + a->s32);
+    c->pc = c->flash ? NULL : (void *)(b + a->pc);
+    c->ptrs = c->flash ? NULL : (void **)(b + a->ptrs);
+    c->logits = (float *)(b + a->logits);
+    c->perm = (int32_t *)(b + a->perm);
+    c->inv = (int32_t *)(b + a->inv);
+    c->hh = b + a->hh;
+    c->xg = b + a->xg;
+    c->gu = (float *)(b + a->gu);
+    c->y = (float *)(b + a->y);
+    return upload_init(c);
+}
+
+/* Raise the dynamic shared-memory limit of the attention kernel for this head dim. */
+static int flash_setup(cuda_ctx *c)
+{
+    const int bytes = fa_smem_bytes(c->hd);
+    cudaError_t e = cudaSuccess;
+    switch (c->hd) {
+    case 16: e = cudaFuncSetAttribute(k_flash_attn<16>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes); break;
+    case 32: e = cudaFuncSetAttribute(k_flash_attn<32>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes); break;
+    case 64: e = cudaFuncSetAttribute(k_flash_attn<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes); break;
+    case 128: e = cudaFuncSetAttribute(k_flash_attn<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes); break;
+    default: return reap_err_set(REAP_E_INTERNAL, "flash attention: head_dim %d", c->hd);
+    }
+    CU(e, "cudaFuncSetAttribute(flash attention)");
     return REAP_OK;
 }
 
@@ -456,6 +289,10 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
     cuda_ctx *c = (cuda_ctx *)calloc(1, sizeof *c);
     if (!c) return reap_err_set(REAP_E_NOMEM, "cuda backend: context");
     snprintf(c->where, sizeof c->where, "cuda init");
+    if ((rc = reap_cuda_settings_resolve(opts, &c->settings))) {
+        free(c);
+        return rc;
+    }
     c->device = dev;
     c->precision = opts && opts->precision == REAP_PRECISION_BF16 ? REAP_PRECISION_BF16
                                                                    : REAP_PRECISION_FP32;
@@ -466,8 +303,8 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
     c->nKV = cfg->n_kv_heads;
     c->hd = cfg->head_dim;
     c->QKV = (c->nH + 2 * c->nKV) * c->hd;
-    c->E = cfg->n_experts;
-    c->K = cfg->n_experts > 0 ? cfg->n_experts_used : 0;
+    c->E = cfg->n_experts > 0 ? cfg->n_experts : 0;
+    c->K = c->E > 0 ? cfg->n_experts_used : 0;
     c->I = cfg->moe_inter;
     c->Id = cfg->inter;
     c->V = cfg->vocab;
@@ -478,6 +315,10 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
     c->T = (int64_t)rows->n_rows * rows->seq_len;
     c->n_valid = rows->n_valid;
     c->layer = -1;
+    {
+        const char *g = getenv("REAP_CUDA_EXPERTS");
+        c->grouped = g && !strcmp(g, "grouped");
+    }
     for (int l = 0; l < cfg->n_layers; l++)
         if (!reap_config_layer_is_moe(cfg, l)) c->has_dense = 1;
     if (c->has_dense && c->Id < 1) {
@@ -508,7 +349,8 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
             goto fail;
         }
     }
-    if ((rc = plan_and_allocate(c, opts))) goto fail;
+    if ((rc = plan_and_allocate(c, cfg, opts))) goto fail;
+    if (c->flash && (rc = flash_setup(c))) goto fail;
     if (getenv("REAP_CUDA_PROFILE")) {
         for (int i = 0; i < 7; i++)
             if ((e = cudaEventCreate(&c->ev[i])) != cudaSuccess) {
@@ -516,6 +358,11 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
                 goto fail;
             }
         c->prof = 1;
+        fprintf(stderr, "cuda plan: %d rows x %d, micro-batch %d rows, prefetch %d, "
+                "attention %s, experts %s, peak %.2f GB of budget %.2f GB\n", c->n_rows, c->S,
+                c->chunk_rows, c->plan.prefetch_layers, c->flash ? "flash" : "gemm",
+                c->grouped ? "grouped" : "per-expert", c->plan.peak_bytes / 1e9,
+                c->plan.budget_bytes / 1e9);
     }
 
     /* tokens, mask, RoPE tables (fp64 angles, as the CPU reference) */
@@ -560,206 +407,6 @@ fail:
     return rc;
 }
 
-/* ---- uploads ---------------------------------------------------------------------------- */
-
-static int src_dtype(const st_tensor *t, int *dt, size_t *esz)
-{
-    switch (t->dtype) {
-    case ST_F32: *dt = SRC_F32; *esz = 4; return REAP_OK;
-    case ST_BF16: *dt = SRC_BF16; *esz = 2; return REAP_OK;
-    case ST_F16: *dt = SRC_F16; *esz = 2; return REAP_OK;
-    default:
-        return reap_err_set(REAP_E_UNSUPPORTED, "tensor %s: dtype %s (BF16, F16 or F32 only)",
-                            t->name, st_dtype_name(t->dtype));
-    }
-}
-
-/* dst[0..n) = elements [first, first + n) of t, converted on the device to fp32
- * (to_f32 = 1) or to the compute type. Raw bytes go through the staging buffer. */
-static int upload(cuda_ctx *c, const st_tensor *t, int64_t first, int64_t n, void *dst,
-                  int to_f32)
-{
-    int dt, rc;
-    size_t sz;
-    if (!t) return reap_err_set(REAP_E_INTERNAL, "%s: missing weight view", c->where);
-    if ((rc = src_dtype(t, &dt, &sz))) return reap_err_prefix(rc, "%s", c->where);
-    if (first < 0 || n < 0 || first + n > t->numel)
-        return reap_err_set(REAP_E_FORMAT, "%s: tensor %s has %lld elements, %lld needed",
-                            c->where, t->name, (long long)t->numel, (long long)(first + n));
-    const char *src = (const char *)t->data + (size_t)first * sz;
-    const int64_t step = (int64_t)(STAGE_BYTES / sz);
-    const int tc_f32 = to_f32 || c->precision == REAP_PRECISION_FP32;
-    for (int64_t off = 0; off < n; off += step) {
-        const int64_t m = n - off < step ? n - off : step;
-        CU(cudaMemcpyAsync(c->stage, src + (size_t)off * sz, (size_t)m * sz,
-                           cudaMemcpyHostToDevice, c->st),
-           "cudaMemcpy(weights)");
-        if (tc_f32)
-            k_convert<float><<<grid_for((size_t)m, 256), 256, 0, c->st>>>(
-                c->stage, dt, (float *)dst + off, (size_t)m, c->d_flag);
-        else
-            k_convert<bf16><<<grid_for((size_t)m, 256), 256, 0, c->st>>>(
-                c->stage, dt, (bf16 *)dst + off, (size_t)m, c->d_flag);
-        KCHECK("convert weights");
-    }
-    return REAP_OK;
-}
-
-static int need_numel(cuda_ctx *c, const st_tensor *t, int64_t n)
-{
-    if (!t) return reap_err_set(REAP_E_INTERNAL, "%s: missing weight view", c->where);
-    if (t->numel != n)
-        return reap_err_set(REAP_E_FORMAT, "%s: tensor %s has %lld elements, expected %lld",
-                            c->where, t->name, (long long)t->numel, (long long)n);
-    return REAP_OK;
-}
-
-/* Error path only: after the device flagged a non-finite weight, find it on the host so
- * the message names the tensor and element (as the CPU backend's does). */
-static int find_nonfinite(const st_tensor *t, int64_t first, int64_t n)
-{
-    float buf[4096];
-    if (!t) return REAP_OK;
-    for (int64_t off = 0; off < n; off += 4096) {
-        const int64_t m = n - off < 4096 ? n - off : 4096;
-        int rc = reap_tensor_to_f32(t, first + off, m, buf);
-        if (rc) return rc;
-    }
-    return REAP_OK;
-}
-
-static int find_nonfinite_layer(const cuda_ctx *c, const reap_layer_weights *w)
-{
-    const st_tensor *ts[] = {w->input_norm, w->post_norm, w->q_proj, w->k_proj, w->v_proj,
-                             w->o_proj, w->q_norm, w->k_norm, w->router, w->gate_up,
-                             w->down_fused, w->mlp_gate, w->mlp_up, w->mlp_down};
-    int rc;
-    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
-        if (ts[i] && (rc = find_nonfinite(ts[i], 0, ts[i]->numel))) return rc;
-    if (w->is_moe && w->layout == REAP_EXPERTS_SPLIT && w->gate && w->up && w->down)
-        for (int e = 0; e < c->E; e++)
-            if ((w->gate[e] && (rc = find_nonfinite(w->gate[e], 0, w->gate[e]->numel))) ||
-                (w->up[e] && (rc = find_nonfinite(w->up[e], 0, w->up[e]->numel))) ||
-                (w->down[e] && (rc = find_nonfinite(w->down[e], 0, w->down[e]->numel))))
-                return rc;
-    return REAP_OK;
-}
-
-static int cuda_embed(void *ctx, const st_tensor *embed)
-{
-    cuda_ctx *c = (cuda_ctx *)ctx;
-    int dt, rc;
-    size_t sz;
-    snprintf(c->where, sizeof c->where, "embed");
-    CU(cudaSetDevice(c->device), "cudaSetDevice");
-    if ((rc = src_dtype(embed, &dt, &sz))) return rc;
-    if (embed->ndim != 2 || embed->shape[1] != c->H || embed->shape[0] < c->V)
-        return reap_err_set(REAP_E_FORMAT, "embed: tensor %s is not [%d, %d]", embed->name,
-                            c->V, c->H);
-    const size_t row_bytes = (size_t)c->H * sz;
-    int rows_per = (int)(STAGE_BYTES / row_bytes);
-    if (rows_per < 1)
-        return reap_err_set(REAP_E_UNSUPPORTED, "embed: hidden size %d too large", c->H);
-    for (int v0 = 0; v0 < c->V; v0 += rows_per) {
-        const int v1 = c->V - v0 < rows_per ? c->V : v0 + rows_per;
-        CU(cudaMemcpyAsync(c->stage, (const char *)embed->data + (size_t)v0 * row_bytes,
-                           (size_t)(v1 - v0) * row_bytes, cudaMemcpyHostToDevice, c->st),
-           "cudaMemcpy(embedding)");
-        k_embed_gather<<<grid_for((size_t)c->T * 32, 256), 256, 0, c->st>>>(
-            c->d_tok, c->T, v0, v1, c->stage, dt, c->H, c->d_hidden, c->d_flag);
-        KCHECK("embedding gather");
-    }
-    if ((rc = check_flag(c)) == REAP_E_NUMERIC) {
-        /* name the tensor and element: scan the rows of the tokens used, on the host */
-        int32_t *tok = (int32_t *)malloc((size_t)c->T * sizeof *tok);
-        if (!tok) return rc;
-        int rc2 = REAP_OK;
-        if (cudaMemcpyAsync(tok, c->d_tok, (size_t)c->T * 4, cudaMemcpyDeviceToHost, c->st) ==
-                cudaSuccess &&
-            cudaStreamSynchronize(c->st) == cudaSuccess)
-            for (int64_t t = 0; t < c->T && !rc2; t++)
-                rc2 = find_nonfinite(embed, (int64_t)tok[t] * c->H, c->H);
-        free(tok);
-        if (rc2) return reap_err_prefix(rc2, "embed");
-    }
-    return rc;
-}
-
-static int cuda_load_layer(void *ctx, const reap_layer_weights *w)
-{
-    cuda_ctx *c = (cuda_ctx *)ctx;
-    int rc;
-    const int64_t H = c->H, hd = c->hd, qd = (int64_t)c->nH * hd, kvd = (int64_t)c->nKV * hd;
-    const int64_t E = c->E, I = c->I, Id = c->Id;
-    snprintf(c->where, sizeof c->where, "layer %d", w->layer);
-    CU(cudaSetDevice(c->device), "cudaSetDevice");
-    c->layer = -1;
-    if ((rc = need_numel(c, w->input_norm, H)) || (rc = need_numel(c, w->post_norm, H)) ||
-        (rc = need_numel(c, w->q_norm, hd)) || (rc = need_numel(c, w->k_norm, hd)) ||
-        (rc = need_numel(c, w->q_proj, qd * H)) || (rc = need_numel(c, w->k_proj, kvd * H)) ||
-        (rc = need_numel(c, w->v_proj, kvd * H)) || (rc = need_numel(c, w->o_proj, H * qd)))
-        return rc;
-    char *qkv = (char *)c->w_qkv;
-    if ((rc = upload(c, w->input_norm, 0, H, c->w_in_norm, 1)) ||
-        (rc = upload(c, w->post_norm, 0, H, c->w_post_norm, 1)) ||
-        (rc = upload(c, w->q_norm, 0, hd, c->w_qn, 1)) ||
-        (rc = upload(c, w->k_norm, 0, hd, c->w_kn, 1)) ||
-        (rc = upload(c, w->q_proj, 0, qd * H, qkv, 0)) ||
-        (rc = upload(c, w->k_proj, 0, kvd * H, qkv + (size_t)qd * H * c->esz, 0)) ||
-        (rc = upload(c, w->v_proj, 0, kvd * H, qkv + (size_t)(qd + kvd) * H * c->esz, 0)) ||
-        (rc = upload(c, w->o_proj, 0, H * qd, c->w_o, 0)))
-        return rc;
-    if (w->is_moe) {
-        if (E < 1)
-            return reap_err_set(REAP_E_INVALID, "%s: MoE layer but no experts", c->where);
-        if ((rc = need_numel(c, w->router, E * H)) ||
-            (rc = upload(c, w->router, 0, E * H, c->w_router, 1)))
-            return rc;
-        char *gu = (char *)c->w_gu, *dn = (char *)c->w_d;
-        const size_t ex_gu = (size_t)2 * I * H * c->esz, ex_d = (size_t)H * I * c->esz;
-        if (w->layout == REAP_EXPERTS_FUSED) {
-            if ((rc = need_numel(c, w->gate_up, E * H * 2 * I)) ||
-                (rc = need_numel(c, w->down_fused, E * I * H)) ||
-                (rc = upload(c, w->gate_up, 0, E * H * 2 * I, gu, 0)) ||
-                (rc = upload(c, w->down_fused, 0, E * I * H, dn, 0)))
-                return rc;
-            c->fused = 1;
-        } else if (w->layout == REAP_EXPERTS_SPLIT) {
-            if (!w->gate || !w->up || !w->down)
-                return reap_err_set(REAP_E_INTERNAL, "%s: missing expert views", c->where);
-            for (int64_t e = 0; e < E; e++) {
-                if ((rc = need_numel(c, w->gate[e], I * H)) ||
-                    (rc = need_numel(c, w->up[e], I * H)) ||
-                    (rc = need_numel(c, w->down[e], H * I)) ||
-                    (rc = upload(c, w->gate[e], 0, I * H, gu + e * ex_gu, 0)) ||
-                    (rc = upload(c, w->up[e], 0, I * H, gu + e * ex_gu + ex_gu / 2, 0)) ||
-                    (rc = upload(c, w->down[e], 0, H * I, dn + e * ex_d, 0)))
-                    return rc;
-            }
-            c->fused = 0;
-        } else {
-            return reap_err_set(REAP_E_INTERNAL, "%s: unknown expert layout %d", c->where,
-                                (int)w->layout);
-        }
-    } else {
-        if (!c->has_dense)
-            return reap_err_set(REAP_E_INTERNAL, "%s: dense layer not planned", c->where);
-        if ((rc = need_numel(c, w->mlp_gate, Id * H)) || (rc = need_numel(c, w->mlp_up, Id * H)) ||
-            (rc = need_numel(c, w->mlp_down, H * Id)) ||
-            (rc = upload(c, w->mlp_gate, 0, Id * H, c->w_mgu, 0)) ||
-            (rc = upload(c, w->mlp_up, 0, Id * H, (char *)c->w_mgu + (size_t)Id * H * c->esz, 0)) ||
-            (rc = upload(c, w->mlp_down, 0, H * Id, c->w_md, 0)))
-            return rc;
-    }
-    if ((rc = check_flag(c))) {
-        int rc2 = rc == REAP_E_NUMERIC ? find_nonfinite_layer(c, w) : REAP_OK;
-        return rc2 ? reap_err_prefix(rc2, "layer %d", w->layer) : rc;
-    }
-    c->layer = w->layer;
-    c->is_moe = w->is_moe;
-    return REAP_OK;
-}
-
 /* ---- forward ------------------------------------------------------------------------------ */
 
 static int rmsnorm(cuda_ctx *c, const float *x, int64_t Tc, const float *w, float *out32,
@@ -778,32 +425,12 @@ static int rmsnorm(cuda_ctx *c, const float *x, int64_t Tc, const float *w, floa
     return REAP_OK;
 }
 
-/* Attention for the chunk of `nr` rows starting at hidden row x [Tc, H], mask [Tc]. */
-static int attention_block(cuda_ctx *c, float *x, int nr, const uint8_t *mask)
+/* The reference attention: per batch of (row, head) pairs, the full score matrices
+ * [nb, S, S] by GEMM, a causal masked softmax, then P V by GEMM. */
+static int attention_gemm(cuda_ctx *c, int nr, const uint8_t *mask)
 {
     const int bf = c->precision == REAP_PRECISION_BF16;
-    const int64_t Tc = (int64_t)nr * c->S;
     const int S = c->S, qd = c->nH * c->hd;
-    int rc;
-    PROF(c, 0);
-    if ((rc = rmsnorm(c, x, Tc, c->w_in_norm, NULL, 1, RF_INPUT))) return rc;
-    if ((rc = linear(c, "cublasGemmEx(qkv_proj)", (int)Tc, c->H, c->QKV, c->xc, c->ctype, c->H,
-                     c->w_qkv, c->ctype, 0, c->qkv32, CUDA_R_32F, c->QKV, 0.0f)))
-        return rc;
-    {
-        const size_t items = (size_t)Tc * (c->nH + 2 * c->nKV);
-        const unsigned blocks = (unsigned)((items * 32 + 255) / 256);
-        if (bf)
-            k_qk_norm_rope<bf16><<<blocks, 256, 0, c->st>>>(
-                c->qkv32, (bf16 *)c->qkvc, Tc, c->nH, c->nKV, c->hd, S, c->w_qn, c->w_kn,
-                c->eps, c->d_cos, c->d_sin);
-        else
-            k_qk_norm_rope<float><<<blocks, 256, 0, c->st>>>(
-                c->qkv32, (float *)c->qkvc, Tc, c->nH, c->nKV, c->hd, S, c->w_qn, c->w_kn,
-                c->eps, c->d_cos, c->d_sin);
-        KCHECK("qk norm + rope");
-    }
-    PROF(c, 1);
     const float scale = (float)(1.0 / sqrt((double)c->hd)), one = 1.0f, zero = 0.0f;
     const int pairs = nr * c->nH;
     const void **A1 = (const void **)c->ptrs, **B1 = A1 + c->attn_nb;
@@ -835,10 +462,163 @@ static int attention_block(cuda_ctx *c, float *x, int nr, const uint8_t *mask)
                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
            "cublasGemmBatchedEx(attention values)");
     }
+    return REAP_OK;
+}
+
+/* The fast path (bf16): k_flash_attn over every (row, head) pair of the chunk. */
+static int attention_flash(cuda_ctx *c, int nr, const uint8_t *mask)
+{
+    const int pairs = nr * c->nH, nqt = (c->S + FA_BM - 1) / FA_BM;
+    const float scale_log2 = (float)(1.4426950408889634 / sqrt((double)c->hd));
+    const int smem = fa_smem_bytes(c->hd);
+    const bf16 *q = (const bf16 *)c->qkvc;
+    bf16 *o = (bf16 *)c->attn;
+    for (int p0 = 0; p0 < pairs; p0 += 65535) {
+        const int np = pairs - p0 < 65535 ? pairs - p0 : 65535;
+        dim3 grid((unsigned)nqt, (unsigned)np);
+        switch (c->hd) {
+        case 16: k_flash_attn<16><<<grid, 128, smem, c->st>>>(q, o, mask, c->S, c->nH, c->nKV, p0, scale_log2, c->d_flag); break;
+        case 32: k_flash_attn<32><<<grid, 128, smem, c->st>>>(q, o, mask, c->S, c->nH, c->nKV, p0, scale_log2, c->d_flag); break;
+        case 64: k_flash_attn<64><<<grid, 128, smem, c->st>>>(q, o, mask, c->S, c->nH, c->nKV, p0, scale_log2, c->d_flag); break;
+        case 128: k_flash_attn<128><<<grid, 128, smem, c->st>>>(q, o, mask, c->S, c->nH, c->nKV, p0, scale_log2, c->d_flag); break;
+        default: return reap_err_set(REAP_E_INTERNAL, "%s: flash attention for head_dim %d",
+                                     c->where, c->hd);
+        }
+        KCHECK("flash attention");
+    }
+    return REAP_OK;
+}
+
+/* Attention for the chunk of `nr` rows starting at hidden row x [Tc, H], mask [Tc]. */
+static int attention_block(cuda_ctx *c, float *x, int nr, const uint8_t *mask)
+{
+    const int bf = c->precision == REAP_PRECISION_BF16;
+    const int64_t Tc = (int64_t)nr * c->S;
+    const int qd = c->nH * c->hd;
+    const wset *w = c->cur;
+    int rc;
+    PROF(c, 0);
+    if ((rc = rmsnorm(c, x, Tc, w->in_norm, NULL, 1, RF_INPUT))) return rc;
+    if ((rc = linear(c, "cublasGemmEx(qkv_proj)", (int)Tc, c->H, c->QKV, c->xc, c->ctype, c->H,
+                     w->qkv, c->ctype, 0, c->qkv32, CUDA_R_32F, c->QKV, 0.0f)))
+        return rc;
+    {
+        const size_t items = (size_t)Tc * (c->nH + 2 * c->nKV);
+        const unsigned blocks = (unsigned)((items * 32 + 255) / 256);
+        if (bf)
+            k_qk_norm_rope<bf16><<<blocks, 256, 0, c->st>>>(
+                c->qkv32, (bf16 *)c->qkvc, Tc, c->nH, c->nKV, c->hd, c->S, w->qn, w->kn,
+                c->eps, c->d_cos, c->d_sin);
+        else
+            k_qk_norm_rope<float><<<blocks, 256, 0, c->st>>>(
+                c->qkv32, (float *)c->qkvc, Tc, c->nH, c->nKV, c->hd, c->S, w->qn, w->kn,
+                c->eps, c->d_cos, c->d_sin);
+        KCHECK("qk norm + rope");
+    }
+    PROF(c, 1);
+    if ((rc = c->flash ? attention_flash(c, nr, mask) : attention_gemm(c, nr, mask))) return rc;
     PROF(c, 2);
     /* x += attn Wo^T */
-    return linear(c, "cublasGemmEx(o_proj)", (int)Tc, qd, c->H, c->attn, c->ctype, qd, c->w_o,
+    return linear(c, "cublasGemmEx(o_proj)", (int)Tc, qd, c->H, c->attn, c->ctype, qd, w->o,
                   c->ctype, 0, x, CUDA_R_32F, c->H, 1.0f);
+}
+
+/* The routed expert GEMMs, one cuBLAS call per expert and projection (the reference
+ * path): gu[p] = xg[p] Wgu_e^T, then (after SwiGLU) y[p] = hh[p] Wd_e^T. */
+static int experts_gate_up(cuda_ctx *c)
+{
+    const int H = c->H, I = c->I;
+    const size_t esz = (size_t)c->esz, ex_gu = (size_t)2 * I * H * esz;
+    int rc;
+    for (int e = 0; e < c->E; e++) {
+        const int ne = c->h_cnt[e], o = c->h_off[e];
+        if (!ne) continue;
+        if ((rc = linear(c, "cublasGemmEx(expert gate_up)", ne, H, 2 * I,
+                         (const char *)c->xg + (size_t)o * H * esz, c->ctype, H,
+                         (const char *)c->cur->gu + e * ex_gu, c->ctype, 0,
+                         c->gu + (size_t)o * 2 * I, CUDA_R_32F, 2 * I, 0.0f)))
+            return rc;
+    }
+    return REAP_OK;
+}
+
+static int experts_down(cuda_ctx *c)
+{
+    const int H = c->H, I = c->I;
+    const size_t esz = (size_t)c->esz, ex_d = (size_t)H * I * esz;
+    int rc;
+    for (int e = 0; e < c->E; e++) {
+        const int ne = c->h_cnt[e], o = c->h_off[e];
+        if (!ne) continue;
+        if ((rc = linear(c, "cublasGemmEx(expert down)", ne, I, H,
+                         (const char *)c->hh + (size_t)o * I * esz, c->ctype, I,
+                         (const char *)c->cur->d + e * ex_d, c->ctype, 0,
+                         c->y + (size_t)o * H, CUDA_R_32F, H, 0.0f)))
+            return rc;
+    }
+    return REAP_OK;
+}
+
+/* The same GEMMs as one grouped call (REAP_CUDA_EXPERTS=grouped): one group per routed
+ * expert. down = 0: gate_up; 1: down. */
+static int experts_grouped(cuda_ctx *c, int down)
+{
+    const int H = c->H, I = c->I, E = c->E;
+    const size_t esz = (size_t)c->esz;
+    int g = 0;
+    int *m = c->h_gint, *n = m + E, *k = n + E, *lda = k + E, *ldb = lda + E, *ldc = ldb + E,
+        *gs = ldc + E;
+    float *alpha = c->h_gscal, *beta = alpha + E;
+    cublasOperation_t *ta = c->h_gop, *tb = ta + E;
+    void **A = c->h_gptr, **B = A + E, **C = B + E;
+    for (int e = 0; e < E; e++) {
+        const int ne = c->h_cnt[e], o = c->h_off[e];
+        if (!ne) continue;
+        ta[g] = CUBLAS_OP_T;
+        tb[g] = CUBLAS_OP_N;
+        n[g] = ne;
+        gs[g] = 1;
+        alpha[g] = 1.0f;
+        beta[g] = 0.0f;
+        if (!down) {
+            m[g] = 2 * I;
+            k[g] = H;
+            A[g] = (char *)c->cur->gu + (size_t)e * 2 * I * H * esz;
+            B[g] = (char *)c->xg + (size_t)o * H * esz;
+            C[g] = c->gu + (size_t)o * 2 * I;
+            lda[g] = H;
+            ldb[g] = H;
+            ldc[g] = 2 * I;
+        } else {
+            m[g] = H;
+            k[g] = I;
+            A[g] = (char *)c->cur->d + (size_t)e * H * I * esz;
+            B[g] = (char *)c->hh + (size_t)o * I * esz;
+            C[g] = c->y + (size_t)o * H;
+            lda[g] = I;
+            ldb[g] = I;
+            ldc[g] = H;
+        }
+        g++;
+    }
+    if (!g) return REAP_OK;
+    /* compact the pointer arrays to [A(g), B(g), C(g)] and send them */
+    void **dA = c->d_gptr, **dB = dA + g, **dC = dB + g;
+    void **hp = c->h_gptr + 3 * E; /* second half as the send buffer */
+    memcpy(hp, A, (size_t)g * sizeof(void *));
+    memcpy(hp + g, B, (size_t)g * sizeof(void *));
+    memcpy(hp + 2 * g, C, (size_t)g * sizeof(void *));
+    CU(cudaMemcpyAsync(c->d_gptr, hp, (size_t)3 * g * sizeof(void *), cudaMemcpyHostToDevice,
+                       c->st),
+       "cudaMemcpy(grouped GEMM pointers)");
+    CB(cublasGemmGroupedBatchedEx(c->blas, ta, tb, m, n, k, alpha, (const void *const *)dA,
+                                  c->ctype, lda, (const void *const *)dB, c->ctype, ldb, beta,
+                                  dC, CUDA_R_32F, ldc, g, gs, CUBLAS_COMPUTE_32F),
+       down ? "cublasGemmGroupedBatchedEx(expert down)"
+            : "cublasGemmGroupedBatchedEx(expert gate_up)");
+    /* the pinned send buffer is reused by the next call: wait for the copy */
+    CU(cudaStreamSynchronize(c->st), "cudaStreamSynchronize(grouped GEMM)");
+    return REAP_OK;
 }
 
 /* MoE block for the chunk x [Tc, H] whose first position is t0. */
@@ -852,9 +632,9 @@ static int moe_block(cuda_ctx *c, float *x, int nr, int64_t t0, const uint8_t *m
     double *g = c->d_g + t0 * K;
     int rc;
     PROF(c, 3);
-    if ((rc = rmsnorm(c, x, Tc, c->w_post_norm, c->x32, 1, RF_ATTN))) return rc;
+    if ((rc = rmsnorm(c, x, Tc, c->cur->post_norm, c->x32, 1, RF_ATTN))) return rc;
     if ((rc = linear(c, "cublasGemmEx(router)", (int)Tc, H, E, c->x32, CUDA_R_32F, H,
-                     c->w_router, CUDA_R_32F, 0, c->logits, CUDA_R_32F, E, 0.0f)))
+                     c->cur->router, CUDA_R_32F, 0, c->logits, CUDA_R_32F, E, 0.0f)))
         return rc;
     k_router<<<grid_for((size_t)Tc * 32, 256), 256, 0, c->st>>>(c->logits, mask, Tc, E, K,
                                                                 c->norm_topk, ids, g, c->d_flag);
@@ -887,18 +667,8 @@ static int moe_block(cuda_ctx *c, float *x, int nr, int64_t t0, const uint8_t *m
         k_gather_rows<float><<<P, 256, 0, c->st>>>((const float *)c->xc, c->perm, K, H,
                                                    (float *)c->xg);
     KCHECK("gather routed rows");
-    const size_t esz = (size_t)c->esz;
-    const size_t ex_gu = (size_t)2 * I * H * esz, ex_d = (size_t)H * I * esz;
     PROF(c, 4);
-    for (int e = 0; e < E; e++) {
-        const int ne = c->h_cnt[e], o = c->h_off[e];
-        if (!ne) continue;
-        if ((rc = linear(c, "cublasGemmEx(expert gate_up)", ne, H, 2 * I,
-                         (const char *)c->xg + (size_t)o * H * esz, c->ctype, H,
-                         (const char *)c->w_gu + e * ex_gu, c->ctype, c->fused,
-                         c->gu + (size_t)o * 2 * I, CUDA_R_32F, 2 * I, 0.0f)))
-            return rc;
-    }
+    if ((rc = c->grouped ? experts_grouped(c, 0) : experts_gate_up(c))) return rc;
     if (bf)
         k_swiglu<bf16><<<grid_for((size_t)P * I, 256), 256, 0, c->st>>>(c->gu, P, I,
                                                                         (bf16 *)c->hh,
@@ -908,15 +678,8 @@ static int moe_block(cuda_ctx *c, float *x, int nr, int64_t t0, const uint8_t *m
                                                                          (float *)c->hh,
                                                                          c->d_flag, RF_EXPERT);
     KCHECK("swiglu");
-    for (int e = 0; e < E; e++) {
-        const int ne = c->h_cnt[e], o = c->h_off[e];
-        if (!ne) continue;
-        if ((rc = linear(c, "cublasGemmEx(expert down)", ne, I, H,
-                         (const char *)c->hh + (size_t)o * I * esz, c->ctype, I,
-                         (const char *)c->w_d + e * ex_d, c->ctype, c->fused,
-                         c->y + (size_t)o * H, CUDA_R_32F, H, 0.0f)))
-            return rc;
-    }
+    /* y overwrites xg and gu, both dead from here on */
+    if ((rc = c->grouped ? experts_grouped(c, 1) : experts_down(c))) return rc;
     PROF(c, 5);
     k_pair_stats<<<P, 256, 0, c->st>>>(c->y, c->perm, H, t0 * K, c->d_nrm, c->d_mx, c->d_flag);
     KCHECK("pair statistics");
@@ -933,9 +696,9 @@ static int mlp_block(cuda_ctx *c, float *x, int nr)
     int rc;
     PROF(c, 3);
     PROF(c, 4);
-    if ((rc = rmsnorm(c, x, Tc, c->w_post_norm, NULL, 1, RF_ATTN)) ||
+    if ((rc = rmsnorm(c, x, Tc, c->cur->post_norm, NULL, 1, RF_ATTN)) ||
         (rc = linear(c, "cublasGemmEx(mlp gate_up)", (int)Tc, H, 2 * Id, c->xc, c->ctype, H,
-                     c->w_mgu, c->ctype, 0, c->gu, CUDA_R_32F, 2 * Id, 0.0f)))
+                     c->cur->mgu, c->ctype, 0, c->gu, CUDA_R_32F, 2 * Id, 0.0f)))
         return rc;
     if (bf)
         k_swiglu<bf16><<<grid_for((size_t)Tc * Id, 256), 256, 0, c->st>>>(
@@ -944,8 +707,8 @@ static int mlp_block(cuda_ctx *c, float *x, int nr)
         k_swiglu<float><<<grid_for((size_t)Tc * Id, 256), 256, 0, c->st>>>(
             c->gu, Tc, Id, (float *)c->hh, c->d_flag, RF_MLP);
     KCHECK("swiglu");
-    if ((rc = linear(c, "cublasGemmEx(mlp down)", (int)Tc, Id, H, c->hh, c->ctype, Id, c->w_md,
-                     c->ctype, 0, x, CUDA_R_32F, H, 1.0f)))
+    if ((rc = linear(c, "cublasGemmEx(mlp down)", (int)Tc, Id, H, c->hh, c->ctype, Id,
+                     c->cur->md, c->ctype, 0, x, CUDA_R_32F, H, 1.0f)))
         return rc;
     PROF(c, 5);
     k_check_finite<<<grid_for((size_t)Tc * H, 256), 256, 0, c->st>>>(x, (size_t)Tc * H,
@@ -986,7 +749,7 @@ static int cuda_forward_layer(void *ctx, reap_layer_stats *stats)
 {
     cuda_ctx *c = (cuda_ctx *)ctx;
     int rc;
-    if (c->layer < 0)
+    if (c->layer < 0 || !c->cur)
         return reap_err_set(REAP_E_INTERNAL, "cuda backend: forward without a loaded layer");
     snprintf(c->where, sizeof c->where, "layer %d", c->layer);
     if (c->is_moe != (stats != NULL))
@@ -1060,6 +823,7 @@ static const reap_backend_i cuda_backend = {
     cuda_get_hidden,
     cuda_set_hidden,
     cuda_free,
+    cuda_prefetch_layer,
 };
 
 extern "C" const reap_backend_i *reap_backend_cuda(void) { return &cuda_backend; }
@@ -1072,4 +836,22 @@ extern "C" int reap_cuda_available(void)
         return 0;
     }
     return n;
+}
+
+extern "C" int reap_cuda_mem_info(int device, int64_t *free_bytes, int64_t *total_bytes)
+{
+    size_t fr = 0, tot = 0;
+    int n = 0;
+    *free_bytes = *total_bytes = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e == cudaSuccess && (device < 0 || device >= n)) e = cudaErrorInvalidDevice;
+    if (e == cudaSuccess) e = cudaSetDevice(device);
+    if (e == cudaSuccess) e = cudaMemGetInfo(&fr, &tot);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return reap_err_set(REAP_E_DEVICE, "CUDA device %d: %s", device, cudaGetErrorString(e));
+    }
+    *free_bytes = (int64_t)fr;
+    *total_bytes = (int64_t)tot;
+    return REAP_OK;
 }

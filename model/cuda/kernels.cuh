@@ -1,5 +1,7 @@
-/* kernels.cuh - the device kernels of the CUDA backend (included by backend_cuda.cu only).
+/* kernels.cuh - the device kernels of the CUDA backend (included by backend_cuda.cu and
+ * upload.cu).
  *
+ * Kernels have internal linkage (static): two translation units include this file.
  * Every kernel here is deterministic: no floating-point atomics, reductions in a fixed
  * tree order (warp xor-butterflies, then the warp partials in warp order), and the
  * token permutation by expert is a stable counting sort. Non-finite activations set a
@@ -88,7 +90,7 @@ __device__ V block_reduce(V v, Op op, V identity, V *sh)
 
 /* dst[i] = (TC) src[i], i < n; flags NaN/Inf (RF_WEIGHT). */
 template <typename TC>
-__global__ void k_convert(const void *src, int dtype, TC *dst, size_t n, int *flag)
+static __global__ void k_convert(const void *src, int dtype, TC *dst, size_t n, int *flag)
 {
     int bad = 0;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
@@ -100,9 +102,38 @@ __global__ void k_convert(const void *src, int dtype, TC *dst, size_t n, int *fl
     if (bad) atomicOr(flag, RF_WEIGHT);
 }
 
+/* Transposing conversion of n_mat matrices: dst[m][c][r] = (TC) src[m][r][c], src
+ * [n_mat, rows, cols] raw `dtype`, dst [n_mat, cols, rows]. Used at upload to turn the
+ * fused checkpoint orientation ([E, H, 2I], [E, I, H]) into nn.Linear's ([E, 2I, H],
+ * [E, H, I]), so every expert GEMM takes the same (faster) transposed-A path.
+ * Block (32, 8) per 32 x 32 tile, grid (ceil(cols/32), ceil(rows/32), n_mat). */
+template <typename TC>
+static __global__ void k_convert_t(const void *src, int dtype, int rows, int cols, TC *dst, int *flag)
+{
+    __shared__ float tile[32][33];
+    const size_t m = blockIdx.z, base = m * (size_t)rows * cols;
+    const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+    int bad = 0;
+    for (int i = threadIdx.y; i < 32; i += 8) {
+        const int r = r0 + i, c = c0 + threadIdx.x;
+        float v = 0.0f;
+        if (r < rows && c < cols) {
+            v = load_src(src, dtype, base + (size_t)r * cols + c);
+            bad |= !isfinite(v);
+        }
+        tile[i][threadIdx.x] = v;
+    }
+    __syncthreads();
+    for (int i = threadIdx.y; i < 32; i += 8) {
+        const int c = c0 + i, r = r0 + threadIdx.x;
+        if (r < rows && c < cols) dst[base + (size_t)c * rows + r] = from_f32<TC>(tile[threadIdx.x][i]);
+    }
+    if (bad) atomicOr(flag, RF_WEIGHT);
+}
+
 /* For each token t with v0 <= tok[t] < v1: hidden[t] = rows[tok[t] - v0] (fp32).
  * rows: [v1 - v0, H] of `dtype`; hidden: [T, H]. One warp per token. */
-__global__ void k_embed_gather(const int32_t *tok, int64_t T, int v0, int v1,
+static __global__ void k_embed_gather(const int32_t *tok, int64_t T, int v0, int v1,
                                const void *rows, int dtype, int H, float *hidden,
                                int *flag)
 {
@@ -130,7 +161,7 @@ __global__ void k_embed_gather(const int32_t *tok, int64_t T, int v0, int v1,
  * x: [T, H] fp32; out32 (optional): [T, H] fp32; outc (optional): [T, H] TC.
  * Non-finite x sets `bit`. */
 template <typename TC>
-__global__ void k_rmsnorm(const float *x, int H, const float *w, float eps, float *out32,
+static __global__ void k_rmsnorm(const float *x, int H, const float *w, float eps, float *out32,
                           TC *outc, int *flag, int bit)
 {
     __shared__ double sh[33];
@@ -158,7 +189,7 @@ __global__ void k_rmsnorm(const float *x, int H, const float *w, float eps, floa
  * heads 0..nH-1 are q, nH..nH+nKV-1 k, then nKV v heads.
  * cos_t, sin_t: [S, hd/2] (angle pos * theta^(-2i/hd), computed on the host in fp64). */
 template <typename TC>
-__global__ void k_qk_norm_rope(float *qkv, TC *qkvc, int64_t T, int nH, int nKV, int hd,
+static __global__ void k_qk_norm_rope(float *qkv, TC *qkvc, int64_t T, int nH, int nKV, int hd,
                                int S, const float *qn, const float *kn, float eps,
                                const float *cos_t, const float *sin_t)
 {
@@ -201,7 +232,7 @@ __global__ void k_qk_norm_rope(float *qkv, TC *qkvc, int64_t T, int nH, int nKV,
 /* Pointer arrays of one batch of (row, head) pairs, pairs b0 .. b0+nb-1 of the chunk
  * (pair g = row * nH + head). For the score GEMM: A1 = K, B1 = Q, C1 = S; for the value
  * GEMM: A2 = V, B2 = P, C2 = O. esz: bytes per TC element. */
-__global__ void k_attn_ptrs(const char *qkvc, char *attn, char *S32, char *Pc, int b0, int nb,
+static __global__ void k_attn_ptrs(const char *qkvc, char *attn, char *S32, char *Pc, int b0, int nb,
                             int nH, int nKV, int hd, int S, int esz, const void **A1,
                             const void **B1, void **C1, const void **A2, const void **B2,
                             void **C2)
@@ -225,7 +256,7 @@ __global__ void k_attn_ptrs(const char *qkvc, char *attn, char *S32, char *Pc, i
  * pair b sees keys j <= i with mask[row(b), j] == 1; other entries of P are 0; a masked
  * query or one with no visible key gets an all-zero row (as the CPU reference). */
 template <typename TC>
-__global__ void k_attn_softmax(const float *S32, TC *P, int S, const uint8_t *mask, int b0,
+static __global__ void k_attn_softmax(const float *S32, TC *P, int S, const uint8_t *mask, int b0,
                                int nH, int *flag)
 {
     __shared__ float shf[33];
@@ -263,7 +294,7 @@ __global__ void k_attn_softmax(const float *S32, TC *P, int S, const uint8_t *ma
  * top-K by logit (ties to the lower expert index), weights g = p or p / sum_k p_k
  * (norm_topk). Masked tokens (and tokens with a non-finite logit, which set RF_ROUTER)
  * get ids -1 and weight 0. logits [T, E]; ids, g [T, K]. Requires E <= 1024, K <= 32. */
-__global__ void k_router(const float *logits, const uint8_t *mask, int64_t T, int E, int K,
+static __global__ void k_router(const float *logits, const uint8_t *mask, int64_t T, int E, int K,
                          int norm_topk, int32_t *ids, double *g, int *flag)
 {
     const int lane = threadIdx.x & 31;
@@ -328,7 +359,7 @@ __global__ void k_router(const float *logits, const uint8_t *mask, int64_t T, in
 }
 
 /* cnt[e] = #{i < n : ids[i] == e}; one block per expert. */
-__global__ void k_count(const int32_t *ids, int n, int *cnt)
+static __global__ void k_count(const int32_t *ids, int n, int *cnt)
 {
     __shared__ int sh[33];
     const int e = blockIdx.x;
@@ -340,7 +371,7 @@ __global__ void k_count(const int32_t *ids, int n, int *cnt)
 
 /* Stable scatter by expert: the pairs i (= token * K + slot) with ids[i] == e go to
  * perm[off[e] ..] in increasing i; inv[i] = their position. One block per expert. */
-__global__ void k_scatter(const int32_t *ids, int n, const int *off, int32_t *perm,
+static __global__ void k_scatter(const int32_t *ids, int n, const int *off, int32_t *perm,
                           int32_t *inv)
 {
     __shared__ int wsum[32];
@@ -370,7 +401,7 @@ __global__ void k_scatter(const int32_t *ids, int n, const int *off, int32_t *pe
 
 /* dst[p] = src[perm[p] / K] for the P sorted pairs; src [T, H], dst [P, H]. Block per p. */
 template <typename TC>
-__global__ void k_gather_rows(const TC *src, const int32_t *perm, int K, int H, TC *dst)
+static __global__ void k_gather_rows(const TC *src, const int32_t *perm, int K, int H, TC *dst)
 {
     const int p = blockIdx.x;
     const TC *s = src + (size_t)(perm[p] / K) * H;
@@ -382,7 +413,7 @@ __global__ void k_gather_rows(const TC *src, const int32_t *perm, int K, int H, 
 
 /* h[r, i] = silu(gu[r, i]) * gu[r, I + i]; gu [n, 2I] fp32, h [n, I] TC. */
 template <typename TC>
-__global__ void k_swiglu(const float *gu, int64_t n, int I, TC *h, int *flag, int bit)
+static __global__ void k_swiglu(const float *gu, int64_t n, int I, TC *h, int *flag, int bit)
 {
     int bad = 0;
     const size_t total = (size_t)n * I;
@@ -398,7 +429,7 @@ __global__ void k_swiglu(const float *gu, int64_t n, int I, TC *h, int *flag, in
 
 /* Per sorted pair p: ||Y[p]||_2 (fp64) and max_h Y[p][h], stored at the pair's global
  * index pair_base + perm[p]. Y [P, H] fp32; nrm, mx [T_all * K]. Block per p. */
-__global__ void k_pair_stats(const float *Y, const int32_t *perm, int H, int64_t pair_base,
+static __global__ void k_pair_stats(const float *Y, const int32_t *perm, int H, int64_t pair_base,
                              double *nrm, float *mx, int *flag)
 {
     __shared__ double shd[33];
@@ -426,7 +457,7 @@ __global__ void k_pair_stats(const float *Y, const int32_t *perm, int H, int64_t
 /* x[t] += sum_k (float) g[t,k] * Y[inv[t*K+k]] for valid tokens, the K terms added in
  * ascending expert order into an fp32 accumulator (the CPU reference's order).
  * x [T, H], Y [P, H], ids/g/inv [T, K]. Block per token. */
-__global__ void k_combine(const float *Y, const int32_t *ids, const double *g,
+static __global__ void k_combine(const float *Y, const int32_t *ids, const double *g,
                           const int32_t *inv, int K, int H, float *x, int *flag)
 {
     __shared__ int order[32];
@@ -461,7 +492,7 @@ __global__ void k_combine(const float *Y, const int32_t *ids, const double *g,
 
 /* Per-expert statistics over all n = T_all * K pairs of the layer, in pair order: one
  * block per expert. Outputs [E]: count, sum g*||f||, sum ||f||, sum g, max f. */
-__global__ void k_expert_stats(const int32_t *ids, const double *g, const double *nrm,
+static __global__ void k_expert_stats(const int32_t *ids, const double *g, const double *nrm,
                                const float *mx, int64_t n, long long *cnt, double *sgn,
                                double *sn, double *sg, float *mxo)
 {
@@ -495,7 +526,7 @@ __global__ void k_expert_stats(const int32_t *ids, const double *g, const double
 }
 
 /* Sets `bit` if any of x[0..n) is NaN/Inf. */
-__global__ void k_check_finite(const float *x, size_t n, int *flag, int bit)
+static __global__ void k_check_finite(const float *x, size_t n, int *flag, int bit)
 {
     int bad = 0;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
