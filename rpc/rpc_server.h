@@ -220,7 +220,8 @@ void rpc_call_unref(rpc_call *call);
 const char *rpc_call_method(const rpc_call *call);
 const char *rpc_call_peer(const rpc_call *call);
 
-/* Opaque per-call user data (e.g. the run a watcher is attached to). */
+/* Opaque per-call user data (e.g. the run a watcher is attached to). Not synchronised:
+ * set it before the call is shared with other threads. */
 void rpc_call_set_user(rpc_call *call, void *user);
 void *rpc_call_user(const rpc_call *call);
 

@@ -13,6 +13,7 @@ PKGS=(
   libsodium-dev minisign  # hashing, Ed25519 signatures
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev  # services
   protobuf-compiler protobuf-compiler-grpc grpc-proto python3-grpcio python3-protobuf  # Python test client
+  openssl                 # certificates for the TLS tests
   libpcre2-dev libutf8proc-dev  # tokenizer
   python3 python3-numpy   # float64 oracle in tests/
 )

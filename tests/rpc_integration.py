@@ -84,6 +84,12 @@ class Server:
                     return int(line.split()[1])
         return -1
 
+    def cpu_s(self):
+        """User + system CPU seconds the server has used."""
+        with open(f"/proc/{self.p.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self, timeout=30):
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGTERM)
@@ -535,6 +541,14 @@ def run_load(a):
     demo0 = tg.DemoStub(ch0)
     for _ in range(50):
         demo0.Echo(tp.EchoRequest(text="w"), metadata=auth, timeout=10)
+    # Baseline: one client, sequential calls (the per-call cost without contention).
+    base = []
+    for i in range(500):
+        t = time.perf_counter()
+        demo0.Echo(tp.EchoRequest(text="b"), metadata=auth, timeout=10)
+        base.append(time.perf_counter() - t)
+    base.sort()
+    b50, b99 = base[len(base) // 2] * 1e3, base[int(len(base) * 0.99)] * 1e3
     rss_before = srv.rss_kb()
 
     # A server stream runs during the load (as a scoring run would).
@@ -577,10 +591,12 @@ def run_load(a):
         ch.close()
 
     ts = [threading.Thread(target=client, args=(k,)) for k in range(n_clients)]
+    cpu0 = srv.cpu_s()
     t0 = time.perf_counter()
     [t.start() for t in ts]
     [t.join() for t in ts]
     wall = time.perf_counter() - t0
+    cpu = srv.cpu_s() - cpu0
     stop.set()
     st_thread.join(30)
     time.sleep(0.5)
@@ -595,14 +611,17 @@ def run_load(a):
     check(stream_events[0] > 10, f"load: the stream kept running ({stream_events[0]} events)")
     check(st.calls_live == 1, f"load: no calls left behind (live {st.calls_live})")
     print(f"load: {total} RPCs ({n_clients} clients x {n_calls}) in {wall:.1f} s = "
-          f"{total / wall:.0f} RPC/s; latency p50 {p50:.2f} ms, p99 {p99:.2f} ms; "
+          f"{total / wall:.0f} RPC/s; server CPU {cpu:.2f} s "
+          f"({cpu / total * 1e6:.0f} us/RPC incl. the stream); latency p50 {p50:.2f} ms, p99 {p99:.2f} ms; "
           f"server RSS {rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB; "
-          f"stream events during the load {stream_events[0]}")
+          f"stream events during the load {stream_events[0]}; baseline (1 client, "
+          f"sequential Echo) p50 {b50:.2f} ms, p99 {b99:.2f} ms")
     with open(os.path.join(a.work, "load.txt"), "w") as f:
         f.write(f"clients {n_clients}\ncalls {n_calls}\ntotal {total}\nfailures {len(errors)}\n"
                 f"wall_s {wall:.2f}\nrps {total / wall:.0f}\np50_ms {p50:.2f}\n"
                 f"p99_ms {p99:.2f}\nrss_before_kib {rss_before}\nrss_after_kib {rss_after}\n"
-                f"stream_events {stream_events[0]}\n")
+                f"stream_events {stream_events[0]}\nbaseline_p50_ms {b50:.2f}\n"
+                f"baseline_p99_ms {b99:.2f}\nserver_cpu_s {cpu:.2f}\n")
     check(srv.stop() == 0, "load: server exit 0")
     ch0.close()
 
@@ -619,6 +638,8 @@ def main():
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--calls", type=int, default=100)
     a = ap.parse_args()
+    a.testd = os.path.abspath(a.testd)
+    a.work = os.path.abspath(a.work)
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)
     gen_stubs(a, os.path.join(a.work, "pystubs"))
