@@ -10,12 +10,14 @@ int cmd_version(int argc, char **argv);
 int cmd_keepset(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 const reapctl_cmd reapctl_commands[] = {
     {"version", cmd_version, "print the version"},
     {"keepset", cmd_keepset, "print the experts each MoE layer keeps (writes nothing)"},
     {"verify", cmd_verify, "check a pruned checkpoint against its signed manifest"},
     {"keygen", cmd_keygen, "make a minisign key pair for signing manifests"},
+    {"tokenize", cmd_tokenize, "text (JSON Lines on stdin) to token ids with a tokenizer.json"},
     {NULL, NULL, NULL},
 };
 

@@ -1,8 +1,17 @@
-/* calib.c - calibration samples from JSON Lines, and their packing into rows.
+/* calib.c - calibration samples from JSON Lines or a JSON array of items, and their
+ * packing into rows.
  *
- * Reading: getline() one line at a time, blank (whitespace-only) lines skipped, each
- * other line parsed by jansson as {"input_ids": [int, ...]}; every error names
- * "path:line". Samples are kept as separate int32 arrays with their source line.
+ * Reading (see calib.h for the formats) runs in three steps:
+ *   collect  JSON Lines: getline() one line at a time, blank lines skipped, each line
+ *            parsed by jansson. JSON array: the file is read whole and each element is
+ *            parsed in place (json_loadb with JSON_DISABLE_EOF_CHECK reports how many bytes
+ *            it used), so every item keeps the line it starts on. Each item's shape is
+ *            checked here, so errors do not depend on shuffling; without shuffling,
+ *            collection stops after max_samples items.
+ *   select   optional Fisher-Yates shuffle (SplitMix64), keep max_samples.
+ *   convert  input_ids are copied; text is tokenised; messages are rendered as ChatML
+ *            and tokenised; every id is checked against vocab.
+ * Every error names "path:line" (and "item N" inside an array).
  *
  * Packing (see calib.h): one walk over the samples (pack_walk) both counts the rows and,
  * given buffers, fills them, so the row count and the contents cannot disagree. The
@@ -15,191 +24,559 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- reading -------------------------------------------------------------------- */
+/* ---- reading: items ------------------------------------------------------------- */
+
+enum { ITEM_IDS = 1, ITEM_TEXT, ITEM_MESSAGES };
+
+typedef struct calib_item {
+    json_t *json;
+    int64_t line;               /* 1-based line where the item starts */
+    int64_t index;              /* 0-based index in a JSON array, -1 in JSON Lines */
+    int kind;                   /* ITEM_* */
+} calib_item;
+
+typedef struct calib_reader {
+    const reap_calib_opts *o;
+    calib_item *items;          /* [cap], n used */
+    int64_t n, cap;
+} calib_reader;
+
+static const char *const chat_roles[] = {"system", "user", "assistant", "tool"};
+
+/* Set an error located at item `it`: "path:line: [item N: ]message". */
+static int item_err(const calib_reader *r, int64_t line, int64_t index, int status,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static int item_err(const calib_reader *r, int64_t line, int64_t index, int status,
+                    const char *fmt, ...)
+{
+    char msg[512], item[48] = "";
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (index >= 0)
+        snprintf(item, sizeof item, "item %lld: ", (long long)index);
+    return reap_err_set(status, "%s:%lld: %s%s", r->o->path, (long long)line, item, msg);
+}
+
+/* A jansson parse failure as an error at `line` (+ the parser's own line offset). */
+static int parse_err(const calib_reader *r, int64_t line, int64_t index,
+                     const json_error_t *jerr)
+{
+    int64_t at = line + (jerr->line > 1 ? jerr->line - 1 : 0);
+
+    if (json_error_code(jerr) == json_error_invalid_utf8)
+        return item_err(r, at, index, REAP_E_FORMAT, "invalid UTF-8 (column %d)",
+                        jerr->column);
+    return item_err(r, at, index, REAP_E_FORMAT, "invalid JSON (column %d): %s",
+                    jerr->column, jerr->text);
+}
+
+/* Check one message of a conversation. */
+static int check_message(const calib_reader *r, const calib_item *it, size_t k, json_t *m)
+{
+    json_t *role = json_object_get(m, "role"), *content = json_object_get(m, "content");
+    const char *rs;
+    size_t i;
+
+    if (!json_is_object(m))
+        return item_err(r, it->line, it->index, REAP_E_FORMAT, "messages[%zu] is not an "
+                        "object", k);
+    if (!json_is_string(role))
+        return item_err(r, it->line, it->index, REAP_E_FORMAT, "messages[%zu] has no "
+                        "string \"role\"", k);
+    if (!json_is_string(content))
+        return item_err(r, it->line, it->index, REAP_E_FORMAT, "messages[%zu] has no "
+                        "string \"content\"", k);
+    rs = json_string_value(role);
+    for (i = 0; i < sizeof chat_roles / sizeof chat_roles[0]; i++)
+        if (json_string_length(role) == strlen(chat_roles[i]) && !strcmp(rs, chat_roles[i]))
+            return REAP_OK;
+    return item_err(r, it->line, it->index, REAP_E_INVALID, "messages[%zu]: unknown role "
+                    "\"%.40s\" (allowed: system, user, assistant, tool)", k, rs);
+}
+
+/* Check an item's shape and set it->kind. */
+static int item_check(const calib_reader *r, calib_item *it)
+{
+    const reap_calib_opts *o = r->o;
+    json_t *j = it->json, *v, *x;
+    json_int_t id;
+    size_t i;
+    int rc;
+
+    if (!json_is_object(j))
+        return item_err(r, it->line, it->index, REAP_E_FORMAT, "not a JSON object");
+    if ((v = json_object_get(j, "input_ids"))) {
+        it->kind = ITEM_IDS;
+        if (!json_is_array(v))
+            return item_err(r, it->line, it->index, REAP_E_FORMAT, "\"input_ids\" is not "
+                            "an array");
+        if (json_array_size(v) == 0)
+            return item_err(r, it->line, it->index, REAP_E_FORMAT, "empty \"input_ids\"");
+        json_array_foreach(v, i, x) {
+            if (!json_is_integer(x))
+                return item_err(r, it->line, it->index, REAP_E_FORMAT, "input_ids[%zu] is "
+                                "not an integer", i);
+            id = json_integer_value(x);
+            /* Negative ids and ids beyond int32 are never token ids, whatever the vocab. */
+            if (id < 0 || id > INT32_MAX || (o->vocab > 0 && id >= o->vocab)) {
+                if (o->vocab > 0)
+                    return item_err(r, it->line, it->index, REAP_E_INVALID, "token id %lld "
+                                    "out of range (vocab_size %d)", (long long)id, o->vocab);
+                return item_err(r, it->line, it->index, REAP_E_INVALID, "token id %lld out "
+                                "of range", (long long)id);
+            }
+        }
+        return REAP_OK;
+    }
+    if ((v = json_object_get(j, "messages"))) {
+        it->kind = ITEM_MESSAGES;
+        if (!json_is_array(v))
+            return item_err(r, it->line, it->index, REAP_E_FORMAT, "\"messages\" is not an "
+                            "array");
+        if (json_array_size(v) == 0)
+            return item_err(r, it->line, it->index, REAP_E_INVALID, "empty \"messages\"");
+        json_array_foreach(v, i, x)
+            if ((rc = check_message(r, it, i, x)))
+                return rc;
+        if (!o->tokenizer)
+            return item_err(r, it->line, it->index, REAP_E_INVALID, "a \"messages\" item "
+                            "needs a tokenizer (--tokenizer)");
+        if (reap_tokenizer_added_id(o->tokenizer, "<|im_start|>") < 0 ||
+            reap_tokenizer_added_id(o->tokenizer, "<|im_end|>") < 0)
+            return item_err(r, it->line, it->index, REAP_E_UNSUPPORTED, "\"messages\" are "
+                            "rendered as ChatML, but tokenizer %s has no <|im_start|> and "
+                            "<|im_end|> tokens", reap_tokenizer_path(o->tokenizer));
+        return REAP_OK;
+    }
+    if ((v = json_object_get(j, "text"))) {
+        it->kind = ITEM_TEXT;
+        if (!json_is_string(v))
+            return item_err(r, it->line, it->index, REAP_E_FORMAT, "\"text\" is not a "
+                            "string");
+        if (json_string_length(v) == 0)
+            return item_err(r, it->line, it->index, REAP_E_FORMAT, "empty \"text\"");
+        if (!o->tokenizer)
+            return item_err(r, it->line, it->index, REAP_E_INVALID, "a \"text\" item needs "
+                            "a tokenizer (--tokenizer)");
+        return REAP_OK;
+    }
+    return item_err(r, it->line, it->index, REAP_E_FORMAT, "unknown item shape: expected "
+                    "\"input_ids\", \"text\" or \"messages\"");
+}
+
+/* Take ownership of `j` as the next item (checked). */
+static int reader_add(calib_reader *r, json_t *j, int64_t line, int64_t index)
+{
+    calib_item *items;
+    int64_t ncap;
+    int rc;
+
+    if (r->n == r->cap) {
+        ncap = r->cap ? r->cap * 2 : 64;
+        items = realloc(r->items, (size_t)ncap * sizeof *items);
+        if (!items) {
+            json_decref(j);
+            return item_err(r, line, index, REAP_E_NOMEM, "out of memory");
+        }
+        r->items = items;
+        r->cap = ncap;
+    }
+    r->items[r->n].json = j;
+    r->items[r->n].line = line;
+    r->items[r->n].index = index;
+    r->items[r->n].kind = 0;
+    r->n++;
+    if ((rc = item_check(r, &r->items[r->n - 1])))
+        return rc;
+    return REAP_OK;
+}
+
+/* 1 when collection may stop (no shuffle and max_samples items collected). */
+static int reader_full(const calib_reader *r)
+{
+    return !r->o->shuffle && r->o->max_samples > 0 && r->n >= r->o->max_samples;
+}
+
+/* ---- reading: the two file formats ------------------------------------------------- */
+
+static int is_space(int c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v';
+}
 
 static int line_is_blank(const char *s, size_t n)
 {
     size_t i;
 
     for (i = 0; i < n; i++)
-        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n' && s[i] != '\f' &&
-            s[i] != '\v')
+        if (!is_space((unsigned char)s[i]))
             return 0;
     return 1;
 }
 
-/* Make room for one more sample in `s` (capacity *cap). */
-static int samples_grow(reap_samples *s, int64_t *cap)
+static int collect_jsonl(calib_reader *r, FILE *fp)
 {
-    int64_t ncap;
-    int64_t *len, *line;
-    int32_t **ids;
+    const char *path = r->o->path;
+    char *line = NULL;
+    size_t line_cap = 0;
+    ssize_t got;
+    int64_t lineno = 0;
+    json_error_t jerr;
+    json_t *j;
+    int rc = REAP_OK;
 
-    if (s->n < *cap)
-        return REAP_OK;
-    ncap = *cap ? *cap * 2 : 64;
-    len = realloc(s->len, (size_t)ncap * sizeof *len);
-    if (!len)
-        return REAP_E_NOMEM;
-    s->len = len;
-    line = realloc(s->line, (size_t)ncap * sizeof *line);
-    if (!line)
-        return REAP_E_NOMEM;
-    s->line = line;
-    ids = realloc(s->ids, (size_t)ncap * sizeof *ids);
-    if (!ids)
-        return REAP_E_NOMEM;
-    s->ids = ids;
-    *cap = ncap;
-    return REAP_OK;
+    while (!reader_full(r)) {
+        errno = 0;
+        got = getline(&line, &line_cap, fp);
+        if (got < 0) {
+            if (ferror(fp))
+                rc = reap_err_set(REAP_E_IO, "%s:%lld: read error: %s", path,
+                                  (long long)lineno + 1, strerror(errno ? errno : EIO));
+            break;          /* end of file */
+        }
+        lineno++;
+        if (lineno == 1 && got >= 3 && !memcmp(line, "\xef\xbb\xbf", 3)) {
+            memmove(line, line + 3, (size_t)got - 2);   /* a UTF-8 byte order mark */
+            got -= 3;
+        }
+        if (line_is_blank(line, (size_t)got))
+            continue;
+        /* json_loadb, not json_loads: a NUL byte inside the line is an error, not an end. */
+        j = json_loadb(line, (size_t)got, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+        if (!j) {
+            rc = parse_err(r, lineno, -1, &jerr);
+            break;
+        }
+        if ((rc = reader_add(r, j, lineno, -1)))
+            break;
+    }
+    free(line);
+    return rc;
 }
 
-/* Parse one non-blank line into a new int32 array *ids_out of *n_out tokens. */
-static int sample_parse(const char *path, int64_t lineno, const char *text, size_t n,
-                        int vocab, int32_t **ids_out, int64_t *n_out)
+/* Read the rest of fp into a buffer. */
+static int slurp(const char *path, FILE *fp, char **buf, size_t *n)
 {
+    size_t cap = 1 << 16, len = 0, got;
+    char *p = malloc(cap), *q;
+
+    while (p) {
+        got = fread(p + len, 1, cap - len, fp);
+        len += got;
+        if (len < cap) {
+            if (ferror(fp)) {
+                free(p);
+                return reap_err_set(REAP_E_IO, "%s: read error: %s", path,
+                                    strerror(errno ? errno : EIO));
+            }
+            *buf = p;
+            *n = len;
+            return REAP_OK;
+        }
+        cap *= 2;
+        q = realloc(p, cap);
+        if (!q)
+            free(p);
+        p = q;
+    }
+    return reap_err_set(REAP_E_NOMEM, "%s: out of memory reading the file", path);
+}
+
+static int collect_array(calib_reader *r, FILE *fp)
+{
+    const char *path = r->o->path;
+    char *buf = NULL;
+    size_t n = 0, pos = 0, k;
+    int64_t line = 1, index = 0;
     json_error_t jerr;
-    json_t *root = NULL, *arr, *v;
+    json_t *j;
+    int rc;
+
+    if ((rc = slurp(path, fp, &buf, &n)))
+        return rc;
+#define SKIP_SPACE()                                                                 \
+    while (pos < n && is_space((unsigned char)buf[pos])) {                           \
+        if (buf[pos] == '\n')                                                        \
+            line++;                                                                  \
+        pos++;                                                                       \
+    }
+    if (n >= 3 && !memcmp(buf, "\xef\xbb\xbf", 3))
+        pos = 3;
+    SKIP_SPACE();
+    if (pos >= n || buf[pos] != '[') {
+        rc = item_err(r, line, -1, REAP_E_FORMAT, "invalid JSON: expected '['");
+        goto fail;
+    }
+    pos++;
+    SKIP_SPACE();
+    if (pos < n && buf[pos] == ']') {
+        pos++;
+        goto end;                                   /* [] */
+    }
+    while (!reader_full(r)) {
+        if (pos >= n) {
+            rc = item_err(r, line, index, REAP_E_FORMAT, "invalid JSON: the array is not "
+                          "closed");
+            goto fail;
+        }
+        j = json_loadb(buf + pos, n - pos, JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY |
+                       JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+        if (!j) {
+            rc = parse_err(r, line, index, &jerr);
+            goto fail;
+        }
+        if ((rc = reader_add(r, j, line, index)))
+            goto fail;
+        for (k = 0; k < (size_t)jerr.position && pos < n; k++, pos++)
+            if (buf[pos] == '\n')
+                line++;
+        index++;
+        SKIP_SPACE();
+        if (pos < n && buf[pos] == ',') {
+            pos++;
+            SKIP_SPACE();
+            continue;
+        }
+        if (pos < n && buf[pos] == ']') {
+            pos++;
+            goto end;
+        }
+        rc = item_err(r, line, -1, REAP_E_FORMAT, "invalid JSON: expected ',' or ']' after "
+                      "item %lld", (long long)(index - 1));
+        goto fail;
+    }
+    free(buf);
+    return REAP_OK;                                 /* stopped early: rest not read */
+
+end:
+    SKIP_SPACE();
+    if (pos < n) {
+        rc = item_err(r, line, -1, REAP_E_FORMAT, "invalid JSON: data after the array");
+        goto fail;
+    }
+#undef SKIP_SPACE
+    free(buf);
+    return REAP_OK;
+
+fail:
+    free(buf);
+    return rc;
+}
+
+/* ---- reading: selection and conversion ------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static void shuffle_items(calib_item *items, int64_t n, uint64_t seed)
+{
+    uint64_t state = seed;
+    int64_t i, j;
+    calib_item t;
+
+    for (i = n - 1; i > 0; i--) {
+        j = (int64_t)(splitmix64(&state) % (uint64_t)(i + 1));
+        t = items[i];
+        items[i] = items[j];
+        items[j] = t;
+    }
+}
+
+typedef struct strbuf {
+    char *p;
+    size_t n, cap;
+} strbuf;
+
+static int sb_add(strbuf *b, const char *s, size_t n)
+{
+    char *p;
+    size_t ncap;
+
+    if (b->n + n > b->cap) {
+        ncap = b->cap ? b->cap * 2 : 4096;
+        while (ncap < b->n + n)
+            ncap *= 2;
+        p = realloc(b->p, ncap);
+        if (!p)
+            return -1;
+        b->p = p;
+        b->cap = ncap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    return 0;
+}
+
+/* Render a conversation as ChatML: <|im_start|>{role}\n{content}<|im_end|>\n each. */
+static int render_chatml(json_t *messages, strbuf *b)
+{
+    json_t *m, *role, *content;
+    size_t i;
+
+    json_array_foreach(messages, i, m) {
+        role = json_object_get(m, "role");
+        content = json_object_get(m, "content");
+        if (sb_add(b, "<|im_start|>", 12) ||
+            sb_add(b, json_string_value(role), json_string_length(role)) ||
+            sb_add(b, "\n", 1) ||
+            sb_add(b, json_string_value(content), json_string_length(content)) ||
+            sb_add(b, "<|im_end|>\n", 11))
+            return -1;
+    }
+    return 0;
+}
+
+/* The token ids of a checked item. */
+static int item_ids(const calib_reader *r, const calib_item *it, int32_t **ids_out,
+                    int64_t *n_out)
+{
+    const reap_calib_opts *o = r->o;
+    json_t *v, *x;
     int32_t *ids = NULL;
-    json_int_t id;
-    size_t i, len;
+    size_t n = 0, i;
+    strbuf b = {0};
     int rc;
 
     *ids_out = NULL;
     *n_out = 0;
-    /* json_loadb, not json_loads: a NUL byte inside the line is an error, not an end. */
-    root = json_loadb(text, n, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        rc = reap_err_set(REAP_E_FORMAT, "%s:%lld: invalid JSON (column %d): %s", path,
-                          (long long)lineno, jerr.column, jerr.text);
-        goto fail;
+    if (it->kind == ITEM_IDS) {
+        v = json_object_get(it->json, "input_ids");
+        n = json_array_size(v);
+        ids = malloc(n * sizeof *ids);
+        if (!ids)
+            return item_err(r, it->line, it->index, REAP_E_NOMEM, "out of memory (%zu "
+                            "tokens)", n);
+        json_array_foreach(v, i, x)
+            ids[i] = (int32_t)json_integer_value(x);    /* range checked in item_check */
+        *ids_out = ids;
+        *n_out = (int64_t)n;
+        return REAP_OK;
     }
-    if (!json_is_object(root)) {
-        rc = reap_err_set(REAP_E_FORMAT, "%s:%lld: not a JSON object", path,
-                          (long long)lineno);
-        goto fail;
-    }
-    arr = json_object_get(root, "input_ids");
-    if (!arr) {
-        rc = reap_err_set(REAP_E_FORMAT, "%s:%lld: missing \"input_ids\"", path,
-                          (long long)lineno);
-        goto fail;
-    }
-    if (!json_is_array(arr)) {
-        rc = reap_err_set(REAP_E_FORMAT, "%s:%lld: \"input_ids\" is not an array", path,
-                          (long long)lineno);
-        goto fail;
-    }
-    len = json_array_size(arr);
-    if (len == 0) {
-        rc = reap_err_set(REAP_E_FORMAT, "%s:%lld: empty \"input_ids\"", path,
-                          (long long)lineno);
-        goto fail;
-    }
-    ids = malloc(len * sizeof *ids);
-    if (!ids) {
-        rc = reap_err_set(REAP_E_NOMEM, "%s:%lld: out of memory (%zu tokens)", path,
-                          (long long)lineno, len);
-        goto fail;
-    }
-    json_array_foreach(arr, i, v) {
-        if (!json_is_integer(v)) {
-            rc = reap_err_set(REAP_E_FORMAT, "%s:%lld: input_ids[%zu] is not an integer",
-                              path, (long long)lineno, i);
-            goto fail;
+    if (it->kind == ITEM_TEXT) {
+        v = json_object_get(it->json, "text");
+        rc = reap_tokenizer_encode(o->tokenizer, json_string_value(v), json_string_length(v),
+                                   &ids, &n);
+    } else {
+        if (render_chatml(json_object_get(it->json, "messages"), &b)) {
+            free(b.p);
+            return item_err(r, it->line, it->index, REAP_E_NOMEM, "out of memory");
         }
-        id = json_integer_value(v);
-        /* Negative ids and ids beyond int32 are never token ids, whatever the vocab. */
-        if (id < 0 || id > INT32_MAX || (vocab > 0 && id >= vocab)) {
-            if (vocab > 0)
-                rc = reap_err_set(REAP_E_INVALID, "%s:%lld: token id %lld out of range "
-                                  "(vocab_size %d)", path, (long long)lineno, (long long)id,
-                                  vocab);
-            else
-                rc = reap_err_set(REAP_E_INVALID, "%s:%lld: token id %lld out of range",
-                                  path, (long long)lineno, (long long)id);
-            goto fail;
-        }
-        ids[i] = (int32_t)id;
+        rc = reap_tokenizer_encode(o->tokenizer, b.p, b.n, &ids, &n);
+        free(b.p);
     }
-    json_decref(root);
+    if (rc && it->index >= 0)
+        return reap_err_prefix(rc, "%s:%lld: item %lld", o->path, (long long)it->line,
+                               (long long)it->index);
+    if (rc)
+        return reap_err_prefix(rc, "%s:%lld", o->path, (long long)it->line);
+    if (n == 0) {
+        free(ids);
+        return item_err(r, it->line, it->index, REAP_E_FORMAT, "the text has no tokens");
+    }
+    for (i = 0; o->vocab > 0 && i < n; i++) {
+        if (ids[i] >= o->vocab) {
+            rc = item_err(r, it->line, it->index, REAP_E_INVALID, "token id %d from the "
+                          "tokenizer out of range (vocab_size %d)", ids[i], o->vocab);
+            free(ids);
+            return rc;
+        }
+    }
     *ids_out = ids;
-    *n_out = (int64_t)len;
+    *n_out = (int64_t)n;
+    return REAP_OK;
+}
+
+int reap_calib_load(const reap_calib_opts *o, reap_samples *out)
+{
+    calib_reader r;
+    reap_samples s;
+    FILE *fp = NULL;
+    int64_t i, take;
+    int c, rc;
+
+    memset(&r, 0, sizeof r);
+    memset(&s, 0, sizeof s);
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!o || !o->path || !out)
+        return reap_err_set(REAP_E_INVALID, "reap_calib_load: NULL argument");
+    r.o = o;
+    fp = fopen(o->path, "rb");
+    if (!fp)
+        return reap_err_set(REAP_E_IO, "%s: %s", o->path, strerror(errno));
+    /* JSON array or JSON Lines: look at the first non-blank character (after a BOM). */
+    do {
+        c = getc(fp);
+    } while (c != EOF && (is_space(c) || c == 0xEF || c == 0xBB || c == 0xBF));
+    rewind(fp);
+    rc = c == '[' ? collect_array(&r, fp) : collect_jsonl(&r, fp);
+    if (rc)
+        goto fail;
+    if (r.n == 0) {
+        rc = reap_err_set(REAP_E_INVALID, "%s: no samples", o->path);
+        goto fail;
+    }
+    if (o->shuffle)
+        shuffle_items(r.items, r.n, o->seed);
+    take = o->max_samples > 0 && o->max_samples < r.n ? o->max_samples : r.n;
+
+    s.len = malloc((size_t)take * sizeof *s.len);
+    s.line = malloc((size_t)take * sizeof *s.line);
+    s.ids = calloc((size_t)take, sizeof *s.ids);
+    if (!s.len || !s.line || !s.ids) {
+        rc = reap_err_set(REAP_E_NOMEM, "%s: out of memory for %lld samples", o->path,
+                          (long long)take);
+        goto fail;
+    }
+    for (i = 0; i < take; i++) {
+        if ((rc = item_ids(&r, &r.items[i], &s.ids[i], &s.len[i])))
+            goto fail;
+        s.line[i] = r.items[i].line;
+        s.n++;
+        json_decref(r.items[i].json);       /* no longer needed */
+        r.items[i].json = NULL;
+    }
+    for (i = 0; i < r.n; i++)
+        json_decref(r.items[i].json);
+    free(r.items);
+    fclose(fp);
+    *out = s;
     return REAP_OK;
 
 fail:
-    free(ids);
-    json_decref(root);
+    for (i = 0; i < r.n; i++)
+        json_decref(r.items[i].json);
+    free(r.items);
+    reap_samples_free(&s);
+    fclose(fp);
     return rc;
 }
 
 int reap_samples_read_jsonl(const char *path, int64_t max_samples, int vocab,
                             reap_samples *out)
 {
-    reap_samples s;
-    FILE *fp = NULL;
-    char *line = NULL;
-    size_t line_cap = 0;
-    ssize_t got;
-    int64_t lineno = 0, cap = 0;
-    int rc;
+    reap_calib_opts o;
 
-    memset(&s, 0, sizeof s);
-    if (out)
-        memset(out, 0, sizeof *out);
-    if (!path || !out) {
-        rc = reap_err_set(REAP_E_INVALID, "reap_samples_read_jsonl: NULL argument");
-        goto fail;
-    }
-    fp = fopen(path, "rb");
-    if (!fp) {
-        rc = reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno));
-        goto fail;
-    }
-    while (max_samples <= 0 || s.n < max_samples) {
-        errno = 0;
-        got = getline(&line, &line_cap, fp);
-        if (got < 0) {
-            if (ferror(fp)) {
-                rc = reap_err_set(REAP_E_IO, "%s:%lld: read error: %s", path,
-                                  (long long)lineno + 1, strerror(errno ? errno : EIO));
-                goto fail;
-            }
-            break;   /* end of file */
-        }
-        lineno++;
-        if (line_is_blank(line, (size_t)got))
-            continue;
-        if (samples_grow(&s, &cap) != REAP_OK) {
-            rc = reap_err_set(REAP_E_NOMEM, "%s:%lld: out of memory", path,
-                              (long long)lineno);
-            goto fail;
-        }
-        rc = sample_parse(path, lineno, line, (size_t)got, vocab, &s.ids[s.n], &s.len[s.n]);
-        if (rc)
-            goto fail;
-        s.line[s.n] = lineno;
-        s.n++;
-    }
-    if (s.n == 0) {
-        rc = reap_err_set(REAP_E_INVALID, "%s: no samples", path);
-        goto fail;
-    }
-    free(line);
-    fclose(fp);
-    *out = s;
-    return REAP_OK;
-
-fail:
-    reap_samples_free(&s);
-    free(line);
-    if (fp)
-        fclose(fp);
-    return rc;
+    memset(&o, 0, sizeof o);
+    o.path = path;
+    o.max_samples = max_samples;
+    o.vocab = vocab;
+    return reap_calib_load(&o, out);
 }
 
 void reap_samples_free(reap_samples *s)

@@ -1,7 +1,25 @@
 /* calib.h - calibration samples (token ids) and their packing into fixed-length rows.
  *
- * Input: JSON Lines, one sample per line: {"input_ids": [int, ...]}. Blank lines are
- * skipped. Errors name the file and the 1-based line.
+ * Input files: JSON Lines (one item per line; blank lines skipped) or one JSON array of
+ * items (recognised by its first non-blank character, '['). Item kinds, mixed freely:
+ *   {"input_ids": [int, ...]}    token ids, used as they are;
+ *   {"text": "..."}              tokenised with the model's tokenizer (no BOS/EOS);
+ *   {"messages": [{"role": "...", "content": "..."}, ...]}
+ *                                rendered as ChatML, the chat format of the Qwen
+ *                                families: "<|im_start|>{role}\n{content}<|im_end|>\n"
+ *                                per message, the whole conversation, no generation
+ *                                prompt; then tokenised (the <|im_start|>/<|im_end|> are
+ *                                matched as the tokenizer's added tokens). Roles: system,
+ *                                user, assistant, tool.
+ * An item with several of these keys is read by the first of input_ids, messages, text;
+ * other keys are ignored. Errors name the file and the 1-based line where the item
+ * starts, and for a JSON array also the 0-based item index ("file:7: item 3: ...").
+ *
+ * Selection: without shuffling, the first max_samples items in file order (the rest of
+ * the file is not read). With shuffling, every item is read and checked, the items are
+ * permuted by Fisher-Yates driven by SplitMix64 seeded with `seed` (for i = n-1 down to
+ * 1: r = next(); j = r mod (i + 1); swap items i and j), and the first max_samples of
+ * the permutation are kept in that order. Same file, seed and max_samples: same samples.
  *
  * Packing (default, as the reference implementation does): rows of exactly seq_len
  * positions; samples are placed in order; after each sample one gap position (token 0,
@@ -11,11 +29,16 @@
  * No packing: one row per sample, truncated to seq_len, padded with token 0, mask 0.
  * Positions are 0..seq_len-1 along each row; masked positions are never attended to as
  * keys and never counted in statistics.
+ *
+ * Thread rules: no shared state; calls on different outputs may run concurrently (a
+ * tokenizer may be shared, see tokenizer.h).
  */
 #ifndef REAP_CALIB_H
 #define REAP_CALIB_H
 
 #include <stdint.h>
+
+#include "tokenizer.h"
 
 typedef struct reap_samples {
     int64_t n;          /* number of samples */
@@ -24,11 +47,31 @@ typedef struct reap_samples {
     int64_t *line;      /* [n] 1-based source line of each sample */
 } reap_samples;
 
-/* Read at most max_samples samples (max_samples <= 0: all) from `path`.
- * Every id must satisfy 0 <= id < vocab (vocab <= 0: no check).
- * Returns REAP_OK, REAP_E_IO, REAP_E_FORMAT (invalid JSON, missing or non-integer
- * input_ids, empty sample, "file:line" in the message), REAP_E_INVALID (id out of range,
- * or a file with no samples). */
+typedef struct reap_calib_opts {
+    const char *path;           /* the calibration file (JSON Lines or a JSON array) */
+    int64_t max_samples;        /* keep at most this many samples (<= 0: all) */
+    int vocab;                  /* every id must satisfy 0 <= id < vocab (<= 0: no
+                                   upper bound), tokenizer output included */
+    reap_tokenizer *tokenizer;  /* for "text"/"messages" items; NULL: only "input_ids"
+                                   items are accepted */
+    int shuffle;                /* 1: shuffle the items (see above) before selecting */
+    uint64_t seed;              /* shuffle seed */
+} reap_calib_opts;
+
+/* Read the samples of opts->path into *out (free with reap_samples_free); s.line[i] is
+ * the line where sample i's item starts.
+ * Returns REAP_OK, REAP_E_IO (cannot open or read the file), REAP_E_FORMAT
+ * (invalid JSON, invalid UTF-8, an item that is not an object or has none of the known
+ * keys, a field of the wrong type, empty input_ids or text), REAP_E_INVALID (a token id
+ * out of range, an unknown role, an empty conversation, a text/messages item without a
+ * tokenizer, a file with no samples, NULL opts), REAP_E_UNSUPPORTED ("messages" with a
+ * tokenizer that has no <|im_start|>/<|im_end|> tokens), REAP_E_NOMEM. The message names
+ * the file and line (and item index). On failure *out is left empty. */
+int reap_calib_load(const reap_calib_opts *opts, reap_samples *out);
+
+/* reap_calib_load with no tokenizer and no shuffling (kept for existing callers):
+ * at most max_samples samples (<= 0: all) of {"input_ids"} items, ids < vocab
+ * (vocab <= 0: no check). */
 int reap_samples_read_jsonl(const char *path, int64_t max_samples, int vocab,
                             reap_samples *out);
 
