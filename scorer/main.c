@@ -16,6 +16,7 @@ static void usage(FILE *f)
                "  export    write store records to a file (backup, shard merging)\n"
                "  import    read an export file into a store (verified, idempotent)\n"
                "  check     verify every record of a store\n"
+               "  plan      CUDA device-memory plan for a model and calibration size\n"
                "  version   print the version\n");
 }
 
@@ -30,7 +31,8 @@ int main(int argc, char **argv)
         int (*fn)(int, char **);
     } cmds[] = {{"run", scorer_cmd_run},       {"stats", scorer_cmd_stats},
                 {"list", scorer_cmd_list},     {"export", scorer_cmd_export},
-                {"import", scorer_cmd_import}, {"check", scorer_cmd_check}};
+                {"import", scorer_cmd_import}, {"check", scorer_cmd_check},
+                {"plan", scorer_cmd_plan}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name))
             return cmds[i].fn(argc, argv);

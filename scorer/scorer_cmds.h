@@ -8,6 +8,7 @@
 #include "store.h"
 
 int scorer_cmd_run(int argc, char **argv);
+int scorer_cmd_plan(int argc, char **argv);
 
 /* Score-store commands (store_cmds.c). */
 int scorer_cmd_stats(int argc, char **argv);

@@ -11,9 +11,18 @@
  * E 128 top-8, I 1536), "small" = Qwen3-30B-A3B widths (H 2048, 32/4 heads of 128,
  * E 128 top-8, I 768). Usage:
  *   bench_cuda [--model large|small|both] [--precision bf16|fp32|both] [--layers N]
- *              [--rows R] [--seq S] [--split]
+ *              [--rows R] [--seq S] [--split] [--prefetch N] [--vram-gb G]
+ *              [--job-rows R] [--job-layers L] [--no-fp32-gemm]
+ * --prefetch N: layers uploaded ahead through prefetch_layer (default 1; 0: none, each
+ * load_layer copies synchronously). Per layer it reports the wait in load_layer, the
+ * forward time and the wall time per layer (load + forward: with prefetch the upload of
+ * layer L+1 overlaps the forward of L). The projection for the full job (--job-rows x
+ * seq positions, --job-layers layers; default 300 x 2048 x 94) scales the forward time
+ * per token and adds the uploads that compute does not hide.
  * Output: a human-readable table on stdout and one "RESULT ..." line per configuration.
  * Without a CUDA device it prints SKIPPED and exits 77.
+ * Environment: REAP_CUDA_ATTN=gemm, REAP_CUDA_EXPERTS=grouped, REAP_CUDA_PROFILE=1 (see
+ * model/cuda/backend_cuda.cu).
  */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -144,9 +153,15 @@ typedef struct layer_host {
     const st_tensor **p_gate, **p_up, **p_dn;
 } layer_host;
 
-static int run_config(const bench_model *m, int precision, int n_layers, int n_rows, int S,
-                      int split)
+typedef struct bench_opts {
+    int n_layers, n_rows, S, split, prefetch, job_rows, job_layers;
+    double vram_gb;
+} bench_opts;
+
+static int run_config(const bench_model *m, int precision, const bench_opts *bo,
+                      double gemm_bf16)
 {
+    const int n_layers = bo->n_layers, n_rows = bo->n_rows, S = bo->S, split = bo->split;
     const reap_backend_i *be = reap_backend_cuda();
     const int H = m->H, nH = m->nH, nKV = m->nKV, hd = m->hd, E = m->E, K = m->K, I = m->I;
     const int64_t T = (int64_t)n_rows * S;
@@ -248,7 +263,8 @@ static int run_config(const bench_model *m, int precision, int n_layers, int n_r
     size_t free0 = 0, total = 0, free1 = 0, free_min;
     cudaMemGetInfo(&free0, &total);
     free_min = free0;
-    reap_backend_opts opts = {.device = 0, .precision = precision};
+    reap_backend_opts opts = {.device = 0, .precision = precision, .vram_gb = bo->vram_gb,
+                              .prefetch_layers = bo->prefetch > 0 ? bo->prefetch : -1};
     void *ctx = NULL;
     double t0 = now();
     int rc = be->init(&cfg, &rows, &opts, &ctx);
@@ -277,8 +293,8 @@ static int run_config(const bench_model *m, int precision, int n_layers, int n_r
            split ? "split" : "fused", precision == REAP_PRECISION_BF16 ? "bf16" : "fp32",
            n_rows, S, (long long)T, n_layers);
     printf("  init %.3f s, embed %.3f s\n", t_init, t_embed_s);
-    printf("  %-6s %10s %10s %12s %12s\n", "layer", "load s", "fwd s", "tokens/s",
-           "GFLOP/s");
+    printf("  %-6s %10s %10s %10s %12s %12s\n", "layer", "load s", "fwd s", "layer s",
+           "tokens/s", "GFLOP/s");
     double sum_fwd = 0, sum_load = 0;
     for (int layer = 0; layer < n_layers; layer++) {
         reap_layer_stats st;
@@ -288,6 +304,17 @@ static int run_config(const bench_model *m, int precision, int n_layers, int n_r
         if ((rc = be->load_layer(ctx, &w))) {
             fprintf(stderr, "bench: load_layer: %s\n", reap_err_msg());
             return 1;
+        }
+        /* the next layers' uploads start now and overlap this forward (the same host
+         * weights under another layer index: a different layer for the backend) */
+        for (int j = layer + 1; be->prefetch_layer && j <= layer + bo->prefetch && j < n_layers;
+             j++) {
+            reap_layer_weights nw = w;
+            nw.layer = j;
+            if ((rc = be->prefetch_layer(ctx, &nw))) {
+                fprintf(stderr, "bench: prefetch_layer: %s\n", reap_err_msg());
+                return 1;
+            }
         }
         double t_load = now() - t0;
         t0 = now();
@@ -303,9 +330,9 @@ static int run_config(const bench_model *m, int precision, int n_layers, int n_r
             routed += st.count[e];
             used += st.count[e] > 0;
         }
-        printf("  %-6d %10.3f %10.4f %12.0f %12.0f   (routed pairs %lld, experts hit %lld)\n",
-               layer, t_load, t_fwd, T / t_fwd, f_layer / t_fwd / 1e9, (long long)routed,
-               (long long)used);
+        printf("  %-6d %10.3f %10.4f %10.4f %12.0f %12.0f   (routed pairs %lld, experts hit "
+               "%lld)\n", layer, t_load, t_fwd, t_load + t_fwd, T / t_fwd, f_layer / t_fwd / 1e9,
+               (long long)routed, (long long)used);
         if (layer > 0 || n_layers == 1) {
             sum_fwd += t_fwd;
             sum_load += t_load;
@@ -317,16 +344,35 @@ static int run_config(const bench_model *m, int precision, int n_layers, int n_r
     const double used_gib = (double)(free0 - free_min) / (1 << 30);
     const double wbytes = 2.0 * ((double)E * (ex_gu + ex_d) + (double)(2 * qd + 2 * kvd) * H +
                                  (double)E * H);
-    printf("  mean over layers 1..: load %.3f s (%.1f GB/s of bf16 weights), forward %.4f s, "
-           "%.0f tokens/s, %.1f TFLOP/s useful (experts %.0f%% of FLOPs)\n",
-           load, wbytes / load / 1e9, fwd, T / fwd, f_layer / fwd / 1e12,
-           100.0 * f_experts / f_layer);
+    /* full job: the forward scales with tokens. Without prefetch a layer costs its
+     * forward plus its upload (the load time). With prefetch the next upload runs during
+     * the forward; here a layer takes load wait + forward, which bounds the upload time,
+     * so a job layer takes max(job forward, that bound). */
+    const double job_tokens = (double)bo->job_rows * S;
+    const double job_fwd = fwd * job_tokens / (double)T;
+    const double job_layer = bo->prefetch > 0 ? fmax(job_fwd, load + fwd) : job_fwd + load;
+    const double job_s = job_layer * bo->job_layers;
+    printf("  mean over layers 1..: load wait %.3f s, forward %.4f s, layer %.4f s, "
+           "%.0f tokens/s, %.1f TFLOP/s useful (experts %.0f%% of FLOPs)%s\n",
+           load, fwd, load + fwd, T / fwd, f_layer / fwd / 1e12, 100.0 * f_experts / f_layer,
+           bo->prefetch > 0 ? ", uploads prefetched" : "");
+    if (bo->prefetch <= 0)
+        printf("  upload: %.1f GB/s of bf16 weights (host RAM -> device, converted)\n",
+               wbytes / load / 1e9);
+    if (gemm_bf16 > 0 && precision == REAP_PRECISION_BF16)
+        printf("  %.0f%% of the measured cuBLAS bf16 GEMM rate (%.0f TFLOP/s)\n",
+               100.0 * f_layer / fwd / 1e12 / gemm_bf16, gemm_bf16);
+    printf("  projected job (%d layers x %d rows x %d): %.1f s per layer, %.1f min\n",
+           bo->job_layers, bo->job_rows, S, job_layer, job_s / 60.0);
     printf("  device memory used by the backend: %.2f GiB of %.1f GiB\n", used_gib,
            (double)total / (1 << 30));
     printf("RESULT model=%s layout=%s precision=%s tokens=%lld load_s=%.3f fwd_s=%.4f "
-           "tokens_per_s=%.0f useful_tflops=%.2f mem_gib=%.2f\n",
+           "layer_s=%.4f tokens_per_s=%.0f useful_tflops=%.2f pct_gemm=%.1f job_min=%.2f "
+           "prefetch=%d mem_gib=%.2f\n",
            m->name, split ? "split" : "fused", precision == REAP_PRECISION_BF16 ? "bf16" : "fp32",
-           (long long)T, load, fwd, T / fwd, f_layer / fwd / 1e12, used_gib);
+           (long long)T, load, fwd, load + fwd, T / fwd, f_layer / fwd / 1e12,
+           gemm_bf16 > 0 ? 100.0 * f_layer / fwd / 1e12 / gemm_bf16 : 0.0, job_s / 60.0,
+           bo->prefetch, used_gib);
     be->free(ctx);
     free(L.norm); free(L.q); free(L.k); free(L.v); free(L.o); free(L.router); free(L.experts);
     free(L.t_gate); free(L.t_up); free(L.t_dn); free(L.p_gate); free(L.p_up); free(L.p_dn);
@@ -339,19 +385,33 @@ static int run_config(const bench_model *m, int precision, int n_layers, int n_r
 int main(int argc, char **argv)
 {
     const char *model = "both", *prec = "both";
-    int layers = 3, rows = 32, seq = 2048, split = 0;
+    bench_opts bo = {.n_layers = 3, .n_rows = 32, .S = 2048, .split = 0, .prefetch = 1,
+                     .job_rows = 300, .job_layers = 94, .vram_gb = 0};
+    int fp32_gemm = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
         else if (!strcmp(argv[i], "--precision") && i + 1 < argc) prec = argv[++i];
-        else if (!strcmp(argv[i], "--layers") && i + 1 < argc) layers = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--rows") && i + 1 < argc) rows = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--seq") && i + 1 < argc) seq = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--split")) split = 1;
+        else if (!strcmp(argv[i], "--layers") && i + 1 < argc) bo.n_layers = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rows") && i + 1 < argc) bo.n_rows = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seq") && i + 1 < argc) bo.S = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--split")) bo.split = 1;
+        else if (!strcmp(argv[i], "--prefetch") && i + 1 < argc) bo.prefetch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--vram-gb") && i + 1 < argc) bo.vram_gb = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--job-rows") && i + 1 < argc) bo.job_rows = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--job-layers") && i + 1 < argc)
+            bo.job_layers = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-fp32-gemm")) fp32_gemm = 0;
         else {
             fprintf(stderr, "usage: %s [--model large|small|both] [--precision bf16|fp32|both] "
-                            "[--layers N] [--rows R] [--seq S] [--split]\n", argv[0]);
+                            "[--layers N] [--rows R] [--seq S] [--split] [--prefetch N] "
+                            "[--vram-gb G] [--job-rows R] [--job-layers L] [--no-fp32-gemm]\n",
+                    argv[0]);
             return 2;
         }
+    }
+    if (bo.n_layers < 1 || bo.n_rows < 1 || bo.S < 1 || bo.job_rows < 1 || bo.job_layers < 1) {
+        fprintf(stderr, "bench: --layers, --rows, --seq, --job-rows, --job-layers must be >= 1\n");
+        return 2;
     }
     if (!reap_backend_cuda() || reap_cuda_available() < 1) {
         printf("SKIPPED: no CUDA device\n");
@@ -363,19 +423,22 @@ int main(int argc, char **argv)
            (double)p.totalGlobalMem / (1 << 30));
     /* reference GEMM rates: an expert-shaped GEMM and a large square one */
     const double bf_exp = gemm_rate(3072, 16384, 4096, 1), bf_sq = gemm_rate(8192, 8192, 8192, 1);
-    const double f32_exp = gemm_rate(3072, 16384, 4096, 0), f32_sq = gemm_rate(8192, 8192, 8192, 0);
+    const double f32_exp = fp32_gemm ? gemm_rate(3072, 16384, 4096, 0) : 0;
+    const double f32_sq = fp32_gemm ? gemm_rate(8192, 8192, 8192, 0) : 0;
+    const double bf_best = bf_exp > bf_sq ? bf_exp : bf_sq;
     printf("cuBLAS reference: bf16 %.0f TFLOP/s (3072x16384x4096), %.0f TFLOP/s (8192^3); "
            "fp32 %.1f TFLOP/s (3072x16384x4096), %.1f TFLOP/s (8192^3)\n",
            bf_exp, bf_sq, f32_exp, f32_sq);
-    printf("RESULT gemm bf16_tflops=%.1f bf16_square_tflops=%.1f fp32_tflops=%.2f "
-           "fp32_square_tflops=%.2f\n", bf_exp, bf_sq, f32_exp, f32_sq);
+    printf("RESULT gemm bf16_tflops=%.1f bf16_square_tflops=%.1f bf16_best_tflops=%.1f "
+           "fp32_tflops=%.2f fp32_square_tflops=%.2f\n", bf_exp, bf_sq, bf_best, f32_exp,
+           f32_sq);
     int rc = 0;
     for (size_t mi = 0; mi < sizeof MODELS / sizeof MODELS[0]; mi++) {
         if (strcmp(model, "both") && strcmp(model, MODELS[mi].name)) continue;
         for (int pr = REAP_PRECISION_BF16; pr >= REAP_PRECISION_FP32; pr--) {
             if (!strcmp(prec, "bf16") && pr != REAP_PRECISION_BF16) continue;
             if (!strcmp(prec, "fp32") && pr != REAP_PRECISION_FP32) continue;
-            rc |= run_config(&MODELS[mi], pr, layers, rows, seq, split);
+            rc |= run_config(&MODELS[mi], pr, &bo, bf_best);
         }
     }
     return rc;

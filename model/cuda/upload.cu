@@ -134,8 +134,8 @@ static int need_numel(const char *where, const st_tensor *t, int64_t n)
 static int upload_flat(cuda_ctx *c, const st_tensor *t, int64_t n, void *dst, int to_f32,
                        int *flag, const char *where)
 {
-    int dt, rc;
-    size_t sz;
+    int dt = 0, rc;
+    size_t sz = 1;
     if ((rc = need_numel(where, t, n))) return rc;
     if ((rc = src_dtype(t, &dt, &sz))) return reap_err_prefix(rc, "%s", where);
     const int64_t step = (int64_t)(c->slot_bytes / sz);
@@ -158,8 +158,8 @@ static int upload_flat(cuda_ctx *c, const st_tensor *t, int64_t n, void *dst, in
 static int upload_transposed(cuda_ctx *c, const st_tensor *t, int E, int rows, int cols,
                              void *dst, int *flag, const char *where)
 {
-    int dt, rc;
-    size_t sz;
+    int dt = 0, rc;
+    size_t sz = 1;
     if ((rc = need_numel(where, t, (int64_t)E * rows * cols))) return rc;
     if ((rc = src_dtype(t, &dt, &sz))) return reap_err_prefix(rc, "%s", where);
     const size_t slab = (size_t)rows * cols * sz;
@@ -568,8 +568,8 @@ int cuda_load_layer(void *ctx, const reap_layer_weights *w)
 int cuda_embed(void *ctx, const st_tensor *embed)
 {
     cuda_ctx *c = (cuda_ctx *)ctx;
-    int dt, rc;
-    size_t sz;
+    int dt = 0, rc;
+    size_t sz = 1;
     snprintf(c->where, sizeof c->where, "embed");
     CU(cudaSetDevice(c->device), "cudaSetDevice");
     if ((rc = src_dtype(embed, &dt, &sz))) return rc;

@@ -1,0 +1,141 @@
+/* plan_cmd.c - `reap-scorer plan`: the CUDA backend's device-memory plan for a model and a
+ * calibration size, computed from config.json alone (no weights read, no GPU needed when
+ * --vram-gb is given): per-layer weight bytes, hidden-state bytes, the chosen micro-batch
+ * of rows, prefetch depth and the expected peak (see model/cuda/cuda_plan.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cli.h"
+#include "config.h"
+#include "cuda/cuda_plan.h"
+#include "reap_err.h"
+#include "scorer_cmds.h"
+
+#define SEED_VRAM_GB 140.0 /* assumed without a device and without --vram-gb */
+
+static void line(const char *what, long long bytes)
+{
+    printf("  %-40s %16lld  %9.2f GB\n", what, bytes, bytes / 1e9);
+}
+
+int scorer_cmd_plan(int argc, char **argv)
+{
+    const char *model = NULL, *precision = NULL;
+    long seq_len = 0, n_rows = 0, batch = 0, prefetch = 0, device = 0;
+    double vram_gb = 0, vram_buffer = 0;
+    int help = 0;
+    const cli_opt opts[] = {
+        {"model", "REAP_MODEL_PATH", CLI_STR, NULL, "checkpoint directory (only config.json "
+         "is read)", &model, 1},
+        {"rows", NULL, CLI_INT, NULL, "calibration rows", &n_rows, 1},
+        {"seq-len", "REAP_SEQ_LEN", CLI_INT, "2048", "positions per row", &seq_len, 0},
+        {"precision", "REAP_PRECISION", CLI_STR, "bf16", "CUDA math: fp32 or bf16",
+         &precision, 0},
+        {"vram-gb", "REAP_VRAM_GB", CLI_DOUBLE, "0", "device memory to plan for, GB (0: the "
+         "device's free memory, or 140 without a device)", &vram_gb, 0},
+        {"vram-buffer", "REAP_VRAM_BUFFER", CLI_DOUBLE, "0.10", "fraction of it left unused",
+         &vram_buffer, 0},
+        {"prefetch", "REAP_PARALLEL_LAYERS", CLI_INT, "1", "layers uploaded ahead", &prefetch,
+         0},
+        {"batch-rows", NULL, CLI_INT, "0", "force the micro-batch (0: choose)", &batch, 0},
+        {"device", "REAP_DEVICE", CLI_INT, "0", "CUDA device whose free memory is used",
+         &device, 0},
+    };
+    const int n_opts = (int)(sizeof opts / sizeof opts[0]);
+    char err[512], path[4096];
+    reap_config cfg = {0};
+    reap_cuda_settings st;
+    reap_cuda_plan p;
+    int rc;
+
+    if (cli_parse(opts, n_opts, argc, argv, 2, &help, err, sizeof err)) {
+        fprintf(stderr, "reap-scorer plan: %s\n", err);
+        return 2;
+    }
+    if (help) {
+        cli_usage(stdout, "usage: reap-scorer plan --model DIR --rows N [options]", opts,
+                  n_opts);
+        return 0;
+    }
+    if (n_rows < 1 || n_rows > 1 << 24 || seq_len < 1 || seq_len > 1 << 20 || batch < 0 ||
+        prefetch < 0 || prefetch > 8 || vram_gb < 0 || vram_buffer < 0 || vram_buffer > 0.9) {
+        fprintf(stderr, "reap-scorer plan: --rows and --seq-len must be >= 1, --prefetch "
+                        "0..8, --vram-gb >= 0, --vram-buffer 0..0.9\n");
+        return 2;
+    }
+    if (strcmp(precision, "fp32") && strcmp(precision, "bf16")) {
+        fprintf(stderr, "reap-scorer plan: --precision must be fp32 or bf16\n");
+        return 2;
+    }
+    snprintf(path, sizeof path, "%s/config.json", model);
+    if ((rc = reap_config_load(path, &cfg)))
+        goto fail;
+
+    /* the budget: --vram-gb, else the device's free memory, else the seed's 140 GB */
+    int64_t fr = 0, tot = 0;
+    const char *source = "--vram-gb / REAP_VRAM_GB";
+    if (vram_gb <= 0) {
+        if (reap_cuda_mem_info((int)device, &fr, &tot) == REAP_OK) {
+            source = "free memory of CUDA device";
+        } else {
+            vram_gb = SEED_VRAM_GB;
+            source = "no CUDA device here: assumed";
+        }
+    }
+    reap_backend_opts bo = {.vram_gb = vram_gb, .vram_buffer = vram_buffer > 0 ? vram_buffer : -1,
+                            .prefetch_layers = prefetch > 0 ? (int)prefetch : -1};
+    if ((rc = reap_cuda_settings_resolve(&bo, &st)))
+        goto fail;
+    reap_cuda_plan_req req = {.n_rows = (int)n_rows, .seq_len = (int)seq_len,
+                              .precision = strcmp(precision, "bf16") ? REAP_PRECISION_FP32
+                                                                     : REAP_PRECISION_BF16,
+                              .batch_rows = (int)batch, .prefetch_layers = st.prefetch_layers,
+                              .attn_gemm = st.attn_gemm,
+                              .budget_bytes = reap_cuda_plan_budget(&st, fr)};
+    const int n_moe = reap_config_n_moe_layers(&cfg);
+    printf("model: %s (%s), %d layers (%d MoE, %d dense), H %d, heads %d/%d x %d, %d experts "
+           "top-%d, I %d\n", model, cfg.model_type, cfg.n_layers, n_moe, cfg.n_layers - n_moe,
+           cfg.hidden, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.n_experts,
+           cfg.n_experts_used, cfg.moe_inter);
+    printf("calibration: %ld rows x %ld = %lld positions, precision %s\n", n_rows, seq_len,
+           (long long)n_rows * seq_len, precision);
+    if (fr > 0)
+        printf("budget: %.2f GB = %.2f GB (%s %ld) less %.0f%%\n", req.budget_bytes / 1e9,
+               fr / 1e9, source, device, st.vram_buffer * 100);
+    else
+        printf("budget: %.2f GB = %.2f GB (%s) less %.0f%%\n", req.budget_bytes / 1e9,
+               st.vram_gb, source, st.vram_buffer * 100);
+    rc = reap_cuda_plan_make(&cfg, &req, &p);
+    if (rc && rc != REAP_E_NOMEM)
+        goto fail;
+    printf("per layer:\n");
+    if (p.moe_layer_bytes) line("MoE layer weights on the device", p.moe_layer_bytes);
+    if (p.dense_layer_bytes) line("dense layer weights on the device", p.dense_layer_bytes);
+    if (p.moe_ckpt_bytes) line("MoE layer in a bf16 checkpoint (upload)", p.moe_ckpt_bytes);
+    printf("device memory:\n");
+    line("hidden states [T, H] fp32", p.hidden_bytes);
+    line("resident (hidden, tokens, routing, stats)", p.resident_bytes);
+    if (!rc) {
+        char what[64];
+        snprintf(what, sizeof what, "weight sets (1 + %d prefetched)", p.prefetch_layers);
+        line(what, (1 + p.prefetch_layers) * p.weight_set_bytes);
+        line("staging (2 slots; 2 more pinned on host)", 2 * p.stage_slot_bytes);
+        snprintf(what, sizeof what, "workspace of one micro-batch (%d rows)", p.chunk_rows);
+        line(what, p.chunk_bytes);
+        line("margin (cuBLAS, driver)", p.margin_bytes);
+        line("expected peak", p.peak_bytes);
+        line("budget", p.budget_bytes);
+        printf("micro-batch: %d rows (%lld positions), %d chunks per layer; prefetch %d "
+               "layer%s ahead; attention: %s\n", p.chunk_rows, (long long)p.chunk_tokens,
+               (int)((n_rows + p.chunk_rows - 1) / p.chunk_rows), p.prefetch_layers,
+               p.prefetch_layers == 1 ? "" : "s",
+               p.attn_flash ? "tiled kernel (flash)" : "score matrices (GEMM)");
+    }
+fail:
+    if (rc)
+        fprintf(stderr, "reap-scorer plan: error: %s\n", reap_err_msg());
+    reap_config_free(&cfg);
+    return rc ? 1 : 0;
+}
