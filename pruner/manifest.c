@@ -5,7 +5,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "parallel.h"
 #include "reap_err.h"
 
 #define HASH_BUF (8u << 20)
@@ -216,21 +219,76 @@ static void free_names(char **v, size_t n)
     free(v);
 }
 
-static json_t *file_entry(const char *dir, const char *name, int with_sha, int *rc)
-{
-    char path[8192], b2h[65], shh[65];
+/* ---- hashing many files on all cores --------------------------------------------------- */
+
+typedef struct hash_job {
+    const char *dir, *name;
+    int with_sha;
     uint8_t b2[32], sh[32];
     uint64_t size;
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    if ((*rc = reap_hash_file(path, b2, with_sha ? sh : NULL, &size)))
-        return NULL;
-    reap_hex(b2, 32, b2h);
+    int rc;
+    char msg[512];
+} hash_job;
+
+typedef struct hash_pool {
+    hash_job *jobs;
+    size_t n;
+    atomic_size_t next;
+} hash_pool;
+
+static void *hash_worker(void *ud)
+{
+    hash_pool *p = ud;
+    for (;;) {
+        size_t i = atomic_fetch_add(&p->next, 1);
+        if (i >= p->n)
+            return NULL;
+        hash_job *j = &p->jobs[i];
+        char path[8192];
+        snprintf(path, sizeof path, "%s/%s", j->dir, j->name);
+        j->rc = reap_hash_file(path, j->b2, j->with_sha ? j->sh : NULL, &j->size);
+        if (j->rc)
+            snprintf(j->msg, sizeof j->msg, "%s", reap_err_msg());
+    }
+}
+
+/* Hash every job from a shared queue on up to 8 threads (one per core); each job's rc and
+ * message say how it went. */
+static void hash_jobs(hash_job *jobs, size_t n)
+{
+    hash_pool pool = {jobs, n, 0};
+    pthread_t th[8];
+    int nt = reap_cpu_count();
+    nt = nt < 1 ? 1 : nt > 8 ? 8 : nt;
+    if ((size_t)nt > n)
+        nt = (int)n;
+    int started = 0;
+    for (int t = 1; t < nt; t++)
+        if (pthread_create(&th[started], NULL, hash_worker, &pool) == 0)
+            started++;
+    hash_worker(&pool);
+    for (int t = 0; t < started; t++)
+        pthread_join(th[t], NULL);
+}
+
+static int jobs_status(const hash_job *jobs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i].rc)
+            return reap_err_set(jobs[i].rc, "%s", jobs[i].msg);
+    return REAP_OK;
+}
+
+static json_t *file_entry(const hash_job *j)
+{
+    char b2h[65], shh[65];
+    reap_hex(j->b2, 32, b2h);
     json_t *o = json_object();
-    json_object_set_new(o, "path", json_string(name));
-    json_object_set_new(o, "size", json_integer((json_int_t)size));
+    json_object_set_new(o, "path", json_string(j->name));
+    json_object_set_new(o, "size", json_integer((json_int_t)j->size));
     json_object_set_new(o, "blake2b_256", json_string(b2h));
-    if (with_sha) {
-        reap_hex(sh, 32, shh);
+    if (j->with_sha) {
+        reap_hex(j->sh, 32, shh);
         json_object_set_new(o, "sha256", json_string(shh));
     }
     return o;
@@ -257,6 +315,7 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
     int rc = REAP_OK;
     char **outs = NULL, **ins = NULL, *text = NULL;
     size_t n_out = 0, n_in = 0;
+    hash_job *jobs = NULL;
     json_t *doc = json_object(), *files = json_array(), *inputs = json_object(),
            *infiles = json_array(), *params = json_object(), *calib = json_array(),
            *soft = json_object();
@@ -270,18 +329,22 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
     if ((rc = list_dir(out_dir, 0, &outs, &n_out, NULL, NULL)) ||
         (rc = list_dir(in_dir, 1, &ins, &n_in, NULL, NULL)))
         goto done;
-    for (size_t i = 0; i < n_out; i++) {
-        json_t *e = file_entry(out_dir, outs[i], 1, &rc);
-        if (!e)
-            goto done;
-        json_array_append_new(files, e);
+    jobs = calloc(n_out + n_in + 1, sizeof *jobs);
+    if (!jobs) {
+        rc = reap_err_set(REAP_E_NOMEM, "manifest: out of memory");
+        goto done;
     }
-    for (size_t i = 0; i < n_in; i++) {
-        json_t *e = file_entry(in_dir, ins[i], 0, &rc);
-        if (!e)
-            goto done;
-        json_array_append_new(infiles, e);
-    }
+    for (size_t i = 0; i < n_out; i++)
+        jobs[i] = (hash_job){.dir = out_dir, .name = outs[i], .with_sha = 1};
+    for (size_t i = 0; i < n_in; i++)
+        jobs[n_out + i] = (hash_job){.dir = in_dir, .name = ins[i], .with_sha = 0};
+    hash_jobs(jobs, n_out + n_in);
+    if ((rc = jobs_status(jobs, n_out + n_in)))
+        goto done;
+    for (size_t i = 0; i < n_out; i++)
+        json_array_append_new(files, file_entry(&jobs[i]));
+    for (size_t i = 0; i < n_in; i++)
+        json_array_append_new(infiles, file_entry(&jobs[n_out + i]));
     for (int i = 0; in && i < in->n_calib; i++)
         json_array_append_new(calib, json_string(in->calib_ids[i]));
     json_object_set_new(inputs, "model_id",
@@ -345,6 +408,7 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
                                      "checkpoint manifest");
     }
 done:
+    free(jobs);
     free(text);
     free_names(outs, n_out);
     free_names(ins, n_in);
@@ -399,6 +463,8 @@ int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
     char **names = NULL, **others = NULL;
     size_t n_names = 0, n_others = 0;
     uint8_t *seen = NULL;
+    hash_job *jobs = NULL;
+    const json_t **entry = NULL;
 
     snprintf(mpath, sizeof mpath, "%s/%s", dir, REAP_MANIFEST_NAME);
     snprintf(spath, sizeof spath, "%s/%s", dir, REAP_MANIFEST_SIG_NAME);
@@ -437,14 +503,19 @@ int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
         rc = reap_err_set(REAP_E_NOMEM, "verify: out of memory");
         goto done;
     }
-    size_t i;
+    size_t i, n_jobs = 0;
     json_t *e;
+    jobs = calloc(json_array_size(files) + 1, sizeof *jobs);
+    entry = calloc(json_array_size(files) + 1, sizeof *entry);
+    if (!jobs || !entry) {
+        rc = reap_err_set(REAP_E_NOMEM, "verify: out of memory");
+        goto done;
+    }
     json_array_foreach(files, i, e) {
         const char *p = json_string_value(json_object_get(e, "path"));
-        const json_t *js = json_object_get(e, "size");
-        const char *b2w = json_string_value(json_object_get(e, "blake2b_256"));
-        const char *shw = json_string_value(json_object_get(e, "sha256"));
-        if (!p || !plain_name(p) || !json_is_integer(js) || !b2w || !shw) {
+        if (!p || !plain_name(p) || !json_is_integer(json_object_get(e, "size")) ||
+            !json_is_string(json_object_get(e, "blake2b_256")) ||
+            !json_is_string(json_object_get(e, "sha256"))) {
             problem(&v, "manifest: files[%zu] is malformed", i);
             continue;
         }
@@ -453,17 +524,28 @@ int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
             problem(&v, "%s: missing", p);
             continue;
         }
-        seen[hit - names] = 1;
-        char path[8192], b2h[65], shh[65];
-        uint8_t b2[32], sh[32];
-        uint64_t size;
-        snprintf(path, sizeof path, "%s/%s", dir, p);
-        if (reap_hash_file(path, b2, sh, &size) != REAP_OK) {
-            problem(&v, "%s: %s", p, reap_err_msg());
+        if (seen[hit - names]) {
+            problem(&v, "manifest: %s is listed twice", p);
             continue;
         }
-        reap_hex(b2, 32, b2h);
-        reap_hex(sh, 32, shh);
+        seen[hit - names] = 1;
+        entry[n_jobs] = e;
+        jobs[n_jobs++] = (hash_job){.dir = dir, .name = p, .with_sha = 1};
+    }
+    hash_jobs(jobs, n_jobs);
+    for (size_t k = 0; k < n_jobs; k++) {
+        const char *p = jobs[k].name;
+        const json_t *js = json_object_get(entry[k], "size");
+        const char *b2w = json_string_value(json_object_get(entry[k], "blake2b_256"));
+        const char *shw = json_string_value(json_object_get(entry[k], "sha256"));
+        char b2h[65], shh[65];
+        uint64_t size = jobs[k].size;
+        if (jobs[k].rc) {
+            problem(&v, "%s: %s", p, jobs[k].msg);
+            continue;
+        }
+        reap_hex(jobs[k].b2, 32, b2h);
+        reap_hex(jobs[k].sh, 32, shh);
         if ((json_int_t)size != json_integer_value(js))
             problem(&v, "%s: size %llu, manifest says %lld", p, (unsigned long long)size,
                     (long long)json_integer_value(js));
@@ -484,6 +566,8 @@ int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
 done:
     if (n_problems)
         *n_problems = v.n;
+    free(jobs);
+    free(entry);
     free(seen);
     free_names(names, n_names);
     free_names(others, n_others);
