@@ -52,7 +52,9 @@ typedef struct reap_tokenizer reap_tokenizer;
  * (invalid JSON, a field of the wrong type, a merge naming a token not in the
  * vocabulary; "file:line:column" or the field in the message), REAP_E_UNSUPPORTED (a
  * component this implementation does not handle, named in the message, or a regex
- * PCRE2 cannot compile), REAP_E_NOMEM. On failure *out is NULL. */
+ * PCRE2 cannot compile), REAP_E_INVALID (NULL argument), REAP_E_NOMEM, REAP_E_INTERNAL
+ * (libsodium cannot initialise). On failure *out is NULL. Takes ~0.8 s of CPU for the
+ * 11 MB Qwen3 tokenizer.json (mostly JSON parsing). */
 int reap_tokenizer_load(const char *path, reap_tokenizer **out);
 
 /* Free a tokenizer (NULL is fine). */
