@@ -557,9 +557,14 @@ static void test_flash_attention(void)
             setenv("REAP_CUDA_ATTN", "gemm", 1);
             CHECK_RC(cuda_hidden(&l, REAP_PRECISION_BF16, b), REAP_OK);
             unsetenv("REAP_CUDA_ATTN");
+            /* both paths round to bf16 at different points (unnormalised vs normalised
+             * probabilities), and over two layers a few routing flips follow, so the
+             * bound is the bf16-vs-CPU one (measured on an H200: 7.8e-3 at hd 128,
+             * 2.1e-2 at hd 64, each path 1.5e-2 / 2.0e-2 from the CPU); a wrong tile,
+             * mask or fragment layout gives O(1) */
             const double r = rms_rel(&l, b, a);
             printf("  %-44s flash vs score-matrix path: hidden rms rel %.2e\n", m->name, r);
-            CHECK_MSG(r <= 1e-2, "%s: flash attention differs from the GEMM path: rms rel "
+            CHECK_MSG(r <= 3e-2, "%s: flash attention differs from the GEMM path: rms rel "
                       "%.3e", m->name, r);
         }
         free(a);

@@ -276,6 +276,7 @@ static int run_config(const bench_model *m, int precision, const bench_opts *bo,
     t0 = now();
     if ((rc = be->embed(ctx, &t_embed))) {
         fprintf(stderr, "bench: embed: %s\n", reap_err_msg());
+        be->free(ctx); /* stops the backend's upload thread before exit */
         return 1;
     }
     const double t_embed_s = now() - t0;
@@ -303,6 +304,7 @@ static int run_config(const bench_model *m, int precision, const bench_opts *bo,
         t0 = now();
         if ((rc = be->load_layer(ctx, &w))) {
             fprintf(stderr, "bench: load_layer: %s\n", reap_err_msg());
+            be->free(ctx);
             return 1;
         }
         /* the next layers' uploads start now and overlap this forward (the same host
@@ -313,6 +315,7 @@ static int run_config(const bench_model *m, int precision, const bench_opts *bo,
             nw.layer = j;
             if ((rc = be->prefetch_layer(ctx, &nw))) {
                 fprintf(stderr, "bench: prefetch_layer: %s\n", reap_err_msg());
+                be->free(ctx);
                 return 1;
             }
         }
@@ -320,6 +323,8 @@ static int run_config(const bench_model *m, int precision, const bench_opts *bo,
         t0 = now();
         if ((rc = be->forward_layer(ctx, &st))) {
             fprintf(stderr, "bench: forward_layer: %s\n", reap_err_msg());
+            reap_layer_stats_free(&st);
+            be->free(ctx);
             return 1;
         }
         double t_fwd = now() - t0;

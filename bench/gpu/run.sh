@@ -21,7 +21,7 @@
 # 5. prints a short table last. Logs in $OUT (or build-gpu-bench/logs).
 #
 # Environment: LAYERS (4), ROWS (32), SEQ (2048), TORCH_LAYERS (2), GPU_TESTS (1; 0
-# skips step 2), EXTRA_BENCH (more runs of the same layer benchmark, ';'-separated, each
+# skips step 2), TEST_TIMEOUT (300 s), EXTRA_BENCH (more runs of the same layer benchmark, ';'-separated, each
 # a list of VAR=value settings and bench_cuda flags, e.g.
 # "REAP_CUDA_EXPERTS=grouped;REAP_CUDA_ATTN=gemm;--split;--prefetch 0"), ARCH (sm_XY;
 # default: the GPU's).
@@ -52,7 +52,7 @@ if [ -z "${ARCH:-}" ]; then
   cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
   ARCH=sm_${cc:-90}
 fi
-CC=${CC:-cc}
+CC=${CC:-$(command -v cc || command -v gcc)}
 CUDA_LIB=$CUDA_HOME/lib64
 [ -d "$CUDA_LIB" ] || CUDA_LIB=$CUDA_HOME/lib
 # cuBLAS: the toolkit's, else a pip wheel's (PyTorch ships one)
@@ -60,6 +60,10 @@ if ! ls "$CUDA_LIB"/libcublas.so* >/dev/null 2>&1; then
   CUDA_LIB=$(dirname "$(find / -name 'libcublas.so*' -not -path '/proc/*' 2>/dev/null | head -1)")
 fi
 export LD_LIBRARY_PATH="$CUDA_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+CUBLAS_LINK="-L$CUDA_LIB -lcublas"
+if [ ! -e "$CUDA_LIB/libcublas.so" ]; then
+  CUBLAS_LINK=$(ls "$CUDA_LIB"/libcublas.so.* 2>/dev/null | head -1)
+fi
 
 # ---- 1. GPU-only build -----------------------------------------------------------------
 say "build: CUDA backend + layer benchmark for $ARCH (nvcc $("$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'))"
@@ -76,7 +80,8 @@ build_ok=1
       -c "$f" -o "$B/obj/$(basename "${f%.c}").o" &
   done
   for j in $(jobs -p); do wait "$j" || exit 1; done
-  "$CC" -o "$B/bench_cuda" "$B"/obj/*.o -L"$CUDA_LIB" -lcublas -L"$CUDA_HOME/lib64" \
+  # shellcheck disable=SC2086
+  "$CC" -o "$B/bench_cuda" "$B"/obj/*.o $CUBLAS_LINK -L"$CUDA_HOME/lib64" \
     -lcudart_static -lstdc++ -lpthread -ldl -lrt -lm
 } > "$LOGS/build.log" 2>&1 || build_ok=0
 if [ $build_ok != 1 ]; then
@@ -98,7 +103,7 @@ if [ "${GPU_TESTS:-1}" = 1 ]; then
     if cmake -S . -B build-gpu-full -DCMAKE_BUILD_TYPE=Release \
          -DCMAKE_CUDA_ARCHITECTURES="${ARCH#sm_}" > "$LOGS/gpu_tests.log" 2>&1 &&
        cmake --build build-gpu-full -j"$(nproc)" --target test_cuda_backend >> "$LOGS/gpu_tests.log" 2>&1 &&
-       (cd build-gpu-full && timeout 300 ctest -L gpu --output-on-failure) >> "$LOGS/gpu_tests.log" 2>&1; then
+       (cd build-gpu-full && timeout "${TEST_TIMEOUT:-300}" ctest -L gpu --output-on-failure) >> "$LOGS/gpu_tests.log" 2>&1; then
       tests_status="passed (ctest -L gpu)"
     else
       tests_status="FAILED (see gpu_tests.log)"
@@ -106,7 +111,7 @@ if [ "${GPU_TESTS:-1}" = 1 ]; then
   elif [ -x .devlibs/bin/test_cuda_backend ]; then
     say "gpu tests: prebuilt .devlibs/bin/test_cuda_backend (no$missing here)"
     for f in .devlibs/lib/*.xz; do [ -e "$f" ] && xz -dc "$f" > "${f%.xz}"; done
-    if LD_LIBRARY_PATH="$ROOT/.devlibs/lib:$LD_LIBRARY_PATH" timeout 300 \
+    if LD_LIBRARY_PATH="$ROOT/.devlibs/lib:$LD_LIBRARY_PATH" timeout "${TEST_TIMEOUT:-300}" \
          .devlibs/bin/test_cuda_backend /tmp/reap_gpu_tests > "$LOGS/gpu_tests.log" 2>&1; then
       tests_status="passed (prebuilt: $(grep -h 'checks passed' "$LOGS/gpu_tests.log"))"
     else
@@ -136,7 +141,7 @@ if [ -n "${EXTRA_BENCH:-}" ]; then
     env "${envs[@]}" timeout 180 "$B/bench_cuda" --model large --precision bf16 \
       --layers "$LAYERS" --rows "$ROWS" --seq "$SEQ" --no-fp32-gemm "${args[@]}" \
       > "$LOGS/bench_extra.log" 2>&1
-    grep -E "^RESULT model|mean over|% of the|rror|profile" "$LOGS/bench_extra.log"
+    grep -E "^RESULT model|mean over|% of the|rror|profile|cuda plan" "$LOGS/bench_extra.log"
   done
 fi
 

@@ -41,7 +41,7 @@ extern "C" {
 
 #define REAP_CUDA_MAX_CHUNK_TOKENS 65536   /* positions per micro-batch, at most */
 #define REAP_CUDA_MIN_PREFETCH_TOKENS 16384 /* keep prefetch while chunks are this big */
-#define REAP_CUDA_STAGE_BYTES ((int64_t)64 << 20) /* staging slot, at least */
+#define REAP_CUDA_STAGE_BYTES ((int64_t)128 << 20) /* staging slot, at least */
 #define REAP_CUDA_MARGIN_BYTES ((int64_t)768 << 20) /* cuBLAS workspace, driver */
 #define REAP_CUDA_ATTN_BATCH_BYTES ((int64_t)1 << 30) /* score matrices (GEMM path) */
 

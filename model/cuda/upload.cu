@@ -345,8 +345,9 @@ int upload_init(cuda_ctx *c)
     c->n_sets = 1 + c->plan.prefetch_layers;
     if (c->n_sets > MAX_SETS) c->n_sets = MAX_SETS;
     c->slot_bytes = (size_t)c->plan.stage_slot_bytes;
-    int ncpu = reap_cpu_count();
-    c->copy_threads = ncpu / 2 > 8 ? 8 : (ncpu / 2 < 1 ? 1 : ncpu / 2);
+    /* host copies run while the GPU computes: most cores, two left for the rest */
+    const int ncpu = reap_cpu_count();
+    c->copy_threads = ncpu - 2 > 12 ? 12 : (ncpu - 2 < 1 ? 1 : ncpu - 2);
     pthread_mutex_init(&c->upload_mu, NULL);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
