@@ -407,6 +407,8 @@ static int sb_add(strbuf *b, const char *s, size_t n)
     char *p;
     size_t ncap;
 
+    if (n == 0 && b->p)
+        return 0;
     if (b->n + n > b->cap) {
         ncap = b->cap ? b->cap * 2 : 4096;
         while (ncap < b->n + n)

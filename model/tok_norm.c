@@ -208,6 +208,8 @@ static int bb_add(bytebuf *b, const uint8_t *s, size_t n)
     uint8_t *p;
     size_t ncap;
 
+    if (n == 0)
+        return REAP_OK;
     if (b->n + n > b->cap) {
         ncap = b->cap ? b->cap * 2 : 256;
         while (ncap < b->n + n)

@@ -45,6 +45,8 @@ static int sb_add(strbuf *b, const char *s, size_t n)
     char *p;
     size_t ncap;
 
+    if (n == 0 && b->p)
+        return 0;
     if (b->n + n + 1 > b->cap) {
         ncap = b->cap ? b->cap * 2 : 256;
         while (ncap < b->n + n + 1)

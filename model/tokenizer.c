@@ -58,6 +58,8 @@ int tok_ids_append(tok_ids *a, const int32_t *ids, size_t n)
     int32_t *v;
     size_t ncap;
 
+    if (n == 0)
+        return REAP_OK;
     if (a->n + n > a->cap) {
         ncap = a->cap ? a->cap * 2 : 256;
         while (ncap < a->n + n)

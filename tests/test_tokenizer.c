@@ -12,7 +12,8 @@
  *       GPT-2 ByteLevel regex, every Split behaviour, added-token flags, NFKC and
  *       ignore_merges, with ids from the same library (make_cases.py regenerates them).
  * Plus hand-derived cases, load errors for unsupported components, invalid UTF-8, the
- * digest, and concurrent encoding on one handle.
+ * digest, concurrent encoding on one handle, the short-word merge loop against the
+ * general one, and `reapctl tokenize` (when build/bin/reapctl exists).
  *
  * The fixtures are found next to this source file (or in $REAP_TEST_FIXTURES).
  */
@@ -26,6 +27,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static const char *scratch;
 static char fixtures[1024];
@@ -483,6 +486,65 @@ static void test_load_errors(void)
     CHECK_RC(reap_tokenizer_load(NULL, &tok), REAP_E_INVALID);
 }
 
+/* ---- reapctl tokenize ----------------------------------------------------------------- */
+
+/* Runs build/bin/reapctl (next to this test's build/tests folder) when it was built. */
+static void test_reapctl(const char *argv0)
+{
+    char bin[2048], cmd[16384], in[4096], out[4096], *line = NULL;
+    const char *slash = strrchr(argv0, '/');
+    size_t cap = 0;
+    FILE *fp;
+    int rc, n = 0;
+
+    snprintf(bin, sizeof bin, "%.*s/../bin/reapctl", slash ? (int)(slash - argv0) : 1,
+             slash ? argv0 : ".");
+    if (access(bin, X_OK) != 0) {
+        printf("reapctl tokenize: SKIPPED (%s not built)\n", bin);
+        return;
+    }
+    snprintf(in, sizeof in, "%s/tokenize_in.jsonl", scratch);
+    snprintf(out, sizeof out, "%s/tokenize_out.jsonl", scratch);
+    fp = fopen(in, "wb");
+    CHECK(fp != NULL);
+    if (!fp)
+        return;
+    fputs("{\"text\": \"Hello world\"}\n\n{\"text\": \"a<|im_start|>b\", \"id\": 3}\n"
+          "{\"text\": \"\"}\n", fp);
+    fclose(fp);
+    snprintf(cmd, sizeof cmd, "'%s' tokenize --tokenizer '%s' < '%s' > '%s'", bin, qwen_dir,
+             in, out);
+    rc = system(cmd);
+    CHECK_MSG(rc == 0, "%s: status %d", cmd, rc);
+    fp = fopen(out, "rb");
+    CHECK(fp != NULL);
+    if (!fp)
+        return;
+    while (getline(&line, &cap, fp) > 0) {
+        n++;
+        if (n == 1)
+            CHECK(strcmp(line, "{\"input_ids\": [9707, 1879]}\n") == 0);
+        if (n == 2)
+            CHECK(strcmp(line, "{\"input_ids\": [64, 151644, 65]}\n") == 0);
+        if (n == 3)
+            CHECK(strcmp(line, "{\"input_ids\": []}\n") == 0);
+    }
+    CHECK(n == 3);
+    fclose(fp);
+    free(line);
+
+    /* A bad line: exit status 1, nothing else. */
+    fp = fopen(in, "wb");
+    if (fp) {
+        fputs("{\"text\": \"ok\"}\n{\"txt\": 1}\n", fp);
+        fclose(fp);
+    }
+    snprintf(cmd, sizeof cmd, "'%s' tokenize --tokenizer '%s' < '%s' > '%s' 2>&1", bin,
+             qwen_dir, in, out);
+    rc = system(cmd);
+    CHECK_MSG(rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 1, "bad line: status %d", rc);
+}
+
 /* ---- regex rewriting ---------------------------------------------------------------- */
 
 static void expect_translate(const char *in, const char *want)
@@ -546,5 +608,6 @@ int main(int argc, char **argv)
     test_synthetic();
     test_load_errors();
     test_translate();
+    test_reapctl(argv[0]);
     TEST_MAIN_END();
 }
