@@ -65,9 +65,9 @@ static int on_event(void *ud, const reap_score_event *ev)
     case REAP_SCORE_EV_START:
         if (ev->run_id && !p->quiet) {
             reap_run_id_hex(ev->run_id, rh);
-            fprintf(stderr, "reap-scorer: run %s: %s at layer %d of %d\n", rh,
+            fprintf(stderr, "reap-scorer: run %s: %s at layer %d/%d\n", rh,
                     ev->start_layer ? "resuming from a hidden-state checkpoint" : "starting",
-                    ev->start_layer, ev->n_layers);
+                    ev->start_layer + 1, ev->n_layers);
         }
         break;
     case REAP_SCORE_EV_DIFFER:
@@ -167,14 +167,19 @@ fail:
 int scorer_cmd_run(int argc, char **argv)
 {
     const char *model = NULL, *calib = NULL, *stats_json = NULL, *backend = NULL,
-               *precision = NULL, *store_dir = NULL;
-    long seq_len = 0, max_samples = 0, batch = 0, threads = 0, ckpt_every = 0;
-    int no_pack = 0, quiet = 0, table = 0, help = 0, force = 0;
+               *precision = NULL, *store_dir = NULL, *tokenizer = NULL;
+    long seq_len = 0, max_samples = 0, batch = 0, threads = 0, ckpt_every = 0, seed = 0;
+    int no_pack = 0, quiet = 0, table = 0, help = 0, force = 0, shuffle = 0;
     const cli_opt opts[] = {
         {"model", "REAP_MODEL_PATH", CLI_STR, NULL, "checkpoint directory (config.json, "
          "safetensors shards)", &model, 1},
-        {"calib", "REAP_CALIBRATION_PATH", CLI_STR, NULL, "calibration JSON Lines file "
-         "({\"input_ids\": [...]} per line)", &calib, 1},
+        {"calib", "REAP_CALIBRATION_PATH", CLI_STR, NULL, "calibration file: JSON Lines or "
+         "a JSON array of {\"input_ids\"}, {\"text\"} or {\"messages\"} items", &calib, 1},
+        {"tokenizer", "REAP_TOKENIZER_PATH", CLI_STR, NULL, "tokenizer.json (or its "
+         "directory) for text and messages items", &tokenizer, 0},
+        {"shuffle", NULL, CLI_FLAG, NULL, "shuffle the items (with --seed) before taking "
+         "--max-samples", &shuffle, 0},
+        {"seed", NULL, CLI_INT, "0", "shuffle seed", &seed, 0},
         {"seq-len", "REAP_SEQ_LEN", CLI_INT, "2048", "positions per row", &seq_len, 0},
         {"no-pack", NULL, CLI_FLAG, NULL, "one row per sample instead of packing", &no_pack, 0},
         {"max-samples", "REAP_MAX_SAMPLES", CLI_INT, "0", "use the first N samples "
@@ -215,9 +220,9 @@ int scorer_cmd_run(int argc, char **argv)
         return 0;
     }
     if (seq_len < 1 || seq_len > 1 << 20 || batch < 1 || threads < 0 || max_samples < 0 ||
-        ckpt_every < 0) {
+        ckpt_every < 0 || seed < 0) {
         fprintf(stderr, "reap-scorer run: --seq-len, --batch-size must be >= 1, "
-                        "--threads, --max-samples and --checkpoint-every >= 0\n");
+                        "--threads, --max-samples, --checkpoint-every and --seed >= 0\n");
         return 2;
     }
     const reap_backend_i *be = scorer_pick_backend(backend);
@@ -251,6 +256,9 @@ int scorer_cmd_run(int argc, char **argv)
     reap_score_job_opts jo = {
         .model_dir = model,
         .calib_path = calib,
+        .tokenizer_path = tokenizer,
+        .shuffle = shuffle,
+        .seed = (uint64_t)seed,
         .seq_len = (int)seq_len,
         .pack = !no_pack,
         .max_samples = max_samples,

@@ -14,6 +14,7 @@
 #include "hidden_ckpt.h"
 #include "reap_err.h"
 #include "runs.h"
+#include "tokenizer.h"
 
 typedef struct job_ctx {
     const reap_score_job_opts *o;
@@ -131,6 +132,30 @@ static int read_back(reap_store *s, const reap_model_info *m, reap_score_result 
     return rc;
 }
 
+/* Read the calibration samples. The tokenizer is loaded only when the file needs one
+ * (text or messages items: reap_calib_load refuses them without a tokenizer, REAP_E_INVALID
+ * "... needs a tokenizer"), so a file of token ids keeps the same calib_id whether or not
+ * --tokenizer is given. *tok receives the tokenizer used, or NULL. */
+static int load_samples(const reap_score_job_opts *o, const reap_config *cfg,
+                        reap_samples *smp, reap_tokenizer **tok)
+{
+    reap_calib_opts co = {.path = o->calib_path, .max_samples = o->max_samples,
+                          .vocab = cfg->vocab, .shuffle = o->shuffle, .seed = o->seed};
+    int rc = reap_calib_load(&co, smp);
+    *tok = NULL;
+    if (rc != REAP_E_INVALID || !o->tokenizer_path ||
+        !strstr(reap_err_msg(), "needs a tokenizer"))
+        return rc;
+    if ((rc = reap_tokenizer_load(o->tokenizer_path, tok)))
+        return rc;
+    co.tokenizer = *tok;
+    if ((rc = reap_calib_load(&co, smp))) {
+        reap_tokenizer_free(*tok);
+        *tok = NULL;
+    }
+    return rc;
+}
+
 void reap_score_result_free(reap_score_result *res)
 {
     if (!res)
@@ -150,6 +175,7 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
     reap_model_info model = {0};
     reap_calib_info calib = {0};
     reap_layer_stats *stats = NULL;
+    reap_tokenizer *tok = NULL;
     float *start_hidden = NULL;
     int n_stats = 0, rc, start = 0;
     char path[4096];
@@ -170,10 +196,11 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
         (rc = fill_model(&cfg, &model)))
         goto fail;
     res->model_id = model.id;
-    if ((rc = reap_samples_read_jsonl(o->calib_path, o->max_samples, cfg.vocab, &samples)) ||
+    if ((rc = load_samples(o, &cfg, &samples, &tok)) ||
         (rc = reap_rows_build(&samples, o->seq_len, o->pack, &rows)))
         goto fail;
-    reap_calib_id_compute(&rows, o->pack, NULL, &res->calib_id);
+    reap_calib_id_compute(&rows, o->pack, tok ? reap_tokenizer_digest(tok) : NULL,
+                          &res->calib_id);
     res->n_tokens = rows.n_valid;
     reap_score_event ev_ids = {.kind = REAP_SCORE_EV_IDS, .n_samples = samples.n,
                                .n_rows = rows.n_rows, .seq_len = rows.seq_len,
@@ -188,14 +215,24 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
         calib.seq_len = rows.seq_len;
         calib.pack = o->pack ? 1 : 0;
         calib.n_tokens = (uint64_t)rows.n_valid;
+        if (tok) {
+            calib.has_tokenizer = 1;
+            memcpy(calib.tokenizer_digest, reap_tokenizer_digest(tok), 32);
+        }
         int first;
         if ((rc = reap_store_model_put(s, &model)) || (rc = reap_store_calib_put(s, &calib)) ||
             (rc = first_missing_layer(s, &model, &res->model_id, &res->calib_id, &first)))
+            goto fail;
+        /* Runs of this pair killed earlier: record them as interrupted. */
+        if ((rc = reap_store_run_mark_interrupted(s, &res->model_id, &res->calib_id, NULL)))
             goto fail;
         if (first >= cfg.n_layers && !o->force) {
             reap_score_event ev = {.kind = REAP_SCORE_EV_COMPLETE};
             res->already_complete = 1;
             emit(&j, &ev);
+            /* A run killed after its last commit leaves its checkpoints behind. */
+            if ((rc = reap_hidden_ckpt_clear(s, &res->model_id, &res->calib_id)))
+                goto fail;
             rc = read_back(s, &model, res);
             goto fail;
         }
@@ -268,6 +305,7 @@ fail:
     reap_model_info_free(&model);
     reap_rows_free(&rows);
     reap_samples_free(&samples);
+    reap_tokenizer_free(tok);
     reap_ckpt_close(ck);
     reap_config_free(&cfg);
     return rc;

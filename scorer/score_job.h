@@ -3,7 +3,8 @@
  *
  * Steps: load config.json and open the checkpoint (every shard header validated);
  * model_id (files hashed in parallel, digests cached in the store); read and pack the
- * calibration rows; calib_id; then
+ * calibration rows (the tokenizer is loaded only when the file has text or messages
+ * items, and then its digest is part of calib_id); calib_id; then
  *   - without a store: score every layer, return the statistics;
  *   - with a store: record the model and calibration set; if every MoE layer of the pair
  *     has its statistics already, do nothing (unless force); otherwise resume from the
@@ -60,7 +61,12 @@ typedef int (*reap_score_event_cb)(void *ud, const reap_score_event *ev);
 
 typedef struct reap_score_job_opts {
     const char *model_dir;
-    const char *calib_path;         /* JSON Lines {"input_ids": [...]} */
+    const char *calib_path;         /* calibration file (model/calib.h: input_ids, text or
+                                       messages items; JSON Lines or a JSON array) */
+    const char *tokenizer_path;     /* tokenizer.json or its directory, for text and
+                                       messages items (NULL: input_ids items only) */
+    int shuffle;                    /* 1: shuffle the items with `seed` before selecting */
+    uint64_t seed;
     int seq_len;
     int pack;                       /* 1: pack samples into rows */
     int64_t max_samples;            /* 0: all */

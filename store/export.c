@@ -230,7 +230,8 @@ static int export_body(writer *w, MDB_txn *txn, const reap_id *model,
     if (model) {
         if ((rc = export_db(w, txn, s->db_stats, DB_STATS, model->b, 32, &calibs)))
             goto fail;
-        qsort(calibs.v, (size_t)calibs.n, sizeof *calibs.v, id_cmp);
+        if (calibs.n > 1)
+            qsort(calibs.v, (size_t)calibs.n, sizeof *calibs.v, id_cmp);
         for (int i = 0; i < calibs.n && !rc; i++) {
             if ((rc = store_get(s, txn, s->db_calibs, calibs.v[i].b, 32, &v))) {
                 if (rc == REAP_E_NOTFOUND)

@@ -287,7 +287,8 @@ int reap_hidden_ckpt_load(reap_store *s, const reap_id *model, const reap_id *ca
         }
         layers[n++] = l;
     }
-    qsort(layers, (size_t)n, sizeof *layers, int_desc);
+    if (n > 1)
+        qsort(layers, (size_t)n, sizeof *layers, int_desc);
     for (int i = 0; i < n; i++) {
         snprintf(p, sizeof p, "%s/layer-%05d.bin", dir, layers[i]);
         if (!load_one(p, model, calib, layers[i], T, H, hidden)) {

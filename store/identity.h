@@ -8,11 +8,14 @@
  * cache snapshot). Renaming the directory keeps the id; any change of a weight byte
  * changes it.
  *
- * File digests are computed in parallel (one file per thread, largest first, read in
- * 4 MiB blocks) and cached in the store's `filehash` database keyed by (device, inode,
- * size, mtime in ns), so an unchanged checkpoint is hashed once. A file whose stat
- * changes while it is hashed is an error; a file modified less than 2 s before hashing
- * is hashed but not cached (its mtime may not yet tell it from a later write).
+ * File digests are computed in parallel (one file per thread, largest first, each read
+ * through a read-only mapping) and cached in the store's `filehash` database keyed by
+ * (device, inode, size, mtime in ns), so an unchanged checkpoint is hashed once. A file
+ * whose stat changes while it is hashed is an error; a file modified less than 2 s
+ * before hashing is hashed but not cached (its mtime may not yet tell it from a later
+ * write). As with the safetensors reader's mappings, a file truncated by another process
+ * while it is being read faults (SIGBUS): model directories must not change under a
+ * running scorer.
  *
  * calib_id = BLAKE2b-256 of
  *     "reap-calib-id/1" | u32 BE seq_len | u8 packing (1 packed, 0 not) | u32 BE n_rows |

@@ -2,6 +2,8 @@
  * one write transaction), finish, get, list. */
 #include "runs.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,6 +188,35 @@ int reap_store_run_finish(reap_store *s, reap_run_info *run, int state, const ch
     run->state = state;
     run->finished_unix_ns = store_now_ns();
     return run_save(s, run);
+}
+
+int reap_store_run_mark_interrupted(reap_store *s, const reap_id *model, const reap_id *calib,
+                                    int *n_marked)
+{
+    reap_run_info *runs = NULL;
+    char host[256] = "", msg[64];
+    int n = 0, marked = 0, rc;
+    if (n_marked)
+        *n_marked = 0;
+    gethostname(host, sizeof host - 1);
+    if ((rc = reap_store_run_list(s, NULL, &runs, &n)))
+        return rc;
+    for (int i = 0; i < n && !rc; i++) {
+        reap_run_info *r = &runs[i];
+        if (r->state != REAP_RUN_RUNNING || memcmp(r->model.b, model->b, 32) ||
+            memcmp(r->calib.b, calib->b, 32) || !r->host || strcmp(r->host, host) ||
+            r->pid <= 0 || r->pid == (int)getpid() || kill(r->pid, 0) == 0 || errno != ESRCH)
+            continue;
+        snprintf(msg, sizeof msg, "interrupted: process %d is gone", r->pid);
+        if (!(rc = reap_store_run_finish(s, r, REAP_RUN_FAILED, msg)))
+            marked++;
+    }
+    for (int i = 0; i < n; i++)
+        reap_run_info_free(&runs[i]);
+    free(runs);
+    if (n_marked)
+        *n_marked = marked;
+    return rc;
 }
 
 int reap_store_run_get(reap_store *s, reap_store_snap *snap, const uint8_t run_id[16],

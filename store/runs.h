@@ -73,6 +73,13 @@ int reap_store_run_commit_layer(reap_store *s, reap_run_info *run, int layer,
  * the record. REAP_OK, REAP_E_INVALID, REAP_E_IO, REAP_E_NOMEM. */
 int reap_store_run_finish(reap_store *s, reap_run_info *run, int state, const char *error);
 
+/* Runs of (model, calib) left "running" by a process of this host that no longer exists
+ * (killed, crashed) become "failed" with error "interrupted: process <pid> is gone".
+ * *n_marked (may be NULL) receives their number. A run of another host is left alone.
+ * REAP_OK, REAP_E_INVALID (read-only), REAP_E_IO, REAP_E_NOMEM, REAP_E_FORMAT. */
+int reap_store_run_mark_interrupted(reap_store *s, const reap_id *model, const reap_id *calib,
+                                    int *n_marked);
+
 /* Read one run. REAP_OK, REAP_E_NOTFOUND (message names the id), REAP_E_FORMAT,
  * REAP_E_UNSUPPORTED, REAP_E_NOMEM. */
 int reap_store_run_get(reap_store *s, reap_store_snap *snap, const uint8_t run_id[16],

@@ -444,6 +444,19 @@ int reap_store_open(const char *dir, const reap_store_opts *opts, reap_store **o
     }
     if ((rc = check_file_size(s, data_path)) || (rc = reap_store_reader_check(s, NULL)))
         goto fail;
+    /* An environment that never committed a transaction is a creation that was
+     * interrupted (killed between LMDB's file setup and our first commit): finish it. */
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    if (!fresh && info.me_last_txnid == 0) {
+        if (!o.create) {
+            rc = reap_err_set(REAP_E_NOTFOUND, "%s: no reap store here yet (its creation "
+                                               "was interrupted; opening it to write "
+                                               "completes it)", dir);
+            goto fail;
+        }
+        fresh = 1;
+    }
     if (o.readonly) {
         rc = init_readonly(s);
     } else {

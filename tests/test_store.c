@@ -126,6 +126,23 @@ static void test_open_refusals(void)
     CHECK_ERRMSG("not a reap store");
     CHECK_RC(reap_store_open(dir, &ro, &s), REAP_E_FORMAT);
 
+    /* An interrupted creation: LMDB set up data.mdb, nothing was committed. */
+    spath(dir, sizeof dir, "interrupted");
+    mkdir(dir, 0755);
+    {
+        MDB_env *env;
+        CHECK(mdb_env_create(&env) == 0 && mdb_env_open(env, dir, 0, 0644) == 0);
+        mdb_env_close(env);
+    }
+    CHECK_RC(reap_store_open(dir, &ro, &s), REAP_E_NOTFOUND);
+    CHECK_ERRMSG("interrupted");
+    CHECK_RC(reap_store_open(dir, &create, &s), REAP_OK);
+    reap_store_close(s);
+    s = NULL;
+    CHECK_RC(reap_store_open(dir, &ro, &s), REAP_OK);
+    reap_store_close(s);
+    s = NULL;
+
     /* A store written by a future format. */
     spath(dir, sizeof dir, "future");
     CHECK_RC(reap_store_open(dir, &create, &s), REAP_OK);

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# store_cli.sh BIN SCRATCH - the store commands on bad input: each case must exit
+# non-zero (never crash: no exit status above 128) with a message naming the problem,
+# and leave foreign files alone. Also: the store of a finished run is readable by
+# Debian's mdb_stat / mdb_dump (lmdb-utils), and a read-only reader works beside it.
+set -u
+bin=$1; tmp=$2
+rm -rf "$tmp"; mkdir -p "$tmp"
+fail=0
+"$bin/reap-genmodel" --out "$tmp/m" --layers 2 --vocab 100 --calib "$tmp/c.jsonl" --seed 3 \
+  >/dev/null || exit 1
+
+# expect NAME WANT_SUBSTRING -- COMMAND ARGS...
+expect() {
+  local name=$1 want=$2; shift 3
+  local out rc
+  out=$("$bin/reap-scorer" "$@" 2>&1 >/dev/null); rc=$?
+  if [ $rc -eq 0 ] || [ $rc -gt 128 ]; then
+    echo "FAIL $name: exit status $rc: $out"; fail=1
+  elif ! grep -qF -- "$want" <<<"$out"; then
+    echo "FAIL $name: message lacks '$want': $out"; fail=1
+  else
+    echo "ok   $name: $out"
+  fi
+}
+score() { "$bin/reap-scorer" run --quiet --backend cpu --model "$tmp/m" --calib "$tmp/c.jsonl" "$@"; }
+
+score --store "$tmp/st" >/dev/null 2>&1 || { echo "FAIL scoring into a store"; exit 1; }
+
+mkdir -p "$tmp/foreign"; echo "keep me" > "$tmp/foreign/notes.txt"
+expect foreign-dir "not a reap store" -- run --backend cpu --model "$tmp/m" --calib "$tmp/c.jsonl" --store "$tmp/foreign"
+[ "$(cat "$tmp/foreign/notes.txt")" = "keep me" ] && [ ! -e "$tmp/foreign/data.mdb" ] \
+  || { echo "FAIL foreign directory touched"; fail=1; }
+expect store-is-file "not a directory" -- check --store "$tmp/foreign/notes.txt"
+expect no-store "no such store directory" -- check --store "$tmp/none"
+expect force-without-store "--force needs --store" -- run --model "$tmp/m" --calib "$tmp/c.jsonl" --force
+expect bad-model-id "64 hex digits" -- stats --store "$tmp/st" --model-id 1234
+expect unknown-model "no model" -- stats --store "$tmp/st" --model-id "$(printf 'ab%.0s' $(seq 32))"
+expect unknown-calib "no complete statistics" -- stats --store "$tmp/st" --model "$tmp/m" --calib-ids "$(printf 'cd%.0s' $(seq 32))"
+echo "not an export" > "$tmp/junk.reapx"
+expect import-junk "not a reap export file" -- import --store "$tmp/st" --in "$tmp/junk.reapx"
+expect import-missing "nope.reapx" -- import --store "$tmp/st" --in "$tmp/nope.reapx"
+
+# Debian's tools read the store; a reader runs beside it.
+if command -v mdb_stat >/dev/null; then
+  mdb_stat -a "$tmp/st" | grep -q "Status of stats" || { echo "FAIL mdb_stat"; fail=1; }
+  mdb_dump -s stats "$tmp/st" | grep -q "HEADER=END" || { echo "FAIL mdb_dump"; fail=1; }
+  echo "ok   mdb_stat/mdb_dump read the store"
+fi
+"$bin/reap-scorer" check --store "$tmp/st" || fail=1
+
+# Text calibration: tokenised only with --tokenizer; the tokenizer's digest is part of
+# calib_id, so the same text and its pre-tokenised ids give the same statistics under
+# different ids, and ids alone give the same calib_id with or without --tokenizer.
+tok=$(cd "$(dirname "$0")" && pwd)/fixtures/tok-synth/gpt2style.json
+if [ -x "$bin/reapctl" ] && [ -f "$tok" ]; then
+  "$bin/reap-genmodel" --out "$tmp/mt" --layers 2 --vocab 3300 --seed 4 >/dev/null || exit 1
+  for t in "the quick brown fox" "jumps over the lazy dog" "hello, world" "REAP prunes experts"; do
+    printf '{"text": "%s"}\n' "$t"
+  done > "$tmp/texts.jsonl"
+  "$bin/reapctl" tokenize --tokenizer "$tok" < "$tmp/texts.jsonl" > "$tmp/ids.jsonl" || fail=1
+  expect text-without-tokenizer "needs a tokenizer (--tokenizer)" -- run --backend cpu --model "$tmp/mt" --calib "$tmp/texts.jsonl"
+  trun() { "$bin/reap-scorer" run --quiet --backend cpu --model "$tmp/mt" --seq-len 16 "$@"; }
+  trun --calib "$tmp/texts.jsonl" --tokenizer "$tok" --stats-json "$tmp/t_text.json" >/dev/null || fail=1
+  trun --calib "$tmp/ids.jsonl" --stats-json "$tmp/t_ids.json" >/dev/null || fail=1
+  trun --calib "$tmp/ids.jsonl" --tokenizer "$tok" --stats-json "$tmp/t_ids2.json" >/dev/null || fail=1
+  if grep -v calib_id "$tmp/t_text.json" | cmp -s - <(grep -v calib_id "$tmp/t_ids.json") &&
+     ! cmp -s "$tmp/t_text.json" "$tmp/t_ids.json" && cmp -s "$tmp/t_ids.json" "$tmp/t_ids2.json"; then
+    echo "ok   text calibration: same statistics as its token ids, calib_id covers the tokenizer"
+  else
+    echo "FAIL text calibration ids/statistics"; fail=1
+  fi
+fi
+
+# Damaged stores.
+cp -r "$tmp/st" "$tmp/trunc"
+truncate -s 12288 "$tmp/trunc/data.mdb"
+expect truncated "truncated" -- check --store "$tmp/trunc"
+expect truncated-run "truncated" -- run --backend cpu --model "$tmp/m" --calib "$tmp/c.jsonl" --store "$tmp/trunc"
+cp -r "$tmp/st" "$tmp/garbage"
+head -c 65536 /dev/urandom > "$tmp/garbage/data.mdb"
+expect garbage "damaged or not a reap store" -- check --store "$tmp/garbage"
+exit $fail
