@@ -500,9 +500,10 @@ def test_queue_limit(a):
     codes = [code_of(f.result)[0] for f in futs]
     ok = codes.count(grpc.StatusCode.OK)
     busy = codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
-    # 1 running + 2 queued are served, the rest refused (more may be served only if the
-    # calls arrive more than 800 ms apart on a very slow machine).
-    check(ok >= 3 and busy >= 3 and ok + busy == 8,
+    # At most 1 running + 2 queued are in the server at once, so at least 2 are served
+    # (3 when the worker dequeues before the third call arrives; more only if calls
+    # arrive over 800 ms apart) and the rest are refused.
+    check(ok >= 2 and busy >= 3 and ok + busy == 8,
           f"1 worker + queue of 2, 8 slow calls: {ok} served, {busy} RESOURCE_EXHAUSTED")
     check(demo.Echo(tp.EchoRequest(text="after"), timeout=5).text == "after",
           "queue limit: server still serving")
