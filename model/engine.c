@@ -9,6 +9,36 @@
 #include "reap_err.h"
 #include "weights.h"
 
+/* Layers prefetched ahead: opts value, else REAP_PARALLEL_LAYERS, else 1; <= 0: none. */
+static int prefetch_depth(const reap_backend_i *be, const reap_backend_opts *o)
+{
+    int p = o->prefetch_layers;
+    if (!be->prefetch_layer || p < 0)
+        return 0;
+    if (p == 0) {
+        const char *env = getenv("REAP_PARALLEL_LAYERS");
+        p = env && *env ? atoi(env) : 1;
+    }
+    return p > 0 ? p : 0;
+}
+
+/* Queue layers next..last for upload (views are looked up, handed over, released). */
+static int prefetch_until(const reap_backend_i *be, void *ctx, const reap_ckpt *ck,
+                          const reap_config *cfg, int *next, int last)
+{
+    for (; *next <= last && *next < cfg->n_layers; (*next)++) {
+        reap_layer_weights nw;
+        int rc = reap_layer_weights_get(ck, cfg, *next, &nw);
+        if (rc)
+            return rc;
+        rc = be->prefetch_layer(ctx, &nw);
+        reap_layer_weights_free(&nw);
+        if (rc)
+            return rc;
+    }
+    return REAP_OK;
+}
+
 static double now_seconds(void)
 {
     struct timespec ts;
@@ -60,6 +90,8 @@ int reap_engine_score(const reap_ckpt *ck, const reap_config *cfg, const reap_ro
         if ((rc = reap_embed_weights_get(ck, cfg, &embed)) || (rc = be->embed(ctx, embed)))
             goto fail;
     }
+    const int depth = prefetch_depth(be, &bopts);
+    int next_prefetch = start + 1;
     for (int layer = start; layer < cfg->n_layers; layer++) {
         double t0 = now_seconds();
         reap_layer_weights w;
@@ -75,6 +107,8 @@ int reap_engine_score(const reap_ckpt *ck, const reap_config *cfg, const reap_ro
             n_done++;
         }
         rc = be->load_layer(ctx, &w);
+        if (!rc && depth > 0)
+            rc = prefetch_until(be, ctx, ck, cfg, &next_prefetch, layer + depth);
         if (!rc)
             rc = be->forward_layer(ctx, st);
         reap_layer_weights_free(&w);
