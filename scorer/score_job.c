@@ -177,7 +177,7 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
     reap_layer_stats *stats = NULL;
     reap_tokenizer *tok = NULL;
     float *start_hidden = NULL;
-    int n_stats = 0, rc, start = 0;
+    int n_stats = 0, rc, start = 0, pair_lock = -1;
     char path[4096];
     job_ctx j = {.o = o, .cfg = &cfg, .res = res};
     reap_store *s = o->store;
@@ -220,7 +220,8 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
             memcpy(calib.tokenizer_digest, reap_tokenizer_digest(tok), 32);
         }
         int first;
-        if ((rc = reap_store_model_put(s, &model)) || (rc = reap_store_calib_put(s, &calib)) ||
+        if ((rc = reap_store_pair_lock(s, &res->model_id, &res->calib_id, &pair_lock)) ||
+            (rc = reap_store_model_put(s, &model)) || (rc = reap_store_calib_put(s, &calib)) ||
             (rc = first_missing_layer(s, &model, &res->model_id, &res->calib_id, &first)))
             goto fail;
         /* Runs of this pair killed earlier: record them as interrupted. */
@@ -297,6 +298,7 @@ fail:
                                                                 : REAP_RUN_FAILED, msg);
         reap_err_set(rc, "%s", msg);
     }
+    reap_store_pair_unlock(pair_lock);
     free(start_hidden);
     for (int i = 0; i < n_stats; i++)
         reap_layer_stats_free(&stats[i]);

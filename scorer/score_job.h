@@ -20,8 +20,8 @@
  * run ends with REAP_E_CANCELLED (run state "cancelled"; it resumes when scored again).
  *
  * Thread rules: runs on the calling thread (plus the backend's and the hasher's
- * workers). Two jobs of the same (model, calibration) pair must not run at once on one
- * store.
+ * workers). A second job of a (model, calibration) pair that is being scored on the same
+ * store fails at once (REAP_E_INVALID, reap_store_pair_lock).
  */
 #ifndef REAP_SCORE_JOB_H
 #define REAP_SCORE_JOB_H

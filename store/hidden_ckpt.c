@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -301,6 +302,47 @@ fail:
     closedir(d);
     free(layers);
     return rc;
+}
+
+int reap_store_pair_lock(reap_store *s, const reap_id *model, const reap_id *calib, int *fd)
+{
+    char root[4200], dir[4400], path[4600], pid[32];
+    int rc, lfd;
+    *fd = -1;
+    snprintf(root, sizeof root, "%s/checkpoints", reap_store_dir(s));
+    pair_dir(s, model, calib, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s.lock", dir);
+    if ((rc = make_dir(root, reap_store_dir(s))))
+        return rc;
+    lfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lfd < 0)
+        return reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno));
+    if (flock(lfd, LOCK_EX | LOCK_NB)) {
+        int e = errno;
+        ssize_t n = pread(lfd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        close(lfd);
+        if (e == EWOULDBLOCK)
+            return reap_err_set(REAP_E_INVALID, "this model and calibration set are being "
+                                "scored by another run (process %s) on this store",
+                                *pid ? pid : "?");
+        return reap_err_set(REAP_E_IO, "%s: flock: %s", path, strerror(e));
+    }
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(lfd, 0) || pwrite(lfd, pid, (size_t)len, 0) != len) {
+        rc = reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno));
+        close(lfd);
+        return rc;
+    }
+    *fd = lfd;
+    return REAP_OK;
+}
+
+void reap_store_pair_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd); /* releases the flock */
 }
 
 int reap_hidden_ckpt_clear(reap_store *s, const reap_id *model, const reap_id *calib)

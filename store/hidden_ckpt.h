@@ -22,8 +22,8 @@
  * digest is ignored by reap_hidden_ckpt_load (a killed writer leaves at most a
  * temporary file, which is removed).
  *
- * Thread rules: one scoring run of a (model, calib) pair at a time writes its folder;
- * concurrent runs of other pairs use other folders.
+ * Thread rules: one scoring run of a (model, calib) pair at a time writes its folder
+ * (reap_store_pair_lock enforces it); runs of other pairs use other folders.
  */
 #ifndef REAP_STORE_HIDDEN_CKPT_H
 #define REAP_STORE_HIDDEN_CKPT_H
@@ -43,6 +43,18 @@ int reap_hidden_ckpt_write(reap_store *s, const reap_id *model, const reap_id *c
  * REAP_E_NOTFOUND (none usable; no message needed), REAP_E_NOMEM, REAP_E_IO. */
 int reap_hidden_ckpt_load(reap_store *s, const reap_id *model, const reap_id *calib,
                           int max_layer, int64_t T, int H, int *layer, float **hidden);
+
+/* Take the pair's scoring lock: an exclusive flock(2) on STORE/checkpoints/<pair>.lock,
+ * holding the pid of the holder. One scoring run of a pair at a time, across threads and
+ * processes of this host; released by reap_store_pair_unlock or when the process dies
+ * (kill -9 leaves no stale lock). Never waits. *fd receives the lock (>= 0).
+ * REAP_OK; REAP_E_INVALID when another run holds it (the message names its pid);
+ * REAP_E_IO. */
+int reap_store_pair_lock(reap_store *s, const reap_id *model, const reap_id *calib, int *fd);
+
+/* Release a lock from reap_store_pair_lock (fd < 0: no-op). The lock file stays (removing
+ * it would let two runs lock different files). */
+void reap_store_pair_unlock(int fd);
 
 /* Remove every checkpoint of the pair and its folder. REAP_OK or REAP_E_IO. */
 int reap_hidden_ckpt_clear(reap_store *s, const reap_id *model, const reap_id *calib);

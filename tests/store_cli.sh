@@ -27,6 +27,24 @@ score() { "$bin/reap-scorer" run --quiet --backend cpu --model "$tmp/m" --calib 
 
 score --store "$tmp/st" >/dev/null 2>&1 || { echo "FAIL scoring into a store"; exit 1; }
 
+# One run per (model, calibration) pair: a second one fails at once. The pair's lock
+# file is held here with flock(1) as a running scorer would hold it.
+if command -v flock >/dev/null; then
+  score --store "$tmp/st" --stats-json "$tmp/ids.json" >/dev/null 2>&1
+  mid=$(awk -F'"' '/"model_id"/ { print $4; exit }' "$tmp/ids.json")
+  cid=$(awk -F'"' '/"calib_id"/ { print $4; exit }' "$tmp/ids.json")
+  lockf="$tmp/st/checkpoints/$mid-$cid.lock"
+  [ -f "$lockf" ] || { echo "FAIL no pair lock file $lockf"; fail=1; }
+  echo 4242 > "$lockf"
+  out=$(flock -n "$lockf" "$bin/reap-scorer" run --quiet --backend cpu --model "$tmp/m" \
+        --calib "$tmp/c.jsonl" --store "$tmp/st" --force 2>&1 >/dev/null); rc=$?
+  if [ $rc -ne 0 ] && [ $rc -le 128 ] && grep -q "being scored by another run (process 4242)" <<<"$out"; then
+    echo "ok   pair-locked: $out"
+  else
+    echo "FAIL pair-locked: exit $rc: $out"; fail=1
+  fi
+fi
+
 mkdir -p "$tmp/foreign"; echo "keep me" > "$tmp/foreign/notes.txt"
 expect foreign-dir "not a reap store" -- run --backend cpu --model "$tmp/m" --calib "$tmp/c.jsonl" --store "$tmp/foreign"
 [ "$(cat "$tmp/foreign/notes.txt")" = "keep me" ] && [ ! -e "$tmp/foreign/data.mdb" ] \

@@ -457,6 +457,18 @@ static void test_hidden_ckpt(void)
     CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 3, T, H, &layer, &got), REAP_E_NOTFOUND);
     CHECK_RC(reap_hidden_ckpt_clear(s, &m, &c), REAP_OK);
     CHECK(access(p, F_OK) != 0);
+    /* One scoring run per pair: a second lock fails at once, naming the holder. */
+    int l1 = -1, l2 = -1, l3 = -1;
+    CHECK_RC(reap_store_pair_lock(s, &m, &c, &l1), REAP_OK);
+    CHECK_RC(reap_store_pair_lock(s, &m, &c, &l2), REAP_E_INVALID);
+    char pid[32];
+    snprintf(pid, sizeof pid, "process %ld", (long)getpid());
+    CHECK_ERRMSG(pid);
+    CHECK_RC(reap_store_pair_lock(s, &m, &other, &l3), REAP_OK);
+    reap_store_pair_unlock(l1);
+    reap_store_pair_unlock(l3);
+    CHECK_RC(reap_store_pair_lock(s, &m, &c, &l2), REAP_OK);
+    reap_store_pair_unlock(l2);
     reap_store_close(s);
     free(h1);
     free(h3);
