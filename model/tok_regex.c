@@ -5,10 +5,13 @@
  * (alternation, classes, \p{..}, (?i:..), look-around) with a few differences that
  * tok_regex_translate() rewrites:
  *   \s \S    Unicode White_Space (PCRE2 also counts U+180E) - an explicit class;
- *   \w \W    Alphabetic, marks, Nd, Pc, and the Latin-1 digits Oniguruma's byte table
- *            adds (superscripts 1-3, vulgar fractions); PCRE2 has all N, no marks;
+ *   \w \W    Alphabetic, marks, Nd, Pc; outside a class Oniguruma also counts the
+ *            Latin-1 superscripts 1-3 and fractions (its byte table), inside a class
+ *            it does not. PCRE2 has all N, no marks;
  *   \h \H    a hexadecimal digit in Oniguruma (horizontal space in PCRE2);
  *   \uHHHH   a code point in Oniguruma (an error in PCRE2): \x{HHHH};
+ *   \p{L} \p{N} \d  plus the letters/numbers/digits of Unicode 15-16 (tokenizers'
+ *            Oniguruma has Unicode 16 tables, PCRE2 10.42 Unicode 14; *_NEWER below);
  *   (?m)     dot-all in Ruby syntax: (?s); ^ and $ always match at line breaks
  *            (PCRE2_MULTILINE).
  * Nested classes and class intersection (&&) are refused. The pattern is JIT-compiled
@@ -29,10 +32,39 @@
 const char tok_gpt2_pattern[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
+/* Letters and numbers of Unicode 15.0-16.0 (the tables of tokenizers' Oniguruma) that
+ * PCRE2 10.42 (Unicode 14) does not know; added to \p{L} and \p{N} (harmless with a
+ * newer PCRE2). Measured against tokenizers 0.23.3: every code point that its \p{L} or
+ * \p{N} matches and Unicode 14 leaves unassigned. */
+#define L_NEWER "\\x{1C89}-\\x{1C8A}\\x{A7CB}-\\x{A7CD}\\x{A7DA}-\\x{A7DC}" \
+    "\\x{105C0}-\\x{105F3}\\x{10D4A}-\\x{10D65}\\x{10D6F}-\\x{10D85}\\x{10EC2}-\\x{10EC4}" \
+    "\\x{1123F}-\\x{11240}\\x{11380}-\\x{11389}\\x{1138B}\\x{1138E}\\x{11390}-\\x{113B5}" \
+    "\\x{113B7}\\x{113D1}\\x{113D3}\\x{11BC0}-\\x{11BE0}\\x{11F02}\\x{11F04}-\\x{11F10}" \
+    "\\x{11F12}-\\x{11F33}\\x{1342F}\\x{13441}-\\x{13446}\\x{13460}-\\x{143FA}" \
+    "\\x{16100}-\\x{1611D}\\x{16D40}-\\x{16D6C}\\x{18CFF}\\x{1B132}\\x{1B155}" \
+    "\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}\\x{1E4D0}-\\x{1E4EB}\\x{1E5D0}-\\x{1E5ED}" \
+    "\\x{1E5F0}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}"
+#define N_NEWER "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}" \
+    "\\x{11F50}-\\x{11F59}\\x{16130}-\\x{16139}\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}" \
+    "\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}\\x{1E5F1}-\\x{1E5FA}"
+
+/* Marks and decimal digits of Unicode 15.0-16.0 that tokenizers' \w matches, measured
+ * the same way (every code point where it and PCRE2's rewritten \w disagreed); the
+ * digits are also added to \d. */
+#define W_NEWER "\\x{897}\\x{CF3}\\x{ECE}\\x{10D69}-\\x{10D6D}\\x{10EFC}-\\x{10EFF}\\x{11241}" \
+    "\\x{113B8}-\\x{113C0}\\x{113C2}\\x{113C5}\\x{113C7}-\\x{113CA}\\x{113CC}-\\x{113D0}" \
+    "\\x{113D2}\\x{113E1}-\\x{113E2}\\x{11F00}-\\x{11F01}\\x{11F03}\\x{11F34}-\\x{11F3A}" \
+    "\\x{11F3E}-\\x{11F42}\\x{11F5A}\\x{13440}\\x{13447}-\\x{13455}\\x{1611E}-\\x{1612F}" \
+    "\\x{1E08F}\\x{1E4EC}-\\x{1E4EF}\\x{1E5EE}-\\x{1E5EF}" D_NEWER
+#define D_NEWER "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}" \
+    "\\x{11F50}-\\x{11F59}\\x{16130}-\\x{16139}\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}" \
+    "\\x{1E4F0}-\\x{1E4F9}\\x{1E5F1}-\\x{1E5FA}"
+
 /* Class bodies (without brackets). */
 #define WS_SET "\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}" \
                "\\x{202F}\\x{205F}\\x{3000}"
-#define WORD_SET "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{B2}\\x{B3}\\x{B9}\\x{BC}-\\x{BE}"
+#define WORD_SET_CLASS "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}" L_NEWER W_NEWER
+#define WORD_SET WORD_SET_CLASS "\\x{B2}\\x{B3}\\x{B9}\\x{BC}-\\x{BE}"
 #define HEX_SET "0-9A-Fa-f"
 
 typedef struct strbuf {
@@ -92,8 +124,10 @@ int tok_regex_translate(const char *pat, size_t n, char **out)
             switch (c) {
             case 's': rep = in_class ? WS_SET : "[" WS_SET "]"; break;
             case 'S': rep = in_class ? "\\S" : "[^" WS_SET "]"; break;
-            case 'w': rep = in_class ? WORD_SET : "[" WORD_SET "]"; break;
+            case 'w': rep = in_class ? WORD_SET_CLASS : "[" WORD_SET "]"; break;
             case 'h': rep = in_class ? HEX_SET : "[" HEX_SET "]"; break;
+            case 'd': rep = in_class ? "\\d" D_NEWER : "[\\d" D_NEWER "]"; break;
+            case 'D': rep = in_class ? "\\D" : "[^\\d" D_NEWER "]"; break;
             case 'W':
             case 'H':
                 if (in_class) {
@@ -102,6 +136,27 @@ int tok_regex_translate(const char *pat, size_t n, char **out)
                     goto fail;
                 }
                 rep = c == 'W' ? "[^" WORD_SET "]" : "[^" HEX_SET "]";
+                break;
+            case 'p':
+            case 'P':
+                /* \p{L} \p{N} \pL \pN (and \P outside a class): with the newer ranges. */
+                j = 0;
+                if (i + 4 < n && pat[i + 2] == '{' && pat[i + 4] == '}' &&
+                    (pat[i + 3] == 'L' || pat[i + 3] == 'N'))
+                    j = 5;
+                else if (i + 2 < n && (pat[i + 2] == 'L' || pat[i + 2] == 'N') &&
+                         !(i + 3 < n && pat[i + 3] == '{'))
+                    j = 3;
+                if (j && (c == 'p' || !in_class)) {
+                    char k = pat[i + j - (j == 5 ? 2 : 1)];
+                    if (sb_str(&b, in_class ? "" : c == 'p' ? "[" : "[^") ||
+                        sb_str(&b, k == 'L' ? "\\p{L}" L_NEWER : "\\p{N}" N_NEWER) ||
+                        sb_str(&b, in_class ? "" : "]"))
+                        goto nomem;
+                    i += j;
+                    class_start = 0;
+                    continue;
+                }
                 break;
             case 'u':
                 if (i + 5 < n && is_hex(pat[i + 2]) && is_hex(pat[i + 3]) &&

@@ -557,24 +557,56 @@ static void expect_translate(const char *in, const char *want)
     free(out);
 }
 
+/* The newer-Unicode letters appended to \p{L} (see tok_regex.c): first and last range. */
+#define L_NEWER_HEAD "\\x{1C89}-\\x{1C8A}"
+#define L_NEWER_TAIL "\\x{31350}-\\x{323AF}"
+#define D_NEWER_TAIL "\\x{1E5F1}-\\x{1E5FA}"
+#define WS "\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}" \
+           "\\x{205F}\\x{3000}"
+
+/* The rewritten pattern must start with `head`, contain `mid` (if any) and end with
+ * `tail`. */
+static void expect_translate_parts(const char *in, const char *head, const char *mid,
+                                   const char *tail)
+{
+    char *out = NULL;
+    size_t n, nt;
+
+    CHECK_RC(tok_regex_translate(in, strlen(in), &out), REAP_OK);
+    n = out ? strlen(out) : 0;
+    nt = strlen(tail);
+    CHECK_MSG(out && !strncmp(out, head, strlen(head)) && (!mid || strstr(out, mid)) &&
+              n >= nt && !strcmp(out + n - nt, tail), "\"%s\" -> \"%s\"", in,
+              out ? out : "(null)");
+    free(out);
+}
+
 static void test_translate(void)
 {
     char *out = (char *)1;
 
     expect_translate("a|b", "a|b");
-    expect_translate("\\p{L}+", "\\p{L}+");
     expect_translate("(?i:'s|'t)", "(?i:'s|'t)");
     expect_translate("(?m:.)", "(?s:.)");
     expect_translate("\\u00e9", "\\x{00e9}");
     expect_translate("\\h", "[0-9A-Fa-f]");
-    expect_translate("[^\\s\\p{L}]", "[^\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}"
-                     "\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}\\p{L}]");
-    expect_translate("\\s+(?!\\S)", "[\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}"
-                     "\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}]+(?![^\\t-\\r\\x{20}\\x{85}"
-                     "\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}"
-                     "\\x{3000}])");
+    expect_translate("\\p{Lu}\\p{Nd}", "\\p{Lu}\\p{Nd}");
+    expect_translate("\\s+(?!\\S)", "[" WS "]+(?![^" WS "])");
     expect_translate("[]a]", "[]a]");
-    expect_translate("[[:alpha:]\\d]", "[[:alpha:]\\d]");
+    expect_translate("[[:alpha:]x]", "[[:alpha:]x]");
+    /* \p{L} and \p{N} gain the Unicode 15-16 letters and numbers, in and out of classes;
+     * \P{L} outside a class becomes the negated class. */
+    expect_translate_parts("\\p{L}+", "[\\p{L}" L_NEWER_HEAD, NULL, L_NEWER_TAIL "]+");
+    expect_translate_parts("\\pN", "[\\p{N}\\x{10D40}-\\x{10D49}", NULL, "\\x{1E5F1}-\\x{1E5FA}]");
+    expect_translate_parts("\\P{L}", "[^\\p{L}" L_NEWER_HEAD, NULL, L_NEWER_TAIL "]");
+    expect_translate_parts("[^\\s\\p{L}]", "[^" WS "\\p{L}" L_NEWER_HEAD, NULL,
+                           L_NEWER_TAIL "]");
+    /* \w outside a class has the Latin-1 superscripts and fractions, inside it has not. */
+    expect_translate_parts("\\w[\\w]", "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}" L_NEWER_HEAD,
+                           D_NEWER_TAIL "\\x{B2}\\x{B3}\\x{B9}\\x{BC}-\\x{BE}][\\p{Alphabetic}",
+                           D_NEWER_TAIL "]");
+    /* \d gains the Unicode 15-16 decimal digits. */
+    expect_translate_parts("\\d+", "[\\d\\x{10D40}-\\x{10D49}", NULL, D_NEWER_TAIL "]+");
     CHECK_RC(tok_regex_translate("[a&&b]", 6, &out), REAP_E_UNSUPPORTED);
     CHECK(out == NULL);
     CHECK_RC(tok_regex_translate("[\\W]", 4, &out), REAP_E_UNSUPPORTED);
