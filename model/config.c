@@ -172,6 +172,134 @@ static int get_mlp_only(const field_src *src, json_t *obj, reap_config *c)
     return REAP_OK;
 }
 
+/* ---- quantization_config ----------------------------------------------------------- */
+
+/* Lower-case copy of a string value (at most cap - 1 bytes). */
+static void lower_copy(char *dst, size_t cap, const char *src)
+{
+    size_t i;
+
+    for (i = 0; i + 1 < cap && src[i]; i++)
+        dst[i] = (char)(src[i] >= 'A' && src[i] <= 'Z' ? src[i] - 'A' + 'a' : src[i]);
+    dst[i] = '\0';
+}
+
+/* An integer field that may be written under either of two names (AutoAWQ's own names
+ * w_bit / q_group_size, the transformers names bits / group_size). */
+static int get_int_alias(const field_src *src, json_t *obj, const char *key,
+                         const char *alias, int def, int *out)
+{
+    if (field_get(obj, key))
+        return get_int(src, obj, key, 1, def, out);
+    return get_int(src, obj, alias, 0, def, out);
+}
+
+/* modules_to_not_convert: null / absent, or an array of strings. */
+static int get_not_convert(const field_src *src, json_t *q, reap_quant_config *qc)
+{
+    json_t *arr = field_get(q, "modules_to_not_convert"), *v;
+    size_t i, n;
+
+    if (!arr)
+        return REAP_OK;
+    if (!json_is_array(arr))
+        return reap_err_set(REAP_E_FORMAT, "%s: %smodules_to_not_convert must be an array, "
+                            "not %s", src->path, src->ctx, json_type_name(arr));
+    n = json_array_size(arr);
+    if (n == 0)
+        return REAP_OK;
+    if (n > 1000000)
+        return reap_err_set(REAP_E_FORMAT, "%s: %smodules_to_not_convert is too long",
+                            src->path, src->ctx);
+    qc->not_convert = calloc(n, sizeof *qc->not_convert);
+    if (!qc->not_convert)
+        return reap_err_set(REAP_E_NOMEM, "%s: out of memory", src->path);
+    json_array_foreach(arr, i, v) {
+        if (!json_is_string(v))
+            return reap_err_set(REAP_E_FORMAT, "%s: %smodules_to_not_convert[%zu] must be a "
+                                "string, not %s", src->path, src->ctx, i, json_type_name(v));
+        if (!(qc->not_convert[i] = strdup(json_string_value(v))))
+            return reap_err_set(REAP_E_NOMEM, "%s: out of memory", src->path);
+        qc->n_not_convert = (int)i + 1;
+    }
+    return REAP_OK;
+}
+
+/* quantization_config of the top level (else of text_config): AWQ int4 GEMM, or a
+ * refusal naming the method. `lm` is the object holding the language-model fields. */
+static int get_quant(const char *path, json_t *root, json_t *lm, reap_quant_config *qc)
+{
+    char ctx[64], method[64];
+    field_src src;
+    json_t *q, *mv, *vv;
+    const char *where = "";
+    int rc;
+
+    q = field_get(root, "quantization_config");
+    if (!q && lm != root && (q = field_get(lm, "quantization_config")))
+        where = "text_config.";
+    if (!q) {
+        if (field_get(root, "compression_config"))
+            return reap_err_set(REAP_E_UNSUPPORTED, "%s: compression_config (quantisation "
+                                "method \"compressed-tensors\") is not supported; only AWQ "
+                                "int4 (quant_method \"awq\", GEMM packing) checkpoints are "
+                                "read", path);
+        qc->method = REAP_QUANT_NONE;
+        return REAP_OK;
+    }
+    snprintf(ctx, sizeof ctx, "%squantization_config.", where);
+    src.path = path;
+    src.ctx = ctx;
+    if (!json_is_object(q))
+        return reap_err_set(REAP_E_FORMAT, "%s: %squantization_config must be an object, not %s",
+                            path, where, json_type_name(q));
+    mv = field_get(q, "quant_method");
+    if (!mv)
+        return reap_err_set(REAP_E_FORMAT, "%s: missing %squant_method", path, ctx);
+    if (!json_is_string(mv))
+        return reap_err_set(REAP_E_FORMAT, "%s: %squant_method must be a string, not %s", path,
+                            ctx, json_type_name(mv));
+    lower_copy(method, sizeof method, json_string_value(mv));
+    if (strcmp(method, "awq") != 0)
+        return reap_err_set(REAP_E_UNSUPPORTED, "%s: %squant_method \"%.64s\" is not "
+                            "supported; only AWQ int4 (quant_method \"awq\", GEMM packing) "
+                            "checkpoints are read", path, ctx, json_string_value(mv));
+    qc->method = REAP_QUANT_AWQ;
+    if ((rc = get_int_alias(&src, q, "bits", "w_bit", 4, &qc->bits)) ||
+        (rc = get_int_alias(&src, q, "group_size", "q_group_size", 0, &qc->group_size)) ||
+        (rc = get_bool(&src, q, "zero_point", 1, &qc->zero_point)))
+        return rc;
+    if (qc->bits != 4)
+        return reap_err_set(REAP_E_UNSUPPORTED, "%s: %sbits = %d: only 4-bit AWQ is supported",
+                            path, ctx, qc->bits);
+    if (!field_get(q, "group_size") && !field_get(q, "q_group_size"))
+        return reap_err_set(REAP_E_FORMAT, "%s: missing %sgroup_size (or q_group_size)", path,
+                            ctx);
+    if (qc->group_size <= 0)
+        return reap_err_set(REAP_E_UNSUPPORTED, "%s: %sgroup_size = %d: only positive group "
+                            "sizes are supported", path, ctx, qc->group_size);
+    if (!qc->zero_point)
+        return reap_err_set(REAP_E_UNSUPPORTED, "%s: %szero_point = false (symmetric AWQ) is "
+                            "not supported", path, ctx);
+    vv = field_get(q, "version");
+    if (vv && !json_is_string(vv))
+        return reap_err_set(REAP_E_FORMAT, "%s: %sversion must be a string, not %s", path, ctx,
+                            json_type_name(vv));
+    lower_copy(qc->version, sizeof qc->version, vv ? json_string_value(vv) : "gemm");
+    if (strcmp(qc->version, "gemm") != 0)
+        return reap_err_set(REAP_E_UNSUPPORTED, "%s: %sversion \"%.32s\" is not supported "
+                            "(only the GEMM packing)", path, ctx, json_string_value(vv));
+    return get_not_convert(&src, q, qc);
+}
+
+static void quant_free(reap_quant_config *qc)
+{
+    for (int i = 0; i < qc->n_not_convert; i++)
+        free(qc->not_convert[i]);
+    free(qc->not_convert);
+    memset(qc, 0, sizeof *qc);
+}
+
 /* Values checked against each other. `has_head_dim`: head_dim was in the file (else it
  * is derived here from hidden / heads). */
 static int config_validate(const field_src *src, reap_config *c, int has_head_dim)
@@ -398,7 +526,8 @@ int reap_config_load(const char *path, reap_config *out)
     if (rc)
         goto fail;
 
-    if ((rc = config_validate(&src, &c, has_head_dim)))
+    if ((rc = config_validate(&src, &c, has_head_dim)) ||
+        (rc = get_quant(path, root, fields, &c.quant)))
         goto fail;
 
     json_decref(root);
@@ -419,6 +548,7 @@ void reap_config_free(reap_config *cfg)
     if (!cfg)
         return;
     free(cfg->mlp_only_layers);
+    quant_free(&cfg->quant);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -444,4 +574,14 @@ int reap_config_n_moe_layers(const reap_config *cfg)
     for (L = 0; L < cfg->n_layers; L++)
         n += reap_config_layer_is_moe(cfg, L);
     return n;
+}
+
+int reap_config_not_converted(const reap_config *cfg, const char *module)
+{
+    if (!cfg || !module || cfg->quant.method == REAP_QUANT_NONE)
+        return -1;
+    for (int i = 0; i < cfg->quant.n_not_convert; i++)
+        if (strstr(module, cfg->quant.not_convert[i]))
+            return i;
+    return -1;
 }

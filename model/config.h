@@ -9,6 +9,15 @@
  *
  * Layer L is MoE iff L not in mlp_only_layers, n_experts > 0 and
  * (L + 1) % decoder_sparse_step == 0 (reap_config_layer_is_moe).
+ *
+ * Quantisation: a "quantization_config" object (top level, else in text_config) is read
+ * into cfg->quant. Only AWQ int4 GEMM checkpoints are accepted (docs/awq.md):
+ * quant_method "awq", bits (or w_bit) 4, group_size (or q_group_size) > 0, zero_point
+ * true (default), version (absent, or "gemm" in any case), modules_to_not_convert (null,
+ * or an array of strings matched as substrings of module names). Every other method
+ * (compressed-tensors, gptq, fp8, bitsandbytes, ...; also a "compression_config") is
+ * refused with REAP_E_UNSUPPORTED naming the method. Without one, quant.method is
+ * REAP_QUANT_NONE.
  */
 #ifndef REAP_CONFIG_H
 #define REAP_CONFIG_H
@@ -17,6 +26,21 @@ typedef enum reap_family {
     REAP_FAMILY_QWEN3_MOE = 1,
     REAP_FAMILY_QWEN3_VL_MOE = 2
 } reap_family;
+
+typedef enum reap_quant_method {
+    REAP_QUANT_NONE = 0,       /* no quantization_config: BF16/F16/F32 tensors */
+    REAP_QUANT_AWQ = 1         /* AWQ int4, GEMM packing (weights.h) */
+} reap_quant_method;
+
+typedef struct reap_quant_config {
+    reap_quant_method method;
+    int bits;                  /* 4 */
+    int group_size;            /* g: input rows sharing one scale / zero row */
+    int zero_point;            /* 1 */
+    char version[16];          /* "gemm" (lower case) */
+    int n_not_convert;
+    char **not_convert;        /* [n_not_convert] modules_to_not_convert, owned */
+} reap_quant_config;
 
 typedef struct reap_config {
     reap_family family;
@@ -40,6 +64,7 @@ typedef struct reap_config {
     double rms_eps;
     double rope_theta;
     int tie_word_embeddings;
+    reap_quant_config quant;   /* method REAP_QUANT_NONE unless quantised */
 } reap_config;
 
 /* Parse `path` (a config.json). Returns REAP_OK, REAP_E_IO, REAP_E_FORMAT (bad JSON or
@@ -55,5 +80,10 @@ int reap_config_layer_is_moe(const reap_config *cfg, int layer);
 
 /* Number of MoE layers. */
 int reap_config_n_moe_layers(const reap_config *cfg);
+
+/* Index of the first modules_to_not_convert entry that is a substring of `module` (a
+ * module name without the tensor suffix, e.g. "model.layers.3.mlp.experts.7.up_proj"),
+ * or -1 when none is (always -1 for an unquantised configuration). */
+int reap_config_not_converted(const reap_config *cfg, const char *module);
 
 #endif

@@ -1,7 +1,12 @@
 /* weights_convert.c - element conversions of checkpoint tensors (bf16/f16/f32 to fp32 and
- * back) and the layout-hiding expert accessor of weights.h. Pure C with no library
- * dependency beyond reap_err, so that a build of the CUDA backend alone (the GPU
- * benchmark, bench/gpu/run.sh) links without the JSON and BLAS libraries.
+ * back), AWQ int4 dequantisation, and the layout-hiding expert accessor of weights.h.
+ * Pure C with no library dependency beyond reap_err, so that a build of the CUDA backend
+ * alone (the GPU benchmark, bench/gpu/run.sh) links without the JSON and BLAS libraries.
+ *
+ * AWQ dequantisation walks one quantisation group of input rows at a time: for each
+ * output column n the group's zero and scale are unpacked once, then the g packed words
+ * of that column are read (they sit in one cache-resident block of the group) and the
+ * row of the output, dst[n][k0 .. k0+g), is written contiguously.
  */
 #include "weights.h"
 
@@ -132,6 +137,87 @@ static int tensor_strided_to_f32(const st_tensor *t, int64_t first, int64_t stri
     return REAP_OK;
 }
 
+/* ---- AWQ int4 ------------------------------------------------------------------------ */
+
+const int reap_awq_order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+static uint32_t load_u32(const st_tensor *t, int64_t i)
+{
+    uint32_t u;
+    memcpy(&u, (const char *)t->data + (size_t)i * 4, 4);
+    return u;
+}
+
+int reap_awq_rows_to_f32(const reap_awq_linear *a, int64_t k0, int64_t k1, float *dst,
+                         int64_t ld)
+{
+    if (!a || !a->qweight || !a->qzeros || !a->scales)
+        return reap_err_set(REAP_E_INTERNAL, "AWQ dequantisation without qweight/qzeros/scales");
+    const int64_t K = a->in, N = a->out, g = a->group, Nw = N / 8;
+    if (g <= 0 || N % 8 || K % g || a->qweight->numel != K * Nw ||
+        a->qzeros->numel != (K / g) * Nw || a->scales->numel != (K / g) * N ||
+        a->qweight->dtype != ST_I32 || a->qzeros->dtype != ST_I32 || a->scales->dtype != ST_F16)
+        return reap_err_set(REAP_E_INTERNAL, "tensor '%s': AWQ views inconsistent with "
+                            "[K %lld, N %lld, g %lld]", a->qweight->name, (long long)K,
+                            (long long)N, (long long)g);
+    if (k0 < 0 || k1 > K || k0 > k1 || k0 % g || (k1 % g && k1 != K) || ld < k1 - k0)
+        return reap_err_set(REAP_E_INTERNAL, "tensor '%s': AWQ rows [%lld, %lld) of %lld "
+                            "(group %lld)", a->qweight->name, (long long)k0, (long long)k1,
+                            (long long)K, (long long)g);
+    const uint16_t *sc = (const uint16_t *)a->scales->data;
+    for (int64_t gk = k0 / g; gk * g < k1; gk++) {
+        const int64_t kb = gk * g, ke = kb + g < k1 ? kb + g : k1;
+        for (int64_t c = 0; c < Nw; c++) {
+            const uint32_t zw = load_u32(a->qzeros, gk * Nw + c);
+            for (int j = 0; j < 8; j++) {
+                const int64_t n = 8 * c + j;
+                const int sh = 4 * REAP_AWQ_NIBBLE(j);
+                const int z = (int)((zw >> sh) & 15u);
+                const float s = reap_f16_to_f32(sc[gk * N + n]);
+                if (!isfinite(s))
+                    return reap_err_set(REAP_E_NUMERIC, "tensor '%s': non-finite scale %g at "
+                                        "element %lld", a->scales->name, (double)s,
+                                        (long long)(gk * N + n));
+                float *out = dst + n * ld - k0;
+                for (int64_t k = kb; k < ke; k++) {
+                    const int q = (int)((load_u32(a->qweight, k * Nw + c) >> sh) & 15u);
+                    out[k] = (float)(q - z) * s;
+                }
+            }
+        }
+    }
+    return REAP_OK;
+}
+
+int reap_awq_to_f32(const reap_awq_linear *a, float *dst)
+{
+    if (!a || !a->qweight)
+        return reap_err_set(REAP_E_INTERNAL, "AWQ dequantisation without qweight");
+    return reap_awq_rows_to_f32(a, 0, a->in, dst, a->in);
+}
+
+int reap_linear_to_f32(const st_tensor *plain, const reap_awq_linear *awq, float *dst)
+{
+    if (awq && awq->qweight)
+        return reap_awq_to_f32(awq, dst);
+    if (plain)
+        return reap_tensor_to_f32(plain, 0, plain->numel, dst);
+    return reap_err_set(REAP_E_INTERNAL, "linear without a weight view");
+}
+
+/* reap_linear_to_f32 of a linear that must have n elements. */
+static int linear_checked(const st_tensor *plain, const reap_awq_linear *awq, int64_t n,
+                          float *dst)
+{
+    const int64_t have = awq && awq->qweight ? awq->in * awq->out : plain ? plain->numel : -1;
+    if (have != n)
+        return reap_err_set(REAP_E_INTERNAL, "expert linear %s: %lld elements, expected %lld",
+                            awq && awq->qweight ? awq->qweight->name
+                                                : plain ? plain->name : "(none)",
+                            (long long)have, (long long)n);
+    return reap_linear_to_f32(plain, awq, dst);
+}
+
 int reap_expert_to_f32(const reap_layer_weights *w, const reap_config *cfg, int e,
                        float *gate, float *up, float *down)
 {
@@ -140,11 +226,14 @@ int reap_expert_to_f32(const reap_layer_weights *w, const reap_config *cfg, int 
     if (!w->is_moe || e < 0 || e >= cfg->n_experts)
         return reap_err_set(REAP_E_INTERNAL, "layer %d: no expert %d", w->layer, e);
     if (w->layout == REAP_EXPERTS_SPLIT) {
-        if (gate && (rc = reap_tensor_to_f32(w->gate[e], 0, I * H, gate)))
+        const reap_awq_linear *ga = w->gate_awq ? &w->gate_awq[e] : NULL,
+                              *ua = w->up_awq ? &w->up_awq[e] : NULL,
+                              *da = w->down_awq ? &w->down_awq[e] : NULL;
+        if (gate && (rc = linear_checked(w->gate[e], ga, I * H, gate)))
             return rc;
-        if (up && (rc = reap_tensor_to_f32(w->up[e], 0, I * H, up)))
+        if (up && (rc = linear_checked(w->up[e], ua, I * H, up)))
             return rc;
-        if (down && (rc = reap_tensor_to_f32(w->down[e], 0, H * I, down)))
+        if (down && (rc = linear_checked(w->down[e], da, H * I, down)))
             return rc;
         return REAP_OK;
     }

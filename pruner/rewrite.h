@@ -30,7 +30,11 @@
  * (num_experts, num_local_experts, n_routed_experts) of the object that holds the
  * language-model fields (top level, or text_config for qwen3_vl_moe) change; key order,
  * formatting and every other byte are kept, and the result is re-parsed and compared
- * with the original to prove it.
+ * with the original to prove it. AWQ checkpoints (docs/awq.md): the quantization_config
+ * is kept as it is, except that its modules_to_not_convert array (top level, or in
+ * text_config) is rewritten when entries name expert indices
+ * (reap_awq_not_convert_rewrite); per-expert qweight/qzeros/scales are renamed or dropped
+ * as whole groups by the per-expert rule above.
  *
  * Non-weight files: every regular file of the input directory (symlinks followed) is
  * copied except config.json, the index, *.safetensors, other weight formats that would
@@ -82,6 +86,30 @@ int reap_rewrite_checkpoint(const reap_ckpt *ck, const reap_config *cfg,
  * language-model object, or a value that is not an integer). */
 int reap_config_patch_experts(const char *src, const char *dst, reap_family family,
                               int n_experts);
+
+/* config.json of the pruned checkpoint: reap_config_patch_experts with ks->n_keep, and,
+ * when cfg is an AWQ configuration whose modules_to_not_convert names expert indices,
+ * that array replaced by reap_awq_not_convert_rewrite's result (written as one line; the
+ * re-parse proof covers it). Returns as reap_config_patch_experts, plus REAP_E_INTERNAL
+ * from the rewrite. */
+int reap_config_patch_pruned(const char *src, const char *dst, const reap_config *cfg,
+                             const reap_keepset *ks);
+
+/* AWQ modules_to_not_convert after a prune. `in`: the n_in entries of the input
+ * configuration `cfg`; pruned by `ks`. Entries that name expert indices are renumbered,
+ * dropped (the expert is gone) or, when a substring entry covers several experts
+ * differently, replaced by the exact module names of the kept experts it covered; all
+ * other entries are kept (rewrite_awq.c has the rules). The result is checked: every
+ * kept expert linear is matched by some entry after the prune iff it was before.
+ * On success *out is a new array of *n_out strings (free with reap_strv_free) and
+ * *changed is 1 when it differs from `in`. Returns REAP_OK, REAP_E_NOMEM,
+ * REAP_E_INTERNAL (the check failed). Thread rules: pure. */
+int reap_awq_not_convert_rewrite(const reap_config *cfg, const reap_keepset *ks,
+                                 char *const *in, int n_in, char ***out, int *n_out,
+                                 int *changed);
+
+/* Free an array of n strings (NULL allowed). */
+void reap_strv_free(char **v, int n);
 
 /* Copy a regular file (copy_file_range, falling back to read/write), fsync the copy.
  * Returns REAP_OK or REAP_E_IO. */

@@ -12,6 +12,8 @@
  *                    -> per expert (ascending): gather routed rows -> gate_up GEMM ->
  *                    SwiGLU -> down GEMM -> statistics + weighted combine -> residual
  *   mlp_block:       dense SwiGLU MLP on valid positions
+ * Weights: load_layer converts one layer to fp32 (AWQ int4 linears are dequantised
+ * there, exactly, through reap_linear_to_f32 / reap_expert_to_f32).
  * Determinism: every GEMM is cut into row blocks that depend only on the data (one
  * sequence for attention projections, CPU_GEMM_BLOCK rows otherwise), each block one
  * single-threaded OpenBLAS call; everything else is a fixed-order loop, with work split
@@ -81,6 +83,12 @@ static int to_f32(const st_tensor *t, float *dst)
     return reap_tensor_to_f32(t, 0, t->numel, dst);
 }
 
+/* A linear, plain or AWQ (dequantised), in nn.Linear orientation. */
+static int linear_f32(const st_tensor *t, const reap_awq_linear *awq, float *dst)
+{
+    return reap_linear_to_f32(t, awq, dst);
+}
+
 /* ---- init / free --------------------------------------------------------------------- */
 
 static void cpu_free_layer(cpu_ctx *c)
@@ -120,6 +128,8 @@ static int cpu_init(const reap_config *cfg, const reap_rows *rows,
     c->cfg = *cfg;
     c->cfg.mlp_only_layers = NULL;
     c->cfg.n_mlp_only = 0;
+    c->cfg.quant.not_convert = NULL;  /* not owned (not used) */
+    c->cfg.quant.n_not_convert = 0;
     c->layer = -1;
     c->threads = opts && opts->threads > 0 ? opts->threads : reap_cpu_count();
     c->batch_rows = opts && opts->batch_rows > 0 ? opts->batch_rows : 8;
@@ -257,17 +267,19 @@ static int cpu_load_layer(void *ctx, const reap_layer_weights *w)
         goto fail;
     }
     if ((rc = to_f32(w->input_norm, c->in_norm)) || (rc = to_f32(w->post_norm, c->post_norm)) ||
-        (rc = to_f32(w->q_proj, c->wq)) || (rc = to_f32(w->k_proj, c->wk)) ||
-        (rc = to_f32(w->v_proj, c->wv)) || (rc = to_f32(w->o_proj, c->wo)) ||
+        (rc = linear_f32(w->q_proj, &w->q_awq, c->wq)) ||
+        (rc = linear_f32(w->k_proj, &w->k_awq, c->wk)) ||
+        (rc = linear_f32(w->v_proj, &w->v_awq, c->wv)) ||
+        (rc = linear_f32(w->o_proj, &w->o_awq, c->wo)) ||
         (rc = to_f32(w->q_norm, c->q_norm)) || (rc = to_f32(w->k_norm, c->k_norm)))
         goto fail;
     if (w->is_moe) {
         if ((rc = to_f32(w->router, c->router)) || (rc = load_experts(c, w)))
             goto fail;
     } else {
-        if ((rc = to_f32(w->mlp_gate, c->mlp_gate_up)) ||
-            (rc = to_f32(w->mlp_up, c->mlp_gate_up + Id * H)) ||
-            (rc = to_f32(w->mlp_down, c->mlp_down)))
+        if ((rc = linear_f32(w->mlp_gate, &w->mlp_gate_awq, c->mlp_gate_up)) ||
+            (rc = linear_f32(w->mlp_up, &w->mlp_up_awq, c->mlp_gate_up + Id * H)) ||
+            (rc = linear_f32(w->mlp_down, &w->mlp_down_awq, c->mlp_down)))
             goto fail;
     }
     return REAP_OK;

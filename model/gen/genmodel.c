@@ -13,6 +13,8 @@
  */
 #include "genmodel.h"
 
+#include "gen_awq.h"
+#include "gen_rng.h"
 #include "reap_err.h"
 
 #include <errno.h>
@@ -26,94 +28,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ---- random numbers ------------------------------------------------------------------ */
-
-/* splitmix64: seeds the xoshiro state (and mixes the per-tensor seed). */
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
-/* xoshiro256** (Blackman & Vigna). */
-typedef struct gen_rng {
-    uint64_t s[4];
-    int have_spare;     /* Box-Muller produces normals in pairs */
-    double spare;
-} gen_rng;
-
-static uint64_t rotl64(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t rng_next(gen_rng *r)
-{
-    uint64_t *s = r->s;
-    uint64_t result = rotl64(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl64(s[3], 45);
-    return result;
-}
-
-static void rng_seed(gen_rng *r, uint64_t seed)
-{
-    uint64_t sm = seed;
-
-    for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&sm);
-    r->have_spare = 0;
-    r->spare = 0.0;
-}
-
-/* Uniform in (0, 1): 53 random bits, offset by half a step so 0 never occurs. */
-static double rng_uniform(gen_rng *r)
-{
-    return ((double)(rng_next(r) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-
-/* Standard normal by Box-Muller; both values of a pair are used, in order. */
-static double rng_normal(gen_rng *r)
-{
-    double u1, u2, rad;
-
-    if (r->have_spare) {
-        r->have_spare = 0;
-        return r->spare;
-    }
-    u1 = rng_uniform(r);
-    u2 = rng_uniform(r);
-    rad = sqrt(-2.0 * log(u1));
-    r->spare = rad * sin(2.0 * M_PI * u2);
-    r->have_spare = 1;
-    return rad * cos(2.0 * M_PI * u2);
-}
-
-/* FNV-1a 64-bit hash of a tensor name. */
-static uint64_t fnv1a64(const char *s)
-{
-    uint64_t h = 0xCBF29CE484222325ULL;
-
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001B3ULL;
-    }
-    return h;
-}
-
 /* ---- the tensor plan ----------------------------------------------------------------- */
 
 typedef enum gen_kind {
     GEN_GAUSS,      /* std * x */
-    GEN_NORM_W      /* 1 + 0.1 x (RMSNorm weights) */
+    GEN_NORM_W,     /* 1 + 0.1 x (RMSNorm weights) */
+    GEN_AWQ_QWEIGHT,/* AWQ linear (gen_awq.h): packed codes [K, N/8] */
+    GEN_AWQ_QZEROS, /* packed zeros [K/g, N/8] */
+    GEN_AWQ_SCALES, /* scales [K/g, N] F16 */
+    GEN_AWQ_TWIN    /* the dequantised linear [N, K] in the spec dtype */
 } gen_kind;
 
 typedef struct gen_tensor {
@@ -121,15 +44,21 @@ typedef struct gen_tensor {
     int ndim;
     int64_t shape[5];
     gen_kind kind;
-    double std;     /* GEN_GAUSS */
+    double std;     /* GEN_GAUSS and the AWQ kinds */
+    st_dtype dtype;
     int shard;      /* 0-based */
     uint64_t nbytes;
+    /* AWQ kinds: the linear [N, K] of group g, stream "<module>.weight" */
+    int64_t awq_n, awq_k, awq_g;
+    uint64_t awq_stream;
+    int awq_module; /* plan index of the module's first tensor (its cache slot) */
 } gen_tensor;
 
 typedef struct gen_plan {
     gen_tensor *t;
     int n, cap;
     int overflow;   /* a name did not fit (a bug) */
+    st_dtype dtype; /* of the float tensors */
 } gen_plan;
 
 static int plan_add(gen_plan *p, gen_kind kind, double std, int ndim, const int64_t *shape,
@@ -161,13 +90,14 @@ static int plan_add(gen_plan *p, gen_kind kind, double std, int ndim, const int6
     memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
     t->kind = kind;
     t->std = std;
+    t->dtype = p->dtype;
     p->n++;
     return REAP_OK;
 }
 
 static int dtype_size(st_dtype d)
 {
-    return d == ST_F32 ? 4 : 2;
+    return d == ST_F32 || d == ST_I32 ? 4 : 2;
 }
 
 static reap_expert_layout spec_layout(const reap_gen_spec *s)
@@ -185,10 +115,92 @@ static int spec_layer_is_moe(const reap_gen_spec *s, int layer)
     return s->n_experts > 0 && (layer + 1) % s->decoder_sparse_step == 0;
 }
 
+/* ---- AWQ: which linears are quantised ------------------------------------------------- */
+
+/* modules_to_not_convert as written to config.json (see genmodel.h). */
+static int awq_not_convert(const reap_gen_spec *s, const char *list[], int cap)
+{
+    int n = 0, has_moe = 0;
+
+    for (int L = 0; L < s->n_layers; L++)
+        has_moe |= spec_layer_is_moe(s, L);
+    if (s->family == REAP_FAMILY_QWEN3_VL_MOE && n < cap)
+        list[n++] = "model.visual";
+    if (has_moe && n < cap)
+        list[n++] = "mlp.gate";
+    if (!s->awq_attention && n < cap)
+        list[n++] = "self_attn";
+    for (int i = 0; i < s->n_awq_skip && n < cap; i++)
+        list[n++] = s->awq_skip[i];
+    return n;
+}
+
+/* 1 if the linear `module` (full name, no suffix) is written quantised. */
+static int awq_quantised(const reap_gen_spec *s, const char *module)
+{
+    const char *list[REAP_GEN_MAX_AWQ_SKIP + 4];
+    int n;
+
+    if (s->awq == REAP_GEN_PLAIN)
+        return 0;
+    n = awq_not_convert(s, list, (int)(sizeof list / sizeof list[0]));
+    for (int i = 0; i < n; i++)
+        if (strstr(module, list[i]))
+            return 0;
+    return 1;
+}
+
+/* A linear [N, K] named `<module>`: plain `.weight` (GEN_GAUSS), or AWQ qweight/qzeros/
+ * scales, or the dequantised twin `.weight`. */
+static int plan_linear(gen_plan *p, const reap_gen_spec *s, double std, int64_t N, int64_t K,
+                       const char *module)
+{
+    char nm[200];
+    int rc;
+
+    if (!awq_quantised(s, module)) {
+        snprintf(nm, sizeof nm, "%s.weight", module);
+        return plan_add(p, GEN_GAUSS, std, 2, (const int64_t[]){N, K}, "%s", nm);
+    }
+    const int64_t g = s->awq_group_size, first = p->n;
+    const uint64_t stream = s->seed ^ gen_fnv1a64((snprintf(nm, sizeof nm, "%s.weight", module),
+                                                   nm));
+    if (s->awq == REAP_GEN_AWQ_TWIN) {
+        if ((rc = plan_add(p, GEN_AWQ_TWIN, std, 2, (const int64_t[]){N, K}, "%s.weight",
+                           module)))
+            return rc;
+    } else {
+        if ((rc = plan_add(p, GEN_AWQ_QWEIGHT, std, 2, (const int64_t[]){K, N / 8},
+                           "%s.qweight", module)) ||
+            (rc = plan_add(p, GEN_AWQ_QZEROS, std, 2, (const int64_t[]){K / g, N / 8},
+                           "%s.qzeros", module)) ||
+            (rc = plan_add(p, GEN_AWQ_SCALES, std, 2, (const int64_t[]){K / g, N},
+                           "%s.scales", module)))
+            return rc;
+        p->t[first].dtype = p->t[first + 1].dtype = ST_I32;
+        p->t[first + 2].dtype = ST_F16;
+    }
+    for (int64_t i = first; i < p->n; i++) {
+        p->t[i].awq_n = N;
+        p->t[i].awq_k = K;
+        p->t[i].awq_g = g;
+        p->t[i].awq_stream = stream;
+        p->t[i].awq_module = (int)first;
+    }
+    return REAP_OK;
+}
+
 #define SHAPE(...) ((const int64_t[]){ __VA_ARGS__ })
 #define ADD(kind, std, nd, shape, ...)                                            \
     do {                                                                          \
         if ((rc = plan_add(p, kind, std, nd, shape, __VA_ARGS__)))                \
+            return rc;                                                            \
+    } while (0)
+/* LINEAR(std, N, K, fmt, ...): the linear [N, K] whose module name is fmt (no suffix) */
+#define LINEAR(std, N, K, ...)                                                    \
+    do {                                                                          \
+        snprintf(mod, sizeof mod, __VA_ARGS__);                                   \
+        if ((rc = plan_linear(p, s, std, N, K, mod)))                             \
             return rc;                                                            \
     } while (0)
 
@@ -201,28 +213,25 @@ static int plan_build(const reap_gen_spec *s, gen_plan *p)
     int64_t q_out = (int64_t)s->n_heads * hd, kv_out = (int64_t)s->n_kv_heads * hd;
     int64_t E = s->n_experts, I = s->moe_inter, Id = s->inter;
     double sH = 1.0 / sqrt((double)H);
+    char mod[160];
     int rc;
 
+    p->dtype = s->dtype;
     ADD(GEN_GAUSS, 1.0, 2, SHAPE(V, H), "%sembed_tokens.weight", pre);
     for (int L = 0; L < s->n_layers; L++) {
         ADD(GEN_NORM_W, 0, 1, SHAPE(H), "%slayers.%d.input_layernorm.weight", pre, L);
         ADD(GEN_NORM_W, 0, 1, SHAPE(H), "%slayers.%d.post_attention_layernorm.weight",
             pre, L);
-        ADD(GEN_GAUSS, sH, 2, SHAPE(q_out, H), "%slayers.%d.self_attn.q_proj.weight",
-            pre, L);
-        ADD(GEN_GAUSS, sH, 2, SHAPE(kv_out, H), "%slayers.%d.self_attn.k_proj.weight",
-            pre, L);
-        ADD(GEN_GAUSS, sH, 2, SHAPE(kv_out, H), "%slayers.%d.self_attn.v_proj.weight",
-            pre, L);
-        ADD(GEN_GAUSS, 1.0 / sqrt((double)q_out), 2, SHAPE(H, q_out),
-            "%slayers.%d.self_attn.o_proj.weight", pre, L);
+        LINEAR(sH, q_out, H, "%slayers.%d.self_attn.q_proj", pre, L);
+        LINEAR(sH, kv_out, H, "%slayers.%d.self_attn.k_proj", pre, L);
+        LINEAR(sH, kv_out, H, "%slayers.%d.self_attn.v_proj", pre, L);
+        LINEAR(1.0 / sqrt((double)q_out), H, q_out, "%slayers.%d.self_attn.o_proj", pre, L);
         ADD(GEN_NORM_W, 0, 1, SHAPE(hd), "%slayers.%d.self_attn.q_norm.weight", pre, L);
         ADD(GEN_NORM_W, 0, 1, SHAPE(hd), "%slayers.%d.self_attn.k_norm.weight", pre, L);
         if (!spec_layer_is_moe(s, L)) {
-            ADD(GEN_GAUSS, sH, 2, SHAPE(Id, H), "%slayers.%d.mlp.gate_proj.weight", pre, L);
-            ADD(GEN_GAUSS, sH, 2, SHAPE(Id, H), "%slayers.%d.mlp.up_proj.weight", pre, L);
-            ADD(GEN_GAUSS, 1.0 / sqrt((double)Id), 2, SHAPE(H, Id),
-                "%slayers.%d.mlp.down_proj.weight", pre, L);
+            LINEAR(sH, Id, H, "%slayers.%d.mlp.gate_proj", pre, L);
+            LINEAR(sH, Id, H, "%slayers.%d.mlp.up_proj", pre, L);
+            LINEAR(1.0 / sqrt((double)Id), H, Id, "%slayers.%d.mlp.down_proj", pre, L);
             continue;
         }
         ADD(GEN_GAUSS, 2.0 * sH, 2, SHAPE(E, H), "%slayers.%d.mlp.gate.weight", pre, L);
@@ -234,12 +243,10 @@ static int plan_build(const reap_gen_spec *s, gen_plan *p)
             continue;
         }
         for (int e = 0; e < s->n_experts; e++) {
-            ADD(GEN_GAUSS, sH, 2, SHAPE(I, H), "%slayers.%d.mlp.experts.%d.gate_proj.weight",
-                pre, L, e);
-            ADD(GEN_GAUSS, sH, 2, SHAPE(I, H), "%slayers.%d.mlp.experts.%d.up_proj.weight",
-                pre, L, e);
-            ADD(GEN_GAUSS, 1.0 / sqrt((double)I), 2, SHAPE(H, I),
-                "%slayers.%d.mlp.experts.%d.down_proj.weight", pre, L, e);
+            LINEAR(sH, I, H, "%slayers.%d.mlp.experts.%d.gate_proj", pre, L, e);
+            LINEAR(sH, I, H, "%slayers.%d.mlp.experts.%d.up_proj", pre, L, e);
+            LINEAR(1.0 / sqrt((double)I), H, I, "%slayers.%d.mlp.experts.%d.down_proj", pre, L,
+                   e);
         }
     }
     ADD(GEN_NORM_W, 0, 1, SHAPE(H), "%snorm.weight", pre);
@@ -255,10 +262,11 @@ static int plan_build(const reap_gen_spec *s, gen_plan *p)
 }
 
 #undef ADD
+#undef LINEAR
 #undef SHAPE
 
 /* Cut the plan into n contiguous non-empty shards of roughly equal bytes. */
-static void plan_shard(gen_plan *p, int n_shards, st_dtype dtype, uint64_t *total)
+static void plan_shard(gen_plan *p, int n_shards, uint64_t *total)
 {
     uint64_t sum = 0, acc = 0;
     int prev = -1;
@@ -267,7 +275,7 @@ static void plan_shard(gen_plan *p, int n_shards, st_dtype dtype, uint64_t *tota
         uint64_t numel = 1;
         for (int d = 0; d < p->t[i].ndim; d++)
             numel *= (uint64_t)p->t[i].shape[d];
-        p->t[i].nbytes = numel * (uint64_t)dtype_size(dtype);
+        p->t[i].nbytes = numel * (uint64_t)dtype_size(p->t[i].dtype);
         sum += p->t[i].nbytes;
     }
     for (int i = 0; i < p->n; i++) {
@@ -480,6 +488,25 @@ static int config_write(const reap_gen_spec *s, const char *path)
     bad |= json_object_set_new(root, "tie_word_embeddings",
                                json_boolean(s->tie_word_embeddings));
     bad |= json_object_set_new(root, "transformers_version", json_string("4.57.0"));
+    if (s->awq == REAP_GEN_AWQ) {
+        const char *list[REAP_GEN_MAX_AWQ_SKIP + 4];
+        json_t *q = json_object(), *mtc = json_array();
+        int n = awq_not_convert(s, list, (int)(sizeof list / sizeof list[0]));
+        if (!q || !mtc) {
+            json_decref(q);
+            json_decref(mtc);
+            goto fail;
+        }
+        for (int i = 0; i < n; i++)
+            bad |= json_array_append_new(mtc, json_string(list[i]));
+        bad |= json_object_set_new(q, "quant_method", json_string("awq"));
+        bad |= json_object_set_new(q, "bits", json_integer(4));
+        bad |= json_object_set_new(q, "group_size", json_integer(s->awq_group_size));
+        bad |= json_object_set_new(q, "zero_point", json_true());
+        bad |= json_object_set_new(q, "version", json_string("gemm"));
+        bad |= json_object_set_new(q, "modules_to_not_convert", mtc);
+        bad |= json_object_set_new(root, "quantization_config", q);
+    }
     if (bad)
         goto fail;
     rc = json_write_atomic(root, path);
@@ -495,16 +522,93 @@ fail:
 
 /* ---- shards ------------------------------------------------------------------------------ */
 
+/* Zeros and scales of an AWQ module, kept from its qweight until its scales. */
+typedef struct awq_slot {
+    uint8_t *z;       /* [K/g, N] */
+    uint16_t *s;      /* [K/g, N] F16 bits */
+} awq_slot;
+
 typedef struct fill_ctx {
     const reap_gen_spec *spec;
     const gen_tensor **tensors;   /* [n] the shard's tensors, in spec order */
+    const gen_tensor *plan;       /* the whole plan (awq_module indexes it) */
+    awq_slot *slots;              /* [plan size] */
 } fill_ctx;
+
+static void put_float(unsigned char *out, uint64_t i, st_dtype dt, float v)
+{
+    if (dt == ST_F32) {
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        for (int b = 0; b < 4; b++)
+            out[4 * i + (uint64_t)b] = (unsigned char)(u >> (8 * b));
+    } else {
+        uint16_t u = dt == ST_BF16 ? reap_f32_to_bf16(v) : reap_f32_to_f16(v);
+        out[2 * i] = (unsigned char)(u & 0xFF);
+        out[2 * i + 1] = (unsigned char)(u >> 8);
+    }
+}
+
+/* An AWQ tensor: quantise its module (once per shard: qweight first, the zeros and scales
+ * kept in the module's slot until the scales are written), then pack or dequantise. */
+static int fill_awq(const fill_ctx *c, const gen_tensor *t, unsigned char *out)
+{
+    awq_slot *slot = &c->slots[t->awq_module];
+    gen_awq_linear l;
+    int rc;
+    const int need_q = t->kind == GEN_AWQ_QWEIGHT || t->kind == GEN_AWQ_TWIN;
+
+    if (!need_q && slot->z) {
+        l = (gen_awq_linear){.N = t->awq_n, .K = t->awq_k, .g = t->awq_g, .q = NULL,
+                             .z = slot->z, .s = slot->s};
+    } else if ((rc = gen_awq_quantise(t->awq_stream, t->std, t->awq_n, t->awq_k, t->awq_g,
+                                      need_q, &l))) {
+        return reap_err_prefix(rc, "genmodel: %s", t->name);
+    }
+    const int64_t N = t->awq_n, K = t->awq_k, G = K / t->awq_g;
+    switch (t->kind) {
+    case GEN_AWQ_QWEIGHT:
+        gen_awq_pack(l.q, K, N, out);
+        break;
+    case GEN_AWQ_QZEROS:
+        gen_awq_pack(l.z, G, N, out);
+        break;
+    case GEN_AWQ_SCALES:
+        for (int64_t i = 0; i < G * N; i++) {
+            out[2 * i] = (unsigned char)(l.s[i] & 0xFF);
+            out[2 * i + 1] = (unsigned char)(l.s[i] >> 8);
+        }
+        break;
+    default: /* GEN_AWQ_TWIN: [N, K] */
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t k = 0; k < K; k++)
+                put_float(out, (uint64_t)(n * K + k), t->dtype, gen_awq_value(&l, n, k));
+        break;
+    }
+    if (l.z == slot->z) {                      /* served from the slot */
+        if (t->kind == GEN_AWQ_SCALES) {
+            free(slot->z);
+            free(slot->s);
+            slot->z = NULL;
+            slot->s = NULL;
+        }
+        return REAP_OK;
+    }
+    if (t->kind == GEN_AWQ_QWEIGHT) {          /* keep zeros and scales for later */
+        slot->z = l.z;
+        slot->s = l.s;
+        l.z = NULL;
+        l.s = NULL;
+    }
+    gen_awq_free(&l);
+    return REAP_OK;
+}
 
 static int fill_tensor(void *ud, size_t index, void *dst, uint64_t nbytes)
 {
     const fill_ctx *c = ud;
     const gen_tensor *t = c->tensors[index];
-    st_dtype dt = c->spec->dtype;
+    st_dtype dt = t->dtype;
     unsigned char *out = dst;
     uint64_t numel = t->nbytes / (uint64_t)dtype_size(dt);
     gen_rng rng;
@@ -513,21 +617,14 @@ static int fill_tensor(void *ud, size_t index, void *dst, uint64_t nbytes)
         return reap_err_set(REAP_E_INTERNAL, "genmodel: %s: asked for %llu bytes, not %llu",
                             t->name, (unsigned long long)nbytes,
                             (unsigned long long)t->nbytes);
-    rng_seed(&rng, c->spec->seed ^ fnv1a64(t->name));
+    if (t->kind != GEN_GAUSS && t->kind != GEN_NORM_W)
+        return fill_awq(c, t, out);
+    gen_rng_seed(&rng, c->spec->seed ^ gen_fnv1a64(t->name));
     for (uint64_t i = 0; i < numel; i++) {
-        double x = rng_normal(&rng);
+        double x = gen_rng_normal(&rng);
         float v = (float)(t->kind == GEN_NORM_W ? 1.0 + 0.1 * x : t->std * x);
 
-        if (dt == ST_F32) {
-            uint32_t u;
-            memcpy(&u, &v, 4);
-            for (int b = 0; b < 4; b++)
-                out[4 * i + (uint64_t)b] = (unsigned char)(u >> (8 * b));
-        } else {
-            uint16_t u = dt == ST_BF16 ? reap_f32_to_bf16(v) : reap_f32_to_f16(v);
-            out[2 * i] = (unsigned char)(u & 0xFF);
-            out[2 * i + 1] = (unsigned char)(u >> 8);
-        }
+        put_float(out, i, dt, v);
     }
     return REAP_OK;
 }
@@ -545,11 +642,12 @@ static int shard_write(const reap_gen_spec *s, const gen_plan *p, int shard, con
     char fname[64], path[4200];
     st_write_spec *specs = calloc((size_t)p->n, sizeof *specs);
     const gen_tensor **ts = calloc((size_t)p->n, sizeof *ts);
-    fill_ctx ctx = { s, ts };
+    awq_slot *slots = calloc((size_t)p->n, sizeof *slots);
+    fill_ctx ctx = { s, ts, p->t, slots };
     size_t n = 0;
     int rc;
 
-    if (!specs || !ts) {
+    if (!specs || !ts || !slots) {
         rc = reap_err_set(REAP_E_NOMEM, "genmodel: out of memory");
         goto fail;
     }
@@ -557,7 +655,7 @@ static int shard_write(const reap_gen_spec *s, const gen_plan *p, int shard, con
         if (p->t[i].shard != shard)
             continue;
         specs[n].name = p->t[i].name;
-        specs[n].dtype = s->dtype;
+        specs[n].dtype = p->t[i].dtype;
         specs[n].ndim = p->t[i].ndim;
         memcpy(specs[n].shape, p->t[i].shape, (size_t)p->t[i].ndim * sizeof(int64_t));
         ts[n++] = &p->t[i];
@@ -569,6 +667,11 @@ static int shard_write(const reap_gen_spec *s, const gen_plan *p, int shard, con
     }
     rc = st_write_file(path, specs, n, fill_tensor, &ctx);
 fail:
+    for (int i = 0; slots && i < p->n; i++) {
+        free(slots[i].z);
+        free(slots[i].s);
+    }
+    free(slots);
     free(specs);
     free(ts);
     return rc;
@@ -628,21 +731,64 @@ void reap_gen_spec_default(reap_gen_spec *s, reap_family family)
     s->dtype = ST_BF16;
     s->n_shards = 1;
     s->seed = 1;
+    s->awq = REAP_GEN_PLAIN;
+    s->awq_group_size = 128;
+    s->awq_attention = 1;
 }
 
+/* Number of tensors of the checkpoint (-1 when the plan cannot be built). */
 static int count_tensors(const reap_gen_spec *s)
 {
-    int n = 1 + 8 * s->n_layers + 1 + !s->tie_word_embeddings;
+    gen_plan plan = { 0 };
+    int n = plan_build(s, &plan) == REAP_OK ? plan.n : -1;
 
-    for (int L = 0; L < s->n_layers; L++) {
-        if (!spec_layer_is_moe(s, L))
-            n += 3;
-        else
-            n += 1 + (spec_layout(s) == REAP_EXPERTS_FUSED ? 2 : 3 * s->n_experts);
-    }
-    if (s->family == REAP_FAMILY_QWEN3_VL_MOE)
-        n += 2;
+    free(plan.t);
     return n;
+}
+
+/* AWQ: the linear [N, K] kind `what` must pack (N % 8) and group (K % g). */
+static int awq_dims_ok(const reap_gen_spec *s, const char *what, int64_t N, int64_t K)
+{
+    if (N % 8 == 0 && K % s->awq_group_size == 0)
+        return REAP_OK;
+    return reap_err_set(REAP_E_INVALID, "genmodel: AWQ %s [out %lld, in %lld]: out_features "
+                        "must be a multiple of 8 and in_features of the group size %d",
+                        what, (long long)N, (long long)K, s->awq_group_size);
+}
+
+static int awq_check(const reap_gen_spec *s)
+{
+    const int64_t H = s->hidden, qd = (int64_t)s->n_heads * s->head_dim,
+                  kvd = (int64_t)s->n_kv_heads * s->head_dim, I = s->moe_inter, Id = s->inter;
+    int rc, dense = 0, moe = 0;
+
+    if (s->awq == REAP_GEN_PLAIN)
+        return REAP_OK;
+    if (s->awq != REAP_GEN_AWQ && s->awq != REAP_GEN_AWQ_TWIN)
+        return reap_err_set(REAP_E_INVALID, "genmodel: unknown awq mode %d", (int)s->awq);
+    if (s->awq_group_size < 1 || s->n_awq_skip < 0 || s->n_awq_skip > REAP_GEN_MAX_AWQ_SKIP)
+        return reap_err_set(REAP_E_INVALID, "genmodel: AWQ group size %d must be >= 1 and "
+                            "at most %d skip entries", s->awq_group_size,
+                            REAP_GEN_MAX_AWQ_SKIP);
+    for (int i = 0; i < s->n_awq_skip; i++)
+        if (!memchr(s->awq_skip[i], 0, sizeof s->awq_skip[i]))
+            return reap_err_set(REAP_E_INVALID, "genmodel: AWQ skip entry %d too long", i);
+    for (int L = 0; L < s->n_layers; L++) {
+        moe |= spec_layer_is_moe(s, L);
+        dense |= !spec_layer_is_moe(s, L);
+    }
+    if (s->awq_attention &&
+        ((rc = awq_dims_ok(s, "q_proj", qd, H)) || (rc = awq_dims_ok(s, "k/v_proj", kvd, H)) ||
+         (rc = awq_dims_ok(s, "o_proj", H, qd))))
+        return rc;
+    if (moe && spec_layout(s) == REAP_EXPERTS_SPLIT &&
+        ((rc = awq_dims_ok(s, "expert gate/up_proj", I, H)) ||
+         (rc = awq_dims_ok(s, "expert down_proj", H, I))))
+        return rc;
+    if (dense && ((rc = awq_dims_ok(s, "mlp gate/up_proj", Id, H)) ||
+                  (rc = awq_dims_ok(s, "mlp down_proj", H, Id))))
+        return rc;
+    return REAP_OK;
 }
 
 int reap_gen_spec_check(const reap_gen_spec *s)
@@ -679,9 +825,15 @@ int reap_gen_spec_check(const reap_gen_spec *s)
     NEED(s->dtype == ST_BF16 || s->dtype == ST_F16 || s->dtype == ST_F32,
          "genmodel: dtype must be BF16, F16 or F32");
     NEED(s->rope_theta > 0 && s->rms_eps > 0, "genmodel: rope_theta and rms_eps must be > 0");
-    NEED(s->n_shards >= 1 && s->n_shards <= count_tensors(s),
+    int rc = awq_check(s);
+    if (rc)
+        return rc;
+    const int n_tensors = count_tensors(s);
+    if (n_tensors < 0)
+        return reap_err_set(REAP_E_NOMEM, "genmodel: out of memory planning the tensors");
+    NEED(s->n_shards >= 1 && s->n_shards <= n_tensors,
          "genmodel: n_shards %d must be within 1..%d (the number of tensors)", s->n_shards,
-         count_tensors(s));
+         n_tensors);
 #undef NEED
     return REAP_OK;
 }
@@ -702,12 +854,7 @@ int reap_gen_model(const reap_gen_spec *s, const char *dir)
         return rc;
     if ((rc = plan_build(s, &plan)))
         goto fail;
-    if (plan.n != count_tensors(s)) {
-        rc = reap_err_set(REAP_E_INTERNAL, "genmodel: planned %d tensors, expected %d",
-                          plan.n, count_tensors(s));
-        goto fail;
-    }
-    plan_shard(&plan, s->n_shards, s->dtype, &total);
+    plan_shard(&plan, s->n_shards, &total);
     for (int sh = 0; sh < s->n_shards; sh++)
         if ((rc = shard_write(s, &plan, sh, dir)))
             goto fail;
@@ -737,16 +884,16 @@ int reap_gen_calib(const char *path, int n_samples, int min_len, int max_len, in
     fp = fopen(tmp, "w");
     if (!fp)
         return reap_err_set(REAP_E_IO, "genmodel: open %s: %s", tmp, strerror(errno));
-    rng_seed(&rng, seed ^ 0xC0FFEE5EEDC0FFEEULL);
+    gen_rng_seed(&rng, seed ^ 0xC0FFEE5EEDC0FFEEULL);
     for (int i = 0; i < n_samples; i++) {
         uint64_t span = (uint64_t)(max_len - min_len) + 1;
-        int len = min_len + (int)(rng_uniform(&rng) * (double)span);
+        int len = min_len + (int)(gen_rng_uniform(&rng) * (double)span);
 
         if (len > max_len)
             len = max_len;
         fputs("{\"input_ids\": [", fp);
         for (int j = 0; j < len; j++) {
-            int id = (int)(rng_uniform(&rng) * (double)vocab);
+            int id = (int)(gen_rng_uniform(&rng) * (double)vocab);
             if (id >= vocab)
                 id = vocab - 1;
             fprintf(fp, j ? ", %d" : "%d", id);

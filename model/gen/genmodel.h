@@ -22,8 +22,26 @@
  *   fan_in: the `in` dimension: [out, in] for nn.Linear tensors, dim 1 of the fused
  *   gate_up_proj [E, H, 2I] (H) and down_proj [E, I, H] (I).
  *
+ * AWQ (spec.awq, docs/awq.md): REAP_GEN_AWQ writes an AWQ int4 GEMM checkpoint: every
+ * linear that is quantised (below) becomes <module>.qweight I32 [K, N/8], .qzeros I32
+ * [K/g, N/8] and .scales F16 [K/g, N], made by gen_awq.h from the module's own stream
+ * (binomial approximately-normal weights of the same std, quantised per group with
+ * scales rounded to 4 significant bits), and config.json gets a quantization_config
+ * {"quant_method": "awq", "bits": 4, "group_size": g, "zero_point": true, "version":
+ * "gemm", "modules_to_not_convert": [...]}. REAP_GEN_AWQ_TWIN writes the same model
+ * unquantised: each such linear is <module>.weight [N, K] in `dtype` holding exactly the
+ * dequantised values (q - z) * s (exact in BF16/F16/F32), no quantization_config. Every
+ * other tensor is identical in both. Quantised: q/k/v/o_proj (unless awq_attention is 0),
+ * per-expert gate/up/down_proj (split layout; fused experts stay plain) and dense MLP
+ * projections, minus every module whose name contains an entry of
+ * modules_to_not_convert = ["model.visual" (qwen3_vl_moe), "mlp.gate" (with MoE layers:
+ * the router, and by substring also dense gate_proj), "self_attn" (awq_attention 0),
+ * awq_skip...]. The router, norms, embeddings and lm_head are never quantised.
+ *
  * Memory: tensors are generated one at a time inside st_write_file's fill callback;
- * peak memory is the largest tensor (plus a float buffer of its element count).
+ * peak memory is the largest tensor (plus a float buffer of its element count). AWQ:
+ * a module is quantised once per shard (qweight comes first in file order); its zeros
+ * and scales are kept until its scales are written (3 bytes per K/g x N entry).
  *
  * Shards: tensors are listed in model order (embed, layer 0..L-1, norm, lm_head, then
  * vision stubs) and cut into n_shards contiguous, non-empty groups of roughly equal
@@ -43,6 +61,13 @@
 #include "weights.h"
 
 #define REAP_GEN_MAX_MLP_ONLY 64
+#define REAP_GEN_MAX_AWQ_SKIP 16
+
+typedef enum reap_gen_quant {
+    REAP_GEN_PLAIN = 0,        /* BF16/F16/F32 tensors only */
+    REAP_GEN_AWQ = 1,          /* AWQ int4 GEMM checkpoint */
+    REAP_GEN_AWQ_TWIN = 2      /* the AWQ model dequantised, as plain tensors */
+} reap_gen_quant;
 
 typedef struct reap_gen_spec {
     reap_family family;        /* REAP_FAMILY_QWEN3_MOE or REAP_FAMILY_QWEN3_VL_MOE */
@@ -71,16 +96,24 @@ typedef struct reap_gen_spec {
     int n_shards;              /* 1..number of tensors */
     int tie_word_embeddings;   /* 1: no lm_head.weight */
     uint64_t seed;
+    reap_gen_quant awq;        /* REAP_GEN_PLAIN (default), _AWQ or _AWQ_TWIN */
+    int awq_group_size;        /* g (128); divides the in_features of quantised linears */
+    int awq_attention;         /* 1 (default): q/k/v/o_proj quantised too */
+    int n_awq_skip;            /* 0..REAP_GEN_MAX_AWQ_SKIP */
+    char awq_skip[REAP_GEN_MAX_AWQ_SKIP][128]; /* more modules_to_not_convert entries */
 } reap_gen_spec;
 
 /* Fill `spec` with a small valid default: qwen3_moe, family layout, 2 layers, H 64,
  * 4 heads, 2 KV heads, hd 16, E 8, K 2, I 32, inter 64, V 128, norm_topk_prob 1,
  * sparse step 1, rope_theta 10000 (qwen3_moe) / 5e6 (qwen3_vl_moe), eps 1e-6, BF16,
- * 1 shard, seed 1. `family` selects the family (and its rope_theta default). */
+ * 1 shard, seed 1, unquantised (AWQ settings: group 128, attention quantised).
+ * `family` selects the family (and its rope_theta default). */
 void reap_gen_spec_default(reap_gen_spec *spec, reap_family family);
 
 /* Check a spec: sizes positive, nKV divides nH, hd even, K <= E, dtype BF16/F16/F32,
- * mlp_only layer ids in range, n_shards within 1..number of tensors.
+ * mlp_only layer ids in range, n_shards within 1..number of tensors; with AWQ, the group
+ * size divides the in_features and 8 the out_features of every linear kind that may be
+ * quantised (attention when awq_attention, split experts, dense MLPs).
  * Returns REAP_OK or REAP_E_INVALID (the message names the field). */
 int reap_gen_spec_check(const reap_gen_spec *spec);
 

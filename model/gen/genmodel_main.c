@@ -1,8 +1,9 @@
 /* genmodel_main.c - the `reap-genmodel` command: writes a tiny deterministic test
  * checkpoint (and optionally a calibration JSONL) with the genmodel library.
  *
- * One table (opts[]) drives parsing and --help. Unset size flags keep the defaults of
- * reap_gen_spec_default(); errors go to stderr with exit status 2 (usage) or 1 (failure).
+ * One table (opts[]) drives parsing and --help (an option without an argument name is a
+ * switch). Unset size flags keep the defaults of reap_gen_spec_default(); errors go to
+ * stderr with exit status 2 (usage) or 1 (failure).
  */
 #include "genmodel.h"
 
@@ -20,7 +21,8 @@ enum opt_id {
     O_OUT, O_FAMILY, O_LAYOUT, O_LAYERS, O_HIDDEN, O_HEADS, O_KV_HEADS, O_HEAD_DIM,
     O_EXPERTS, O_TOP_K, O_MOE_INTER, O_INTER, O_VOCAB, O_NORM_TOPK, O_SPARSE_STEP,
     O_MLP_ONLY, O_DTYPE, O_SHARDS, O_SEED, O_TIE, O_ROPE_THETA, O_RMS_EPS, O_CALIB,
-    O_SAMPLES, O_MIN_LEN, O_MAX_LEN, O_CALIB_SEED, O_HELP, O_COUNT
+    O_SAMPLES, O_MIN_LEN, O_MAX_LEN, O_CALIB_SEED, O_AWQ, O_AWQ_TWIN, O_GROUP_SIZE,
+    O_AWQ_ATTN, O_AWQ_SKIP, O_HELP, O_COUNT
 };
 
 static const struct opt {
@@ -54,6 +56,13 @@ static const struct opt {
     [O_MIN_LEN] = { "--min-len", "A", "shortest sample (4)" },
     [O_MAX_LEN] = { "--max-len", "B", "longest sample (32)" },
     [O_CALIB_SEED] = { "--calib-seed", "S", "calibration seed (default: --seed)" },
+    [O_AWQ] = { "--awq", NULL, "write an AWQ int4 (GEMM) checkpoint" },
+    [O_AWQ_TWIN] = { "--awq-twin", NULL, "write the AWQ model dequantised (plain tensors, "
+                                         "same values)" },
+    [O_GROUP_SIZE] = { "--group-size", "G", "AWQ group size (128)" },
+    [O_AWQ_ATTN] = { "--awq-attn", "0|1", "AWQ: quantise q/k/v/o_proj too (1)" },
+    [O_AWQ_SKIP] = { "--awq-skip", "M,M,..", "AWQ: more modules_to_not_convert entries "
+                                             "(written unquantised)" },
     [O_HELP] = { "--help", NULL, "show this help" },
 };
 
@@ -134,6 +143,29 @@ static int parse_list(const char *s, reap_gen_spec *spec)
     return 0;
 }
 
+/* --awq-skip: comma-separated modules_to_not_convert entries. */
+static int parse_skip(const char *s, reap_gen_spec *spec)
+{
+    char buf[2048], *tok, *save = NULL;
+
+    if (strlen(s) >= sizeof buf) {
+        fprintf(stderr, "reap-genmodel: --awq-skip: list too long\n");
+        return -1;
+    }
+    strcpy(buf, s);
+    spec->n_awq_skip = 0;
+    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (spec->n_awq_skip == REAP_GEN_MAX_AWQ_SKIP ||
+            strlen(tok) >= sizeof spec->awq_skip[0]) {
+            fprintf(stderr, "reap-genmodel: --awq-skip: at most %d entries of < %zu bytes\n",
+                    REAP_GEN_MAX_AWQ_SKIP, sizeof spec->awq_skip[0]);
+            return -1;
+        }
+        strcpy(spec->awq_skip[spec->n_awq_skip++], tok);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *val[O_COUNT] = { 0 };
@@ -154,6 +186,10 @@ int main(int argc, char **argv)
         if (id < 0) {
             fprintf(stderr, "reap-genmodel: unknown option '%s' (see --help)\n", argv[i]);
             return 2;
+        }
+        if (!opts[id].arg) {        /* a switch */
+            val[id] = "1";
+            continue;
         }
         if (i + 1 >= argc) {
             fprintf(stderr, "reap-genmodel: %s needs a value %s\n", opts[id].flag,
@@ -218,6 +254,8 @@ int main(int argc, char **argv)
             { O_SPARSE_STEP, offsetof(reap_gen_spec, decoder_sparse_step), 1, 10000 },
             { O_SHARDS, offsetof(reap_gen_spec, n_shards), 1, 99999 },
             { O_TIE, offsetof(reap_gen_spec, tie_word_embeddings), 0, 1 },
+            { O_GROUP_SIZE, offsetof(reap_gen_spec, awq_group_size), 1, 1 << 20 },
+            { O_AWQ_ATTN, offsetof(reap_gen_spec, awq_attention), 0, 1 },
         };
         for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
             if (val[ints[k].id] &&
@@ -233,6 +271,18 @@ int main(int argc, char **argv)
         (val[O_SAMPLES] && parse_int("--samples", val[O_SAMPLES], 1, INT_MAX, &samples)) ||
         (val[O_MIN_LEN] && parse_int("--min-len", val[O_MIN_LEN], 1, INT_MAX, &min_len)) ||
         (val[O_MAX_LEN] && parse_int("--max-len", val[O_MAX_LEN], 1, INT_MAX, &max_len)))
+        return 2;
+    if (val[O_AWQ] && val[O_AWQ_TWIN]) {
+        fprintf(stderr, "reap-genmodel: --awq and --awq-twin exclude each other\n");
+        return 2;
+    }
+    spec.awq = val[O_AWQ] ? REAP_GEN_AWQ : val[O_AWQ_TWIN] ? REAP_GEN_AWQ_TWIN : REAP_GEN_PLAIN;
+    if (!spec.awq && (val[O_GROUP_SIZE] || val[O_AWQ_ATTN] || val[O_AWQ_SKIP])) {
+        fprintf(stderr, "reap-genmodel: --group-size/--awq-attn/--awq-skip need --awq or "
+                        "--awq-twin\n");
+        return 2;
+    }
+    if (val[O_AWQ_SKIP] && parse_skip(val[O_AWQ_SKIP], &spec))
         return 2;
     calib_seed = spec.seed;
     if (val[O_CALIB_SEED] && parse_u64("--calib-seed", val[O_CALIB_SEED], &calib_seed))
@@ -262,13 +312,15 @@ int main(int argc, char **argv)
             dense |= spec.mlp_only_layers[i] == L;
         n_moe += !dense;
     }
-    printf("wrote %s: %s, %s experts, %s, %d layers (%d MoE), H %d, heads %d/%d x %d, "
+    printf("wrote %s: %s, %s experts, %s%s, %d layers (%d MoE), H %d, heads %d/%d x %d, "
            "E %d top-%d, I %d, vocab %d, %d tensors in %d shard(s), seed %" PRIu64 "\n",
            val[O_OUT], family == REAP_FAMILY_QWEN3_MOE ? "qwen3_moe" : "qwen3_vl_moe",
            (spec.layout ? spec.layout : family == REAP_FAMILY_QWEN3_VL_MOE
                                             ? REAP_EXPERTS_FUSED : REAP_EXPERTS_SPLIT)
                    == REAP_EXPERTS_FUSED ? "fused" : "split",
-           st_dtype_name(spec.dtype), spec.n_layers, n_moe, spec.hidden, spec.n_heads,
+           st_dtype_name(spec.dtype),
+           spec.awq == REAP_GEN_AWQ ? " + AWQ int4" : spec.awq ? " (AWQ twin)" : "",
+           spec.n_layers, n_moe, spec.hidden, spec.n_heads,
            spec.n_kv_heads, spec.head_dim, spec.n_experts, spec.top_k, spec.moe_inter,
            spec.vocab, reap_gen_n_tensors(&spec), spec.n_shards, spec.seed);
     if (val[O_CALIB]) {
