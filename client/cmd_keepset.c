@@ -1,15 +1,20 @@
 /* cmd_keepset.c - `reapctl keepset`: the experts each MoE layer would keep, printed as a
- * table or JSON, without writing anything. Statistics come from a reap-stats/1 file for
- * now (the store later). */
+ * table or JSON, without writing anything. Statistics come from a reap-stats/1 file
+ * (--stats-json, computed here) or, without one, from the store through the pruner
+ * service (ComputeKeepSet for --model-id; the same table and JSON shape). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "config.h"
 #include "keepset.h"
 #include "reap_err.h"
+#include "reap.pb-c.h"
 #include "reapctl_cmds.h"
+#include "reapctl_common.h"
 #include "stats_json.h"
 
 static void print_json(const reap_keepset *ks)
@@ -49,21 +54,111 @@ static void print_table(const reap_keepset *ks)
     }
 }
 
+/* ComputeKeepSet on the pruner service; prints as the local mode does. */
+static int keepset_remote(const reapctl_conn *c, const char *model_id, const char *calib_ids,
+                          const reap_keep_opts *ko, int as_json)
+{
+    static const Reap__V1__Criterion crit[] = {
+        [REAP_CRIT_REAP] = REAP__V1__CRITERION__CRITERION_REAP,
+        [REAP_CRIT_FREQUENCY] = REAP__V1__CRITERION__CRITERION_FREQUENCY,
+        [REAP_CRIT_EAN_SUM] = REAP__V1__CRITERION__CRITERION_EAN_SUM,
+        [REAP_CRIT_EAN_MEAN] = REAP__V1__CRITERION__CRITERION_EAN_MEAN,
+        [REAP_CRIT_WEIGHTED_EAN_SUM] = REAP__V1__CRITERION__CRITERION_WEIGHTED_EAN_SUM,
+        [REAP_CRIT_WEIGHTED_FREQUENCY] = REAP__V1__CRITERION__CRITERION_WEIGHTED_FREQUENCY,
+        [REAP_CRIT_MAX_ACTIVATIONS] = REAP__V1__CRITERION__CRITERION_MAX_ACTIVATIONS};
+    Reap__V1__KeepSetRequest q = REAP__V1__KEEP_SET_REQUEST__INIT;
+    Reap__V1__PruneParams p = REAP__V1__PRUNE_PARAMS__INIT;
+    ProtobufCMessage *resp = NULL;
+    rpc_client *cl = NULL;
+    rpc_client_status st;
+    char **ids = NULL;
+    size_t n_ids = 0;
+    int ex;
+    if (reapctl_split(calib_ids, &ids, &n_ids)) {
+        fprintf(stderr, "reapctl keepset: out of memory\n");
+        return REAPCTL_EXIT_FAIL;
+    }
+    p.calib_ids = ids;
+    p.n_calib_ids = n_ids;
+    p.ratio = ko->n_prune < 0 ? ko->ratio : 0;
+    p.n_prune = ko->n_prune > 0 ? (uint32_t)ko->n_prune : 0;
+    p.criterion = crit[ko->criterion];
+    p.protect_super_experts = ko->protect_super_experts;
+    q.model_id = (char *)model_id;
+    q.params = &p;
+    if ((ex = reapctl_connect("keepset", c, REAPCTL_PRUNER, NULL, &cl)))
+        goto out;
+    if (rpc_client_unary(cl, "/reap.v1.Pruner/ComputeKeepSet", &q.base,
+                         &reap__v1__keep_set_response__descriptor, c->timeout_ms, &resp,
+                         &st) != RPC_OK) {
+        ex = reapctl_call_failed("keepset", &st);
+        goto out;
+    }
+    const Reap__V1__KeepSetResponse *r = (const void *)resp;
+    const char *cname = reap_criterion_name(ko->criterion);
+    if (as_json) {
+        json_t *doc = reapctl_pb_to_json(resp), *layers = json_object();
+        for (size_t i = 0; i < r->n_layers; i++) {
+            json_t *a = json_array();
+            char key[16];
+            for (size_t k = 0; k < r->layers[i]->n_keep; k++)
+                json_array_append_new(a, json_integer(r->layers[i]->keep[k]));
+            snprintf(key, sizeof key, "%u", r->layers[i]->layer);
+            json_object_set_new(layers, key, a);
+        }
+        json_object_set_new(doc, "criterion", json_string(cname));
+        json_object_set_new(doc, "n_prune", json_integer((json_int_t)r->n_experts - r->n_keep));
+        json_object_set_new(doc, "protect_super_experts",
+                            json_boolean(ko->protect_super_experts));
+        json_object_set_new(doc, "experts_to_keep", layers);
+        json_dumpf(doc, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
+        putchar('\n');
+        json_decref(doc);
+    } else {
+        printf("model %.16s, %zu calibration set(s), statistics digest %.16s\n", r->model_id,
+               r->n_calib_ids, r->stats_digest);
+        printf("criterion %s: %u -> %u experts per layer (%u dropped)%s\n", cname,
+               r->n_experts, r->n_keep, r->n_experts - r->n_keep,
+               ko->protect_super_experts ? ", super experts protected" : "");
+        printf("%5s %6s  %s\n", "layer", "super", "kept experts (original ids)");
+        for (size_t i = 0; i < r->n_layers; i++) {
+            printf("%5u %6s ", r->layers[i]->layer, "-");
+            for (size_t k = 0; k < r->layers[i]->n_keep; k++)
+                printf(" %u", r->layers[i]->keep[k]);
+            putchar('\n');
+        }
+    }
+    ex = 0;
+out:
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    rpc_client_close(cl);
+    reapctl_strv_free(ids);
+    return ex;
+}
+
 int cmd_keepset(int argc, char **argv)
 {
     const char *stats_path = NULL, *model = NULL, *ratio = NULL, *n_prune = NULL,
-               *criterion = NULL;
-    int protect = 0, as_json = 0, help = 0, n = 0, rc;
+               *criterion = NULL, *model_id = NULL, *calib_ids = NULL;
+    int protect = 0, as_json = 0, help = 0, n = 0, rc, n_opts = 0;
+    reapctl_conn conn;
     char err[512];
     reap_layer_stats *st = NULL;
     reap_config cfg = {0};
     reap_keepset ks = {0};
     reap_keep_opts ko;
-    const cli_opt opts[] = {
+    cli_opt opts[24] = {
         {"stats-json", "REAP_STATS_JSON", CLI_STR, NULL, "statistics (reap-scorer run "
-         "--stats-json output)", &stats_path, 1},
+         "--stats-json output); without it: the store, through the pruner service",
+         &stats_path, 0},
         {"model", "REAP_MODEL_PATH", CLI_STR, NULL, "checkpoint directory: check the "
-         "statistics cover its MoE layers (optional)", &model, 0},
+         "statistics cover its MoE layers (optional; without --stats-json: a model id)",
+         &model, 0},
+        {"model-id", NULL, CLI_STR, NULL, "model id or prefix in the store (pruner service)",
+         &model_id, 0},
+        {"calib-ids", NULL, CLI_STR, NULL, "with the service: calibration sets to merge, comma "
+         "separated (default: every complete set)", &calib_ids, 0},
         {"ratio", "REAP_PRUNE_RATIO", CLI_STR, NULL, "fraction of experts removed per layer",
          &ratio, 0},
         {"n-prune", NULL, CLI_STR, NULL, "experts removed per layer (instead of --ratio)",
@@ -73,9 +168,11 @@ int cmd_keepset(int argc, char **argv)
          &protect, 0},
         {"json", NULL, CLI_FLAG, NULL, "print JSON instead of a table", &as_json, 0},
     };
-    const int n_opts = (int)(sizeof opts / sizeof opts[0]);
-    const char *usage = "usage: reapctl keepset --stats-json FILE (--ratio R | --n-prune N) "
-                        "[options]";
+    while (opts[n_opts].flag)
+        n_opts++;
+    reapctl_conn_opts(&conn, REAPCTL_PRUNER, opts, &n_opts);
+    const char *usage = "usage: reapctl keepset (--stats-json FILE | --model-id ID) "
+                        "(--ratio R | --n-prune N) [options]";
     if (cli_parse(opts, n_opts, argc, argv, 2, &help, err, sizeof err)) {
         fprintf(stderr, "reapctl keepset: %s\n", err);
         cli_usage(stderr, usage, opts, n_opts);
@@ -88,6 +185,17 @@ int cmd_keepset(int argc, char **argv)
     if (reap_keep_opts_parse(ratio, n_prune, criterion, protect, &ko)) {
         fprintf(stderr, "reapctl keepset: %s\n", reap_err_msg());
         return 2;
+    }
+    if (!stats_path) {
+        struct stat sb;
+        if (!model_id && model && stat(model, &sb) != 0)
+            model_id = model;
+        if (!model_id) {
+            fprintf(stderr, "reapctl keepset: give --stats-json FILE, or --model-id ID for "
+                    "the statistics in the store (pruner service)\n");
+            return 2;
+        }
+        return keepset_remote(&conn, model_id, calib_ids, &ko, as_json);
     }
     char cpath[4096];
     if (model)

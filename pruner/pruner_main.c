@@ -13,6 +13,7 @@
 #include "minisign.h"
 #include "prune.h"
 #include "reap_err.h"
+#include "serve_cmd.h"
 #include "stats_json.h"
 
 static int on_progress(void *ud, uint64_t done, uint64_t total)
@@ -199,6 +200,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: reap-pruner COMMAND [options]\n\n"
                "commands:\n"
                "  prune     write a pruned copy of a checkpoint (see prune --help)\n"
+               "  serve     the reap.v1.Pruner gRPC service (see serve --help)\n"
                "  version   print the version\n");
 }
 
@@ -210,6 +212,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "prune"))
         return cmd_prune(argc, argv);
+    if (!strcmp(argv[1], "serve"))
+        return pruner_cmd_serve(argc, argv);
     if (!strcmp(argv[1], "version")) {
         printf("reap-pruner %s\n", REAP_VERSION);
         return 0;

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "scorer_cmds.h"
+#include "serve.h"
 
 static void usage(FILE *f)
 {
@@ -17,6 +18,7 @@ static void usage(FILE *f)
                "  import    read an export file into a store (verified, idempotent)\n"
                "  check     verify every record of a store\n"
                "  plan      CUDA device-memory plan for a model and calibration size\n"
+               "  serve     the reap.v1.Scorer gRPC service over a store (serve --help)\n"
                "  version   print the version\n");
 }
 
@@ -32,7 +34,7 @@ int main(int argc, char **argv)
     } cmds[] = {{"run", scorer_cmd_run},       {"stats", scorer_cmd_stats},
                 {"list", scorer_cmd_list},     {"export", scorer_cmd_export},
                 {"import", scorer_cmd_import}, {"check", scorer_cmd_check},
-                {"plan", scorer_cmd_plan}};
+                {"plan", scorer_cmd_plan},     {"serve", scorer_cmd_serve}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name))
             return cmds[i].fn(argc, argv);

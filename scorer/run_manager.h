@@ -1,0 +1,167 @@
+/* run_manager.h - scoring runs of the scorer service on worker threads: a bounded queue,
+ * live progress for any number of watchers, cancellation at layer boundaries, and a
+ * graceful stop. Knows nothing of gRPC: the service (serve.c) attaches watchers as
+ * callbacks and converts the events to messages.
+ *
+ * A submitted job waits in a FIFO queue (at most max_queued) until one of max_running
+ * worker threads takes it, then runs reap_score_job_run (score_job.h) against the
+ * store: identities, resume from the newest hidden-state checkpoint, one write
+ * transaction per layer. Its run_id is the store's run record id, known once the job
+ * has identified the model and the calibration set (the ACCEPTED event).
+ *
+ * Events of a job, in order: ACCEPTED (ids, layers, start layer, or already_scored),
+ * TOKENIZED (samples, rows, tokens), LAYER (one per committed layer), then exactly one
+ * of FINISHED and ERROR. A job that fails before it is accepted (unreadable checkpoint,
+ * calibration errors) sends only ERROR.
+ *
+ * Watchers: a watcher is (fn, release, wud). fn receives every event from the moment it
+ * is attached (reap_rm_watch first replays ACCEPTED and TOKENIZED - and the final event
+ * of a job that has ended - so a late watcher sees the current state), on the job's
+ * thread or the attaching thread, with the job's lock held: fn must not block and must
+ * not call back into the manager. fn returning non-zero detaches the watcher (it went
+ * away). After the final event, after fn returned non-zero, or after reap_rm_unwatch,
+ * release(wud) is called exactly once (without the lock) and the watcher is forgotten.
+ * Watchers do not own a job: a job runs to its end when every watcher has gone.
+ *
+ * Stopping: reap_rm_cancel (one run) and reap_rm_stop (all: server shutdown) make a
+ * running job stop after the layer in progress is committed (the store keeps it; the
+ * same pair scored again resumes); queued jobs of a stopped manager end at once.
+ *
+ * Thread rules: every function is thread-safe except reap_rm_create / reap_rm_free
+ * (one thread, no other call in progress or after free). Returned reap_rm_info copies
+ * belong to the caller (reap_rm_info_free).
+ */
+#ifndef REAP_RUN_MANAGER_H
+#define REAP_RUN_MANAGER_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "store.h"
+
+/* Manager-specific statuses (beside REAP_E_*): */
+#define REAP_RM_E_BUSY (-201)     /* the queue is full */
+#define REAP_RM_E_EXISTS (-202)   /* the same request is queued or running */
+#define REAP_RM_E_STOPPING (-203) /* the manager is stopping (server shutdown) */
+
+/* Job states; the values are those of reap.v1.RunState. */
+typedef enum reap_rm_state {
+    REAP_RM_QUEUED = 1,
+    REAP_RM_RUNNING = 2,
+    REAP_RM_DONE = 3,
+    REAP_RM_FAILED = 4,
+    REAP_RM_CANCELLED = 5,
+    REAP_RM_INTERRUPTED = 6   /* stopped by reap_rm_stop; scoring the pair again resumes */
+} reap_rm_state;
+
+/* Why a job stopped early. */
+enum { REAP_RM_STOP_NONE = 0, REAP_RM_STOP_CANCEL = 1, REAP_RM_STOP_SHUTDOWN = 2 };
+
+typedef struct reap_rm_opts {
+    reap_store *store;               /* required; shared with the caller */
+    int max_running;                 /* worker threads (0: 1) */
+    int max_queued;                  /* jobs waiting for a worker (0: 4; < 0: none) */
+    int keep_finished;               /* ended jobs remembered for watchers (0: 64) */
+    int checkpoint_every;            /* hidden-state checkpoint every N layers (0: none) */
+    int hash_threads;                /* model hashing threads (0: all cores) */
+    reap_backend_opts backend_opts;  /* template (threads, precision, memory planning) */
+} reap_rm_opts;
+
+/* One scoring request. Strings are copied at submission. */
+typedef struct reap_rm_request {
+    const char *model_dir;           /* resolved checkpoint directory */
+    const char *calib_path;          /* resolved calibration file */
+    const char *tokenizer_path;      /* for text items; may be NULL */
+    int seq_len;                     /* >= 1 */
+    int pack;
+    int64_t max_samples;             /* 0: all */
+    int batch_rows;                  /* 0: the backend's choice */
+    const reap_backend_i *backend;   /* NULL: CPU */
+    int force;
+} reap_rm_request;
+
+/* What is known of a job. Fixed-size except the two paths. */
+typedef struct reap_rm_info {
+    uint64_t job_id;                 /* manager serial, from 1 */
+    int has_run_id;                  /* 1 from ACCEPTED on (not for already_scored) */
+    uint8_t run_id[16];
+    int has_ids;
+    reap_id model_id, calib_id;
+    int state;                       /* reap_rm_state */
+    int n_layers, layers_done, start_layer;
+    int already_scored;
+    int64_t n_samples, n_rows, seq_len, n_tokens;
+    double compute_seconds;          /* sum of this job's layer times */
+    double last_layer_seconds, tokens_per_s, eta_s;
+    int last_layer, last_is_moe;     /* the layer of the last LAYER event (-1: none) */
+    int64_t submitted_unix_ns, started_unix_ns, updated_unix_ns, finished_unix_ns;
+    int stop;                        /* REAP_RM_STOP_* */
+    int status;                      /* REAP_OK or the job's REAP_E_* */
+    char error[1024];                /* the job's error message */
+    char backend[16];
+    char *model_path, *calib_path;   /* malloc'd in copies */
+} reap_rm_info;
+
+void reap_rm_info_free(reap_rm_info *info);
+
+typedef enum reap_rm_event_kind {
+    REAP_RM_EV_ACCEPTED = 1,
+    REAP_RM_EV_TOKENIZED = 2,
+    REAP_RM_EV_LAYER = 3,            /* info->last_layer and the rates describe it */
+    REAP_RM_EV_FINISHED = 4,
+    REAP_RM_EV_ERROR = 5             /* info->status, stop and error describe it */
+} reap_rm_event_kind;
+
+/* kind: reap_rm_event_kind; info: the job now (valid during the call only).
+ * Return non-zero when the watcher is gone. */
+typedef int (*reap_rm_watch_fn)(void *wud, int kind, const reap_rm_info *info);
+typedef void (*reap_rm_release_fn)(void *wud);
+
+typedef struct reap_rm reap_rm;
+
+/* Start the manager and its worker threads. REAP_OK, REAP_E_INVALID (no store),
+ * REAP_E_NOMEM, REAP_E_IO (threads). */
+int reap_rm_create(const reap_rm_opts *o, reap_rm **out);
+
+/* Stop (as reap_rm_stop), wait for the running jobs to commit their layer and end,
+ * release every watcher, free. NULL is a no-op. */
+void reap_rm_free(reap_rm *m);
+
+/* Queue a job and attach a first watcher (fn may be NULL: no watcher). *job_id (may be
+ * NULL) receives its id. Returns REAP_OK; REAP_RM_E_BUSY (queue full; message gives the
+ * counts); REAP_RM_E_EXISTS (the same model directory, calibration file and row options
+ * are queued or running: message names the run); REAP_RM_E_STOPPING; REAP_E_NOMEM.
+ * On failure no watcher was attached and release is not called. */
+int reap_rm_submit(reap_rm *m, const reap_rm_request *rq, reap_rm_watch_fn fn,
+                   reap_rm_release_fn release, void *wud, uint64_t *job_id);
+
+/* Attach a watcher to the job with this run_id (see above for the replay).
+ * REAP_OK, or REAP_E_NOTFOUND when the manager does not know the run (ask the store);
+ * then release is not called. */
+int reap_rm_watch(reap_rm *m, const uint8_t run_id[16], reap_rm_watch_fn fn,
+                  reap_rm_release_fn release, void *wud);
+
+/* Detach the watcher whose wud this is, if any (release is called). */
+void reap_rm_unwatch(reap_rm *m, void *wud);
+
+/* Ask the run to stop at its next layer boundary. *out (may be NULL) receives a copy of
+ * the job after the request. REAP_OK (also when it has ended already: nothing to do),
+ * REAP_E_NOTFOUND (not a job of this manager), REAP_E_NOMEM. */
+int reap_rm_cancel(reap_rm *m, const uint8_t run_id[16], reap_rm_info *out);
+
+/* A copy of the job with this run_id. REAP_OK, REAP_E_NOTFOUND, REAP_E_NOMEM. */
+int reap_rm_get(reap_rm *m, const uint8_t run_id[16], reap_rm_info *out);
+
+/* Copies of every job known (queued, running, recently ended), oldest first. *out is
+ * malloc'd (reap_rm_info_free each, then free()); *n may be 0. REAP_OK, REAP_E_NOMEM. */
+int reap_rm_list(reap_rm *m, reap_rm_info **out, int *n);
+
+/* Running and queued jobs now. */
+void reap_rm_counts(reap_rm *m, int *running, int *queued);
+
+/* Stop accepting jobs, end the queued ones (ERROR, STOP_SHUTDOWN), ask the running ones
+ * to stop after their current layer. Returns at once; non-blocking (safe on a server's
+ * completion-queue thread). */
+void reap_rm_stop(reap_rm *m);
+
+#endif

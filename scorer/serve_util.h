@@ -1,0 +1,67 @@
+/* serve_util.h - helpers shared by the two services (reap-scorer serve, reap-pruner
+ * serve; this file is compiled into both executables): the gRPC code of a library
+ * failure, identity prefixes, root directories from options, and a small allocation
+ * pool for building nested protobuf-c responses.
+ *
+ * Nothing here touches gRPC itself (rpc_status.h codes only). Thread rules: every
+ * function is thread-safe; a pool is used by one thread.
+ */
+#ifndef REAP_SERVE_UTIL_H
+#define REAP_SERVE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cli.h"
+#include "rpc_path.h"
+#include "rpc_status.h"
+#include "store.h"
+
+/* The gRPC code for a failed library call: `status` a REAP_E_* value or a run-manager
+ * status (run_manager.h: BUSY -> RESOURCE_EXHAUSTED, EXISTS -> ALREADY_EXISTS,
+ * STOPPING -> UNAVAILABLE), `msg` its message. Beyond rpc_code_from_reap: a keep-set
+ * refusal ("precondition: ...") is FAILED_PRECONDITION, a (model, calibration) pair
+ * being scored by another run is ALREADY_EXISTS. */
+rpc_code svc_code(int status, const char *msg);
+
+/* Parse an identity given as hex (either case): `digits` the full length (64 for
+ * model/calib ids, 32 for run ids). Returns the number of hex digits (>= 8, <= digits)
+ * and writes the lower-case text to out (digits + 1 bytes), or -1 when `text` is
+ * empty, too short, too long or not hex. */
+int svc_hex_prefix(const char *text, int digits, char *out);
+
+/* Resolve a model id or unique prefix against the store's models (snap may be NULL).
+ * Returns RPC_OK with *out; RPC_INVALID_ARGUMENT (malformed, ambiguous),
+ * RPC_NOT_FOUND, RPC_INTERNAL (store error); message in err naming `field`. */
+rpc_code svc_resolve_model(reap_store *s, reap_store_snap *snap, const char *field,
+                           const char *text, reap_id *out, char *err, size_t errlen);
+
+/* Resolve calibration ids or prefixes among the sets with statistics for `model`.
+ * *out malloc'd [n] (free()); n == 0 gives *out NULL. Codes as svc_resolve_model;
+ * a duplicate is RPC_INVALID_ARGUMENT. */
+rpc_code svc_resolve_calibs(reap_store *s, reap_store_snap *snap, const reap_id *model,
+                            const char *field, char *const *texts, size_t n, reap_id **out,
+                            char *err, size_t errlen);
+
+/* Resolve the directories of a cli list into roots (rpc_roots_init). Returns 0, or -1
+ * with a message in err. */
+int svc_roots(rpc_roots *r, const char *what, const cli_list *dirs, char *err,
+              size_t errlen);
+
+/* A list of allocations freed together (response building). */
+typedef struct svc_pool {
+    void **p;
+    size_t n, cap;
+    int failed;    /* an allocation failed: the response is incomplete */
+} svc_pool;
+
+void *svc_alloc(svc_pool *pool, size_t size);          /* zeroed; NULL on failure */
+char *svc_strdup(svc_pool *pool, const char *s);       /* "" for NULL; NULL on failure */
+char *svc_printf(svc_pool *pool, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+char *svc_hex(svc_pool *pool, const uint8_t *bin, size_t n);
+void svc_pool_free(svc_pool *pool);
+
+/* One log line on stderr: "<prog>: <UTC time> <text>". */
+void svc_log(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
