@@ -168,6 +168,11 @@ static int h_keepset(rpc_call *call, const ProtobufCMessage *req, void *ud)
         (code = load_stats(S, &model, q->params->calib_ids, q->params->n_calib_ids, &st, &n_st,
                            &used, &n_used, err, sizeof err)))
         return rpc_call_error(call, code, "%s", err);
+    if (n_st && ko.n_prune >= st[0].n_experts) {
+        rc = rpc_call_error(call, RPC_INVALID_ARGUMENT, "params.n_prune: %d is not below the "
+                            "%d experts of a layer", ko.n_prune, st[0].n_experts);
+        goto done;
+    }
     if ((rc = reap_keepset_compute(NULL, st, n_st, &ko, &ks)) ||
         (rc = reap_stats_digest(st, n_st, digest))) {
         rc = rpc_call_error(call, svc_code(rc, reap_err_msg()), "%s", reap_err_msg());
@@ -364,6 +369,11 @@ static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
     if ((code = load_stats(S, &mi.id, q->params->calib_ids, q->params->n_calib_ids, &st, &n_st,
                            &used, &n_used, err, sizeof err))) {
         rc = rpc_call_error(call, code, "model_path: model %.16s: %s", mh, err);
+        goto done;
+    }
+    if (n_st && ko.n_prune >= st[0].n_experts) {
+        rc = rpc_call_error(call, RPC_INVALID_ARGUMENT, "params.n_prune: %d is not below the "
+                            "%d experts of a layer", ko.n_prune, st[0].n_experts);
         goto done;
     }
     if (!(calib_hex = calloc((size_t)n_used + 1, sizeof *calib_hex))) {

@@ -320,6 +320,11 @@ static int h_score(rpc_call *call, const ProtobufCMessage *req, void *ud)
     /* Cheap checks now, so that a wrong path is an error of this call rather than of a
      * queued run: the configuration (the shards are validated by the run). */
     snprintf(cpath, sizeof cpath, "%s/config.json", model);
+    if (stat(cpath, &sb)) {
+        rc = rpc_call_error(call, RPC_NOT_FOUND, "model_path: %s: no such file (not a "
+                            "checkpoint directory)", cpath);
+        goto done;
+    }
     if ((rc = reap_config_load(cpath, &cfg))) {
         rc = rpc_call_error(call, svc_code(rc, reap_err_msg()), "model_path: %s",
                             reap_err_msg());

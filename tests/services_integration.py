@@ -1,0 +1,891 @@
+#!/usr/bin/env python3
+"""Integration test of the two services with a Python gRPC client.
+
+Starts the real `reap-scorer serve` and `reap-pruner serve` on 127.0.0.1 port 0 over a
+temporary store, with tiny generated checkpoints (reap-genmodel), and calls them with
+Debian's python3-grpcio (stubs generated here from proto/ with protoc +
+grpc_python_plugin):
+
+  * every RPC of reap.v1.Scorer and reap.v1.Pruner and grpc.health.v1 (Check, Watch);
+  * a client that goes away mid-run (the run goes on) and re-attaches with WatchRun;
+  * CancelRun (the run stops at a layer boundary, its layers are committed, scoring the
+    pair again resumes from the next layer);
+  * the bounded run queue (RESOURCE_EXHAUSTED) and a duplicate request (ALREADY_EXISTS);
+  * more than 20 kinds of bad request, each with its status code, the servers staying up;
+  * TLS (plaintext and wrong-CA clients refused) and the bearer token;
+  * SIGTERM during a run: NOT_SERVING, the layer in progress committed, exit 0; after a
+    restart the run shows as interrupted, scoring again resumes it, and the statistics
+    equal those of a one-shot `reap-scorer run` bit for bit.
+
+--load instead runs the load test: >= 100 concurrent clients x >= 100 RPCs (health,
+ListRuns, GetRun, GetStats) while a scoring run streams; 0 failures required; prints and
+records p50/p99 latency and the scorer's RSS before/after (load.txt).
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+FAILURES = []
+TOKEN = "svc-test-token"
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        FAILURES.append(what)
+    return cond
+
+
+def gen_stubs(a, out):
+    os.makedirs(out, exist_ok=True)
+    subprocess.run([a.protoc, f"--python_out={out}", f"--grpc_python_out={out}",
+                    f"--plugin=protoc-gen-grpc_python={a.plugin}", f"-I{a.proto_dir}",
+                    os.path.join(a.proto_dir, "health.proto"),
+                    os.path.join(a.proto_dir, "reap.proto")], check=True)
+    sys.path.insert(0, out)
+
+
+class Server:
+    """A service process; reads its bound port from stdout."""
+
+    def __init__(self, a, name, argv, env=None):
+        self.name = name
+        self.logpath = os.path.join(a.work, f"{name}.log")
+        self.log = open(self.logpath, "a")
+        e = dict(os.environ)
+        for k in list(e):
+            if k.startswith("REAP_"):
+                e.pop(k)
+        e["ASAN_OPTIONS"] = ":".join(filter(None, [e.get("ASAN_OPTIONS", ""),
+                                                   "quarantine_size_mb=8"]))
+        e.update(env or {})
+        self.p = subprocess.Popen(argv + ["--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                                  stderr=self.log, env=e, cwd=a.work, text=True)
+        line = self.p.stdout.readline()
+        if not line.startswith("port "):
+            raise RuntimeError(f"{name} did not start (see {self.logpath})")
+        self.port = int(line.split()[1])
+        self.addr = f"127.0.0.1:{self.port}"
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def rss_kb(self):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return -1
+
+    def stop(self, timeout=60):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        try:
+            rc = self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            rc = self.p.wait()
+        self.log.close()
+        return rc
+
+    def logtext(self):
+        with open(self.logpath) as f:
+            return f.read()
+
+
+def code_of(fn):
+    import grpc
+    try:
+        fn()
+        return grpc.StatusCode.OK, ""
+    except grpc.RpcError as e:
+        return e.code(), e.details() or ""
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, **kw)
+
+
+_FIXTURE = {}
+
+
+def fixture(a, **kw):
+    """One Fixture per work directory."""
+    if a.work not in _FIXTURE:
+        _FIXTURE[a.work] = Fixture(a, **kw)
+    return _FIXTURE[a.work]
+
+
+class Fixture:
+    """Models, calibration files, roots, keys under a.work."""
+
+    def __init__(self, a, layers=6, hidden=192, samples=48):
+        w = a.work
+        self.models = os.path.join(w, "models")
+        self.calib = os.path.join(w, "calib")
+        self.out = os.path.join(w, "out")
+        self.outside = os.path.join(w, "outside")
+        for d in (self.models, self.calib, self.out, self.outside):
+            os.makedirs(d, exist_ok=True)
+        g = os.path.join(a.bin, "reap-genmodel")
+        base = ["--family", "qwen3_vl_moe", "--layers", str(layers), "--hidden", str(hidden),
+                "--heads", "6", "--kv-heads", "2", "--head-dim", "32", "--experts", "16",
+                "--top-k", "4", "--moe-inter", "96", "--vocab", "800", "--shards", "2"]
+        run([g, "--out", os.path.join(self.models, "m"), "--seed", "7"] + base +
+            ["--calib", os.path.join(self.calib, "c1.jsonl"), "--samples", str(samples),
+             "--min-len", "32", "--max-len", "200"])
+        for i in range(2, 10):   # more calibration sets of the same model
+            run([g, "--out", os.path.join(w, "unused"), "--layers", "1", "--vocab", "800",
+                 "--calib", os.path.join(self.calib, f"c{i}.jsonl"), "--samples",
+                 str(samples), "--min-len", "32", "--max-len", "200", "--calib-seed",
+                 str(100 + i)])
+        run([g, "--out", os.path.join(self.models, "m2"), "--seed", "9", "--layers", "2"])
+        os.makedirs(os.path.join(self.models, "empty"), exist_ok=True)
+        os.makedirs(os.path.join(self.models, "bad"), exist_ok=True)
+        with open(os.path.join(self.models, "bad", "config.json"), "w") as f:
+            f.write("{ not json")
+        shutil.copytree(os.path.join(self.models, "m"), os.path.join(self.outside, "m"),
+                        dirs_exist_ok=True)
+        shutil.copy(os.path.join(self.calib, "c1.jsonl"), os.path.join(self.outside, "c.jsonl"))
+        link = os.path.join(self.models, "escape")
+        if not os.path.lexists(link):
+            os.symlink(os.path.join(self.outside, "m"), link)
+        link = os.path.join(self.calib, "escape.jsonl")
+        if not os.path.lexists(link):
+            os.symlink(os.path.join(self.outside, "c.jsonl"), link)
+        reapctl = os.path.join(a.bin, "reapctl")
+        for k in ("k", "other"):
+            if not os.path.exists(os.path.join(w, f"{k}.key")):
+                run([reapctl, "keygen", "--out", os.path.join(w, k)])
+        self.key = os.path.join(w, "k.key")
+        with open(os.path.join(w, "k.pub")) as f:
+            self.pub_text = f.read()
+        with open(os.path.join(w, "other.pub")) as f:
+            self.other_pub = f.read().splitlines()[1]
+
+
+def start_scorer(a, fx, name="scorer", extra=None, env=None, store="store"):
+    return Server(a, name, [os.path.join(a.bin, "reap-scorer"), "serve", "--store",
+                            os.path.join(a.work, store), "--model-root", fx.models,
+                            "--calib-root", fx.calib, "--backend", "cpu", "--threads", "1",
+                            "--seq-len", "64", "--checkpoint-every", "1"] + (extra or []),
+                  env=env)
+
+
+def start_pruner(a, fx, name="pruner", extra=None, env=None, store="store"):
+    return Server(a, name, [os.path.join(a.bin, "reap-pruner"), "serve", "--store",
+                            os.path.join(a.work, store), "--model-root", fx.models,
+                            "--output-root", fx.out, "--key", fx.key, "--threads", "2"]
+                  + (extra or []), env=env)
+
+
+def events(it, stop_after=None):
+    """Collect (kind, message) from a ScoreEvent / PruneEvent stream; with stop_after
+    (kind, count) cancel the call after that many events of that kind."""
+    import grpc
+    out, code, n = [], grpc.StatusCode.OK, 0
+    try:
+        for ev in it:
+            k = ev.WhichOneof("event")
+            out.append((k, getattr(ev, k)))
+            if stop_after and k == stop_after[0]:
+                n += 1
+                if n >= stop_after[1]:
+                    it.cancel()
+                    return out, grpc.StatusCode.CANCELLED
+    except grpc.RpcError as e:
+        code = e.code()
+    return out, code
+
+
+# ---------------------------------------------------------------------------------------
+
+def test_services(a):
+    import grpc
+    import health_pb2 as hp
+    import health_pb2_grpc as hg
+    import reap_pb2 as rp
+    import reap_pb2_grpc as rg
+
+    fx = fixture(a)
+    # The pruner reads its token from a .env file (and the scorer from the flag).
+    envf = os.path.join(a.work, "pruner.env")
+    with open(envf, "w") as f:
+        f.write(f"# pruner settings\nREAP_TOKEN={TOKEN}\nREAP_PRUNE_RATIO=0.25\n")
+    sc_srv = start_scorer(a, fx, extra=["--token", TOKEN, "--max-runs", "1",
+                                        "--max-queued-runs", "1", "--max-message-mb", "1",
+                                        "--grace-ms", "3000"])
+    pr_srv = start_pruner(a, fx, extra=["--env-file", envf, "--max-message-mb", "1"])
+    auth = [("authorization", f"Bearer {TOKEN}")]
+    sch = grpc.insecure_channel(sc_srv.addr)
+    prch = grpc.insecure_channel(pr_srv.addr)
+    sc, pr = rg.ScorerStub(sch), rg.PrunerStub(prch)
+    S = hp.HealthCheckResponse
+
+    # ---- health ----
+    for ch, svc in ((sch, "reap.v1.Scorer"), (prch, "reap.v1.Pruner")):
+        h = hg.HealthStub(ch)
+        check(h.Check(hp.HealthCheckRequest(service=""), timeout=5).status == S.SERVING and
+              h.Check(hp.HealthCheckRequest(service=svc), timeout=5).status == S.SERVING,
+              f"health Check '' and {svc}: SERVING (no token needed)")
+        w = h.Watch(hp.HealthCheckRequest(service=svc), timeout=10)
+        check(next(w).status == S.SERVING, f"health Watch {svc}: SERVING")
+        w.cancel()
+
+    # ---- Score: the whole stream ----
+    t0 = time.time()
+    evs, code = events(sc.Score(rp.ScoreRequest(model_path="m", calib_path="c1.jsonl"),
+                                metadata=auth, timeout=120))
+    kinds = [k for k, _ in evs]
+    L = evs[0][1].n_layers if evs and kinds[0] == "accepted" else 0
+    check(code == grpc.StatusCode.OK and kinds == ["accepted", "tokenized"] +
+          ["layer_done"] * L + ["finished"] and L == 6,
+          f"Score streams accepted, tokenized, {L} layer_done, finished "
+          f"({time.time() - t0:.1f} s)")
+    acc = evs[0][1]
+    run1 = acc.run_id
+    check(len(run1) == 32 and len(acc.model_id) == 64 and len(acc.calib_id) == 64 and
+          acc.state == rp.RUN_STATE_RUNNING, "accepted: run_id, model_id, calib_id, RUNNING")
+    tok = evs[1][1]
+    check(tok.samples == 48 and tok.rows > 0 and tok.tokens > 0 and tok.seq_len == 64,
+          f"tokenized: {tok.samples} samples, {tok.rows} rows, {tok.tokens} tokens")
+    lds = [m for k, m in evs if k == "layer_done"]
+    check([m.layer for m in lds] == list(range(L)) and lds[-1].layers_done == L and
+          all(m.tokens_per_s > 0 and m.seconds > 0 for m in lds) and lds[0].eta_s > 0,
+          "layer_done: every layer in order with seconds, tokens/s and ETA")
+    model_id, calib1 = acc.model_id, acc.calib_id
+
+    # ---- GetRun / ListRuns / ListModels / GetStats / WatchRun / CancelRun ----
+    r = sc.GetRun(rp.GetRunRequest(run_id=run1), metadata=auth, timeout=10)
+    check(r.state == rp.RUN_STATE_DONE and r.layers_done == L and len(r.layer_seconds) == L
+          and r.tokens == tok.tokens and r.model_path.endswith("/models/m") and
+          r.finished_unix_ns > r.started_unix_ns > 0, "GetRun: done, every layer timed")
+    check(sc.GetRun(rp.GetRunRequest(run_id=run1[:8].upper()), metadata=auth,
+                    timeout=10).run_id == run1, "GetRun by an 8-digit prefix (any case)")
+    lr = sc.ListRuns(rp.ListRunsRequest(), metadata=auth, timeout=10)
+    check(any(x.run_id == run1 for x in lr.runs), "ListRuns lists the run")
+    lr = sc.ListRuns(rp.ListRunsRequest(model_id=model_id[:10], state=rp.RUN_STATE_DONE,
+                                        limit=5), metadata=auth, timeout=10)
+    check(len(lr.runs) == 1 and lr.runs[0].run_id == run1, "ListRuns by model and state")
+    lm = sc.ListModels(rp.ListModelsRequest(), metadata=auth, timeout=10)
+    mm = [m for m in lm.models if m.model_id == model_id]
+    check(len(mm) == 1 and mm[0].n_layers == L and mm[0].n_experts == 16 and
+          mm[0].top_k == 4 and list(mm[0].moe_layers) == list(range(L)) and
+          mm[0].calibs[0].layers_scored == L and mm[0].calibs[0].calib_id == calib1,
+          "ListModels: the model, its MoE layers and its calibration set")
+    gs = sc.GetStats(rp.GetStatsRequest(model_id=model_id[:8]), metadata=auth, timeout=10)
+    check(gs.model_id == model_id and list(gs.calib_ids) == [calib1] and
+          len(gs.layers) == L and len(gs.stats_digest) == 64 and
+          all(len(x.reap) == 16 and sum(x.count) == 4 * x.tokens for x in gs.layers),
+          "GetStats: every MoE layer, counts sum to top_k x tokens")
+    gs1 = sc.GetStats(rp.GetStatsRequest(model_id=model_id, calib_ids=[calib1[:12]],
+                                         layers=[2]), metadata=auth, timeout=10)
+    check(len(gs1.layers) == 1 and gs1.layers[0].layer == 2 and
+          list(gs1.layers[0].reap) == list(gs.layers[2].reap),
+          "GetStats: one layer of one calibration set (by prefix)")
+    evs, code = events(sc.Score(rp.ScoreRequest(model_path="m", calib_path="c1.jsonl"),
+                                metadata=auth, timeout=60))
+    check(code == grpc.StatusCode.OK and [k for k, _ in evs] ==
+          ["accepted", "tokenized", "finished"] and evs[0][1].already_scored,
+          "Score of a complete pair: accepted{already_scored}, finished, no work")
+    evs, code = events(sc.WatchRun(rp.WatchRunRequest(run_id=run1), metadata=auth,
+                                   timeout=10))
+    check(code == grpc.StatusCode.OK and [k for k, _ in evs if k != "tokenized"] ==
+          ["accepted", "finished"] and evs[0][1].state == rp.RUN_STATE_DONE,
+          "WatchRun of an ended run: accepted, finished")
+    r = sc.CancelRun(rp.CancelRunRequest(run_id=run1), metadata=auth, timeout=10)
+    check(r.state == rp.RUN_STATE_DONE, "CancelRun of an ended run: returned as it is")
+
+    # ---- the client goes away mid-run; the run goes on; WatchRun re-attaches ----
+    evs, code = events(sc.Score(rp.ScoreRequest(model_path="m", calib_path="c2.jsonl"),
+                                metadata=auth, timeout=120), stop_after=("layer_done", 2))
+    run2 = evs[0][1].run_id
+    time.sleep(0.2)
+    g1 = sc.GetRun(rp.GetRunRequest(run_id=run2), metadata=auth, timeout=10)
+    check(g1.state == rp.RUN_STATE_RUNNING, "client left after 2 layers: the run goes on")
+    evs, code = events(sc.WatchRun(rp.WatchRunRequest(run_id=run2[:16]), metadata=auth,
+                                   timeout=120))
+    kinds = [k for k, _ in evs]
+    check(code == grpc.StatusCode.OK and kinds[0] == "accepted" and
+          evs[0][1].layers_done >= 2 and evs[0][1].state == rp.RUN_STATE_RUNNING and
+          kinds[-1] == "finished" and "layer_done" in kinds,
+          f"WatchRun re-attaches: accepted at {evs[0][1].layers_done}/{L} layers, live "
+          f"layer events, finished")
+
+    # ---- CancelRun: stops at the next layer boundary; scoring again resumes ----
+    got, res = [], {}
+
+    def follow():
+        res["evs"], res["code"] = events(sc.Score(rp.ScoreRequest(model_path="m",
+                                                                  calib_path="c3.jsonl"),
+                                                  metadata=auth, timeout=120))
+    th = threading.Thread(target=follow)
+    th.start()
+    deadline = time.time() + 60
+    run3 = None
+    while time.time() < deadline and not run3:
+        for x in sc.ListRuns(rp.ListRunsRequest(state=rp.RUN_STATE_RUNNING), metadata=auth,
+                             timeout=10).runs:
+            if x.layers_done >= 1:
+                run3 = x.run_id
+        time.sleep(0.05)
+    c = sc.CancelRun(rp.CancelRunRequest(run_id=run3), metadata=auth, timeout=10)
+    th.join(60)
+    kinds = [k for k, _ in res["evs"]]
+    check(res["code"] == grpc.StatusCode.CANCELLED and kinds[-1] == "error" and
+          res["evs"][-1][1].code == grpc.StatusCode.CANCELLED.value[0],
+          "CancelRun: the Score stream ends with an error event and CANCELLED")
+    g3 = sc.GetRun(rp.GetRunRequest(run_id=run3), metadata=auth, timeout=10)
+    lm = sc.ListModels(rp.ListModelsRequest(), metadata=auth, timeout=10)
+    c3 = [cs for m in lm.models for cs in m.calibs if cs.calib_id == g3.calib_id]
+    check(g3.state == rp.RUN_STATE_CANCELLED and 1 <= g3.layers_done < L and
+          c.layers_done <= g3.layers_done and c3 and c3[0].layers_scored == g3.layers_done,
+          f"cancelled after {g3.layers_done} layers, each of them committed")
+    evs, code = events(sc.Score(rp.ScoreRequest(model_path="m", calib_path="c3.jsonl"),
+                                metadata=auth, timeout=120))
+    # The newest hidden-state checkpoint is the one before the last committed layer (a
+    # stop skips the checkpoint of the layer it stops after): that layer is recomputed
+    # and compared with its stored record.
+    st3 = evs[0][1].start_layer if evs else -1
+    check(code == grpc.StatusCode.OK and g3.layers_done - 1 <= st3 <= g3.layers_done and
+          st3 >= 1 and len([1 for k, _ in evs if k == "layer_done"]) == L - st3,
+          f"scoring again resumes from a checkpoint at layer {st3} ({g3.layers_done} "
+          f"committed)")
+
+    # ---- the queue (1 running + 1 queued) and duplicates ----
+    it4 = sc.Score(rp.ScoreRequest(model_path="m", calib_path="c4.jsonl"), metadata=auth,
+                   timeout=120)
+    first4 = next(it4)
+    it5 = sc.Score(rp.ScoreRequest(model_path="m", calib_path="c5.jsonl"), metadata=auth,
+                   timeout=120)
+    time.sleep(0.2)
+    queued = [x for x in sc.ListRuns(rp.ListRunsRequest(), metadata=auth, timeout=10).runs
+              if x.state == rp.RUN_STATE_QUEUED]
+    check(len(queued) == 1 and queued[0].run_id == "" and
+          queued[0].calib_path.endswith("c5.jsonl"), "ListRuns shows the queued run")
+    c6, d6 = code_of(lambda: next(sc.Score(rp.ScoreRequest(model_path="m",
+                                                           calib_path="c6.jsonl"),
+                                           metadata=auth, timeout=10)))
+    check(c6 == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue full" in d6,
+          f"third run with 1 running + 1 queued -> RESOURCE_EXHAUSTED ({d6})")
+    cd, dd = code_of(lambda: next(sc.Score(rp.ScoreRequest(model_path="m",
+                                                           calib_path="c4.jsonl"),
+                                           metadata=auth, timeout=10)))
+    check(cd == grpc.StatusCode.ALREADY_EXISTS and first4.accepted.run_id in dd,
+          f"the same request again -> ALREADY_EXISTS naming the run ({dd[:60]}...)")
+    sc.CancelRun(rp.CancelRunRequest(run_id=first4.accepted.run_id), metadata=auth, timeout=10)
+    e4, c4 = events(it4)
+    e5, c5 = events(it5)
+    check(c4 == grpc.StatusCode.CANCELLED and c5 == grpc.StatusCode.OK and
+          e5[-1][0] == "finished", "the queued run starts when the running one is cancelled")
+
+    # ---- pruner ----
+    ks = pr.ComputeKeepSet(rp.KeepSetRequest(model_id=model_id[:8], params=rp.PruneParams(
+        ratio=0.25, calib_ids=[calib1])), metadata=auth, timeout=10)
+    check(ks.n_experts == 16 and ks.n_keep == 12 and len(ks.layers) == L and
+          all(len(x.keep) == 12 and len(x.pruned) == 4 and len(x.scores) == 16
+              for x in ks.layers) and ks.criterion == rp.CRITERION_REAP and
+          list(ks.calib_ids) == [calib1], "ComputeKeepSet: 16 -> 12 experts in every layer")
+    # The keep set is the 12 best REAP scores of each layer (ties keep the lower id).
+    want = [sorted(sorted(range(16), key=lambda e: (-x.reap[e], e))[:12])
+            for x in gs.layers]
+    check([list(x.keep) for x in ks.layers] == want,
+          "ComputeKeepSet keeps the highest REAP scores of GetStats")
+    ks2 = pr.ComputeKeepSet(rp.KeepSetRequest(model_id=model_id, params=rp.PruneParams(
+        n_prune=5, criterion=rp.CRITERION_FREQUENCY, calib_ids=[calib1])), metadata=auth,
+        timeout=10)
+    check(ks2.n_keep == 11 and ks2.criterion == rp.CRITERION_FREQUENCY,
+          "ComputeKeepSet: n_prune and another criterion")
+    ksd = pr.ComputeKeepSet(rp.KeepSetRequest(model_id=model_id, params=rp.PruneParams(
+        calib_ids=[calib1])), metadata=auth, timeout=10)
+    check(ksd.n_keep == 12, "ComputeKeepSet: ratio from the server's .env (0.25)")
+    evs, code = events(pr.Prune(rp.PruneRequest(model_path="m", output_path="p1",
+                                                params=rp.PruneParams(ratio=0.25,
+                                                                      calib_ids=[calib1])),
+                                metadata=auth, timeout=120))
+    kinds = [k for k, _ in evs]
+    check(code == grpc.StatusCode.OK and kinds[0] == "accepted" and "progress" in kinds and
+          kinds[-1] == "finished" and evs[-1][1].is_signed and
+          len(evs[-1][1].manifest_digest) == 64, "Prune: accepted, progress, finished (signed)")
+    out1 = evs[-1][1].output_path
+    with open(os.path.join(out1, "config.json")) as f:
+        cfg = json.load(f)
+    check(cfg["text_config"]["num_experts"] == 12, "pruned config.json: 12 experts")
+    v = pr.Verify(rp.VerifyRequest(output_path="p1"), metadata=auth, timeout=60)
+    check(v.ok and v.signature_ok and v.files_checked >= 4 and v.model_id == model_id and
+          list(v.calib_ids) == [calib1] and v.n_keep == 12 and abs(v.ratio - 0.25) < 1e-12 and
+          v.manifest_digest == evs[-1][1].manifest_digest,
+          "Verify: ok with the server's key, manifest fields")
+    v = pr.Verify(rp.VerifyRequest(output_path=out1, public_key=fx.pub_text, skip_rehash=True),
+                  metadata=auth, timeout=60)
+    check(v.ok and v.signature_ok, "Verify: a client's public key, sizes only")
+    v = pr.Verify(rp.VerifyRequest(output_path="p1", public_key=fx.other_pub), metadata=auth,
+                  timeout=60)
+    check(not v.ok and not v.signature_ok and v.problems, "Verify with another key: not ok")
+    shard = sorted(f for f in os.listdir(out1) if f.endswith(".safetensors"))[0]
+    sp = os.path.join(out1, shard)
+    with open(sp, "r+b") as f:
+        f.seek(200)
+        b = f.read(1)
+        f.seek(200)
+        f.write(bytes([b[0] ^ 1]))
+    v = pr.Verify(rp.VerifyRequest(output_path="p1"), metadata=auth, timeout=60)
+    check(not v.ok and v.signature_ok and any(p.file == shard for p in v.problems),
+          f"Verify after a flipped byte: not ok, the problem names {shard}")
+    with open(sp, "r+b") as f:
+        f.seek(200)
+        f.write(b)
+
+    # ---- bad requests: each with its code; the servers stay up ----
+    raw = lambda ch, m: ch.unary_unary(m, request_serializer=lambda x: x,
+                                       response_deserializer=lambda x: x)
+    P = rp.PruneParams
+    bad = [
+        ("Score without model_path", lambda: next(sc.Score(rp.ScoreRequest(
+            calib_path="c1.jsonl"), metadata=auth, timeout=10)), "INVALID_ARGUMENT",
+         "model_path"),
+        ("Score without calib_path", lambda: next(sc.Score(rp.ScoreRequest(
+            model_path="m"), metadata=auth, timeout=10)), "INVALID_ARGUMENT", "calib_path"),
+        ("Score model outside the roots", lambda: next(sc.Score(rp.ScoreRequest(
+            model_path=os.path.join(fx.outside, "m"), calib_path="c1.jsonl"), metadata=auth,
+            timeout=10)), "PERMISSION_DENIED", "model_path"),
+        ("Score model path with ..", lambda: next(sc.Score(rp.ScoreRequest(
+            model_path="m/../../outside/m", calib_path="c1.jsonl"), metadata=auth,
+            timeout=10)), "PERMISSION_DENIED", "model_path"),
+        ("Score model symlink escaping the root", lambda: next(sc.Score(rp.ScoreRequest(
+            model_path="escape", calib_path="c1.jsonl"), metadata=auth, timeout=10)),
+         "PERMISSION_DENIED", "model_path"),
+        ("Score calibration symlink escaping the root", lambda: next(sc.Score(
+            rp.ScoreRequest(model_path="m", calib_path="escape.jsonl"), metadata=auth,
+            timeout=10)), "PERMISSION_DENIED", "calib_path"),
+        ("Score /etc/passwd as calibration", lambda: next(sc.Score(rp.ScoreRequest(
+            model_path="m", calib_path="/etc/passwd"), metadata=auth, timeout=10)),
+         "PERMISSION_DENIED", "calib_path"),
+        ("Score nonexistent model", lambda: next(sc.Score(rp.ScoreRequest(
+            model_path="nope", calib_path="c1.jsonl"), metadata=auth, timeout=10)),
+         "NOT_FOUND", "model_path"),
+        ("Score model directory without config.json", lambda: next(sc.Score(
+            rp.ScoreRequest(model_path="empty", calib_path="c1.jsonl"), metadata=auth,
+            timeout=10)), "NOT_FOUND", "config.json"),
+        ("Score malformed config.json", lambda: next(sc.Score(rp.ScoreRequest(
+            model_path="bad", calib_path="c1.jsonl"), metadata=auth, timeout=10)),
+         "FAILED_PRECONDITION", "config.json"),
+        ("Score calibration path is a directory", lambda: next(sc.Score(rp.ScoreRequest(
+            model_path="m", calib_path=fx.calib), metadata=auth, timeout=10)),
+         "INVALID_ARGUMENT", "calib_path"),
+        ("Score seq_len too large", lambda: next(sc.Score(rp.ScoreRequest(
+            model_path="m", calib_path="c1.jsonl", seq_len=1 << 24), metadata=auth,
+            timeout=10)), "INVALID_ARGUMENT", "seq_len"),
+        ("Score unknown backend", lambda: next(sc.Score(rp.ScoreRequest(
+            model_path="m", calib_path="c1.jsonl", backend="tpu"), metadata=auth,
+            timeout=10)), "INVALID_ARGUMENT", "backend"),
+        ("GetRun malformed id", lambda: sc.GetRun(rp.GetRunRequest(run_id="xyz-not-hex"),
+                                                  metadata=auth, timeout=10),
+         "INVALID_ARGUMENT", "run_id"),
+        ("GetRun prefix shorter than 8", lambda: sc.GetRun(rp.GetRunRequest(run_id=run1[:5]),
+                                                           metadata=auth, timeout=10),
+         "INVALID_ARGUMENT", "run_id"),
+        ("GetRun unknown run", lambda: sc.GetRun(rp.GetRunRequest(run_id="0" * 32),
+                                                 metadata=auth, timeout=10),
+         "NOT_FOUND", "run_id"),
+        ("WatchRun unknown run", lambda: next(sc.WatchRun(rp.WatchRunRequest(
+            run_id="ffffffff"), metadata=auth, timeout=10)), "NOT_FOUND", "run_id"),
+        ("CancelRun without run_id", lambda: sc.CancelRun(rp.CancelRunRequest(),
+                                                          metadata=auth, timeout=10),
+         "INVALID_ARGUMENT", "run_id"),
+        ("ListRuns unknown state", lambda: sc.ListRuns(rp.ListRunsRequest(state=42),
+                                                       metadata=auth, timeout=10),
+         "INVALID_ARGUMENT", "state"),
+        ("GetStats unknown model", lambda: sc.GetStats(rp.GetStatsRequest(
+            model_id="0123456789abcdef"), metadata=auth, timeout=10), "NOT_FOUND", "model_id"),
+        ("GetStats layer that is not a MoE layer", lambda: sc.GetStats(rp.GetStatsRequest(
+            model_id=model_id, layers=[99]), metadata=auth, timeout=10), "INVALID_ARGUMENT",
+         "layers"),
+        ("GetStats calibration set of no statistics", lambda: sc.GetStats(
+            rp.GetStatsRequest(model_id=model_id, calib_ids=["abcdef0123456789"]),
+            metadata=auth, timeout=10), "NOT_FOUND", "calib_ids"),
+        ("ComputeKeepSet ratio 1.5", lambda: pr.ComputeKeepSet(rp.KeepSetRequest(
+            model_id=model_id, params=P(ratio=1.5)), metadata=auth, timeout=10),
+         "INVALID_ARGUMENT", "ratio"),
+        ("ComputeKeepSet negative ratio", lambda: pr.ComputeKeepSet(rp.KeepSetRequest(
+            model_id=model_id, params=P(ratio=-0.1)), metadata=auth, timeout=10),
+         "INVALID_ARGUMENT", "ratio"),
+        ("ComputeKeepSet NaN ratio", lambda: pr.ComputeKeepSet(rp.KeepSetRequest(
+            model_id=model_id, params=P(ratio=math.nan)), metadata=auth, timeout=10),
+         "INVALID_ARGUMENT", "ratio"),
+        ("ComputeKeepSet without params", lambda: pr.ComputeKeepSet(rp.KeepSetRequest(
+            model_id=model_id), metadata=auth, timeout=10), "INVALID_ARGUMENT", "params"),
+        ("ComputeKeepSet leaving fewer than top_k experts", lambda: pr.ComputeKeepSet(
+            rp.KeepSetRequest(model_id=model_id, params=P(n_prune=14)), metadata=auth,
+            timeout=10), "FAILED_PRECONDITION", ""),
+        ("ComputeKeepSet unknown criterion", lambda: pr.ComputeKeepSet(rp.KeepSetRequest(
+            model_id=model_id, params=P(ratio=0.2, criterion=99)), metadata=auth, timeout=10),
+         "INVALID_ARGUMENT", "criterion"),
+        ("Prune output that exists", lambda: next(pr.Prune(rp.PruneRequest(
+            model_path="m", output_path="p1", params=P(ratio=0.25)), metadata=auth,
+            timeout=10)), "ALREADY_EXISTS", "output_path"),
+        ("Prune output outside the roots", lambda: next(pr.Prune(rp.PruneRequest(
+            model_path="m", output_path=os.path.join(fx.outside, "p"), params=P(ratio=0.25)),
+            metadata=auth, timeout=10)), "PERMISSION_DENIED", "output_path"),
+        ("Prune output with ..", lambda: next(pr.Prune(rp.PruneRequest(
+            model_path="m", output_path="../outside/p", params=P(ratio=0.25)), metadata=auth,
+            timeout=10)), "PERMISSION_DENIED", "output_path"),
+        ("Prune a model that was never scored", lambda: next(pr.Prune(rp.PruneRequest(
+            model_path="m2", output_path="p2", params=P(ratio=0.25)), metadata=auth,
+            timeout=30)), "NOT_FOUND", "model"),
+        ("Verify a directory without a manifest", lambda: pr.Verify(rp.VerifyRequest(
+            output_path="m"), metadata=auth, timeout=10), "NOT_FOUND", "reap-manifest.json"),
+        ("Verify with a malformed public key", lambda: pr.Verify(rp.VerifyRequest(
+            output_path="p1", public_key="RWnotakey"), metadata=auth, timeout=10),
+         "INVALID_ARGUMENT", "public_key"),
+        ("Verify with a file path as public key", lambda: pr.Verify(rp.VerifyRequest(
+            output_path="p1", public_key=os.path.join(a.work, "k.pub")), metadata=auth,
+            timeout=10), "INVALID_ARGUMENT", "public_key"),
+        ("garbage payload (scorer)", lambda: raw(sch, "/reap.v1.Scorer/GetRun")(
+            b"\xff\xff\xff\xff\xff", metadata=auth, timeout=10), "INVALID_ARGUMENT",
+         "GetRunRequest"),
+        ("garbage payload (pruner)", lambda: raw(prch, "/reap.v1.Pruner/Verify")(
+            b"\x0a\x10abc", metadata=auth, timeout=10), "INVALID_ARGUMENT", "VerifyRequest"),
+        ("unknown method", lambda: raw(sch, "/reap.v1.Scorer/DropEverything")(
+            b"", metadata=auth, timeout=10), "UNIMPLEMENTED", "DropEverything"),
+        ("unknown service", lambda: raw(prch, "/reap.v2.Pruner/Prune")(
+            b"", metadata=auth, timeout=10), "UNIMPLEMENTED", ""),
+        ("oversized message (2 MiB, limit 1 MiB)", lambda: next(sc.Score(rp.ScoreRequest(
+            model_path="m" * (2 << 20), calib_path="c1.jsonl"), metadata=auth, timeout=10)),
+         "RESOURCE_EXHAUSTED", ""),
+        ("no token", lambda: sc.ListModels(rp.ListModelsRequest(), timeout=10),
+         "UNAUTHENTICATED", ""),
+        ("wrong token", lambda: pr.Verify(rp.VerifyRequest(output_path="p1"), metadata=[
+            ("authorization", "Bearer nope")], timeout=10), "UNAUTHENTICATED", ""),
+    ]
+    kinds_ok = 0
+    for name, fn, want, needle in bad:
+        c, d = code_of(fn)
+        ok = c.name == want and needle.lower() in d.lower()
+        kinds_ok += ok
+        check(ok, f"bad request: {name} -> {c.name} ({d[:90]})")
+    check(kinds_ok >= 20, f"{kinds_ok} kinds of bad request answered with the right code")
+    for srv, ch in ((sc_srv, sch), (pr_srv, prch)):
+        check(srv.alive() and hg.HealthStub(ch).Check(hp.HealthCheckRequest(), timeout=5)
+              .status == S.SERVING, f"{srv.name} still up and SERVING after the bad requests")
+    # A normal call still works after all of it.
+    check(len(sc.ListRuns(rp.ListRunsRequest(), metadata=auth, timeout=10).runs) >= 5,
+          "scorer answers normally afterwards")
+
+    # ---- SIGTERM during a run ----
+    watch_seen = []
+
+    def watcher():
+        try:
+            for m in hg.HealthStub(grpc.insecure_channel(sc_srv.addr)).Watch(
+                    hp.HealthCheckRequest(service="reap.v1.Scorer"), timeout=60):
+                watch_seen.append(m.status)
+        except grpc.RpcError:
+            pass
+    wt = threading.Thread(target=watcher)
+    wt.start()
+    it = sc.Score(rp.ScoreRequest(model_path="m", calib_path="c7.jsonl"), metadata=auth,
+                  timeout=120)
+    seen, term, evs, code = 0, None, [], grpc.StatusCode.OK
+    try:
+        for ev in it:
+            k = ev.WhichOneof("event")
+            evs.append((k, getattr(ev, k)))
+            if k == "layer_done" and term is None:
+                seen += 1
+                if seen == 2:
+                    term = time.time()
+                    sc_srv.p.send_signal(signal.SIGTERM)
+    except grpc.RpcError as e:
+        code, detail = e.code(), e.details()
+    run7 = evs[0][1].run_id
+    rc = sc_srv.stop()
+    wt.join(10)
+    check(code == grpc.StatusCode.UNAVAILABLE and evs[-1][0] == "error" and
+          "shutting down" in detail, f"SIGTERM: the stream ends UNAVAILABLE ({detail[:70]})")
+    check(rc == 0 and "shut down cleanly" in sc_srv.logtext(),
+          f"SIGTERM: exit status {rc} after {time.time() - term:.1f} s, clean shutdown logged")
+    check(S.NOT_SERVING in watch_seen, f"SIGTERM: health Watch saw NOT_SERVING ({watch_seen})")
+    sc_srv = start_scorer(a, fx, name="scorer2", extra=["--token", TOKEN])
+    sch = grpc.insecure_channel(sc_srv.addr)
+    sc = rg.ScorerStub(sch)
+    g7 = sc.GetRun(rp.GetRunRequest(run_id=run7), metadata=auth, timeout=10)
+    lm = sc.ListModels(rp.ListModelsRequest(), metadata=auth, timeout=10)
+    c7 = [cs for m in lm.models for cs in m.calibs if cs.calib_id == g7.calib_id]
+    check(g7.state == rp.RUN_STATE_INTERRUPTED and g7.layers_done > seen and
+          len(g7.layer_seconds) == g7.layers_done and c7 and
+          c7[0].layers_scored == g7.layers_done and "interrupted" in g7.error,
+          f"after a restart: run interrupted with {g7.layers_done} layers committed (the "
+          f"client saw {seen}: the layer in progress was committed)")
+    evs, code = events(sc.Score(rp.ScoreRequest(model_path="m", calib_path="c7.jsonl"),
+                                metadata=auth, timeout=120))
+    st7 = evs[0][1].start_layer if evs else -1
+    check(code == grpc.StatusCode.OK and g7.layers_done - 1 <= st7 <= g7.layers_done and
+          st7 >= 1 and evs[-1][0] == "finished",
+          f"the restarted server resumes from a checkpoint at layer {st7}")
+    # Bit-identical to a one-shot run in a fresh store.
+    one = os.path.join(a.work, "oneshot.json")
+    run([os.path.join(a.bin, "reap-scorer"), "run", "--model", os.path.join(fx.models, "m"),
+         "--calib", os.path.join(fx.calib, "c7.jsonl"), "--seq-len", "64", "--backend", "cpu",
+         "--threads", "1", "--quiet", "--stats-json", one])
+    with open(one) as f:
+        ref = json.load(f)
+    g = sc.GetStats(rp.GetStatsRequest(model_id=model_id, calib_ids=[g7.calib_id]),
+                    metadata=auth, timeout=10)
+    same = len(g.layers) == len(ref["layers"]) and all(
+        list(x.count) == r["count"] and list(x.sum_gate_norm) == r["sum_gate_norm"] and
+        list(x.sum_norm) == r["sum_norm"] and list(x.sum_gate) == r["sum_gate"]
+        for x, r in zip(g.layers, ref["layers"]))
+    check(same, "interrupted + resumed statistics equal a one-shot run bit for bit")
+
+    for srv in (sc_srv, pr_srv):
+        check(srv.stop() == 0, f"{srv.name}: SIGTERM, exit status 0")
+
+
+def make_certs(d):
+    os.makedirs(d, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    o = lambda *x: subprocess.run(["openssl"] + list(x), cwd=d, check=True,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    o("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj",
+      "/CN=reap test CA")
+    with open(os.path.join(d, "server.ext"), "w") as f:
+        f.write("basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    o("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=reap server")
+    o("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+      "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext")
+    o("req", "-x509", *ec, "-keyout", "other.key", "-out", "other.pem", "-days", "2",
+      "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+    return {k: os.path.join(d, k) for k in ("ca.pem", "server.pem", "server.key", "other.pem")}
+
+
+def test_tls(a):
+    import grpc
+    import health_pb2 as hp
+    import health_pb2_grpc as hg
+    import reap_pb2 as rp
+    import reap_pb2_grpc as rg
+    if not shutil.which("openssl"):
+        print("SKIPPED TLS: openssl not found")
+        return
+    fx = fixture(a)
+    cert = make_certs(os.path.join(a.work, "certs"))
+    srv = start_pruner(a, fx, name="pruner-tls", store="store-tls",
+                       extra=["--tls-cert", cert["server.pem"], "--tls-key",
+                              cert["server.key"]])
+    rd = lambda p: open(p, "rb").read()
+    good = grpc.secure_channel(srv.addr, grpc.ssl_channel_credentials(rd(cert["ca.pem"])))
+    c, d = code_of(lambda: rg.PrunerStub(good).Verify(rp.VerifyRequest(output_path="nope"),
+                                                      timeout=10))
+    check(c == grpc.StatusCode.PERMISSION_DENIED or c == grpc.StatusCode.NOT_FOUND,
+          f"TLS: a client trusting the CA reaches the service ({c.name})")
+    c, _ = code_of(lambda: hg.HealthStub(grpc.insecure_channel(srv.addr)).Check(
+        hp.HealthCheckRequest(), timeout=5))
+    check(c == grpc.StatusCode.UNAVAILABLE, "TLS mismatch: plaintext client -> UNAVAILABLE")
+    other = grpc.secure_channel(srv.addr, grpc.ssl_channel_credentials(rd(cert["other.pem"])))
+    c, _ = code_of(lambda: rg.PrunerStub(other).Verify(rp.VerifyRequest(output_path="p"),
+                                                       timeout=5))
+    check(c == grpc.StatusCode.UNAVAILABLE, "TLS mismatch: client trusting another CA -> "
+                                            "UNAVAILABLE")
+    r = subprocess.run([os.path.join(a.bin, "reapctl"), "--pruner", srv.addr, "--tls-ca",
+                        cert["ca.pem"], "health", "pruner"], capture_output=True, text=True,
+                       timeout=30)
+    check(r.returncode == 0 and "SERVING" in r.stdout, "TLS: reapctl --tls-ca health")
+    r = subprocess.run([os.path.join(a.bin, "reapctl"), "--pruner", srv.addr, "health",
+                        "pruner", "--timeout-ms", "3000"], capture_output=True, text=True,
+                       timeout=30)
+    check(r.returncode == 24, f"TLS: reapctl without --tls-ca -> exit 24 (UNAVAILABLE), got "
+                              f"{r.returncode}")
+    check(srv.stop() == 0, "TLS server: exit 0")
+
+
+def test_config(a):
+    fx = fixture(a)
+    sc = os.path.join(a.bin, "reap-scorer")
+    r = subprocess.run([sc, "serve", "--help"], capture_output=True, text=True, timeout=20)
+    names = ("REAP_MODEL_PATH", "REAP_CALIBRATION_PATH", "REAP_MAX_SAMPLES",
+             "REAP_BATCH_SIZE", "REAP_PARALLEL_LAYERS", "REAP_VRAM_GB", "REAP_VRAM_BUFFER",
+             "REAP_STORE_PATH", "REAP_SCORER_LISTEN", "REAP_TOKEN", "REAP_TLS_CERT")
+    check(r.returncode == 0 and all(n in r.stdout for n in names),
+          "reap-scorer serve --help lists every environment variable")
+    r = subprocess.run([os.path.join(a.bin, "reap-pruner"), "serve", "--help"],
+                       capture_output=True, text=True, timeout=20)
+    check(r.returncode == 0 and all(n in r.stdout for n in (
+        "REAP_MODEL_PATH", "REAP_OUTPUT_PATH", "REAP_PRUNE_RATIO", "REAP_SIGNING_KEY",
+        "REAP_PRUNER_LISTEN")), "reap-pruner serve --help lists its environment variables")
+    r = subprocess.run([sc, "serve", "--store", os.path.join(a.work, "st-x"), "--calib-root",
+                        fx.calib], capture_output=True, text=True, timeout=20)
+    check(r.returncode == 2 and "--model-root" in r.stderr, "missing --model-root refused (2)")
+    r = subprocess.run([sc, "serve", "--store", os.path.join(a.work, "st-x"), "--model-root",
+                        "/nonexistent-root", "--calib-root", fx.calib], capture_output=True,
+                       text=True, timeout=20)
+    check(r.returncode == 2 and "nonexistent-root" in r.stderr, "missing root directory "
+                                                                "refused (2)")
+    # Everything from the environment / a .env file: the roots, the store, the listen
+    # address of this service (port 0).
+    envf = os.path.join(a.work, "scorer.env")
+    with open(envf, "w") as f:
+        f.write(f"REAP_MODEL_PATH={fx.models}:{fx.outside}\nREAP_CALIBRATION_PATH={fx.calib}\n"
+                f"REAP_STORE_PATH={os.path.join(a.work, 'store-env')}\n"
+                "REAP_SCORER_LISTEN=127.0.0.1:0\nREAP_BACKEND=cpu\n")
+    e = {k: v for k, v in os.environ.items() if not k.startswith("REAP_")}
+    e["REAP_ENV_FILE"] = envf
+    p = subprocess.Popen([sc, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=e)
+    line = p.stdout.readline()
+    check(line.startswith("port "), f"scorer configured from a .env file only ({line.strip()})")
+    p.send_signal(signal.SIGTERM)
+    check(p.wait(30) == 0, ".env-configured scorer: exit 0")
+    p.stdout.close()
+    p.stderr.close()
+
+
+# ---------------------------------------------------------------------------------------
+
+def run_load(a):
+    import grpc
+    import health_pb2 as hp
+    import health_pb2_grpc as hg
+    import reap_pb2 as rp
+    import reap_pb2_grpc as rg
+
+    fx = fixture(a, layers=40, hidden=192, samples=48)
+    srv = start_scorer(a, fx, extra=["--token", TOKEN, "--workers", "4"])
+    auth = [("authorization", f"Bearer {TOKEN}")]
+    ch0 = grpc.insecure_channel(srv.addr)
+    sc0 = rg.ScorerStub(ch0)
+    # A complete model for GetStats / GetRun: the first calibration set, then the load
+    # runs while a second set is scored.
+    evs, code = events(sc0.Score(rp.ScoreRequest(model_path="m", calib_path="c1.jsonl"),
+                                 metadata=auth, timeout=600))
+    model_id, run1 = evs[0][1].model_id, evs[0][1].run_id
+    check(code == grpc.StatusCode.OK, f"load: first run scored ({len(evs)} events)")
+    for _ in range(50):
+        sc0.GetStats(rp.GetStatsRequest(model_id=model_id), metadata=auth, timeout=10)
+    base = []
+    for i in range(400):
+        t = time.perf_counter()
+        sc0.GetRun(rp.GetRunRequest(run_id=run1), metadata=auth, timeout=10)
+        base.append(time.perf_counter() - t)
+    base.sort()
+    b50, b99 = base[len(base) // 2] * 1e3, base[int(len(base) * 0.99)] * 1e3
+    rss_before = srv.rss_kb()
+
+    stream = {"layers": 0, "during": 0, "end": None}
+    load_on = threading.Event()
+
+    def streamer():
+        try:
+            for ev in sc0.Score(rp.ScoreRequest(model_path="m", calib_path="c2.jsonl"),
+                                metadata=auth, timeout=600):
+                if ev.WhichOneof("event") == "layer_done":
+                    stream["layers"] += 1
+                    stream["during"] += load_on.is_set()
+            stream["end"] = "finished"
+        except grpc.RpcError as e:
+            stream["end"] = e.code().name
+    st_thread = threading.Thread(target=streamer)
+    st_thread.start()
+    while stream["layers"] < 1:
+        time.sleep(0.05)
+
+    n_clients, n_calls = a.clients, a.calls
+    lat, errors, lock = [], [], threading.Lock()
+    barrier = threading.Barrier(n_clients)
+
+    def client(k):
+        ch = grpc.insecure_channel(srv.addr)
+        h, s = hg.HealthStub(ch), rg.ScorerStub(ch)
+        calls = [lambda: h.Check(hp.HealthCheckRequest(), timeout=60),
+                 lambda: s.ListRuns(rp.ListRunsRequest(limit=20), metadata=auth, timeout=60),
+                 lambda: s.GetRun(rp.GetRunRequest(run_id=run1), metadata=auth, timeout=60),
+                 lambda: s.GetStats(rp.GetStatsRequest(model_id=model_id), metadata=auth,
+                                    timeout=60)]
+        h.Check(hp.HealthCheckRequest(), timeout=60)
+        my = []
+        barrier.wait()
+        for i in range(n_calls):
+            t = time.perf_counter()
+            try:
+                calls[(i + k) % len(calls)]()
+                my.append(time.perf_counter() - t)
+            except grpc.RpcError as e:
+                with lock:
+                    errors.append(e.code().name)
+        with lock:
+            lat.extend(my)
+        ch.close()
+
+    ts = [threading.Thread(target=client, args=(k,)) for k in range(n_clients)]
+    load_on.set()
+    t0 = time.perf_counter()
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    wall = time.perf_counter() - t0
+    load_on.clear()
+    still_running = stream["end"] is None
+    rss_after = srv.rss_kb()
+    st_thread.join(600)
+    lat.sort()
+    total = n_clients * n_calls
+    p50 = lat[len(lat) // 2] * 1e3 if lat else 0
+    p99 = lat[int(len(lat) * 0.99)] * 1e3 if lat else 0
+    check(not errors and len(lat) == total,
+          f"load: {total} RPCs from {n_clients} clients, {len(errors)} failures "
+          f"{sorted(set(errors))}")
+    check(stream["during"] > 0 and still_running and stream["end"] == "finished",
+          f"load: a scoring run streamed during the load ({stream['during']} layer events) "
+          f"and finished")
+    print(f"load: {total} RPCs ({n_clients} clients x {n_calls}: Health/Check, ListRuns, "
+          f"GetRun, GetStats) in {wall:.1f} s = {total / wall:.0f} RPC/s; latency p50 "
+          f"{p50:.2f} ms, p99 {p99:.2f} ms; scorer RSS {rss_before / 1024:.1f} -> "
+          f"{rss_after / 1024:.1f} MiB; layer events during the load {stream['during']}; "
+          f"baseline (1 client, sequential GetRun) p50 {b50:.2f} ms, p99 {b99:.2f} ms")
+    with open(os.path.join(a.work, "load.txt"), "w") as f:
+        f.write(f"clients {n_clients}\ncalls {n_calls}\ntotal {total}\n"
+                f"failures {len(errors)}\nwall_s {wall:.2f}\nrps {total / wall:.0f}\n"
+                f"p50_ms {p50:.2f}\np99_ms {p99:.2f}\nrss_before_kib {rss_before}\n"
+                f"rss_after_kib {rss_after}\nlayer_events_during {stream['during']}\n"
+                f"baseline_p50_ms {b50:.2f}\nbaseline_p99_ms {b99:.2f}\n")
+    check(srv.stop() == 0, "load: scorer exit 0")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--proto-dir", required=True)
+    ap.add_argument("--protoc", default="protoc")
+    ap.add_argument("--plugin", default="/usr/bin/grpc_python_plugin")
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--load", action="store_true")
+    ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--calls", type=int, default=100)
+    a = ap.parse_args()
+    a.bin = os.path.abspath(a.bin)
+    a.work = os.path.abspath(a.work)
+    shutil.rmtree(a.work, ignore_errors=True)
+    os.makedirs(a.work)
+    gen_stubs(a, os.path.join(a.work, "pystubs"))
+    if a.load:
+        run_load(a)
+    else:
+        test_config(a)
+        test_services(a)
+        test_tls(a)
+    if FAILURES:
+        print(f"{len(FAILURES)} checks FAILED")
+        return 1
+    print("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+#!/bin/bash
+# services_reapctl.sh - the services driven by the real CLI (label integration): starts
+# `reap-scorer serve` and `reap-pruner serve` on 127.0.0.1 port 0 with a temporary store
+# and drives them with reapctl only:
+#   health; score (plain lines and --json); score --detach + watch, a watcher killed
+#   mid-run (the run goes on) and a second watch re-attaching; Ctrl-C during score
+#   (the run is cancelled at a layer boundary, exit 11); cancel --wait; runs (table,
+#   --state, --json); models; stats (table, reap-stats/1 --json, --svg heatmap); keepset
+#   remote = keepset local on the same statistics; prune --verify; verify (local and
+#   --pruner) with tampering (exit 3); the exit codes of usage and server errors; SIGTERM
+#   of both servers (exit 0).
+#
+# usage: services_reapctl.sh BIN_DIR WORK_DIR PYTHON
+set -u
+BIN=$1 WORK=$2 PY=${3:-python3}
+rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK" || exit 1
+fails=0
+ok()  { echo "ok   $*"; }
+bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+CTL="$BIN/reapctl"
+unset REAP_SCORER_ADDR REAP_PRUNER_ADDR REAP_TOKEN REAP_TOKEN_FILE REAP_TLS_CA
+
+mkdir -p models calib out
+"$BIN/reap-genmodel" --out models/m --family qwen3_vl_moe --layers 6 --hidden 192 --heads 6 \
+    --kv-heads 2 --head-dim 32 --experts 16 --top-k 4 --moe-inter 96 --vocab 800 --shards 2 \
+    --seed 7 --calib calib/c1.jsonl --samples 48 --min-len 32 --max-len 200 > /dev/null || exit 1
+for i in 2 3 4 5; do
+    "$BIN/reap-genmodel" --out unused --layers 1 --vocab 800 --calib "calib/c$i.jsonl" \
+        --samples 48 --min-len 32 --max-len 200 --calib-seed $((100 + i)) > /dev/null || exit 1
+done
+"$CTL" keygen --out k > /dev/null || exit 1
+
+# start NAME ARGS...: runs a service in the background, waits for its "port N" line.
+start() {
+    local name=$1; shift
+    "$@" --listen 127.0.0.1:0 > "$name.out" 2> "$name.log" &
+    eval "${name}_pid=$!"
+    for _ in $(seq 100); do
+        grep -q '^port ' "$name.out" 2> /dev/null && break
+        sleep 0.05
+    done
+    eval "${name}_port=$(awk '/^port /{print $2}' "$name.out")"
+}
+start scorer "$BIN/reap-scorer" serve --store store --model-root models --calib-root calib \
+    --backend cpu --threads 1 --seq-len 64 --checkpoint-every 1 --token T0K
+start pruner "$BIN/reap-pruner" serve --store store --model-root models --output-root out \
+    --key k.key --token T0K
+[ -n "${scorer_port:-}" ] && [ -n "${pruner_port:-}" ] || { bad "servers did not start"; cat ./*.log; exit 1; }
+export REAP_SCORER_ADDR=127.0.0.1:$scorer_port REAP_PRUNER_ADDR=127.0.0.1:$pruner_port
+export REAP_TOKEN=T0K
+
+"$CTL" health > h.txt && [ "$(grep -c SERVING h.txt)" = 2 ] && ok "reapctl health: both SERVING" \
+    || bad "health: $(cat h.txt)"
+
+# score, plain lines (stdout is not a terminal)
+"$CTL" score --model m --calib c1.jsonl > s1.txt 2>&1 && grep -q '^finished: 6 layers' s1.txt \
+    && [ "$(grep -c '^layer [1-6]/6 done' s1.txt)" = 6 ] && ok "reapctl score: one line per layer, finished" \
+    || bad "score: $(cat s1.txt)"
+RUN1=$(awk '/^run /{print $2; exit}' s1.txt)
+# --json: one object per event
+"$CTL" score --model m --calib c1.jsonl --force --json > s1.json 2>&1 \
+    && "$PY" - s1.json <<'EOF' && ok "reapctl score --json: accepted, tokenized, 6 layer_done, finished" || bad "score --json: $(head -3 s1.json)"
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1])]
+kinds = [next(k for k in ("accepted", "tokenized", "layer_done", "finished", "error") if k in e) for e in ev]
+assert kinds == ["accepted", "tokenized"] + ["layer_done"] * 6 + ["finished"], kinds
+assert ev[2]["layer_done"]["tokens_per_s"] > 0 and len(ev[0]["accepted"]["run_id"]) == 32
+EOF
+
+# score --detach, a watcher killed mid-run, a second watcher re-attaching
+"$CTL" score --model m --calib c2.jsonl --detach > s2.txt 2>&1 && RUN2=$(awk '/^run /{print $2; exit}' s2.txt) \
+    && [ ${#RUN2} = 32 ] && ok "reapctl score --detach: run $RUN2 accepted, client gone" || bad "detach: $(cat s2.txt)"
+"$CTL" watch "$RUN2" > w1.txt 2>&1 &
+WPID=$!
+for _ in $(seq 200); do grep -q '^layer ' w1.txt && break; sleep 0.05; done
+kill -9 $WPID 2> /dev/null; wait $WPID 2> /dev/null
+"$CTL" watch "${RUN2:0:12}" > w2.txt 2>&1 && grep -q '^finished' w2.txt \
+    && ok "watch killed mid-run, second watch re-attached and saw the run finish" \
+    || bad "re-attach: $(cat w2.txt)"
+"$CTL" runs --json | "$PY" -c "
+import json, sys
+r = {x['run_id']: x for x in json.load(sys.stdin)['runs']}
+assert r['$RUN2']['state'] == 'RUN_STATE_DONE' and r['$RUN2']['layers_done'] == 6
+" && ok "the detached run completed all 6 layers" || bad "run $RUN2 not done"
+
+# Ctrl-C during score: cancel at the next layer boundary, follow to the end, exit 11
+"$CTL" score --model m --calib c3.jsonl > s3.txt 2>&1 &
+SPID=$!
+for _ in $(seq 200); do grep -q '^layer ' s3.txt && break; sleep 0.05; done
+kill -INT $SPID
+wait $SPID; rc=$?
+[ $rc = 11 ] && grep -q "cancelling run" s3.txt && grep -q "^error: cancelled after layer" s3.txt \
+    && ok "Ctrl-C: run cancelled at a layer boundary, exit 11 (CANCELLED)" || bad "ctrl-c rc=$rc: $(cat s3.txt)"
+"$CTL" runs --state cancelled > r3.txt && grep -q cancelled r3.txt \
+    && ok "reapctl runs --state cancelled lists it" || bad "runs --state: $(cat r3.txt)"
+
+# cancel --wait
+"$CTL" score --model m --calib c4.jsonl --detach > s4.txt 2>&1
+RUN4=$(awk '/^run /{print $2; exit}' s4.txt)
+"$CTL" cancel "$RUN4" --wait > c4.txt 2>&1 && grep -q "cancel requested\|has ended" c4.txt \
+    && ok "reapctl cancel --wait" || bad "cancel: $(cat c4.txt)"
+"$CTL" runs > runs.txt && [ "$(grep -c '^[0-9a-f]\{32\}' runs.txt)" -ge 4 ] \
+    && ok "reapctl runs: $(grep -c '^[0-9a-f]\{32\}' runs.txt) runs listed" || bad "runs: $(cat runs.txt)"
+
+# models, stats
+"$CTL" models > models.txt && grep -q "16 experts top-4" models.txt && grep -q complete models.txt \
+    && ok "reapctl models" || bad "models: $(cat models.txt)"
+MODEL=$("$CTL" models --json | "$PY" -c "import json,sys; print(json.load(sys.stdin)['models'][0]['model_id'])")
+C1=$(awk '/^run /{print $6; exit}' s1.txt)
+"$CTL" stats "${MODEL:0:8}" > st.txt && [ "$(grep -c '^ *[0-5] ' st.txt)" = 6 ] \
+    && ok "reapctl stats: table of 6 layers" || bad "stats: $(cat st.txt)"
+"$CTL" stats "$MODEL" --calib-ids "$C1" --json > stats.json && "$PY" -c "
+import json; d = json.load(open('stats.json'))
+assert d['format'] == 'reap-stats/1' and len(d['layers']) == 6 and d['model_id'] == '$MODEL'
+" && ok "reapctl stats --json: reap-stats/1 document" || bad "stats --json"
+"$CTL" stats "$MODEL" --svg heat.svg --ratio 0.25 > svg.txt && grep -q '<svg' heat.svg \
+    && [ "$(grep -c 'class="pruned"' heat.svg)" = 24 ] && [ "$(grep -c '<rect x=' heat.svg)" -ge 96 ] \
+    && ok "reapctl stats --svg: 6 x 16 heatmap, 4 experts per layer crossed at ratio 0.25" \
+    || bad "svg: $(cat svg.txt)"
+
+# keepset: the service's answer equals the local computation on the same statistics
+"$CTL" keepset --model-id "$MODEL" --calib-ids "$C1" --ratio 0.4 --json > ks_remote.json \
+    && "$CTL" keepset --stats-json stats.json --ratio 0.4 --json > ks_local.json \
+    && "$PY" -c "
+import json
+a, b = json.load(open('ks_remote.json')), json.load(open('ks_local.json'))
+assert a['experts_to_keep'] == b['experts_to_keep'] and a['n_keep'] == b['n_keep'] == 10
+" && ok "reapctl keepset via the pruner = local keepset on the same statistics" || bad "keepset"
+
+# prune --verify, verify locally and remotely, tampering
+"$CTL" prune --model m --out pruned --ratio 0.25 --calib-ids "$C1" --verify > p.txt 2>&1 \
+    && grep -q "(signed)" p.txt && grep -q "^OK pruned" p.txt && ok "reapctl prune --verify" \
+    || bad "prune: $(cat p.txt)"
+"$CTL" verify out/pruned --pubkey k.pub > v1.txt 2>&1 && ok "reapctl verify (local) of the service's output" \
+    || bad "verify: $(cat v1.txt)"
+"$CTL" verify pruned --pruner "$REAP_PRUNER_ADDR" > v2.txt 2>&1 && ok "reapctl verify --pruner" \
+    || bad "verify --pruner: $(cat v2.txt)"
+echo extra > out/pruned/extra.txt
+"$CTL" verify pruned --pruner "$REAP_PRUNER_ADDR" > v3.txt 2>&1; rc=$?
+[ $rc = 3 ] && grep -q "extra.txt" v3.txt && ok "tampered output: verify --pruner exit 3, names extra.txt" \
+    || bad "tamper rc=$rc: $(cat v3.txt)"
+"$CTL" verify out/pruned --pubkey k.pub > v4.txt 2>&1; rc=$?
+[ $rc = 3 ] && ok "tampered output: local verify exit 3" || bad "local tamper rc=$rc"
+rm out/pruned/extra.txt
+
+# exit codes
+expect_rc() { # expect_rc RC what cmd...
+    local want=$1 what=$2; shift 2
+    "$@" > rc.txt 2>&1; local rc=$?
+    [ $rc = "$want" ] && ok "exit $want: $what" || bad "$what: exit $rc, want $want: $(cat rc.txt)"
+}
+expect_rc 2 "unknown option" "$CTL" runs --bogus
+expect_rc 2 "unknown global option" "$CTL" --bogus runs
+expect_rc 2 "prune without --ratio" "$CTL" prune --model m --out x
+expect_rc 15 "stats of an unknown model (NOT_FOUND)" "$CTL" stats 0123456789abcdef
+expect_rc 17 "score outside the roots (PERMISSION_DENIED)" "$CTL" score --model /etc --calib c1.jsonl
+expect_rc 13 "keepset n_prune beyond the experts (INVALID_ARGUMENT)" "$CTL" keepset --model-id "$MODEL" --n-prune 99
+expect_rc 16 "prune of an existing output (ALREADY_EXISTS)" "$CTL" prune --model m --out pruned --ratio 0.25
+expect_rc 26 "wrong token (UNAUTHENTICATED)" "$CTL" --token wrong runs
+expect_rc 24 "nothing listening (UNAVAILABLE)" "$CTL" --scorer 127.0.0.1:1 --timeout-ms 2000 runs
+expect_rc 15 "health of an unknown service (NOT_FOUND)" "$CTL" health scorer --service no.such.Service
+
+# SIGTERM: both exit 0
+kill -TERM "$scorer_pid" "$pruner_pid"
+wait "$scorer_pid"; rs=$?
+wait "$pruner_pid"; rp=$?
+[ $rs = 0 ] && [ $rp = 0 ] && grep -q "shut down cleanly" scorer.log pruner.log \
+    && ok "SIGTERM: both servers exit 0" || bad "shutdown: scorer $rs pruner $rp"
+
+if [ $fails -ne 0 ]; then
+    echo "$fails checks FAILED"
+    exit 1
+fi
+echo "all checks passed"
