@@ -149,17 +149,24 @@ typedef enum tok_split_behavior {
 } tok_split_behavior;
 
 typedef struct tok_regex {
-    pcre2_code *code;
-    int jit;                    /* 1: JIT-compiled */
+    pcre2_code *code;           /* exact: with the Unicode 15-16 additions */
+    pcre2_code *fast;           /* without them (NULL: the pattern has none), for text
+                                   with no such character (tok_text_has_newer) */
+    int jit, fast_jit;          /* 1: JIT-compiled */
 } tok_regex;
 
 /* The pre-tokenizer pattern of GPT-2 (ByteLevel with use_regex). */
 extern const char tok_gpt2_pattern[];
 
-/* Rewrite an Oniguruma pattern for PCRE2 (see tokenizer.h). *out is malloc'd and
+/* Rewrite an Oniguruma pattern for PCRE2 (see tokenizer.h); newer != 0 adds the
+ * characters of Unicode 15-16 to \p{L}, \p{N}, \d, \w. *out is malloc'd and
  * NUL-terminated. REAP_OK, REAP_E_UNSUPPORTED (message names the construct),
  * REAP_E_NOMEM. */
-int tok_regex_translate(const char *pat, size_t n, char **out);
+int tok_regex_translate(const char *pat, size_t n, int newer, char **out);
+
+/* 1 if s[0..n) (valid UTF-8) holds a character of those additions: then only the exact
+ * pattern gives the right pieces. */
+int tok_text_has_newer(const uint8_t *s, size_t n);
 
 /* Compile `pat` (an Oniguruma regex, or a literal string when literal != 0).
  * REAP_OK, REAP_E_UNSUPPORTED (PCRE2's message and offset), REAP_E_NOMEM. */
@@ -169,10 +176,13 @@ void tok_regex_free(tok_regex *re);
 typedef int (*tok_span_fn)(void *ctx, const uint8_t *s, size_t n);
 
 /* Split s (valid UTF-8) by the matches of `re` with the given behaviour; fn gets each
- * non-empty piece in order. md is match data of at least one pair. Returns 0, the first
- * non-zero callback return, or REAP_E_INTERNAL (PCRE2 failure, message set). */
-int tok_regex_split(const tok_regex *re, pcre2_match_data *md, tok_split_behavior b,
-                    int invert, const uint8_t *s, size_t n, tok_span_fn fn, void *ctx);
+ * non-empty piece in order. fast != 0 uses the pattern without the Unicode 15-16
+ * additions (only right for text without such characters). md is match data of at
+ * least one pair. Returns 0, the first non-zero callback return, or REAP_E_INTERNAL
+ * (PCRE2 failure, message set). */
+int tok_regex_split(const tok_regex *re, pcre2_match_data *md, int fast,
+                    tok_split_behavior b, int invert, const uint8_t *s, size_t n,
+                    tok_span_fn fn, void *ctx);
 
 /* ---- BPE (tok_bpe.c) --------------------------------------------------------------- */
 

@@ -15,7 +15,10 @@
  *   (?m)     dot-all in Ruby syntax: (?s); ^ and $ always match at line breaks
  *            (PCRE2_MULTILINE).
  * Nested classes and class intersection (&&) are refused. The pattern is JIT-compiled
- * when PCRE2 has a JIT for the machine.
+ * when PCRE2 has a JIT for the machine. The Unicode 15-16 additions make the classes
+ * slower (PCRE2 tests the ranges one by one for every non-letter), so a second variant
+ * without them is compiled too and used for text that has none of those characters
+ * (tok_text_has_newer; the same pieces either way).
  *
  * Splitting follows tokenizers' NormalizedString::split: the matches and the gaps
  * between them form an ordered list of segments (is_match flags flipped by invert),
@@ -63,9 +66,53 @@ const char tok_gpt2_pattern[] =
 /* Class bodies (without brackets). */
 #define WS_SET "\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}" \
                "\\x{202F}\\x{205F}\\x{3000}"
-#define WORD_SET_CLASS "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}" L_NEWER W_NEWER
-#define WORD_SET WORD_SET_CLASS "\\x{B2}\\x{B3}\\x{B9}\\x{BC}-\\x{BE}"
+#define WORD_BASE "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}"
+#define WORD_LATIN1 "\\x{B2}\\x{B3}\\x{B9}\\x{BC}-\\x{BE}"
 #define HEX_SET "0-9A-Fa-f"
+
+/* Every code point of the four *_NEWER sets, merged (for tok_text_has_newer). */
+static const int32_t newer_ranges[][2] = {
+    {0x897, 0x897}, {0xCF3, 0xCF3}, {0xECE, 0xECE}, {0x1C89, 0x1C8A}, {0xA7CB, 0xA7CD},
+    {0xA7DA, 0xA7DC}, {0x105C0, 0x105F3}, {0x10D40, 0x10D65}, {0x10D69, 0x10D6D},
+    {0x10D6F, 0x10D85}, {0x10EC2, 0x10EC4}, {0x10EFC, 0x10EFF}, {0x1123F, 0x11241},
+    {0x11380, 0x11389}, {0x1138B, 0x1138B}, {0x1138E, 0x1138E}, {0x11390, 0x113B5},
+    {0x113B7, 0x113C0}, {0x113C2, 0x113C2}, {0x113C5, 0x113C5}, {0x113C7, 0x113CA},
+    {0x113CC, 0x113D3}, {0x113E1, 0x113E2}, {0x116D0, 0x116E3}, {0x11BC0, 0x11BE0},
+    {0x11BF0, 0x11BF9}, {0x11F00, 0x11F10}, {0x11F12, 0x11F3A}, {0x11F3E, 0x11F42},
+    {0x11F50, 0x11F5A}, {0x1342F, 0x1342F}, {0x13440, 0x13455}, {0x13460, 0x143FA},
+    {0x16100, 0x16139}, {0x16D40, 0x16D6C}, {0x16D70, 0x16D79}, {0x18CFF, 0x18CFF},
+    {0x1B132, 0x1B132}, {0x1B155, 0x1B155}, {0x1CCF0, 0x1CCF9}, {0x1D2C0, 0x1D2D3},
+    {0x1DF25, 0x1DF2A}, {0x1E030, 0x1E06D}, {0x1E08F, 0x1E08F}, {0x1E4D0, 0x1E4F9},
+    {0x1E5D0, 0x1E5FA}, {0x2B739, 0x2B739}, {0x2EBF0, 0x2EE5D}, {0x31350, 0x323AF},
+};
+
+int tok_text_has_newer(const uint8_t *s, size_t n)
+{
+    size_t i = 0, j, lo, hi, mid;
+    int32_t c;
+
+    while (i < n) {
+        if (s[i] < 0xE0) {                  /* below U+0800: none there */
+            i++;
+            continue;
+        }
+        j = i;
+        c = tok_utf8_next(s, n, &j);
+        i = j;
+        lo = 0;
+        hi = sizeof newer_ranges / sizeof newer_ranges[0];
+        while (lo < hi) {
+            mid = (lo + hi) / 2;
+            if (c < newer_ranges[mid][0])
+                hi = mid;
+            else if (c > newer_ranges[mid][1])
+                lo = mid + 1;
+            else
+                return 1;
+        }
+    }
+    return 0;
+}
 
 typedef struct strbuf {
     char *p;
@@ -105,7 +152,7 @@ static int is_hex(char c)
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-int tok_regex_translate(const char *pat, size_t n, char **out)
+int tok_regex_translate(const char *pat, size_t n, int newer, char **out)
 {
     strbuf b = {0};
     size_t i = 0, j;
@@ -124,10 +171,24 @@ int tok_regex_translate(const char *pat, size_t n, char **out)
             switch (c) {
             case 's': rep = in_class ? WS_SET : "[" WS_SET "]"; break;
             case 'S': rep = in_class ? "\\S" : "[^" WS_SET "]"; break;
-            case 'w': rep = in_class ? WORD_SET_CLASS : "[" WORD_SET "]"; break;
+            case 'w':
+                if (newer)
+                    rep = in_class ? WORD_BASE L_NEWER W_NEWER
+                                   : "[" WORD_BASE L_NEWER W_NEWER WORD_LATIN1 "]";
+                else
+                    rep = in_class ? WORD_BASE : "[" WORD_BASE WORD_LATIN1 "]";
+                break;
             case 'h': rep = in_class ? HEX_SET : "[" HEX_SET "]"; break;
-            case 'd': rep = in_class ? "\\d" D_NEWER : "[\\d" D_NEWER "]"; break;
-            case 'D': rep = in_class ? "\\D" : "[^\\d" D_NEWER "]"; break;
+            case 'd':
+                if (newer)
+                    rep = in_class ? "\\d" D_NEWER : "[\\d" D_NEWER "]";
+                else
+                    rep = "\\d";
+                break;
+            case 'D':
+                if (!in_class)
+                    rep = newer ? "[^\\d" D_NEWER "]" : "\\D";
+                break;
             case 'W':
             case 'H':
                 if (in_class) {
@@ -135,7 +196,11 @@ int tok_regex_translate(const char *pat, size_t n, char **out)
                                       "class is not supported", c);
                     goto fail;
                 }
-                rep = c == 'W' ? "[^" WORD_SET "]" : "[^" HEX_SET "]";
+                if (c == 'H')
+                    rep = "[^" HEX_SET "]";
+                else
+                    rep = newer ? "[^" WORD_BASE L_NEWER W_NEWER WORD_LATIN1 "]"
+                                : "[^" WORD_BASE WORD_LATIN1 "]";
                 break;
             case 'p':
             case 'P':
@@ -147,7 +212,7 @@ int tok_regex_translate(const char *pat, size_t n, char **out)
                 else if (i + 2 < n && (pat[i + 2] == 'L' || pat[i + 2] == 'N') &&
                          !(i + 3 < n && pat[i + 3] == '{'))
                     j = 3;
-                if (j && (c == 'p' || !in_class)) {
+                if (j && newer && (c == 'p' || !in_class)) {
                     char k = pat[i + j - (j == 5 ? 2 : 1)];
                     if (sb_str(&b, in_class ? "" : c == 'p' ? "[" : "[^") ||
                         sb_str(&b, k == 'L' ? "\\p{L}" L_NEWER : "\\p{N}" N_NEWER) ||
@@ -259,7 +324,9 @@ fail:
     return rc;
 }
 
-int tok_regex_compile(tok_regex *re, const char *pat, size_t n, int literal)
+/* Compile one variant into *code (newer as in tok_regex_translate). */
+static int regex_compile_one(const char *pat, size_t n, int literal, int newer,
+                             pcre2_code **code, int *jit)
 {
     PCRE2_UCHAR msg[256];
     PCRE2_SIZE erroff;
@@ -267,17 +334,16 @@ int tok_regex_compile(tok_regex *re, const char *pat, size_t n, int literal)
     int err, rc;
     uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE;
 
-    memset(re, 0, sizeof *re);
     if (literal) {
         opts = PCRE2_UTF | PCRE2_LITERAL;   /* the only options LITERAL allows here */
-        re->code = pcre2_compile((PCRE2_SPTR)pat, n, opts, &err, &erroff, NULL);
+        *code = pcre2_compile((PCRE2_SPTR)pat, n, opts, &err, &erroff, NULL);
     } else {
-        if ((rc = tok_regex_translate(pat, n, &tr)))
+        if ((rc = tok_regex_translate(pat, n, newer, &tr)))
             return rc;
-        re->code = pcre2_compile((PCRE2_SPTR)tr, PCRE2_ZERO_TERMINATED, opts, &err, &erroff,
-                                 NULL);
+        *code = pcre2_compile((PCRE2_SPTR)tr, PCRE2_ZERO_TERMINATED, opts, &err, &erroff,
+                              NULL);
     }
-    if (!re->code) {
+    if (!*code) {
         pcre2_get_error_message(err, msg, sizeof msg);
         rc = reap_err_set(REAP_E_UNSUPPORTED, "regex \"%.*s\": PCRE2 cannot compile it "
                           "(offset %zu of %s): %s", (int)(n > 200 ? 200 : n), pat,
@@ -287,30 +353,58 @@ int tok_regex_compile(tok_regex *re, const char *pat, size_t n, int literal)
         return rc;
     }
     free(tr);
-    re->jit = pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE) == 0;
+    *jit = pcre2_jit_compile(*code, PCRE2_JIT_COMPLETE) == 0;
     return REAP_OK;
+}
+
+int tok_regex_compile(tok_regex *re, const char *pat, size_t n, int literal)
+{
+    char *a = NULL, *b = NULL;
+    int rc, same;
+
+    memset(re, 0, sizeof *re);
+    if ((rc = regex_compile_one(pat, n, literal, 1, &re->code, &re->jit)))
+        return rc;
+    if (literal)
+        return REAP_OK;
+    /* A second, faster variant when the additions change the pattern at all. */
+    if ((rc = tok_regex_translate(pat, n, 1, &a)) || (rc = tok_regex_translate(pat, n, 0, &b)))
+        goto fail;
+    same = !strcmp(a, b);
+    if (!same && (rc = regex_compile_one(pat, n, 0, 0, &re->fast, &re->fast_jit)))
+        goto fail;
+    free(a);
+    free(b);
+    return REAP_OK;
+
+fail:
+    free(a);
+    free(b);
+    tok_regex_free(re);
+    return rc;
 }
 
 void tok_regex_free(tok_regex *re)
 {
     pcre2_code_free(re->code);
+    pcre2_code_free(re->fast);
     memset(re, 0, sizeof *re);
 }
 
 /* Next match at or after off: 1 (with *ms, *me), 0 (none), or REAP_E_INTERNAL. */
-static int regex_find(const tok_regex *re, pcre2_match_data *md, const uint8_t *s, size_t n,
-                      size_t off, size_t *ms, size_t *me)
+static int regex_find(const pcre2_code *code, int jit, pcre2_match_data *md,
+                      const uint8_t *s, size_t n, size_t off, size_t *ms, size_t *me)
 {
     PCRE2_UCHAR msg[256];
     PCRE2_SIZE *ov;
     int rc;
 
-    if (re->jit)
-        rc = pcre2_jit_match(re->code, s, n, off, 0, md, NULL);
+    if (jit)
+        rc = pcre2_jit_match(code, s, n, off, 0, md, NULL);
     else
-        rc = pcre2_match(re->code, s, n, off, PCRE2_NO_UTF_CHECK, md, NULL);
+        rc = pcre2_match(code, s, n, off, PCRE2_NO_UTF_CHECK, md, NULL);
     if (rc == PCRE2_ERROR_JIT_STACKLIMIT)   /* the interpreter keeps its frames on the heap */
-        rc = pcre2_match(re->code, s, n, off, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, NULL);
+        rc = pcre2_match(code, s, n, off, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, NULL);
     if (rc == PCRE2_ERROR_NOMATCH)
         return 0;
     if (rc < 0) {
@@ -394,9 +488,12 @@ static int fold_segment(split_fold *f, size_t a, size_t e, int is_match)
     return rc;
 }
 
-int tok_regex_split(const tok_regex *re, pcre2_match_data *md, tok_split_behavior b,
-                    int invert, const uint8_t *s, size_t n, tok_span_fn fn, void *ctx)
+int tok_regex_split(const tok_regex *re, pcre2_match_data *md, int fast,
+                    tok_split_behavior b, int invert, const uint8_t *s, size_t n,
+                    tok_span_fn fn, void *ctx)
 {
+    const pcre2_code *code = fast && re->fast ? re->fast : re->code;
+    int jit = fast && re->fast ? re->fast_jit : re->jit;
     split_fold f;
     size_t off = 0, prev = 0, ms = 0, me = 0;
     int rc;
@@ -410,7 +507,7 @@ int tok_regex_split(const tok_regex *re, pcre2_match_data *md, tok_split_behavio
     f.ctx = ctx;
     invert = invert ? 1 : 0;
     while (off < n) {
-        rc = regex_find(re, md, s, n, off, &ms, &me);
+        rc = regex_find(code, jit, md, s, n, off, &ms, &me);
         if (rc < 0)
             return rc;
         if (rc == 0)

@@ -691,6 +691,7 @@ typedef struct enc_ctx {
     tok_cache *cache;                           /* NULL: cache busy, not used */
     tok_bpe_scratch scratch;
     pcre2_match_data *md[TOK_MAX_STAGES];       /* per stage, created on first use */
+    int fast;                                   /* no Unicode 15-16 additions needed */
     uint8_t *pbuf;                              /* ByteLevel add_prefix_space copy */
     size_t pbuf_cap;
     tok_ids out;
@@ -744,7 +745,8 @@ static int pretok(enc_ctx *e, int k, const uint8_t *s, size_t n)
         return reap_err_set(REAP_E_NOMEM, "out of memory for regex match data");
     a.e = e;
     a.stage = k + 1;
-    return tok_regex_split(&st->re, e->md[k], st->behavior, st->invert, s, n, pretok_cb, &a);
+    return tok_regex_split(&st->re, e->md[k], e->fast, st->behavior, st->invert, s, n,
+                           pretok_cb, &a);
 }
 
 /* A piece of normalised text between normalized added tokens, or one such token. */
@@ -802,6 +804,7 @@ int reap_tokenizer_encode(reap_tokenizer *tok, const char *text, size_t len,
                             (unsigned)(uint8_t)text[bad]);
     memset(&e, 0, sizeof e);
     e.tok = tok;
+    e.fast = !tok_text_has_newer((const uint8_t *)text, len);
     locked = pthread_mutex_trylock(&tok->bpe.cache_lock) == 0;
     e.cache = locked ? &tok->bpe.cache : NULL;
     rc = tok_added_split(tok->added, &tok->trie_raw, (const uint8_t *)text, len, raw_piece_cb,

@@ -25,10 +25,13 @@
  * Regex dialect: tokenizer.json patterns are written for Oniguruma. Before PCRE2
  * compiles them, \s and \S are rewritten to the Unicode White_Space set (Oniguruma's
  * \s; PCRE2's also takes U+180E), \w and \W to Oniguruma's word set (Alphabetic,
- * marks, decimal digits, connector punctuation, superscript digits, fractions), \h and
- * \H to hexadecimal digits, and ^ and $ match at line breaks as in Oniguruma's Ruby
- * syntax. Unicode tables are those of the installed PCRE2 and utf8proc, so characters
- * assigned in newer Unicode versions than theirs may classify differently.
+ * marks, decimal digits, connector punctuation; outside classes also superscript digits
+ * and fractions), \h and \H to hexadecimal digits, and ^ and $ match at line breaks as
+ * in Oniguruma's Ruby syntax. Unicode versions: \p{L}, \p{N}, \d and \w also get the
+ * characters of Unicode 15-16 that the library's Oniguruma knows and PCRE2 10.42 does
+ * not; normalisation leaves alone the combining marks and decompositions that the
+ * library's Unicode 9 normaliser does not know (see tok_regex.c, tok_norm.c). Over the
+ * whole code space these classes match the library's exactly.
  *
  * Thread rules: a loaded tokenizer is read-only apart from an internal per-word cache
  * guarded by a mutex; reap_tokenizer_encode() may be called from several threads on

@@ -551,7 +551,7 @@ static void expect_translate(const char *in, const char *want)
 {
     char *out = NULL;
 
-    CHECK_RC(tok_regex_translate(in, strlen(in), &out), REAP_OK);
+    CHECK_RC(tok_regex_translate(in, strlen(in), 1, &out), REAP_OK);
     CHECK_MSG(out && strcmp(out, want) == 0, "\"%s\" -> \"%s\", want \"%s\"", in,
               out ? out : "(null)", want);
     free(out);
@@ -572,7 +572,7 @@ static void expect_translate_parts(const char *in, const char *head, const char 
     char *out = NULL;
     size_t n, nt;
 
-    CHECK_RC(tok_regex_translate(in, strlen(in), &out), REAP_OK);
+    CHECK_RC(tok_regex_translate(in, strlen(in), 1, &out), REAP_OK);
     n = out ? strlen(out) : 0;
     nt = strlen(tail);
     CHECK_MSG(out && !strncmp(out, head, strlen(head)) && (!mid || strstr(out, mid)) &&
@@ -607,10 +607,19 @@ static void test_translate(void)
                            D_NEWER_TAIL "]");
     /* \d gains the Unicode 15-16 decimal digits. */
     expect_translate_parts("\\d+", "[\\d\\x{10D40}-\\x{10D49}", NULL, D_NEWER_TAIL "]+");
-    CHECK_RC(tok_regex_translate("[a&&b]", 6, &out), REAP_E_UNSUPPORTED);
+    /* Without the additions (the fast variant). */
+    CHECK_RC(tok_regex_translate("\\p{L}+\\d[\\p{N}]", 15, 0, &out), REAP_OK);
+    CHECK_MSG(out && !strcmp(out, "\\p{L}+\\d[\\p{N}]"), "fast: %s", out ? out : "(null)");
+    free(out);
+    /* Which texts need the exact variant. */
+    CHECK(!tok_text_has_newer((const uint8_t *)"abc \xe4\xbd\xa0 \xf0\x9f\x98\x80", 12));
+    CHECK(tok_text_has_newer((const uint8_t *)"a\xf0\xb1\x8d\x90", 5));          /* U+31350 */
+    CHECK(tok_text_has_newer((const uint8_t *)"\xe0\xa2\x97", 3));                /* U+0897 */
+    CHECK(!tok_text_has_newer((const uint8_t *)"\xe0\xa2\x96", 3));               /* U+0896 */
+    CHECK_RC(tok_regex_translate("[a&&b]", 6, 1, &out), REAP_E_UNSUPPORTED);
     CHECK(out == NULL);
-    CHECK_RC(tok_regex_translate("[\\W]", 4, &out), REAP_E_UNSUPPORTED);
-    CHECK_RC(tok_regex_translate("[ab", 3, &out), REAP_E_UNSUPPORTED);
+    CHECK_RC(tok_regex_translate("[\\W]", 4, 1, &out), REAP_E_UNSUPPORTED);
+    CHECK_RC(tok_regex_translate("[ab", 3, 1, &out), REAP_E_UNSUPPORTED);
 }
 
 int main(int argc, char **argv)
