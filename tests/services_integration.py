@@ -777,7 +777,7 @@ def run_load(a):
         base.append(time.perf_counter() - t)
     base.sort()
     b50, b99 = base[len(base) // 2] * 1e3, base[int(len(base) * 0.99)] * 1e3
-    rss_before = srv.rss_kb()
+    rss_idle = srv.rss_kb()
 
     stream = {"layers": 0, "during": 0, "end": None}
     load_on = threading.Event()
@@ -794,8 +794,9 @@ def run_load(a):
             stream["end"] = e.code().name
     st_thread = threading.Thread(target=streamer)
     st_thread.start()
-    while stream["layers"] < 1:
+    while stream["layers"] < 2:
         time.sleep(0.05)
+    rss_before = srv.rss_kb()   # the run streaming, before the load
 
     n_clients, n_calls = a.clients, a.calls
     lat, errors, lock = [], [], threading.Lock()
@@ -834,6 +835,8 @@ def run_load(a):
     still_running = stream["end"] is None
     rss_after = srv.rss_kb()
     st_thread.join(600)
+    time.sleep(0.5)
+    rss_end = srv.rss_kb()      # the run finished, idle again
     lat.sort()
     total = n_clients * n_calls
     p50 = lat[len(lat) // 2] * 1e3 if lat else 0
@@ -846,14 +849,17 @@ def run_load(a):
           f"and finished")
     print(f"load: {total} RPCs ({n_clients} clients x {n_calls}: Health/Check, ListRuns, "
           f"GetRun, GetStats) in {wall:.1f} s = {total / wall:.0f} RPC/s; latency p50 "
-          f"{p50:.2f} ms, p99 {p99:.2f} ms; scorer RSS {rss_before / 1024:.1f} -> "
-          f"{rss_after / 1024:.1f} MiB; layer events during the load {stream['during']}; "
+          f"{p50:.2f} ms, p99 {p99:.2f} ms; scorer RSS idle {rss_idle / 1024:.1f} MiB, "
+          f"run streaming {rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB over the load, "
+          f"idle after {rss_end / 1024:.1f} MiB; layer events during the load "
+          f"{stream['during']}; "
           f"baseline (1 client, sequential GetRun) p50 {b50:.2f} ms, p99 {b99:.2f} ms")
     with open(os.path.join(a.work, "load.txt"), "w") as f:
         f.write(f"clients {n_clients}\ncalls {n_calls}\ntotal {total}\n"
                 f"failures {len(errors)}\nwall_s {wall:.2f}\nrps {total / wall:.0f}\n"
-                f"p50_ms {p50:.2f}\np99_ms {p99:.2f}\nrss_before_kib {rss_before}\n"
-                f"rss_after_kib {rss_after}\nlayer_events_during {stream['during']}\n"
+                f"p50_ms {p50:.2f}\np99_ms {p99:.2f}\nrss_idle_kib {rss_idle}\n"
+                f"rss_before_kib {rss_before}\nrss_after_kib {rss_after}\n"
+                f"rss_end_kib {rss_end}\nlayer_events_during {stream['during']}\n"
                 f"baseline_p50_ms {b50:.2f}\nbaseline_p99_ms {b99:.2f}\n")
     check(srv.stop() == 0, "load: scorer exit 0")
 
