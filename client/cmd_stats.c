@@ -3,8 +3,8 @@
  *   default   a table: layer, tokens, experts routed, REAP min / median / max, experts
  *             dropped at --ratio
  *   --json    the reap-stats/1 document (the format of `reap-scorer run --stats-json`)
- *   --svg F   a heatmap of layers x experts (colour: REAP score relative to the layer's
- *             best expert), the experts a prune at --ratio drops crossed out
+ *   --svg F   a heatmap of layers x experts (colour: REAP score from the layer's lowest,
+ *             dark, to its highest, yellow), the experts a prune at --ratio drops crossed
  */
 #include <math.h>
 #include <stdio.h>
@@ -111,8 +111,9 @@ static int write_svg(const char *path, const char *model_id, const reap_layer_st
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
     fprintf(f, "<text x=\"%d\" y=\"18\" font-size=\"14\">REAP scores, model %.16s: %d MoE "
                "layers x %d experts</text>\n", left, model_id, n, E);
-    fprintf(f, "<text x=\"%d\" y=\"36\">colour: score / best score of the layer; crossed: "
-               "dropped at ratio %.2f (%s, %d of %d per layer)</text>\n", left, ratio,
+    fprintf(f, "<text x=\"%d\" y=\"36\">colour: score from the layer's lowest to its "
+               "highest; crossed: dropped at ratio %.2f (%s, %d of %d per layer)</text>\n",
+            left, ratio,
             criterion, ks ? ks->n_prune : 0, E);
     int step = cell >= 12 ? 1 : cell >= 6 ? 4 : 8;
     for (int e = 0; e < E; e += step)
@@ -121,11 +122,11 @@ static int write_svg(const char *path, const char *model_id, const reap_layer_st
     for (int l = 0; l < n; l++) {
         const reap_layer_stats *s = &st[l];
         const reap_keep_layer *kl = ks ? reap_keepset_find(ks, s->layer) : NULL;
-        double best = 0;
+        double lo = INFINITY, hi = -INFINITY;
         for (int e = 0; e < s->n_experts; e++) {
             double v = reap_layer_stats_score(s, e, REAP_CRIT_REAP);
-            if (v > best)
-                best = v;
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
         }
         int y = top + l * cell;
         if (cell >= 8 || l % 4 == 0)
@@ -134,7 +135,7 @@ static int write_svg(const char *path, const char *model_id, const reap_layer_st
         for (int e = 0; e < s->n_experts; e++) {
             int rgb[3], x = left + e * cell;
             double v = reap_layer_stats_score(s, e, REAP_CRIT_REAP);
-            ramp(best > 0 ? v / best : 0, rgb);
+            ramp(hi > lo ? (v - lo) / (hi - lo) : 1, rgb);
             fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" "
                        "fill=\"rgb(%d,%d,%d)\"><title>layer %d expert %d: reap %.6g, %lld "
                        "tokens</title></rect>\n", x, y, cell, cell, rgb[0], rgb[1], rgb[2],
@@ -153,8 +154,9 @@ static int write_svg(const char *path, const char *model_id, const reap_layer_st
         fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" "
                    "fill=\"rgb(%d,%d,%d)\"/>\n", left + i * 10, ly, rgb[0], rgb[1], rgb[2]);
     }
-    fprintf(f, "<text x=\"%d\" y=\"%d\">0</text><text x=\"%d\" y=\"%d\">1 (best of the "
-               "layer)</text>\n", left - 10, ly + 9, left + 215, ly + 9);
+    fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">lowest</text><text x=\"%d\" "
+               "y=\"%d\">highest REAP score of the layer</text>\n", left - 4, ly + 9,
+            left + 215, ly + 9);
     fprintf(f, "<text x=\"10\" y=\"%d\">layer</text><text x=\"%d\" y=\"%d\">expert</text>\n",
             top - 6, left, top - 22);
     fprintf(f, "</svg>\n");
