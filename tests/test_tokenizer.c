@@ -217,9 +217,10 @@ static void test_qwen_hand(reap_tokenizer *tok)
     CHECK_RC(reap_tokenizer_encode(tok, "abc\xff", 4, &ids, &n), REAP_E_INVALID);
     CHECK_ERRMSG("byte 3");
     CHECK(ids == NULL && n == 0);
-    CHECK_RC(reap_tokenizer_encode(tok, "\xc0\x80", 2, &ids, &n), REAP_E_INVALID); /* overlong */
-    CHECK_RC(reap_tokenizer_encode(tok, "\xed\xa0\x80", 3, &ids, &n), REAP_E_INVALID); /* surrogate */
-    CHECK_RC(reap_tokenizer_encode(tok, "\xe4\xbd", 2, &ids, &n), REAP_E_INVALID); /* cut short */
+    /* overlong, surrogate, cut short */
+    CHECK_RC(reap_tokenizer_encode(tok, "\xc0\x80", 2, &ids, &n), REAP_E_INVALID);
+    CHECK_RC(reap_tokenizer_encode(tok, "\xed\xa0\x80", 3, &ids, &n), REAP_E_INVALID);
+    CHECK_RC(reap_tokenizer_encode(tok, "\xe4\xbd", 2, &ids, &n), REAP_E_INVALID);
     CHECK_RC(reap_tokenizer_encode(NULL, "a", 1, &ids, &n), REAP_E_INVALID);
 }
 
