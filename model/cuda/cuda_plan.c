@@ -127,6 +127,40 @@ static int attn_pairs(const dims *d, int nr)
     return (int)nb;
 }
 
+/* 1 when a modules_to_not_convert entry is a substring of `module` (config.c's rule,
+ * repeated here: this file is also built without config.c, see bench/gpu/run.sh). */
+static int awq_plain(const reap_config *cfg, const char *module)
+{
+    for (int i = 0; i < cfg->quant.n_not_convert; i++)
+        if (strstr(module, cfg->quant.not_convert[i])) return 1;
+    return 0;
+}
+
+/* Bytes of a linear [N, K] as stored: AWQ int4 + zeros + scales, or 16-bit. */
+static int64_t awq_linear_bytes(const reap_config *cfg, int plain, int64_t N, int64_t K)
+{
+    const int64_t g = cfg->quant.group_size > 0 ? cfg->quant.group_size : 128;
+    if (plain) return 2 * N * K;
+    return K * N / 2 + (K / g) * (N / 8) * 4 + (K / g) * N * 2;
+}
+
+/* A MoE layer of an AWQ checkpoint as stored (layer 0's module names decide which linears
+ * are quantised; norms and the router are 16-bit). */
+static int64_t awq_moe_bytes(const reap_config *cfg)
+{
+    char m[160];
+    const int64_t H = cfg->hidden, hd = cfg->head_dim, qd = (int64_t)cfg->n_heads * hd,
+                  kvd = (int64_t)cfg->n_kv_heads * hd, E = cfg->n_experts, I = cfg->moe_inter;
+    snprintf(m, sizeof m, "%slayers.0.self_attn.q_proj", cfg->prefix);
+    const int attn_plain = awq_plain(cfg, m);
+    snprintf(m, sizeof m, "%slayers.0.mlp.experts.0.gate_proj", cfg->prefix);
+    const int ex_plain = awq_plain(cfg, m);
+    return 2 * (2 * H + 2 * hd) + 2 * E * H + awq_linear_bytes(cfg, attn_plain, qd, H) +
+           2 * awq_linear_bytes(cfg, attn_plain, kvd, H) +
+           awq_linear_bytes(cfg, attn_plain, H, qd) +
+           E * (2 * awq_linear_bytes(cfg, ex_plain, I, H) + awq_linear_bytes(cfg, ex_plain, H, I));
+}
+
 int reap_cuda_plan_make(const reap_config *cfg, const reap_cuda_plan_req *req,
                         reap_cuda_plan *out)
 {
@@ -177,6 +211,7 @@ int reap_cuda_plan_make(const reap_config *cfg, const reap_cuda_plan_req *req,
     out->moe_ckpt_bytes = d.E > 0 ? 2 * (2 * H + 2 * d.hd + d.QKV * H + H * d.qd + d.E * H +
                                          3 * d.E * d.I * H)
                                   : 0;
+    out->moe_awq_bytes = d.E > 0 && cfg->quant.method == REAP_QUANT_AWQ ? awq_moe_bytes(cfg) : 0;
     out->weight_set_bytes = common + moe + dense;
     /* a staging slot holds the largest expert slab in 4-byte elements (transposed at
      * upload) and at least REAP_CUDA_STAGE_BYTES */

@@ -91,6 +91,11 @@ typedef struct reap_cuda_plan {
     int64_t moe_layer_bytes;   /* a MoE layer's weights on the device */
     int64_t dense_layer_bytes; /* a dense layer's weights on the device (0: none) */
     int64_t moe_ckpt_bytes;    /* a MoE layer's weights in a bf16 checkpoint */
+    int64_t moe_awq_bytes;     /* AWQ configurations (cfg->quant): a MoE layer's weights
+                                  as stored (int4 linears with their zeros and scales,
+                                  modules_to_not_convert and the router 16-bit); the
+                                  upload sends these bytes, the device holds
+                                  moe_layer_bytes. 0 for unquantised configurations */
     int64_t weight_set_bytes;  /* one weight set (holds either kind of layer) */
     int64_t stage_slot_bytes;  /* one staging slot (two on the device, two pinned) */
     int64_t chunk_bytes;       /* normed input (fp32 + compute type) + arena */

@@ -131,6 +131,37 @@ static __global__ void k_convert_t(const void *src, int dtype, int rows, int col
     if (bad) atomicOr(flag, RF_WEIGHT);
 }
 
+/* AWQ int4 dequantisation (GEMM packing, weights.h) of input rows [k0, k0 + kc) of a
+ * linear with N outputs and group g (kc a multiple of g). `slot` holds, back to back, the
+ * rows' qweight [kc, N/8] (int32 words), their qzeros [kc/g, N/8] and scales [kc/g, N]
+ * (f16). Column n of a word is nibble ((n & 7) >> 1) | ((n & 1) << 2) (AutoAWQ order).
+ * dst[n * ld + kk] = (q[kk][n] - z[kk/g][n]) * s[kk/g][n] for n < N, kk < kc: the
+ * nn.Linear orientation [N, K] with ld = K and dst pointing at column k0. Grid-stride
+ * over kc * N with kk fastest, so the writes of a warp are contiguous. Flags non-finite
+ * scales (RF_WEIGHT). */
+template <typename TC>
+static __global__ void k_awq_dequant(const void *slot, int64_t kc, int N, int g, TC *dst,
+                                     int64_t ld, int *flag)
+{
+    const int Nw = N / 8;
+    const uint32_t *qw = (const uint32_t *)slot;                 /* [kc, N/8] */
+    const uint32_t *qz = qw + (size_t)kc * Nw;                   /* [kc/g, N/8] */
+    const __half *sc = (const __half *)(qz + (size_t)(kc / g) * Nw); /* [kc/g, N] */
+    int bad = 0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (size_t)kc * N;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const int64_t kk = (int64_t)(i % (size_t)kc), gk = kk / g;
+        const int n = (int)(i / (size_t)kc), c = n >> 3;
+        const int sh = 4 * (((n & 7) >> 1) | ((n & 1) << 2));
+        const int q = (int)((qw[(size_t)kk * Nw + c] >> sh) & 15u);
+        const int z = (int)((qz[(size_t)gk * Nw + c] >> sh) & 15u);
+        const float s = __half2float(sc[(size_t)gk * N + n]);
+        bad |= !isfinite(s);
+        dst[(size_t)n * ld + kk] = from_f32<TC>((float)(q - z) * s);
+    }
+    if (bad) atomicOr(flag, RF_WEIGHT);
+}
+
 /* For each token t with v0 <= tok[t] < v1: hidden[t] = rows[tok[t] - v0] (fp32).
  * rows: [v1 - v0, H] of `dtype`; hidden: [T, H]. One warp per token. */
 static __global__ void k_embed_gather(const int32_t *tok, int64_t T, int v0, int v1,

@@ -14,6 +14,12 @@
  *
  * Reference path: without prefetch (P = 0, or a load_layer that matches no queued set)
  * the same upload runs on the calling thread and load_layer waits for it.
+ *
+ * AWQ int4 linears (weights.h) travel packed: a piece is a run of whole quantisation
+ * groups of input rows (their qweight, qzeros and scales back to back in the slot), and
+ * k_awq_dequant writes them into the weight set in the compute type, nn.Linear
+ * orientation, exactly as the CPU's reap_awq_to_f32 does in fp32. Only the int4 bytes
+ * (plus scales and zeros) cross the bus.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,32 +80,47 @@ static int src_dtype(const st_tensor *t, int *dt, size_t *esz)
     }
 }
 
-/* One piece through the next slot: `bytes` raw bytes from src, then either a flat
- * conversion of n elements to dst (n_mat == 0) or a transposing conversion of n_mat
- * [rows, cols] matrices. to_f32: fp32 destination, else the compute type. */
+/* One piece through the next slot: `bytes` raw bytes from src (then bytes2 from src2 and
+ * bytes3 from src3, back to back), then either a flat conversion of n elements to dst
+ * (n_mat == 0, awq == 0), a transposing conversion of n_mat [rows, cols] matrices, or
+ * (awq) the dequantisation of awq_kc rows of an AWQ linear with awq_n outputs and group
+ * awq_g into dst with row stride ld. to_f32: fp32 destination, else the compute type. */
 typedef struct piece {
-    const void *src;
-    size_t bytes;
+    const void *src, *src2, *src3;
+    size_t bytes, bytes2, bytes3;
     int dtype;
     void *dst;
     int64_t n;
     int to_f32;
     int n_mat, rows, cols;
+    int awq, awq_n, awq_g;
+    int64_t awq_kc, ld;
 } piece;
 
 static int stage_piece(cuda_ctx *c, const piece *p, int *flag, const char *where)
 {
     const int k = c->slot_next;
     c->slot_next ^= 1;
-    if (p->bytes > c->slot_bytes)
+    const size_t total = p->bytes + p->bytes2 + p->bytes3;
+    if (total > c->slot_bytes)
         return reap_err_set(REAP_E_INTERNAL, "%s: piece of %zu bytes > staging slot %zu", where,
-                            p->bytes, c->slot_bytes);
+                            total, c->slot_bytes);
     CUW(cudaEventSynchronize(c->slot_ev[k]), "cudaEventSynchronize(staging slot)");
     host_copy(c, c->h_slot[k], p->src, p->bytes);
-    CUW(cudaMemcpyAsync(c->d_slot[k], c->h_slot[k], p->bytes, cudaMemcpyHostToDevice, c->cst),
+    if (p->bytes2) host_copy(c, (char *)c->h_slot[k] + p->bytes, p->src2, p->bytes2);
+    if (p->bytes3) host_copy(c, (char *)c->h_slot[k] + p->bytes + p->bytes2, p->src3, p->bytes3);
+    CUW(cudaMemcpyAsync(c->d_slot[k], c->h_slot[k], total, cudaMemcpyHostToDevice, c->cst),
         "cudaMemcpyAsync(weights)");
     const int f32 = p->to_f32 || c->precision == REAP_PRECISION_FP32;
-    if (p->n_mat == 0) {
+    if (p->awq) {
+        const unsigned blocks = grid_for((size_t)p->awq_kc * p->awq_n, 256);
+        if (f32)
+            k_awq_dequant<float><<<blocks, 256, 0, c->cst>>>(
+                c->d_slot[k], p->awq_kc, p->awq_n, p->awq_g, (float *)p->dst, p->ld, flag);
+        else
+            k_awq_dequant<bf16><<<blocks, 256, 0, c->cst>>>(
+                c->d_slot[k], p->awq_kc, p->awq_n, p->awq_g, (bf16 *)p->dst, p->ld, flag);
+    } else if (p->n_mat == 0) {
         if (f32)
             k_convert<float><<<grid_for((size_t)p->n, 256), 256, 0, c->cst>>>(
                 c->d_slot[k], p->dtype, (float *)p->dst, (size_t)p->n, flag);
@@ -154,6 +175,58 @@ static int upload_flat(cuda_ctx *c, const st_tensor *t, int64_t n, void *dst, in
     return REAP_OK;
 }
 
+/* AWQ linear a ([N, K], group g) -> dst [N, K] in the compute type, a run of whole groups
+ * of input rows per piece. */
+static int upload_awq(cuda_ctx *c, const reap_awq_linear *a, int64_t n, void *dst, int *flag,
+                      const char *where)
+{
+    const int64_t K = a->in, N = a->out, g = a->group, Nw = N / 8;
+    int rc;
+    if (K * N != n || g <= 0 || N % 8 || K % g || N > (1 << 30))
+        return reap_err_set(REAP_E_FORMAT, "%s: AWQ tensor %s is [K %lld, N %lld, g %lld], "
+                            "expected %lld weights", where, a->qweight->name, (long long)K,
+                            (long long)N, (long long)g, (long long)n);
+    if ((rc = need_numel(where, a->qweight, K * Nw)) ||
+        (rc = need_numel(where, a->qzeros, K / g * Nw)) ||
+        (rc = need_numel(where, a->scales, K / g * N)))
+        return rc;
+    if (a->qweight->dtype != ST_I32 || a->qzeros->dtype != ST_I32 || a->scales->dtype != ST_F16)
+        return reap_err_set(REAP_E_FORMAT, "%s: AWQ tensor %s: dtypes must be I32/I32/F16",
+                            where, a->qweight->name);
+    const size_t group_bytes = (size_t)(g * Nw * 4 + Nw * 4 + N * 2);
+    const int64_t per = (int64_t)(c->slot_bytes / group_bytes);
+    if (per < 1)
+        return reap_err_set(REAP_E_INTERNAL, "%s: AWQ group of %zu bytes > staging slot",
+                            where, group_bytes);
+    for (int64_t gk0 = 0; gk0 < K / g; gk0 += per) {
+        const int64_t ng = K / g - gk0 < per ? K / g - gk0 : per, k0 = gk0 * g;
+        piece p;
+        memset(&p, 0, sizeof p);
+        p.src = (const char *)a->qweight->data + (size_t)(k0 * Nw) * 4;
+        p.bytes = (size_t)(ng * g * Nw) * 4;
+        p.src2 = (const char *)a->qzeros->data + (size_t)(gk0 * Nw) * 4;
+        p.bytes2 = (size_t)(ng * Nw) * 4;
+        p.src3 = (const char *)a->scales->data + (size_t)(gk0 * N) * 2;
+        p.bytes3 = (size_t)(ng * N) * 2;
+        p.dst = (char *)dst + (size_t)k0 * c->esz;
+        p.awq = 1;
+        p.awq_kc = ng * g;
+        p.awq_n = (int)N;
+        p.awq_g = (int)g;
+        p.ld = K;
+        if ((rc = stage_piece(c, &p, flag, where))) return rc;
+    }
+    return REAP_OK;
+}
+
+/* A linear of n weights: AWQ (awq->qweight set) or plain, into dst (compute type). */
+static int upload_linear(cuda_ctx *c, const st_tensor *plain, const reap_awq_linear *awq,
+                         int64_t n, void *dst, int *flag, const char *where)
+{
+    if (awq && awq->qweight) return upload_awq(c, awq, n, dst, flag, where);
+    return upload_flat(c, plain, n, dst, 0, flag, where);
+}
+
 /* Fused expert tensor t = [E, rows, cols] -> dst [E, cols, rows] (compute type). */
 static int upload_transposed(cuda_ctx *c, const st_tensor *t, int E, int rows, int cols,
                              void *dst, int *flag, const char *where)
@@ -199,11 +272,12 @@ static int upload_set(cuda_ctx *c, wset *s, const reap_layer_weights *w, const c
         (rc = upload_flat(c, w->post_norm, H, s->post_norm, 1, fl, where)) ||
         (rc = upload_flat(c, w->q_norm, hd, s->qn, 1, fl, where)) ||
         (rc = upload_flat(c, w->k_norm, hd, s->kn, 1, fl, where)) ||
-        (rc = upload_flat(c, w->q_proj, qd * H, qkv, 0, fl, where)) ||
-        (rc = upload_flat(c, w->k_proj, kvd * H, qkv + (size_t)qd * H * esz, 0, fl, where)) ||
-        (rc = upload_flat(c, w->v_proj, kvd * H, qkv + (size_t)(qd + kvd) * H * esz, 0, fl,
-                          where)) ||
-        (rc = upload_flat(c, w->o_proj, H * qd, s->o, 0, fl, where)))
+        (rc = upload_linear(c, w->q_proj, &w->q_awq, qd * H, qkv, fl, where)) ||
+        (rc = upload_linear(c, w->k_proj, &w->k_awq, kvd * H, qkv + (size_t)qd * H * esz, fl,
+                            where)) ||
+        (rc = upload_linear(c, w->v_proj, &w->v_awq, kvd * H,
+                            qkv + (size_t)(qd + kvd) * H * esz, fl, where)) ||
+        (rc = upload_linear(c, w->o_proj, &w->o_awq, H * qd, s->o, fl, where)))
         return rc;
     if (w->is_moe) {
         if (E < 1) return reap_err_set(REAP_E_INVALID, "%s: MoE layer but no experts", where);
@@ -221,10 +295,12 @@ static int upload_set(cuda_ctx *c, wset *s, const reap_layer_weights *w, const c
             if (!w->gate || !w->up || !w->down)
                 return reap_err_set(REAP_E_INTERNAL, "%s: missing expert views", where);
             for (int64_t e = 0; e < E; e++)
-                if ((rc = upload_flat(c, w->gate[e], I * H, gu + e * ex_gu, 0, fl, where)) ||
-                    (rc = upload_flat(c, w->up[e], I * H, gu + e * ex_gu + ex_gu / 2, 0, fl,
-                                      where)) ||
-                    (rc = upload_flat(c, w->down[e], H * I, dn + e * ex_d, 0, fl, where)))
+                if ((rc = upload_linear(c, w->gate[e], w->gate_awq ? &w->gate_awq[e] : NULL,
+                                        I * H, gu + e * ex_gu, fl, where)) ||
+                    (rc = upload_linear(c, w->up[e], w->up_awq ? &w->up_awq[e] : NULL, I * H,
+                                        gu + e * ex_gu + ex_gu / 2, fl, where)) ||
+                    (rc = upload_linear(c, w->down[e], w->down_awq ? &w->down_awq[e] : NULL,
+                                        H * I, dn + e * ex_d, fl, where)))
                     return rc;
         } else {
             return reap_err_set(REAP_E_INTERNAL, "%s: unknown expert layout %d", where,
@@ -233,10 +309,10 @@ static int upload_set(cuda_ctx *c, wset *s, const reap_layer_weights *w, const c
     } else {
         if (!c->has_dense)
             return reap_err_set(REAP_E_INTERNAL, "%s: dense layer not planned", where);
-        if ((rc = upload_flat(c, w->mlp_gate, Id * H, s->mgu, 0, fl, where)) ||
-            (rc = upload_flat(c, w->mlp_up, Id * H, (char *)s->mgu + (size_t)Id * H * esz, 0,
-                              fl, where)) ||
-            (rc = upload_flat(c, w->mlp_down, H * Id, s->md, 0, fl, where)))
+        if ((rc = upload_linear(c, w->mlp_gate, &w->mlp_gate_awq, Id * H, s->mgu, fl, where)) ||
+            (rc = upload_linear(c, w->mlp_up, &w->mlp_up_awq, Id * H,
+                                (char *)s->mgu + (size_t)Id * H * esz, fl, where)) ||
+            (rc = upload_linear(c, w->mlp_down, &w->mlp_down_awq, H * Id, s->md, fl, where)))
             return rc;
     }
     CUW(cudaEventRecord(s->ready, c->cst), "cudaEventRecord(ready)");
@@ -271,6 +347,18 @@ static int find_nonfinite_layer(const cuda_ctx *c, const reap_layer_weights *w)
                 (w->up[e] && (rc = find_nonfinite(w->up[e], 0, w->up[e]->numel))) ||
                 (w->down[e] && (rc = find_nonfinite(w->down[e], 0, w->down[e]->numel))))
                 return rc;
+    /* AWQ: only the scales can be non-finite */
+    const reap_awq_linear *qs[] = {&w->q_awq, &w->k_awq, &w->v_awq, &w->o_awq,
+                                   &w->mlp_gate_awq, &w->mlp_up_awq, &w->mlp_down_awq};
+    for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++)
+        if (qs[i]->qweight && (rc = find_nonfinite(qs[i]->scales, 0, qs[i]->scales->numel)))
+            return rc;
+    const reap_awq_linear *ex[] = {w->gate_awq, w->up_awq, w->down_awq};
+    for (int e = 0; w->is_moe && w->layout == REAP_EXPERTS_SPLIT && e < c->E; e++)
+        for (int j = 0; j < 3; j++)
+            if (ex[j] && ex[j][e].qweight &&
+                (rc = find_nonfinite(ex[j][e].scales, 0, ex[j][e].scales->numel)))
+                return rc;
     return REAP_OK;
 }
 
@@ -278,13 +366,15 @@ static int find_nonfinite_layer(const cuda_ctx *c, const reap_layer_weights *w)
 
 static void signature(const reap_layer_weights *w, const void *sig[4])
 {
-    sig[0] = w->q_proj ? w->q_proj->data : NULL;
+    sig[0] = w->q_proj ? w->q_proj->data : w->q_awq.qweight ? w->q_awq.qweight->data : NULL;
     sig[1] = w->input_norm ? w->input_norm->data : NULL;
     sig[2] = w->is_moe ? (w->router ? w->router->data : NULL)
-                       : (w->mlp_gate ? w->mlp_gate->data : NULL);
+             : w->mlp_gate ? w->mlp_gate->data
+             : w->mlp_gate_awq.qweight ? w->mlp_gate_awq.qweight->data : NULL;
     sig[3] = !w->is_moe ? NULL
              : w->layout == REAP_EXPERTS_FUSED ? (w->gate_up ? w->gate_up->data : NULL)
-             : (w->gate && w->gate[0] ? w->gate[0]->data : NULL);
+             : (w->gate && w->gate[0]) ? w->gate[0]->data
+             : (w->gate_awq && w->gate_awq[0].qweight) ? w->gate_awq[0].qweight->data : NULL;
 }
 
 /* A queued / running / finished set holding layer w (caller holds mu), or NULL. */
@@ -306,7 +396,11 @@ static void views_free(reap_layer_weights *w)
     free((void *)w->gate);
     free((void *)w->up);
     free((void *)w->down);
+    free(w->gate_awq);
+    free(w->up_awq);
+    free(w->down_awq);
     w->gate = w->up = w->down = NULL;
+    w->gate_awq = w->up_awq = w->down_awq = NULL;
 }
 
 static void *worker_main(void *arg)
@@ -452,12 +546,21 @@ int cuda_prefetch_layer(void *ctx, const reap_layer_weights *next)
     }
     s->w = *next;
     s->w.gate = s->w.up = s->w.down = NULL;
+    s->w.gate_awq = s->w.up_awq = s->w.down_awq = NULL;
     if (next->is_moe && next->layout == REAP_EXPERTS_SPLIT && next->gate) {
         const size_t n = (size_t)c->E * sizeof(st_tensor *);
+        const size_t na = (size_t)c->E * sizeof(reap_awq_linear);
+        const int awq = next->gate_awq && next->up_awq && next->down_awq;
         s->w.gate = (const st_tensor **)malloc(n);
         s->w.up = (const st_tensor **)malloc(n);
         s->w.down = (const st_tensor **)malloc(n);
-        if (!s->w.gate || !s->w.up || !s->w.down) {
+        if (awq) {
+            s->w.gate_awq = (reap_awq_linear *)malloc(na);
+            s->w.up_awq = (reap_awq_linear *)malloc(na);
+            s->w.down_awq = (reap_awq_linear *)malloc(na);
+        }
+        if (!s->w.gate || !s->w.up || !s->w.down ||
+            (awq && (!s->w.gate_awq || !s->w.up_awq || !s->w.down_awq))) {
             views_free(&s->w);
             pthread_mutex_unlock(&c->mu);
             return REAP_OK; /* skipped: load_layer copies it */
@@ -465,6 +568,11 @@ int cuda_prefetch_layer(void *ctx, const reap_layer_weights *next)
         memcpy((void *)s->w.gate, next->gate, n);
         memcpy((void *)s->w.up, next->up, n);
         memcpy((void *)s->w.down, next->down, n);
+        if (awq) {
+            memcpy(s->w.gate_awq, next->gate_awq, na);
+            memcpy(s->w.up_awq, next->up_awq, na);
+            memcpy(s->w.down_awq, next->down_awq, na);
+        }
     }
     s->layer = next->layer;
     s->is_moe = next->is_moe;
