@@ -77,10 +77,12 @@ class Server:
     def alive(self):
         return self.p.poll() is None
 
-    def rss_kb(self):
+    def rss_kb(self, field="VmRSS"):
+        """VmRSS (or RssAnon: heap and stacks, without the mmap'd checkpoint pages that
+        a scoring run touches layer by layer) in KiB."""
         with open(f"/proc/{self.p.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
         return -1
 
@@ -797,6 +799,7 @@ def run_load(a):
     while stream["layers"] < 2:
         time.sleep(0.05)
     rss_before = srv.rss_kb()   # the run streaming, before the load
+    anon_before = srv.rss_kb("RssAnon")
 
     n_clients, n_calls = a.clients, a.calls
     lat, errors, lock = [], [], threading.Lock()
@@ -834,6 +837,11 @@ def run_load(a):
     load_on.clear()
     still_running = stream["end"] is None
     rss_after = srv.rss_kb()
+    anon_after = srv.rss_kb("RssAnon")
+    time.sleep(1.0)
+    rss_after1 = srv.rss_kb()   # one second later, the clients' connections closed
+    anon_after1 = srv.rss_kb("RssAnon")
+    still_running = still_running and stream["end"] is None
     st_thread.join(600)
     time.sleep(0.5)
     rss_end = srv.rss_kb()      # the run finished, idle again
@@ -850,7 +858,10 @@ def run_load(a):
     print(f"load: {total} RPCs ({n_clients} clients x {n_calls}: Health/Check, ListRuns, "
           f"GetRun, GetStats) in {wall:.1f} s = {total / wall:.0f} RPC/s; latency p50 "
           f"{p50:.2f} ms, p99 {p99:.2f} ms; scorer RSS idle {rss_idle / 1024:.1f} MiB, "
-          f"run streaming {rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB over the load, "
+          f"run streaming {rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB over the load "
+          f"({rss_after1 / 1024:.1f} MiB 1 s later; the run's mmap'd weights grow it), "
+          f"anonymous {anon_before / 1024:.1f} -> {anon_after / 1024:.1f} MiB "
+          f"({anon_after1 / 1024:.1f} MiB 1 s later), "
           f"idle after {rss_end / 1024:.1f} MiB; layer events during the load "
           f"{stream['during']}; "
           f"baseline (1 client, sequential GetRun) p50 {b50:.2f} ms, p99 {b99:.2f} ms")
@@ -859,6 +870,8 @@ def run_load(a):
                 f"failures {len(errors)}\nwall_s {wall:.2f}\nrps {total / wall:.0f}\n"
                 f"p50_ms {p50:.2f}\np99_ms {p99:.2f}\nrss_idle_kib {rss_idle}\n"
                 f"rss_before_kib {rss_before}\nrss_after_kib {rss_after}\n"
+                f"rss_after_1s_kib {rss_after1}\nanon_before_kib {anon_before}\n"
+                f"anon_after_kib {anon_after}\nanon_after_1s_kib {anon_after1}\n"
                 f"rss_end_kib {rss_end}\nlayer_events_during {stream['during']}\n"
                 f"baseline_p50_ms {b50:.2f}\nbaseline_p99_ms {b99:.2f}\n")
     check(srv.stop() == 0, "load: scorer exit 0")
