@@ -182,10 +182,10 @@ int scorer_cmd_run(int argc, char **argv)
         {"seed", NULL, CLI_INT, "0", "shuffle seed", &seed, 0},
         {"seq-len", "REAP_SEQ_LEN", CLI_INT, "2048", "positions per row", &seq_len, 0},
         {"no-pack", NULL, CLI_FLAG, NULL, "one row per sample instead of packing", &no_pack, 0},
-        {"max-samples", "REAP_MAX_SAMPLES", CLI_INT, "0", "use the first N samples "
+        {"max-samples", "REAP_MAX_SAMPLES", CLI_INT, "300", "use the first N samples "
          "(0: all)", &max_samples, 0},
-        {"batch-size", "REAP_BATCH_SIZE", CLI_INT, "8", "rows per attention micro-batch",
-         &batch, 0},
+        {"batch-size", "REAP_BATCH_SIZE", CLI_INT, "0", "rows per micro-batch (0: the "
+         "backend chooses: 8 on CPU, the memory plan on CUDA)", &batch, 0},
         {"threads", "REAP_THREADS", CLI_INT, "0", "CPU threads (0: all cores)", &threads, 0},
         {"backend", "REAP_BACKEND", CLI_STR, "auto", "cpu, cuda or auto (CUDA when a "
          "device is present)", &backend, 0},
@@ -219,9 +219,9 @@ int scorer_cmd_run(int argc, char **argv)
                           "[options]", opts, n_opts);
         return 0;
     }
-    if (seq_len < 1 || seq_len > 1 << 20 || batch < 1 || threads < 0 || max_samples < 0 ||
+    if (seq_len < 1 || seq_len > 1 << 20 || batch < 0 || threads < 0 || max_samples < 0 ||
         ckpt_every < 0 || seed < 0) {
-        fprintf(stderr, "reap-scorer run: --seq-len, --batch-size must be >= 1, "
+        fprintf(stderr, "reap-scorer run: --seq-len must be >= 1, --batch-size, "
                         "--threads, --max-samples, --checkpoint-every and --seed >= 0\n");
         return 2;
     }

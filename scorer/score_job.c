@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "calib.h"
 #include "catalog.h"
@@ -135,18 +136,26 @@ static int read_back(reap_store *s, const reap_model_info *m, reap_score_result 
 /* Read the calibration samples. The tokenizer is loaded only when the file needs one
  * (text or messages items: reap_calib_load refuses them without a tokenizer, REAP_E_INVALID
  * "... needs a tokenizer"), so a file of token ids keeps the same calib_id whether or not
- * --tokenizer is given. *tok receives the tokenizer used, or NULL. */
+ * --tokenizer is given; without --tokenizer the model directory's tokenizer.json is used.
+ * *tok receives the tokenizer used, or NULL. */
 static int load_samples(const reap_score_job_opts *o, const reap_config *cfg,
                         reap_samples *smp, reap_tokenizer **tok)
 {
     reap_calib_opts co = {.path = o->calib_path, .max_samples = o->max_samples,
                           .vocab = cfg->vocab, .shuffle = o->shuffle, .seed = o->seed};
     int rc = reap_calib_load(&co, smp);
+    char model_tok[4096];
+    const char *tok_path = o->tokenizer_path;
     *tok = NULL;
-    if (rc != REAP_E_INVALID || !o->tokenizer_path ||
-        !strstr(reap_err_msg(), "needs a tokenizer"))
+    if (!tok_path && o->model_dir) {
+        /* Default: the model's own tokenizer.json, when the checkpoint ships one. */
+        snprintf(model_tok, sizeof model_tok, "%s/tokenizer.json", o->model_dir);
+        if (access(model_tok, R_OK) == 0)
+            tok_path = model_tok;
+    }
+    if (rc != REAP_E_INVALID || !tok_path || !strstr(reap_err_msg(), "needs a tokenizer"))
         return rc;
-    if ((rc = reap_tokenizer_load(o->tokenizer_path, tok)))
+    if ((rc = reap_tokenizer_load(tok_path, tok)))
         return rc;
     co.tokenizer = *tok;
     if ((rc = reap_calib_load(&co, smp))) {
