@@ -150,6 +150,8 @@ class Fixture:
                  str(samples), "--min-len", "32", "--max-len", "200", "--calib-seed",
                  str(100 + i)])
         run([g, "--out", os.path.join(self.models, "m2"), "--seed", "9", "--layers", "2"])
+        with open(os.path.join(self.calib, "garbage.jsonl"), "w") as f:
+            f.write('{"input_ids": [1, 2, 3]}\nthis is not json\n')
         os.makedirs(os.path.join(self.models, "empty"), exist_ok=True)
         os.makedirs(os.path.join(self.models, "bad"), exist_ok=True)
         with open(os.path.join(self.models, "bad", "config.json"), "w") as f:
@@ -480,6 +482,10 @@ def test_services(a):
         ("Score malformed config.json", lambda: next(sc.Score(rp.ScoreRequest(
             model_path="bad", calib_path="c1.jsonl"), metadata=auth, timeout=10)),
          "FAILED_PRECONDITION", "config.json"),
+        ("Score a calibration file that is not JSON Lines (fails in the run)",
+         lambda: list(sc.Score(rp.ScoreRequest(model_path="m", calib_path="garbage.jsonl"),
+                               metadata=auth, timeout=60)), "FAILED_PRECONDITION",
+         "garbage.jsonl:2"),
         ("Score calibration path is a directory", lambda: next(sc.Score(rp.ScoreRequest(
             model_path="m", calib_path=fx.calib), metadata=auth, timeout=10)),
          "INVALID_ARGUMENT", "calib_path"),
