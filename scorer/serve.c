@@ -853,10 +853,10 @@ int scorer_cmd_serve(int argc, char **argv)
          &threads, 0},
         {"seq-len", "REAP_SEQ_LEN", CLI_INT, "2048", "default positions per row",
          &S.seq_len, 0},
-        {"max-samples", "REAP_MAX_SAMPLES", CLI_INT, "0", "default samples used (0: all)",
-         &S.max_samples, 0},
-        {"batch-size", "REAP_BATCH_SIZE", CLI_INT, "8", "default rows per attention "
-         "micro-batch", &S.batch, 0},
+        {"max-samples", "REAP_MAX_SAMPLES", CLI_INT, "300", "default samples used by "
+         "requests that give 0 (0: all)", &S.max_samples, 0},
+        {"batch-size", "REAP_BATCH_SIZE", CLI_INT, "0", "default rows per micro-batch (0: "
+         "the backend chooses: 8 on CPU, the memory plan on CUDA)", &S.batch, 0},
         {"parallel-layers", "REAP_PARALLEL_LAYERS", CLI_INT, "0", "layers whose weights "
          "are prefetched ahead (CUDA; 0: auto)", &prefetch, 0},
         {"vram-gb", "REAP_VRAM_GB", CLI_DOUBLE, "0", "device memory to plan for, GB (0: the "
@@ -886,11 +886,11 @@ int scorer_cmd_serve(int argc, char **argv)
         cli_free(opts, n);
         return 0;
     }
-    if (S.seq_len < 1 || S.seq_len > (1 << 20) || S.max_samples < 0 || S.batch < 1 ||
+    if (S.seq_len < 1 || S.seq_len > (1 << 20) || S.max_samples < 0 || S.batch < 0 ||
         threads < 0 || ckpt_every < 0 || max_runs < 1 || max_queued < 0) {
-        fprintf(stderr, "%s: --seq-len (1..1048576), --batch-size and --max-runs must be "
-                "positive; --max-samples, --threads, --checkpoint-every, --max-queued-runs "
-                ">= 0\n", PROG);
+        fprintf(stderr, "%s: --seq-len (1..1048576) and --max-runs must be positive; "
+                "--batch-size, --max-samples, --threads, --checkpoint-every, "
+                "--max-queued-runs >= 0\n", PROG);
         goto usage_fail;
     }
     if (!(S.backend = scorer_pick_backend(backend))) {
