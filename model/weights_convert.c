@@ -3,10 +3,12 @@
  * Pure C with no library dependency beyond reap_err, so that a build of the CUDA backend
  * alone (the GPU benchmark, bench/gpu/run.sh) links without the JSON and BLAS libraries.
  *
- * AWQ dequantisation walks one quantisation group of input rows at a time: for each
- * output column n the group's zero and scale are unpacked once, then the g packed words
- * of that column are read (they sit in one cache-resident block of the group) and the
- * row of the output, dst[n][k0 .. k0+g), is written contiguously.
+ * AWQ dequantisation walks one quantisation group of input rows at a time and, in it,
+ * one column of packed words (8 outputs) at a time: the column's words are gathered
+ * once, then for each of its 8 outputs n a 16-entry table (q - z) * s of the group's
+ * zero and scale maps the codes to the output row dst[n][k0 .. k0+g), written
+ * contiguously. The table entries are the exact products, so the order of evaluation
+ * cannot change a bit.
  */
 #include "weights.h"
 
@@ -165,23 +167,30 @@ int reap_awq_rows_to_f32(const reap_awq_linear *a, int64_t k0, int64_t k1, float
                             "(group %lld)", a->qweight->name, (long long)k0, (long long)k1,
                             (long long)K, (long long)g);
     const uint16_t *sc = (const uint16_t *)a->scales->data;
+    uint32_t col[256];                 /* a word column of up to 256 rows of a group */
     for (int64_t gk = k0 / g; gk * g < k1; gk++) {
         const int64_t kb = gk * g, ke = kb + g < k1 ? kb + g : k1;
         for (int64_t c = 0; c < Nw; c++) {
             const uint32_t zw = load_u32(a->qzeros, gk * Nw + c);
-            for (int j = 0; j < 8; j++) {
-                const int64_t n = 8 * c + j;
-                const int sh = 4 * REAP_AWQ_NIBBLE(j);
-                const int z = (int)((zw >> sh) & 15u);
-                const float s = reap_f16_to_f32(sc[gk * N + n]);
-                if (!isfinite(s))
-                    return reap_err_set(REAP_E_NUMERIC, "tensor '%s': non-finite scale %g at "
-                                        "element %lld", a->scales->name, (double)s,
-                                        (long long)(gk * N + n));
-                float *out = dst + n * ld - k0;
-                for (int64_t k = kb; k < ke; k++) {
-                    const int q = (int)((load_u32(a->qweight, k * Nw + c) >> sh) & 15u);
-                    out[k] = (float)(q - z) * s;
+            for (int64_t r0 = kb; r0 < ke; r0 += 256) {
+                const int64_t nk = ke - r0 < 256 ? ke - r0 : 256;
+                for (int64_t i = 0; i < nk; i++)
+                    col[i] = load_u32(a->qweight, (r0 + i) * Nw + c);
+                for (int j = 0; j < 8; j++) {
+                    const int64_t n = 8 * c + j;
+                    const int sh = 4 * REAP_AWQ_NIBBLE(j);
+                    const int z = (int)((zw >> sh) & 15u);
+                    const float s = reap_f16_to_f32(sc[gk * N + n]);
+                    if (!isfinite(s))
+                        return reap_err_set(REAP_E_NUMERIC, "tensor '%s': non-finite scale %g "
+                                            "at element %lld", a->scales->name, (double)s,
+                                            (long long)(gk * N + n));
+                    float lut[16];             /* (q - z) * s for every code q */
+                    for (int q = 0; q < 16; q++)
+                        lut[q] = (float)(q - z) * s;
+                    float *out = dst + n * ld + (r0 - k0);
+                    for (int64_t i = 0; i < nk; i++)
+                        out[i] = lut[(col[i] >> sh) & 15u];
                 }
             }
         }

@@ -91,6 +91,8 @@ static int linear_f32(const st_tensor *t, const reap_awq_linear *awq, float *dst
 
 /* ---- init / free --------------------------------------------------------------------- */
 
+/* Free the layer buffers (they are allocated at the first layer that needs them and
+ * reused by every later one: their sizes depend only on the configuration). */
 static void cpu_free_layer(cpu_ctx *c)
 {
     float **bufs[] = {&c->in_norm, &c->post_norm, &c->wq, &c->wk, &c->wv, &c->wo,
@@ -240,25 +242,26 @@ static int cpu_load_layer(void *ctx, const reap_layer_weights *w)
                   I = cfg->moe_inter, Id = cfg->inter;
     const int64_t qd = (int64_t)cfg->n_heads * hd, kvd = (int64_t)cfg->n_kv_heads * hd;
     int rc;
-    cpu_free_layer(c);
     c->layer = w->layer;
     c->is_moe = w->is_moe;
-    c->in_norm = falloc(H);
-    c->post_norm = falloc(H);
-    c->wq = falloc(qd * H);
-    c->wk = falloc(kvd * H);
-    c->wv = falloc(kvd * H);
-    c->wo = falloc(H * qd);
-    c->q_norm = falloc(hd);
-    c->k_norm = falloc(hd);
+#define KEEP(buf, n) ((buf) = (buf) ? (buf) : falloc(n))
+    KEEP(c->in_norm, H);
+    KEEP(c->post_norm, H);
+    KEEP(c->wq, qd * H);
+    KEEP(c->wk, kvd * H);
+    KEEP(c->wv, kvd * H);
+    KEEP(c->wo, H * qd);
+    KEEP(c->q_norm, hd);
+    KEEP(c->k_norm, hd);
     if (w->is_moe) {
-        c->router = falloc(E * H);
-        c->w_gate_up = falloc(E * 2 * I * H);
-        c->w_down = falloc(E * H * I);
+        KEEP(c->router, E * H);
+        KEEP(c->w_gate_up, E * 2 * I * H);
+        KEEP(c->w_down, E * H * I);
     } else {
-        c->mlp_gate_up = falloc(2 * Id * H);
-        c->mlp_down = falloc(H * Id);
+        KEEP(c->mlp_gate_up, 2 * Id * H);
+        KEEP(c->mlp_down, H * Id);
     }
+#undef KEEP
     if (!c->in_norm || !c->post_norm || !c->wq || !c->wk || !c->wv || !c->wo ||
         !c->q_norm || !c->k_norm ||
         (w->is_moe && (!c->router || !c->w_gate_up || !c->w_down)) ||
@@ -285,7 +288,7 @@ static int cpu_load_layer(void *ctx, const reap_layer_weights *w)
     return REAP_OK;
 fail:
     reap_err_prefix(rc, "layer %d", w->layer);
-    cpu_free_layer(c);
+    c->layer = -1;
     return rc;
 }
 

@@ -2,18 +2,22 @@
  * (internal to model/gen; the format is described in weights.h and docs/awq.md).
  *
  * A quantised linear with out_features N, in_features K and group g is made from random
- * weights W [N, K] = std * x, x a fast approximately normal variable from the module's
- * own stream (seed ^ fnv1a64("<module>.weight")): the two 32-bit halves of each 64-bit
- * draw give (popcount - 16) / sqrt(8) (binomial, mean 0, variance 1), row-major [N, K].
- * Per output column n and group of g input rows (AutoAWQ's zero-point quantiser):
+ * weights W = std * x, x a fast approximately normal variable: each 32-bit half of a
+ * 64-bit draw gives (sum of its four bytes - 510) / sqrt(21845) (Irwin-Hall, mean 0,
+ * variance 1). Group gk (input rows gk*g .. gk*g+g-1) has its own stream, seeded with
+ * stream_seed ^ (0x9E3779B97F4A7C15 * (gk + 1)) where stream_seed = seed ^
+ * fnv1a64("<module>.weight"), and is drawn in the checkpoint's [K, N] order (input row,
+ * then output column). Per output column n and group (AutoAWQ's zero-point quantiser):
  *   s = max((max W - min W) / 15, 1e-5), rounded to 4 significant bits (so that every
  *       dequantised value (q - z) * s has at most 8 significant bits: exact in BF16, F16
  *       and F32, which makes the "dequantised twin" checkpoint exact), stored as F16
- *   z = clamp(-round(min W / s), 0, 15),  q = clamp(round(W / s) + z, 0, 15)
- * (round = to nearest even). Packing: nibble i of 32-bit word [r][c] holds column
- * 8c + reap_awq_order[i], least significant nibble first.
+ *   z = clamp(-round(min W / s), 0, 15) (round half to even)
+ *   q = clamp(floor(W * (1/s) + z + 1/2), 0, 15)
+ * Packing: nibble i of 32-bit word [r][c] holds column 8c + reap_awq_order[i], least
+ * significant nibble first.
  *
- * Thread rules: pure functions on caller-owned buffers.
+ * Thread rules: pure functions on caller-owned buffers; gen_awq_quantise spreads the
+ * groups of one linear over the machine's cores (results do not depend on how).
  */
 #ifndef REAP_GEN_AWQ_H
 #define REAP_GEN_AWQ_H
