@@ -69,8 +69,11 @@ typedef struct reap_config {
 
 /* Parse `path` (a config.json). Returns REAP_OK, REAP_E_IO, REAP_E_FORMAT (bad JSON or
  * a field of the wrong type, named in the message), REAP_E_UNSUPPORTED (other
- * model_type, attention_bias true, ...), REAP_E_INVALID (inconsistent values: heads not
- * divisible by kv heads, top_k > experts, ...). On failure *out is left zeroed. */
+ * model_type, attention_bias true, a quantisation method or AWQ setting other than the
+ * ones above, named), REAP_E_INVALID (inconsistent values: heads not divisible by kv
+ * heads, top_k > experts, ...). On failure *out is left zeroed. Free with
+ * reap_config_free (it owns mlp_only_layers and quant.not_convert). Thread rules: a
+ * loaded configuration is read-only; any number of threads may read it. */
 int reap_config_load(const char *path, reap_config *out);
 
 void reap_config_free(reap_config *cfg);
@@ -83,7 +86,8 @@ int reap_config_n_moe_layers(const reap_config *cfg);
 
 /* Index of the first modules_to_not_convert entry that is a substring of `module` (a
  * module name without the tensor suffix, e.g. "model.layers.3.mlp.experts.7.up_proj"),
- * or -1 when none is (always -1 for an unquantised configuration). */
+ * or -1 when none is (always -1 for an unquantised configuration, or NULL arguments).
+ * Pure. */
 int reap_config_not_converted(const reap_config *cfg, const char *module);
 
 #endif

@@ -25,8 +25,8 @@
  * AWQ (spec.awq, docs/awq.md): REAP_GEN_AWQ writes an AWQ int4 GEMM checkpoint: every
  * linear that is quantised (below) becomes <module>.qweight I32 [K, N/8], .qzeros I32
  * [K/g, N/8] and .scales F16 [K/g, N], made by gen_awq.h from the module's own stream
- * (binomial approximately-normal weights of the same std, quantised per group with
- * scales rounded to 4 significant bits), and config.json gets a quantization_config
+ * (approximately normal weights of the same std, drawn per quantisation group, quantised
+ * with scales rounded to 4 significant bits), and config.json gets a quantization_config
  * {"quant_method": "awq", "bits": 4, "group_size": g, "zero_point": true, "version":
  * "gemm", "modules_to_not_convert": [...]}. REAP_GEN_AWQ_TWIN writes the same model
  * unquantised: each such linear is <module>.weight [N, K] in `dtype` holding exactly the
@@ -114,7 +114,7 @@ void reap_gen_spec_default(reap_gen_spec *spec, reap_family family);
  * mlp_only layer ids in range, n_shards within 1..number of tensors; with AWQ, the group
  * size divides the in_features and 8 the out_features of every linear kind that may be
  * quantised (attention when awq_attention, split experts, dense MLPs).
- * Returns REAP_OK or REAP_E_INVALID (the message names the field). */
+ * Returns REAP_OK, REAP_E_INVALID (the message names the field) or REAP_E_NOMEM. */
 int reap_gen_spec_check(const reap_gen_spec *spec);
 
 /* Write the checkpoint described by `spec` into directory `dir` (created if missing;
