@@ -45,6 +45,17 @@ t1=$(date +%s)
 cat "$OUTDIR/test_cuda_backend.log"
 echo "test_cuda_backend: exit $test_rc in $((t1 - t0)) s"
 
+# The other gpu-labelled tests (AWQ on the CUDA backend).
+for t in "$D"/bin/test_*; do
+  [ "$(basename "$t")" = test_cuda_backend ] && continue
+  echo "== $(basename "$t")"
+  timeout "${TEST_TIMEOUT:-150}" "$t" "/tmp/reap_$(basename "$t")" > "$OUTDIR/$(basename "$t").log" 2>&1
+  rc=$?
+  cat "$OUTDIR/$(basename "$t").log"
+  echo "$(basename "$t"): exit $rc"
+  [ $rc -ne 0 ] && test_rc=$rc
+done
+
 echo "== bench_cuda $*"
 timeout "${BENCH_TIMEOUT:-180}" "$D/bin/bench_cuda" "$@" > "$OUTDIR/bench_cuda.log" 2>&1
 bench_rc=$?
@@ -72,6 +83,6 @@ fi
 {
   grep -m1 -E "^\|? *[0-9]+ +NVIDIA|NVIDIA H|NVIDIA A" "$OUTDIR/nvidia-smi.txt"
   echo "test_cuda_backend exit $test_rc ($((t1 - t0)) s); bench_cuda exit $bench_rc ($((t2 - t1)) s); sanitizer $san_rc"
-  grep -hE "^RESULT|checks (passed|FAILED)|SKIPPED" "$OUTDIR"/test_cuda_backend.log "$OUTDIR"/bench_cuda*.log
+  grep -hE "^RESULT|checks (passed|FAILED)|SKIPPED" "$OUTDIR"/test_*.log "$OUTDIR"/bench_cuda*.log
 } > "$OUTDIR/summary.txt" 2>&1
 exit $test_rc

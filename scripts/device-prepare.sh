@@ -2,7 +2,7 @@
 # device-prepare.sh - build the GPU test and benchmark HERE (where every library is
 # installed) for sm_80 and sm_90, and gather them with the shared libraries the GPU
 # machine may lack into .devlibs/ (git-ignored), which travels to the device run:
-#   .devlibs/bin/   test_cuda_backend, bench_cuda
+#   .devlibs/bin/   test_cuda_backend, test_awq_cuda, bench_cuda
 #   .devlibs/lib/   libjansson, libopenblas + libgfortran/libquadmath (OpenBLAS is
 #                   shipped xz-compressed to stay under the 64 MiB carry limit)
 # libcublas/libcudart come from the device's own CUDA 13 install (cudart is static).
@@ -12,10 +12,10 @@ cd "$(dirname "$0")/.."
 BUILD=build-device
 OUTD=.devlibs
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="80;90" >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target test_cuda_backend reap_model reap_gen reap_common
+cmake --build "$BUILD" -j"$(nproc)" --target test_cuda_backend test_awq_cuda reap_model reap_gen reap_common
 rm -rf "$OUTD"
 mkdir -p "$OUTD/bin" "$OUTD/lib"
-cp "$BUILD/tests/test_cuda_backend" "$OUTD/bin/"
+cp "$BUILD/tests/test_cuda_backend" "$BUILD/tests/test_awq_cuda" "$OUTD/bin/"
 # The benchmark: built by CMake when bench/gpu is wired in, else linked here by hand.
 if cmake --build "$BUILD" --target bench_cuda >/dev/null 2>&1; then
   cp "$BUILD/bin/bench_cuda" "$OUTD/bin/" 2>/dev/null || cp "$(find "$BUILD" -name bench_cuda -type f | head -1)" "$OUTD/bin/"
