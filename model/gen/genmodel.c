@@ -5,8 +5,11 @@
  * distribution; the list is cut into contiguous shards of roughly equal bytes; each
  * shard is written by st_write_file(), whose fill callback generates one tensor at a
  * time from a stream seeded by (seed, tensor name) and rounds it to the target dtype.
- * config.json and model.safetensors.index.json are built with jansson and written
- * atomically (temp file, fsync, rename, fsync of the directory).
+ * AWQ (spec.awq): plan_linear() turns each quantised linear into its qweight / qzeros /
+ * scales (or, for the twin, a dequantised .weight); fill_awq() quantises the module with
+ * gen_awq.h once per shard and packs or dequantises it. config.json and
+ * model.safetensors.index.json are built with jansson and written atomically (temp file,
+ * fsync, rename, fsync of the directory).
  *
  * Dimension legend: V vocab, H hidden, nH query heads, nKV KV heads, hd head dim,
  * E experts, I expert width, Id dense MLP width.
