@@ -16,6 +16,7 @@ PKGS=(
   openssl                 # certificates for the TLS tests
   libpcre2-dev libutf8proc-dev  # tokenizer
   python3 python3-numpy   # float64 oracle in tests/
+  python3-venv            # test-only tools from PyPI (safetensors, kustomize, schemas)
 )
 
 missing=()
