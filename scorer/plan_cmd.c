@@ -114,6 +114,7 @@ int scorer_cmd_plan(int argc, char **argv)
     if (p.moe_layer_bytes) line("MoE layer weights on the device", p.moe_layer_bytes);
     if (p.dense_layer_bytes) line("dense layer weights on the device", p.dense_layer_bytes);
     if (p.moe_ckpt_bytes) line("MoE layer in a bf16 checkpoint (upload)", p.moe_ckpt_bytes);
+    if (p.moe_awq_bytes) line("MoE layer in an AWQ checkpoint (upload)", p.moe_awq_bytes);
     printf("device memory:\n");
     line("hidden states [T, H] fp32", p.hidden_bytes);
     line("resident (hidden, tokens, routing, stats)", p.resident_bytes);
