@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "reap_err.h"
 
 struct st_file {
@@ -520,58 +521,6 @@ static int cmp_layout(const void *a, const void *b)
     return strcmp(sort_specs[x->index].name, sort_specs[y->index].name);
 }
 
-static int write_all(int fd, const void *buf, size_t len, const char *tmp)
-{
-    const unsigned char *p = buf;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return reap_err_set(REAP_E_IO, "%s: write: %s", tmp, strerror(errno));
-        }
-        if (w == 0)
-            return reap_err_set(REAP_E_IO, "%s: write returned 0", tmp);
-        p += w;
-        len -= (size_t)w;
-    }
-    return REAP_OK;
-}
-
-static int fsync_parent_dir(const char *path)
-{
-    int rc;
-    char *dir = strdup(path);
-    int fd = -1;
-    if (!dir) {
-        rc = reap_err_set(REAP_E_NOMEM, "%s: out of memory", path);
-        goto fail;
-    }
-    char *slash = strrchr(dir, '/');
-    if (!slash) {
-        strcpy(dir, ".");
-    } else if (slash == dir) {
-        dir[1] = '\0';
-    } else {
-        *slash = '\0';
-    }
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: open directory: %s", dir, strerror(errno));
-        goto fail;
-    }
-    if (fsync(fd) != 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: fsync directory: %s", dir, strerror(errno));
-        goto fail;
-    }
-    rc = REAP_OK;
-fail:
-    if (fd >= 0)
-        close(fd);
-    free(dir);
-    return rc;
-}
-
 /* Validate the specs and compute the layout (sorted, with offsets). */
 static int plan_layout(const char *path, const st_write_spec *specs, size_t n,
                        struct layout_entry *lay, uint64_t *largest)
@@ -750,8 +699,8 @@ int st_write_file(const char *path, const st_write_spec *specs, size_t n,
     }
     tmp_created = true;
     static const char spaces[8] = "        ";
-    if ((rc = write_all(fd, prefix, 8, tmp)) || (rc = write_all(fd, hdr, hlen, tmp)) ||
-        (rc = write_all(fd, spaces, pad, tmp)))
+    if ((rc = reap_write_all(fd, prefix, 8, tmp)) || (rc = reap_write_all(fd, hdr, hlen, tmp)) ||
+        (rc = reap_write_all(fd, spaces, pad, tmp)))
         goto fail;
 
     for (size_t i = 0; i < n; i++) {
@@ -760,7 +709,7 @@ int st_write_file(const char *path, const st_write_spec *specs, size_t n,
             reap_err_prefix(rc, "%s: tensor '%s'", path, specs[lay[i].index].name);
             goto fail;
         }
-        rc = write_all(fd, buf, (size_t)lay[i].nbytes, tmp);
+        rc = reap_write_all(fd, buf, (size_t)lay[i].nbytes, tmp);
         if (rc)
             goto fail;
     }
@@ -779,7 +728,7 @@ int st_write_file(const char *path, const st_write_spec *specs, size_t n,
         goto fail;
     }
     tmp_created = false;
-    rc = fsync_parent_dir(path);
+    rc = reap_fsync_parent_dir(path);
 
 fail:
     if (fd >= 0)
@@ -896,9 +845,9 @@ int st_writer_open(const char *path, const st_write_spec *specs, size_t n,
         goto fail;
     }
     static const char spaces[8] = "        ";
-    if ((rc = write_all(w->fd, prefix, 8, w->tmp)) ||
-        (rc = write_all(w->fd, hdr, hlen, w->tmp)) ||
-        (rc = write_all(w->fd, spaces, pad, w->tmp)))
+    if ((rc = reap_write_all(w->fd, prefix, 8, w->tmp)) ||
+        (rc = reap_write_all(w->fd, hdr, hlen, w->tmp)) ||
+        (rc = reap_write_all(w->fd, spaces, pad, w->tmp)))
         goto fail;
     free(hdr);
     *out = w;
@@ -942,7 +891,7 @@ int st_writer_write(st_writer *w, const void *buf, size_t len)
     int rc = writer_room(w, len);
     if (rc)
         return rc;
-    if ((rc = write_all(w->fd, buf, len, w->tmp)))
+    if ((rc = reap_write_all(w->fd, buf, len, w->tmp)))
         return rc;
     w->pos += len;
     return REAP_OK;
@@ -965,7 +914,7 @@ static int copy_bounce(st_writer *w, int fd, uint64_t off, uint64_t len)
         if (r == 0)
             return reap_err_set(REAP_E_IO, "%s: source file ends at offset %llu",
                                 w->path, (unsigned long long)off);
-        int rc = write_all(w->fd, w->bounce, (size_t)r, w->tmp);
+        int rc = reap_write_all(w->fd, w->bounce, (size_t)r, w->tmp);
         if (rc)
             return rc;
         off += (uint64_t)r;
@@ -1043,7 +992,7 @@ int st_writer_finish(st_writer *w)
         unlink(w->tmp);
         goto done;
     }
-    rc = fsync_parent_dir(w->path);
+    rc = reap_fsync_parent_dir(w->path);
 done:
     writer_free(w);
     return rc;

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "reap_err.h"
 #include "safetensors.h"
 
@@ -56,40 +57,13 @@ static char *path_join(const char *dir, const char *name)
     return p;
 }
 
-int reap_fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return reap_err_set(REAP_E_IO, "%s: open directory: %s", dir, strerror(errno));
-    int rc = fsync(fd) == 0 ? REAP_OK
-                            : reap_err_set(REAP_E_IO, "%s: fsync: %s", dir, strerror(errno));
-    close(fd);
-    return rc;
-}
-
-static int write_all_fd(int fd, const void *buf, size_t len, const char *path)
-{
-    const char *p = buf;
-    while (len) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return reap_err_set(REAP_E_IO, "%s: write: %s", path,
-                                w < 0 ? strerror(errno) : "no progress");
-        p += w;
-        len -= (size_t)w;
-    }
-    return REAP_OK;
-}
-
 /* Write `len` bytes to path (create/truncate, fsync). */
 static int write_file(const char *path, const void *buf, size_t len)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return reap_err_set(REAP_E_IO, "%s: open: %s", path, strerror(errno));
-    int rc = write_all_fd(fd, buf, len, path);
+    int rc = reap_write_all(fd, buf, len, path);
     if (!rc && fsync(fd) != 0)
         rc = reap_err_set(REAP_E_IO, "%s: fsync: %s", path, strerror(errno));
     if (close(fd) != 0 && !rc)
@@ -137,7 +111,7 @@ int reap_copy_file(const char *src, const char *dst)
             }
             if (n == 0)
                 break;
-            if ((rc = write_all_fd(out, buf, (size_t)n, dst)))
+            if ((rc = reap_write_all(out, buf, (size_t)n, dst)))
                 goto done;
         }
         break;

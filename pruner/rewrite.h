@@ -49,6 +49,7 @@
 
 #include <stdint.h>
 
+#include "fsutil.h" /* reap_fsync_dir, reap_write_all */
 #include "checkpoint.h"
 #include "config.h"
 #include "keepset.h"
@@ -115,7 +116,5 @@ void reap_strv_free(char **v, int n);
  * Returns REAP_OK or REAP_E_IO. */
 int reap_copy_file(const char *src, const char *dst);
 
-/* fsync a directory. Returns REAP_OK or REAP_E_IO. */
-int reap_fsync_dir(const char *dir);
 
 #endif

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "records.h"
+#include "fsutil.h"
 #include "reap_err.h"
 #include "reap_store.pb-c.h"
 #include "store_impl.h"
@@ -267,21 +268,6 @@ fail:
     return rc;
 }
 
-static int fsync_parent(const char *path)
-{
-    char *copy = strdup(path);
-    int rc = REAP_OK, fd;
-    if (!copy)
-        return reap_err_set(REAP_E_NOMEM, "%s", path);
-    fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd))
-        rc = reap_err_set(REAP_E_IO, "%s: fsync of the folder: %s", path, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    free(copy);
-    return rc;
-}
-
 int reap_store_export(reap_store *s, const char *path, const reap_id *model,
                       reap_export_counts *counts)
 {
@@ -314,7 +300,7 @@ int reap_store_export(reap_store *s, const char *path, const reap_id *model,
         rc = reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno));
         goto fail;
     }
-    if ((rc = fsync_parent(path)))
+    if ((rc = reap_fsync_parent_dir(path)))
         goto fail;
     if (counts)
         *counts = c;

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "reap_err.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -52,41 +53,14 @@ static void pair_dir(reap_store *s, const reap_id *m, const reap_id *c, char *ou
     snprintf(out, n, "%s/checkpoints/%s-%s", reap_store_dir(s), mh, ch);
 }
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return reap_err_set(REAP_E_IO, "%s: %s", dir, strerror(errno));
-    int bad = fsync(fd);
-    int e = errno;
-    close(fd);
-    return bad ? reap_err_set(REAP_E_IO, "%s: fsync: %s", dir, strerror(e)) : REAP_OK;
-}
-
 /* mkdir that accepts an existing directory and makes a new entry durable. */
 static int make_dir(const char *dir, const char *parent)
 {
     if (mkdir(dir, 0755) == 0)
-        return fsync_dir(parent);
+        return reap_fsync_dir(parent);
     if (errno == EEXIST)
         return REAP_OK;
     return reap_err_set(REAP_E_IO, "%s: cannot create: %s", dir, strerror(errno));
-}
-
-static int write_all(int fd, const void *buf, size_t n, const char *path)
-{
-    const uint8_t *p = buf;
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return reap_err_set(REAP_E_IO, "%s: write: %s", path,
-                                w < 0 ? strerror(errno) : "no progress");
-        p += w;
-        n -= (size_t)w;
-    }
-    return REAP_OK;
 }
 
 static int read_all(int fd, void *buf, size_t n)
@@ -176,20 +150,20 @@ int reap_hidden_ckpt_write(reap_store *s, const reap_id *model, const reap_id *c
     header(h, model, calib, layer, T, H);
     crypto_generichash_init(&st, NULL, 0, 32);
     crypto_generichash_update(&st, h, HDR_LEN);
-    if ((rc = write_all(fd, h, HDR_LEN, tmp)))
+    if ((rc = reap_write_all(fd, h, HDR_LEN, tmp)))
         goto fail;
     const uint8_t *p = (const uint8_t *)hidden;
     size_t left = (size_t)T * (size_t)H * sizeof(float);
     while (left) {
         size_t n = left < CHUNK ? left : CHUNK;
         crypto_generichash_update(&st, p, n);
-        if ((rc = write_all(fd, p, n, tmp)))
+        if ((rc = reap_write_all(fd, p, n, tmp)))
             goto fail;
         p += n;
         left -= n;
     }
     crypto_generichash_final(&st, digest, 32);
-    if ((rc = write_all(fd, digest, 32, tmp)))
+    if ((rc = reap_write_all(fd, digest, 32, tmp)))
         goto fail;
     if (fsync(fd)) {
         rc = reap_err_set(REAP_E_IO, "%s: fsync: %s", tmp, strerror(errno));
@@ -205,7 +179,7 @@ int reap_hidden_ckpt_write(reap_store *s, const reap_id *model, const reap_id *c
         rc = reap_err_set(REAP_E_IO, "%s: rename: %s", final, strerror(errno));
         goto fail;
     }
-    if ((rc = fsync_dir(dir)))
+    if ((rc = reap_fsync_dir(dir)))
         goto fail;
     rc = remove_others(dir, name);
 fail:

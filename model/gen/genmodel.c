@@ -18,6 +18,7 @@
 
 #include "gen_awq.h"
 #include "gen_rng.h"
+#include "fsutil.h"
 #include "reap_err.h"
 
 #include <errno.h>
@@ -320,34 +321,6 @@ static int mkdir_p(const char *dir)
     return REAP_OK;
 }
 
-static int fsync_dir_of(const char *path)
-{
-    char buf[4096];
-    const char *slash = strrchr(path, '/');
-    size_t len = slash ? (size_t)(slash - path) : 0;
-    int fd;
-
-    if (len >= sizeof buf)
-        return REAP_OK;
-    if (len == 0) {
-        buf[0] = slash ? '/' : '.';
-        buf[1] = '\0';
-    } else {
-        memcpy(buf, path, len);
-        buf[len] = '\0';
-    }
-    fd = open(buf, O_RDONLY | O_DIRECTORY);
-    if (fd < 0)
-        return reap_err_set(REAP_E_IO, "genmodel: open %s: %s", buf, strerror(errno));
-    if (fsync(fd) != 0 && errno != EINVAL) {
-        int e = errno;
-        close(fd);
-        return reap_err_set(REAP_E_IO, "genmodel: fsync %s: %s", buf, strerror(e));
-    }
-    close(fd);
-    return REAP_OK;
-}
-
 /* Finish a FILE written to `tmp`: flush, fsync, close, rename to `path`, fsync dir.
  * Always closes fp; removes tmp on failure. */
 static int file_commit(FILE *fp, const char *tmp, const char *path)
@@ -368,7 +341,7 @@ static int file_commit(FILE *fp, const char *tmp, const char *path)
         unlink(tmp);
         return reap_err_set(REAP_E_IO, "genmodel: rename %s: %s", path, strerror(e));
     }
-    return fsync_dir_of(path);
+    return reap_fsync_parent_dir(path);
 }
 
 static int json_write_atomic(const json_t *root, const char *path)
