@@ -18,12 +18,7 @@
 #include "reapctl_common.h"
 #include "stats.h"
 #include "stats_json.h"
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "stats_table.h"
 
 /* GetStats layers -> statistics structs. */
 static int to_stats(const Reap__V1__GetStatsResponse *r, reap_layer_stats **out)
@@ -53,28 +48,6 @@ static int to_stats(const Reap__V1__GetStatsResponse *r, reap_layer_stats **out)
     }
     *out = st;
     return REAP_OK;
-}
-
-static void print_table(const reap_layer_stats *st, int n, double ratio)
-{
-    printf("%5s %8s %7s %12s %12s %12s %8s\n", "layer", "tokens", "routed", "reap_min",
-           "reap_median", "reap_max", "drop");
-    for (int i = 0; i < n; i++) {
-        const reap_layer_stats *s = &st[i];
-        double *sc = malloc((size_t)s->n_experts * sizeof *sc);
-        int routed = 0;
-        if (!sc)
-            return;
-        for (int e = 0; e < s->n_experts; e++) {
-            sc[e] = reap_layer_stats_score(s, e, REAP_CRIT_REAP);
-            routed += s->count[e] > 0;
-        }
-        qsort(sc, (size_t)s->n_experts, sizeof *sc, cmp_double);
-        printf("%5d %8lld %4d/%-3d %12.6g %12.6g %12.6g %8d\n", s->layer,
-               (long long)s->tokens, routed, s->n_experts, sc[0], sc[s->n_experts / 2],
-               sc[s->n_experts - 1], (int)floor(s->n_experts * ratio));
-        free(sc);
-    }
 }
 
 /* A colour ramp (dark blue -> teal -> yellow), t in [0, 1]. */
@@ -284,7 +257,7 @@ int cmd_stats(int argc, char **argv)
     } else if (!svg) {
         printf("model %s, %zu calibration set(s), %llu tokens, statistics digest %.16s\n",
                r->model_id, r->n_calib_ids, (unsigned long long)r->tokens, r->stats_digest);
-        print_table(ls, nl, ratio);
+        reap_stats_print_table(stdout, ls, nl, ratio);
     }
     if (svg) {
         if (reap_keepset_compute(NULL, ls, nl, &ko, &ks)) {

@@ -21,6 +21,7 @@
 #include "score_job.h"
 #include "scorer_cmds.h"
 #include "stats_json.h"
+#include "stats_table.h"
 #include "stats_store.h"
 #include "store.h"
 
@@ -85,34 +86,11 @@ static int on_event(void *ud, const reap_score_event *ev)
     return stop_signal != 0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Per-layer summary: routed experts, REAP min / median / max, and how many experts a
  * 40% prune would drop. */
 void scorer_print_table(const reap_layer_stats *st, int n)
 {
-    printf("%5s %8s %7s %12s %12s %12s %8s\n", "layer", "tokens", "routed", "reap_min",
-           "reap_median", "reap_max", "drop@0.4");
-    for (int i = 0; i < n; i++) {
-        const reap_layer_stats *s = &st[i];
-        double *sc = malloc((size_t)s->n_experts * sizeof *sc);
-        int routed = 0;
-        if (!sc)
-            return;
-        for (int e = 0; e < s->n_experts; e++) {
-            sc[e] = reap_layer_stats_score(s, e, REAP_CRIT_REAP);
-            routed += s->count[e] > 0;
-        }
-        qsort(sc, (size_t)s->n_experts, sizeof *sc, cmp_double);
-        printf("%5d %8lld %4d/%-3d %12.6g %12.6g %12.6g %8d\n", s->layer,
-               (long long)s->tokens, routed, s->n_experts, sc[0], sc[s->n_experts / 2],
-               sc[s->n_experts - 1], (int)floor(s->n_experts * 0.4));
-        free(sc);
-    }
+    reap_stats_print_table(stdout, st, n, 0.4);
 }
 
 const reap_backend_i *scorer_pick_backend(const char *name)

@@ -55,7 +55,7 @@ echo "== reapctl score (layer by layer; each layer committed to the store)"
 $B/reapctl score --model tiny-vl-moe --calib calib.jsonl --seq-len 256
 model=$($B/reapctl models --json | sed -n 's/.*"model_id": *"\([0-9a-f]\{64\}\)".*/\1/p' | head -1)
 
-echo "== reapctl stats ${model:0:16} (per-layer REAP scores; drop = experts a 40% prune removes)"
+echo "== reapctl stats ${model:0:16} (per-layer REAP scores; drop@0.4 = experts a 40% prune removes)"
 $B/reapctl stats "$model"
 $B/reapctl stats "$model" --svg "$out/heatmap.svg" --ratio 0.4
 

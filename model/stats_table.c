@@ -1,0 +1,35 @@
+/* stats_table.c - the per-layer summary table (see stats_table.h). */
+#include "stats_table.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void reap_stats_print_table(FILE *f, const reap_layer_stats *st, int n, double ratio)
+{
+    char drop[32];
+    snprintf(drop, sizeof drop, "drop@%g", ratio);
+    fprintf(f, "%5s %8s %7s %12s %12s %12s %8s\n", "layer", "tokens", "routed", "reap_min",
+            "reap_median", "reap_max", drop);
+    for (int i = 0; i < n; i++) {
+        const reap_layer_stats *s = &st[i];
+        double *sc = malloc((size_t)s->n_experts * sizeof *sc);
+        int routed = 0;
+        if (!sc)
+            continue;
+        for (int e = 0; e < s->n_experts; e++) {
+            sc[e] = reap_layer_stats_score(s, e, REAP_CRIT_REAP);
+            routed += s->count[e] > 0;
+        }
+        qsort(sc, (size_t)s->n_experts, sizeof *sc, cmp_double);
+        fprintf(f, "%5d %8lld %4d/%-3d %12.6g %12.6g %12.6g %8d\n", s->layer,
+                (long long)s->tokens, routed, s->n_experts, sc[0], sc[s->n_experts / 2],
+                sc[s->n_experts - 1], (int)floor(s->n_experts * ratio));
+        free(sc);
+    }
+}
