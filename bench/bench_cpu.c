@@ -5,7 +5,9 @@
  * the CPU backend, and prints tokens/s, the achieved GFLOP/s on the useful FLOPs
  * (projections, causal attention over valid keys, router, routed experts only), the
  * sgemm GFLOP/s measured in the same process on expert-shaped matrices, their ratio and
- * the peak RSS. Timings are wall clock; compare ratios, not absolute numbers.
+ * the peak RSS; also the engine's own token-wise GEMM (cpu_gemm, row-independent) on the
+ * same shape and threads, against that sgemm. Timings are wall clock; compare ratios,
+ * not absolute numbers.
  *
  * usage: bench_cpu [--dir SCRATCH] [--layers N] [--rows N] [--seq-len N] [--threads N]
  */
@@ -21,6 +23,7 @@
 #include "calib.h"
 #include "checkpoint.h"
 #include "config.h"
+#include "cpu_gemm.h"
 #include "engine.h"
 #include "genmodel.h"
 #include "parallel.h"
@@ -52,6 +55,28 @@ static double sgemm_gflops(int M, int N, int K, int reps)
             best = dt;
     }
     free(a); free(b); free(c);
+    return 2.0 * M * N * K / best / 1e9;
+}
+
+/* The same for cpu_gemm on a pre-packed B (packed once, as load_layer does). */
+static double cpu_gemm_gflops(int M, int N, int K, int reps, int threads)
+{
+    float *a = malloc((size_t)M * K * 4), *b = malloc((size_t)N * K * 4),
+          *bp = malloc((size_t)cpu_gemm_packed_len(N, K) * 4), *c = malloc((size_t)M * N * 4);
+    for (size_t i = 0; i < (size_t)M * K; i++)
+        a[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    for (size_t i = 0; i < (size_t)N * K; i++)
+        b[i] = (float)((i * 40503u) % 1000) / 1000.0f - 0.5f;
+    cpu_gemm_pack(bp, b, N, K);
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        cpu_gemm(threads, c, a, bp, M, N, K);
+        double dt = now() - t0;
+        if (dt < best)
+            best = dt;
+    }
+    free(a); free(b); free(bp); free(c);
     return 2.0 * M * N * K / best / 1e9;
 }
 
@@ -102,6 +127,7 @@ int main(int argc, char **argv)
     openblas_set_num_threads(threads);
     int ne = (int)(rows.n_valid * spec.top_k / spec.n_experts);
     double sgemm = sgemm_gflops(ne, 2 * spec.moe_inter, spec.hidden, 5);
+    double kern = cpu_gemm_gflops(ne, 2 * spec.moe_inter, spec.hidden, 5, threads);
 
     reap_engine_opts eo = {.backend = &reap_backend_cpu,
                            .backend_opts = {.threads = threads, .batch_rows = 8}};
@@ -137,6 +163,8 @@ int main(int argc, char **argv)
     printf("  sgemm GFLOP/s       %8.1f   (M %d, N %d, K %d)\n", sgemm, ne,
            2 * spec.moe_inter, spec.hidden);
     printf("  ratio               %8.2f\n", gf / sgemm);
+    printf("  cpu_gemm GFLOP/s    %8.1f   (same shape and threads, %s; %.2f of sgemm)\n",
+           kern, cpu_gemm_kernel_name(), kern / sgemm);
     printf("  peak RSS            %8.1f MiB\n", ru.ru_maxrss / 1024.0);
     for (int i = 0; i < n; i++)
         reap_layer_stats_free(&st[i]);

@@ -1,6 +1,8 @@
 /* test_engine.c - the CPU engine on generated checkpoints: results bit-identical across
- * thread counts and micro-batch sizes, statistics invariants, and clear errors for a NaN
- * weight, a config that disagrees with the tensor shapes, a missing tensor.
+ * thread counts and micro-batch sizes, statistics invariants, scoring rows R1 and R2
+ * separately and merging equals scoring R1+R2 at once (a token's values do not depend on
+ * the other tokens), and clear errors for a NaN weight, a config that disagrees with the
+ * tensor shapes, a missing tensor.
  * (Agreement with the float64 oracle is tested by tests/run_oracle_compare.sh.) */
 #include <fcntl.h>
 #include <jansson.h>
@@ -201,6 +203,138 @@ static void test_resume_from_checkpoint(void)
     unload(&l);
 }
 
+/* Rows `pick[0..n)` of `all` as a new set (tokens and masks copied). */
+static int rows_subset(const reap_rows *all, const int *pick, int n, reap_rows *out)
+{
+    const size_t S = (size_t)all->seq_len;
+    out->n_rows = n;
+    out->seq_len = all->seq_len;
+    out->n_valid = 0;
+    out->tokens = malloc((size_t)n * S * sizeof *out->tokens);
+    out->mask = malloc((size_t)n * S);
+    if (!out->tokens || !out->mask)
+        return REAP_E_NOMEM;
+    for (int i = 0; i < n; i++) {
+        memcpy(out->tokens + i * S, all->tokens + pick[i] * S, S * sizeof *out->tokens);
+        memcpy(out->mask + i * S, all->mask + pick[i] * S, S);
+        for (size_t t = 0; t < S; t++)
+            out->n_valid += out->mask[i * S + t];
+    }
+    return REAP_OK;
+}
+
+static double rel_diff(double a, double b)
+{
+    double m = fabs(a) > fabs(b) ? fabs(a) : fabs(b);
+    return m == 0.0 ? 0.0 : fabs(a - b) / m;
+}
+
+/* Scoring rows R1 alone and R2 alone (different thread counts and micro-batches), merged
+ * with reap_layer_stats_merge, equals scoring R1+R2 in one run: token and routing counts
+ * and max_act exact, sums within 1e-12 relative (they differ only in the order of the
+ * fp64 additions). Before it, the hidden states of R1's rows leaving a middle layer are
+ * bit-identical alone and inside R1+R2. Two splits: first rows / the rest, and
+ * interleaved. Shapes not multiples of the GEMM tiles (H 40, 2I 44, 13 experts). */
+static void test_merge_equals_concatenation(void)
+{
+    char dir[1024], calib[1024];
+    reap_gen_spec spec;
+    reap_gen_spec_default(&spec, REAP_FAMILY_QWEN3_MOE);
+    spec.n_layers = 4;
+    spec.hidden = 40;
+    spec.n_heads = 4;
+    spec.n_kv_heads = 2;
+    spec.head_dim = 10;
+    spec.n_experts = 13;
+    spec.top_k = 3;
+    spec.moe_inter = 22;
+    spec.inter = 36;
+    spec.n_mlp_only = 1;
+    spec.mlp_only_layers[0] = 1;
+    spec.seed = 17;
+    path_join(dir, sizeof dir, scratch, "merge-model");
+    path_join(calib, sizeof calib, scratch, "merge-calib.jsonl");
+    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
+    CHECK_RC(reap_gen_calib(calib, 23, 5, 60, spec.vocab, 41), REAP_OK);
+    loaded l;
+    CHECK_RC(load(dir, calib, 48, 1, &l), REAP_OK);
+    const int R = l.rows.n_rows, S = l.rows.seq_len, H = spec.hidden;
+    CHECK(R >= 8);
+
+    saved_hidden hall = {.layer = 2};
+    reap_engine_opts oall = {.backend = &reap_backend_cpu,
+                             .backend_opts = {.threads = 2, .batch_rows = 4},
+                             .checkpoint_every = 1, .on_checkpoint = save_hidden, .ud = &hall};
+    reap_layer_stats *all = NULL;
+    int n_all = 0;
+    CHECK_RC(reap_engine_score(l.ck, &l.cfg, &l.rows, &oall, &all, &n_all), REAP_OK);
+    CHECK(n_all == 3 && hall.h != NULL);
+
+    for (int split = 0; split < 2 && n_all == 3 && hall.h; split++) {
+        int pick[2][64], n[2] = {0, 0};
+        for (int r = 0; r < R && r < 64; r++) {
+            int part = split == 0 ? r >= 5 : r % 2;
+            pick[part][n[part]++] = r;
+        }
+        reap_layer_stats *merged = NULL;
+        int n_merged = 0;
+        for (int part = 0; part < 2; part++) {
+            reap_rows sub;
+            CHECK_RC(rows_subset(&l.rows, pick[part], n[part], &sub), REAP_OK);
+            saved_hidden h = {.layer = 2};
+            reap_engine_opts o = {.backend = &reap_backend_cpu,
+                                  .backend_opts = {.threads = 1 + part, .batch_rows = 3},
+                                  .checkpoint_every = 1, .on_checkpoint = save_hidden,
+                                  .ud = &h};
+            reap_layer_stats *st = NULL;
+            int n_st = 0;
+            CHECK_RC(reap_engine_score(l.ck, &l.cfg, &sub, &o, &st, &n_st), REAP_OK);
+            CHECK(n_st == n_all && h.h != NULL);
+            int same = h.h != NULL;
+            for (int i = 0; same && i < n[part]; i++)
+                same = !memcmp(h.h + (size_t)i * S * H, hall.h + (size_t)pick[part][i] * S * H,
+                               (size_t)S * H * sizeof(float));
+            CHECK_MSG(same, "split %d part %d: hidden states leaving layer 2 differ from "
+                      "the same rows scored with the others", split, part);
+            if (part == 0) {
+                merged = st;
+                n_merged = n_st;
+            } else {
+                for (int i = 0; i < n_st && i < n_merged; i++)
+                    CHECK_RC(reap_layer_stats_merge(&merged[i], &st[i]), REAP_OK);
+                free_stats(st, n_st);
+            }
+            free(h.h);
+            free(sub.tokens);
+            free(sub.mask);
+        }
+        double worst = 0;
+        int exact = n_merged == n_all;
+        for (int i = 0; exact && i < n_all; i++) {
+            const reap_layer_stats *a = &merged[i], *b = &all[i];
+            size_t E = (size_t)b->n_experts;
+            exact = a->layer == b->layer && a->tokens == b->tokens &&
+                    !memcmp(a->count, b->count, E * sizeof(int64_t)) &&
+                    !memcmp(a->max_act, b->max_act, E * sizeof(float));
+            for (size_t e = 0; e < E; e++) {
+                double d[3] = {rel_diff(a->sum_gate_norm[e], b->sum_gate_norm[e]),
+                               rel_diff(a->sum_norm[e], b->sum_norm[e]),
+                               rel_diff(a->sum_gate[e], b->sum_gate[e])};
+                for (int q = 0; q < 3; q++)
+                    worst = d[q] > worst ? d[q] : worst;
+            }
+        }
+        CHECK_MSG(exact, "split %d: counts, tokens or max_act differ", split);
+        CHECK_MSG(worst <= 1e-12, "split %d: sums differ by %.3g relative", split, worst);
+        printf("  merge split %d (%d + %d rows): counts %s, sums within %.2g relative\n",
+               split, n[0], n[1], exact ? "exact" : "DIFFER", worst);
+        free_stats(merged, n_merged);
+    }
+    free(hall.h);
+    free_stats(all, n_all);
+    unload(&l);
+}
+
 /* Overwrite element `elem` of tensor `name` (F32) in the checkpoint with `value`. */
 static int poke_f32(const char *dir, const char *name, int64_t elem, float value)
 {
@@ -307,6 +441,7 @@ int main(int argc, char **argv)
     mkdir(scratch, 0755);
     test_determinism_and_invariants();
     test_resume_from_checkpoint();
+    test_merge_equals_concatenation();
     test_bad_inputs();
     TEST_MAIN_END();
 }

@@ -13,12 +13,21 @@
  *                    SwiGLU -> down GEMM -> statistics + weighted combine -> residual
  *   mlp_block:       dense SwiGLU MLP on valid positions
  * Weights: load_layer converts one layer to fp32 (AWQ int4 linears are dequantised
- * there, exactly, through reap_linear_to_f32 / reap_expert_to_f32).
- * Determinism: every GEMM is cut into row blocks that depend only on the data (one
- * sequence for attention projections, CPU_GEMM_BLOCK rows otherwise), each block one
- * single-threaded OpenBLAS call; everything else is a fixed-order loop, with work split
- * across threads only over independent outputs. Experts are processed in
- * ascending order and each token's outputs are added in that order.
+ * there, exactly, through reap_linear_to_f32 / reap_expert_to_f32) and packs the
+ * token-wise matrices (router, expert gate_up and down, dense MLP) for cpu_gemm.
+ * Determinism, and a token's result independent of the other tokens: the token-wise
+ * GEMMs (router, experts, dense MLP) run on cpu_gemm (cpu_gemm.h), which computes each
+ * output element as one fixed sequence of fmaf steps, so a token's logits and expert
+ * outputs depend only on that token and the weights: not on which other tokens were
+ * routed to the same expert, their number, its place among them, or the thread count.
+ * Scoring calibration sets A and B separately and merging therefore sees the per-token
+ * values of scoring A+B at once; the statistics differ only in the order of their fp64
+ * sums. Attention projections stay on OpenBLAS sgemm, one single-threaded call per
+ * sequence (cpu_matmul_bt with blocks of S rows), so a sequence's result depends only on
+ * itself; attention itself is per (sequence, head). Everything else is a fixed-order
+ * loop, with work split across threads only over independent outputs. Experts are
+ * processed in ascending order, each token's outputs are added in that order, and the
+ * statistics accumulate in ascending token order within an expert.
  */
 #include <math.h>
 #include <stdio.h>
@@ -26,14 +35,12 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cpu_gemm.h"
 #include "cpu_ops.h"
 #include "parallel.h"
 #include "reap_err.h"
 
 #define CPU_MAX_HEAD_DIM 512
-/* Rows per sgemm call for token-wise GEMMs (see cpu_matmul_bt); attention projections
- * use one sequence (S rows) per call so that the micro-batch size cannot matter. */
-#define CPU_GEMM_BLOCK 256
 
 typedef struct cpu_ctx {
     reap_config cfg;            /* copy; mlp_only_layers not owned (not used) */
@@ -53,10 +60,12 @@ typedef struct cpu_ctx {
     float *wk, *wv;             /* [nKV*hd, H] */
     float *wo;                  /* [H, nH*hd] */
     float *q_norm, *k_norm;     /* [hd] */
+    /* token-wise matrices, packed for cpu_gemm (cpu_gemm_packed_len floats each) */
     float *router;              /* [E, H] */
-    float *w_gate_up;           /* [E, 2I, H]: rows 0..I-1 gate, I..2I-1 up */
-    float *w_down;              /* [E, H, I] */
-    float *mlp_gate_up;         /* [2Id, H] */
+    float *w_gate_up;           /* E x [2I, H]: rows 0..I-1 gate, I..2I-1 up; stride gu_len */
+    float *w_down;              /* E x [H, I]; stride dn_len */
+    int64_t gu_len, dn_len;
+    float *mlp_gate_up;         /* [2Id, H]: rows 0..Id-1 gate, Id..2Id-1 up */
     float *mlp_down;            /* [H, Id] */
 } cpu_ctx;
 
@@ -65,6 +74,13 @@ typedef struct cpu_ctx {
 static float *falloc(int64_t n)
 {
     return n > 0 ? malloc((size_t)n * sizeof(float)) : malloc(sizeof(float));
+}
+
+/* A packed GEMM operand: cache-line aligned (freed with free). */
+static float *palloc(int64_t n)
+{
+    void *p = NULL;
+    return posix_memalign(&p, 64, (size_t)(n > 0 ? n : 1) * sizeof(float)) ? NULL : p;
 }
 
 static int check_finite(const cpu_ctx *c, const float *x, int64_t n, int64_t width,
@@ -147,7 +163,9 @@ static int cpu_init(const reap_config *cfg, const reap_rows *rows,
         rc = reap_err_set(REAP_E_INVALID, "cpu backend: no calibration positions");
         goto fail;
     }
-    cpu_blas_set_threads(1); /* threads come from cpu_matmul_bt */
+    cpu_blas_set_threads(1); /* threads come from cpu_matmul_bt and cpu_gemm */
+    c->gu_len = cpu_gemm_packed_len(2 * (int64_t)cfg->moe_inter, cfg->hidden);
+    c->dn_len = cpu_gemm_packed_len(cfg->hidden, cfg->moe_inter);
     c->tokens = malloc((size_t)c->T * sizeof *c->tokens);
     c->mask = malloc((size_t)c->T);
     c->valid = malloc((size_t)c->T * sizeof *c->valid);
@@ -198,19 +216,28 @@ typedef struct {
     char (*msg)[256];   /* [E] */
 } expert_load_job;
 
+/* Experts [begin, end): fp32 in nn.Linear orientation into tmp, then packed. */
 static void expert_load_range(void *ud, int64_t begin, int64_t end, int tid)
 {
     (void)tid;
     expert_load_job *j = ud;
-    const int64_t H = j->c->cfg.hidden, I = j->c->cfg.moe_inter;
+    cpu_ctx *c = j->c;
+    const int64_t H = c->cfg.hidden, I = c->cfg.moe_inter;
+    float *tmp = falloc(3 * I * H); /* gate [I, H], up [I, H], down [H, I] */
     for (int64_t e = begin; e < end; e++) {
-        float *gu = j->c->w_gate_up + e * 2 * I * H;
-        int rc = reap_expert_to_f32(j->w, &j->c->cfg, (int)e, gu, gu + I * H,
-                                    j->c->w_down + e * H * I);
+        int rc = tmp ? reap_expert_to_f32(j->w, &c->cfg, (int)e, tmp, tmp + I * H,
+                                          tmp + 2 * I * H)
+                     : reap_err_set(REAP_E_NOMEM, "expert %lld: conversion buffer",
+                                    (long long)e);
         j->rc[e] = rc;
-        if (rc)
+        if (rc) {
             snprintf(j->msg[e], sizeof j->msg[e], "%s", reap_err_msg());
+            continue;
+        }
+        cpu_gemm_pack(c->w_gate_up + e * c->gu_len, tmp, 2 * I, H);
+        cpu_gemm_pack(c->w_down + e * c->dn_len, tmp + 2 * I * H, H, I);
     }
+    free(tmp);
 }
 
 static int load_experts(cpu_ctx *c, const reap_layer_weights *w)
@@ -238,13 +265,14 @@ static int cpu_load_layer(void *ctx, const reap_layer_weights *w)
 {
     cpu_ctx *c = ctx;
     const reap_config *cfg = &c->cfg;
-    const int64_t H = cfg->hidden, hd = cfg->head_dim, E = cfg->n_experts,
-                  I = cfg->moe_inter, Id = cfg->inter;
+    const int64_t H = cfg->hidden, hd = cfg->head_dim, E = cfg->n_experts, Id = cfg->inter;
     const int64_t qd = (int64_t)cfg->n_heads * hd, kvd = (int64_t)cfg->n_kv_heads * hd;
     int rc;
+    float *tmp = NULL; /* one matrix in nn.Linear orientation, before packing */
     c->layer = w->layer;
     c->is_moe = w->is_moe;
 #define KEEP(buf, n) ((buf) = (buf) ? (buf) : falloc(n))
+#define KEEP_PACKED(buf, n) ((buf) = (buf) ? (buf) : palloc(n))
     KEEP(c->in_norm, H);
     KEEP(c->post_norm, H);
     KEEP(c->wq, qd * H);
@@ -254,16 +282,19 @@ static int cpu_load_layer(void *ctx, const reap_layer_weights *w)
     KEEP(c->q_norm, hd);
     KEEP(c->k_norm, hd);
     if (w->is_moe) {
-        KEEP(c->router, E * H);
-        KEEP(c->w_gate_up, E * 2 * I * H);
-        KEEP(c->w_down, E * H * I);
+        KEEP_PACKED(c->router, cpu_gemm_packed_len(E, H));
+        KEEP_PACKED(c->w_gate_up, E * c->gu_len);
+        KEEP_PACKED(c->w_down, E * c->dn_len);
+        tmp = falloc(E * H);
     } else {
-        KEEP(c->mlp_gate_up, 2 * Id * H);
-        KEEP(c->mlp_down, H * Id);
+        KEEP_PACKED(c->mlp_gate_up, cpu_gemm_packed_len(2 * Id, H));
+        KEEP_PACKED(c->mlp_down, cpu_gemm_packed_len(H, Id));
+        tmp = falloc(Id * H);
     }
 #undef KEEP
+#undef KEEP_PACKED
     if (!c->in_norm || !c->post_norm || !c->wq || !c->wk || !c->wv || !c->wo ||
-        !c->q_norm || !c->k_norm ||
+        !c->q_norm || !c->k_norm || !tmp ||
         (w->is_moe && (!c->router || !c->w_gate_up || !c->w_down)) ||
         (!w->is_moe && (!c->mlp_gate_up || !c->mlp_down))) {
         rc = reap_err_set(REAP_E_NOMEM, "layer %d: weights in fp32", w->layer);
@@ -277,17 +308,27 @@ static int cpu_load_layer(void *ctx, const reap_layer_weights *w)
         (rc = to_f32(w->q_norm, c->q_norm)) || (rc = to_f32(w->k_norm, c->k_norm)))
         goto fail;
     if (w->is_moe) {
-        if ((rc = to_f32(w->router, c->router)) || (rc = load_experts(c, w)))
+        if ((rc = to_f32(w->router, tmp)))
+            goto fail;
+        cpu_gemm_pack(c->router, tmp, E, H);
+        if ((rc = load_experts(c, w)))
             goto fail;
     } else {
-        if ((rc = linear_f32(w->mlp_gate, &w->mlp_gate_awq, c->mlp_gate_up)) ||
-            (rc = linear_f32(w->mlp_up, &w->mlp_up_awq, c->mlp_gate_up + Id * H)) ||
-            (rc = linear_f32(w->mlp_down, &w->mlp_down_awq, c->mlp_down)))
+        if ((rc = linear_f32(w->mlp_gate, &w->mlp_gate_awq, tmp)))
             goto fail;
+        cpu_gemm_pack_rows(c->mlp_gate_up, 2 * Id, H, 0, tmp, Id);
+        if ((rc = linear_f32(w->mlp_up, &w->mlp_up_awq, tmp)))
+            goto fail;
+        cpu_gemm_pack_rows(c->mlp_gate_up, 2 * Id, H, Id, tmp, Id);
+        if ((rc = linear_f32(w->mlp_down, &w->mlp_down_awq, tmp)))
+            goto fail;
+        cpu_gemm_pack(c->mlp_down, tmp, H, Id);
     }
+    free(tmp);
     return REAP_OK;
 fail:
     reap_err_prefix(rc, "layer %d", w->layer);
+    free(tmp);
     c->layer = -1;
     return rc;
 }
@@ -443,7 +484,7 @@ static int moe_block(cpu_ctx *c, reap_layer_stats *st)
     /* m = rmsnorm(x[valid]); logits = m Wr^T; route. */
     gather_rows(m, c->x, c->valid, Nv, H);
     cpu_rmsnorm(m, m, c->post_norm, Nv, (int)H, cfg->rms_eps);
-    cpu_matmul_bt(c->threads, CPU_GEMM_BLOCK, logits, m, c->router, Nv, E, H);
+    cpu_gemm(c->threads, logits, m, c->router, Nv, E, H);
     if ((rc = check_finite(c, logits, Nv * E, E, "router")))
         goto done;
     route_job rj = {c, logits, idx, g};
@@ -490,10 +531,10 @@ static int moe_block(cpu_ctx *c, reap_layer_stats *st)
         if (ne == 0)
             continue;
         gather_rows(xe, m, te, ne, H);
-        cpu_matmul_bt(c->threads, CPU_GEMM_BLOCK, gu, xe, c->w_gate_up + e * 2 * I * H, ne, 2 * I, H);
+        cpu_gemm(c->threads, gu, xe, c->w_gate_up + e * c->gu_len, ne, 2 * I, H);
         swiglu_job sj = {gu, act, (int)I};
         reap_parallel_for(c->threads, ne, swiglu_range, &sj);
-        cpu_matmul_bt(c->threads, CPU_GEMM_BLOCK, y, act, c->w_down + e * H * I, ne, H, I);
+        cpu_gemm(c->threads, y, act, c->w_down + e * c->dn_len, ne, H, I);
         for (int64_t i = 0; i < ne; i++) {
             const float *yi = y + i * H;
             double norm;
@@ -545,10 +586,10 @@ static int mlp_block(cpu_ctx *c)
     }
     gather_rows(m, c->x, c->valid, Nv, H);
     cpu_rmsnorm(m, m, c->post_norm, Nv, (int)H, cfg->rms_eps);
-    cpu_matmul_bt(c->threads, CPU_GEMM_BLOCK, gu, m, c->mlp_gate_up, Nv, 2 * Id, H);
+    cpu_gemm(c->threads, gu, m, c->mlp_gate_up, Nv, 2 * Id, H);
     swiglu_job sj = {gu, act, (int)Id};
     reap_parallel_for(c->threads, Nv, swiglu_range, &sj);
-    cpu_matmul_bt(c->threads, CPU_GEMM_BLOCK, y, act, c->mlp_down, Nv, H, Id);
+    cpu_gemm(c->threads, y, act, c->mlp_down, Nv, H, Id);
     if ((rc = check_finite(c, y, Nv * H, H, "MLP")))
         goto done;
     for (int64_t n = 0; n < Nv; n++) {

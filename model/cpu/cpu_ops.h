@@ -20,10 +20,12 @@ void cpu_rmsnorm(float *y, const float *x, const float *w, int64_t n, int d, dou
 /* C[M, N] = A[M, Kd] * B[N, Kd]^T  (B in nn.Linear [out, in] orientation), beta 0.
  * Deterministic whatever the thread count: M is cut into blocks of `block` rows counted
  * from row 0 of this call, and each block is one single-threaded sgemm call, run on one
- * of `threads` threads. A row's result therefore depends only on (M, block) and its
- * data, never on how many threads ran. (OpenBLAS's own threading and its small-matrix
- * paths change the rounding with the problem split; calling it this way pins it.)
- * Requires cpu_blas_set_threads(1). */
+ * of `threads` threads. A block's result depends only on that block's rows and B, never
+ * on how many threads ran; but a row's result depends on the other rows of its block
+ * and its place in it (OpenBLAS rounds differently with the split), so blocks must be
+ * units whose composition is fixed by the data: the backend uses one sequence (S rows)
+ * for the attention projections. Token-wise GEMMs use cpu_gemm (cpu_gemm.h), where a
+ * row depends only on itself. Requires cpu_blas_set_threads(1). */
 void cpu_matmul_bt(int threads, int64_t block, float *C, const float *A, const float *B,
                    int64_t M, int64_t N, int64_t Kd);
 
