@@ -6,12 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_gemm.h"
 #include "cpu_ops.h"
 #include "parallel.h"
 #include "reap_err.h"
 #include "weights.h"
 
-#define PROBE_GEMM_BLOCK 256 /* rows per sgemm call, as the CPU backend's router GEMM */
 
 void reap_probe_free(reap_probe *p)
 {
@@ -58,7 +58,8 @@ static int probe_routes(const reap_config *cfg, const reap_layer_weights *w, con
     float *logits = malloc((size_t)(Nv * E + 1) * sizeof *logits);
     float *post = malloc((size_t)H * sizeof *post);
     float *router = malloc((size_t)(E * H) * sizeof *router);
-    if (!m || !logits || !post || !router) {
+    float *router_p = malloc((size_t)cpu_gemm_packed_len(E, H) * sizeof *router_p);
+    if (!m || !logits || !post || !router || !router_p) {
         rc = reap_err_set(REAP_E_NOMEM, "layer %d: routing probe buffers", w->layer);
         goto done;
     }
@@ -68,7 +69,9 @@ static int probe_routes(const reap_config *cfg, const reap_layer_weights *w, con
     for (int64_t n = 0; n < Nv; n++)
         memcpy(m + n * H, xp + valid[n] * H, (size_t)H * sizeof *m);
     cpu_rmsnorm(m, m, post, Nv, (int)H, cfg->rms_eps);
-    cpu_matmul_bt(threads, PROBE_GEMM_BLOCK, logits, m, router, Nv, E, H);
+    /* The same row-independent GEMM as the CPU backend's router (cpu_gemm.h). */
+    cpu_gemm_pack(router_p, router, E, H);
+    cpu_gemm(threads, logits, m, router_p, Nv, E, H);
     route_job j = {logits, (int)E, cfg->n_experts_used, cfg->norm_topk_prob, out};
     reap_parallel_for(threads, Nv, route_range, &j);
 done:
@@ -76,6 +79,7 @@ done:
     free(logits);
     free(post);
     free(router);
+    free(router_p);
     return rc;
 }
 

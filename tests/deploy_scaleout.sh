@@ -7,13 +7,12 @@
 # exports into one store. Against one reap-scorer run of the whole set (rows unpacked
 # with --no-pack, so the shards score exactly the rows of one pass): token and expert
 # counts exact, identical keep sets (compare_stats.py at ratios 0.5/0.25, reapctl
-# keepset at 0.4), sums within REAP_MERGE_RTOL relative (default 1e-5, the default of
-# tests/store_merge.sh: the CPU engine's sums depend in the last fp32 bits on which
-# tokens share a GEMM call; set REAP_MERGE_RTOL=1e-12 once the engine is exact).
+# keepset at 0.4), sums within REAP_MERGE_RTOL relative (default 1e-12, as
+# tests/store_merge.sh: the CPU engine's token-wise GEMMs are row-independent).
 # Also: merging with a shard missing is refused, merging again adds nothing.
 set -u
 bin=$1; tmp=$2; py=$3; repo=$4
-rtol=${REAP_MERGE_RTOL:-1e-5}
+rtol=${REAP_MERGE_RTOL:-1e-12}
 scripts=$repo/deploy/scripts
 compare=$repo/tests/oracle/compare_stats.py
 rm -rf "$tmp"; mkdir -p "$tmp"

@@ -5,10 +5,10 @@
 #    fold (integer counts, float64 sums, max) of the two stored records in calib-id
 #    order (store_merge_check.py, equality). Against scoring the concatenation A+B as one
 #    set (rows unpacked with --no-pack, so A+B is exactly the rows of A and of B): counts
-#    exact, identical keep sets, sums within REAP_MERGE_RTOL relative (default 1e-5;
-#    compare_stats.py). Not 1e-12: the CPU engine's per-token values depend in the last
-#    fp32 bits on which other tokens share a GEMM call (OpenBLAS sgemm rows differ with
-#    the block's row count and a row's place in it), measured ~1e-7 relative here.
+#    exact, identical keep sets, sums within REAP_MERGE_RTOL relative (default 1e-12:
+#    the CPU engine's token-wise GEMMs are row-independent, model/cpu/cpu_gemm.h, so a
+#    token's values do not depend on which other tokens share a call; only the order of
+#    the float64 additions differs).
 # 2. A+B split into 3 shards, scored by 3 concurrent processes into 3 stores, exported,
 #    imported into one fresh store: the merged view is the exact fold of the 3 shards'
 #    records, and equals the one-pass run as in 1; importing again adds nothing.
@@ -18,7 +18,7 @@ set -u
 bin=$1; tmp=$2; py=$3; tests=$4
 compare=$tests/oracle/compare_stats.py
 check=$tests/store_merge_check.py
-rtol=${REAP_MERGE_RTOL:-1e-12}  # since cpu_gemm.h (row-independent GEMMs); note above stale
+rtol=${REAP_MERGE_RTOL:-1e-12}
 rm -rf "$tmp"; mkdir -p "$tmp"
 fail() { echo "FAIL: $*"; exit 1; }
 "$bin/reap-genmodel" --out "$tmp/m" --layers 4 --hidden 64 --heads 4 --kv-heads 2 \
