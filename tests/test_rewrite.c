@@ -470,14 +470,18 @@ static void prune_case(const char *name, reap_family fam, reap_expert_layout lay
                 least_other = fmin(least_other, rel);
             }
         }
-        /* Identical up to the last bit of the renormalised weights: the softmax
-         * denominator runs over E' instead of E experts before the top-k sum divides it
-         * out, which can move a weight by one rounding step. */
+        /* Renormalised models: bit-identical (the CPU backend's weights depend only on
+         * the K selected logits, and its router and expert GEMMs are row- and
+         * column-independent). Without renormalisation the weights are softmax
+         * probabilities over E' instead of E experts: close, not identical. */
         printf("%s: first MoE layer %d: %d tokens with all top-k experts kept: %d "
                "bit-identical, largest relative difference %.3g; %d other tokens: smallest "
                "relative difference %.3g\n", name, first_moe, n_kept_tok, n_same, worst_kept,
                n_other, least_other);
         CHECK(n_kept_tok > 0 && worst_kept < 1e-6);
+        if (cfg.norm_topk_prob)
+            CHECK_MSG(n_same == n_kept_tok, "%d of %d tokens with all experts kept differ",
+                      n_kept_tok - n_same, n_kept_tok);
         CHECK(n_other > 0 && n_other_diff == n_other && least_other > 1e-4);
         free(ca.h);
         free(cb.h);

@@ -114,8 +114,9 @@ void cpu_router_topk(const float *logits, int E, int K, int renorm, int32_t *idx
         if (logits[e] > mx)
             mx = logits[e];
     double z = 0.0;
-    for (int e = 0; e < E; e++)
-        z += exp((double)logits[e] - mx);
+    if (!renorm)
+        for (int e = 0; e < E; e++)
+            z += exp((double)logits[e] - mx);
     /* Selection of the K largest logits; strict '>' keeps the lower index on ties. */
     for (int k = 0; k < K; k++) {
         int best = -1;
@@ -127,15 +128,18 @@ void cpu_router_topk(const float *logits, int E, int K, int renorm, int32_t *idx
                 best = e;
         }
         idx[k] = best;
-        w[k] = exp((double)logits[best] - mx) / z;
+        w[k] = exp((double)logits[best] - mx);
     }
-    if (renorm) {
-        double s = 0.0;
+    /* Renormalised: p_k / sum_topk p = exp(l_k) / sum_topk exp(l_j); the softmax
+     * denominator over all E cancels, so it is left out: the weights then depend only on
+     * the K selected logits (mx is the top-1 logit), and a pruned model that keeps a
+     * token's K experts gives that token bit-identical weights. */
+    double s = 0.0;
+    if (renorm)
         for (int k = 0; k < K; k++)
             s += w[k];
-        for (int k = 0; k < K; k++)
-            w[k] /= s;
-    }
+    for (int k = 0; k < K; k++)
+        w[k] /= renorm ? s : z;
 }
 
 void cpu_swiglu(float *a, const float *gu, int64_t n, int inter)
