@@ -211,7 +211,7 @@ static void test_vs_blas(void)
 
 static void test_edges(void)
 {
-    float A[6] = {1, 2, 3, 4, 5, 6}, bp[32], C[4] = {7, 7, 7, 7};
+    float A[6] = {1, 2, 3, 4, 5, 6}, bp[32] = {0}, C[4] = {7, 7, 7, 7};
     /* K 0: C is zero. */
     cpu_gemm(2, C, A, bp, 2, 2, 0);
     CHECK(C[0] == 0.0f && C[1] == 0.0f && C[2] == 0.0f && C[3] == 0.0f);
