@@ -794,17 +794,8 @@ int pruner_cmd_serve(int argc, char **argv)
         M("Verify", RPC_UNARY, verify_request, verify_response, h_verify),
     };
 #undef M
-    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-        if ((rc = rpc_server_add_method(S.srv, &methods[i])))
-            goto fail_msg;
-    if ((rc = rpc_server_install_signals(S.srv)) || (rc = rpc_server_start(S.srv)))
+    if ((rc = svc_start(S.srv, "reap.v1.Pruner", methods, sizeof methods / sizeof methods[0])))
         goto fail_msg;
-    rpc_health_set(S.srv, "", RPC_HEALTH_SERVING);
-    rpc_health_set(S.srv, "reap.v1.Pruner", RPC_HEALTH_SERVING);
-    printf("port %d\n", rpc_server_port(S.srv));
-    if (rpc_server_health_port(S.srv))
-        printf("health-port %d\n", rpc_server_health_port(S.srv));
-    fflush(stdout);
     svc_log(PROG, "serving reap.v1.Pruner on port %d (store %s, manifests %s)%s",
             rpc_server_port(S.srv), store_dir, S.have_key ? "signed" : "unsigned",
             so.tls_cert ? ", TLS" : "");

@@ -948,17 +948,8 @@ int scorer_cmd_serve(int argc, char **argv)
         M("GetStats", RPC_UNARY, get_stats_request, get_stats_response, h_get_stats),
     };
 #undef M
-    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-        if ((rc = rpc_server_add_method(S.srv, &methods[i])))
-            goto fail_msg;
-    if ((rc = rpc_server_install_signals(S.srv)) || (rc = rpc_server_start(S.srv)))
+    if ((rc = svc_start(S.srv, "reap.v1.Scorer", methods, sizeof methods / sizeof methods[0])))
         goto fail_msg;
-    rpc_health_set(S.srv, "", RPC_HEALTH_SERVING);
-    rpc_health_set(S.srv, "reap.v1.Scorer", RPC_HEALTH_SERVING);
-    printf("port %d\n", rpc_server_port(S.srv));
-    if (rpc_server_health_port(S.srv))
-        printf("health-port %d\n", rpc_server_health_port(S.srv));
-    fflush(stdout);
     svc_log(PROG, "serving reap.v1.Scorer on port %d (store %s, backend %s, %ld run(s) at "
             "once, %ld queued)%s", rpc_server_port(S.srv), store_dir, S.backend->name,
             max_runs, max_queued, so.tls_cert ? ", TLS" : "");

@@ -232,3 +232,20 @@ void svc_log(const char *prog, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "%s: %s %s\n", prog, ts, line);
 }
+
+int svc_start(rpc_server *srv, const char *service, const rpc_method *methods, size_t n)
+{
+    int rc;
+    for (size_t i = 0; i < n; i++)
+        if ((rc = rpc_server_add_method(srv, &methods[i])))
+            return rc;
+    if ((rc = rpc_server_install_signals(srv)) || (rc = rpc_server_start(srv)))
+        return rc;
+    rpc_health_set(srv, "", RPC_HEALTH_SERVING);
+    rpc_health_set(srv, service, RPC_HEALTH_SERVING);
+    printf("port %d\n", rpc_server_port(srv));
+    if (rpc_server_health_port(srv))
+        printf("health-port %d\n", rpc_server_health_port(srv));
+    fflush(stdout);
+    return REAP_OK;
+}

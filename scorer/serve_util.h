@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "rpc_path.h"
+#include "rpc_server.h"
 #include "rpc_status.h"
 #include "store.h"
 
@@ -62,6 +63,12 @@ char *svc_hex(svc_pool *pool, const uint8_t *bin, size_t n);
 void svc_pool_free(svc_pool *pool);
 
 /* One log line on stderr: "<prog>: <UTC time> <text>". */
+/* Register `n` methods, install the signal handlers, start listening, mark health ""
+ * and `service` SERVING, and announce the bound ports on stdout ("port N", then
+ * "health-port N" when a health-only port is configured; tests read these lines).
+ * Returns REAP_OK or the failing rpc_server_* status (message in reap_err_msg()). */
+int svc_start(rpc_server *srv, const char *service, const rpc_method *methods, size_t n);
+
 void svc_log(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif
