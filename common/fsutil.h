@@ -9,6 +9,7 @@
 #define REAP_FSUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Write all `len` bytes of buf to fd; `path` names the file in error messages. */
 int reap_write_all(int fd, const void *buf, size_t len, const char *path);
@@ -18,5 +19,12 @@ int reap_fsync_dir(const char *dir);
 
 /* fsync the directory that holds `path` ("." for a bare file name). */
 int reap_fsync_parent_dir(const char *path);
+
+/* Fail early, before writing, when the file system that holds `dir` has fewer than
+ * `need` bytes available to this user (statvfs f_bavail). `what` names the output in
+ * the message, which gives both sizes. The check is skipped (REAP_OK) when the
+ * environment sets REAP_NO_SPACE_CHECK=1 (file systems that misreport free space) or
+ * when statvfs itself fails. Returns REAP_OK or REAP_E_IO. */
+int reap_check_free_space(const char *dir, uint64_t need, const char *what);
 
 #endif

@@ -861,6 +861,13 @@ int reap_rewrite_checkpoint(const reap_ckpt *ck, const reap_config *cfg,
         res->n_tensors_out += (int)sh[i].n;
     }
 
+    /* Shard headers, the index, config and other files come on top of the tensor
+     * data: a 1% + 64 MiB allowance covers them. */
+    if ((rc = reap_check_free_space(out_dir, res->bytes_out + res->bytes_out / 100 +
+                                                 ((uint64_t)64 << 20),
+                                    "the pruned checkpoint")))
+        goto done;
+
     progress_state ps = {progress, ud, 0, res->bytes_out};
     for (size_t i = 0; i < nf; i++) {
         if (sh[i].n == 0)

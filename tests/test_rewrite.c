@@ -10,7 +10,8 @@
  *     hidden states and no routing change; on tokens whose top-k experts were all kept,
  *     the first MoE layer's output is identical (renormalised models);
  *   - refusals: existing output without --force, output inside the input, a cancelled
- *     rewrite leaves no temporary directory.
+ *     rewrite leaves no temporary directory; the free-space check (reap_check_free_space)
+ *     refuses more than the file system has and names both sizes.
  *
  * Usage: test_rewrite SCRATCH_DIR (created if missing; one subdirectory per case).
  */
@@ -563,6 +564,19 @@ static void test_cancel_cleans_up(void)
     reap_config_free(&cfg);
 }
 
+static void test_space_check(void)
+{
+    unsetenv("REAP_NO_SPACE_CHECK");
+    CHECK_RC(reap_check_free_space(scratch, 1, "a test"), REAP_OK);
+    /* 1 EB: no test machine has it */
+    CHECK_RC(reap_check_free_space(scratch, (uint64_t)1 << 60, "a test"), REAP_E_IO);
+    CHECK_ERRMSG("not enough disk space for a test");
+    CHECK_ERRMSG("1152921504.61 GB");
+    setenv("REAP_NO_SPACE_CHECK", "1", 1);
+    CHECK_RC(reap_check_free_space(scratch, (uint64_t)1 << 60, "a test"), REAP_OK);
+    unsetenv("REAP_NO_SPACE_CHECK");
+}
+
 int main(int argc, char **argv)
 {
     snprintf(scratch, sizeof scratch, "%s", argc > 1 ? argv[1] : "tmp_test_rewrite");
@@ -578,5 +592,6 @@ int main(int argc, char **argv)
     prune_case("fused_vl_4", REAP_FAMILY_QWEN3_VL_MOE, REAP_EXPERTS_FUSED, 1, 4, 0);
     prune_case("split_vl_2", REAP_FAMILY_QWEN3_VL_MOE, REAP_EXPERTS_SPLIT, 2, 2, 0);
     test_cancel_cleans_up();
+    test_space_check();
     TEST_MAIN_END();
 }
