@@ -42,50 +42,10 @@
 #include "reap_err.h"
 #include "rewrite.h"
 #include "safetensors.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 #include "verify.h"
 #include "weights.h"
-
-static char scratch[4096];
-
-static const char *sp(const char *a)
-{
-    static char bufs[8][4400];
-    static unsigned next;
-    char *buf = bufs[next++ % 8];
-    snprintf(buf, sizeof bufs[0], "%s/%s", scratch, a);
-    return buf;
-}
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long n;
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-        (buf = malloc((size_t)n + 1))) {
-        if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-            free(buf);
-            buf = NULL;
-        } else {
-            buf[n] = '\0';
-        }
-    }
-    fclose(f);
-    return buf;
-}
 
 /* ---- quantization_config ------------------------------------------------------------- */
 
@@ -316,28 +276,6 @@ static void test_dequant_known(void)
 
 /* ---- generated AWQ checkpoints -------------------------------------------------------- */
 
-typedef struct model {
-    reap_config cfg;
-    reap_ckpt *ck;
-} model;
-
-static int open_model(const char *dir, model *m)
-{
-    char p[4400];
-    memset(m, 0, sizeof *m);
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    int rc = reap_config_load(p, &m->cfg);
-    if (!rc)
-        rc = reap_ckpt_open(dir, &m->ck);
-    return rc;
-}
-
-static void close_model(model *m)
-{
-    reap_ckpt_close(m->ck);
-    reap_config_free(&m->cfg);
-}
-
 /* n_awq per layer and, linear by linear, dequantised AWQ == the twin's plain tensor. */
 static void compare_twin(const char *awq_dir, const char *twin_dir, const int *want_awq)
 {
@@ -394,20 +332,10 @@ static void compare_twin(const char *awq_dir, const char *twin_dir, const int *w
 static void score_same(const char *awq_dir, const char *twin_dir)
 {
     model a, t;
-    reap_rows rows = {0};
+    reap_rows rows;
     CHECK_RC(open_model(awq_dir, &a), REAP_OK);
     CHECK_RC(open_model(twin_dir, &t), REAP_OK);
-    rows.n_rows = 3;
-    rows.seq_len = 24;
-    rows.tokens = malloc(72 * sizeof *rows.tokens);
-    rows.mask = malloc(72);
-    unsigned seed = 7;
-    for (int i = 0; i < 72; i++) {
-        seed = seed * 1103515245u + 12345u;
-        rows.tokens[i] = (int32_t)((seed >> 8) % (unsigned)a.cfg.vocab);
-        rows.mask[i] = i % 24 != 20;
-        rows.n_valid += rows.mask[i];
-    }
+    make_rows(&rows, a.cfg.vocab, 3, 24, 7, 20);
     reap_engine_opts o = {.backend = &reap_backend_cpu, .backend_opts = {.threads = 2}};
     reap_layer_stats *sa = NULL, *st = NULL;
     int na = 0, nt = 0;
@@ -693,7 +621,7 @@ static void test_config_patch(void)
     CHECK_RC(reap_config_load(sp("pc-in.json"), &c), REAP_OK);
     manual_keepset(&ks, kl);
     CHECK_RC(reap_config_patch_pruned(sp("pc-in.json"), sp("pc-out.json"), &c, &ks), REAP_OK);
-    char *got = slurp(sp("pc-out.json"));
+    char *got = slurp(sp("pc-out.json"), NULL);
     CHECK_MSG(got && !strcmp(got, want), "patched config:\n%s", got ? got : "(none)");
     free(got);
     /* without expert entries the array is left byte for byte */
@@ -706,7 +634,7 @@ static void test_config_patch(void)
     CHECK_RC(reap_config_load(sp("pc-in2.json"), &c), REAP_OK);
     CHECK_RC(reap_config_patch_pruned(sp("pc-in2.json"), sp("pc-out2.json"), &c, &ks),
              REAP_OK);
-    got = slurp(sp("pc-out2.json"));
+    got = slurp(sp("pc-out2.json"), NULL);
     CHECK(got && strstr(got, "[ \"mlp.gate\" ]") && strstr(got, "\"num_experts\": 8,"));
     free(got);
     reap_config_free(&c);
@@ -890,10 +818,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: test_awq SCRATCH_DIR | test_awq dump MODEL OUT\n");
         return 2;
     }
-    snprintf(scratch, sizeof scratch, "%s", argv[1]);
-    char cmd[8400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", scratch, scratch);
-    if (system(cmd) != 0)
+    scratch = argv[1];
+    if (fresh_dir(scratch) != 0)
         return 2;
     test_config();
     test_fixture();

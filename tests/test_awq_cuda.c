@@ -28,58 +28,9 @@
 #include "genmodel.h"
 #include "reap_err.h"
 #include "safetensors.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 #include "weights.h"
-
-static char scratch[4096];
-
-static const char *sp(const char *a)
-{
-    static char bufs[8][4400];
-    static unsigned next;
-    char *buf = bufs[next++ % 8];
-    snprintf(buf, sizeof bufs[0], "%s/%s", scratch, a);
-    return buf;
-}
-
-typedef struct model {
-    reap_config cfg;
-    reap_ckpt *ck;
-} model;
-
-static int open_model(const char *dir, model *m)
-{
-    char p[4400];
-    memset(m, 0, sizeof *m);
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    int rc = reap_config_load(p, &m->cfg);
-    if (!rc)
-        rc = reap_ckpt_open(dir, &m->ck);
-    return rc;
-}
-
-static void close_model(model *m)
-{
-    reap_ckpt_close(m->ck);
-    reap_config_free(&m->cfg);
-}
-
-static void make_rows(reap_rows *r, int vocab)
-{
-    const int n_rows = 3, S = 40;
-    unsigned seed = 11;
-    memset(r, 0, sizeof *r);
-    r->n_rows = n_rows;
-    r->seq_len = S;
-    r->tokens = malloc((size_t)n_rows * S * sizeof *r->tokens);
-    r->mask = malloc((size_t)n_rows * S);
-    for (int i = 0; i < n_rows * S; i++) {
-        seed = seed * 1103515245u + 12345u;
-        r->tokens[i] = (int32_t)((seed >> 8) % (unsigned)vocab);
-        r->mask[i] = i % S != S - 4;
-        r->n_valid += r->mask[i];
-    }
-}
 
 typedef struct run {
     reap_layer_stats *st;
@@ -118,12 +69,6 @@ static void same_bits(const run *a, const run *b, const char *what)
     }
 }
 
-static double rel(double a, double b)
-{
-    const double d = fabs(a - b), m = fmax(fabs(a), fabs(b));
-    return m > 0 ? d / m : 0;
-}
-
 static void close_to(const run *gpu, const run *cpu, const char *what)
 {
     double worst = 0;
@@ -132,9 +77,10 @@ static void close_to(const run *gpu, const run *cpu, const char *what)
     for (int i = 0; i < gpu->n && i < cpu->n; i++)
         for (int e = 0; e < gpu->st[i].n_experts; e++) {
             counts &= gpu->st[i].count[e] == cpu->st[i].count[e];
-            worst = fmax(worst, rel(gpu->st[i].sum_gate_norm[e], cpu->st[i].sum_gate_norm[e]));
-            worst = fmax(worst, rel(gpu->st[i].sum_norm[e], cpu->st[i].sum_norm[e]));
-            worst = fmax(worst, rel(gpu->st[i].sum_gate[e], cpu->st[i].sum_gate[e]));
+            worst = fmax(worst, rel_diff(gpu->st[i].sum_gate_norm[e],
+                                         cpu->st[i].sum_gate_norm[e]));
+            worst = fmax(worst, rel_diff(gpu->st[i].sum_norm[e], cpu->st[i].sum_norm[e]));
+            worst = fmax(worst, rel_diff(gpu->st[i].sum_gate[e], cpu->st[i].sum_gate[e]));
         }
     CHECK_MSG(counts, "%s: counts differ", what);
     CHECK_MSG(worst <= 1e-5, "%s: relative error %.3g > 1e-5", what, worst);
@@ -157,7 +103,7 @@ static void case_model(const char *name, reap_gen_spec *s)
         CHECK(!"open generated models");
         return;
     }
-    make_rows(&rows, ma.cfg.vocab);
+    make_rows(&rows, ma.cfg.vocab, 3, 40, 11, 36);
     const reap_backend_i *cu = reap_backend_cuda();
     CHECK_RC(score(&ma, &rows, &reap_backend_cpu, REAP_PRECISION_FP32, -1, &cpu), REAP_OK);
     CHECK_RC(score(&ma, &rows, cu, REAP_PRECISION_FP32, -1, &g32), REAP_OK);
@@ -216,7 +162,7 @@ static void case_nan_scale(void)
     CHECK(fseek(fp, (long)off, SEEK_SET) == 0 && fwrite(nan16, 1, 2, fp) == 2);
     fclose(fp);
     CHECK_RC(open_model(sp("nan"), &m), REAP_OK);
-    make_rows(&rows, m.cfg.vocab);
+    make_rows(&rows, m.cfg.vocab, 3, 40, 11, 36);
     reap_err_clear();
     CHECK_RC(score(&m, &rows, reap_backend_cuda(), REAP_PRECISION_FP32, -1, &r), REAP_E_NUMERIC);
     CHECK_ERRMSG("q_proj.scales");
@@ -240,10 +186,8 @@ int main(int argc, char **argv)
         printf("SKIPPED: no CUDA device\n");
         return 77;
     }
-    snprintf(scratch, sizeof scratch, "%s", argv[1]);
-    char cmd[8400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", scratch, scratch);
-    if (system(cmd) != 0)
+    scratch = argv[1];
+    if (fresh_dir(scratch) != 0)
         return 2;
 
     reap_gen_spec s;

@@ -9,52 +9,14 @@
  */
 #include "calib.h"
 #include "reap_err.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
-static const char *scratch;
 static char fixtures[1024];
-
-/* mkdir -p */
-static int make_dirs(const char *dir)
-{
-    char buf[4096];
-    size_t i, n = strlen(dir);
-
-    if (n == 0 || n >= sizeof buf)
-        return -1;
-    memcpy(buf, dir, n + 1);
-    for (i = 1; i <= n; i++) {
-        if (buf[i] == '/' || buf[i] == '\0') {
-            char c = buf[i];
-            buf[i] = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return -1;
-            buf[i] = c;
-        }
-    }
-    return 0;
-}
-
-/* Write `text` to <scratch>/<name>; returns the path (static buffer). */
-static const char *write_file(const char *name, const char *text)
-{
-    static char path[4096];
-    FILE *fp;
-
-    snprintf(path, sizeof path, "%s/%s", scratch, name);
-    fp = fopen(path, "wb");
-    if (!fp) {
-        fprintf(stderr, "cannot write %s\n", path);
-        return path;
-    }
-    fputs(text, fp);
-    fclose(fp);
-    return path;
-}
 
 /* ---- packing ---- */
 
@@ -254,7 +216,7 @@ static void test_read(void)
 {
     /* Blank and whitespace-only lines (1, 3, 5) are skipped; line numbers are the
      * file's; other keys are ignored. */
-    const char *path = write_file("ok.jsonl",
+    const char *path = write_scratch("ok.jsonl",
         "\n"
         "{\"input_ids\": [1, 2, 3]}\n"
         "   \t \r\n"
@@ -275,7 +237,7 @@ static void test_read(void)
     CHECK(s.n == 0 && s.ids == NULL && s.len == NULL && s.line == NULL);
 
     /* max_samples 2 stops before the third sample (and never sees the bad line 4). */
-    path = write_file("max.jsonl",
+    path = write_scratch("max.jsonl",
         "{\"input_ids\": [1]}\n{\"input_ids\": [2]}\n{\"input_ids\": [3]}\nnot json\n");
     CHECK_RC(reap_samples_read_jsonl(path, 2, 0, &s), REAP_OK);
     CHECK(s.n == 2 && s.ids[1][0] == 2);
@@ -287,7 +249,7 @@ static void test_read(void)
     CHECK_ERRMSG("max.jsonl:4:");
 
     /* vocab <= 0: no upper bound. */
-    path = write_file("big.jsonl", "{\"input_ids\": [151935, 2147483647]}\n");
+    path = write_scratch("big.jsonl", "{\"input_ids\": [151935, 2147483647]}\n");
     CHECK_RC(reap_samples_read_jsonl(path, 0, 0, &s), REAP_OK);
     CHECK(s.n == 1 && s.ids[0][1] == 2147483647);
     reap_samples_free(&s);
@@ -316,7 +278,7 @@ static void expect_read_error(const char *name, const char *text, int vocab, int
                               const char *needle)
 {
     reap_samples s;
-    const char *path = write_file(name, text);
+    const char *path = write_scratch(name, text);
 
     reap_err_clear();
     CHECK_RC(reap_samples_read_jsonl(path, 0, vocab, &s), want);
@@ -370,7 +332,7 @@ static void test_read_then_pack(void)
     /* The packing example of test_pack_basic, read from a file. */
     static const int32_t tok[] = { 1, 2, 3, 0, 4, 5, 0, 6,
                                    11, 0, 0, 0, 0, 0, 0, 0 };
-    const char *path = write_file("pack.jsonl",
+    const char *path = write_scratch("pack.jsonl",
         "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [4, 5]}\n"
         "{\"input_ids\": [6, 7, 8, 9, 10]}\n\n{\"input_ids\": [11]}\n");
     reap_samples s;
@@ -390,20 +352,6 @@ static void test_read_then_pack(void)
 /* ---- text, chat and JSON arrays (with the Qwen3 tokenizer) ---- */
 
 static reap_tokenizer *qwen;
-
-static void find_fixtures(void)
-{
-    const char *env = getenv("REAP_TEST_FIXTURES");
-    const char *slash = strrchr(__FILE__, '/');
-
-    if (env && *env)
-        snprintf(fixtures, sizeof fixtures, "%s", env);
-    else if (slash)
-        snprintf(fixtures, sizeof fixtures, "%.*s/fixtures", (int)(slash - __FILE__),
-                 __FILE__);
-    else
-        snprintf(fixtures, sizeof fixtures, "fixtures");
-}
 
 static reap_calib_opts opts_for(const char *path, int64_t max, int vocab)
 {
@@ -455,7 +403,7 @@ static void expect_sample(const reap_samples *s, int64_t i, const int32_t *want,
 
 static void test_mixed_kinds(void)
 {
-    const char *path = write_file("mixed.jsonl",
+    const char *path = write_scratch("mixed.jsonl",
         "{\"text\": \"Hello world\"}\n"
         "\n"
         "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n"
@@ -511,7 +459,7 @@ static void test_json_array(void)
 {
     /* The same items as a JSON array over several lines; s.line is where each item
      * starts. A UTF-8 byte order mark and blank space around are accepted. */
-    const char *path = write_file("mixed.json",
+    const char *path = write_scratch("mixed.json",
         "\xef\xbb\xbf  [\n"
         "  {\"text\": \"Hello world\"},\n"
         "  {\"messages\": [\n"
@@ -531,7 +479,7 @@ static void test_json_array(void)
     reap_samples_free(&s);
 
     /* max_samples stops before the broken rest of the file. */
-    path = write_file("prefix.json", "[{\"input_ids\": [5]}, {\"input_ids\": [6]}, oops");
+    path = write_scratch("prefix.json", "[{\"input_ids\": [5]}, {\"input_ids\": [6]}, oops");
     o = opts_for(path, 2, 0);
     CHECK_RC(reap_calib_load(&o, &s), REAP_OK);
     CHECK(s.n == 2 && s.ids[1][0] == 6);
@@ -544,7 +492,7 @@ static void test_json_array(void)
 /* Samples [i] for i = 0..9, one per line; returns the file. */
 static const char *ten_items(void)
 {
-    return write_file("ten.jsonl",
+    return write_scratch("ten.jsonl",
         "{\"input_ids\": [0]}\n{\"input_ids\": [1]}\n{\"input_ids\": [2]}\n"
         "{\"input_ids\": [3]}\n{\"input_ids\": [4]}\n{\"input_ids\": [5]}\n"
         "{\"input_ids\": [6]}\n{\"input_ids\": [7]}\n{\"input_ids\": [8]}\n"
@@ -597,7 +545,7 @@ static void test_shuffle(void)
 static void expect_load_error(const char *name, const char *text, reap_tokenizer *tok,
                               int vocab, int want, const char *needle)
 {
-    reap_calib_opts o = opts_for(write_file(name, text), 0, vocab);
+    reap_calib_opts o = opts_for(write_scratch(name, text), 0, vocab);
     reap_samples s;
 
     o.tokenizer = tok;
@@ -659,8 +607,8 @@ static void test_calib_errors(void)
                       "e_emptyarr.json: no samples");
     /* Shape errors are found in every item even when shuffling would not select it. */
     {
-        reap_calib_opts o = opts_for(write_file("e_late.jsonl", "{\"input_ids\": [1]}\n"
-                                                "{\"input_ids\": [2]}\n{\"txt\": 1}\n"), 1, 0);
+        reap_calib_opts o = opts_for(write_scratch("e_late.jsonl", "{\"input_ids\": [1]}\n"
+                                                   "{\"input_ids\": [2]}\n{\"txt\": 1}\n"), 1, 0);
         reap_samples s;
         o.shuffle = 1;
         CHECK_RC(reap_calib_load(&o, &s), REAP_E_FORMAT);
@@ -701,7 +649,7 @@ int main(int argc, char **argv)
     test_read_errors();
     test_read_then_pack();
 
-    find_fixtures();
+    fixtures_dir(fixtures, sizeof fixtures);
     snprintf(path, sizeof path, "%s/qwen3-tokenizer", fixtures);
     CHECK_RC(reap_tokenizer_load(path, &qwen), REAP_OK);
     if (qwen) {

@@ -15,46 +15,26 @@
 #include "checkpoint.h"
 #include "reap_err.h"
 #include "safetensors.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 
 #define SHARD1 "model-00001-of-00002.safetensors"
 #define SHARD2 "model-00002-of-00002.safetensors"
 
-static char scratch[4096];
-
-static int mkdir_p(const char *path)
-{
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
 /* A fresh, empty case directory scratch/name (its path in `out`). */
 static void case_dir(const char *name, char *out, size_t cap)
 {
-    snprintf(out, cap, "%s/%s", scratch, name);
-    CHECK(mkdir_p(out) == 0);
+    path_join(out, cap, scratch, name);
+    CHECK(make_dirs(out) == 0);
     DIR *d = opendir(out);
     CHECK(d != NULL);
     if (!d)
         return;
     struct dirent *e;
-    char p[8192];
     while ((e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
-        snprintf(p, sizeof p, "%s/%s", out, e->d_name);
-        unlink(p);
+        unlink(pj(out, e->d_name));
     }
     closedir(d);
 }
@@ -72,21 +52,7 @@ static int fill_named(void *ud, size_t index, void *dst, uint64_t nbytes)
 static void write_shard(const char *dir, const char *file, const st_write_spec *specs,
                         size_t n)
 {
-    char p[8192];
-    snprintf(p, sizeof p, "%s/%s", dir, file);
-    CHECK_RC(st_write_file(p, specs, n, fill_named, (void *)specs), REAP_OK);
-}
-
-static void write_text(const char *dir, const char *file, const char *text)
-{
-    char p[8192];
-    snprintf(p, sizeof p, "%s/%s", dir, file);
-    FILE *fp = fopen(p, "w");
-    CHECK(fp != NULL);
-    if (!fp)
-        return;
-    fputs(text, fp);
-    fclose(fp);
+    CHECK_RC(st_write_file(pj(dir, file), specs, n, fill_named, (void *)specs), REAP_OK);
 }
 
 static uint64_t spec_bytes(const st_write_spec *s)
@@ -172,7 +138,7 @@ static void test_sharded(void)
              "\"model.layers.0.mlp.gate.weight\": \"" SHARD1 "\","
              "\"model.norm.weight\": \"" SHARD2 "\"}}",
              (unsigned long long)total);
-    write_text(dir, "model.safetensors.index.json", idx);
+    write_text(pj(dir, "model.safetensors.index.json"), idx);
     /* A single-file model next to the index is ignored. */
     write_shard(dir, "model.safetensors", shard2, 1);
 
@@ -201,7 +167,7 @@ static void test_sharded(void)
     reap_ckpt_close(c);
 
     /* total_size absent, or not an integer: not checked. */
-    write_text(dir, "model.safetensors.index.json",
+    write_text(pj(dir, "model.safetensors.index.json"),
                "{\"metadata\": {\"total_size\": 1.5}, \"weight_map\": {"
                "\"lm_head.weight\": \"" SHARD2 "\"}}");
     c = NULL;
@@ -227,7 +193,7 @@ static void test_bad_indexes(void)
 
     case_dir("missing_shard", dir, sizeof dir);
     write_shard(dir, SHARD1, shard1, 2);
-    write_text(dir, "model.safetensors.index.json",
+    write_text(pj(dir, "model.safetensors.index.json"),
                "{\"weight_map\": {\"model.embed_tokens.weight\": \"" SHARD1 "\","
                "\"lm_head.weight\": \"model-00003-of-00003.safetensors\"}}");
     expect_fail(dir, REAP_E_NOTFOUND, "model-00003-of-00003.safetensors", NULL);
@@ -235,20 +201,20 @@ static void test_bad_indexes(void)
     case_dir("absent_tensor", dir, sizeof dir);
     write_shard(dir, SHARD1, shard1, 2);
     write_shard(dir, SHARD2, shard2, 3);
-    write_text(dir, "model.safetensors.index.json",
+    write_text(pj(dir, "model.safetensors.index.json"),
                "{\"weight_map\": {\"model.embed_tokens.weight\": \"" SHARD1 "\","
                "\"model.ghost.weight\": \"" SHARD2 "\"}}");
     expect_fail(dir, REAP_E_FORMAT, "model.ghost.weight", SHARD2);
 
     /* Mapped to the wrong shard: it exists, but elsewhere. */
-    write_text(dir, "model.safetensors.index.json",
+    write_text(pj(dir, "model.safetensors.index.json"),
                "{\"weight_map\": {\"model.embed_tokens.weight\": \"" SHARD2 "\","
                "\"lm_head.weight\": \"" SHARD2 "\", \"model.norm.weight\": \"" SHARD1 "\"}}");
     expect_fail(dir, REAP_E_FORMAT, "'model.", "is in");
 
     case_dir("total_size", dir, sizeof dir);
     write_shard(dir, SHARD1, shard1, 2);
-    write_text(dir, "model.safetensors.index.json",
+    write_text(pj(dir, "model.safetensors.index.json"),
                "{\"metadata\": {\"total_size\": 1000}, \"weight_map\": {"
                "\"model.embed_tokens.weight\": \"" SHARD1 "\"}}");
     expect_fail(dir, REAP_E_FORMAT, "total_size is 1000", "128 bytes");
@@ -258,38 +224,38 @@ static void test_bad_indexes(void)
     const st_write_spec s2[] = {{"shared.w", ST_F32, 1, {2}}, {"b.w", ST_F32, 1, {2}}};
     write_shard(dir, SHARD1, s1, 2);
     write_shard(dir, SHARD2, s2, 2);
-    write_text(dir, "model.safetensors.index.json",
+    write_text(pj(dir, "model.safetensors.index.json"),
                "{\"weight_map\": {\"a.w\": \"" SHARD1 "\", \"b.w\": \"" SHARD2 "\","
                "\"shared.w\": \"" SHARD1 "\"}}");
     expect_fail(dir, REAP_E_FORMAT, "'shared.w'", SHARD2);
 
     case_dir("escape", dir, sizeof dir);
-    write_text(dir, "model.safetensors.index.json",
+    write_text(pj(dir, "model.safetensors.index.json"),
                "{\"weight_map\": {\"a.w\": \"../other/model.safetensors\"}}");
     expect_fail(dir, REAP_E_FORMAT, "../other/model.safetensors", "'a.w'");
-    write_text(dir, "model.safetensors.index.json",
+    write_text(pj(dir, "model.safetensors.index.json"),
                "{\"weight_map\": {\"a.w\": \"sub/model.safetensors\"}}");
     expect_fail(dir, REAP_E_FORMAT, "sub/model.safetensors", NULL);
 
     case_dir("bad_json", dir, sizeof dir);
-    write_text(dir, "model.safetensors.index.json", "{\"weight_map\": {");
+    write_text(pj(dir, "model.safetensors.index.json"), "{\"weight_map\": {");
     expect_fail(dir, REAP_E_FORMAT, "model.safetensors.index.json", "JSON");
-    write_text(dir, "model.safetensors.index.json", "{\"metadata\": {}}");
+    write_text(pj(dir, "model.safetensors.index.json"), "{\"metadata\": {}}");
     expect_fail(dir, REAP_E_FORMAT, "weight_map", NULL);
-    write_text(dir, "model.safetensors.index.json", "{\"weight_map\": {\"a.w\": 3}}");
+    write_text(pj(dir, "model.safetensors.index.json"), "{\"weight_map\": {\"a.w\": 3}}");
     expect_fail(dir, REAP_E_FORMAT, "'a.w'", NULL);
-    write_text(dir, "model.safetensors.index.json", "[]");
+    write_text(pj(dir, "model.safetensors.index.json"), "[]");
     expect_fail(dir, REAP_E_FORMAT, "not a JSON object", NULL);
 
     /* A shard that fails validation: its own message, naming the shard. */
     case_dir("bad_shard", dir, sizeof dir);
-    write_text(dir, SHARD1, "garbage");
-    write_text(dir, "model.safetensors.index.json",
+    write_text(pj(dir, SHARD1), "garbage");
+    write_text(pj(dir, "model.safetensors.index.json"),
                "{\"weight_map\": {\"a.w\": \"" SHARD1 "\"}}");
     expect_fail(dir, REAP_E_FORMAT, SHARD1, NULL);
 
     case_dir("bad_single", dir, sizeof dir);
-    write_text(dir, "model.safetensors", "");
+    write_text(pj(dir, "model.safetensors"), "");
     expect_fail(dir, REAP_E_FORMAT, "model.safetensors", NULL);
 }
 
@@ -299,8 +265,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
         return 2;
     }
-    snprintf(scratch, sizeof scratch, "%s", argv[1]);
-    if (mkdir_p(scratch) != 0) {
+    scratch = argv[1];
+    if (make_dirs(scratch) != 0) {
         fprintf(stderr, "cannot create %s: %s\n", scratch, strerror(errno));
         return 2;
     }

@@ -5,28 +5,12 @@
  * Usage: test_cli <scratch-dir>.
  */
 #include "cli.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/stat.h>
-
-static char scratch[1024];
-
-/* Write <scratch>/<name>; returns its path (static storage, one per name slot). */
-static const char *write_file(const char *name, const char *text)
-{
-    static char paths[8][1200];
-    static int k;
-    char *path = paths[k++ % 8];
-    snprintf(path, sizeof paths[0], "%s/%s", scratch, name);
-    FILE *f = fopen(path, "w");
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
-    return path;
-}
 
 /* Collects parsed assignments as "K=V;" */
 static int collect(const char *k, const char *v, void *ud)
@@ -79,8 +63,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: test_cli SCRATCH\n");
         return 2;
     }
-    snprintf(scratch, sizeof scratch, "%s", argv[1]);
-    mkdir(scratch, 0777);
+    scratch = argv[1];
+    make_dirs(scratch);
 
     /* ---- .env syntax ---- */
     PARSE_OK("", "");
@@ -117,7 +101,7 @@ int main(int argc, char **argv)
     unsetenv("RT_A");
     unsetenv("RT_B");
     setenv("RT_KEEP", "env", 1);
-    const char *envp = write_file("t.env", "RT_A=from-file\nRT_KEEP=file\n");
+    const char *envp = write_scratch("t.env", "RT_A=from-file\nRT_KEEP=file\n");
     CHECK(cli_dotenv_load(envp, 0, err, sizeof err) == 0);
     CHECK(getenv("RT_A") && !strcmp(getenv("RT_A"), "from-file"));
     CHECK(!strcmp(getenv("RT_KEEP"), "env"));               /* the environment wins */
@@ -128,7 +112,7 @@ int main(int argc, char **argv)
         snprintf(missing, sizeof missing, "%s/none.env", scratch);
         CHECK(cli_dotenv_load(missing, 0, err, sizeof err) == 1);
     }
-    const char *badp = write_file("bad.env", "OK=1\nnot valid\n");
+    const char *badp = write_scratch("bad.env", "OK=1\nnot valid\n");
     CHECK(cli_dotenv_load(badp, 0, err, sizeof err) == -1);
     CHECK_MSG(strstr(err, "bad.env:2:") != NULL, "%s", err);
 
@@ -154,7 +138,7 @@ int main(int argc, char **argv)
         unsetenv("RT_FLAG");
         unsetenv("RT_ROOTS");
         unsetenv("RT_ENV_FILE");
-        const char *ef = write_file("svc.env",
+        const char *ef = write_scratch("svc.env",
                                     "RT_NAME=from-env-file\nRT_N=7\nRT_FLAG=yes\n"
                                     "RT_ROOTS=/a:/b::/c\n");
         char *av[] = {"prog", "cmd", "--env-file", (char *)ef, "--d=2.5", NULL};

@@ -6,58 +6,19 @@
  */
 #include "config.h"
 #include "reap_err.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
-static const char *scratch;
-
-/* mkdir -p */
-static int make_dirs(const char *dir)
-{
-    char buf[4096];
-    size_t i, n = strlen(dir);
-
-    if (n == 0 || n >= sizeof buf)
-        return -1;
-    memcpy(buf, dir, n + 1);
-    for (i = 1; i <= n; i++) {
-        if (buf[i] == '/' || buf[i] == '\0') {
-            char c = buf[i];
-            buf[i] = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return -1;
-            buf[i] = c;
-        }
-    }
-    return 0;
-}
-
-/* Write `text` to <scratch>/<name>; returns the path (static buffer). */
-static const char *write_cfg(const char *name, const char *text)
-{
-    static char path[4096];
-    FILE *fp;
-
-    snprintf(path, sizeof path, "%s/%s", scratch, name);
-    fp = fopen(path, "wb");
-    if (!fp) {
-        fprintf(stderr, "cannot write %s\n", path);
-        return path;
-    }
-    fputs(text, fp);
-    fclose(fp);
-    return path;
-}
-
 /* Load `text` and expect status `want`; the error message must contain `needle`. */
 static void expect_error(const char *name, const char *text, int want, const char *needle)
 {
     reap_config c;
     reap_config zero;
-    const char *path = write_cfg(name, text);
+    const char *path = write_scratch(name, text);
 
     memset(&zero, 0, sizeof zero);
     reap_err_clear();
@@ -69,7 +30,7 @@ static void expect_error(const char *name, const char *text, int want, const cha
 static void test_qwen3_moe(void)
 {
     /* Shapes of Qwen3-30B-A3B, written the way transformers saves them. */
-    const char *path = write_cfg("qwen3_moe.json",
+    const char *path = write_scratch("qwen3_moe.json",
         "{\"architectures\": [\"Qwen3MoeForCausalLM\"], \"model_type\": \"qwen3_moe\",\n"
         " \"attention_bias\": false, \"decoder_sparse_step\": 1, \"head_dim\": 128,\n"
         " \"hidden_size\": 2048, \"intermediate_size\": 6144, \"max_position_embeddings\": 40960,\n"
@@ -114,7 +75,7 @@ static void test_qwen3_vl_moe(void)
 {
     /* Nested text_config; norm_topk_prob false in the file is overridden to true; the
      * top-level tie_word_embeddings governs; rope_theta from text_config. */
-    const char *path = write_cfg("qwen3_vl_moe.json",
+    const char *path = write_scratch("qwen3_vl_moe.json",
         "{\"architectures\": [\"Qwen3VLMoeForConditionalGeneration\"],\n"
         " \"model_type\": \"qwen3_vl_moe\", \"tie_word_embeddings\": true,\n"
         " \"image_token_id\": 151655,\n"
@@ -148,7 +109,7 @@ static void test_qwen3_vl_moe(void)
 
     /* Defaults of the VL family: rope_theta 5e6 when nowhere written; norm_topk_prob
      * true even when absent. */
-    path = write_cfg("qwen3_vl_moe_min.json",
+    path = write_scratch("qwen3_vl_moe_min.json",
         "{\"model_type\": \"qwen3_vl_moe\", \"text_config\": {\"hidden_size\": 64,\n"
         " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 100,\n"
         " \"num_experts\": 8, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 32}}\n");
@@ -165,7 +126,7 @@ static void test_field_drift(void)
     const char *path;
 
     /* num_local_experts instead of num_experts; rope_parameters.rope_theta. */
-    path = write_cfg("drift.json",
+    path = write_scratch("drift.json",
         "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 64, \"num_hidden_layers\": 2,\n"
         " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"vocab_size\": 100,\n"
         " \"num_local_experts\": 16, \"num_experts_per_tok\": 4, \"moe_intermediate_size\": 32,\n"
@@ -176,7 +137,7 @@ static void test_field_drift(void)
     reap_config_free(&c);
 
     /* Both expert-count names, agreeing: accepted. */
-    path = write_cfg("drift_both.json",
+    path = write_scratch("drift_both.json",
         "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 64, \"num_hidden_layers\": 2,\n"
         " \"num_attention_heads\": 4, \"vocab_size\": 100, \"num_experts\": 16,\n"
         " \"num_local_experts\": 16, \"num_experts_per_tok\": 4, \"moe_intermediate_size\": 32,\n"
@@ -194,7 +155,7 @@ static void test_field_drift(void)
         REAP_E_INVALID, "num_local_experts");
 
     /* Top-level rope_theta wins over rope_parameters. */
-    path = write_cfg("drift_rope.json",
+    path = write_scratch("drift_rope.json",
         "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 64, \"num_hidden_layers\": 2,\n"
         " \"num_attention_heads\": 4, \"vocab_size\": 100, \"num_experts\": 16,\n"
         " \"num_experts_per_tok\": 4, \"moe_intermediate_size\": 32, \"rope_theta\": 7,\n"
@@ -208,7 +169,7 @@ static void test_defaults(void)
 {
     /* Only the required fields: head_dim = 96 / 6 = 16, kv heads = heads,
      * decoder_sparse_step 1, norm_topk_prob false, eps 1e-6, theta 1e4, untied. */
-    const char *path = write_cfg("defaults.json",
+    const char *path = write_scratch("defaults.json",
         "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 96, \"num_hidden_layers\": 3,\n"
         " \"num_attention_heads\": 6, \"vocab_size\": 50, \"num_experts\": 4,\n"
         " \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 8,\n"
@@ -234,7 +195,7 @@ static void test_layer_pattern(void)
     /* 8 layers, decoder_sparse_step 2 -> MoE where (L+1) % 2 == 0: L = 1, 3, 5, 7;
      * mlp_only_layers [3, 0] removes 3 (0 was dense anyway). MoE: 1, 5, 7. */
     static const int want[8] = { 0, 1, 0, 0, 0, 1, 0, 1 };
-    const char *path = write_cfg("pattern.json",
+    const char *path = write_scratch("pattern.json",
         "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 64, \"num_hidden_layers\": 8,\n"
         " \"num_attention_heads\": 4, \"vocab_size\": 100, \"num_experts\": 8,\n"
         " \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 16,\n"

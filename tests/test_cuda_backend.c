@@ -38,45 +38,9 @@
 #include "engine.h"
 #include "genmodel.h"
 #include "reap_err.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 #include "weights.h"
-
-static const char *scratch;
-
-typedef struct loaded {
-    reap_config cfg;
-    reap_ckpt *ck;
-    reap_samples samples;
-    reap_rows rows;
-} loaded;
-
-static int load(const char *dir, const char *calib, int seq_len, int pack, loaded *l)
-{
-    char p[1024];
-    int rc;
-    memset(l, 0, sizeof *l);
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    if ((rc = reap_config_load(p, &l->cfg)) || (rc = reap_ckpt_open(dir, &l->ck)) ||
-        (rc = reap_samples_read_jsonl(calib, 0, l->cfg.vocab, &l->samples)) ||
-        (rc = reap_rows_build(&l->samples, seq_len, pack, &l->rows)))
-        return rc;
-    return REAP_OK;
-}
-
-static void unload(loaded *l)
-{
-    reap_rows_free(&l->rows);
-    reap_samples_free(&l->samples);
-    reap_ckpt_close(l->ck);
-    reap_config_free(&l->cfg);
-}
-
-static void free_stats(reap_layer_stats *s, int n)
-{
-    for (int i = 0; s && i < n; i++)
-        reap_layer_stats_free(&s[i]);
-    free(s);
-}
 
 static int score(loaded *l, const reap_backend_i *be, int precision, int batch_rows,
                  reap_layer_stats **st, int *n)
@@ -195,20 +159,6 @@ static void compare_stats(const char *what, const reap_layer_stats *a,
     printf("  %-44s worst rel err %.2e, count mismatches %d", what, worst, count_diffs);
     if (!exact) printf(", max_act rel err %.2e", worst_max);
     printf("\n");
-}
-
-static int stats_identical(const reap_layer_stats *a, const reap_layer_stats *b, int n)
-{
-    for (int i = 0; i < n; i++) {
-        size_t E = (size_t)a[i].n_experts;
-        if (a[i].tokens != b[i].tokens || memcmp(a[i].count, b[i].count, E * 8) ||
-            memcmp(a[i].sum_gate_norm, b[i].sum_gate_norm, E * 8) ||
-            memcmp(a[i].sum_norm, b[i].sum_norm, E * 8) ||
-            memcmp(a[i].sum_gate, b[i].sum_gate, E * 8) ||
-            memcmp(a[i].max_act, b[i].max_act, E * 4))
-            return 0;
-    }
-    return 1;
 }
 
 /* keep[e] = 1 unless e is among the floor(E * ratio) lowest reap scores (ties: the lower
@@ -354,10 +304,8 @@ static void test_fp32_agreement(void)
         make_spec(m, &spec, 100 + i);
         snprintf(dir, sizeof dir, "%s/model%zu", scratch, i);
         snprintf(calib, sizeof calib, "%s/calib%zu.jsonl", scratch, i);
-        CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
-        CHECK_RC(reap_gen_calib(calib, m->n_samples, m->min_len, m->max_len, spec.vocab,
-                                7 + i), REAP_OK);
-        CHECK_RC(load(dir, calib, m->seq_len, 1, &l), REAP_OK);
+        gen_loaded(&spec, dir, calib, m->n_samples, m->min_len, m->max_len, 7 + i, m->seq_len,
+                   &l);
         printf("%s: %d rows x %d, %lld valid\n", m->name, l.rows.n_rows, l.rows.seq_len,
                (long long)l.rows.n_valid);
 
@@ -528,10 +476,7 @@ static void make_case(const model_case *m, const char *tag, uint64_t seed, loade
     make_spec(m, &spec, seed);
     snprintf(dir, sizeof dir, "%s/model-%s", scratch, tag);
     snprintf(calib, sizeof calib, "%s/calib-%s.jsonl", scratch, tag);
-    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
-    CHECK_RC(reap_gen_calib(calib, m->n_samples, m->min_len, m->max_len, spec.vocab, seed + 1),
-             REAP_OK);
-    CHECK_RC(load(dir, calib, m->seq_len, 1, l), REAP_OK);
+    gen_loaded(&spec, dir, calib, m->n_samples, m->min_len, m->max_len, seed + 1, m->seq_len, l);
 }
 
 /* The tiled bf16 attention kernel against the score-matrix path and the CPU. */
@@ -694,33 +639,6 @@ static void test_plan(void)
     CHECK(st.prefetch_layers == 0 && st.vram_gb == 0);
 }
 
-/* Overwrite element `elem` of F32 tensor `name` with `value`. */
-static int poke_f32(const char *dir, const char *name, int64_t elem, float value)
-{
-    reap_ckpt *ck;
-    int rc = reap_ckpt_open(dir, &ck);
-    if (rc) return rc;
-    for (size_t i = 0; i < reap_ckpt_n_files(ck); i++) {
-        const st_file *f = reap_ckpt_file(ck, i);
-        const st_tensor *t = st_file_find(f, name);
-        if (!t) continue;
-        uint64_t buf_len = 0;
-        for (size_t k = 0; k < st_file_n_tensors(f); k++)
-            buf_len += st_file_tensor(f, k)->nbytes;
-        off_t off = (off_t)(st_file_size(f) - buf_len + t->begin + (uint64_t)elem * 4);
-        char path[1024];
-        snprintf(path, sizeof path, "%s", st_file_path(f));
-        reap_ckpt_close(ck);
-        int fd = open(path, O_WRONLY);
-        if (fd < 0) return REAP_E_IO;
-        ssize_t w = pwrite(fd, &value, sizeof value, off);
-        close(fd);
-        return w == sizeof value ? REAP_OK : REAP_E_IO;
-    }
-    reap_ckpt_close(ck);
-    return REAP_E_NOTFOUND;
-}
-
 static void test_errors(void)
 {
     char dir[1024], calib[1024];
@@ -804,7 +722,7 @@ int main(int argc, char **argv)
         printf("SKIPPED: no CUDA device (memory planner checks passed: %d)\n", test_checks);
         return 77;
     }
-    mkdir(scratch, 0755);
+    make_dirs(scratch);
     test_fp32_agreement();
     test_bf16_keep_sets();
     test_flash_attention();

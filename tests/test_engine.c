@@ -4,14 +4,12 @@
  * the other tokens), and clear errors for a NaN weight, a config that disagrees with the
  * tensor shapes, a missing tensor.
  * (Agreement with the float64 oracle is tested by tests/run_oracle_compare.sh.) */
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "calib.h"
 #include "checkpoint.h"
@@ -19,70 +17,14 @@
 #include "engine.h"
 #include "genmodel.h"
 #include "reap_err.h"
+#include "test_fixtures.h"
 #include "test_util.h"
-
-static const char *scratch;
-
-static void path_join(char *out, size_t n, const char *a, const char *b)
-{
-    snprintf(out, n, "%s/%s", a, b);
-}
-
-typedef struct loaded {
-    reap_config cfg;
-    reap_ckpt *ck;
-    reap_samples samples;
-    reap_rows rows;
-} loaded;
-
-static int load(const char *dir, const char *calib, int seq_len, int pack, loaded *l)
-{
-    char p[1024];
-    int rc;
-    memset(l, 0, sizeof *l);
-    path_join(p, sizeof p, dir, "config.json");
-    if ((rc = reap_config_load(p, &l->cfg)) || (rc = reap_ckpt_open(dir, &l->ck)) ||
-        (rc = reap_samples_read_jsonl(calib, 0, l->cfg.vocab, &l->samples)) ||
-        (rc = reap_rows_build(&l->samples, seq_len, pack, &l->rows)))
-        return rc;
-    return REAP_OK;
-}
-
-static void unload(loaded *l)
-{
-    reap_rows_free(&l->rows);
-    reap_samples_free(&l->samples);
-    reap_ckpt_close(l->ck);
-    reap_config_free(&l->cfg);
-}
-
-static void free_stats(reap_layer_stats *s, int n)
-{
-    for (int i = 0; i < n; i++)
-        reap_layer_stats_free(&s[i]);
-    free(s);
-}
 
 static int score(loaded *l, int threads, int batch, reap_layer_stats **st, int *n)
 {
     reap_engine_opts o = {.backend = &reap_backend_cpu,
                           .backend_opts = {.threads = threads, .batch_rows = batch}};
     return reap_engine_score(l->ck, &l->cfg, &l->rows, &o, st, n);
-}
-
-static int stats_identical(const reap_layer_stats *a, const reap_layer_stats *b, int n)
-{
-    for (int i = 0; i < n; i++) {
-        size_t E = (size_t)a[i].n_experts;
-        if (a[i].layer != b[i].layer || a[i].tokens != b[i].tokens ||
-            memcmp(a[i].count, b[i].count, E * sizeof(int64_t)) ||
-            memcmp(a[i].sum_gate_norm, b[i].sum_gate_norm, E * sizeof(double)) ||
-            memcmp(a[i].sum_norm, b[i].sum_norm, E * sizeof(double)) ||
-            memcmp(a[i].sum_gate, b[i].sum_gate, E * sizeof(double)) ||
-            memcmp(a[i].max_act, b[i].max_act, E * sizeof(float)))
-            return 0;
-    }
-    return 1;
 }
 
 static void test_determinism_and_invariants(void)
@@ -101,11 +43,8 @@ static void test_determinism_and_invariants(void)
     spec.seed = 11;
     path_join(dir, sizeof dir, scratch, "det-model");
     path_join(calib, sizeof calib, scratch, "det-calib.jsonl");
-    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
-    CHECK_RC(reap_gen_calib(calib, 9, 5, 70, spec.vocab, 3), REAP_OK);
-
     loaded l;
-    CHECK_RC(load(dir, calib, 40, 1, &l), REAP_OK);
+    gen_loaded(&spec, dir, calib, 9, 5, 70, 3, 40, &l);
     reap_layer_stats *ref = NULL, *other = NULL;
     int n_ref = 0, n_other = 0;
     CHECK_RC(score(&l, 1, 1, &ref, &n_ref), REAP_OK);
@@ -171,10 +110,8 @@ static void test_resume_from_checkpoint(void)
     spec.seed = 21;
     path_join(dir, sizeof dir, scratch, "resume-model");
     path_join(calib, sizeof calib, scratch, "resume-calib.jsonl");
-    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
-    CHECK_RC(reap_gen_calib(calib, 6, 5, 50, spec.vocab, 9), REAP_OK);
     loaded l;
-    CHECK_RC(load(dir, calib, 32, 1, &l), REAP_OK);
+    gen_loaded(&spec, dir, calib, 6, 5, 50, 9, 32, &l);
 
     saved_hidden sh = {.layer = 1};
     reap_engine_opts o = {.backend = &reap_backend_cpu, .backend_opts = {.threads = 2},
@@ -223,12 +160,6 @@ static int rows_subset(const reap_rows *all, const int *pick, int n, reap_rows *
     return REAP_OK;
 }
 
-static double rel_diff(double a, double b)
-{
-    double m = fabs(a) > fabs(b) ? fabs(a) : fabs(b);
-    return m == 0.0 ? 0.0 : fabs(a - b) / m;
-}
-
 /* Scoring rows R1 alone and R2 alone (different thread counts and micro-batches), merged
  * with reap_layer_stats_merge, equals scoring R1+R2 in one run: token and routing counts
  * and max_act exact, sums within 1e-12 relative (they differ only in the order of the
@@ -254,10 +185,8 @@ static void test_merge_equals_concatenation(void)
     spec.seed = 17;
     path_join(dir, sizeof dir, scratch, "merge-model");
     path_join(calib, sizeof calib, scratch, "merge-calib.jsonl");
-    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
-    CHECK_RC(reap_gen_calib(calib, 23, 5, 60, spec.vocab, 41), REAP_OK);
     loaded l;
-    CHECK_RC(load(dir, calib, 48, 1, &l), REAP_OK);
+    gen_loaded(&spec, dir, calib, 23, 5, 60, 41, 48, &l);
     const int R = l.rows.n_rows, S = l.rows.seq_len, H = spec.hidden;
     CHECK(R >= 8);
 
@@ -335,39 +264,6 @@ static void test_merge_equals_concatenation(void)
     unload(&l);
 }
 
-/* Overwrite element `elem` of tensor `name` (F32) in the checkpoint with `value`. */
-static int poke_f32(const char *dir, const char *name, int64_t elem, float value)
-{
-    reap_ckpt *ck;
-    int rc = reap_ckpt_open(dir, &ck);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < reap_ckpt_n_files(ck); i++) {
-        const st_file *f = reap_ckpt_file(ck, i);
-        const st_tensor *t = st_file_find(f, name);
-        if (!t)
-            continue;
-        off_t off = (off_t)((const char *)t->data - (const char *)st_file_tensor(f, 0)->data +
-                            st_file_tensor(f, 0)->begin);
-        /* absolute offset = header end + begin; header end = size - buffer length */
-        uint64_t buf_len = 0;
-        for (size_t k = 0; k < st_file_n_tensors(f); k++)
-            buf_len += st_file_tensor(f, k)->nbytes;
-        off = (off_t)(st_file_size(f) - buf_len + t->begin + (uint64_t)elem * 4);
-        char path[1024];
-        snprintf(path, sizeof path, "%s", st_file_path(f));
-        reap_ckpt_close(ck);
-        int fd = open(path, O_WRONLY);
-        if (fd < 0)
-            return REAP_E_IO;
-        ssize_t w = pwrite(fd, &value, sizeof value, off);
-        close(fd);
-        return w == sizeof value ? REAP_OK : REAP_E_IO;
-    }
-    reap_ckpt_close(ck);
-    return REAP_E_NOTFOUND;
-}
-
 static int set_config_int(const char *dir, const char *key, long value)
 {
     char p[1024];
@@ -438,7 +334,7 @@ static void test_bad_inputs(void)
 int main(int argc, char **argv)
 {
     scratch = argc > 1 ? argv[1] : "test_engine.tmp";
-    mkdir(scratch, 0755);
+    make_dirs(scratch);
     test_determinism_and_invariants();
     test_resume_from_checkpoint();
     test_merge_equals_concatenation();

@@ -16,9 +16,8 @@
 #include "reap_err.h"
 #include "stats.h"
 #include "stats_json.h"
+#include "test_fixtures.h"
 #include "test_util.h"
-
-static char scratch[4096];
 
 /* Layer `layer` with E experts; expert e gets count c[e] and sum_gate_norm s[e]. */
 static void make_layer(reap_layer_stats *st, int layer, int E, int K, const int64_t *c,
@@ -249,16 +248,6 @@ static void test_parse(void)
     }
 }
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
-
 static void test_stats_json(void)
 {
     const int64_t c[4] = {3, 0, 5, 1};
@@ -335,8 +324,8 @@ static void test_stats_json(void)
 
 int main(int argc, char **argv)
 {
-    snprintf(scratch, sizeof scratch, "%s", argc > 1 ? argv[1] : "tmp_test_keepset");
-    if (mkdir(scratch, 0755) != 0 && errno != EEXIST) {
+    scratch = argc > 1 ? argv[1] : "tmp_test_keepset";
+    if (make_dirs(scratch) != 0) {
         perror(scratch);
         return 1;
     }

@@ -19,45 +19,8 @@
 #include "manifest.h"
 #include "minisign.h"
 #include "reap_err.h"
+#include "test_fixtures.h"
 #include "test_util.h"
-
-static char scratch[4096];
-
-static const char *sp(const char *name)
-{
-    static char bufs[8][8192];
-    static unsigned next;
-    char *buf = bufs[next++ % 8];
-    snprintf(buf, sizeof bufs[0], "%s/%s", scratch, name);
-    return buf;
-}
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = calloc((size_t)n + 1, 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    return b;
-}
 
 static void count_line(void *ud, const char *line)
 {
@@ -89,12 +52,12 @@ static void test_keys(void)
     char b64[REAP_MINISIGN_PUB_B64_LEN + 1];
     reap_minisign_public_b64(&pk, b64);
     CHECK(!strcmp(b64, pub));
-    char *pubfile = slurp(sp("k1.pub"));
+    char *pubfile = slurp(sp("k1.pub"), NULL);
     CHECK(pubfile && !strncmp(pubfile, "untrusted comment: minisign public key ", 39));
     free(pubfile);
 
     /* the secret key as minisign -G -W writes it: checksum left zero */
-    char *text = slurp(sp("k1.key"));
+    char *text = slurp(sp("k1.key"), NULL);
     char *nl = text ? strchr(text, '\n') : NULL;
     CHECK(nl != NULL);
     if (nl) {
@@ -160,11 +123,10 @@ static void test_keys(void)
 
 static void test_manifest_dir(void)
 {
-    char dir[8192], in[8192], cmd[20000];
+    char dir[8192], in[8192];
     snprintf(dir, sizeof dir, "%s", sp("outdir"));
     snprintf(in, sizeof in, "%s", sp("indir"));
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, in);
-    CHECK(system(cmd) == 0);
+    CHECK(rm_rf(dir) == 0 && rm_rf(in) == 0);
     CHECK(mkdir(dir, 0755) == 0 && mkdir(in, 0755) == 0);
     char p[8400];
     snprintf(p, sizeof p, "%s/config.json", dir);
@@ -206,7 +168,7 @@ static void test_manifest_dir(void)
     char digest[65];
     CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, &sk, digest), REAP_OK);
     snprintf(p, sizeof p, "%s/%s", dir, REAP_MANIFEST_NAME);
-    char *man = slurp(p);
+    char *man = slurp(p, NULL);
     CHECK(man && strstr(man, "\"model.safetensors\"") && strstr(man, "\"sha256\"") &&
           strstr(man, "\"c2\"") && strstr(man, "\"m0del\"") && !strstr(man, "notes.txt") &&
           strstr(man, "\"keep_sets\""));
@@ -241,7 +203,7 @@ static void test_manifest_dir(void)
     CHECK_RC(reap_manifest_verify_dir(dir, &pk, NULL, NULL, &n), REAP_OK);
 
     /* the manifest itself changed (one byte), the trusted comment changed */
-    char *orig_sig = slurp(sig);
+    char *orig_sig = slurp(sig, NULL);
     FILE *mf = fopen(p, "a"); /* one more byte: still valid JSON, another file */
     CHECK(mf && fputc(' ', mf) == ' ');
     if (mf)
@@ -274,8 +236,8 @@ static void test_manifest_dir(void)
 
 int main(int argc, char **argv)
 {
-    snprintf(scratch, sizeof scratch, "%s", argc > 1 ? argv[1] : "tmp_test_manifest");
-    if (mkdir(scratch, 0755) != 0 && errno != EEXIST) {
+    scratch = argc > 1 ? argv[1] : "tmp_test_manifest";
+    if (make_dirs(scratch) != 0) {
         perror(scratch);
         return 1;
     }

@@ -34,66 +34,15 @@
 #include "reap_err.h"
 #include "rewrite.h"
 #include "safetensors.h"
+#include "test_fixtures.h"
 #include "test_util.h"
-
-static char scratch[4096];
-
-static const char *sp(const char *a, const char *b)
-{
-    static char bufs[8][8192];
-    static unsigned next;
-    char *buf = bufs[next++ % 8];
-    if (b)
-        snprintf(buf, sizeof bufs[0], "%s/%s/%s", scratch, a, b);
-    else
-        snprintf(buf, sizeof bufs[0], "%s/%s", scratch, a);
-    return buf;
-}
-
-static void rm_rf(const char *path)
-{
-    char cmd[8300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
-    CHECK(system(cmd) == 0);
-}
-
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    if (b)
-        b[n] = '\0';
-    fclose(f);
-    if (len)
-        *len = (size_t)n;
-    return b;
-}
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
 
 /* ---- streaming writer -------------------------------------------------------------- */
 
 static void test_writer(void)
 {
-    const char *dir = sp("writer", NULL);
-    rm_rf(dir);
+    const char *dir = sp("writer");
+    CHECK(rm_rf(dir) == 0);
     CHECK(mkdir(dir, 0755) == 0);
     st_write_spec specs[3] = {
         {"b", ST_BF16, 1, {3}},     /* 6 bytes */
@@ -101,7 +50,7 @@ static void test_writer(void)
         {"c", ST_U8, 1, {5}},       /* 5 bytes */
     };
     st_writer *w = NULL;
-    const char *path = sp("writer", "w.safetensors");
+    const char *path = sp2("writer", "w.safetensors");
     CHECK_RC(st_writer_open(path, specs, 3, &w), REAP_OK);
     if (!w)
         return;
@@ -116,7 +65,7 @@ static void test_writer(void)
     for (int i = 0; i < 27; i++)
         data[i] = (unsigned char)(i * 7 + 1);
     /* a source file to copy from */
-    const char *src = sp("writer", "src.bin");
+    const char *src = sp2("writer", "src.bin");
     FILE *f = fopen(src, "wb");
     CHECK(f && fwrite(data, 1, 27, f) == 27);
     if (f)
@@ -140,7 +89,7 @@ static void test_writer(void)
         st_file_close(sf);
     }
     /* incomplete: finish refuses, no file left */
-    const char *p2 = sp("writer", "short.safetensors");
+    const char *p2 = sp2("writer", "short.safetensors");
     CHECK_RC(st_writer_open(p2, specs, 3, &w), REAP_OK);
     CHECK_RC(st_writer_write(w, data, 20), REAP_OK);
     CHECK_RC(st_writer_finish(w), REAP_E_INVALID);
@@ -165,10 +114,10 @@ static void test_writer(void)
 
 static void test_config_patch(void)
 {
-    const char *dir = sp("cfgpatch", NULL);
-    rm_rf(dir);
+    const char *dir = sp("cfgpatch");
+    CHECK(rm_rf(dir) == 0);
     CHECK(mkdir(dir, 0755) == 0);
-    const char *src = sp("cfgpatch", "in.json"), *dst = sp("cfgpatch", "out.json");
+    const char *src = sp2("cfgpatch", "in.json"), *dst = sp2("cfgpatch", "out.json");
     const char *vl =
         "{\n  \"model_type\": \"qwen3_vl_moe\",\n  \"num_experts\": 128,\n"
         "  \"text_config\": {\"rms_norm_eps\": 1e-06, \"num_experts\":128 ,\n"
@@ -221,28 +170,6 @@ static reap_layer_stats *fake_stats(const reap_config *cfg, int *n)
     }
     *n = nm;
     return st;
-}
-
-static void free_stats(reap_layer_stats *st, int n)
-{
-    for (int i = 0; i < n; i++)
-        reap_layer_stats_free(&st[i]);
-    free(st);
-}
-
-static void make_rows(reap_rows *r, int vocab, int n_rows, int S, unsigned seed)
-{
-    r->n_rows = n_rows;
-    r->seq_len = S;
-    r->tokens = malloc((size_t)n_rows * S * sizeof *r->tokens);
-    r->mask = malloc((size_t)n_rows * S);
-    r->n_valid = 0;
-    for (int i = 0; i < n_rows * S; i++) {
-        seed = seed * 1103515245u + 12345u;
-        r->tokens[i] = (int32_t)((seed >> 8) % (unsigned)vocab);
-        r->mask[i] = (i % S) != S - 3; /* one gap per row */
-        r->n_valid += r->mask[i];
-    }
 }
 
 /* Compare every output tensor with its source in the input. */
@@ -353,10 +280,10 @@ static void prune_case(const char *name, reap_family fam, reap_expert_layout lay
                        int n_shards, int n_prune, int first_moe)
 {
     char in_dir[8192], out_dir[8192], path[8400];
-    snprintf(in_dir, sizeof in_dir, "%s", sp(name, "in"));
-    snprintf(out_dir, sizeof out_dir, "%s", sp(name, "out"));
-    rm_rf(sp(name, NULL));
-    CHECK(mkdir(sp(name, NULL), 0755) == 0);
+    snprintf(in_dir, sizeof in_dir, "%s", sp2(name, "in"));
+    snprintf(out_dir, sizeof out_dir, "%s", sp2(name, "out"));
+    CHECK(rm_rf(sp(name)) == 0);
+    CHECK(mkdir(sp(name), 0755) == 0);
     reap_gen_spec spec;
     reap_gen_spec_default(&spec, fam);
     spec.layout = layout;
@@ -386,7 +313,7 @@ static void prune_case(const char *name, reap_family fam, reap_expert_layout lay
     int n_st = 0;
     reap_layer_stats *st = fake_stats(&cfg, &n_st);
     reap_rows rows = {0};
-    make_rows(&rows, cfg.vocab, 2, 24, 7u + (unsigned)n_prune);
+    make_rows(&rows, cfg.vocab, 2, 24, 7u + (unsigned)n_prune, 24 - 3); /* one gap per row */
 
     reap_prune_opts po = {0};
     po.model_dir = in_dir;
@@ -522,10 +449,10 @@ static int cancel_cb(void *ud, uint64_t done, uint64_t total)
 static void test_cancel_cleans_up(void)
 {
     char in_dir[8192], out_dir[8192], path[8400];
-    snprintf(in_dir, sizeof in_dir, "%s", sp("cancel", "in"));
-    snprintf(out_dir, sizeof out_dir, "%s", sp("cancel", "out"));
-    rm_rf(sp("cancel", NULL));
-    CHECK(mkdir(sp("cancel", NULL), 0755) == 0);
+    snprintf(in_dir, sizeof in_dir, "%s", sp2("cancel", "in"));
+    snprintf(out_dir, sizeof out_dir, "%s", sp2("cancel", "out"));
+    CHECK(rm_rf(sp("cancel")) == 0);
+    CHECK(mkdir(sp("cancel"), 0755) == 0);
     reap_gen_spec spec;
     reap_gen_spec_default(&spec, REAP_FAMILY_QWEN3_MOE);
     spec.n_shards = 2;
@@ -546,7 +473,7 @@ static void test_cancel_cleans_up(void)
     CHECK_RC(reap_prune(&po, &res), REAP_E_CANCELLED);
     reap_prune_result_free(&res);
     CHECK(access(out_dir, F_OK) != 0);
-    DIR *d = opendir(sp("cancel", NULL));
+    DIR *d = opendir(sp("cancel"));
     struct dirent *e;
     int leftovers = 0;
     while (d && (e = readdir(d)))
@@ -579,7 +506,7 @@ static void test_space_check(void)
 
 int main(int argc, char **argv)
 {
-    snprintf(scratch, sizeof scratch, "%s", argc > 1 ? argv[1] : "tmp_test_rewrite");
+    scratch = argc > 1 ? argv[1] : "tmp_test_rewrite";
     if (mkdir(scratch, 0755) != 0 && errno != EEXIST) {
         perror(scratch);
         return 1;

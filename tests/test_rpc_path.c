@@ -14,6 +14,7 @@
  */
 #include "rpc_path.h"
 #include "rpc_status.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 
 #include <errno.h>
@@ -24,39 +25,7 @@
 
 static char base[PATH_MAX];
 
-static const char *P(const char *rel)
-{
-    static char buf[8][PATH_MAX];
-    static int k;
-    char *b = buf[k++ % 8];
-    if (snprintf(b, PATH_MAX, "%s/%s", base, rel) >= PATH_MAX)
-        fprintf(stderr, "scratch path too long\n");
-    return b;
-}
-
-static void touch(const char *rel)
-{
-    FILE *f = fopen(P(rel), "w");
-    if (f) {
-        fputs("x", f);
-        fclose(f);
-    }
-}
-
-static void mkdirs(const char *dir)
-{
-    char b[PATH_MAX];
-    snprintf(b, sizeof b, "%s", dir);
-    for (char *p = b + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(b, 0777);
-            *p = '/';
-        }
-    mkdir(b, 0777);
-}
-
-/* Confine and expect `want`; on success the resolved path must equal P(expect_rel). */
+/* Confine and expect `want`; on success the resolved path must equal sp(expect_rel). */
 static void expect(const rpc_roots *r, const char *path, unsigned flags, int want,
                    const char *expect_rel, int line)
 {
@@ -93,7 +62,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: test_rpc_path SCRATCH\n");
         return 2;
     }
-    mkdirs(argv[1]);
+    make_dirs(argv[1]);
     char *rb = realpath(argv[1], NULL);
     if (!rb) {
         fprintf(stderr, "cannot resolve %s\n", argv[1]);
@@ -101,15 +70,16 @@ int main(int argc, char **argv)
     }
     snprintf(base, sizeof base, "%s", rb);
     free(rb);
+    scratch = base;
 
     /* Fresh tree. */
     const char *dirs[] = {"models/m1", "calib", "out", "secret", "models-evil"};
     for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++)
-        mkdirs(P(dirs[i]));
-    touch("models/m1/config.json");
-    touch("calib/c.jsonl");
-    touch("secret/s.txt");
-    touch("models-evil/x");
+        make_dirs(sp(dirs[i]));
+    write_scratch("models/m1/config.json", "x");
+    write_scratch("calib/c.jsonl", "x");
+    write_scratch("secret/s.txt", "x");
+    write_scratch("models-evil/x", "x");
     const char *links[][2] = {{"m1", "models/link-in"},
                               {"../secret", "models/link-out"},
                               {"../secret/nothing", "models/dangling"},
@@ -117,16 +87,16 @@ int main(int argc, char **argv)
                               {"../secret", "out/esc"},
                               {"../secret/new", "out/dangling"}};
     for (size_t i = 0; i < sizeof links / sizeof *links; i++) {
-        unlink(P(links[i][1]));
-        if (symlink(links[i][0], P(links[i][1])))
+        unlink(sp(links[i][1]));
+        if (symlink(links[i][0], sp(links[i][1])))
             fprintf(stderr, "symlink %s: %s\n", links[i][1], strerror(errno));
     }
-    rmdir(P("out/new1"));
+    rmdir(sp("out/new1"));
 
     rpc_roots models, two, outr, none;
-    const char *mroot[] = {P("models")};
-    const char *troots[] = {P("models"), P("calib")};
-    const char *oroot[] = {P("out")};
+    const char *mroot[] = {sp("models")};
+    const char *troots[] = {sp("models"), sp("calib")};
+    const char *oroot[] = {sp("out")};
     CHECK(rpc_roots_init(&models, "--model-root", mroot, 1, err, sizeof err) == 0);
     CHECK(rpc_roots_init(&two, "--model-root", troots, 2, err, sizeof err) == 0);
     CHECK(rpc_roots_init(&outr, "--output-root", oroot, 1, err, sizeof err) == 0);
@@ -135,8 +105,8 @@ int main(int argc, char **argv)
     /* Roots that are not usable. */
     {
         rpc_roots bad;
-        const char *missing[] = {P("nope")};
-        const char *file[] = {P("calib/c.jsonl")};
+        const char *missing[] = {sp("nope")};
+        const char *file[] = {sp("calib/c.jsonl")};
         const char *empty[] = {""};
         CHECK(rpc_roots_init(&bad, "--model-root", missing, 1, err, sizeof err) ==
               RPC_NOT_FOUND);
@@ -149,37 +119,37 @@ int main(int argc, char **argv)
     }
 
     /* Existing paths inside. */
-    EXPECT(&models, P("models/m1"), RPC_PATH_DIR, 0, "models/m1");
-    EXPECT(&models, P("models/m1/"), RPC_PATH_DIR, 0, "models/m1");
-    EXPECT(&models, P("models//m1/./"), RPC_PATH_DIR, 0, "models/m1");
-    EXPECT(&models, P("models"), RPC_PATH_DIR, 0, "models");            /* the root itself */
-    EXPECT(&models, P("models/m1/config.json"), RPC_PATH_FILE, 0, "models/m1/config.json");
-    EXPECT(&models, P("models/link-in"), RPC_PATH_DIR, 0, "models/m1"); /* inner symlink */
+    EXPECT(&models, sp("models/m1"), RPC_PATH_DIR, 0, "models/m1");
+    EXPECT(&models, sp("models/m1/"), RPC_PATH_DIR, 0, "models/m1");
+    EXPECT(&models, sp("models//m1/./"), RPC_PATH_DIR, 0, "models/m1");
+    EXPECT(&models, sp("models"), RPC_PATH_DIR, 0, "models");            /* the root itself */
+    EXPECT(&models, sp("models/m1/config.json"), RPC_PATH_FILE, 0, "models/m1/config.json");
+    EXPECT(&models, sp("models/link-in"), RPC_PATH_DIR, 0, "models/m1"); /* inner symlink */
     EXPECT(&models, "m1", RPC_PATH_DIR, 0, "models/m1");                /* relative */
     EXPECT(&models, "m1/../m1", RPC_PATH_DIR, 0, "models/m1");
     EXPECT(&two, "c.jsonl", RPC_PATH_FILE, 0, "calib/c.jsonl");         /* second root */
 
     /* Escapes. */
-    EXPECT(&models, P("secret/s.txt"), 0, RPC_PERMISSION_DENIED, NULL);
-    EXPECT(&models, P("secret/none"), 0, RPC_PERMISSION_DENIED, NULL);  /* no existence leak */
-    EXPECT(&models, P("models/../secret/s.txt"), 0, RPC_PERMISSION_DENIED, NULL);
+    EXPECT(&models, sp("secret/s.txt"), 0, RPC_PERMISSION_DENIED, NULL);
+    EXPECT(&models, sp("secret/none"), 0, RPC_PERMISSION_DENIED, NULL);  /* no existence leak */
+    EXPECT(&models, sp("models/../secret/s.txt"), 0, RPC_PERMISSION_DENIED, NULL);
     EXPECT(&models, "../secret/s.txt", 0, RPC_PERMISSION_DENIED, NULL);
     EXPECT(&models, "../../../../../../../etc/passwd", 0, RPC_PERMISSION_DENIED, NULL);
     EXPECT(&models, "/etc/passwd", 0, RPC_PERMISSION_DENIED, NULL);
-    EXPECT(&models, P("models/link-out"), 0, RPC_PERMISSION_DENIED, NULL);
-    EXPECT(&models, P("models/link-out/s.txt"), 0, RPC_PERMISSION_DENIED, NULL);
+    EXPECT(&models, sp("models/link-out"), 0, RPC_PERMISSION_DENIED, NULL);
+    EXPECT(&models, sp("models/link-out/s.txt"), 0, RPC_PERMISSION_DENIED, NULL);
     EXPECT(&models, "link-out/s.txt", 0, RPC_PERMISSION_DENIED, NULL);
-    EXPECT(&models, P("models-evil/x"), 0, RPC_PERMISSION_DENIED, NULL); /* prefix sibling */
-    EXPECT(&none, P("models/m1"), 0, RPC_PERMISSION_DENIED, NULL);       /* no roots */
+    EXPECT(&models, sp("models-evil/x"), 0, RPC_PERMISSION_DENIED, NULL); /* prefix sibling */
+    EXPECT(&none, sp("models/m1"), 0, RPC_PERMISSION_DENIED, NULL);       /* no roots */
 
     /* Missing, malformed, wrong type. */
-    EXPECT(&models, P("models/nope"), 0, RPC_NOT_FOUND, NULL);
+    EXPECT(&models, sp("models/nope"), 0, RPC_NOT_FOUND, NULL);
     EXPECT(&models, "nope", 0, RPC_NOT_FOUND, NULL);
-    EXPECT(&models, P("models/dangling"), 0, RPC_NOT_FOUND, NULL);
-    EXPECT(&models, P("models/loop"), 0, RPC_INVALID_ARGUMENT, NULL);
+    EXPECT(&models, sp("models/dangling"), 0, RPC_NOT_FOUND, NULL);
+    EXPECT(&models, sp("models/loop"), 0, RPC_INVALID_ARGUMENT, NULL);
     EXPECT(&models, "", 0, RPC_INVALID_ARGUMENT, NULL);
-    EXPECT(&models, P("models/m1/config.json"), RPC_PATH_DIR, RPC_INVALID_ARGUMENT, NULL);
-    EXPECT(&models, P("models/m1"), RPC_PATH_FILE, RPC_INVALID_ARGUMENT, NULL);
+    EXPECT(&models, sp("models/m1/config.json"), RPC_PATH_DIR, RPC_INVALID_ARGUMENT, NULL);
+    EXPECT(&models, sp("models/m1"), RPC_PATH_FILE, RPC_INVALID_ARGUMENT, NULL);
     {
         char longp[PATH_MAX + 16];
         memset(longp, 'a', sizeof longp - 1);
@@ -188,22 +158,22 @@ int main(int argc, char **argv)
     }
 
     /* New paths (outputs). */
-    EXPECT(&outr, P("out/new1"), RPC_PATH_NEW | RPC_PATH_DIR, 0, "out/new1");
+    EXPECT(&outr, sp("out/new1"), RPC_PATH_NEW | RPC_PATH_DIR, 0, "out/new1");
     EXPECT(&outr, "new1", RPC_PATH_NEW | RPC_PATH_DIR, 0, "out/new1");
     EXPECT(&outr, "new1/", RPC_PATH_NEW | RPC_PATH_DIR, 0, "out/new1");
-    EXPECT(&outr, P("out"), RPC_PATH_NEW, RPC_PERMISSION_DENIED, NULL);  /* parent outside */
-    EXPECT(&outr, P("out/.."), RPC_PATH_NEW, RPC_INVALID_ARGUMENT, NULL);
-    EXPECT(&outr, P("out/."), RPC_PATH_NEW, RPC_INVALID_ARGUMENT, NULL);
+    EXPECT(&outr, sp("out"), RPC_PATH_NEW, RPC_PERMISSION_DENIED, NULL);  /* parent outside */
+    EXPECT(&outr, sp("out/.."), RPC_PATH_NEW, RPC_INVALID_ARGUMENT, NULL);
+    EXPECT(&outr, sp("out/."), RPC_PATH_NEW, RPC_INVALID_ARGUMENT, NULL);
     EXPECT(&outr, "../escape", RPC_PATH_NEW, RPC_PERMISSION_DENIED, NULL);
-    EXPECT(&outr, P("secret/new"), RPC_PATH_NEW, RPC_PERMISSION_DENIED, NULL);
-    EXPECT(&outr, P("out/esc/new"), RPC_PATH_NEW, RPC_PERMISSION_DENIED, NULL);  /* via link */
-    EXPECT(&outr, P("out/esc"), RPC_PATH_NEW, RPC_PERMISSION_DENIED, NULL);  /* existing link */
-    EXPECT(&outr, P("out/dangling"), RPC_PATH_NEW, RPC_PERMISSION_DENIED, NULL);
-    EXPECT(&outr, P("out/a/b"), RPC_PATH_NEW, RPC_NOT_FOUND, NULL);     /* parent missing */
-    mkdirs(P("out/exists"));
-    EXPECT(&outr, P("out/exists"), RPC_PATH_NEW | RPC_PATH_DIR, 0, "out/exists");
-    touch("out/file");
-    EXPECT(&outr, P("out/file"), RPC_PATH_NEW | RPC_PATH_DIR, RPC_INVALID_ARGUMENT, NULL);
+    EXPECT(&outr, sp("secret/new"), RPC_PATH_NEW, RPC_PERMISSION_DENIED, NULL);
+    EXPECT(&outr, sp("out/esc/new"), RPC_PATH_NEW, RPC_PERMISSION_DENIED, NULL);  /* via link */
+    EXPECT(&outr, sp("out/esc"), RPC_PATH_NEW, RPC_PERMISSION_DENIED, NULL);  /* existing link */
+    EXPECT(&outr, sp("out/dangling"), RPC_PATH_NEW, RPC_PERMISSION_DENIED, NULL);
+    EXPECT(&outr, sp("out/a/b"), RPC_PATH_NEW, RPC_NOT_FOUND, NULL);     /* parent missing */
+    make_dirs(sp("out/exists"));
+    EXPECT(&outr, sp("out/exists"), RPC_PATH_NEW | RPC_PATH_DIR, 0, "out/exists");
+    write_scratch("out/file", "x");
+    EXPECT(&outr, sp("out/file"), RPC_PATH_NEW | RPC_PATH_DIR, RPC_INVALID_ARGUMENT, NULL);
 
     /* rpc_path_under edge cases. */
     CHECK(rpc_path_under("/a/b", "/a"));

@@ -14,36 +14,8 @@
 
 #include "reap_err.h"
 #include "safetensors.h"
+#include "test_fixtures.h"
 #include "test_util.h"
-
-static char scratch[4096];
-
-/* scratch/name in one of 8 rotating buffers (valid for the next 7 calls). */
-static const char *spath(const char *name)
-{
-    static char bufs[8][8192];
-    static unsigned next;
-    char *buf = bufs[next++ % 8];
-    snprintf(buf, sizeof bufs[0], "%s/%s", scratch, name);
-    return buf;
-}
-
-static int mkdir_p(const char *path)
-{
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
 
 static int file_exists(const char *path)
 {
@@ -54,7 +26,7 @@ static int file_exists(const char *path)
 /* Write u64 LE `hlen`, the header string, then `ndata` data bytes (i & 0xff). */
 static void write_raw(const char *name, uint64_t hlen, const char *header, size_t ndata)
 {
-    FILE *fp = fopen(spath(name), "wb");
+    FILE *fp = fopen(sp(name), "wb");
     CHECK(fp != NULL);
     if (!fp)
         return;
@@ -74,22 +46,12 @@ static void write_file(const char *name, const char *header, size_t ndata)
     write_raw(name, strlen(header), header, ndata);
 }
 
-static void write_bytes(const char *name, const void *p, size_t n)
-{
-    FILE *fp = fopen(spath(name), "wb");
-    CHECK(fp != NULL);
-    if (!fp)
-        return;
-    fwrite(p, 1, n, fp);
-    fclose(fp);
-}
-
 /* Open must fail with `want`; the message must name `name` and contain `field`. */
 static void expect_bad(const char *name, int want, const char *field)
 {
     st_file *f = (st_file *)1;
     reap_err_clear();
-    int rc = st_file_open(spath(name), &f);
+    int rc = st_file_open(sp(name), &f);
     CHECK_MSG(rc == want, "%s: got %d want %d (%s)", name, rc, want, reap_err_msg());
     CHECK(f == NULL);
     CHECK_ERRMSG(name);
@@ -144,7 +106,7 @@ static int rt_fill(void *ud, size_t index, void *dst, uint64_t nbytes)
 
 static void test_round_trip(void)
 {
-    const char *path = spath("rt.safetensors");
+    const char *path = sp("rt.safetensors");
     struct fill_log log = {0, {0}, -1};
     CHECK_RC(st_write_file(path, rt_specs, RT_N, rt_fill, &log), REAP_OK);
     CHECK(log.calls == RT_N);
@@ -152,7 +114,7 @@ static void test_round_trip(void)
         CHECK_MSG(strcmp(rt_specs[log.order[i]].name, rt_order[i]) == 0,
                   "fill call %zu was '%s', want '%s'", i, rt_specs[log.order[i]].name,
                   rt_order[i]);
-    CHECK(!file_exists(spath("rt.safetensors.tmp")));
+    CHECK(!file_exists(sp("rt.safetensors.tmp")));
 
     /* The data buffer starts at a multiple of 8; the padding is spaces. */
     FILE *fp = fopen(path, "rb");
@@ -244,41 +206,41 @@ static void test_write_errors(void)
     const st_write_spec dup[] = {
         {"x", ST_F32, 1, {2}}, {"dupname", ST_F32, 1, {2}}, {"dupname", ST_BF16, 1, {2}}};
     reap_err_clear();
-    CHECK_RC(st_write_file(spath("dup_w.safetensors"), dup, 3, rt_fill, &log),
+    CHECK_RC(st_write_file(sp("dup_w.safetensors"), dup, 3, rt_fill, &log),
              REAP_E_INVALID);
     CHECK_ERRMSG("dupname");
     CHECK_ERRMSG("dup_w.safetensors");
-    CHECK(!file_exists(spath("dup_w.safetensors")));
-    CHECK(!file_exists(spath("dup_w.safetensors.tmp")));
+    CHECK(!file_exists(sp("dup_w.safetensors")));
+    CHECK(!file_exists(sp("dup_w.safetensors.tmp")));
     CHECK(log.calls == 0);
 
     const st_write_spec neg[] = {{"negdim", ST_F32, 2, {2, -3}}};
-    CHECK_RC(st_write_file(spath("neg_w.safetensors"), neg, 1, rt_fill, &log),
+    CHECK_RC(st_write_file(sp("neg_w.safetensors"), neg, 1, rt_fill, &log),
              REAP_E_INVALID);
     CHECK_ERRMSG("negdim");
     CHECK_ERRMSG("[2, -3]");
 
     const st_write_spec toomany[] = {{"deep", ST_F32, ST_MAX_DIMS + 1, {1}}};
-    CHECK_RC(st_write_file(spath("deep_w.safetensors"), toomany, 1, rt_fill, &log),
+    CHECK_RC(st_write_file(sp("deep_w.safetensors"), toomany, 1, rt_fill, &log),
              REAP_E_INVALID);
     CHECK_ERRMSG("deep");
 
     const st_write_spec meta[] = {{"__metadata__", ST_F32, 1, {1}}};
-    CHECK_RC(st_write_file(spath("meta_w.safetensors"), meta, 1, rt_fill, &log),
+    CHECK_RC(st_write_file(sp("meta_w.safetensors"), meta, 1, rt_fill, &log),
              REAP_E_INVALID);
 
     /* fill's status aborts the write; neither file is left behind. */
     log.fail_at = 2;
-    CHECK_RC(st_write_file(spath("fill_w.safetensors"), rt_specs, RT_N, rt_fill, &log),
+    CHECK_RC(st_write_file(sp("fill_w.safetensors"), rt_specs, RT_N, rt_fill, &log),
              REAP_E_CANCELLED);
     CHECK_ERRMSG("stopped by the test");
     CHECK(log.calls == 3);
-    CHECK(!file_exists(spath("fill_w.safetensors")));
-    CHECK(!file_exists(spath("fill_w.safetensors.tmp")));
+    CHECK(!file_exists(sp("fill_w.safetensors")));
+    CHECK(!file_exists(sp("fill_w.safetensors.tmp")));
 
     /* A directory that does not exist: I/O error. */
     log.fail_at = -1;
-    CHECK_RC(st_write_file(spath("no/such/dir/x.safetensors"), rt_specs, RT_N, rt_fill, &log),
+    CHECK_RC(st_write_file(sp("no/such/dir/x.safetensors"), rt_specs, RT_N, rt_fill, &log),
              REAP_E_IO);
     CHECK_ERRMSG("x.safetensors.tmp");
 }
@@ -288,9 +250,9 @@ static void test_empty_files(void)
     /* Written with no tensors: header only, valid. */
     struct fill_log log = {0, {0}, -1};
     st_file *f = NULL;
-    CHECK_RC(st_write_file(spath("none.safetensors"), NULL, 0, rt_fill, &log), REAP_OK);
+    CHECK_RC(st_write_file(sp("none.safetensors"), NULL, 0, rt_fill, &log), REAP_OK);
     CHECK(log.calls == 0);
-    CHECK_RC(st_file_open(spath("none.safetensors"), &f), REAP_OK);
+    CHECK_RC(st_file_open(sp("none.safetensors"), &f), REAP_OK);
     if (f) {
         CHECK(st_file_n_tensors(f) == 0);
         CHECK(st_file_find(f, "x") == NULL);
@@ -302,7 +264,7 @@ static void test_empty_files(void)
     /* Hand-written "{}" with padding and no data: valid, no metadata. */
     write_file("bare.safetensors", "{}      ", 0);
     f = NULL;
-    CHECK_RC(st_file_open(spath("bare.safetensors"), &f), REAP_OK);
+    CHECK_RC(st_file_open(sp("bare.safetensors"), &f), REAP_OK);
     if (f) {
         CHECK(st_file_n_tensors(f) == 0);
         CHECK(st_file_metadata(f, "format") == NULL);
@@ -320,7 +282,7 @@ static void test_empty_files(void)
                "\"__metadata__\":{\"k\":\"v\"}}",
                6);
     f = NULL;
-    CHECK_RC(st_file_open(spath("zeros.safetensors"), &f), REAP_OK);
+    CHECK_RC(st_file_open(sp("zeros.safetensors"), &f), REAP_OK);
     if (f) {
         static const char *order[] = {"z0", "a", "z_mid", "b", "z_end"};
         CHECK(st_file_n_tensors(f) == 5);
@@ -342,10 +304,10 @@ static void test_empty_files(void)
 
 static void test_bad_files(void)
 {
-    write_bytes("empty0.safetensors", "", 0);
+    write_bytes(sp("empty0.safetensors"), "", 0);
     expect_bad("empty0.safetensors", REAP_E_FORMAT, "0 bytes");
 
-    write_bytes("short.safetensors", "\x02\0\0\0\0", 5);
+    write_bytes(sp("short.safetensors"), "\x02\0\0\0\0", 5);
     expect_bad("short.safetensors", REAP_E_FORMAT, "too short");
 
     write_raw("hdr_eof.safetensors", 1000, "{}", 0);
@@ -473,8 +435,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
         return 2;
     }
-    snprintf(scratch, sizeof scratch, "%s", argv[1]);
-    if (mkdir_p(scratch) != 0) {
+    scratch = argv[1];
+    if (make_dirs(scratch) != 0) {
         fprintf(stderr, "cannot create %s: %s\n", scratch, strerror(errno));
         return 2;
     }

@@ -20,6 +20,7 @@
 #include "reap_err.h"
 #include "tok_impl.h"
 #include "tokenizer.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 
 #include <errno.h>
@@ -30,43 +31,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char *scratch;
 static char fixtures[1024];
 static char qwen_dir[2048];
 
 static void find_fixtures(void)
 {
-    const char *env = getenv("REAP_TEST_FIXTURES");
-    const char *slash;
-
-    if (env && *env) {
-        snprintf(fixtures, sizeof fixtures, "%s", env);
-    } else {
-        slash = strrchr(__FILE__, '/');
-        if (slash)
-            snprintf(fixtures, sizeof fixtures, "%.*s/fixtures", (int)(slash - __FILE__),
-                     __FILE__);
-        else
-            snprintf(fixtures, sizeof fixtures, "fixtures");
-    }
+    fixtures_dir(fixtures, sizeof fixtures);
     snprintf(qwen_dir, sizeof qwen_dir, "%s/qwen3-tokenizer", fixtures);
-}
-
-/* Write `text` to <scratch>/<name>; returns the path (static buffer). */
-static const char *write_file(const char *name, const char *text)
-{
-    static char path[4096];
-    FILE *fp;
-
-    snprintf(path, sizeof path, "%s/%s", scratch, name);
-    fp = fopen(path, "wb");
-    if (!fp) {
-        fprintf(stderr, "cannot write %s\n", path);
-        return path;
-    }
-    fputs(text, fp);
-    fclose(fp);
-    return path;
 }
 
 /* Encode and compare with want[0..n). */
@@ -390,7 +361,7 @@ static const char *minimal_json(const char *normalizer, const char *pre, const c
 static void expect_load_error(const char *name, const char *json, int want, const char *needle)
 {
     reap_tokenizer *tok = (reap_tokenizer *)1;
-    const char *path = write_file(name, json);
+    const char *path = write_scratch(name, json);
 
     reap_err_clear();
     CHECK_RC(reap_tokenizer_load(path, &tok), want);
@@ -404,7 +375,8 @@ static void test_load_errors(void)
     reap_tokenizer *tok;
 
     /* The minimal tokenizer itself loads and encodes byte by byte. */
-    CHECK_RC(reap_tokenizer_load(write_file("ok.json", minimal_json("null", BL, "BPE", "", 256)),
+    CHECK_RC(reap_tokenizer_load(write_scratch("ok.json",
+                                               minimal_json("null", BL, "BPE", "", 256)),
                                  &tok), REAP_OK);
     if (tok) {
         EXPECT(tok, "ab c", 97, 98, 32, 99);
@@ -632,7 +604,7 @@ int main(int argc, char **argv)
         return 2;
     }
     scratch = argv[1];
-    if (mkdir(scratch, 0777) != 0 && errno != EEXIST) {
+    if (make_dirs(scratch) != 0) {
         fprintf(stderr, "cannot create %s: %s\n", scratch, strerror(errno));
         return 2;
     }
