@@ -22,6 +22,8 @@ const char *reap_strerror(int status)
     case REAP_E_DEVICE: return "device error";
     case REAP_E_CANCELLED: return "cancelled";
     case REAP_E_INTERNAL: return "internal error";
+    case REAP_E_CONFLICT: return "conflict";
+    case REAP_E_PRECONDITION: return "failed precondition";
     default: return "unknown error";
     }
 }

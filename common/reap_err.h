@@ -24,7 +24,11 @@ enum reap_status {
     REAP_E_NUMERIC = -7,    /* NaN or Inf in a weight or activation */
     REAP_E_DEVICE = -8,     /* accelerator error (CUDA) */
     REAP_E_CANCELLED = -9,  /* stopped on request */
-    REAP_E_INTERNAL = -10   /* a bug: invariant violated */
+    REAP_E_INTERNAL = -10,  /* a bug: invariant violated */
+    REAP_E_CONFLICT = -11,  /* held or different: the (model, calibration) pair is being
+                               scored by another run, an imported record differs */
+    REAP_E_PRECONDITION = -12 /* valid request the current state does not allow: no
+                               statistics for a MoE layer, fewer experts left than top-k */
 };
 
 /* Short name of a status code ("format error", ...). Never NULL. */

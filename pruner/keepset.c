@@ -171,7 +171,7 @@ int reap_keepset_compute(const reap_config *cfg, const reap_layer_stats *stats, 
     memset(out, 0, sizeof *out);
 
     if (!stats || n <= 0)
-        return reap_err_set(REAP_E_INVALID, PRECOND "no statistics: score the model first");
+        return reap_err_set(REAP_E_PRECONDITION, PRECOND "no statistics: score the model first");
     st = malloc((size_t)n * sizeof *st);
     if (!st)
         return reap_err_set(REAP_E_NOMEM, "keep set: out of memory");
@@ -182,12 +182,12 @@ int reap_keepset_compute(const reap_config *cfg, const reap_layer_stats *stats, 
     const int E = st[0]->n_experts, K = st[0]->top_k;
     for (int i = 0; i < n; i++) {
         if (i && st[i]->layer == st[i - 1]->layer) {
-            rc = reap_err_set(REAP_E_INVALID, PRECOND "statistics of layer %d given twice",
+            rc = reap_err_set(REAP_E_PRECONDITION, PRECOND "statistics of layer %d given twice",
                               st[i]->layer);
             goto fail;
         }
         if (st[i]->n_experts != E || st[i]->top_k != K) {
-            rc = reap_err_set(REAP_E_INVALID,
+            rc = reap_err_set(REAP_E_PRECONDITION,
                               PRECOND "layer %d has E=%d K=%d but layer %d has E=%d K=%d: "
                               "every layer must have the same expert count",
                               st[i]->layer, st[i]->n_experts, st[i]->top_k, st[0]->layer, E, K);
@@ -198,7 +198,7 @@ int reap_keepset_compute(const reap_config *cfg, const reap_layer_stats *stats, 
     if (cfg) {
         n_model_layers = cfg->n_layers;
         if (cfg->n_experts != E || cfg->n_experts_used != K) {
-            rc = reap_err_set(REAP_E_INVALID,
+            rc = reap_err_set(REAP_E_PRECONDITION,
                               PRECOND "statistics have E=%d K=%d but the model has "
                               "num_experts %d, num_experts_per_tok %d",
                               E, K, cfg->n_experts, cfg->n_experts_used);
@@ -209,14 +209,14 @@ int reap_keepset_compute(const reap_config *cfg, const reap_layer_stats *stats, 
             int have = j < n && st[j]->layer == L;
             int moe = reap_config_layer_is_moe(cfg, L);
             if (moe && !have) {
-                rc = reap_err_set(REAP_E_INVALID,
+                rc = reap_err_set(REAP_E_PRECONDITION,
                                   PRECOND "MoE layer %d has no statistics (score all %d "
                                   "MoE layers first)",
                                   L, reap_config_n_moe_layers(cfg));
                 goto fail;
             }
             if (!moe && have) {
-                rc = reap_err_set(REAP_E_INVALID,
+                rc = reap_err_set(REAP_E_PRECONDITION,
                                   PRECOND "statistics name layer %d, which is not a MoE "
                                   "layer of this model", L);
                 goto fail;
@@ -224,7 +224,7 @@ int reap_keepset_compute(const reap_config *cfg, const reap_layer_stats *stats, 
             j += have;
         }
         if (j != n) {
-            rc = reap_err_set(REAP_E_INVALID,
+            rc = reap_err_set(REAP_E_PRECONDITION,
                               PRECOND "statistics name layer %d; the model has %d layers",
                               st[n - 1]->layer, cfg->n_layers);
             goto fail;
@@ -245,7 +245,7 @@ int reap_keepset_compute(const reap_config *cfg, const reap_layer_stats *stats, 
         n_prune = (int)floor((double)E * opts->ratio + 1e-9);
     }
     if (n_prune > E || E - n_prune < K) {
-        rc = reap_err_set(REAP_E_INVALID,
+        rc = reap_err_set(REAP_E_PRECONDITION,
                           PRECOND "pruning %d of %d experts leaves %d, fewer than the %d "
                           "experts every token is routed to (num_experts_per_tok)",
                           n_prune, E, E - n_prune, K);
@@ -297,7 +297,7 @@ int reap_keepset_compute(const reap_config *cfg, const reap_layer_stats *stats, 
             rank[e] = (rank_entry){kl->scores[e], e, prot};
         }
         if (kl->n_super > out->n_keep) {
-            rc = reap_err_set(REAP_E_INVALID,
+            rc = reap_err_set(REAP_E_PRECONDITION,
                               PRECOND "layer %d has %d protected super experts but only %d "
                               "experts are kept", s->layer, kl->n_super, out->n_keep);
             goto fail;

@@ -16,7 +16,7 @@
  * whose index is below floor(0.75 * n_layers) (the first 75% of the model's decoder
  * layers; n_layers from the config, else 1 + the largest layer id in the statistics).
  *
- * Refusals (REAP_E_INVALID; the RPC layer reports them as FAILED_PRECONDITION, message
+ * Refusals (REAP_E_PRECONDITION, reported over RPC as FAILED_PRECONDITION; message
  * prefixed "precondition: "): no statistics, a MoE layer of the config without
  * statistics, statistics whose E or K disagree with the config or between layers, a
  * prune that leaves fewer than K experts, more protected experts in a layer than E',

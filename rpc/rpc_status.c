@@ -59,6 +59,8 @@ rpc_code rpc_code_from_reap(int reap_status)
     case REAP_E_IO: return RPC_INTERNAL;
     case REAP_E_DEVICE: return RPC_INTERNAL;
     case REAP_E_INTERNAL: return RPC_INTERNAL;
+    case REAP_E_CONFLICT: return RPC_ALREADY_EXISTS;
+    case REAP_E_PRECONDITION: return RPC_FAILED_PRECONDITION;
     default: return RPC_UNKNOWN;
     }
 }

@@ -25,12 +25,7 @@ rpc_code svc_code(int status, const char *msg)
     default:
         break;
     }
-    if (status == REAP_E_INVALID && msg) {
-        if (strstr(msg, "precondition: "))
-            return RPC_FAILED_PRECONDITION;
-        if (strstr(msg, "are being scored"))
-            return RPC_ALREADY_EXISTS;
-    }
+    (void)msg;
     return rpc_code_from_reap(status);
 }
 

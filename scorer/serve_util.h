@@ -20,9 +20,9 @@
 
 /* The gRPC code for a failed library call: `status` a REAP_E_* value or a run-manager
  * status (run_manager.h: BUSY -> RESOURCE_EXHAUSTED, EXISTS -> ALREADY_EXISTS,
- * STOPPING -> UNAVAILABLE), `msg` its message. Beyond rpc_code_from_reap: a keep-set
- * refusal ("precondition: ...") is FAILED_PRECONDITION, a (model, calibration) pair
- * being scored by another run is ALREADY_EXISTS. */
+ * STOPPING -> UNAVAILABLE), else rpc_code_from_reap (REAP_E_PRECONDITION, a keep-set
+ * refusal, is FAILED_PRECONDITION; REAP_E_CONFLICT, a (model, calibration) pair being
+ * scored by another run, is ALREADY_EXISTS). `msg` is not consulted. */
 rpc_code svc_code(int status, const char *msg);
 
 /* Parse an identity given as hex (either case): `digits` the full length (64 for

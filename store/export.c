@@ -503,7 +503,7 @@ static int import_apply(reap_store *s, MDB_txn *txn, void *ud)
                 memcpy(c.b, r->key.data + 32, 32);
                 reap_id_hex(&m, mh);
                 reap_id_hex(&c, ch);
-                return reap_err_set(REAP_E_INVALID,
+                return reap_err_set(REAP_E_CONFLICT,
                                     "import conflict: statistics of model %s, calibration "
                                     "%s, layer %u differ from the store's (nothing imported)",
                                     mh, ch, store_rd_be32(r->key.data + 64));

@@ -17,7 +17,7 @@
  * key) and then applies it in one write transaction, so a bad file changes nothing.
  * Import is idempotent: a record already present with the same content is skipped;
  * model and calibration records already present are kept (ids are content hashes); a
- * statistics record present with different statistics is a conflict (REAP_E_INVALID,
+ * statistics record present with different statistics is a conflict (REAP_E_CONFLICT,
  * nothing imported). Statistics whose model record is neither in the store nor in the
  * file are refused (REAP_E_FORMAT).
  *
@@ -50,7 +50,7 @@ typedef struct reap_import_counts {
 /* Import the file at `path`. *counts may be NULL.
  * REAP_OK; REAP_E_NOTFOUND / REAP_E_IO (cannot read); REAP_E_FORMAT (not an export file,
  * truncated, a digest mismatch: the message names the record); REAP_E_UNSUPPORTED
- * (written by a newer format); REAP_E_INVALID (read-only store, conflicting statistics);
+ * (written by a newer format); REAP_E_INVALID (read-only store); REAP_E_CONFLICT (conflicting statistics);
  * REAP_E_NOMEM. */
 int reap_store_import(reap_store *s, const char *path, reap_import_counts *counts);
 

@@ -298,7 +298,7 @@ int reap_store_pair_lock(reap_store *s, const reap_id *model, const reap_id *cal
         pid[strcspn(pid, "\n")] = 0;
         close(lfd);
         if (e == EWOULDBLOCK)
-            return reap_err_set(REAP_E_INVALID, "this model and calibration set are being "
+            return reap_err_set(REAP_E_CONFLICT, "this model and calibration set are being "
                                 "scored by another run (process %s) on this store",
                                 *pid ? pid : "?");
         return reap_err_set(REAP_E_IO, "%s: flock: %s", path, strerror(e));

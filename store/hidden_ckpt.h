@@ -48,7 +48,7 @@ int reap_hidden_ckpt_load(reap_store *s, const reap_id *model, const reap_id *ca
  * holding the pid of the holder. One scoring run of a pair at a time, across threads and
  * processes of this host; released by reap_store_pair_unlock or when the process dies
  * (kill -9 leaves no stale lock). Never waits. *fd receives the lock (>= 0).
- * REAP_OK; REAP_E_INVALID when another run holds it (the message names its pid);
+ * REAP_OK; REAP_E_CONFLICT when another run holds it (the message names its pid);
  * REAP_E_IO. */
 int reap_store_pair_lock(reap_store *s, const reap_id *model, const reap_id *calib, int *fd);
 

@@ -120,9 +120,9 @@ static void test_basic(void)
 
     /* refusals */
     o = (reap_keep_opts){REAP_CRIT_REAP, 0, 5, 0};
-    CHECK_RC(reap_keepset_compute(NULL, st, 2, &o, &ks), REAP_E_INVALID);
+    CHECK_RC(reap_keepset_compute(NULL, st, 2, &o, &ks), REAP_E_PRECONDITION);
     CHECK_ERRMSG("fewer than the 2 experts");
-    CHECK_RC(reap_keepset_compute(NULL, st, 0, &o, &ks), REAP_E_INVALID);
+    CHECK_RC(reap_keepset_compute(NULL, st, 0, &o, &ks), REAP_E_PRECONDITION);
     CHECK_ERRMSG("no statistics");
     o = (reap_keep_opts){REAP_CRIT_REAP, 1.0, -1, 0};
     CHECK_RC(reap_keepset_compute(NULL, st, 2, &o, &ks), REAP_E_INVALID);
@@ -135,19 +135,19 @@ static void test_basic(void)
     cfg.n_experts_used = 2;
     cfg.decoder_sparse_step = 1;
     o = (reap_keep_opts){REAP_CRIT_REAP, 0.4, -1, 0};
-    CHECK_RC(reap_keepset_compute(&cfg, st, 2, &o, &ks), REAP_E_INVALID);
+    CHECK_RC(reap_keepset_compute(&cfg, st, 2, &o, &ks), REAP_E_PRECONDITION);
     CHECK_ERRMSG("MoE layer 2 has no statistics");
     cfg.n_layers = 2;
     CHECK_RC(reap_keepset_compute(&cfg, st, 2, &o, &ks), REAP_OK);
     CHECK(ks.n_prune == 2); /* floor(6 * 0.4) */
     reap_keepset_free(&ks);
     cfg.n_experts = 8;
-    CHECK_RC(reap_keepset_compute(&cfg, st, 2, &o, &ks), REAP_E_INVALID);
+    CHECK_RC(reap_keepset_compute(&cfg, st, 2, &o, &ks), REAP_E_PRECONDITION);
     CHECK_ERRMSG("num_experts 8");
 
     /* the same layer twice */
     reap_layer_stats dup[2] = {st[0], st[0]};
-    CHECK_RC(reap_keepset_compute(NULL, dup, 2, &o, &ks), REAP_E_INVALID);
+    CHECK_RC(reap_keepset_compute(NULL, dup, 2, &o, &ks), REAP_E_PRECONDITION);
     CHECK_ERRMSG("twice");
 
     reap_layer_stats_free(&st[0]);

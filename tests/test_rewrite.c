@@ -484,7 +484,7 @@ static void test_cancel_cleans_up(void)
     /* statistics for another expert count: refused before anything is written */
     st[0].n_experts = 4;
     po.progress = NULL;
-    CHECK_RC(reap_prune(&po, &res), REAP_E_INVALID);
+    CHECK_RC(reap_prune(&po, &res), REAP_E_PRECONDITION);
     CHECK_ERRMSG("precondition");
     st[0].n_experts = cfg.n_experts;
     free_stats(st, n_st);

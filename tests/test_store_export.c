@@ -161,7 +161,7 @@ int main(int argc, char **argv)
     make_stats(&st, 0, 32, 2);
     CHECK_RC(reap_store_stats_put(c, &m1, &c1, &st, "cpu", NULL), REAP_OK);
     reap_layer_stats_free(&st);
-    CHECK_RC(reap_store_import(c, f2, &ic), REAP_E_INVALID);
+    CHECK_RC(reap_store_import(c, f2, &ic), REAP_E_CONFLICT);
     CHECK_ERRMSG("conflict");
     CHECK_RC(reap_store_count(c, NULL, &cnt), REAP_OK);
     CHECK(cnt.stats == 1 && cnt.calibs == 0);
