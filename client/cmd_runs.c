@@ -1,7 +1,8 @@
-/* cmd_runs.c - `reapctl runs` (list scoring runs), `reapctl cancel RUN_ID` (stop a run at
- * its next layer boundary; --wait follows it to its end) and `reapctl models` (models and
- * calibration sets in the store), all against the scorer service. Tables by default,
- * --json for the messages as JSON. */
+/* cmd_runs.c - `reapctl runs` (list scoring runs; a queued run shows its place in the
+ * queue), `reapctl cancel RUN_ID` (stop a run at its next layer boundary, a queued run at
+ * once; --wait follows it to its end) and `reapctl models` (models and calibration sets
+ * in the store), all against the scorer service. Tables by default, --json for the
+ * messages as JSON. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,10 +29,15 @@ static void fmt_time(int64_t ns, char *out, size_t n)
 
 static void print_run_row(const Reap__V1__Run *r)
 {
-    char t[32];
+    char t[32], state[24];
     fmt_time(r->started_unix_ns, t, sizeof t);
+    if (r->state == REAP__V1__RUN_STATE__RUN_STATE_QUEUED && r->queue_position)
+        snprintf(state, sizeof state, "queued #%u", r->queue_position);
+    else
+        snprintf(state, sizeof state, "%s", state_name(r->state));
+    /* Servers before RunQueued list a queued run without an id. */
     printf("%-32s  %-11s %4u/%-4u %-16.16s %-16.16s %-19s %-5s %s\n",
-           *r->run_id ? r->run_id : "(queued)", state_name(r->state), r->layers_done,
+           *r->run_id ? r->run_id : "(no id yet)", state, r->layers_done,
            r->n_layers, *r->model_id ? r->model_id : "-", *r->calib_id ? r->calib_id : "-", t,
            *r->backend ? r->backend : "-", r->error);
 }
@@ -150,6 +156,9 @@ int cmd_cancel(int argc, char **argv)
     snprintf(id, sizeof id, "%s", r->run_id);
     if (json)
         reapctl_print_json(resp);
+    else if (r->state == REAP__V1__RUN_STATE__RUN_STATE_CANCELLED && !r->layers_done &&
+             strstr(r->error, "before it started"))
+        printf("run %s: cancelled before it started (it was queued)\n", r->run_id);
     else if (r->state == REAP__V1__RUN_STATE__RUN_STATE_RUNNING ||
              r->state == REAP__V1__RUN_STATE__RUN_STATE_QUEUED)
         printf("run %s: cancel requested; it stops after the layer in progress (%u of %u "

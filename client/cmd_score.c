@@ -3,11 +3,15 @@
  *
  * Display: on a terminal one progress bar per run (layer i/L, tokens/s, ETA); otherwise
  * one plain line per event; --json: one JSON object per event (proto field names).
- * Ctrl-C: the run is cancelled at its next layer boundary (the layer in progress is
- * committed; scoring the same model and calibration again resumes) and followed to its
- * end; a second Ctrl-C leaves at once. --detach leaves after the run was accepted (it
- * goes on; `reapctl watch RUN_ID`). Leaving never stops a run by itself: the server
- * keeps scoring when its client goes away.
+ * The first event of a run is `queued` (its id and place in the queue; one line "run ID
+ * queued (position N): ..."), then `accepted` once a worker has identified the model and
+ * the calibration set (older servers send no `queued`).
+ * Ctrl-C: the run is cancelled - at once while it is queued, else at its next layer
+ * boundary (the layer in progress is committed; scoring the same model and calibration
+ * again resumes) - and followed to its end; a second Ctrl-C leaves at once. --detach
+ * leaves once the run has its id (queued; accepted with older servers): it goes on,
+ * `reapctl watch RUN_ID`. Leaving never stops a run by itself: the server keeps
+ * scoring when its client goes away.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +31,7 @@ typedef struct follow {
     char run_id[33];
     char label[48];
     int n_layers, layers_done, ended;
+    int queued;                          /* the last news: waiting in the queue */
     double tokens_per_s, eta_s;
     int final_ok;
 } follow;
@@ -47,8 +52,31 @@ static int on_event(const ProtobufCMessage *msg, void *ud)
     if (f->mode == REAPCTL_OUT_JSON)
         reapctl_print_json(msg);
     switch (ev->event_case) {
+    case REAP__V1__SCORE_EVENT__EVENT_QUEUED: {
+        const Reap__V1__RunQueued *qd = ev->queued;
+        snprintf(f->run_id, sizeof f->run_id, "%s", qd->run_id);
+        snprintf(f->label, sizeof f->label, "run %.8s", qd->run_id);
+        f->queued = qd->position > 0;
+        if (f->mode == REAPCTL_OUT_JSON)
+            break;
+        if (qd->position)
+            printf("run %s queued (position %u): reapctl watch %s / reapctl cancel %s\n",
+                   qd->run_id, qd->position, qd->run_id, qd->run_id);
+        else
+            printf("run %s starting (identifying the model and calibration data): "
+                   "reapctl watch %s / reapctl cancel %s\n", qd->run_id, qd->run_id,
+                   qd->run_id);
+        fflush(stdout);
+        if (f->detach) {
+            printf("run %s goes on in the server: reapctl watch %s\n", qd->run_id,
+                   qd->run_id);
+            return 1;
+        }
+        break;
+    }
     case REAP__V1__SCORE_EVENT__EVENT_ACCEPTED: {
         const Reap__V1__RunAccepted *a = ev->accepted;
+        f->queued = 0;
         snprintf(f->run_id, sizeof f->run_id, "%s", a->run_id);
         snprintf(f->label, sizeof f->label, "run %.8s", *a->run_id ? a->run_id : "-");
         f->n_layers = (int)a->n_layers;
@@ -141,14 +169,18 @@ static int cancel_and_follow(const char *cmd, rpc_client *cl, follow *f, long ti
     ProtobufCMessage *resp = NULL;
     rpc_client_status st;
     if (!f->run_id[0]) {
-        fprintf(stderr, "reapctl %s: interrupted before the run was accepted; it may still "
-                "start (reapctl runs)\n", cmd);
+        fprintf(stderr, "reapctl %s: interrupted before the server named the run; it may "
+                "still start (reapctl runs)\n", cmd);
         return REAPCTL_EXIT_SERVER + RPC_CANCELLED;
     }
     if (f->mode == REAPCTL_OUT_BAR)
         printf("\n");
-    fprintf(stderr, "reapctl %s: cancelling run %s at its next layer boundary (Ctrl-C again "
-            "to leave it running)\n", cmd, f->run_id);
+    if (f->queued)
+        fprintf(stderr, "reapctl %s: cancelling run %s before it starts (it is queued)\n",
+                cmd, f->run_id);
+    else
+        fprintf(stderr, "reapctl %s: cancelling run %s at its next layer boundary (Ctrl-C "
+                "again to leave it running)\n", cmd, f->run_id);
     q.run_id = f->run_id;
     if (rpc_client_unary(cl, "/reap.v1.Scorer/CancelRun", &q.base, &reap__v1__run__descriptor,
                          timeout_ms, &resp, &st) != RPC_OK)

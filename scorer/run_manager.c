@@ -88,10 +88,31 @@ static void job_free(rm_job *j)
 
 /* ---- watchers (m->mu held) ----------------------------------------------------------- */
 
+/* j->info.queue_position now: 1 + the queued jobs ahead of it (FIFO), 0 when not queued. */
+static void position_locked(rm_job *j)
+{
+    int pos = 0;
+    if (j->info.state == REAP_RM_QUEUED)
+        for (rm_job *o = j->m->head; o; o = o->next) {
+            pos += o->info.state == REAP_RM_QUEUED;
+            if (o == j)
+                break;
+        }
+    j->info.queue_position = pos;
+}
+
+/* A copy of the job for the caller, with its queue position. */
+static int copy_locked(rm_job *j, reap_rm_info *out)
+{
+    position_locked(j);
+    return info_copy(&j->info, out);
+}
+
 /* Deliver one event to every watcher; the ones that went away move to *gone. */
 static void deliver_locked(rm_job *j, int kind, rm_watcher **gone)
 {
     rm_watcher **pp = &j->watchers;
+    position_locked(j);
     while (*pp) {
         rm_watcher *w = *pp;
         if (w->fn(w->wud, kind, &j->info)) {
@@ -104,11 +125,15 @@ static void deliver_locked(rm_job *j, int kind, rm_watcher **gone)
     }
 }
 
+static int final_kind(const rm_job *j)
+{
+    return j->info.state == REAP_RM_DONE ? REAP_RM_EV_FINISHED : REAP_RM_EV_ERROR;
+}
+
 /* The final event: delivered, then every watcher is detached. */
 static void deliver_final_locked(rm_job *j, rm_watcher **gone)
 {
-    int kind = j->info.state == REAP_RM_DONE ? REAP_RM_EV_FINISHED : REAP_RM_EV_ERROR;
-    deliver_locked(j, kind, gone);
+    deliver_locked(j, final_kind(j), gone);
     while (j->watchers) {
         rm_watcher *w = j->watchers;
         j->watchers = w->next;
@@ -127,6 +152,23 @@ static void release_all(rm_watcher *l)
         free(l);
         l = next;
     }
+}
+
+/* End a job that is still queued (it never reaches a worker): state (CANCELLED or
+ * INTERRUPTED), stop (REAP_RM_STOP_*) and error as given, status REAP_E_CANCELLED, the
+ * final event delivered, the counters updated. */
+static void end_queued_locked(reap_rm *m, rm_job *j, int state, int stop, const char *error,
+                              rm_watcher **gone)
+{
+    j->info.state = state;
+    j->info.stop = stop;
+    j->info.status = REAP_E_CANCELLED;
+    j->info.finished_unix_ns = j->info.updated_unix_ns = now_ns();
+    snprintf(j->info.error, sizeof j->info.error, "%s", error);
+    j->ended = 1;
+    deliver_final_locked(j, gone);
+    m->n_queued--;
+    m->n_ended++;
 }
 
 /* Forget the oldest ended jobs beyond keep_finished (they have no watchers). */
@@ -176,10 +218,7 @@ static int on_score_event(void *ud, const reap_score_event *ev)
             in->already_scored = 1;
             in->layers_done = in->n_layers;
         } else {
-            if (ev->run_id) {
-                in->has_run_id = 1;
-                memcpy(in->run_id, ev->run_id, 16);
-            }
+            /* ev->run_id is in->run_id: the job passed it to the store's run record. */
             in->start_layer = ev->start_layer;
             in->layers_done = ev->start_layer;
         }
@@ -246,6 +285,7 @@ static void run_job(reap_rm *m, rm_job *j)
         .force = j->rq.force,
         .checkpoint_every = m->o.checkpoint_every,
         .hash_threads = m->o.hash_threads,
+        .run_id = j->info.run_id,   /* set at submission, never changed: no lock needed */
         .on_event = on_score_event,
         .ud = j,
     };
@@ -359,20 +399,11 @@ void reap_rm_stop(reap_rm *m)
         return;
     pthread_mutex_lock(&m->mu);
     m->stopping = 1;
-    for (rm_job *j = m->head; j; j = j->next) {
-        if (j->info.state != REAP_RM_QUEUED)
-            continue;
-        j->info.state = REAP_RM_INTERRUPTED;
-        j->info.stop = REAP_RM_STOP_SHUTDOWN;
-        j->info.status = REAP_E_CANCELLED;
-        j->info.finished_unix_ns = j->info.updated_unix_ns = now_ns();
-        snprintf(j->info.error, sizeof j->info.error,
-                 "server shutting down before the run started; submit it again");
-        j->ended = 1;
-        deliver_final_locked(j, &gone);
-        m->n_queued--;
-        m->n_ended++;
-    }
+    for (rm_job *j = m->head; j; j = j->next)
+        if (j->info.state == REAP_RM_QUEUED)
+            end_queued_locked(m, j, REAP_RM_INTERRUPTED, REAP_RM_STOP_SHUTDOWN,
+                              "server shutting down before the run started; submit it "
+                              "again", &gone);
     pthread_cond_broadcast(&m->cv);
     pthread_mutex_unlock(&m->mu);
     release_all(gone);
@@ -428,6 +459,8 @@ int reap_rm_submit(reap_rm *m, const reap_rm_request *rq, reap_rm_watch_fn fn,
     j->rq.calib_path = j->info.calib_path;
     j->rq.tokenizer_path = j->tokenizer_path;
     j->info.state = REAP_RM_QUEUED;
+    j->info.has_run_id = 1;
+    reap_run_id_new(j->info.run_id);
     j->info.last_layer = -1;
     j->info.seq_len = rq->seq_len;
     j->info.submitted_unix_ns = j->info.updated_unix_ns = now_ns();
@@ -445,14 +478,14 @@ int reap_rm_submit(reap_rm *m, const reap_rm_request *rq, reap_rm_watch_fn fn,
         for (rm_job *o = m->head; o && !rc; o = o->next) {
             if ((o->info.state == REAP_RM_QUEUED || o->info.state == REAP_RM_RUNNING) &&
                 same_request(o, rq)) {
-                char rh[33] = "";
-                if (o->info.has_run_id)
-                    reap_run_id_hex(o->info.run_id, rh);
-                rc = reap_err_set(REAP_RM_E_EXISTS, "%s with %s is already being scored "
-                                  "(%s%s%s): watch it with WatchRun or wait",
-                                  rq->model_dir, rq->calib_path,
-                                  o->info.has_run_id ? "run " : "queued",
-                                  rh, o->info.has_run_id ? "" : " as the next job");
+                char rh[33];
+                reap_run_id_hex(o->info.run_id, rh);
+                position_locked(o);
+                rc = reap_err_set(REAP_RM_E_EXISTS, "%s with %s is already %s (run %s): "
+                                  "watch it with WatchRun or wait", rq->model_dir,
+                                  rq->calib_path, o->info.queue_position ? "queued"
+                                                                          : "being scored",
+                                  rh);
             }
         }
         if (!rc && m->n_queued >= m->o.max_queued && m->n_running >= m->o.max_running)
@@ -472,8 +505,14 @@ int reap_rm_submit(reap_rm *m, const reap_rm_request *rq, reap_rm_watch_fn fn,
         m->n_queued++;
         if (job_id)
             *job_id = j->info.job_id;
+        /* Before a worker can take it (we hold the lock): QUEUED is the first event. */
+        rm_watcher *gone = NULL;
+        deliver_locked(j, REAP_RM_EV_QUEUED, &gone);
         j = NULL;
         pthread_cond_signal(&m->cv);
+        pthread_mutex_unlock(&m->mu);
+        release_all(gone);
+        return REAP_OK;
     }
     pthread_mutex_unlock(&m->mu);
 fail:
@@ -508,13 +547,15 @@ int reap_rm_watch(reap_rm *m, const uint8_t run_id[16], reap_rm_watch_fn fn,
         return REAP_E_NOTFOUND;
     }
     int goneaway = 0;
-    if (j->accepted)
+    position_locked(j);
+    if (!j->accepted && !j->ended)
+        goneaway = fn(wud, REAP_RM_EV_QUEUED, &j->info);
+    if (!goneaway && j->accepted)
         goneaway = fn(wud, REAP_RM_EV_ACCEPTED, &j->info);
     if (!goneaway && j->tokenized)
         goneaway = fn(wud, REAP_RM_EV_TOKENIZED, &j->info);
     if (!goneaway && j->ended)
-        fn(wud, j->info.state == REAP_RM_DONE ? REAP_RM_EV_FINISHED : REAP_RM_EV_ERROR,
-           &j->info);
+        fn(wud, final_kind(j), &j->info);
     if (goneaway || j->ended) {
         gone = w;
     } else {
@@ -547,17 +588,25 @@ void reap_rm_unwatch(reap_rm *m, void *wud)
 int reap_rm_cancel(reap_rm *m, const uint8_t run_id[16], reap_rm_info *out)
 {
     int rc = REAP_OK;
+    rm_watcher *gone = NULL;
     pthread_mutex_lock(&m->mu);
     rm_job *j = find_locked(m, run_id);
     if (!j) {
         rc = REAP_E_NOTFOUND;
     } else {
-        if (!j->ended)
+        if (j->info.state == REAP_RM_QUEUED) {
+            /* No worker has it: end it now, nothing was hashed, read or written. */
+            end_queued_locked(m, j, REAP_RM_CANCELLED, REAP_RM_STOP_CANCEL,
+                              "cancelled before it started", &gone);
+        } else if (!j->ended) {
             j->cancel_req = 1;
+        }
         if (out)
-            rc = info_copy(&j->info, out);
+            rc = copy_locked(j, out);
+        trim_locked(m);   /* after the copy: the job may be the one forgotten */
     }
     pthread_mutex_unlock(&m->mu);
+    release_all(gone);
     return rc;
 }
 
@@ -566,7 +615,7 @@ int reap_rm_get(reap_rm *m, const uint8_t run_id[16], reap_rm_info *out)
     int rc;
     pthread_mutex_lock(&m->mu);
     rm_job *j = find_locked(m, run_id);
-    rc = j ? info_copy(&j->info, out) : REAP_E_NOTFOUND;
+    rc = j ? copy_locked(j, out) : REAP_E_NOTFOUND;
     pthread_mutex_unlock(&m->mu);
     return rc;
 }
@@ -583,7 +632,7 @@ int reap_rm_list(reap_rm *m, reap_rm_info **out, int *n)
     if (cap && !(v = calloc((size_t)cap, sizeof *v)))
         rc = reap_err_set(REAP_E_NOMEM, "run manager: out of memory");
     for (rm_job *j = m->head; j && !rc; j = j->next)
-        if (!(rc = info_copy(&j->info, &v[k])))
+        if (!(rc = copy_locked(j, &v[k])))
             k++;
     pthread_mutex_unlock(&m->mu);
     if (rc) {

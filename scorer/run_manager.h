@@ -6,26 +6,33 @@
  * A submitted job waits in a FIFO queue (at most max_queued) until one of max_running
  * worker threads takes it, then runs reap_score_job_run (score_job.h) against the
  * store: identities, resume from the newest hidden-state checkpoint, one write
- * transaction per layer. Its run_id is the store's run record id, known once the job
- * has identified the model and the calibration set (the ACCEPTED event).
+ * transaction per layer. Its run_id is made at submission (reap_run_id_new) and becomes
+ * the id of the store's run record once the job has identified the model and the
+ * calibration set (the ACCEPTED event), so a queued job can be watched and cancelled by
+ * it. A job that ends before it writes a record (cancelled while queued, failed while
+ * identifying, a pair already scored) keeps its id in memory only: the store never gets
+ * a record for it.
  *
- * Events of a job, in order: ACCEPTED (ids, layers, start layer, or already_scored),
- * TOKENIZED (samples, rows, tokens), LAYER (one per committed layer), then exactly one
- * of FINISHED and ERROR. A job that fails before it is accepted (unreadable checkpoint,
- * calibration errors) sends only ERROR.
+ * Events of a job, in order: QUEUED (at submission: run id and queue position),
+ * ACCEPTED (ids, layers, start layer, or already_scored), TOKENIZED (samples, rows,
+ * tokens), LAYER (one per committed layer), then exactly one of FINISHED and ERROR. A
+ * job that fails before it is accepted (unreadable checkpoint, calibration errors) or is
+ * cancelled while queued sends ERROR after QUEUED.
  *
  * Watchers: a watcher is (fn, release, wud). fn receives every event from the moment it
- * is attached (reap_rm_watch first replays ACCEPTED and TOKENIZED - and the final event
- * of a job that has ended - so a late watcher sees the current state), on the job's
- * thread or the attaching thread, with the job's lock held: fn must not block and must
- * not call back into the manager. fn returning non-zero detaches the watcher (it went
- * away). After the final event, after fn returned non-zero, or after reap_rm_unwatch,
- * release(wud) is called exactly once (without the lock) and the watcher is forgotten.
- * Watchers do not own a job: a job runs to its end when every watcher has gone.
+ * is attached (reap_rm_watch first replays QUEUED while the job is not yet accepted,
+ * ACCEPTED and TOKENIZED - and the final event of a job that has ended - so a late
+ * watcher sees the current state), on the job's thread, the submitting thread or the
+ * attaching thread, with the job's lock held: fn must not block and must not call back
+ * into the manager. fn returning non-zero detaches the watcher (it went away). After
+ * the final event, after fn returned non-zero, or after reap_rm_unwatch, release(wud)
+ * is called exactly once (without the lock) and the watcher is forgotten. Watchers do
+ * not own a job: a job runs to its end when every watcher has gone.
  *
  * Stopping: reap_rm_cancel (one run) and reap_rm_stop (all: server shutdown) make a
  * running job stop after the layer in progress is committed (the store keeps it; the
- * same pair scored again resumes); queued jobs of a stopped manager end at once.
+ * same pair scored again resumes); a queued job ends at once (cancelled, or interrupted
+ * by a stop) without touching the model or the store.
  *
  * Thread rules: every function is thread-safe except reap_rm_create / reap_rm_free
  * (one thread, no other call in progress or after free). Returned reap_rm_info copies
@@ -83,8 +90,12 @@ typedef struct reap_rm_request {
 /* What is known of a job. Fixed-size except the two paths. */
 typedef struct reap_rm_info {
     uint64_t job_id;                 /* manager serial, from 1 */
-    int has_run_id;                  /* 1 from ACCEPTED on (not for already_scored) */
+    int has_run_id;                  /* 1 from submission on (the id is the store's run
+                                        record id once ACCEPTED; an already-scored pair's
+                                        job keeps it in memory: no record is written) */
     uint8_t run_id[16];
+    int queue_position;              /* while QUEUED: 1 = next to start; else 0. Computed
+                                        for each event delivered and each copy made */
     int has_ids;
     reap_id model_id, calib_id;
     int state;                       /* reap_rm_state */
@@ -109,7 +120,10 @@ typedef enum reap_rm_event_kind {
     REAP_RM_EV_TOKENIZED = 2,
     REAP_RM_EV_LAYER = 3,            /* info->last_layer and the rates describe it */
     REAP_RM_EV_FINISHED = 4,
-    REAP_RM_EV_ERROR = 5             /* info->status, stop and error describe it */
+    REAP_RM_EV_ERROR = 5,            /* info->status, stop and error describe it */
+    REAP_RM_EV_QUEUED = 6            /* the first event: info->run_id, queue_position
+                                        (a replay: 0 when the job has left the queue and
+                                        is identifying the model and data) */
 } reap_rm_event_kind;
 
 /* kind: reap_rm_event_kind; info: the job now (valid during the call only).
@@ -127,11 +141,12 @@ int reap_rm_create(const reap_rm_opts *o, reap_rm **out);
  * release every watcher, free. NULL is a no-op. */
 void reap_rm_free(reap_rm *m);
 
-/* Queue a job and attach a first watcher (fn may be NULL: no watcher). *job_id (may be
- * NULL) receives its id. Returns REAP_OK; REAP_RM_E_BUSY (queue full; message gives the
- * counts); REAP_RM_E_EXISTS (the same model directory, calibration file and row options
- * are queued or running: message names the run); REAP_RM_E_STOPPING; REAP_E_NOMEM.
- * On failure no watcher was attached and release is not called. */
+/* Queue a job with a new run id and attach a first watcher (fn may be NULL: no
+ * watcher), which receives QUEUED before this returns (on this thread). *job_id (may
+ * be NULL) receives its manager serial. Returns REAP_OK; REAP_RM_E_BUSY (queue full;
+ * message gives the counts); REAP_RM_E_EXISTS (the same model directory, calibration
+ * file and row options are queued or running: message names the run); REAP_RM_E_STOPPING;
+ * REAP_E_NOMEM. On failure no watcher was attached and release is not called. */
 int reap_rm_submit(reap_rm *m, const reap_rm_request *rq, reap_rm_watch_fn fn,
                    reap_rm_release_fn release, void *wud, uint64_t *job_id);
 
@@ -144,9 +159,12 @@ int reap_rm_watch(reap_rm *m, const uint8_t run_id[16], reap_rm_watch_fn fn,
 /* Detach the watcher whose wud this is, if any (release is called). */
 void reap_rm_unwatch(reap_rm *m, void *wud);
 
-/* Ask the run to stop at its next layer boundary. *out (may be NULL) receives a copy of
- * the job after the request. REAP_OK (also when it has ended already: nothing to do),
- * REAP_E_NOTFOUND (not a job of this manager), REAP_E_NOMEM. */
+/* Ask the run to stop at its next layer boundary. A queued job ends at once: state CANCELLED,
+ * status REAP_E_CANCELLED, stop REAP_RM_STOP_CANCEL, error "cancelled before it
+ * started", its final event delivered (and its watchers released) before this returns.
+ * *out (may be NULL) receives a copy of the job after the request. REAP_OK (also when
+ * it has ended already: nothing to do), REAP_E_NOTFOUND (not a job of this manager),
+ * REAP_E_NOMEM. */
 int reap_rm_cancel(reap_rm *m, const uint8_t run_id[16], reap_rm_info *out);
 
 /* A copy of the job with this run_id. REAP_OK, REAP_E_NOTFOUND, REAP_E_NOMEM. */

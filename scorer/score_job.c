@@ -256,8 +256,10 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
         char device[32];
         snprintf(device, sizeof device, "%s:%d", o->backend ? o->backend->name : "cpu",
                  o->backend_opts.device);
-        if ((rc = reap_store_run_begin(s, &res->model_id, &res->calib_id, cfg.n_layers, start,
-                                       o->backend ? o->backend->name : "cpu", device, &j.run)))
+        if ((rc = reap_store_run_begin(s, o->run_id, &res->model_id, &res->calib_id,
+                                       cfg.n_layers, start, o->backend ? o->backend->name
+                                                                       : "cpu",
+                                       device, &j.run)))
             goto fail;
         j.have_run = 1;
         res->has_run = 1;

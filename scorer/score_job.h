@@ -76,6 +76,8 @@ typedef struct reap_score_job_opts {
     int force;                      /* score a complete pair again (verify its records) */
     int checkpoint_every;           /* hidden-state checkpoint every N layers (0: none) */
     int hash_threads;               /* 0: all cores */
+    const uint8_t *run_id;          /* [16] the run record's id (reap_run_id_new), made
+                                       in advance by the caller; NULL: a new one */
     reap_score_event_cb on_event;   /* optional */
     void *ud;
 } reap_score_job_opts;

@@ -130,15 +130,29 @@ static void run_msg(const scorer_svc *S, reap_store_snap *snap, const reap_run_i
             o->tokens = (uint64_t)m->n_tokens;
         o->model_path = svc_strdup(pool, m->model_path);
         o->calib_path = svc_strdup(pool, m->calib_path);
+        o->queue_position = (uint32_t)m->queue_position;
     }
 }
 
+/* Count a run id matching the first k digits of want (once per id: a run is in the store
+ * and in the manager). */
+static void match_run(const uint8_t id[16], const char *want, int k, uint8_t out[16],
+                      int *found)
+{
+    char hex[33];
+    reap_run_id_hex(id, hex);
+    if (strncmp(hex, want, (size_t)k) || (*found && !memcmp(out, id, 16)))
+        return;
+    if ((*found)++ == 0)
+        memcpy(out, id, 16);
+}
+
 /* Resolve a run id (32 hex digits, or a unique prefix of >= 8) among the store's runs
- * and the manager's jobs. */
+ * and the manager's jobs (queued runs have no store record yet). */
 static rpc_code resolve_run(scorer_svc *S, reap_store_snap *snap, const char *text,
                             uint8_t out[16], char *err, size_t errlen)
 {
-    char want[33], hex[33];
+    char want[33];
     int k = svc_hex_prefix(text, 32, want), found = 0;
     if (!text || !*text) {
         snprintf(err, errlen, "run_id: required");
@@ -152,18 +166,26 @@ static rpc_code resolve_run(scorer_svc *S, reap_store_snap *snap, const char *te
     if (k == 32)
         return reap_run_id_parse(want, out) ? RPC_INVALID_ARGUMENT : RPC_OK;
     reap_run_info *runs = NULL;
-    int n = 0;
-    if (reap_store_run_list(S->store, snap, &runs, &n)) {
+    reap_rm_info *mem = NULL;
+    int n = 0, n_mem = 0;
+    if (reap_store_run_list(S->store, snap, &runs, &n) || reap_rm_list(S->rm, &mem, &n_mem)) {
         snprintf(err, errlen, "run_id: %s", reap_err_msg());
+        for (int i = 0; i < n; i++)
+            reap_run_info_free(&runs[i]);
+        free(runs);
         return RPC_INTERNAL;
     }
     for (int i = 0; i < n; i++) {
-        reap_run_id_hex(runs[i].run_id, hex);
-        if (!strncmp(hex, want, (size_t)k) && found++ == 0)
-            memcpy(out, runs[i].run_id, 16);
+        match_run(runs[i].run_id, want, k, out, &found);
         reap_run_info_free(&runs[i]);
     }
     free(runs);
+    for (int i = 0; i < n_mem; i++) {
+        if (mem[i].has_run_id)
+            match_run(mem[i].run_id, want, k, out, &found);
+        reap_rm_info_free(&mem[i]);
+    }
+    free(mem);
     if (found > 1) {
         snprintf(err, errlen, "run_id: prefix %s matches %d runs; give more digits", want,
                  found);
@@ -199,6 +221,7 @@ static int watch_send(void *wud, int kind, const reap_rm_info *in)
     Reap__V1__LayerDone ld = REAP__V1__LAYER_DONE__INIT;
     Reap__V1__RunFinished fin = REAP__V1__RUN_FINISHED__INIT;
     Reap__V1__RunError er = REAP__V1__RUN_ERROR__INIT;
+    Reap__V1__RunQueued qu = REAP__V1__RUN_QUEUED__INIT;
     char rh[33] = "", mh[65] = "", ch[65] = "";
     if (in->has_run_id)
         reap_run_id_hex(in->run_id, rh);
@@ -207,6 +230,12 @@ static int watch_send(void *wud, int kind, const reap_rm_info *in)
         reap_id_hex(&in->calib_id, ch);
     }
     switch (kind) {
+    case REAP_RM_EV_QUEUED:
+        qu.run_id = rh;
+        qu.position = (uint32_t)in->queue_position;
+        ev.event_case = REAP__V1__SCORE_EVENT__EVENT_QUEUED;
+        ev.queued = &qu;
+        break;
     case REAP_RM_EV_ACCEPTED:
         acc.run_id = rh;
         acc.model_id = mh;
@@ -531,6 +560,22 @@ static int h_cancel(rpc_call *call, const ProtobufCMessage *req, void *ud)
     return rc;
 }
 
+/* A run of ListRuns: a store record and/or the manager's job. */
+typedef struct list_ent {
+    const reap_run_info *r;
+    const reap_rm_info *m;
+} list_ent;
+
+static const uint8_t *list_ent_id(const list_ent *e)
+{
+    return e->r ? e->r->run_id : e->m->run_id;
+}
+
+static int list_ent_newest_first(const void *a, const void *b)
+{
+    return memcmp(list_ent_id(b), list_ent_id(a), 16);
+}
+
 static int h_list_runs(rpc_call *call, const ProtobufCMessage *req, void *ud)
 {
     const Reap__V1__ListRunsRequest *q = (const void *)req;
@@ -538,7 +583,8 @@ static int h_list_runs(rpc_call *call, const ProtobufCMessage *req, void *ud)
     reap_store_snap *snap = NULL;
     reap_run_info *runs = NULL;
     reap_rm_info *mem = NULL;
-    int n_runs = 0, n_mem = 0, rc;
+    list_ent *ent = NULL;
+    int n_runs = 0, n_mem = 0, n_ent = 0, rc;
     svc_pool pool = {0};
     Reap__V1__ListRunsResponse resp = REAP__V1__LIST_RUNS_RESPONSE__INIT;
     reap_id model;
@@ -563,32 +609,37 @@ static int h_list_runs(rpc_call *call, const ProtobufCMessage *req, void *ud)
         rc = rpc_call_error(call, svc_code(rc, reap_err_msg()), "%s", reap_err_msg());
         goto done;
     }
-    resp.runs = svc_alloc(&pool, ((size_t)n_runs + (size_t)n_mem) * sizeof *resp.runs);
-    if (!resp.runs)
+    /* The store's runs (with the manager's job when it holds the run) and the jobs the
+     * store has no record of (queued, identifying, ended before they started; not those
+     * of a pair already scored), newest first: run ids begin with their creation time. */
+    if (!(ent = svc_alloc(&pool, ((size_t)n_runs + (size_t)n_mem) * sizeof *ent)) ||
+        !(resp.runs = svc_alloc(&pool, ((size_t)n_runs + (size_t)n_mem) * sizeof *resp.runs)))
         goto oom;
-    /* Queued jobs first (no run id yet), then the store's runs, newest first. */
-    for (int i = n_mem - 1; i >= 0 && resp.n_runs < limit; i--) {
-        const reap_rm_info *m = &mem[i];
-        if (m->has_run_id || m->state != REAP_RM_QUEUED ||
-            (q->state && (int)q->state != REAP_RM_QUEUED) || *q->model_id)
-            continue;
-        Reap__V1__Run *o = svc_alloc(&pool, sizeof *o);
-        if (!o)
-            goto oom;
-        run_msg(S, snap, NULL, m, &pool, o);
-        resp.runs[resp.n_runs++] = o;
-    }
-    for (int i = n_runs - 1; i >= 0 && resp.n_runs < limit; i--) {
-        const reap_rm_info *m = NULL;
-        if (*q->model_id && memcmp(&runs[i].model, &model, sizeof model))
-            continue;
+    for (int i = 0; i < n_runs; i++) {
+        ent[n_ent] = (list_ent){&runs[i], NULL};
         for (int k = 0; k < n_mem; k++)
             if (mem[k].has_run_id && !memcmp(mem[k].run_id, runs[i].run_id, 16))
-                m = &mem[k];
+                ent[n_ent].m = &mem[k];
+        n_ent++;
+    }
+    for (int k = 0; k < n_mem; k++) {
+        int in_store = 0;
+        for (int i = 0; i < n_runs && !in_store; i++)
+            in_store = !memcmp(mem[k].run_id, runs[i].run_id, 16);
+        if (mem[k].has_run_id && !in_store && !mem[k].already_scored)
+            ent[n_ent++] = (list_ent){NULL, &mem[k]};
+    }
+    qsort(ent, (size_t)n_ent, sizeof *ent, list_ent_newest_first);
+    for (int i = 0; i < n_ent && resp.n_runs < limit; i++) {
+        const reap_rm_info *m = ent[i].m;
+        if (*q->model_id && (ent[i].r ? memcmp(&ent[i].r->model, &model, sizeof model)
+                                      : !m->has_ids || memcmp(&m->model_id, &model,
+                                                              sizeof model)))
+            continue;
         Reap__V1__Run *o = svc_alloc(&pool, sizeof *o);
         if (!o)
             goto oom;
-        run_msg(S, snap, &runs[i], m, &pool, o);
+        run_msg(S, snap, ent[i].r, m, &pool, o);
         if (q->state && (int)o->state != (int)q->state)
             continue;
         resp.runs[resp.n_runs++] = o;

@@ -109,9 +109,15 @@ static int run_save(reap_store *s, reap_run_info *run)
     return store_write(s, run_write_fn, &w);
 }
 
-int reap_store_run_begin(reap_store *s, const reap_id *model, const reap_id *calib,
-                         int n_layers, int start_layer, const char *backend,
-                         const char *device, reap_run_info *out)
+void reap_run_id_new(uint8_t id[16])
+{
+    store_be64(id, (uint64_t)store_now_ns());
+    randombytes_buf(id + 8, 8);
+}
+
+int reap_store_run_begin(reap_store *s, const uint8_t *run_id, const reap_id *model,
+                         const reap_id *calib, int n_layers, int start_layer,
+                         const char *backend, const char *device, reap_run_info *out)
 {
     reap_run_info r = {0};
     char host[256] = "";
@@ -121,8 +127,10 @@ int reap_store_run_begin(reap_store *s, const reap_id *model, const reap_id *cal
         return reap_err_set(REAP_E_INVALID, "run: start layer %d of %d", start_layer,
                             n_layers);
     r.started_unix_ns = store_now_ns();
-    store_be64(r.run_id, (uint64_t)r.started_unix_ns);
-    randombytes_buf(r.run_id + 8, 8);
+    if (run_id)
+        memcpy(r.run_id, run_id, 16);
+    else
+        reap_run_id_new(r.run_id);
     r.model = *model;
     r.calib = *calib;
     r.state = REAP_RUN_RUNNING;

@@ -2,8 +2,10 @@
  * (model, calibration) pair), updated in the same write transaction as each layer's
  * statistics, so a snapshot never sees a layer counted as done without its record.
  *
- * run_id: 16 bytes = start time (ns since the epoch, u64 big-endian) | 8 random bytes,
- * so runs list in start order. States: running -> done | failed | cancelled. A run left
+ * run_id: 16 bytes = creation time (ns since the epoch, u64 big-endian) | 8 random bytes
+ * (reap_run_id_new), so runs list in the order their ids were made: the start of the
+ * run, or earlier when the caller made the id in advance (the scorer service makes it
+ * when a run is submitted, so that a queued run can be watched and cancelled). States: running -> done | failed | cancelled. A run left
  * "running" by a process that died stays so; a later run of the same pair resumes the
  * work (the scorer's job, see scorer/score_job.h) with a new run_id.
  *
@@ -51,12 +53,18 @@ void reap_run_id_hex(const uint8_t id[16], char out[33]);
 /* Parse 32 hex digits. REAP_OK or REAP_E_INVALID. */
 int reap_run_id_parse(const char *hex, uint8_t id[16]);
 
-/* Create a run record in state running with a new run_id. backend/device may be NULL.
- * layers_done starts at start_layer. *out is initialised here (free with
- * reap_run_info_free). REAP_OK, REAP_E_INVALID (read-only), REAP_E_IO, REAP_E_NOMEM. */
-int reap_store_run_begin(reap_store *s, const reap_id *model, const reap_id *calib,
-                         int n_layers, int start_layer, const char *backend,
-                         const char *device, reap_run_info *out);
+/* A new run id: now (ns since the epoch, big-endian) | 8 random bytes (libsodium's
+ * randombytes_buf; sodium_init must have succeeded, as for the store). Thread-safe. */
+void reap_run_id_new(uint8_t id[16]);
+
+/* Create a run record in state running. run_id: the record's id (made earlier with
+ * reap_run_id_new; the caller makes sure it names no other record), or NULL for a new
+ * one. backend/device may be NULL. layers_done starts at start_layer. *out is
+ * initialised here (free with reap_run_info_free). REAP_OK, REAP_E_INVALID (read-only),
+ * REAP_E_IO, REAP_E_NOMEM. */
+int reap_store_run_begin(reap_store *s, const uint8_t *run_id, const reap_id *model,
+                         const reap_id *calib, int n_layers, int start_layer,
+                         const char *backend, const char *device, reap_run_info *out);
 
 /* Commit decoder layer `layer` of the run in one write transaction: the statistics
  * record of (run->model, run->calib, st->layer) when st is not NULL (a MoE layer), and

@@ -11,6 +11,9 @@ grpc_python_plugin):
   * CancelRun (the run stops at a layer boundary, its layers are committed, scoring the
     pair again resumes from the next layer);
   * the bounded run queue (RESOURCE_EXHAUSTED) and a duplicate request (ALREADY_EXISTS);
+    a run queued behind a long one has its id at once (first event `queued`, position 1),
+    is listed, read, watched by that id, and CancelRun ends it at once (CANCELLED) while
+    the running one goes on and finishes;
   * more than 20 kinds of bad request, each with its status code, the servers staying up;
   * TLS (plaintext and wrong-CA clients refused) and the bearer token;
   * SIGTERM during a run: NOT_SERVING, the layer in progress committed, exit 0; after a
@@ -25,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -149,6 +153,11 @@ class Fixture:
                  "--calib", os.path.join(self.calib, f"c{i}.jsonl"), "--samples",
                  str(samples), "--min-len", "32", "--max-len", "200", "--calib-seed",
                  str(100 + i)])
+        # A set long enough (300 samples: ~6x c1) to hold the only worker of a server
+        # while the queue is examined.
+        run([g, "--out", os.path.join(w, "unused"), "--layers", "1", "--vocab", "800",
+             "--calib", os.path.join(self.calib, "long.jsonl"), "--samples", "300",
+             "--min-len", "32", "--max-len", "200", "--calib-seed", "99"])
         run([g, "--out", os.path.join(self.models, "m2"), "--seed", "9", "--layers", "2"])
         with open(os.path.join(self.calib, "garbage.jsonl"), "w") as f:
             f.write('{"input_ids": [1, 2, 3]}\nthis is not json\n')
@@ -191,14 +200,17 @@ def start_pruner(a, fx, name="pruner", extra=None, env=None, store="store"):
                   + (extra or []), env=env)
 
 
-def events(it, stop_after=None):
+def events(it, stop_after=None, queued=False):
     """Collect (kind, message) from a ScoreEvent / PruneEvent stream; with stop_after
-    (kind, count) cancel the call after that many events of that kind."""
+    (kind, count) cancel the call after that many events of that kind. A Score stream's
+    first event, `queued`, is left out unless queued=True."""
     import grpc
     out, code, n = [], grpc.StatusCode.OK, 0
     try:
         for ev in it:
             k = ev.WhichOneof("event")
+            if k == "queued" and not out and not queued:
+                continue
             out.append((k, getattr(ev, k)))
             if stop_after and k == stop_after[0]:
                 n += 1
@@ -247,13 +259,16 @@ def test_services(a):
     # ---- Score: the whole stream ----
     t0 = time.time()
     evs, code = events(sc.Score(rp.ScoreRequest(model_path="m", calib_path="c1.jsonl"),
-                                metadata=auth, timeout=120))
+                                metadata=auth, timeout=120), queued=True)
     kinds = [k for k, _ in evs]
-    L = evs[0][1].n_layers if evs and kinds[0] == "accepted" else 0
-    check(code == grpc.StatusCode.OK and kinds == ["accepted", "tokenized"] +
+    L = evs[1][1].n_layers if len(evs) > 1 and kinds[1] == "accepted" else 0
+    check(code == grpc.StatusCode.OK and kinds == ["queued", "accepted", "tokenized"] +
           ["layer_done"] * L + ["finished"] and L == 6,
-          f"Score streams accepted, tokenized, {L} layer_done, finished "
+          f"Score streams queued, accepted, tokenized, {L} layer_done, finished "
           f"({time.time() - t0:.1f} s)")
+    check(evs[0][1].position == 1 and evs[0][1].run_id == evs[1][1].run_id,
+          "queued: position 1 on an idle server, the run id it is accepted with")
+    evs = evs[1:]
     acc = evs[0][1]
     run1 = acc.run_id
     check(len(run1) == 32 and len(acc.model_id) == 64 and len(acc.calib_id) == 64 and
@@ -364,32 +379,91 @@ def test_services(a):
           f"scoring again resumes from a checkpoint at layer {st3} ({g3.layers_done} "
           f"committed)")
 
-    # ---- the queue (1 running + 1 queued) and duplicates ----
-    it4 = sc.Score(rp.ScoreRequest(model_path="m", calib_path="c4.jsonl"), metadata=auth,
-                   timeout=120)
-    first4 = next(it4)
+    # ---- the queue (1 running + 1 queued) and duplicates; a queued run has its id ----
+    # A long run takes the only worker (read its stream until it is accepted).
+    it4 = sc.Score(rp.ScoreRequest(model_path="m", calib_path="long.jsonl"), metadata=auth,
+                   timeout=300)
+    e4 = []
+    for ev in it4:
+        e4.append((ev.WhichOneof("event"), getattr(ev, ev.WhichOneof("event"))))
+        if e4[-1][0] != "queued":
+            break
+    run4 = e4[-1][1].run_id if e4 and e4[-1][0] == "accepted" else ""
     it5 = sc.Score(rp.ScoreRequest(model_path="m", calib_path="c5.jsonl"), metadata=auth,
                    timeout=120)
-    time.sleep(0.2)
+    first5 = next(it5)
+    k5 = first5.WhichOneof("event")
+    run5 = first5.queued.run_id if k5 == "queued" else ""
+    check(len(run4) == 32 and k5 == "queued" and re.fullmatch("[0-9a-f]{32}", run5) and
+          first5.queued.position == 1 and run5 != run4,
+          f"a run behind a running one: its first event is queued{{run_id {run5[:8]}..., "
+          f"position {first5.queued.position if k5 == 'queued' else '-'}}} ({k5})")
     queued = [x for x in sc.ListRuns(rp.ListRunsRequest(), metadata=auth, timeout=10).runs
               if x.state == rp.RUN_STATE_QUEUED]
-    check(len(queued) == 1 and queued[0].run_id == "" and
-          queued[0].calib_path.endswith("c5.jsonl"), "ListRuns shows the queued run")
+    check(len(queued) == 1 and queued[0].run_id == run5 and queued[0].queue_position == 1
+          and queued[0].calib_path.endswith("c5.jsonl"),
+          "ListRuns shows the queued run with its id and position")
+    lq = sc.ListRuns(rp.ListRunsRequest(state=rp.RUN_STATE_QUEUED), metadata=auth,
+                     timeout=10).runs
+    check([x.run_id for x in lq] == [run5], "ListRuns state=QUEUED: that run only")
+    g5 = sc.GetRun(rp.GetRunRequest(run_id=run5[:10]), metadata=auth, timeout=10)
+    check(g5.run_id == run5 and g5.state == rp.RUN_STATE_QUEUED and g5.layers_done == 0 and
+          g5.queue_position == 1, "GetRun of the queued run by a prefix of its id: QUEUED")
+    w5 = sc.WatchRun(rp.WatchRunRequest(run_id=run5), metadata=auth, timeout=120)
+    wfirst = next(w5)
+    check(wfirst.WhichOneof("event") == "queued" and wfirst.queued.run_id == run5 and
+          wfirst.queued.position == 1, "WatchRun of the queued run: queued{run_id, 1}")
     c6, d6 = code_of(lambda: next(sc.Score(rp.ScoreRequest(model_path="m",
                                                            calib_path="c6.jsonl"),
                                            metadata=auth, timeout=10)))
     check(c6 == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue full" in d6,
           f"third run with 1 running + 1 queued -> RESOURCE_EXHAUSTED ({d6})")
     cd, dd = code_of(lambda: next(sc.Score(rp.ScoreRequest(model_path="m",
-                                                           calib_path="c4.jsonl"),
+                                                           calib_path="long.jsonl"),
                                            metadata=auth, timeout=10)))
-    check(cd == grpc.StatusCode.ALREADY_EXISTS and first4.accepted.run_id in dd,
+    check(cd == grpc.StatusCode.ALREADY_EXISTS and run4 in dd,
           f"the same request again -> ALREADY_EXISTS naming the run ({dd[:60]}...)")
-    sc.CancelRun(rp.CancelRunRequest(run_id=first4.accepted.run_id), metadata=auth, timeout=10)
-    e4, c4 = events(it4)
-    e5, c5 = events(it5)
-    check(c4 == grpc.StatusCode.CANCELLED and c5 == grpc.StatusCode.OK and
-          e5[-1][0] == "finished", "the queued run starts when the running one is cancelled")
+    cd, dd = code_of(lambda: next(sc.Score(rp.ScoreRequest(model_path="m",
+                                                           calib_path="c5.jsonl"),
+                                           metadata=auth, timeout=10)))
+    check(cd == grpc.StatusCode.ALREADY_EXISTS and run5 in dd and "queued" in dd,
+          "the queued request again -> ALREADY_EXISTS naming the queued run")
+    t = time.time()
+    c5 = sc.CancelRun(rp.CancelRunRequest(run_id=run5), metadata=auth, timeout=10)
+    e5, code5 = events(it5)
+    ew, codew = events(w5)
+    dt = time.time() - t
+    g4 = sc.GetRun(rp.GetRunRequest(run_id=run4), metadata=auth, timeout=10)
+    check(c5.run_id == run5 and c5.state == rp.RUN_STATE_CANCELLED and c5.layers_done == 0
+          and "cancelled before it started" in c5.error and c5.queue_position == 0,
+          f"CancelRun of the queued run: CANCELLED at once ({c5.error})")
+    CANC = grpc.StatusCode.CANCELLED
+    check(code5 == CANC and [k for k, _ in e5] == ["error"] and
+          e5[0][1].code == CANC.value[0] and codew == CANC and
+          [k for k, _ in ew] == ["error"] and dt < 5,
+          f"its Score stream and its watcher end with an error event and CANCELLED "
+          f"({dt:.2f} s after CancelRun)")
+    check(g4.state == rp.RUN_STATE_RUNNING and g4.layers_done < L,
+          f"the running run goes on meanwhile ({g4.layers_done}/{L} layers)")
+    g5 = sc.GetRun(rp.GetRunRequest(run_id=run5), metadata=auth, timeout=10)
+    ew, codew = events(sc.WatchRun(rp.WatchRunRequest(run_id=run5[:12]), metadata=auth,
+                                   timeout=10))
+    check(g5.state == rp.RUN_STATE_CANCELLED and codew == CANC and
+          [k for k, _ in ew] == ["error"], "GetRun / WatchRun of it afterwards: CANCELLED")
+    # Its place in the queue is free again: the next run is queued at position 1.
+    it6 = sc.Score(rp.ScoreRequest(model_path="m", calib_path="c6.jsonl"), metadata=auth,
+                   timeout=120)
+    f6 = next(it6)
+    check(f6.WhichOneof("event") == "queued" and f6.queued.position == 1,
+          "the cancelled run left the queue: a new run is queued at position 1")
+    r4, code4 = events(it4)
+    kinds4 = [k for k, _ in e4 + r4]
+    check(code4 == grpc.StatusCode.OK and kinds4 == ["queued", "accepted", "tokenized"] +
+          ["layer_done"] * L + ["finished"] and e4[0][1].run_id == run4,
+          "the first run is unaffected: every layer, finished")
+    e6, c6 = events(it6)
+    check(c6 == grpc.StatusCode.OK and e6[-1][0] == "finished",
+          "the queued run starts when the running one ends")
 
     # ---- pruner ----
     ks = pr.ComputeKeepSet(rp.KeepSetRequest(model_id=model_id[:8], params=rp.PruneParams(

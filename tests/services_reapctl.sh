@@ -4,7 +4,9 @@
 # and drives them with reapctl only:
 #   health; score (plain lines and --json); score --detach + watch, a watcher killed
 #   mid-run (the run goes on) and a second watch re-attaching; Ctrl-C during score
-#   (the run is cancelled at a layer boundary, exit 11); cancel --wait; runs (table,
+#   (the run is cancelled at a layer boundary, exit 11); cancel --wait; a run queued
+#   behind a long one (its id at once, `runs` shows its place, Ctrl-C cancels it before
+#   it starts, exit 11, the long run finishes); runs (table,
 #   --state, --json); models; stats (table, reap-stats/1 --json, --svg heatmap); keepset
 #   remote = keepset local on the same statistics; prune --verify; verify (local and
 #   --pruner) with tampering (exit 3); the exit codes of usage and server errors; SIGTERM
@@ -24,10 +26,16 @@ mkdir -p models calib out
 "$BIN/reap-genmodel" --out models/m --family qwen3_vl_moe --layers 6 --hidden 192 --heads 6 \
     --kv-heads 2 --head-dim 32 --experts 16 --top-k 4 --moe-inter 96 --vocab 800 --shards 2 \
     --seed 7 --calib calib/c1.jsonl --samples 48 --min-len 32 --max-len 200 > /dev/null || exit 1
+# c3 has 300 samples (~3 s of scoring in a Release build): Ctrl-C lands mid-run even when
+# the polling loop below lags on a loaded machine.
 for i in 2 3 4 5; do
+    n=48; [ $i = 3 ] && n=300
     "$BIN/reap-genmodel" --out unused --layers 1 --vocab 800 --calib "calib/c$i.jsonl" \
-        --samples 48 --min-len 32 --max-len 200 --calib-seed $((100 + i)) > /dev/null || exit 1
+        --samples $n --min-len 32 --max-len 200 --calib-seed $((100 + i)) > /dev/null || exit 1
 done
+# 300 samples (~6x c1): a run that holds the only worker while another waits behind it
+"$BIN/reap-genmodel" --out unused --layers 1 --vocab 800 --calib calib/long.jsonl \
+    --samples 300 --min-len 32 --max-len 200 --calib-seed 99 > /dev/null || exit 1
 "$CTL" keygen --out k > /dev/null || exit 1
 
 # start NAME ARGS...: runs a service in the background, waits for its "port N" line.
@@ -56,20 +64,25 @@ export REAP_TOKEN=T0K
 "$CTL" score --model m --calib c1.jsonl > s1.txt 2>&1 && grep -q '^finished: 6 layers' s1.txt \
     && [ "$(grep -c '^layer [1-6]/6 done' s1.txt)" = 6 ] && ok "reapctl score: one line per layer, finished" \
     || bad "score: $(cat s1.txt)"
-RUN1=$(awk '/^run /{print $2; exit}' s1.txt)
+RUN1=$(awk '/^run .* calib /{print $2; exit}' s1.txt)
+grep -q "^run $RUN1 queued (position 1): reapctl watch $RUN1 / reapctl cancel $RUN1" s1.txt \
+    && ok "reapctl score: 'run ID queued (position 1)' line first, the id it is accepted with" \
+    || bad "queued line: $(head -2 s1.txt)"
 # --json: one object per event
 "$CTL" score --model m --calib c1.jsonl --force --json > s1.json 2>&1 \
-    && "$PY" - s1.json <<'EOF' && ok "reapctl score --json: accepted, tokenized, 6 layer_done, finished" || bad "score --json: $(head -3 s1.json)"
+    && "$PY" - s1.json <<'EOF' && ok "reapctl score --json: queued, accepted, tokenized, 6 layer_done, finished" || bad "score --json: $(head -3 s1.json)"
 import json, sys
 ev = [json.loads(l) for l in open(sys.argv[1])]
-kinds = [next(k for k in ("accepted", "tokenized", "layer_done", "finished", "error") if k in e) for e in ev]
-assert kinds == ["accepted", "tokenized"] + ["layer_done"] * 6 + ["finished"], kinds
-assert ev[2]["layer_done"]["tokens_per_s"] > 0 and len(ev[0]["accepted"]["run_id"]) == 32
+kinds = [next(k for k in ("queued", "accepted", "tokenized", "layer_done", "finished", "error") if k in e) for e in ev]
+assert kinds == ["queued", "accepted", "tokenized"] + ["layer_done"] * 6 + ["finished"], kinds
+assert ev[3]["layer_done"]["tokens_per_s"] > 0 and len(ev[1]["accepted"]["run_id"]) == 32
+assert ev[0]["queued"]["run_id"] == ev[1]["accepted"]["run_id"]
 EOF
 
 # score --detach, a watcher killed mid-run, a second watcher re-attaching
 "$CTL" score --model m --calib c2.jsonl --detach > s2.txt 2>&1 && RUN2=$(awk '/^run /{print $2; exit}' s2.txt) \
-    && [ ${#RUN2} = 32 ] && ok "reapctl score --detach: run $RUN2 accepted, client gone" || bad "detach: $(cat s2.txt)"
+    && [ ${#RUN2} = 32 ] && grep -q "^run $RUN2 goes on in the server" s2.txt \
+    && ok "reapctl score --detach: run $RUN2 has its id, client gone" || bad "detach: $(cat s2.txt)"
 "$CTL" watch "$RUN2" > w1.txt 2>&1 &
 WPID=$!
 for _ in $(seq 1200); do grep -q '^layer ' w1.txt && break; sleep 0.05; done
@@ -97,8 +110,30 @@ wait $SPID; rc=$?
 # cancel --wait
 "$CTL" score --model m --calib c4.jsonl --detach > s4.txt 2>&1
 RUN4=$(awk '/^run /{print $2; exit}' s4.txt)
-"$CTL" cancel "$RUN4" --wait > c4.txt 2>&1 && grep -q "cancel requested\|has ended" c4.txt \
+"$CTL" cancel "$RUN4" --wait > c4.txt 2>&1 && grep -q "cancel requested\|has ended\|cancelled before it started" c4.txt \
     && ok "reapctl cancel --wait" || bad "cancel: $(cat c4.txt)"
+
+# a run queued behind a long one: its id at once, `runs` shows its place, Ctrl-C cancels
+# it before it starts (exit 11), the long run is unaffected
+"$CTL" score --model m --calib long.jsonl --detach > sl.txt 2>&1
+RUNL=$(awk '/^run /{print $2; exit}' sl.txt)
+"$CTL" score --model m --calib c5.jsonl > s5.txt 2>&1 &
+SPID=$!
+for _ in $(seq 200); do grep -q '^run .* queued (position' s5.txt && break; sleep 0.05; done
+RUN5=$(awk '/^run .* queued \(position/{print $2; exit}' s5.txt)
+"$CTL" runs > rq.txt
+kill -INT $SPID
+wait $SPID; rc=$?
+"$CTL" runs --state running > rr.txt
+grep -q "^$RUN5 *queued #1 " rq.txt && grep -q "^$RUNL *running " rr.txt \
+    && ok "reapctl runs: the queued run with its id and place (queued #1) behind the running one" \
+    || bad "runs while queued: $(cat rq.txt)"
+[ $rc = 11 ] && [ ${#RUN5} = 32 ] && grep -q "cancelling run $RUN5 before it starts" s5.txt \
+    && grep -q "^error: cancelled before it started" s5.txt \
+    && ok "Ctrl-C while queued: run $RUN5 cancelled before it started, exit 11" \
+    || bad "ctrl-c while queued rc=$rc: $(cat s5.txt)"
+"$CTL" watch "$RUNL" > wl.txt 2>&1 && grep -q '^finished: 6 layers' wl.txt \
+    && ok "the long run it was queued behind finished all 6 layers" || bad "long run: $(cat wl.txt)"
 "$CTL" runs > runs.txt && [ "$(grep -c '^[0-9a-f]\{32\}' runs.txt)" -ge 4 ] \
     && ok "reapctl runs: $(grep -c '^[0-9a-f]\{32\}' runs.txt) runs listed" || bad "runs: $(cat runs.txt)"
 
@@ -106,7 +141,7 @@ RUN4=$(awk '/^run /{print $2; exit}' s4.txt)
 "$CTL" models > models.txt && grep -q "16 experts top-4" models.txt && grep -q complete models.txt \
     && ok "reapctl models" || bad "models: $(cat models.txt)"
 MODEL=$("$CTL" models --json | "$PY" -c "import json,sys; print(json.load(sys.stdin)['models'][0]['model_id'])")
-C1=$(awk '/^run /{print $6; exit}' s1.txt)
+C1=$(awk '/^run .* calib /{print $6; exit}' s1.txt)
 "$CTL" stats "${MODEL:0:8}" > st.txt && [ "$(grep -c '^ *[0-5] ' st.txt)" = 6 ] \
     && ok "reapctl stats: table of 6 layers" || bad "stats: $(cat st.txt)"
 "$CTL" stats "$MODEL" --calib-ids "$C1" --json > stats.json && "$PY" -c "

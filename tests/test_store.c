@@ -312,7 +312,14 @@ static void test_records(void)
     reap_run_info run;
     reap_id c4;
     fake_id(&c4, 14);
-    CHECK_RC(reap_store_run_begin(s, &m, &c4, 3, 0, "cpu", "cpu:0", &run), REAP_OK);
+    /* An id made in advance (the scorer service makes it at submission) is the record's;
+     * ids are time | random: increasing prefixes, distinct random halves. */
+    uint8_t want_id[16], id2[16];
+    reap_run_id_new(want_id);
+    reap_run_id_new(id2);
+    CHECK(memcmp(want_id, id2, 8) <= 0 && memcmp(want_id + 8, id2 + 8, 8) != 0);
+    CHECK_RC(reap_store_run_begin(s, want_id, &m, &c4, 3, 0, "cpu", "cpu:0", &run), REAP_OK);
+    CHECK(!memcmp(run.run_id, want_id, 16));
     CHECK_RC(reap_store_run_commit_layer(s, &run, 0, 0.5, &b[0], &oc), REAP_OK);
     CHECK(oc == REAP_STATS_WRITTEN && run.layers_done == 1);
     CHECK_RC(reap_store_run_commit_layer(s, &run, 1, 0.25, &b[2], &oc), REAP_E_INVALID);
