@@ -467,7 +467,7 @@ static void test_hidden_ckpt(void)
     /* One scoring run per pair: a second lock fails at once, naming the holder. */
     int l1 = -1, l2 = -1, l3 = -1;
     CHECK_RC(reap_store_pair_lock(s, &m, &c, &l1), REAP_OK);
-    CHECK_RC(reap_store_pair_lock(s, &m, &c, &l2), REAP_E_INVALID);
+    CHECK_RC(reap_store_pair_lock(s, &m, &c, &l2), REAP_E_CONFLICT);
     char pid[32];
     snprintf(pid, sizeof pid, "process %ld", (long)getpid());
     CHECK_ERRMSG(pid);
