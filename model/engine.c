@@ -114,15 +114,18 @@ int reap_engine_score(const reap_ckpt *ck, const reap_config *cfg, const reap_ro
         reap_layer_weights_free(&w);
         if (rc)
             goto fail;
-        if (opts && opts->on_layer &&
-            opts->on_layer(opts->ud, layer, st, now_seconds() - t0)) {
-            rc = reap_err_set(REAP_E_CANCELLED, "stopped after layer %d", layer);
-            goto fail;
-        }
+        const int stop = opts && opts->on_layer &&
+                         opts->on_layer(opts->ud, layer, st, now_seconds() - t0);
+        /* A checkpoint that is due is written even when the run stops here, so that a
+         * restart resumes at the next layer. */
         if (hidden && (layer + 1) % opts->checkpoint_every == 0 && layer < cfg->n_layers - 1) {
             if ((rc = be->get_hidden(ctx, hidden)) ||
                 (rc = opts->on_checkpoint(opts->ud, layer, hidden, T, cfg->hidden)))
                 goto fail;
+        }
+        if (stop) {
+            rc = reap_err_set(REAP_E_CANCELLED, "stopped after layer %d", layer);
+            goto fail;
         }
     }
     free(hidden);

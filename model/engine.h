@@ -14,7 +14,8 @@
 #include "stats.h"
 
 /* Called after each layer (dense layers too, stats NULL). Return non-zero to stop the
- * run after this layer (the engine returns REAP_E_CANCELLED). */
+ * run after this layer (the engine writes the layer's checkpoint if one is due, then
+ * returns REAP_E_CANCELLED). */
 typedef int (*reap_layer_cb)(void *ud, int layer, const reap_layer_stats *stats,
                              double seconds);
 
@@ -34,7 +35,7 @@ typedef struct reap_engine_opts {
     const float *start_hidden;
     /* Checkpoints: when checkpoint_every > 0, after on_layer of each layer L with
      * (L + 1) % checkpoint_every == 0 and L < n_layers - 1, on_checkpoint receives the
-     * hidden states leaving L. */
+     * hidden states leaving L (also when on_layer asked to stop after L). */
     int checkpoint_every;
     reap_hidden_cb on_checkpoint;
 } reap_engine_opts;

@@ -211,6 +211,12 @@ static int on_score_event(void *ud, const reap_score_event *ev)
         in->n_rows = ev->n_rows;
         in->seq_len = ev->seq_len;
         in->n_tokens = ev->n_tokens;
+        /* Cancelled or shut down while the model was being identified: stop before
+         * scoring begins (score_job commits nothing then). */
+        if (j->cancel_req || m->stopping) {
+            in->stop = j->cancel_req ? REAP_RM_STOP_CANCEL : REAP_RM_STOP_SHUTDOWN;
+            stop = 1;
+        }
         break;
     case REAP_SCORE_EV_COMPLETE:
     case REAP_SCORE_EV_START:
@@ -305,6 +311,12 @@ static void run_job(reap_rm *m, rm_job *j)
     in->finished_unix_ns = in->updated_unix_ns = now_ns();
     if (rc == REAP_OK) {
         in->state = REAP_RM_DONE;
+    } else if (rc == REAP_E_CANCELLED && in->stop && !j->accepted) {
+        in->state = in->stop == REAP_RM_STOP_CANCEL ? REAP_RM_CANCELLED : REAP_RM_INTERRUPTED;
+        snprintf(in->error, sizeof in->error, "%s before scoring began (nothing was "
+                 "committed)%s", in->stop == REAP_RM_STOP_CANCEL ? "cancelled"
+                                                                 : "server shutting down",
+                 in->stop == REAP_RM_STOP_CANCEL ? "" : "; submit it again");
     } else if (rc == REAP_E_CANCELLED && in->stop == REAP_RM_STOP_SHUTDOWN) {
         in->state = REAP_RM_INTERRUPTED;
         snprintf(in->error, sizeof in->error, "server shutting down: run stopped after "

@@ -159,7 +159,9 @@ int reap_rm_watch(reap_rm *m, const uint8_t run_id[16], reap_rm_watch_fn fn,
 /* Detach the watcher whose wud this is, if any (release is called). */
 void reap_rm_unwatch(reap_rm *m, void *wud);
 
-/* Ask the run to stop at its next layer boundary. A queued job ends at once: state CANCELLED,
+/* Ask the run to stop at its next layer boundary, or, when it is still identifying its
+ * model and calibration, before scoring begins (CANCELLED, "cancelled before scoring
+ * began", nothing committed). A queued job ends at once: state CANCELLED,
  * status REAP_E_CANCELLED, stop REAP_RM_STOP_CANCEL, error "cancelled before it
  * started", its final event delivered (and its watchers released) before this returns.
  * *out (may be NULL) receives a copy of the job after the request. REAP_OK (also when

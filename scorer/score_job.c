@@ -26,6 +26,7 @@ typedef struct job_ctx {
     int cb_status;          /* error raised inside a callback */
     char cb_msg[1024];
     int stop_requested;
+    int n_ckpt_skipped;     /* checkpoints that could not be written */
 } job_ctx;
 
 static int emit(job_ctx *j, reap_score_event *ev)
@@ -64,11 +65,31 @@ static int on_layer(void *ud, int layer, const reap_layer_stats *st, double seco
     return 0;
 }
 
+/* A hidden-state checkpoint only saves work on a restart: one that cannot be written
+ * (disk full, the folder unusable) is reported and skipped, never the end of the run.
+ * The pair keeps its previous checkpoint, if any. */
 static int on_checkpoint(void *ud, int layer, const float *hidden, int64_t T, int H)
 {
     job_ctx *j = ud;
-    return reap_hidden_ckpt_write(j->o->store, &j->res->model_id, &j->res->calib_id, layer,
-                                  hidden, T, H);
+    int rc = reap_hidden_ckpt_write(j->o->store, &j->res->model_id, &j->res->calib_id, layer,
+                                    hidden, T, H);
+    if (rc == REAP_E_IO) {
+        j->n_ckpt_skipped++;
+        fprintf(stderr, "reap-scorer: warning: hidden-state checkpoint after layer %d not "
+                        "written (%s); scoring goes on, a restart would resume from an older "
+                        "checkpoint\n", layer, reap_err_msg());
+        return REAP_OK;
+    }
+    return rc;
+}
+
+/* The pair is complete: its checkpoints are of no further use. Failing to remove them
+ * costs disk space, not results, so it is a warning. */
+static void clear_checkpoints(reap_store *s, const reap_score_result *res)
+{
+    if (reap_hidden_ckpt_clear(s, &res->model_id, &res->calib_id))
+        fprintf(stderr, "reap-scorer: warning: hidden-state checkpoints of the finished "
+                        "pair not removed: %s\n", reap_err_msg());
 }
 
 /* Model record fields from the config. */
@@ -214,7 +235,11 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
     reap_score_event ev_ids = {.kind = REAP_SCORE_EV_IDS, .n_samples = samples.n,
                                .n_rows = rows.n_rows, .seq_len = rows.seq_len,
                                .n_tokens = rows.n_valid, .hash = &res->hash};
-    emit(&j, &ev_ids);
+    if (emit(&j, &ev_ids)) {
+        rc = reap_err_set(REAP_E_CANCELLED, "stopped on request before scoring began "
+                                            "(nothing was committed)");
+        goto fail;
+    }
 
     if (s) {
         calib.id = res->calib_id;
@@ -241,8 +266,7 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
             res->already_complete = 1;
             emit(&j, &ev);
             /* A run killed after its last commit leaves its checkpoints behind. */
-            if ((rc = reap_hidden_ckpt_clear(s, &res->model_id, &res->calib_id)))
-                goto fail;
+            clear_checkpoints(s, res);
             rc = read_back(s, &model, res);
             goto fail;
         }
@@ -296,9 +320,9 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
         n_stats = 0;
         goto fail;
     }
-    if ((rc = reap_store_run_finish(s, &j.run, REAP_RUN_DONE, NULL)) ||
-        (rc = reap_hidden_ckpt_clear(s, &res->model_id, &res->calib_id)))
+    if ((rc = reap_store_run_finish(s, &j.run, REAP_RUN_DONE, NULL)))
         goto fail;
+    clear_checkpoints(s, res);
     rc = read_back(s, &model, res);
 fail:
     if (rc && j.have_run && j.run.state == REAP_RUN_RUNNING) {

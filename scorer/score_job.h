@@ -10,18 +10,20 @@
  *     has its statistics already, do nothing (unless force); otherwise resume from the
  *     newest hidden-state checkpoint at or below the first missing layer (or layer 0),
  *     commit each layer in one write transaction (statistics + run record), write a
- *     hidden-state checkpoint every checkpoint_every layers, and on success mark the run
+ *     hidden-state checkpoint every checkpoint_every layers (one that cannot be written,
+ *     e.g. for lack of disk space, is reported on stderr and skipped: the run goes on),
+ *     and on success mark the run
  *     done and remove the pair's checkpoints. Layers recomputed after a resume (or with
  *     force) are compared with their stored records, which are never replaced; a
  *     difference is reported (result.n_differ and an event), not fatal.
  *
  * Events go to on_event on the calling thread; returning non-zero from it asks the run
- * to stop at the next layer boundary (the layer in progress is committed first), and the
- * run ends with REAP_E_CANCELLED (run state "cancelled"; it resumes when scored again).
+ * to stop (see reap_score_event_cb), and the run ends with REAP_E_CANCELLED (run state
+ * "cancelled"; it resumes when scored again).
  *
  * Thread rules: runs on the calling thread (plus the backend's and the hasher's
  * workers). A second job of a (model, calibration) pair that is being scored on the same
- * store fails at once (REAP_E_INVALID, reap_store_pair_lock).
+ * store fails at once (REAP_E_CONFLICT, reap_store_pair_lock).
  */
 #ifndef REAP_SCORE_JOB_H
 #define REAP_SCORE_JOB_H
@@ -56,7 +58,9 @@ typedef struct reap_score_event {
     const reap_hash_stats *hash;    /* EV_IDS */
 } reap_score_event;
 
-/* Return non-zero to stop the run at the next layer boundary. */
+/* Return non-zero to stop the run: from EV_IDS, before scoring begins (nothing is
+ * committed, no run record is written); from a later event, at the next layer boundary
+ * (the layer in progress is committed). The job then returns REAP_E_CANCELLED. */
 typedef int (*reap_score_event_cb)(void *ud, const reap_score_event *ev);
 
 typedef struct reap_score_job_opts {

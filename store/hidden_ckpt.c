@@ -140,7 +140,9 @@ int reap_hidden_ckpt_write(reap_store *s, const reap_id *model, const reap_id *c
     snprintf(name, sizeof name, "layer-%05d.bin", layer);
     snprintf(final, sizeof final, "%s/%s", dir, name);
     snprintf(tmp, sizeof tmp, "%s/%s.tmp.%ld", dir, name, (long)getpid());
-    if ((rc = make_dir(root, reap_store_dir(s))) || (rc = make_dir(dir, root)))
+    if ((rc = make_dir(root, reap_store_dir(s))) || (rc = make_dir(dir, root)) ||
+        (rc = reap_check_free_space(dir, HDR_LEN + (uint64_t)T * (uint64_t)H * sizeof(float) + 32,
+                                    "the hidden-state checkpoint")))
         return rc;
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {

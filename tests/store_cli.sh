@@ -43,6 +43,22 @@ if command -v flock >/dev/null; then
   else
     echo "FAIL pair-locked: exit $rc: $out"; fail=1
   fi
+
+  # A hidden-state checkpoint that cannot be written (here: a plain file where the pair's
+  # checkpoint folder goes) is a warning, not the end of the run: the rescore completes,
+  # its records agree with the stored ones, and the merged statistics are unchanged.
+  ckdir="$tmp/st/checkpoints/$mid-$cid"
+  rm -rf "$ckdir"; echo "in the way" > "$ckdir"
+  out=$(score --store "$tmp/st" --force --checkpoint-every 1 --stats-json "$tmp/ck.json" \
+        2>&1 >/dev/null); rc=$?
+  if [ $rc -eq 0 ] && grep -q "checkpoint after layer 0 not written" <<<"$out" \
+     && ! grep -q "differ from the stored record" <<<"$out" && cmp -s "$tmp/ids.json" "$tmp/ck.json"; then
+    echo "ok   checkpoint-unwritable: run completed with a warning, statistics unchanged"
+  else
+    echo "FAIL checkpoint-unwritable: exit $rc: $out"; fail=1
+  fi
+  [ "$(cat "$ckdir" 2>/dev/null)" = "in the way" ] || { echo "FAIL checkpoint-unwritable: the file in the way was touched"; fail=1; }
+  rm -f "$ckdir"
 fi
 
 mkdir -p "$tmp/foreign"; echo "keep me" > "$tmp/foreign/notes.txt"

@@ -1,0 +1,149 @@
+/* test_score_job.c - the scoring job (scorer/score_job.h) against a real store on a
+ * generated model, for what the services and the CLI rely on when a run is stopped:
+ *   - a stop asked at the identification event ends the job before scoring begins:
+ *     REAP_E_CANCELLED, "before scoring began", no run record, no statistics record;
+ *   - a stop asked at the first layer event ends it after that layer is committed: one
+ *     run record, state cancelled, layers_done 1, the layer's statistics stored;
+ *   - scoring the pair again resumes from the hidden-state checkpoint left after layer 0
+ *     (start_layer 1) and ends with statistics bit-identical to a run without a store;
+ *   - a run id chosen by the caller (the run manager's, made at submission) is the id of
+ *     the store's run record.
+ *
+ * Usage: test_score_job SCRATCH_DIR (created if missing).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "genmodel.h"
+#include "reap_err.h"
+#include "runs.h"
+#include "score_job.h"
+#include "stats_store.h"
+#include "store.h"
+#include "test_util.h"
+#include "test_fixtures.h"
+
+/* Stops the job at the first event of kind `at` (and counts the events seen). */
+typedef struct stopper {
+    int at;
+    int n_ids, n_start, n_layers;
+} stopper;
+
+static int on_event(void *ud, const reap_score_event *ev)
+{
+    stopper *s = ud;
+    s->n_ids += ev->kind == REAP_SCORE_EV_IDS;
+    s->n_start += ev->kind == REAP_SCORE_EV_START;
+    s->n_layers += ev->kind == REAP_SCORE_EV_LAYER;
+    return ev->kind == s->at;
+}
+
+static int n_runs(reap_store *st, reap_run_info *last)
+{
+    reap_run_info *runs = NULL;
+    int n = 0;
+    CHECK_RC(reap_store_run_list(st, NULL, &runs, &n), REAP_OK);
+    for (int i = 0; i < n; i++) {
+        if (i == n - 1 && last)
+            *last = runs[i];
+        else
+            reap_run_info_free(&runs[i]);
+    }
+    free(runs);
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    scratch = argc > 1 ? argv[1] : "tmp_test_score_job";
+    CHECK(fresh_dir(scratch) == 0);
+    const char *mdir = sp("m"), *calib = sp("c.jsonl"), *sdir = sp("store");
+    char mdir_s[4096], calib_s[4096], sdir_s[4096];
+    snprintf(mdir_s, sizeof mdir_s, "%s", mdir);
+    snprintf(calib_s, sizeof calib_s, "%s", calib);
+    snprintf(sdir_s, sizeof sdir_s, "%s", sdir);
+    reap_gen_spec spec;
+    reap_gen_spec_default(&spec, REAP_FAMILY_QWEN3_MOE);
+    spec.n_layers = 3;
+    CHECK_RC(reap_gen_model(&spec, mdir_s), REAP_OK);
+    CHECK_RC(reap_gen_calib(calib_s, 6, 8, 40, spec.vocab, 11), REAP_OK);
+
+    reap_score_job_opts o = {0};
+    o.model_dir = mdir_s;
+    o.calib_path = calib_s;
+    o.seq_len = 32;
+    o.pack = 1;
+    o.hash_threads = 1;
+    o.backend_opts.threads = 1;
+
+    /* The reference: no store. */
+    reap_score_result ref;
+    CHECK_RC(reap_score_job_run(&o, &ref), REAP_OK);
+    CHECK(ref.n_stats > 0);
+
+    reap_store_opts so = {.create = 1};
+    reap_store *st = NULL;
+    CHECK_RC(reap_store_open(sdir_s, &so, &st), REAP_OK);
+    if (!st)
+        return 1;
+    o.store = st;
+    o.checkpoint_every = 1;
+    o.on_event = on_event;
+
+    /* 1. Stopped while identifying: nothing written. */
+    stopper s1 = {.at = REAP_SCORE_EV_IDS};
+    o.ud = &s1;
+    reap_score_result r1;
+    CHECK_RC(reap_score_job_run(&o, &r1), REAP_E_CANCELLED);
+    CHECK_ERRMSG("before scoring began");
+    CHECK(s1.n_ids == 1 && s1.n_start == 0 && s1.n_layers == 0);
+    CHECK(!r1.has_run);
+    CHECK(n_runs(st, NULL) == 0);
+    int *layers = NULL, nl = -1;
+    CHECK_RC(reap_store_stats_layers(st, NULL, &ref.model_id, &ref.calib_id, &layers, &nl),
+             REAP_OK);
+    CHECK(nl == 0);
+    free(layers);
+    reap_score_result_free(&r1);
+
+    /* 2. Stopped at the first layer: that layer committed, the run cancelled. */
+    stopper s2 = {.at = REAP_SCORE_EV_LAYER};
+    o.ud = &s2;
+    reap_score_result r2;
+    CHECK_RC(reap_score_job_run(&o, &r2), REAP_E_CANCELLED);
+    CHECK_ERRMSG("after layer 0");
+    CHECK(s2.n_layers == 1 && r2.has_run);
+    reap_run_info last = {0};
+    CHECK(n_runs(st, &last) == 1);
+    CHECK(last.state == REAP_RUN_CANCELLED && last.layers_done == 1);
+    CHECK(!memcmp(last.run_id, r2.run_id, 16));
+    reap_run_info_free(&last);
+    CHECK_RC(reap_store_stats_layers(st, NULL, &ref.model_id, &ref.calib_id, &layers, &nl),
+             REAP_OK);
+    CHECK(nl == 1 && layers && layers[0] == 0);
+    free(layers);
+    reap_score_result_free(&r2);
+
+    /* 3. Again, with the caller's run id: resumes after layer 0, same statistics. */
+    uint8_t want[16];
+    reap_run_id_new(want);
+    o.run_id = want;
+    stopper s3 = {.at = -1};
+    o.ud = &s3;
+    reap_score_result r3;
+    CHECK_RC(reap_score_job_run(&o, &r3), REAP_OK);
+    CHECK(r3.start_layer == 1);
+    CHECK(r3.has_run && !memcmp(r3.run_id, want, 16));
+    CHECK(s3.n_layers == spec.n_layers - 1);
+    CHECK(r3.n_stats == ref.n_stats && stats_identical(r3.stats, ref.stats, ref.n_stats));
+    CHECK(n_runs(st, &last) == 2);
+    CHECK(last.state == REAP_RUN_DONE && !memcmp(last.run_id, want, 16));
+    reap_run_info_free(&last);
+    reap_score_result_free(&r3);
+
+    reap_score_result_free(&ref);
+    reap_store_close(st);
+    TEST_MAIN_END();
+}
