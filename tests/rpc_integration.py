@@ -23,123 +23,21 @@ import sys
 import threading
 import time
 
-FAILURES = []
-
-
-def check(cond, what):
-    if cond:
-        print(f"ok   {what}")
-    else:
-        print(f"FAIL {what}")
-        FAILURES.append(what)
-    return cond
+from grpc_testlib import FAILURES, ServerProcess, check, code_of, make_certs
+from grpc_testlib import gen_stubs as _gen_stubs
 
 
 def gen_stubs(a, out):
-    os.makedirs(out, exist_ok=True)
-    base = [a.protoc, f"--python_out={out}", f"--grpc_python_out={out}",
-            f"--plugin=protoc-gen-grpc_python={a.plugin}"]
-    subprocess.run(base + [f"-I{a.proto_dir}", os.path.join(a.proto_dir, "health.proto"),
-                           os.path.join(a.proto_dir, "reap.proto")], check=True)
-    subprocess.run(base + [f"-I{a.test_proto_dir}",
-                           os.path.join(a.test_proto_dir, "rpc_test.proto")], check=True)
-    sys.path.insert(0, out)
+    _gen_stubs(a.protoc, a.plugin, out, [(a.proto_dir, ["health.proto", "reap.proto"]),
+                                         (a.test_proto_dir, ["rpc_test.proto"])])
 
 
-class Server:
-    """rpc-testd serve ... ; reads the bound ports from its stdout."""
+class Server(ServerProcess):
+    """rpc-testd serve ... on 127.0.0.1 port 0."""
 
     def __init__(self, a, name, args, env=None, expect_health_port=False):
-        self.log = open(os.path.join(a.work, f"{name}.log"), "w")
-        e = dict(os.environ)
-        e.pop("REAP_TOKEN", None)
-        # Under AddressSanitizer freed memory sits in a quarantine (256 MB by default),
-        # which would hide what the RSS checks look for; keep it small. Other builds
-        # ignore the variable.
-        e["ASAN_OPTIONS"] = ":".join(filter(None, [e.get("ASAN_OPTIONS", ""),
-                                                   "quarantine_size_mb=8"]))
-        e.update(env or {})
-        self.p = subprocess.Popen([a.testd, "serve", "--listen", "127.0.0.1:0"] + args,
-                                  stdout=subprocess.PIPE, stderr=self.log, env=e,
-                                  cwd=a.work, text=True)
-        self.port = self._read_port("port")
-        self.health_port = self._read_port("health-port") if expect_health_port else 0
-        self.addr = f"127.0.0.1:{self.port}"
-
-    def _read_port(self, key):
-        # Blocking reads: the server prints its ports and flushes once it listens (the
-        # ctest timeout covers a server that hangs).
-        while True:
-            line = self.p.stdout.readline()
-            if not line:
-                raise RuntimeError(f"server did not report its {key} (see {self.log.name})")
-            k, _, v = line.strip().partition(" ")
-            if k == key:
-                return int(v)
-
-    def rss_kb(self):
-        with open(f"/proc/{self.p.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return -1
-
-    def cpu_s(self):
-        """User + system CPU seconds the server has used."""
-        with open(f"/proc/{self.p.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self, timeout=30):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-        try:
-            rc = self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            rc = self.p.wait()
-        self.log.close()
-        return rc
-
-
-def code_of(fn):
-    """Run fn(); return its grpc.StatusCode (OK when it does not raise) and details."""
-    import grpc
-    try:
-        fn()
-        return grpc.StatusCode.OK, ""
-    except grpc.RpcError as e:
-        return e.code(), e.details() or ""
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def make_certs(d):
-    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate signed
-    by it, and an unrelated self-signed certificate."""
-    os.makedirs(d, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=reap test CA", cwd=d)
-    with open(os.path.join(d, "server.ext"), "w") as f:
-        f.write("basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
-                "extendedKeyUsage=serverAuth\n")
-    with open(os.path.join(d, "client.ext"), "w") as f:
-        f.write("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
-    for who in ("server", "client"):
-        openssl("req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj",
-                f"/CN=reap test {who}", cwd=d)
-        openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", f"{who}.pem", "-days", "2", "-extfile",
-                f"{who}.ext", cwd=d)
-    openssl("req", "-x509", *ec, "-keyout", "other.key", "-out", "other.pem", "-days", "2",
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            cwd=d)
-    return {k: os.path.join(d, k) for k in
-            ("ca.pem", "server.pem", "server.key", "client.pem", "client.key", "other.pem")}
+        super().__init__(a.work, name, [a.testd, "serve", "--listen", "127.0.0.1:0"] + args,
+                         env, ("port", "health-port") if expect_health_port else ("port",))
 
 
 def read(p):

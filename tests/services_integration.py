@@ -36,83 +36,21 @@ import sys
 import threading
 import time
 
-FAILURES = []
+from grpc_testlib import FAILURES, ServerProcess, check, code_of, make_certs
+from grpc_testlib import gen_stubs as _gen_stubs
+
 TOKEN = "svc-test-token"
 
 
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        FAILURES.append(what)
-    return cond
-
-
 def gen_stubs(a, out):
-    os.makedirs(out, exist_ok=True)
-    subprocess.run([a.protoc, f"--python_out={out}", f"--grpc_python_out={out}",
-                    f"--plugin=protoc-gen-grpc_python={a.plugin}", f"-I{a.proto_dir}",
-                    os.path.join(a.proto_dir, "health.proto"),
-                    os.path.join(a.proto_dir, "reap.proto")], check=True)
-    sys.path.insert(0, out)
+    _gen_stubs(a.protoc, a.plugin, out, [(a.proto_dir, ["health.proto", "reap.proto"])])
 
 
-class Server:
-    """A service process; reads its bound port from stdout."""
+class Server(ServerProcess):
+    """A service process (argv: its command line) on 127.0.0.1 port 0."""
 
     def __init__(self, a, name, argv, env=None):
-        self.name = name
-        self.logpath = os.path.join(a.work, f"{name}.log")
-        self.log = open(self.logpath, "a")
-        e = dict(os.environ)
-        for k in list(e):
-            if k.startswith("REAP_"):
-                e.pop(k)
-        e["ASAN_OPTIONS"] = ":".join(filter(None, [e.get("ASAN_OPTIONS", ""),
-                                                   "quarantine_size_mb=8"]))
-        e.update(env or {})
-        self.p = subprocess.Popen(argv + ["--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
-                                  stderr=self.log, env=e, cwd=a.work, text=True)
-        line = self.p.stdout.readline()
-        if not line.startswith("port "):
-            raise RuntimeError(f"{name} did not start (see {self.logpath})")
-        self.port = int(line.split()[1])
-        self.addr = f"127.0.0.1:{self.port}"
-
-    def alive(self):
-        return self.p.poll() is None
-
-    def rss_kb(self, field="VmRSS"):
-        """VmRSS (or RssAnon: heap and stacks, without the mmap'd checkpoint pages that
-        a scoring run touches layer by layer) in KiB."""
-        with open(f"/proc/{self.p.pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-        return -1
-
-    def stop(self, timeout=60):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-        try:
-            rc = self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            rc = self.p.wait()
-        self.log.close()
-        return rc
-
-    def logtext(self):
-        with open(self.logpath) as f:
-            return f.read()
-
-
-def code_of(fn):
-    import grpc
-    try:
-        fn()
-        return grpc.StatusCode.OK, ""
-    except grpc.RpcError as e:
-        return e.code(), e.details() or ""
+        super().__init__(a.work, name, argv + ["--listen", "127.0.0.1:0"], env)
 
 
 def run(cmd, **kw):
@@ -730,23 +668,6 @@ def test_services(a):
 
     for srv in (sc_srv, pr_srv):
         check(srv.stop() == 0, f"{srv.name}: SIGTERM, exit status 0")
-
-
-def make_certs(d):
-    os.makedirs(d, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    o = lambda *x: subprocess.run(["openssl"] + list(x), cwd=d, check=True,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    o("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj",
-      "/CN=reap test CA")
-    with open(os.path.join(d, "server.ext"), "w") as f:
-        f.write("basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    o("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=reap server")
-    o("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-      "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext")
-    o("req", "-x509", *ec, "-keyout", "other.key", "-out", "other.pem", "-days", "2",
-      "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1")
-    return {k: os.path.join(d, k) for k in ("ca.pem", "server.pem", "server.key", "other.pem")}
 
 
 def test_tls(a):
