@@ -66,11 +66,15 @@ static int item_err(const calib_reader *r, int64_t line, int64_t index, int stat
     return reap_err_set(status, "%s:%lld: %s%s", r->o->path, (long long)line, item, msg);
 }
 
-/* A jansson parse failure as an error at `line` (+ the parser's own line offset). */
+/* A jansson parse failure as an error at `line` (+ the parser's own line offset), never
+ * past `last_line`: at the end of the input jansson counts the final newline as the
+ * start of one more line. */
 static int parse_err(const calib_reader *r, int64_t line, int64_t index,
-                     const json_error_t *jerr)
+                     const json_error_t *jerr, int64_t last_line)
 {
     int64_t at = line + (jerr->line > 1 ? jerr->line - 1 : 0);
+    if (at > last_line)
+        at = last_line;
 
     if (json_error_code(jerr) == json_error_invalid_utf8)
         return item_err(r, at, index, REAP_E_FORMAT, "invalid UTF-8 (column %d)",
@@ -253,7 +257,7 @@ static int collect_jsonl(calib_reader *r, FILE *fp)
         /* json_loadb, not json_loads: a NUL byte inside the line is an error, not an end. */
         j = json_loadb(line, (size_t)got, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
         if (!j) {
-            rc = parse_err(r, lineno, -1, &jerr);
+            rc = parse_err(r, lineno, -1, &jerr, lineno);
             break;
         }
         if ((rc = reader_add(r, j, lineno, -1)))
@@ -303,6 +307,9 @@ static int collect_array(calib_reader *r, FILE *fp)
 
     if ((rc = slurp(path, fp, &buf, &n)))
         return rc;
+    int64_t last_line = 1;              /* the file's last line that has a character */
+    for (size_t q = 0; q + 1 < n; q++)
+        last_line += buf[q] == '\n';
 #define SKIP_SPACE()                                                                 \
     while (pos < n && is_space((unsigned char)buf[pos])) {                           \
         if (buf[pos] == '\n')                                                        \
@@ -324,14 +331,14 @@ static int collect_array(calib_reader *r, FILE *fp)
     }
     while (!reader_full(r)) {
         if (pos >= n) {
-            rc = item_err(r, line, index, REAP_E_FORMAT, "invalid JSON: the array is not "
-                          "closed");
+            rc = item_err(r, line < last_line ? line : last_line, index, REAP_E_FORMAT,
+                          "invalid JSON: the array is not closed");
             goto fail;
         }
         j = json_loadb(buf + pos, n - pos, JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY |
                        JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
         if (!j) {
-            rc = parse_err(r, line, index, &jerr);
+            rc = parse_err(r, line, index, &jerr, last_line);
             goto fail;
         }
         if ((rc = reader_add(r, j, line, index)))

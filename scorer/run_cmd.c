@@ -4,6 +4,7 @@
  * output is the merged view of every complete calibration set of the model
  * (score_job.h does the work). */
 #include <math.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,6 +147,7 @@ int scorer_cmd_run(int argc, char **argv)
 {
     const char *model = NULL, *calib = NULL, *stats_json = NULL, *backend = NULL,
                *precision = NULL, *store_dir = NULL, *tokenizer = NULL;
+    const char *seed_s = NULL;
     long seq_len = 0, max_samples = 0, batch = 0, threads = 0, ckpt_every = 0, seed = 0;
     int no_pack = 0, quiet = 0, table = 0, help = 0, force = 0, shuffle = 0;
     const cli_opt opts[] = {
@@ -157,7 +159,8 @@ int scorer_cmd_run(int argc, char **argv)
          "directory) for text and messages items", &tokenizer, 0},
         {"shuffle", NULL, CLI_FLAG, NULL, "shuffle the items (with --seed) before taking "
          "--max-samples", &shuffle, 0},
-        {"seed", NULL, CLI_INT, "0", "shuffle seed", &seed, 0},
+        {"seed", NULL, CLI_STR, NULL, "shuffle seed, an integer >= 0 (with --shuffle; "
+         "default 0)", &seed_s, 0},
         {"seq-len", "REAP_SEQ_LEN", CLI_INT, "2048", "positions per row", &seq_len, 0},
         {"no-pack", NULL, CLI_FLAG, NULL, "one row per sample instead of packing", &no_pack, 0},
         {"max-samples", "REAP_MAX_SAMPLES", CLI_INT, "300", "use the first N samples "
@@ -198,10 +201,23 @@ int scorer_cmd_run(int argc, char **argv)
         return 0;
     }
     if (seq_len < 1 || seq_len > 1 << 20 || batch < 0 || threads < 0 || max_samples < 0 ||
-        ckpt_every < 0 || seed < 0) {
+        ckpt_every < 0) {
         fprintf(stderr, "reap-scorer run: --seq-len must be >= 1, --batch-size, "
-                        "--threads, --max-samples, --checkpoint-every and --seed >= 0\n");
+                        "--threads, --max-samples and --checkpoint-every >= 0\n");
         return 2;
+    }
+    if (seed_s) {
+        char *end;
+        errno = 0;
+        seed = strtol(seed_s, &end, 10);
+        if (!*seed_s || *end || errno || seed < 0) {
+            fprintf(stderr, "reap-scorer run: --seed '%s' is not an integer >= 0\n", seed_s);
+            return 2;
+        }
+        if (!shuffle) {
+            fprintf(stderr, "reap-scorer run: --seed only applies with --shuffle\n");
+            return 2;
+        }
     }
     const reap_backend_i *be = scorer_pick_backend(backend);
     if (!be) {

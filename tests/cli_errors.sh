@@ -34,6 +34,8 @@ expect id-out-of-range "vocab.jsonl:3" -- --model "$tmp/m" --calib "$tmp/vocab.j
 expect no-input-ids "shape.jsonl:1" -- --model "$tmp/m" --calib "$tmp/shape.jsonl"
 expect bad-seq-len "seq-len" -- --model "$tmp/m" --calib "$tmp/ok.jsonl" --seq-len 0
 expect bad-backend "backend" -- --model "$tmp/m" --calib "$tmp/ok.jsonl" --backend tpu
+expect seed-without-shuffle "only applies with --shuffle" -- --model "$tmp/m" --calib "$tmp/ok.jsonl" --seed 3
+expect bad-seed "not an integer >= 0" -- --model "$tmp/m" --calib "$tmp/ok.jsonl" --shuffle --seed -2
 
 # A shard cut short: header validation names the shard.
 cp -r "$tmp/m" "$tmp/trunc"

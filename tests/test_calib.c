@@ -218,7 +218,7 @@ static void test_read(void)
      * file's; other keys are ignored. */
     const char *path = write_scratch("ok.jsonl",
         "\n"
-        "{\"input_ids\": [1, 2, 3]}\n"
+        "{\"input_ids\": [1, 2, 3], \"text\": \"ignored: input_ids win\"}\n"
         "   \t \r\n"
         "{\"text\": \"hi\", \"input_ids\": [4095]}\r\n"
         "\n"
@@ -290,6 +290,11 @@ static void test_read_errors(void)
 {
     expect_read_error("badjson.jsonl", "{\"input_ids\": [1]}\n{\"input_ids\": [1,}\n", 0,
                       REAP_E_FORMAT, "badjson.jsonl:2: invalid JSON");
+    /* Cut off at the end of the file: the line of the cut item, not the one after it. */
+    expect_read_error("eof1.jsonl", "{\"input_ids\":[1,2\n", 0, REAP_E_FORMAT,
+                      "eof1.jsonl:1: invalid JSON");
+    expect_read_error("eof2.jsonl", "{\"input_ids\": [1]}\n{\"input_ids\":[1,2\n", 0,
+                      REAP_E_FORMAT, "eof2.jsonl:2: invalid JSON");
     expect_read_error("trailing.jsonl", "{\"input_ids\": [1]} x\n", 0, REAP_E_FORMAT,
                       "trailing.jsonl:1: invalid JSON");
     expect_read_error("nonint.jsonl", "\n{\"input_ids\": [1, 2.5]}\n", 0, REAP_E_FORMAT,
@@ -407,7 +412,7 @@ static void test_mixed_kinds(void)
         "{\"text\": \"Hello world\"}\n"
         "\n"
         "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n"
-        "{\"input_ids\": [1, 2, 3], \"text\": \"ignored: input_ids win\"}\n"
+        "{\"input_ids\": [1, 2, 3]}\n"
         "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, "
         "{\"role\": \"user\", \"content\": \"hi\"}, "
         "{\"role\": \"assistant\", \"content\": \"Hello!\"}], \"id\": 17}\n"
@@ -600,7 +605,9 @@ static void test_calib_errors(void)
     expect_load_error("e_trail.json", "[{\"text\": \"a\"}] x", qwen, 0, REAP_E_FORMAT,
                       "e_trail.json:1: invalid JSON: data after the array");
     expect_load_error("e_open.json", "[{\"text\": \"a\"},\n", qwen, 0, REAP_E_FORMAT,
-                      "e_open.json:2: item 1: invalid JSON");
+                      "e_open.json:1: item 1: invalid JSON");
+    expect_load_error("e_cut.json", "[\n{\"text\": \"a\"},\n{\"text\": \"b\"\n", qwen, 0,
+                      REAP_E_FORMAT, "e_cut.json:3: item 1: invalid JSON");
     expect_load_error("e_sep.json", "[{\"text\": \"a\"} {\"text\": \"b\"}]", qwen, 0,
                       REAP_E_FORMAT, "expected ',' or ']' after item 0");
     expect_load_error("e_emptyarr.json", " [ ] ", qwen, 0, REAP_E_INVALID,
