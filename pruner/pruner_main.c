@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "calib.h"
 #include "cli.h"
 #include "config.h"
@@ -206,6 +207,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    reap_fault_handlers_install("reap-pruner"); /* a damaged store: a message, not "Bus error" */
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fault.h"
 #include "scorer_cmds.h"
 #include "serve.h"
 
@@ -24,6 +25,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    reap_fault_handlers_install("reap-scorer"); /* a damaged store: a message, not "Bus error" */
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "records.h"
 #include "reap_err.h"
 #include "store_impl.h"
@@ -164,9 +165,11 @@ int store_txn_begin(reap_store *s, int write, MDB_txn **out)
         return reap_err_set(REAP_E_INVALID, "%s: store opened read-only", s->dir);
     for (int attempt = 0;; attempt++) {
         pthread_rwlock_rdlock(&s->map_lock);
+        reap_fault_enter(s->fault_ctx);
         int mrc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, out);
         if (mrc == MDB_SUCCESS)
             return REAP_OK;
+        reap_fault_leave();
         pthread_rwlock_unlock(&s->map_lock);
         *out = NULL;
         if (mrc != MDB_MAP_RESIZED || attempt >= 8)
@@ -183,12 +186,14 @@ void store_txn_abort(reap_store *s, MDB_txn *txn)
         return;
     mdb_txn_abort(txn);
     pthread_rwlock_unlock(&s->map_lock);
+    reap_fault_leave();
 }
 
 int store_txn_commit(reap_store *s, MDB_txn *txn)
 {
     int mrc = mdb_txn_commit(txn);
     pthread_rwlock_unlock(&s->map_lock);
+    reap_fault_leave();
     return store_mdb_err(s, mrc, "commit");
 }
 
@@ -377,7 +382,7 @@ int reap_store_open(const char *dir, const reap_store_opts *opts, reap_store **o
     reap_store *s = NULL;
     char data_path[4200];
     struct stat sb;
-    int rc = REAP_OK, mrc, fresh = 0, lock_init = 0;
+    int rc = REAP_OK, mrc, fresh = 0, lock_init = 0, entered = 0;
     *out = NULL;
     if (!dir || !*dir)
         return reap_err_set(REAP_E_INVALID, "store: no directory given");
@@ -416,7 +421,13 @@ int reap_store_open(const char *dir, const reap_store_opts *opts, reap_store **o
     }
 
     s = calloc(1, sizeof *s);
-    if (!s || !(s->dir = strdup(dir))) {
+    if (!s || !(s->dir = strdup(dir)) ||
+        asprintf(&s->fault_ctx, "reading the score store %s: its data.mdb is damaged (LMDB "
+                                "keeps no page checksums). Restore the store from a "
+                                "`reap-scorer export` file, or score into a new store",
+                 dir) < 0) {
+        if (s)
+            s->fault_ctx = NULL;
         rc = reap_err_set(REAP_E_NOMEM, "%s: store handle", dir);
         goto fail;
     }
@@ -437,6 +448,8 @@ int reap_store_open(const char *dir, const reap_store_opts *opts, reap_store **o
         rc = store_mdb_err(s, mrc, "environment settings");
         goto fail;
     }
+    reap_fault_enter(s->fault_ctx);   /* left at the end of this function */
+    entered = 1;
     mrc = mdb_env_open(s->env, dir, MDB_NOTLS | (o.readonly ? MDB_RDONLY : 0), 0644);
     if (mrc) {
         rc = store_mdb_err(s, mrc, "opening the environment");
@@ -465,15 +478,19 @@ int reap_store_open(const char *dir, const reap_store_opts *opts, reap_store **o
     }
     if (rc)
         goto fail;
+    reap_fault_leave();
     *out = s;
     return REAP_OK;
 fail:
+    if (entered)
+        reap_fault_leave();
     if (s) {
         if (s->env)
             mdb_env_close(s->env);
         if (lock_init)
             pthread_rwlock_destroy(&s->map_lock);
         free(s->dir);
+        free(s->fault_ctx);
         free(s);
     }
     return rc;
@@ -486,6 +503,7 @@ void reap_store_close(reap_store *s)
     mdb_env_close(s->env);
     pthread_rwlock_destroy(&s->map_lock);
     free(s->dir);
+    free(s->fault_ctx);
     free(s);
 }
 

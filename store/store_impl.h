@@ -19,6 +19,7 @@ struct reap_store {
     MDB_env *env;
     MDB_dbi db_meta, db_models, db_filehash, db_calibs, db_stats, db_runs, db_prunes;
     char *dir;
+    char *fault_ctx;   /* fault.h context while a transaction of this store is open */
     int readonly;
     pthread_rwlock_t map_lock;
 };
