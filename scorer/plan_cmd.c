@@ -110,6 +110,9 @@ int scorer_cmd_plan(int argc, char **argv)
     rc = reap_cuda_plan_make(&cfg, &req, &p);
     if (rc && rc != REAP_E_NOMEM)
         goto fail;
+    char main_err[1024] = "";  /* the budget's refusal, reported after the card lines */
+    if (rc)
+        snprintf(main_err, sizeof main_err, "%s", reap_err_msg());
     printf("per layer:\n");
     if (p.moe_layer_bytes) line("MoE layer weights on the device", p.moe_layer_bytes);
     if (p.dense_layer_bytes) line("dense layer weights on the device", p.dense_layer_bytes);
@@ -134,6 +137,31 @@ int scorer_cmd_plan(int argc, char **argv)
                p.prefetch_layers == 1 ? "" : "s",
                p.attn_flash ? "tiled kernel (flash)" : "score matrices (GEMM)");
     }
+    /* The two cards the scorer is meant for, side by side, with the same settings. */
+    printf("on the target cards (%.0f%% left unused):\n", st.vram_buffer * 100);
+    static const struct { const char *name; double gb; } cards[] = {{"H200", 140.0},
+                                                                   {"H100", 80.0}};
+    for (int i = 0; i < 2; i++) {
+        reap_cuda_plan cp;
+        reap_cuda_plan_req cr = req;
+        cr.budget_bytes = (int64_t)(cards[i].gb * 1e9 * (1.0 - st.vram_buffer));
+        int crc = reap_cuda_plan_make(&cfg, &cr, &cp);
+        if (crc == REAP_OK)
+            printf("  %s (%3.0f GB): micro-batch %4d rows, %4d chunks per layer, peak "
+                   "%7.2f GB of %7.2f GB\n", cards[i].name, cards[i].gb, cp.chunk_rows,
+                   (int)((n_rows + cp.chunk_rows - 1) / cp.chunk_rows), cp.peak_bytes / 1e9,
+                   cp.budget_bytes / 1e9);
+        else if (crc == REAP_E_NOMEM)
+            printf("  %s (%3.0f GB): does not fit: even one row needs more than %.2f GB "
+                   "(fewer rows per run, or more cards)\n", cards[i].name, cards[i].gb,
+                   cr.budget_bytes / 1e9);
+        else {
+            rc = crc;
+            goto fail;
+        }
+    }
+    if (rc)
+        reap_err_set(rc, "%s", main_err);
 fail:
     if (rc)
         fprintf(stderr, "reap-scorer plan: error: %s\n", reap_err_msg());
