@@ -80,8 +80,15 @@ static int keepset_remote(const reapctl_conn *c, const char *model_id, const cha
     }
     p.calib_ids = ids;
     p.n_calib_ids = n_ids;
-    p.ratio = ko->n_prune < 0 ? ko->ratio : 0;
-    p.n_prune = ko->n_prune > 0 ? (uint32_t)ko->n_prune : 0;
+    /* The one given is sent as set, so an explicit 0 prunes nothing (not the server's
+     * default ratio). */
+    if (ko->n_prune >= 0) {
+        p.n_prune = (uint32_t)ko->n_prune;
+        p.n_prune_set = 1;
+    } else {
+        p.ratio = ko->ratio;
+        p.ratio_set = 1;
+    }
     p.criterion = crit[ko->criterion];
     p.protect_super_experts = ko->protect_super_experts;
     q.model_id = (char *)model_id;

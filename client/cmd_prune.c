@@ -117,7 +117,7 @@ int cmd_prune(int argc, char **argv)
 {
     const char *model = NULL, *out = NULL, *ratio = NULL, *n_prune = NULL, *criterion = NULL,
                *calib_ids = NULL;
-    int protect = 0, overwrite = 0, verify = 0, json = 0, help = 0, n = 0, ex;
+    int protect = 0, force = 0, overwrite = 0, verify = 0, json = 0, help = 0, n = 0, ex;
     reapctl_conn c;
     cli_opt opts[28];
     char err[512];
@@ -136,7 +136,9 @@ int cmd_prune(int argc, char **argv)
                           "separated (default: every complete set)", &calib_ids, 0};
     opts[n++] = (cli_opt){"protect-super-experts", NULL, CLI_FLAG, NULL, "never drop super "
                           "experts", &protect, 0};
-    opts[n++] = (cli_opt){"overwrite", NULL, CLI_FLAG, NULL, "replace an existing output",
+    opts[n++] = (cli_opt){"force", NULL, CLI_FLAG, NULL, "replace an existing output (as "
+                          "reap-pruner prune --force)", &force, 0};
+    opts[n++] = (cli_opt){"overwrite", NULL, CLI_FLAG, NULL, "the same as --force",
                           &overwrite, 0};
     opts[n++] = (cli_opt){"verify", NULL, CLI_FLAG, NULL, "then check the output against its "
                           "signed manifest (Verify, the server's key)", &verify, 0};
@@ -171,15 +173,19 @@ int cmd_prune(int argc, char **argv)
         fprintf(stderr, "reapctl prune: give exactly one of --ratio and --n-prune\n");
         return REAPCTL_EXIT_USAGE;
     }
+    /* The one given is sent as set: --ratio 0 / --n-prune 0 prune nothing (not the
+     * server's default ratio). Range checks are the server's. */
     char *end = NULL;
-    if (ratio)
+    if (ratio) {
         p.ratio = strtod(ratio, &end);
-    else
+        p.ratio_set = 1;
+    } else {
         p.n_prune = (uint32_t)strtoul(n_prune, &end, 10);
-    if (!end || *end || (n_prune && p.n_prune == 0)) {
-        fprintf(stderr, "reapctl prune: --%s '%s' is not a number%s\n",
-                ratio ? "ratio" : "n-prune", ratio ? ratio : n_prune,
-                n_prune ? " >= 1" : "");
+        p.n_prune_set = 1;
+    }
+    if (!end || *end || end == (ratio ? ratio : n_prune) || (n_prune && *n_prune == '-')) {
+        fprintf(stderr, "reapctl prune: --%s '%s' is not a %s\n", ratio ? "ratio" : "n-prune",
+                ratio ? ratio : n_prune, ratio ? "number" : "count (an integer >= 0)");
         return REAPCTL_EXIT_USAGE;
     }
     char **ids = NULL;
@@ -194,7 +200,7 @@ int cmd_prune(int argc, char **argv)
     q.model_path = (char *)model;
     q.output_path = (char *)out;
     q.params = &p;
-    q.overwrite = overwrite;
+    q.overwrite = force || overwrite;
     rpc_client *cl = NULL;
     rpc_client_status st;
     if ((ex = reapctl_connect("prune", &c, REAPCTL_PRUNER, &g_int, &cl))) {

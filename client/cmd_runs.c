@@ -44,11 +44,11 @@ static void print_run_row(const Reap__V1__Run *r)
 
 /* Parse options common to these commands. Returns -1 to go on, else an exit status. */
 static int parse(const char *cmd, const char *usage, cli_opt *opts, int n, int argc,
-                 char **argv, int first)
+                 char **argv, const char **pos, int max_pos, int *n_pos)
 {
     char err[512];
     int help = 0;
-    if (cli_parse(opts, n, argc, argv, first, &help, err, sizeof err)) {
+    if (cli_parse_pos(opts, n, argc, argv, 2, &help, pos, max_pos, n_pos, err, sizeof err)) {
         fprintf(stderr, "reapctl %s: %s\n", cmd, err);
         cli_usage(stderr, usage, opts, n);
         return REAPCTL_EXIT_USAGE;
@@ -75,7 +75,8 @@ int cmd_runs(int argc, char **argv)
                           "server's default, 100)", &limit, 0};
     opts[n++] = (cli_opt){"json", NULL, CLI_FLAG, NULL, "print the response as JSON", &json, 0};
     reapctl_conn_opts(&c, REAPCTL_SCORER, opts, &n);
-    if ((ex = parse("runs", "usage: reapctl runs [options]", opts, n, argc, argv, 2)) >= 0)
+    if ((ex = parse("runs", "usage: reapctl runs [options]", opts, n, argc, argv, NULL, 0,
+                    NULL)) >= 0)
         return ex;
     Reap__V1__ListRunsRequest q = REAP__V1__LIST_RUNS_REQUEST__INIT;
     q.model_id = (char *)(model ? model : "");
@@ -121,20 +122,19 @@ int cmd_runs(int argc, char **argv)
 int cmd_cancel(int argc, char **argv)
 {
     const char *run_id = NULL;
-    int json = 0, wait = 0, n = 0, ex, first = 2;
+    int json = 0, wait = 0, n = 0, ex, n_pos = 0;
+    const char *pos[1];
     reapctl_conn c;
     cli_opt opts[16];
-    if (argc > 2 && strncmp(argv[2], "-", 1)) {
-        run_id = argv[2];
-        first = 3;
-    }
     opts[n++] = (cli_opt){"wait", NULL, CLI_FLAG, NULL, "follow the run until it has "
                           "stopped", &wait, 0};
     opts[n++] = (cli_opt){"json", NULL, CLI_FLAG, NULL, "print the run as JSON", &json, 0};
     reapctl_conn_opts(&c, REAPCTL_SCORER, opts, &n);
     if ((ex = parse("cancel", "usage: reapctl cancel RUN_ID [--wait]", opts, n, argc, argv,
-                    first)) >= 0)
+                    pos, 1, &n_pos)) >= 0)
         return ex;
+    if (n_pos)
+        run_id = pos[0];
     if (!run_id) {
         fprintf(stderr, "reapctl cancel: give the run id (reapctl runs lists them)\n");
         return REAPCTL_EXIT_USAGE;
@@ -186,7 +186,8 @@ int cmd_models(int argc, char **argv)
     cli_opt opts[16];
     opts[n++] = (cli_opt){"json", NULL, CLI_FLAG, NULL, "print the response as JSON", &json, 0};
     reapctl_conn_opts(&c, REAPCTL_SCORER, opts, &n);
-    if ((ex = parse("models", "usage: reapctl models [options]", opts, n, argc, argv, 2)) >= 0)
+    if ((ex = parse("models", "usage: reapctl models [options]", opts, n, argc, argv, NULL, 0,
+                    NULL)) >= 0)
         return ex;
     Reap__V1__ListModelsRequest q = REAP__V1__LIST_MODELS_REQUEST__INIT;
     rpc_client *cl;

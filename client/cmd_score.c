@@ -195,7 +195,8 @@ static int run_follow(const char *cmd, int argc, char **argv, int is_watch)
 {
     const char *model = NULL, *calib = NULL, *backend = NULL, *run_id = NULL;
     long seq_len = 0, max_samples = 0, batch = 0;
-    int no_pack = 0, force = 0, detach = 0, json = 0, help = 0, first = 2, n = 0, ex;
+    int no_pack = 0, force = 0, detach = 0, json = 0, help = 0, n_pos = 0, n = 0, ex;
+    const char *pos[1];
     reapctl_conn c;
     cli_opt opts[24];
     char err[512], usage[160];
@@ -203,12 +204,7 @@ static int run_follow(const char *cmd, int argc, char **argv, int is_watch)
     rpc_client_status st;
     memset(&st, 0, sizeof st);
 
-    if (is_watch) {
-        if (argc > 2 && strncmp(argv[2], "-", 1)) {
-            run_id = argv[2];
-            first = 3;
-        }
-    } else {
+    if (!is_watch) {
         opts[n++] = (cli_opt){"model", "REAP_MODEL_PATH", CLI_STR, NULL, "checkpoint "
                               "directory on the server (under its --model-root)", &model, 1};
         opts[n++] = (cli_opt){"calib", "REAP_CALIBRATION_PATH", CLI_STR, NULL, "calibration "
@@ -233,7 +229,8 @@ static int run_follow(const char *cmd, int argc, char **argv, int is_watch)
     snprintf(usage, sizeof usage, is_watch ? "usage: reapctl watch RUN_ID [options]"
                                            : "usage: reapctl score --model DIR --calib FILE "
                                              "[options]");
-    if (cli_parse(opts, n, argc, argv, first, &help, err, sizeof err)) {
+    if (cli_parse_pos(opts, n, argc, argv, 2, &help, pos, is_watch, &n_pos, err,
+                      sizeof err)) {
         fprintf(stderr, "reapctl %s: %s\n", cmd, err);
         cli_usage(stderr, usage, opts, n);
         return REAPCTL_EXIT_USAGE;
@@ -242,6 +239,8 @@ static int run_follow(const char *cmd, int argc, char **argv, int is_watch)
         cli_usage(stdout, usage, opts, n);
         return 0;
     }
+    if (n_pos)
+        run_id = pos[0];
     if (is_watch && !run_id) {
         fprintf(stderr, "reapctl watch: give the run id (reapctl runs lists them)\n");
         return REAPCTL_EXIT_USAGE;

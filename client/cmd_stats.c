@@ -143,15 +143,11 @@ int cmd_stats(int argc, char **argv)
     const char *model = NULL, *calib_ids = NULL, *layers = NULL, *svg = NULL,
                *criterion = NULL;
     double ratio = 0.4;
-    int json = 0, help = 0, n = 0, ex, first = 2;
+    int json = 0, help = 0, n = 0, ex, n_pos = 0;
+    const char *pos[1];
     reapctl_conn c;
     cli_opt opts[24];
     char err[512];
-    if (argc > 2 && strncmp(argv[2], "-", 1)) {
-        model = argv[2];
-        first = 3;
-    }
-    const char *positional = model;
     opts[n++] = (cli_opt){"model-id", NULL, CLI_STR, NULL, "model id or prefix (or give it as "
                           "the first argument)", &model, 0};
     opts[n++] = (cli_opt){"calib-ids", NULL, CLI_STR, NULL, "calibration ids to merge, comma "
@@ -167,7 +163,7 @@ int cmd_stats(int argc, char **argv)
     opts[n++] = (cli_opt){"json", NULL, CLI_FLAG, NULL, "print reap-stats/1 JSON", &json, 0};
     reapctl_conn_opts(&c, REAPCTL_SCORER, opts, &n);
     const char *usage = "usage: reapctl stats MODEL_ID [--json | --svg FILE] [options]";
-    if (cli_parse(opts, n, argc, argv, first, &help, err, sizeof err)) {
+    if (cli_parse_pos(opts, n, argc, argv, 2, &help, pos, 1, &n_pos, err, sizeof err)) {
         fprintf(stderr, "reapctl stats: %s\n", err);
         cli_usage(stderr, usage, opts, n);
         return REAPCTL_EXIT_USAGE;
@@ -176,8 +172,8 @@ int cmd_stats(int argc, char **argv)
         cli_usage(stdout, usage, opts, n);
         return 0;
     }
-    if (!model)
-        model = positional;
+    if (!model && n_pos)
+        model = pos[0];
     if (!model) {
         fprintf(stderr, "reapctl stats: give the model id (reapctl models lists them)\n");
         return REAPCTL_EXIT_USAGE;

@@ -1,8 +1,10 @@
 /* cmd_verify.c - `reapctl verify DIR --pubkey FILE`: check a pruned checkpoint against its
  * signed manifest (signature, trusted comment, every file re-hashed, missing and extra
- * files). Prints every problem; exit status 3 if there is any.
+ * files). Prints every problem (--json: one JSON report); exit status 3 if there is any.
+ * DIR may come before or after the options.
  * With --pruner ADDR (or --remote) the pruner service checks DIR on its filesystem
  * (Verify; the server's key unless --pubkey is given). */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,17 +16,34 @@
 #include "reapctl_cmds.h"
 #include "reapctl_common.h"
 
+/* Problems: printed as FAIL lines, or collected into a JSON array (ud) as {file,
+ * message} like the remote Verify's problems. */
 static void print_problem(void *ud, const char *line)
 {
     (void)ud;
     printf("FAIL %s\n", line);
 }
 
+static void json_problem(void *ud, const char *line)
+{
+    json_t *pr = json_object();
+    const char *colon = strstr(line, ": ");
+    if (colon && !memchr(line, ' ', (size_t)(colon - line))) {
+        json_object_set_new(pr, "file", json_stringn(line, (size_t)(colon - line)));
+        json_object_set_new(pr, "message", json_string(colon + 2));
+    } else {
+        json_object_set_new(pr, "file", json_string(""));
+        json_object_set_new(pr, "message", json_string(line));
+    }
+    json_array_append_new(ud, pr);
+}
+
 int cmd_verify(int argc, char **argv)
 {
     const char *dir = NULL, *pubkey = NULL;
-    int help = 0, unsigned_ok = 0, n_problems = 0, first = 2, remote = 0, sizes_only = 0,
-        json = 0, n = 0;
+    int help = 0, unsigned_ok = 0, n_problems = 0, remote = 0, sizes_only = 0, json = 0,
+        n = 0, n_pos = 0;
+    const char *pos[1];
     char err[512];
     reapctl_conn conn;
     cli_opt opts[24] = {
@@ -38,18 +57,14 @@ int cmd_verify(int argc, char **argv)
          "--pruner)", &remote, 0},
         {"sizes-only", NULL, CLI_FLAG, NULL, "remote: signature and file sizes only (no "
          "re-hashing)", &sizes_only, 0},
-        {"json", NULL, CLI_FLAG, NULL, "remote: print the response as JSON", &json, 0},
+        {"json", NULL, CLI_FLAG, NULL, "print a JSON report (remote: the response)", &json,
+         0},
     };
     while (opts[n].flag)
         n++;
     reapctl_conn_opts(&conn, REAPCTL_PRUNER, opts, &n);
     const char *usage = "usage: reapctl verify DIR (--pubkey FILE | --pruner ADDR) [options]";
-    if (argc > 2 && strncmp(argv[2], "-", 1)) {
-        dir = argv[2];
-        first = 3;
-    }
-    const char *positional = dir;
-    if (cli_parse(opts, n, argc, argv, first, &help, err, sizeof err)) {
+    if (cli_parse_pos(opts, n, argc, argv, 2, &help, pos, 1, &n_pos, err, sizeof err)) {
         fprintf(stderr, "reapctl verify: %s\n", err);
         cli_usage(stderr, usage, opts, n);
         return 2;
@@ -58,8 +73,8 @@ int cmd_verify(int argc, char **argv)
         cli_usage(stdout, usage, opts, n);
         return 0;
     }
-    if (positional && !dir)
-        dir = positional;
+    if (n_pos && !dir)
+        dir = pos[0];
     reapctl_conn_note(&conn, argc, argv);
     if (dir && (remote || conn.pruner_given)) {
         rpc_client *cl = NULL;
@@ -90,8 +105,23 @@ int cmd_verify(int argc, char **argv)
         fprintf(stderr, "reapctl verify: %s\n", reap_err_msg());
         return 1;
     }
-    int rc = reap_manifest_verify_dir(dir, pubkey ? &pk : NULL, print_problem, NULL,
+    json_t *problems = json ? json_array() : NULL;
+    int rc = reap_manifest_verify_dir(dir, pubkey ? &pk : NULL,
+                                      json ? json_problem : print_problem, problems,
                                       &n_problems);
+    if (json) {
+        json_t *doc = json_object();
+        json_object_set_new(doc, "output_path", json_string(dir));
+        json_object_set_new(doc, "ok", json_boolean(rc == REAP_OK));
+        json_object_set_new(doc, "signature_checked", json_boolean(pubkey != NULL));
+        if (rc != REAP_OK && n_problems == 0)
+            json_problem(problems, reap_err_msg());
+        json_object_set_new(doc, "problems", problems);
+        json_dumpf(doc, stdout, JSON_COMPACT);
+        putchar('\n');
+        json_decref(doc);
+        return rc == REAP_OK ? 0 : rc == REAP_E_INVALID ? REAPCTL_EXIT_CHECK : REAPCTL_EXIT_FAIL;
+    }
     if (rc == REAP_OK) {
         printf("OK %s: every file matches %s%s\n", dir, REAP_MANIFEST_NAME,
                pubkey ? " and the signature verifies" : " (signature not checked)");

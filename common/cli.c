@@ -115,8 +115,25 @@ static const char *envfile_path(const cli_opt *o, int argc, char **argv, int fir
     return v && *v ? v : NULL;
 }
 
+static int parse(const cli_opt *opts, int n, int argc, char **argv, int first, int *help,
+                 const char **pos, int max_pos, int *n_pos, char *err, size_t errlen);
+
 int cli_parse(const cli_opt *opts, int n, int argc, char **argv, int first, int *help,
               char *err, size_t errlen)
+{
+    return parse(opts, n, argc, argv, first, help, NULL, 0, NULL, err, errlen);
+}
+
+int cli_parse_pos(const cli_opt *opts, int n, int argc, char **argv, int first, int *help,
+                  const char **pos, int max_pos, int *n_pos, char *err, size_t errlen)
+{
+    int dummy;
+    return parse(opts, n, argc, argv, first, help, pos, max_pos, n_pos ? n_pos : &dummy, err,
+                 errlen);
+}
+
+static int parse(const cli_opt *opts, int n, int argc, char **argv, int first, int *help,
+                 const char **pos, int max_pos, int *n_pos, char *err, size_t errlen)
 {
     int *seen = calloc((size_t)n + 1, sizeof *seen);
     int rc = -1;
@@ -125,6 +142,8 @@ int cli_parse(const cli_opt *opts, int n, int argc, char **argv, int first, int 
         return -1;
     }
     *help = 0;
+    if (n_pos)
+        *n_pos = 0;
     /* .env first, so that its values act as environment variables below. */
     for (int i = 0; i < n; i++) {
         if (opts[i].kind != CLI_ENVFILE)
@@ -184,7 +203,22 @@ int cli_parse(const cli_opt *opts, int n, int argc, char **argv, int first, int 
             free(list_from_flag);
             goto done;
         }
+        if (n_pos && !strcmp(arg, "--")) {   /* the rest is positional */
+            while (++a < argc) {
+                if (*n_pos >= max_pos) {
+                    snprintf(err, errlen, "unexpected argument '%s'", argv[a]);
+                    free(list_from_flag);
+                    goto done;
+                }
+                pos[(*n_pos)++] = argv[a];
+            }
+            break;
+        }
         if (strncmp(arg, "--", 2)) {
+            if (n_pos && *n_pos < max_pos && (arg[0] != '-' || !arg[1])) {
+                pos[(*n_pos)++] = arg;
+                continue;
+            }
             snprintf(err, errlen, "unexpected argument '%s'", arg);
             free(list_from_flag);
             goto done;

@@ -60,6 +60,15 @@ typedef struct cli_list {
 int cli_parse(const cli_opt *opts, int n, int argc, char **argv, int first, int *help,
               char *err, size_t errlen);
 
+/* cli_parse that also takes up to max_pos positional arguments (anything not starting
+ * with '-', or a lone "-"), anywhere among the options: `cmd DIR --json` and
+ * `cmd --json DIR` are the same. A value that follows an option taking one is that
+ * option's, never positional. After "--" every argument is positional. pos[0..*n_pos)
+ * receives them in order (pointers into argv). More than max_pos, or an argument that
+ * starts with '-' and is not an option, is an error ("unexpected argument"). */
+int cli_parse_pos(const cli_opt *opts, int n, int argc, char **argv, int first, int *help,
+                  const char **pos, int max_pos, int *n_pos, char *err, size_t errlen);
+
 /* Free what cli_parse allocated (CLI_LIST contents); the table's destinations are left
  * empty. Safe to call twice. */
 void cli_free(const cli_opt *opts, int n);

@@ -33,6 +33,11 @@ static uint64_t le64(const uint8_t *p)
     return v;
 }
 
+void reap_minisign_key_id(const uint8_t keynum[8], char *buf)
+{
+    snprintf(buf, 17, "%016" PRIX64, le64(keynum));
+}
+
 void reap_sign_key_wipe(reap_sign_key *k)
 {
     if (k)
@@ -147,8 +152,9 @@ int reap_minisign_keygen(const char *prefix, int force, char *pub_b64)
     sodium_memzero(text, sizeof text);
     if (rc)
         return rc;
+    /* The key id from the public key: keynum points into skb, wiped above. */
     snprintf(text, sizeof text, "untrusted comment: minisign public key %016" PRIX64 "\n%s\n",
-             le64(keynum), pkline);
+             le64(pkb + 2), pkline);
     if ((rc = write_atomic(ppath, text, 0644)))
         return rc;
     if (pub_b64)

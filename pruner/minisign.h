@@ -56,6 +56,10 @@ int reap_minisign_load_public(const char *file_or_b64, reap_pub_key *out);
 /* The base64 form of a public key (buf of REAP_MINISIGN_PUB_B64_LEN + 1 bytes). */
 void reap_minisign_public_b64(const reap_pub_key *pk, char *buf);
 
+/* The key id as minisign prints it (the 8 key-number bytes read as a little-endian
+ * integer, 16 upper-case hex digits; e.g. the .pub comment line) into buf of 17 bytes. */
+void reap_minisign_key_id(const uint8_t keynum[8], char *buf);
+
 /* Sign `file` into `sig_path` (prehashed, atomically: temp file, fsync, rename) with the
  * given trusted comment (printable, no newline, < 8 KiB) and an untrusted comment.
  * Returns REAP_OK, REAP_E_INVALID (bad comment), REAP_E_IO. */

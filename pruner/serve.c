@@ -58,7 +58,11 @@ typedef struct pruner_svc {
 
 /* ---- requests ---------------------------------------------------------------------- */
 
-/* PruneParams -> keep options. n_experts (0: unknown) bounds n_prune. */
+/* PruneParams -> keep options. ratio / n_prune count as given when non-zero or when
+ * their *_set flag is (so an explicit 0 prunes nothing); neither given: the server's
+ * default ratio. Malformed (both given, ratio outside [0, 1) or NaN, no default):
+ * INVALID_ARGUMENT. n_prune against the model's experts is checked once the statistics
+ * are known (check_n_prune). */
 static rpc_code parse_params(const pruner_svc *S, const Reap__V1__PruneParams *p,
                              reap_keep_opts *ko, char *err, size_t errlen)
 {
@@ -77,24 +81,44 @@ static rpc_code parse_params(const pruner_svc *S, const Reap__V1__PruneParams *p
     }
     ko->criterion = p->criterion ? crit[p->criterion] : S->criterion_default;
     ko->protect_super_experts = p->protect_super_experts;
-    if (p->n_prune > 0) {
+    int have_ratio = p->ratio_set || p->ratio != 0, have_n = p->n_prune_set || p->n_prune != 0;
+    if (have_ratio && have_n) {
+        snprintf(err, errlen, "params: give ratio or n_prune, not both (ratio %g, n_prune %u)",
+                 p->ratio, p->n_prune);
+        return RPC_INVALID_ARGUMENT;
+    }
+    if (have_n) {
         ko->n_prune = (int)(p->n_prune > 1u << 20 ? 1u << 20 : p->n_prune);
         ko->ratio = -1;
         return RPC_OK;
     }
     ko->n_prune = -1;
+    if (!have_ratio) {
+        if (!S->ratio_default) {
+            snprintf(err, errlen, "params: give ratio (in [0, 1)) or n_prune (this server "
+                     "has no default ratio, --ratio / REAP_PRUNE_RATIO)");
+            return RPC_INVALID_ARGUMENT;
+        }
+        ko->ratio = strtod(S->ratio_default, NULL);
+        return RPC_OK;
+    }
     if (!isfinite(p->ratio) || p->ratio < 0 || p->ratio >= 1) {
         snprintf(err, errlen, "params.ratio: %g is outside [0, 1)", p->ratio);
         return RPC_INVALID_ARGUMENT;
     }
     ko->ratio = p->ratio;
-    if (p->ratio == 0) {
-        if (!S->ratio_default) {
-            snprintf(err, errlen, "params: give ratio (in (0, 1)) or n_prune (this server "
-                     "has no default ratio, --ratio / REAP_PRUNE_RATIO)");
-            return RPC_INVALID_ARGUMENT;
-        }
-        ko->ratio = strtod(S->ratio_default, NULL);
+    return RPC_OK;
+}
+
+/* n_prune must leave experts: a well-formed request the model does not allow (the client
+ * may not know E) is FAILED_PRECONDITION. Returns RPC_OK or that code with err set. */
+static rpc_code check_n_prune(const reap_keep_opts *ko, const reap_layer_stats *st, int n_st,
+                              char *err, size_t errlen)
+{
+    if (n_st && ko->n_prune >= st[0].n_experts) {
+        snprintf(err, errlen, "params.n_prune: %d is not below the %d experts per layer of "
+                 "this model", ko->n_prune, st[0].n_experts);
+        return RPC_FAILED_PRECONDITION;
     }
     return RPC_OK;
 }
@@ -168,9 +192,8 @@ static int h_keepset(rpc_call *call, const ProtobufCMessage *req, void *ud)
         (code = load_stats(S, &model, q->params->calib_ids, q->params->n_calib_ids, &st, &n_st,
                            &used, &n_used, err, sizeof err)))
         return rpc_call_error(call, code, "%s", err);
-    if (n_st && ko.n_prune >= st[0].n_experts) {
-        rc = rpc_call_error(call, RPC_INVALID_ARGUMENT, "params.n_prune: %d is not below the "
-                            "%d experts of a layer", ko.n_prune, st[0].n_experts);
+    if ((code = check_n_prune(&ko, st, n_st, err, sizeof err))) {
+        rc = rpc_call_error(call, code, "%s", err);
         goto done;
     }
     if ((rc = reap_keepset_compute(NULL, st, n_st, &ko, &ks)) ||
@@ -371,9 +394,8 @@ static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
         rc = rpc_call_error(call, code, "model_path: model %.16s: %s", mh, err);
         goto done;
     }
-    if (n_st && ko.n_prune >= st[0].n_experts) {
-        rc = rpc_call_error(call, RPC_INVALID_ARGUMENT, "params.n_prune: %d is not below the "
-                            "%d experts of a layer", ko.n_prune, st[0].n_experts);
+    if ((code = check_n_prune(&ko, st, n_st, err, sizeof err))) {
+        rc = rpc_call_error(call, code, "%s", err);
         goto done;
     }
     if (!(calib_hex = calloc((size_t)n_used + 1, sizeof *calib_hex))) {

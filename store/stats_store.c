@@ -321,6 +321,44 @@ static int merged_get(reap_store *s, MDB_txn *txn, const reap_id *model,
     return rc;
 }
 
+/* "calibration set <id> has N of M MoE layers (missing: 2, 3, 4)" for an incomplete set
+ * (the list is cut after 16 layers). */
+static int describe_incomplete(reap_store *s, MDB_txn *txn, const reap_model_info *m,
+                               const reap_id *calib, char *buf, size_t len)
+{
+    int_list l = {0};
+    char ch[65];
+    size_t k;
+    int rc, have = 0, shown = 0, missing = 0;
+    reap_id_hex(calib, ch);
+    if ((rc = walk_keys(s, txn, &m->id, calib, layer_push, &l)))
+        return rc;
+    for (int j = 0; j < m->n_moe_layers; j++) {
+        int found = 0;
+        for (int i = 0; i < l.n && !found; i++)
+            found = l.v[i] == m->moe_layers[j];
+        have += found;
+    }
+    k = (size_t)snprintf(buf, len, "calibration set %s has %d of %d MoE layers (missing:", ch,
+                         have, m->n_moe_layers);
+    for (int j = 0; j < m->n_moe_layers && k < len; j++) {
+        int found = 0;
+        for (int i = 0; i < l.n && !found; i++)
+            found = l.v[i] == m->moe_layers[j];
+        if (found)
+            continue;
+        missing++;
+        if (shown < 16) {
+            k += (size_t)snprintf(buf + k, len - k, "%s %d", shown ? "," : "", m->moe_layers[j]);
+            shown++;
+        }
+    }
+    if (k < len)
+        snprintf(buf + k, len - k, "%s)", missing > shown ? ", ..." : "");
+    free(l.v);
+    return REAP_OK;
+}
+
 static int id_cmp(const void *a, const void *b)
 {
     return memcmp(a, b, 32);
@@ -365,11 +403,21 @@ int reap_store_stats_merged(reap_store *s, reap_store_snap *snap, const reap_id 
                 goto fail;
             }
             for (int j = 0; j < cs.n && !found; j++)
-                found = !memcmp(cs.ids[j].b, sel[i].b, 32) && cs.complete[j];
+                if (!memcmp(cs.ids[j].b, sel[i].b, 32))
+                    found = cs.complete[j] ? 2 : 1;
             if (!found) {
                 rc = reap_err_set(REAP_E_NOTFOUND,
                                   "%s: model %s has no complete statistics for calibration "
-                                  "set %s", s->dir, mh, ch);
+                                  "set %s (no layer scored)", s->dir, mh, ch);
+                goto fail;
+            }
+            if (found == 1) {   /* some layers only: a run stopped or still going */
+                char what[1024];
+                if ((rc = describe_incomplete(s, txn, &m, &sel[i], what, sizeof what)))
+                    goto fail;
+                rc = reap_err_set(REAP_E_PRECONDITION,
+                                  "%s: model %s has no complete statistics: %s; score it "
+                                  "again to complete it", s->dir, mh, what);
                 goto fail;
             }
         }
@@ -377,6 +425,15 @@ int reap_store_stats_merged(reap_store *s, reap_store_snap *snap, const reap_id 
         for (int j = 0; j < cs.n; j++)
             if (cs.complete[j])
                 sel[n_sel++] = cs.ids[j];
+        if (!n_sel && cs.n) {   /* only incomplete sets: name the first */
+            char what[1024];
+            if ((rc = describe_incomplete(s, txn, &m, &cs.ids[0], what, sizeof what)))
+                goto fail;
+            rc = reap_err_set(REAP_E_PRECONDITION,
+                              "%s: model %s has no complete calibration set (%d incomplete; "
+                              "%s); score it again to complete it", s->dir, mh, cs.n, what);
+            goto fail;
+        }
         if (!n_sel) {
             rc = reap_err_set(REAP_E_NOTFOUND,
                               "%s: model %s has no complete calibration set (score it first)",

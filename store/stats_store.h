@@ -61,9 +61,11 @@ int reap_store_stats_calibs(reap_store *s, reap_store_snap *snap, const reap_id 
  * no duplicates; merged in ascending id order), or over every complete calibration set
  * when n_calibs == 0. One entry per MoE layer, in layer order. *used (may be NULL)
  * receives the ids merged, ascending (malloc'd; free()), *n_used their number.
- * Returns REAP_OK; REAP_E_NOTFOUND (unknown model, no complete calibration set, a chosen
- * id without a complete set of records: the message names it); REAP_E_INVALID
- * (duplicate id); REAP_E_FORMAT / REAP_E_UNSUPPORTED (a damaged / newer record);
+ * Returns REAP_OK; REAP_E_NOTFOUND (unknown model, no statistics at all, a chosen id
+ * without any record); REAP_E_PRECONDITION (statistics that exist but do not cover every
+ * MoE layer: a chosen id whose set is incomplete, or no id given and every set of the
+ * model incomplete; the message names the calibration id and its missing layers, e.g.
+ * a run cancelled after 2 of 6 layers); REAP_E_INVALID (duplicate id); REAP_E_FORMAT / REAP_E_UNSUPPORTED (a damaged / newer record);
  * REAP_E_NOMEM. Reads everything from one snapshot (snap, or its own). */
 int reap_store_stats_merged(reap_store *s, reap_store_snap *snap, const reap_id *model,
                             const reap_id *calibs, int n_calibs, reap_layer_stats **out,

@@ -14,7 +14,11 @@ grpc_python_plugin):
     a run queued behind a long one has its id at once (first event `queued`, position 1),
     is listed, read, watched by that id, and CancelRun ends it at once (CANCELLED) while
     the running one goes on and finishes;
-  * more than 20 kinds of bad request, each with its status code, the servers staying up;
+  * keep sets and a prune with an explicit ratio 0 / n_prune 0 (the *_set flags): every
+    expert kept, not the server's default ratio;
+  * more than 20 kinds of bad request, each with its status code, the servers staying up
+    (both ratio and n_prune: INVALID_ARGUMENT; n_prune >= the model's experts:
+    FAILED_PRECONDITION);
   * TLS (plaintext and wrong-CA clients refused) and the bearer token;
   * SIGTERM during a run: NOT_SERVING, the layer in progress committed, exit 0; after a
     restart the run shows as interrupted, scoring again resumes it, and the statistics
@@ -423,6 +427,24 @@ def test_services(a):
     ksd = pr.ComputeKeepSet(rp.KeepSetRequest(model_id=model_id, params=rp.PruneParams(
         calib_ids=[calib1])), metadata=auth, timeout=10)
     check(ksd.n_keep == 12, "ComputeKeepSet: ratio from the server's .env (0.25)")
+    # An explicit 0 (with its *_set flag) prunes nothing; it is not the server's default.
+    for what, zp in (("ratio 0", dict(ratio=0, ratio_set=True)),
+                     ("n_prune 0", dict(n_prune=0, n_prune_set=True))):
+        ks0 = pr.ComputeKeepSet(rp.KeepSetRequest(model_id=model_id, params=rp.PruneParams(
+            calib_ids=[calib1], **zp)), metadata=auth, timeout=10)
+        check(ks0.n_experts == 16 and ks0.n_keep == 16 and len(ks0.layers) == L and
+              all(list(x.keep) == list(range(16)) and not x.pruned for x in ks0.layers),
+              f"ComputeKeepSet {what} (set): every expert kept, not the default 0.25")
+    evs0, code0 = events(pr.Prune(rp.PruneRequest(
+        model_path="m", output_path="p0", params=rp.PruneParams(
+            ratio=0, ratio_set=True, calib_ids=[calib1])), metadata=auth, timeout=120))
+    check(code0 == grpc.StatusCode.OK and evs0[0][0] == "accepted" and
+          evs0[0][1].n_keep == 16 and evs0[-1][0] == "finished",
+          "Prune ratio 0 (set): accepted 16 -> 16 experts, finished")
+    if code0 == grpc.StatusCode.OK:
+        with open(os.path.join(evs0[-1][1].output_path, "config.json")) as f:
+            check(json.load(f)["text_config"]["num_experts"] == 16,
+                  "Prune ratio 0: config.json keeps 16 experts")
     evs, code = events(pr.Prune(rp.PruneRequest(model_path="m", output_path="p1",
                                                 params=rp.PruneParams(ratio=0.25,
                                                                       calib_ids=[calib1])),
@@ -546,6 +568,15 @@ def test_services(a):
         ("ComputeKeepSet leaving fewer than top_k experts", lambda: pr.ComputeKeepSet(
             rp.KeepSetRequest(model_id=model_id, params=P(n_prune=14)), metadata=auth,
             timeout=10), "FAILED_PRECONDITION", ""),
+        ("ComputeKeepSet n_prune = the model's experts", lambda: pr.ComputeKeepSet(
+            rp.KeepSetRequest(model_id=model_id, params=P(n_prune=16)), metadata=auth,
+            timeout=10), "FAILED_PRECONDITION", "n_prune"),
+        ("ComputeKeepSet both ratio and n_prune", lambda: pr.ComputeKeepSet(
+            rp.KeepSetRequest(model_id=model_id, params=P(ratio=0.25, n_prune=3)),
+            metadata=auth, timeout=10), "INVALID_ARGUMENT", "not both"),
+        ("ComputeKeepSet ratio 0 and n_prune 0 both set", lambda: pr.ComputeKeepSet(
+            rp.KeepSetRequest(model_id=model_id, params=P(ratio_set=True, n_prune_set=True)),
+            metadata=auth, timeout=10), "INVALID_ARGUMENT", "not both"),
         ("ComputeKeepSet unknown criterion", lambda: pr.ComputeKeepSet(rp.KeepSetRequest(
             model_id=model_id, params=P(ratio=0.2, criterion=99)), metadata=auth, timeout=10),
          "INVALID_ARGUMENT", "criterion"),

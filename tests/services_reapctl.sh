@@ -8,9 +8,13 @@
 #   behind a long one (its id at once, `runs` shows its place, Ctrl-C cancels it before
 #   it starts, exit 11, the long run finishes); runs (table,
 #   --state, --json); models; stats (table, reap-stats/1 --json, --svg heatmap); keepset
-#   remote = keepset local on the same statistics; prune --verify; verify (local and
-#   --pruner) with tampering (exit 3); the exit codes of usage and server errors; SIGTERM
-#   of both servers (exit 0).
+#   remote = keepset local on the same statistics; an explicit --ratio 0 / --n-prune 0
+#   keeping every expert although the pruner has a default ratio (keepset and prune);
+#   prune --force / --overwrite; prune --verify; verify (local and --pruner) with
+#   tampering (exit 3), local verify --json before and after DIR; keygen --json and the
+#   key id of the .pub comment; keep sets of an incomplete calibration set (the run
+#   cancelled by Ctrl-C) and n_prune beyond the experts refused as FAILED_PRECONDITION
+#   (exit 19); the exit codes of usage and server errors; SIGTERM of both servers (exit 0).
 #
 # usage: services_reapctl.sh BIN_DIR WORK_DIR PYTHON
 set -u
@@ -51,11 +55,26 @@ start() {
 }
 start scorer "$BIN/reap-scorer" serve --store store --model-root models --calib-root calib \
     --backend cpu --threads 1 --seq-len 64 --checkpoint-every 1 --token T0K
+# --ratio 0.4: the default of requests that give neither ratio nor n_prune (an explicit 0
+# must not fall back to it)
 start pruner "$BIN/reap-pruner" serve --store store --model-root models --output-root out \
-    --key k.key --token T0K
+    --key k.key --token T0K --ratio 0.4
 [ -n "${scorer_port:-}" ] && [ -n "${pruner_port:-}" ] || { bad "servers did not start"; cat ./*.log; exit 1; }
 export REAP_SCORER_ADDR=127.0.0.1:$scorer_port REAP_PRUNER_ADDR=127.0.0.1:$pruner_port
 export REAP_TOKEN=T0K
+
+# keygen --json: the key id, equal to the .pub comment's and to the id inside the key
+# (bytes 2..9 of the decoded key, little-endian, upper-case hex, as minisign prints it)
+"$CTL" keygen --out k2 --json > kg.json && "$PY" - kg.json <<'EOF' \
+    && ok "reapctl keygen --json: key id = the .pub comment's = the key's own" || bad "keygen --json: $(cat kg.json)"
+import base64, json, sys
+d = json.load(open(sys.argv[1]))
+comment, b64 = open(d["public_key"]).read().splitlines()[:2]
+key_id = base64.b64decode(b64)[2:10][::-1].hex().upper()
+assert d["secret_key"] == "k2.key" and d["public_key"] == "k2.pub" and d["public_key_b64"] == b64
+assert d["key_id"] == key_id != "0" * 16, (d, key_id)
+assert comment == "untrusted comment: minisign public key " + key_id, comment
+EOF
 
 "$CTL" health > h.txt && [ "$(grep -c SERVING h.txt)" = 2 ] && ok "reapctl health: both SERVING" \
     || bad "health: $(cat h.txt)"
@@ -162,6 +181,33 @@ a, b = json.load(open('ks_remote.json')), json.load(open('ks_local.json'))
 assert a['experts_to_keep'] == b['experts_to_keep'] and a['n_keep'] == b['n_keep'] == 10
 " && ok "reapctl keepset via the pruner = local keepset on the same statistics" || bad "keepset"
 
+# pruning nothing: --ratio 0 / --n-prune 0 are sent as given, not as "unset" (which would
+# be the server's --ratio 0.4: 16 -> 10)
+for z in "--ratio 0" "--n-prune 0"; do
+    # shellcheck disable=SC2086
+    "$CTL" keepset --model-id "$MODEL" --calib-ids "$C1" $z --json > ks0.json 2> ks0.err \
+        && "$PY" -c "
+import json; d = json.load(open('ks0.json'))
+assert d['n_experts'] == 16 and d['n_keep'] == 16 and d['n_prune'] == 0, d
+assert all(v == list(range(16)) for v in d['experts_to_keep'].values()) and len(d['experts_to_keep']) == 6
+" && ok "reapctl keepset $z: every expert kept (not the server's default ratio)" \
+        || bad "keepset $z: $(cat ks0.json ks0.err)"
+done
+"$CTL" prune --model m --out pruned0 --ratio 0 --calib-ids "$C1" --verify > p0.txt 2>&1 \
+    && grep -q "16 -> 16 experts per layer" p0.txt && grep -q "^OK pruned0" p0.txt \
+    && grep -q '"num_experts": 16' out/pruned0/config.json \
+    && "$PY" -c "
+import json; d = json.load(open('out/pruned0/reap_metadata.json'))
+assert d['n_prune'] == 0 and all(len(v) == 16 for v in d['experts_to_keep'].values()), d
+" && ok "reapctl prune --ratio 0: every expert kept, verified" || bad "prune --ratio 0: $(cat p0.txt)"
+"$CTL" prune --model m --out pruned0 --n-prune 0 --calib-ids "$C1" --force > p0f.txt 2>&1 \
+    && grep -q "16 -> 16 experts per layer" p0f.txt \
+    && ok "reapctl prune --n-prune 0 --force: replaces the output, every expert kept" \
+    || bad "prune --n-prune 0 --force: $(cat p0f.txt)"
+"$CTL" prune --model m --out pruned0 --ratio 0.25 --calib-ids "$C1" --overwrite > p0o.txt 2>&1 \
+    && grep -q "16 -> 12 experts per layer" p0o.txt && ok "reapctl prune --overwrite (alias of --force)" \
+    || bad "prune --overwrite: $(cat p0o.txt)"
+
 # prune --verify, verify locally and remotely, tampering
 "$CTL" prune --model m --out pruned --ratio 0.25 --calib-ids "$C1" --verify > p.txt 2>&1 \
     && grep -q "(signed)" p.txt && grep -q "^OK pruned" p.txt && ok "reapctl prune --verify" \
@@ -176,7 +222,22 @@ echo extra > out/pruned/extra.txt
     || bad "tamper rc=$rc: $(cat v3.txt)"
 "$CTL" verify out/pruned --pubkey k.pub > v4.txt 2>&1; rc=$?
 [ $rc = 3 ] && ok "tampered output: local verify exit 3" || bad "local tamper rc=$rc"
+# local verify --json, the option before and after DIR
+"$CTL" verify --json out/pruned --pubkey k.pub > v5.json 2> v5.err; rc5=$?
+"$CTL" verify out/pruned --pubkey k.pub --json > v6.json 2> v6.err; rc6=$?
+[ $rc5 = 3 ] && [ $rc6 = 3 ] && cmp -s v5.json v6.json && "$PY" -c "
+import json; d = json.load(open('v5.json'))
+assert d['ok'] is False and d['signature_checked'] is True and d['output_path'] == 'out/pruned'
+assert any(p['file'] == 'extra.txt' for p in d['problems']), d
+" && ok "local verify --json (before or after DIR): ok false, extra.txt named, exit 3" \
+    || bad "verify --json rc=$rc5/$rc6: $(cat v5.json v5.err v6.json v6.err)"
 rm out/pruned/extra.txt
+"$CTL" verify --json --pubkey k.pub out/pruned > v7.json 2>&1 && "$PY" -c "
+import json; d = json.load(open('v7.json'))
+assert d['ok'] is True and d['problems'] == [], d
+" && ok "local verify --json of an intact output: ok true, exit 0" || bad "verify --json: $(cat v7.json)"
+"$CTL" stats --calib-ids "$C1" "${MODEL:0:8}" > st2.txt && [ "$(grep -c '^ *[0-5] ' st2.txt)" = 6 ] \
+    && ok "reapctl stats: MODEL_ID after the options" || bad "stats, id last: $(cat st2.txt)"
 
 # exit codes
 expect_rc() { # expect_rc RC what cmd...
@@ -189,7 +250,15 @@ expect_rc 2 "unknown global option" "$CTL" --bogus runs
 expect_rc 2 "prune without --ratio" "$CTL" prune --model m --out x
 expect_rc 15 "stats of an unknown model (NOT_FOUND)" "$CTL" stats 0123456789abcdef
 expect_rc 17 "score outside the roots (PERMISSION_DENIED)" "$CTL" score --model /etc --calib c1.jsonl
-expect_rc 13 "keepset n_prune beyond the experts (INVALID_ARGUMENT)" "$CTL" keepset --model-id "$MODEL" --n-prune 99
+expect_rc 19 "keepset n_prune beyond the model's experts (FAILED_PRECONDITION)" "$CTL" keepset --model-id "$MODEL" --n-prune 99
+grep -q "16 experts" rc.txt || bad "n_prune 99: the message names the experts: $(cat rc.txt)"
+expect_rc 19 "prune n_prune = the model's experts (FAILED_PRECONDITION)" "$CTL" prune --model m --out p16 --n-prune 16
+# the run Ctrl-C cancelled left an incomplete calibration set: FAILED_PRECONDITION naming it
+C3=$(awk '/^run .* calib /{print $6; exit}' s3.txt)
+expect_rc 19 "keepset of an incomplete calibration set (FAILED_PRECONDITION)" "$CTL" keepset --model-id "$MODEL" --calib-ids "$C3" --ratio 0.4
+grep -q "calibration set $C3.*has [1-5] of 6 MoE layers (missing: .*[0-9])" rc.txt \
+    && ok "the message names the incomplete set and its missing layers" || bad "incomplete message: $(cat rc.txt)"
+expect_rc 19 "prune from an incomplete calibration set (FAILED_PRECONDITION)" "$CTL" prune --model m --out p3 --ratio 0.25 --calib-ids "$C3"
 expect_rc 16 "prune of an existing output (ALREADY_EXISTS)" "$CTL" prune --model m --out pruned --ratio 0.25
 expect_rc 26 "wrong token (UNAUTHENTICATED)" "$CTL" --token wrong runs
 expect_rc 24 "nothing listening (UNAVAILABLE)" "$CTL" --scorer 127.0.0.1:1 --timeout-ms 2000 runs

@@ -1,6 +1,7 @@
 /* test_cli.c - unit tests for common/cli.c: .env parsing and loading, precedence
- * (default < .env < environment < flag), CLI_LIST options, and that the existing option
- * kinds behave as before.
+ * (default < .env < environment < flag), CLI_LIST options, that the existing option
+ * kinds behave as before, and positional arguments anywhere among the options
+ * (cli_parse_pos).
  *
  * Usage: test_cli <scratch-dir>.
  */
@@ -234,6 +235,42 @@ int main(int argc, char **argv)
             cli_usage(devnull, "usage: p c", opts, 4);
             fclose(devnull);
         }
+    }
+    /* ---- positional arguments (cli_parse_pos): before or after the options ---- */
+    {
+        const char *dir = NULL;
+        int json = 0, n_pos = -1;
+        const char *pos[2];
+        cli_opt opts[] = {
+            {"pubkey", NULL, CLI_STR, NULL, "key", &dir, 0},
+            {"json", NULL, CLI_FLAG, NULL, "json", &json, 0},
+        };
+        char *b1[] = {"p", "verify", "D", "--json", NULL};
+        CHECK(cli_parse_pos(opts, 2, 4, b1, 2, &help, pos, 1, &n_pos, err, sizeof err) == 0);
+        CHECK(n_pos == 1 && !strcmp(pos[0], "D") && json == 1);
+        char *b2[] = {"p", "verify", "--json", "D", NULL};
+        CHECK(cli_parse_pos(opts, 2, 4, b2, 2, &help, pos, 1, &n_pos, err, sizeof err) == 0);
+        CHECK(n_pos == 1 && !strcmp(pos[0], "D") && json == 1);
+        /* an option's value is never positional */
+        char *b3[] = {"p", "verify", "--pubkey", "K", "D", NULL};
+        CHECK(cli_parse_pos(opts, 2, 5, b3, 2, &help, pos, 1, &n_pos, err, sizeof err) == 0);
+        CHECK(n_pos == 1 && !strcmp(pos[0], "D") && dir && !strcmp(dir, "K") && json == 0);
+        /* none given; more than max_pos; a dash that is not an option; "--" */
+        char *b4[] = {"p", "verify", "--json", NULL};
+        CHECK(cli_parse_pos(opts, 2, 3, b4, 2, &help, pos, 1, &n_pos, err, sizeof err) == 0);
+        CHECK(n_pos == 0);
+        char *b5[] = {"p", "verify", "D", "E", NULL};
+        CHECK(cli_parse_pos(opts, 2, 4, b5, 2, &help, pos, 1, &n_pos, err, sizeof err) == -1);
+        CHECK(strstr(err, "unexpected argument 'E'") != NULL);
+        char *b6[] = {"p", "verify", "-x", NULL};
+        CHECK(cli_parse_pos(opts, 2, 3, b6, 2, &help, pos, 1, &n_pos, err, sizeof err) == -1);
+        CHECK(strstr(err, "unexpected argument '-x'") != NULL);
+        char *b7[] = {"p", "verify", "--json", "--", "--odd-name", NULL};
+        CHECK(cli_parse_pos(opts, 2, 5, b7, 2, &help, pos, 1, &n_pos, err, sizeof err) == 0);
+        CHECK(n_pos == 1 && !strcmp(pos[0], "--odd-name") && json == 1);
+        /* cli_parse still refuses any positional argument */
+        CHECK(cli_parse(opts, 2, 4, b1, 2, &help, err, sizeof err) == -1);
+        CHECK(strstr(err, "unexpected argument 'D'") != NULL);
     }
     TEST_MAIN_END();
 }

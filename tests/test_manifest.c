@@ -54,6 +54,26 @@ static void test_keys(void)
     CHECK(!strcmp(b64, pub));
     char *pubfile = slurp(sp("k1.pub"), NULL);
     CHECK(pubfile && !strncmp(pubfile, "untrusted comment: minisign public key ", 39));
+    if (pubfile && strchr(pubfile, '\n')) {
+        /* The comment's key id is the one inside the key: bytes 2..9 of the decoded public
+         * key, read little-endian and printed as 16 upper-case hex digits, as minisign
+         * -G does. (It was 0000000000000000: the id was read from a wiped buffer.) */
+        const char *b64 = strchr(pubfile, '\n') + 1;
+        uint8_t bin[64];
+        size_t n = 0;
+        char want[17], got[17] = {0};
+        CHECK(sodium_base642bin(bin, sizeof bin, b64, strcspn(b64, "\r\n"), NULL, &n, NULL,
+                                sodium_base64_VARIANT_ORIGINAL) == 0 && n == 42);
+        for (int i = 0; i < 8; i++)
+            snprintf(want + 2 * i, 3, "%02X", bin[9 - i]);
+        sscanf(pubfile + 39, "%16s", got);
+        CHECK_MSG(!strcmp(got, want), "comment key id %s, key's id %s", got, want);
+        CHECK(strcmp(got, "0000000000000000") != 0);
+        CHECK(pubfile[39 + 16] == '\n');
+        char id[17];
+        reap_minisign_key_id(pk.keynum, id);
+        CHECK_MSG(!strcmp(id, want), "reap_minisign_key_id %s, want %s", id, want);
+    }
     free(pubfile);
 
     /* the secret key as minisign -G -W writes it: checksum left zero */

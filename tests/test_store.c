@@ -237,6 +237,14 @@ static void test_records(void)
     int complete = -1;
     CHECK_RC(reap_store_stats_complete(s, NULL, &m, &c1, &complete), REAP_OK);
     CHECK(complete == 0);
+    {   /* every set incomplete (c1 has layer 0 only): a precondition naming the gaps */
+        reap_layer_stats *pm = NULL;
+        int npm = 0;
+        CHECK_RC(reap_store_stats_merged(s, NULL, &m, NULL, 0, &pm, &npm, NULL, NULL),
+                 REAP_E_PRECONDITION);
+        CHECK_ERRMSG("has 1 of 3 MoE layers (missing: 1, 2)");
+        CHECK(pm == NULL && npm == 0);
+    }
     for (int l = 1; l < 3; l++)
         CHECK_RC(reap_store_stats_put(s, &m, &c1, &a[l], "cpu", NULL), REAP_OK);
     CHECK_RC(reap_store_stats_complete(s, NULL, &m, &c1, &complete), REAP_OK);
@@ -289,9 +297,20 @@ static void test_records(void)
     reap_id dup[2] = {c1, c1};
     CHECK_RC(reap_store_stats_merged(s, NULL, &m, dup, 2, &mg2, &nm2, NULL, NULL),
              REAP_E_INVALID);
+    /* c3 stopped after 2 of 3 layers: a precondition, naming the set and what is missing. */
     CHECK_RC(reap_store_stats_merged(s, NULL, &m, &c3, 1, &mg2, &nm2, NULL, NULL),
-             REAP_E_NOTFOUND);
+             REAP_E_PRECONDITION);
     CHECK_ERRMSG("no complete statistics");
+    CHECK_ERRMSG("has 2 of 3 MoE layers (missing: 2)");
+    {
+        char c3h[65];
+        reap_id_hex(&c3, c3h);
+        CHECK_ERRMSG(c3h);
+    }
+    reap_id c9;   /* no record at all: not found */
+    fake_id(&c9, 19);
+    CHECK_RC(reap_store_stats_merged(s, NULL, &m, &c9, 1, &mg2, &nm2, NULL, NULL),
+             REAP_E_NOTFOUND);
     /* One set: its records unchanged. */
     CHECK_RC(reap_store_stats_merged(s, NULL, &m, &c2, 1, &mg2, &nm2, NULL, NULL), REAP_OK);
     for (int l = 0; l < nm2; l++) {
