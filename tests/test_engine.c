@@ -2,7 +2,12 @@
  * thread counts and micro-batch sizes, statistics invariants, scoring rows R1 and R2
  * separately and merging equals scoring R1+R2 at once (a token's values do not depend on
  * the other tokens), and clear errors for a NaN weight, a config that disagrees with the
- * tensor shapes, a missing tensor.
+ * tensor shapes, a missing tensor, and finite weights whose activations overflow (after
+ * attention, through the input norm or the q/k head norms; after the router; in an
+ * expert's output; after a dense MLP: REAP_E_NUMERIC naming the layer and the stage).
+ * The MoE combine's own check (moe_out, "after MoE") is not reached from finite expert
+ * outputs: the routing weights of a token sum to at most 1, so the combine cannot leave
+ * the float range that the expert outputs stayed in.
  * (Agreement with the float64 oracle is tested by tests/run_oracle_compare.sh.) */
 #include <jansson.h>
 #include <math.h>
@@ -331,6 +336,119 @@ static void test_bad_inputs(void)
     unload(&l);
 }
 
+/* Every element of the F32 tensor `name` in the shards of `dir` set to `value`, in place.
+ * REAP_OK, REAP_E_NOTFOUND (no such tensor), REAP_E_INVALID (not F32), REAP_E_IO. */
+static int fill_f32(const char *dir, const char *name, float value)
+{
+    reap_ckpt *ck;
+    int rc = reap_ckpt_open(dir, &ck);
+    if (rc)
+        return rc;
+    rc = REAP_E_NOTFOUND;
+    for (size_t i = 0; i < reap_ckpt_n_files(ck) && rc == REAP_E_NOTFOUND; i++) {
+        const st_file *f = reap_ckpt_file(ck, i);
+        const st_tensor *t = st_file_find(f, name);
+        if (!t)
+            continue;
+        if (t->dtype != ST_F32) {
+            rc = REAP_E_INVALID;
+            break;
+        }
+        float *buf = malloc((size_t)t->numel * sizeof *buf);
+        FILE *fp = fopen(st_file_path(f), "r+b");
+        rc = buf && fp ? REAP_OK : REAP_E_IO;
+        for (int64_t k = 0; buf && k < t->numel; k++)
+            buf[k] = value;
+        if (!rc && (fseeko(fp, (off_t)(st_file_data_offset(f) + t->begin), SEEK_SET) ||
+                    fwrite(buf, sizeof *buf, (size_t)t->numel, fp) != (size_t)t->numel))
+            rc = REAP_E_IO;
+        if (fp && fclose(fp))
+            rc = REAP_E_IO;
+        free(buf);
+    }
+    reap_ckpt_close(ck);
+    return rc;
+}
+
+/* Finite weights, non-finite activations: one tensor of a fresh F32 model filled with
+ * 3e38 (finite) makes the activations overflow at one stage of one layer. The run stops
+ * with REAP_E_NUMERIC, and the message names that layer and stage. Layers: 0 and 2 MoE,
+ * 1 dense, so a stage in layer L also shows that the layers before it passed. */
+static void test_activation_overflow(void)
+{
+    char dir[1024], calib[1024], tensor[256], want_layer[64];
+    reap_gen_spec spec;
+    reap_gen_spec_default(&spec, REAP_FAMILY_QWEN3_MOE);
+    spec.dtype = ST_F32;
+    spec.n_layers = 3;
+    spec.n_mlp_only = 1;
+    spec.mlp_only_layers[0] = 1;
+    spec.seed = 5;
+    path_join(dir, sizeof dir, scratch, "overflow-model");
+    path_join(calib, sizeof calib, scratch, "overflow-calib.jsonl");
+    CHECK_RC(reap_gen_calib(calib, 8, 10, 40, spec.vocab, 13), REAP_OK);
+
+    /* the unmodified model scores; its most used expert of layer 2 is the one to break */
+    loaded l;
+    reap_layer_stats *st = NULL;
+    int n = 0, busy = -1;
+    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
+    CHECK_RC(load(dir, calib, 32, 1, &l), REAP_OK);
+    CHECK_RC(score(&l, 2, 4, &st, &n), REAP_OK);
+    CHECK(n == 2);
+    if (n == 2 && st[1].layer == 2)
+        for (int e = 0; e < st[1].n_experts; e++)
+            if (busy < 0 || st[1].count[e] > st[1].count[busy])
+                busy = e;
+    CHECK(busy >= 0 && st[1].count[busy] > 0);
+    free_stats(st, n);
+    unload(&l);
+    if (busy < 0)
+        return;
+
+    static const struct {
+        int layer;
+        const char *tensor;  /* %d: the expert, where there is one */
+        const char *stage;   /* the message's words for the stage */
+    } cases[] = {
+        {2, "input_layernorm.weight", "after attention"},
+        {1, "self_attn.q_norm.weight", "after attention"},
+        {0, "self_attn.k_norm.weight", "after attention"},
+        {2, "post_attention_layernorm.weight", "after router"},
+        {0, "mlp.gate.weight", "after router"},
+        {2, "mlp.experts.%d.gate_proj.weight", "non-finite output of expert"},
+        {1, "post_attention_layernorm.weight", "after MLP"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char suffix[128];
+        snprintf(suffix, sizeof suffix, cases[i].tensor, busy);
+        snprintf(tensor, sizeof tensor, "model.layers.%d.%s", cases[i].layer, suffix);
+        CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
+        CHECK_RC(fill_f32(dir, tensor, 3e38f), REAP_OK);
+        CHECK_RC(load(dir, calib, 32, 1, &l), REAP_OK);
+        st = NULL;
+        n = 0;
+        int rc = score(&l, 2, 4, &st, &n);
+        CHECK_MSG(rc == REAP_E_NUMERIC, "%s = 3e38: status %d, want REAP_E_NUMERIC: %s",
+                  tensor, rc, rc ? reap_err_msg() : "(no error)");
+        CHECK(st == NULL && n == 0);
+        snprintf(want_layer, sizeof want_layer, "layer %d: non-finite ", cases[i].layer);
+        CHECK_MSG(strstr(reap_err_msg(), want_layer) && strstr(reap_err_msg(), cases[i].stage),
+                  "%s = 3e38: message \"%s\" lacks \"%s\" or \"%s\"", tensor,
+                  reap_err_msg(), want_layer, cases[i].stage);
+        if (strstr(cases[i].stage, "expert")) {
+            char e[64];
+            snprintf(e, sizeof e, "expert %d (position", busy);
+            CHECK_ERRMSG(e);
+        } else {
+            CHECK_ERRMSG("non-finite activation");
+        }
+        printf("  %s = 3e38: %s\n", tensor, reap_err_msg());
+        free_stats(st, n);
+        unload(&l);
+    }
+}
+
 int main(int argc, char **argv)
 {
     scratch = argc > 1 ? argv[1] : "test_engine.tmp";
@@ -339,5 +457,6 @@ int main(int argc, char **argv)
     test_resume_from_checkpoint();
     test_merge_equals_concatenation();
     test_bad_inputs();
+    test_activation_overflow();
     TEST_MAIN_END();
 }
