@@ -55,7 +55,7 @@ run "$tmp/ref" "$tmp/c0.jsonl" 2>"$tmp/ref0.log" >/dev/null || fail "reference r
 t_ref=$(echo "$(now) - $t0" | bc)
 lt=$(layer_time "$tmp/ref0.log")
 [ -n "$lt" ] || fail "reference run printed no layer lines: $(cat "$tmp/ref0.log")"
-t_up=$(awk -v t="$t_ref" -v l="$lt" -v n=$layers 'BEGIN { u = t - n * l; printf "%.3f", u > 0.05 ? u : 0.05 }')
+t_up=$(awk -v t="$t_ref" -v l="$lt" -v n=$layers 'BEGIN { u = t - n * l; printf "%.3f", (u > 0.05 ? u : 0.05) }')
 echo "uninterrupted run: ${t_ref} s, ${lt} s per layer"
 
 mkdir -p "$tmp/log"
