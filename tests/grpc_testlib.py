@@ -12,6 +12,10 @@ transport, services_integration.py for the two services).
                         goes to WORK/<name>.log (appended, so a restart under the same name
                         keeps the earlier log).
   code_of(fn)           run fn(); (grpc.StatusCode, details), OK when it does not raise.
+  add_common_args(ap)   the options both scripts take: --proto-dir, --protoc, --plugin,
+                        --work, --load, --clients, --calls.
+  fresh_work(a)         a.work made absolute, emptied and created.
+  summary()             print the verdict; the exit status (0 when no check failed).
   make_certs(dir)       a test CA, a server certificate for localhost / 127.0.0.1 and a
                         client certificate signed by it, and an unrelated self-signed
                         certificate for localhost; returns {file name: path}.
@@ -20,6 +24,7 @@ Single-threaded use, except check(), which the load tests call from client threa
 (list.append and print are atomic enough for counting failures).
 """
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +37,30 @@ def check(cond, what):
     if not cond:
         FAILURES.append(what)
     return cond
+
+
+def add_common_args(ap):
+    ap.add_argument("--proto-dir", required=True)
+    ap.add_argument("--protoc", default="protoc")
+    ap.add_argument("--plugin", default="/usr/bin/grpc_python_plugin")
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--load", action="store_true")
+    ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--calls", type=int, default=100)
+
+
+def fresh_work(a):
+    a.work = os.path.abspath(a.work)
+    shutil.rmtree(a.work, ignore_errors=True)
+    os.makedirs(a.work)
+
+
+def summary():
+    if FAILURES:
+        print(f"{len(FAILURES)} checks FAILED")
+        return 1
+    print("all checks passed")
+    return 0
 
 
 def gen_stubs(protoc, plugin, out, protos):

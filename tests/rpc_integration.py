@@ -23,7 +23,8 @@ import sys
 import threading
 import time
 
-from grpc_testlib import FAILURES, ServerProcess, check, code_of, make_certs
+from grpc_testlib import (ServerProcess, add_common_args, check, code_of, fresh_work,
+                          make_certs, summary)
 from grpc_testlib import gen_stubs as _gen_stubs
 
 
@@ -530,19 +531,11 @@ def run_load(a):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--testd", required=True)
-    ap.add_argument("--proto-dir", required=True)
     ap.add_argument("--test-proto-dir", required=True)
-    ap.add_argument("--protoc", default="protoc")
-    ap.add_argument("--plugin", default="/usr/bin/grpc_python_plugin")
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--load", action="store_true")
-    ap.add_argument("--clients", type=int, default=100)
-    ap.add_argument("--calls", type=int, default=100)
+    add_common_args(ap)
     a = ap.parse_args()
     a.testd = os.path.abspath(a.testd)
-    a.work = os.path.abspath(a.work)
-    shutil.rmtree(a.work, ignore_errors=True)
-    os.makedirs(a.work)
+    fresh_work(a)
     gen_stubs(a, os.path.join(a.work, "pystubs"))
     import reap_pb2  # noqa: F401  (the product protocol compiles and imports)
     import reap_pb2_grpc  # noqa: F401
@@ -553,11 +546,7 @@ def main():
         test_main_server(a)
         test_tls(a)
         test_queue_limit(a)
-    if FAILURES:
-        print(f"{len(FAILURES)} checks FAILED")
-        return 1
-    print("all checks passed")
-    return 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ import sys
 import threading
 import time
 
-from grpc_testlib import FAILURES, ServerProcess, check, code_of, make_certs
+from grpc_testlib import (ServerProcess, add_common_args, check, code_of, fresh_work,
+                          make_certs, summary)
 from grpc_testlib import gen_stubs as _gen_stubs
 
 TOKEN = "svc-test-token"
@@ -912,18 +913,10 @@ def run_load(a):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
-    ap.add_argument("--proto-dir", required=True)
-    ap.add_argument("--protoc", default="protoc")
-    ap.add_argument("--plugin", default="/usr/bin/grpc_python_plugin")
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--load", action="store_true")
-    ap.add_argument("--clients", type=int, default=100)
-    ap.add_argument("--calls", type=int, default=100)
+    add_common_args(ap)
     a = ap.parse_args()
     a.bin = os.path.abspath(a.bin)
-    a.work = os.path.abspath(a.work)
-    shutil.rmtree(a.work, ignore_errors=True)
-    os.makedirs(a.work)
+    fresh_work(a)
     gen_stubs(a, os.path.join(a.work, "pystubs"))
     if a.load:
         run_load(a)
@@ -931,11 +924,7 @@ def main():
         test_config(a)
         test_services(a)
         test_tls(a)
-    if FAILURES:
-        print(f"{len(FAILURES)} checks FAILED")
-        return 1
-    print("all checks passed")
-    return 0
+    return summary()
 
 
 if __name__ == "__main__":
