@@ -454,9 +454,15 @@ static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
         snprintf(err, sizeof err, "%s%s", rc == REAP_E_CANCELLED ? "prune stopped, nothing "
                  "written: " : "", reap_err_msg());
         svc_log(PROG, "Prune job %s: %s", job, err);
+        /* The slot is free before the client hears the end: its next Prune must not
+         * find this one still counted. */
+        release_output(S, out);
+        reserved = 0;
         rc = prune_fail(call, code, err);
         goto done;
     }
+    release_output(S, out);   /* as above: free before the final event */
+    reserved = 0;
     Reap__V1__PruneFinished fin = REAP__V1__PRUNE_FINISHED__INIT;
     fin.output_path = out;
     fin.manifest_digest = res.manifest_digest;

@@ -453,7 +453,8 @@ def test_services(a):
     kinds = [k for k, _ in evs]
     check(code == grpc.StatusCode.OK and kinds[0] == "accepted" and "progress" in kinds and
           kinds[-1] == "finished" and evs[-1][1].is_signed and
-          len(evs[-1][1].manifest_digest) == 64, "Prune: accepted, progress, finished (signed)")
+          len(evs[-1][1].manifest_digest) == 64,
+          f"Prune: accepted, progress, finished (signed) ({code}, events {kinds})")
     out1 = evs[-1][1].output_path
     with open(os.path.join(out1, "config.json")) as f:
         cfg = json.load(f)
