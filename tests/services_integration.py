@@ -19,7 +19,9 @@ grpc_python_plugin):
   * more than 20 kinds of bad request, each with its status code, the servers staying up
     (both ratio and n_prune: INVALID_ARGUMENT; n_prune >= the model's experts:
     FAILED_PRECONDITION);
-  * TLS (plaintext and wrong-CA clients refused) and the bearer token;
+  * TLS (plaintext and wrong-CA clients refused), mTLS on the scorer (a client without a
+    certificate of the client CA refused, reapctl --tls-cert/--tls-key served) and the
+    bearer token;
   * SIGTERM during a run: NOT_SERVING, the layer in progress committed, exit 0; after a
     restart the run shows as interrupted, scoring again resumes it, and the statistics
     equal those of a one-shot `reap-scorer run` bit for bit.
@@ -741,6 +743,34 @@ def test_tls(a):
     check(r.returncode == 24, f"TLS: reapctl without --tls-ca -> exit 24 (UNAVAILABLE), got "
                               f"{r.returncode}")
     check(srv.stop() == 0, "TLS server: exit 0")
+
+    # mTLS on the real scorer: only clients with a certificate signed by the client CA.
+    srv = start_scorer(a, fx, name="scorer-mtls", store="store-mtls",
+                       extra=["--tls-cert", cert["server.pem"], "--tls-key",
+                              cert["server.key"], "--tls-client-ca", cert["ca.pem"]])
+    hc = lambda ch: code_of(lambda: hg.HealthStub(ch).Check(hp.HealthCheckRequest(),
+                                                              timeout=5))
+    with_cert = grpc.secure_channel(srv.addr, grpc.ssl_channel_credentials(
+        rd(cert["ca.pem"]), rd(cert["client.key"]), rd(cert["client.pem"])))
+    no_cert = grpc.secure_channel(srv.addr, grpc.ssl_channel_credentials(rd(cert["ca.pem"])))
+    c, _ = hc(with_cert)
+    check(c == grpc.StatusCode.OK, f"mTLS: a client with a certificate of the CA is served ({c.name})")
+    c, _ = hc(no_cert)
+    check(c == grpc.StatusCode.UNAVAILABLE, f"mTLS: a client without a certificate is refused ({c.name})")
+    r = subprocess.run([os.path.join(a.bin, "reapctl"), "--scorer", srv.addr, "--tls-ca",
+                        cert["ca.pem"], "--tls-cert", cert["client.pem"], "--tls-key",
+                        cert["client.key"], "health", "scorer"], capture_output=True,
+                       text=True, timeout=30)
+    check(r.returncode == 0 and "SERVING" in r.stdout,
+          f"mTLS: reapctl --tls-cert/--tls-key health (exit {r.returncode})")
+    r = subprocess.run([os.path.join(a.bin, "reapctl"), "--scorer", srv.addr, "--tls-ca",
+                        cert["ca.pem"], "health", "scorer", "--timeout-ms", "3000"],
+                       capture_output=True, text=True, timeout=30)
+    check(r.returncode == 24, f"mTLS: reapctl without a client certificate -> exit 24, got "
+                              f"{r.returncode}")
+    for ch in (good, other, with_cert, no_cert):
+        ch.close()
+    check(srv.stop() == 0, "mTLS server: exit 0")
 
 
 def test_config(a):
