@@ -13,6 +13,7 @@
  * `reapctl watch RUN_ID`. Leaving never stops a run by itself: the server keeps
  * scoring when its client goes away.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,9 +194,11 @@ static int cancel_and_follow(const char *cmd, rpc_client *cl, follow *f, long ti
 
 static int run_follow(const char *cmd, int argc, char **argv, int is_watch)
 {
-    const char *model = NULL, *calib = NULL, *backend = NULL, *run_id = NULL;
-    long seq_len = 0, max_samples = 0, batch = 0;
+    const char *model = NULL, *calib = NULL, *backend = NULL, *run_id = NULL,
+               *tokenizer = NULL, *seed_s = NULL;
+    long seq_len = 0, max_samples = 0, batch = 0, seed = 0;
     int no_pack = 0, force = 0, detach = 0, json = 0, help = 0, n_pos = 0, n = 0, ex;
+    int shuffle = 0;
     const char *pos[1];
     reapctl_conn c;
     cli_opt opts[24];
@@ -209,6 +212,14 @@ static int run_follow(const char *cmd, int argc, char **argv, int is_watch)
                               "directory on the server (under its --model-root)", &model, 1};
         opts[n++] = (cli_opt){"calib", "REAP_CALIBRATION_PATH", CLI_STR, NULL, "calibration "
                               "file on the server (under its --calib-root)", &calib, 1};
+        opts[n++] = (cli_opt){"tokenizer", "REAP_TOKENIZER_PATH", CLI_STR, NULL,
+                              "tokenizer.json or its directory on the server (under its "
+                              "--model-root; default: the model directory's own)",
+                              &tokenizer, 0};
+        opts[n++] = (cli_opt){"shuffle", NULL, CLI_FLAG, NULL, "shuffle the items (with "
+                              "--seed) before taking --max-samples", &shuffle, 0};
+        opts[n++] = (cli_opt){"seed", NULL, CLI_STR, NULL, "shuffle seed, an integer >= 0 "
+                              "(with --shuffle; default 0)", &seed_s, 0};
         opts[n++] = (cli_opt){"seq-len", NULL, CLI_INT, "0", "positions per row (0: the "
                               "server's default)", &seq_len, 0};
         opts[n++] = (cli_opt){"no-pack", NULL, CLI_FLAG, NULL, "one row per sample",
@@ -250,6 +261,19 @@ static int run_follow(const char *cmd, int argc, char **argv, int is_watch)
                 cmd);
         return REAPCTL_EXIT_USAGE;
     }
+    if (seed_s) {
+        char *end;
+        errno = 0;
+        seed = strtol(seed_s, &end, 10);
+        if (!*seed_s || *end || errno || seed < 0) {
+            fprintf(stderr, "reapctl %s: --seed '%s' is not an integer >= 0\n", cmd, seed_s);
+            return REAPCTL_EXIT_USAGE;
+        }
+        if (!shuffle) {
+            fprintf(stderr, "reapctl %s: --seed only applies with --shuffle\n", cmd);
+            return REAPCTL_EXIT_USAGE;
+        }
+    }
     if ((ex = reapctl_connect(cmd, &c, REAPCTL_SCORER, &g_int, &cl)))
         return ex;
     reapctl_on_interrupt(&g_int);
@@ -269,6 +293,9 @@ static int run_follow(const char *cmd, int argc, char **argv, int is_watch)
         q.batch_size = (uint32_t)batch;
         q.backend = (char *)(backend ? backend : "");
         q.force = force;
+        q.tokenizer_path = (char *)(tokenizer ? tokenizer : "");
+        q.shuffle = shuffle;
+        q.seed = (uint64_t)seed;
         code = rpc_client_stream(cl, "/reap.v1.Scorer/Score", &q.base,
                                  &reap__v1__score_event__descriptor, 0, on_event, &f, &st);
     }

@@ -282,6 +282,8 @@ static void run_job(reap_rm *m, rm_job *j)
         .model_dir = j->rq.model_dir,
         .calib_path = j->rq.calib_path,
         .tokenizer_path = j->rq.tokenizer_path,
+        .shuffle = j->rq.shuffle,
+        .seed = j->rq.seed,
         .seq_len = j->rq.seq_len,
         .pack = j->rq.pack,
         .max_samples = j->rq.max_samples,
@@ -448,9 +450,12 @@ void reap_rm_free(reap_rm *m)
 
 static int same_request(const rm_job *j, const reap_rm_request *rq)
 {
+    const char *ta = j->rq.tokenizer_path ? j->rq.tokenizer_path : "",
+               *tb = rq->tokenizer_path ? rq->tokenizer_path : "";
     return !strcmp(j->rq.model_dir, rq->model_dir) && !strcmp(j->rq.calib_path, rq->calib_path) &&
            j->rq.seq_len == rq->seq_len && j->rq.pack == rq->pack &&
-           j->rq.max_samples == rq->max_samples;
+           j->rq.max_samples == rq->max_samples && !strcmp(ta, tb) &&
+           j->rq.shuffle == rq->shuffle && (!rq->shuffle || j->rq.seed == rq->seed);
 }
 
 int reap_rm_submit(reap_rm *m, const reap_rm_request *rq, reap_rm_watch_fn fn,

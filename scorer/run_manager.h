@@ -79,6 +79,8 @@ typedef struct reap_rm_request {
     const char *model_dir;           /* resolved checkpoint directory */
     const char *calib_path;          /* resolved calibration file */
     const char *tokenizer_path;      /* for text items; may be NULL */
+    int shuffle;                     /* 1: shuffle the items with seed first */
+    uint64_t seed;
     int seq_len;                     /* >= 1 */
     int pack;
     int64_t max_samples;             /* 0: all */

@@ -311,7 +311,7 @@ static int h_score(rpc_call *call, const ProtobufCMessage *req, void *ud)
     const Reap__V1__ScoreRequest *q = (const void *)req;
     scorer_svc *S = ud;
     char err[1024], cpath[4200];
-    char *model = NULL, *calib = NULL;
+    char *model = NULL, *calib = NULL, *tok = NULL;
     reap_config cfg = {0};
     rpc_code code;
     int rc;
@@ -327,6 +327,8 @@ static int h_score(rpc_call *call, const ProtobufCMessage *req, void *ud)
     if (q->batch_size > 65536)
         return rpc_call_error(call, RPC_INVALID_ARGUMENT, "batch_size: %u is over 65536",
                               q->batch_size);
+    if (q->seed && !q->shuffle)
+        return rpc_call_error(call, RPC_INVALID_ARGUMENT, "seed: only applies with shuffle");
     const reap_backend_i *be = S->backend;
     if (*q->backend) {
         if (strcmp(q->backend, "cpu") && strcmp(q->backend, "cuda") &&
@@ -342,7 +344,10 @@ static int h_score(rpc_call *call, const ProtobufCMessage *req, void *ud)
     if ((code = rpc_path_confine(&S->model_roots, "model_path", q->model_path,
                                  RPC_PATH_EXISTING | RPC_PATH_DIR, &model, err, sizeof err)) ||
         (code = rpc_path_confine(&S->calib_roots, "calib_path", q->calib_path,
-                                 RPC_PATH_EXISTING | RPC_PATH_FILE, &calib, err, sizeof err))) {
+                                 RPC_PATH_EXISTING | RPC_PATH_FILE, &calib, err, sizeof err)) ||
+        (*q->tokenizer_path &&
+         (code = rpc_path_confine(&S->model_roots, "tokenizer_path", q->tokenizer_path,
+                                  RPC_PATH_EXISTING, &tok, err, sizeof err)))) {
         rc = rpc_call_error(call, code, "%s", err);
         goto done;
     }
@@ -368,7 +373,9 @@ static int h_score(rpc_call *call, const ProtobufCMessage *req, void *ud)
     reap_rm_request rq = {
         .model_dir = model,
         .calib_path = calib,
-        .tokenizer_path = stat(cpath, &sb) == 0 ? model : NULL,
+        .tokenizer_path = tok ? tok : stat(cpath, &sb) == 0 ? model : NULL,
+        .shuffle = q->shuffle,
+        .seed = q->seed,
         .seq_len = q->seq_len ? (int)q->seq_len : (int)S->seq_len,
         .pack = !q->no_pack,
         .max_samples = q->max_samples ? (int64_t)q->max_samples : S->max_samples,
@@ -389,6 +396,7 @@ done:
     reap_config_free(&cfg);
     free(model);
     free(calib);
+    free(tok);
     return rc;
 }
 

@@ -701,6 +701,32 @@ def test_services(a):
         for x, r in zip(g.layers, ref["layers"]))
     check(same, "interrupted + resumed statistics equal a one-shot run bit for bit")
 
+    # ---- shuffle / seed / tokenizer_path in a Score request ----
+    evs, code = events(sc.Score(rp.ScoreRequest(model_path="m", calib_path="c9.jsonl",
+                                                max_samples=6, shuffle=True, seed=5),
+                                metadata=auth, timeout=120))
+    ids = {}
+    for tag, extra in (("shuffled", ["--shuffle", "--seed", "5"]), ("plain", [])):
+        out = os.path.join(a.work, f"oneshot-{tag}.json")
+        run([os.path.join(a.bin, "reap-scorer"), "run", "--model",
+             os.path.join(fx.models, "m"), "--calib", os.path.join(fx.calib, "c9.jsonl"),
+             "--seq-len", "64", "--max-samples", "6", "--backend", "cpu", "--threads", "1",
+             "--quiet", "--stats-json", out] + extra)
+        with open(out) as f:
+            ids[tag] = json.load(f)["calib_id"]
+    check(code == grpc.StatusCode.OK and evs[0][0] == "accepted" and
+          evs[0][1].calib_id == ids["shuffled"] != ids["plain"],
+          "Score shuffle=True seed=5 scores the rows of `reap-scorer run --shuffle --seed 5`")
+    c, d = code_of(lambda: list(sc.Score(rp.ScoreRequest(model_path="m", calib_path="c9.jsonl",
+                                                         seed=5), metadata=auth, timeout=10)))
+    check(c == grpc.StatusCode.INVALID_ARGUMENT and "seed" in d,
+          f"seed without shuffle -> INVALID_ARGUMENT ({d})")
+    c, d = code_of(lambda: list(sc.Score(rp.ScoreRequest(model_path="m", calib_path="c9.jsonl",
+                                                         tokenizer_path="/etc"),
+                                         metadata=auth, timeout=10)))
+    check(c == grpc.StatusCode.PERMISSION_DENIED and "tokenizer_path" in d,
+          f"tokenizer_path outside the model roots -> PERMISSION_DENIED ({d})")
+
     for srv in (sc_srv, pr_srv):
         check(srv.stop() == 0, f"{srv.name}: SIGTERM, exit status 0")
 
