@@ -13,7 +13,6 @@
  * `reapctl watch RUN_ID`. Leaving never stops a run by itself: the server keeps
  * scoring when its client goes away.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,18 +260,9 @@ static int run_follow(const char *cmd, int argc, char **argv, int is_watch)
                 cmd);
         return REAPCTL_EXIT_USAGE;
     }
-    if (seed_s) {
-        char *end;
-        errno = 0;
-        seed = strtol(seed_s, &end, 10);
-        if (!*seed_s || *end || errno || seed < 0) {
-            fprintf(stderr, "reapctl %s: --seed '%s' is not an integer >= 0\n", cmd, seed_s);
-            return REAPCTL_EXIT_USAGE;
-        }
-        if (!shuffle) {
-            fprintf(stderr, "reapctl %s: --seed only applies with --shuffle\n", cmd);
-            return REAPCTL_EXIT_USAGE;
-        }
+    if (cli_shuffle_seed(seed_s, shuffle, &seed, err, sizeof err)) {
+        fprintf(stderr, "reapctl %s: %s\n", cmd, err);
+        return REAPCTL_EXIT_USAGE;
     }
     if ((ex = reapctl_connect(cmd, &c, REAPCTL_SCORER, &g_int, &cl)))
         return ex;

@@ -513,3 +513,23 @@ out:
     free(buf);
     return rc;
 }
+
+int cli_shuffle_seed(const char *text, int shuffle, long *seed, char *err, size_t errlen)
+{
+    char *end;
+    *seed = 0;
+    if (!text)
+        return 0;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (!*text || *end || errno || v < 0) {
+        snprintf(err, errlen, "--seed '%s' is not an integer >= 0", text);
+        return -1;
+    }
+    if (!shuffle) {
+        snprintf(err, errlen, "--seed only applies with --shuffle");
+        return -1;
+    }
+    *seed = v;
+    return 0;
+}

@@ -76,6 +76,12 @@ void cli_free(const cli_opt *opts, int n);
 /* Print "usage" then one line per option: flag, environment variable, default, help. */
 void cli_usage(FILE *f, const char *usage, const cli_opt *opts, int n);
 
+/* The shuffle seed of the commands that take --shuffle and --seed (a CLI_STR option,
+ * NULL when not given): *seed = its value, an integer >= 0, or 0 when not given.
+ * Returns 0, or -1 with the problem in err ("--seed 'x' is not an integer >= 0",
+ * "--seed only applies with --shuffle"). */
+int cli_shuffle_seed(const char *text, int shuffle, long *seed, char *err, size_t errlen);
+
 /* Parse .env text (NUL-terminated; `name` is used in messages). fn(key, value, ud) is
  * called for each assignment in file order (strings valid during the call only); a
  * non-zero return from fn stops parsing and is returned. Returns 0, or -1 with

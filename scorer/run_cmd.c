@@ -4,7 +4,6 @@
  * output is the merged view of every complete calibration set of the model
  * (score_job.h does the work). */
 #include <math.h>
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,18 +205,9 @@ int scorer_cmd_run(int argc, char **argv)
                         "--threads, --max-samples and --checkpoint-every >= 0\n");
         return 2;
     }
-    if (seed_s) {
-        char *end;
-        errno = 0;
-        seed = strtol(seed_s, &end, 10);
-        if (!*seed_s || *end || errno || seed < 0) {
-            fprintf(stderr, "reap-scorer run: --seed '%s' is not an integer >= 0\n", seed_s);
-            return 2;
-        }
-        if (!shuffle) {
-            fprintf(stderr, "reap-scorer run: --seed only applies with --shuffle\n");
-            return 2;
-        }
+    if (cli_shuffle_seed(seed_s, shuffle, &seed, err, sizeof err)) {
+        fprintf(stderr, "reap-scorer run: %s\n", err);
+        return 2;
     }
     const reap_backend_i *be = scorer_pick_backend(backend);
     if (!be) {

@@ -272,5 +272,17 @@ int main(int argc, char **argv)
         CHECK(cli_parse(opts, 2, 4, b1, 2, &help, err, sizeof err) == -1);
         CHECK(strstr(err, "unexpected argument 'D'") != NULL);
     }
+    /* --seed of the commands with --shuffle: optional, an integer >= 0, only with it */
+    {
+        long seed = -1;
+        CHECK(cli_shuffle_seed(NULL, 0, &seed, err, sizeof err) == 0 && seed == 0);
+        CHECK(cli_shuffle_seed("17", 1, &seed, err, sizeof err) == 0 && seed == 17);
+        CHECK(cli_shuffle_seed("17", 0, &seed, err, sizeof err) == -1 &&
+              strstr(err, "only applies with --shuffle"));
+        CHECK(cli_shuffle_seed("-1", 1, &seed, err, sizeof err) == -1 &&
+              strstr(err, "'-1' is not an integer >= 0"));
+        CHECK(cli_shuffle_seed("", 1, &seed, err, sizeof err) == -1);
+        CHECK(cli_shuffle_seed("3x", 1, &seed, err, sizeof err) == -1);
+    }
     TEST_MAIN_END();
 }
