@@ -574,6 +574,13 @@ typedef struct list_ent {
     const reap_rm_info *m;
 } list_ent;
 
+/* When the run was made: its submission when the manager knows it (a queued run has no
+ * store record yet), else the start its record holds. */
+static int64_t list_ent_made(const list_ent *e)
+{
+    return e->m ? e->m->submitted_unix_ns : e->r->started_unix_ns;
+}
+
 static const uint8_t *list_ent_id(const list_ent *e)
 {
     return e->r ? e->r->run_id : e->m->run_id;
@@ -581,6 +588,9 @@ static const uint8_t *list_ent_id(const list_ent *e)
 
 static int list_ent_newest_first(const void *a, const void *b)
 {
+    int64_t ta = list_ent_made(a), tb = list_ent_made(b);
+    if (ta != tb)
+        return ta > tb ? -1 : 1;
     return memcmp(list_ent_id(b), list_ent_id(a), 16);
 }
 
@@ -619,7 +629,7 @@ static int h_list_runs(rpc_call *call, const ProtobufCMessage *req, void *ud)
     }
     /* The store's runs (with the manager's job when it holds the run) and the jobs the
      * store has no record of (queued, identifying, ended before they started; not those
-     * of a pair already scored), newest first: run ids begin with their creation time. */
+     * of a pair already scored), newest first. */
     if (!(ent = svc_alloc(&pool, ((size_t)n_runs + (size_t)n_mem) * sizeof *ent)) ||
         !(resp.runs = svc_alloc(&pool, ((size_t)n_runs + (size_t)n_mem) * sizeof *resp.runs)))
         goto oom;

@@ -111,8 +111,7 @@ static int run_save(reap_store *s, reap_run_info *run)
 
 void reap_run_id_new(uint8_t id[16])
 {
-    store_be64(id, (uint64_t)store_now_ns());
-    randombytes_buf(id + 8, 8);
+    randombytes_buf(id, 16);
 }
 
 int reap_store_run_begin(reap_store *s, const uint8_t *run_id, const reap_id *model,
@@ -248,6 +247,14 @@ int reap_store_run_get(reap_store *s, reap_store_snap *snap, const uint8_t run_i
     return rc;
 }
 
+static int run_oldest_first(const void *a, const void *b)
+{
+    const reap_run_info *x = a, *y = b;
+    if (x->started_unix_ns != y->started_unix_ns)
+        return x->started_unix_ns < y->started_unix_ns ? -1 : 1;
+    return memcmp(x->run_id, y->run_id, 16);
+}
+
 int reap_store_run_list(reap_store *s, reap_store_snap *snap, reap_run_info **runs, int *n)
 {
     MDB_txn *txn;
@@ -282,6 +289,7 @@ int reap_store_run_list(reap_store *s, reap_store_snap *snap, reap_run_info **ru
             goto fail;
         cnt++;
     }
+    qsort(out, (size_t)cnt, sizeof *out, run_oldest_first);
     *runs = out;
     *n = cnt;
     out = NULL;

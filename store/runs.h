@@ -2,10 +2,11 @@
  * (model, calibration) pair), updated in the same write transaction as each layer's
  * statistics, so a snapshot never sees a layer counted as done without its record.
  *
- * run_id: 16 bytes = creation time (ns since the epoch, u64 big-endian) | 8 random bytes
- * (reap_run_id_new), so runs list in the order their ids were made: the start of the
- * run, or earlier when the caller made the id in advance (the scorer service makes it
- * when a run is submitted, so that a queued run can be watched and cancelled). States: running -> done | failed | cancelled. A run left
+ * run_id: 16 random bytes (reap_run_id_new), so that the first 8 hex digits a person
+ * types name one run even among runs started in the same second. The caller may make
+ * the id in advance (the scorer service makes it when a run is submitted, so that a
+ * queued run can be watched and cancelled). Runs list in the order they started
+ * (started_unix_ns). States: running -> done | failed | cancelled. A run left
  * "running" by a process that died stays so; a later run of the same pair resumes the
  * work (the scorer's job, see scorer/score_job.h) with a new run_id.
  *
@@ -53,8 +54,8 @@ void reap_run_id_hex(const uint8_t id[16], char out[33]);
 /* Parse 32 hex digits. REAP_OK or REAP_E_INVALID. */
 int reap_run_id_parse(const char *hex, uint8_t id[16]);
 
-/* A new run id: now (ns since the epoch, big-endian) | 8 random bytes (libsodium's
- * randombytes_buf; sodium_init must have succeeded, as for the store). Thread-safe. */
+/* A new run id: 16 random bytes (libsodium's randombytes_buf; sodium_init must have
+ * succeeded, as for the store). Thread-safe. */
 void reap_run_id_new(uint8_t id[16]);
 
 /* Create a run record in state running. run_id: the record's id (made earlier with
@@ -93,7 +94,7 @@ int reap_store_run_mark_interrupted(reap_store *s, const reap_id *model, const r
 int reap_store_run_get(reap_store *s, reap_store_snap *snap, const uint8_t run_id[16],
                        reap_run_info *out);
 
-/* Every run, oldest first. *runs is malloc'd: reap_run_info_free each, then free().
+/* Every run, oldest first (by started_unix_ns, then id). *runs is malloc'd: reap_run_info_free each, then free().
  * *n may be 0. */
 int reap_store_run_list(reap_store *s, reap_store_snap *snap, reap_run_info **runs,
                         int *n);

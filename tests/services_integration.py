@@ -351,9 +351,11 @@ def test_services(a):
     lq = sc.ListRuns(rp.ListRunsRequest(state=rp.RUN_STATE_QUEUED), metadata=auth,
                      timeout=10).runs
     check([x.run_id for x in lq] == [run5], "ListRuns state=QUEUED: that run only")
-    g5 = sc.GetRun(rp.GetRunRequest(run_id=run5[:10]), metadata=auth, timeout=10)
+    # run4 and run5 were made milliseconds apart: 8 digits still name one of them.
+    g5 = sc.GetRun(rp.GetRunRequest(run_id=run5[:8]), metadata=auth, timeout=10)
     check(g5.run_id == run5 and g5.state == rp.RUN_STATE_QUEUED and g5.layers_done == 0 and
-          g5.queue_position == 1, "GetRun of the queued run by a prefix of its id: QUEUED")
+          g5.queue_position == 1,
+          "GetRun of the queued run by 8 digits (made just after the running one): QUEUED")
     w5 = sc.WatchRun(rp.WatchRunRequest(run_id=run5), metadata=auth, timeout=120)
     wfirst = next(w5)
     check(wfirst.WhichOneof("event") == "queued" and wfirst.queued.run_id == run5 and

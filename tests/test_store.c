@@ -5,6 +5,7 @@
  * its record), runs, map growth from a tiny map, read-only stores, hidden-state
  * checkpoints. */
 #include <fcntl.h>
+#include <time.h>
 #include <lmdb.h>
 #include <unistd.h>
 
@@ -331,12 +332,23 @@ static void test_records(void)
     reap_run_info run;
     reap_id c4;
     fake_id(&c4, 14);
-    /* An id made in advance (the scorer service makes it at submission) is the record's;
-     * ids are time | random: increasing prefixes, distinct random halves. */
+    /* An id made in advance (the scorer service makes it at submission) is the record's.
+     * Ids are random, so the 8-hex-digit prefixes a person types differ even for ids made
+     * back to back (a time-first id gave 200 ids made in a row one prefix; 200 random
+     * ones share a 32-bit prefix with probability 5e-6). */
     uint8_t want_id[16], id2[16];
+    enum { N_IDS = 200 };
+    static uint8_t many_ids[N_IDS][16];
+    int prefix_clash = 0;
+    for (int i = 0; i < N_IDS; i++) {
+        reap_run_id_new(many_ids[i]);
+        for (int j = 0; j < i; j++)
+            prefix_clash += !memcmp(many_ids[i], many_ids[j], 4);
+    }
+    CHECK(prefix_clash == 0);
     reap_run_id_new(want_id);
     reap_run_id_new(id2);
-    CHECK(memcmp(want_id, id2, 8) <= 0 && memcmp(want_id + 8, id2 + 8, 8) != 0);
+    CHECK(memcmp(want_id, id2, 16) != 0);
     CHECK_RC(reap_store_run_begin(s, want_id, &m, &c4, 3, 0, "cpu", "cpu:0", &run), REAP_OK);
     CHECK(!memcmp(run.run_id, want_id, 16));
     CHECK_RC(reap_store_run_commit_layer(s, &run, 0, 0.5, &b[0], &oc), REAP_OK);
@@ -349,10 +361,27 @@ static void test_records(void)
           got_run.n_layer_seconds == 2 && got_run.layer_seconds[1] == 0.25);
     reap_run_info_free(&got_run);
     CHECK_RC(reap_store_run_finish(s, &run, REAP_RUN_FAILED, "disk on fire"), REAP_OK);
+    /* Runs list in the order they started, whatever their ids: three more, begun in turn
+     * with ids made in descending order. */
+    uint8_t later_id[3][16];
+    reap_run_info later[3];
+    for (int i = 0; i < 3; i++) {
+        nanosleep(&(struct timespec){0, 2000000}, NULL); /* distinct start times */
+        memset(later_id[i], 0xf0 - 0x10 * i, 16);
+        CHECK_RC(reap_store_run_begin(s, later_id[i], &m, &c4, 3, 0, "cpu", NULL, &later[i]),
+                 REAP_OK);
+        CHECK_RC(reap_store_run_finish(s, &later[i], REAP_RUN_CANCELLED, NULL), REAP_OK);
+        reap_run_info_free(&later[i]);
+    }
     reap_run_info *runs = NULL;
     int nr = 0;
     CHECK_RC(reap_store_run_list(s, NULL, &runs, &nr), REAP_OK);
-    CHECK(nr == 1 && runs[0].state == REAP_RUN_FAILED && !strcmp(runs[0].error, "disk on fire"));
+    CHECK(nr == 4 && runs[0].state == REAP_RUN_FAILED && !strcmp(runs[0].error, "disk on fire"));
+    CHECK(nr == 4 && !memcmp(runs[0].run_id, want_id, 16));
+    for (int i = 1; i < nr; i++) {
+        CHECK(!memcmp(runs[i].run_id, later_id[i - 1], 16));
+        CHECK(runs[i].started_unix_ns >= runs[i - 1].started_unix_ns);
+    }
     for (int i = 0; i < nr; i++)
         reap_run_info_free(&runs[i]);
     free(runs);
@@ -360,7 +389,7 @@ static void test_records(void)
 
     uint64_t checked = 0;
     CHECK_RC(reap_store_verify(s, &checked), REAP_OK);
-    CHECK(checked == 1 + 3 + 3 + 2 + 2 + 1); /* model, c1, c2, c3, c4 stats, run */
+    CHECK(checked == 1 + 3 + 3 + 2 + 2 + 4); /* model, c1, c2, c3, c4 stats, 4 runs */
     reap_store_close(s);
     s = NULL;
 
