@@ -5,9 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <sodium.h>
-#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,10 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "parallel.h"
+#include "filehash.h"
 #include "reap_err.h"
-
-#define HASH_BUF (8u << 20)
 
 void reap_hex(const uint8_t *bin, size_t n, char *out)
 {
@@ -29,58 +25,6 @@ void reap_hex(const uint8_t *bin, size_t n, char *out)
         out[2 * i + 1] = d[bin[i] & 15];
     }
     out[2 * n] = '\0';
-}
-
-int reap_hash_file(const char *path, uint8_t blake2b_256[32], uint8_t sha256[32],
-                   uint64_t *size)
-{
-    int rc = REAP_OK;
-    crypto_generichash_state b2;
-    crypto_hash_sha256_state sh;
-    uint64_t total = 0;
-    unsigned char *buf = malloc(HASH_BUF);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (!buf || fd < 0) {
-        rc = buf ? reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno))
-                 : reap_err_set(REAP_E_NOMEM, "hash buffer");
-        goto done;
-    }
-    if (sodium_init() < 0) {
-        rc = reap_err_set(REAP_E_INTERNAL, "libsodium failed to initialise");
-        goto done;
-    }
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    crypto_generichash_init(&b2, NULL, 0, 32);
-    crypto_hash_sha256_init(&sh);
-    for (;;) {
-        ssize_t r = read(fd, buf, HASH_BUF);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            rc = reap_err_set(REAP_E_IO, "%s: read: %s", path, strerror(errno));
-            goto done;
-        }
-        if (r == 0)
-            break;
-        if (blake2b_256)
-            crypto_generichash_update(&b2, buf, (unsigned long long)r);
-        if (sha256)
-            crypto_hash_sha256_update(&sh, buf, (unsigned long long)r);
-        /* drop what was hashed from the page cache: memory stays flat on huge files */
-        posix_fadvise(fd, (off_t)total, (off_t)r, POSIX_FADV_DONTNEED);
-        total += (uint64_t)r;
-    }
-    if (blake2b_256)
-        crypto_generichash_final(&b2, blake2b_256, 32);
-    if (sha256)
-        crypto_hash_sha256_final(&sh, sha256);
-    if (size)
-        *size = total;
-done:
-    if (fd >= 0)
-        close(fd);
-    free(buf);
-    return rc;
 }
 
 static int cmp_layer_ptr(const void *a, const void *b)
@@ -219,59 +163,7 @@ static void free_names(char **v, size_t n)
     free(v);
 }
 
-/* ---- hashing many files on all cores --------------------------------------------------- */
-
-typedef struct hash_job {
-    const char *dir, *name;
-    int with_sha;
-    uint8_t b2[32], sh[32];
-    uint64_t size;
-    int rc;
-    char msg[512];
-} hash_job;
-
-typedef struct hash_pool {
-    hash_job *jobs;
-    size_t n;
-    atomic_size_t next;
-} hash_pool;
-
-static void *hash_worker(void *ud)
-{
-    hash_pool *p = ud;
-    for (;;) {
-        size_t i = atomic_fetch_add(&p->next, 1);
-        if (i >= p->n)
-            return NULL;
-        hash_job *j = &p->jobs[i];
-        char path[8192];
-        snprintf(path, sizeof path, "%s/%s", j->dir, j->name);
-        j->rc = reap_hash_file(path, j->b2, j->with_sha ? j->sh : NULL, &j->size);
-        if (j->rc)
-            snprintf(j->msg, sizeof j->msg, "%s", reap_err_msg());
-    }
-}
-
-/* Hash every job from a shared queue on up to 8 threads (one per core); each job's rc and
- * message say how it went. */
-static void hash_jobs(hash_job *jobs, size_t n)
-{
-    hash_pool pool = {jobs, n, 0};
-    pthread_t th[8];
-    int nt = reap_cpu_count();
-    nt = nt < 1 ? 1 : nt > 8 ? 8 : nt;
-    if ((size_t)nt > n)
-        nt = (int)n;
-    int started = 0;
-    for (int t = 1; t < nt; t++)
-        if (pthread_create(&th[started], NULL, hash_worker, &pool) == 0)
-            started++;
-    hash_worker(&pool);
-    for (int t = 0; t < started; t++)
-        pthread_join(th[t], NULL);
-}
-
-static int jobs_status(const hash_job *jobs, size_t n)
+static int jobs_status(const reap_file_hash *jobs, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (jobs[i].rc)
@@ -279,7 +171,7 @@ static int jobs_status(const hash_job *jobs, size_t n)
     return REAP_OK;
 }
 
-static json_t *file_entry(const hash_job *j)
+static json_t *file_entry(const reap_file_hash *j)
 {
     char b2h[65], shh[65];
     reap_hex(j->b2, 32, b2h);
@@ -308,14 +200,24 @@ static json_t *keep_sets_json(const reap_keepset *ks)
     return o;
 }
 
+/* The digest of input file `name` of size `size` given by the caller, or NULL. */
+static const reap_known_file *known_input(const reap_manifest_inputs *in, const char *name,
+                                          uint64_t size)
+{
+    for (int i = 0; in && i < in->n_files; i++)
+        if (!strcmp(in->files[i].path, name) && in->files[i].size == size)
+            return &in->files[i];
+    return NULL;
+}
+
 int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keepset *ks,
-                        const reap_manifest_inputs *in, const reap_sign_key *key,
-                        char *digest_hex)
+                        const reap_manifest_inputs *in, reap_hasher *hashed,
+                        const reap_sign_key *key, char *digest_hex)
 {
     int rc = REAP_OK;
     char **outs = NULL, **ins = NULL, *text = NULL;
-    size_t n_out = 0, n_in = 0;
-    hash_job *jobs = NULL;
+    size_t n_out = 0, n_in = 0, n_todo = 0;
+    reap_file_hash *jobs = NULL, **todo = NULL;
     json_t *doc = json_object(), *files = json_array(), *inputs = json_object(),
            *infiles = json_array(), *params = json_object(), *calib = json_array(),
            *soft = json_object();
@@ -330,15 +232,50 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
         (rc = list_dir(in_dir, 1, &ins, &n_in, NULL, NULL)))
         goto done;
     jobs = calloc(n_out + n_in + 1, sizeof *jobs);
-    if (!jobs) {
+    todo = calloc(n_out + n_in + 1, sizeof *todo);
+    if (!jobs || !todo) {
         rc = reap_err_set(REAP_E_NOMEM, "manifest: out of memory");
         goto done;
     }
-    for (size_t i = 0; i < n_out; i++)
-        jobs[i] = (hash_job){.dir = out_dir, .name = outs[i], .with_sha = 1};
-    for (size_t i = 0; i < n_in; i++)
-        jobs[n_out + i] = (hash_job){.dir = in_dir, .name = ins[i], .with_sha = 0};
-    hash_jobs(jobs, n_out + n_in);
+    /* Output files the background hasher digested (unchanged since) and input files the
+     * caller knows are taken as they are; the rest are hashed here, on all cores. */
+    if (hashed)
+        reap_hasher_wait(hashed);
+    for (size_t i = 0; i < n_out; i++) {
+        const reap_file_hash *h = reap_hasher_find(hashed, out_dir, outs[i]);
+        jobs[i] = h ? *h : (reap_file_hash){.dir = out_dir, .name = outs[i], .with_sha = 1};
+        if (!h)
+            todo[n_todo++] = &jobs[i];
+    }
+    for (size_t i = 0; i < n_in; i++) {
+        reap_file_hash *j = &jobs[n_out + i];
+        struct stat st;
+        char path[8192];
+        const reap_known_file *k = NULL;
+        *j = (reap_file_hash){.dir = in_dir, .name = ins[i], .with_sha = 0};
+        snprintf(path, sizeof path, "%s/%s", in_dir, ins[i]);
+        if (in && in->n_files && stat(path, &st) == 0)
+            k = known_input(in, ins[i], (uint64_t)st.st_size);
+        if (k) {
+            j->size = k->size;
+            memcpy(j->b2, k->blake2b_256, 32);
+        } else {
+            todo[n_todo++] = j;
+        }
+    }
+    if (n_todo) {
+        reap_file_hash *batch = calloc(n_todo, sizeof *batch);
+        if (!batch) {
+            rc = reap_err_set(REAP_E_NOMEM, "manifest: out of memory");
+            goto done;
+        }
+        for (size_t i = 0; i < n_todo; i++)
+            batch[i] = *todo[i];
+        reap_hash_files(batch, n_todo);
+        for (size_t i = 0; i < n_todo; i++)
+            *todo[i] = batch[i];
+        free(batch);
+    }
     if ((rc = jobs_status(jobs, n_out + n_in)))
         goto done;
     for (size_t i = 0; i < n_out; i++)
@@ -409,6 +346,7 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
     }
 done:
     free(jobs);
+    free(todo);
     free(text);
     free_names(outs, n_out);
     free_names(ins, n_in);
@@ -463,7 +401,7 @@ int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
     char **names = NULL, **others = NULL;
     size_t n_names = 0, n_others = 0;
     uint8_t *seen = NULL;
-    hash_job *jobs = NULL;
+    reap_file_hash *jobs = NULL;
     const json_t **entry = NULL;
 
     snprintf(mpath, sizeof mpath, "%s/%s", dir, REAP_MANIFEST_NAME);
@@ -530,9 +468,9 @@ int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
         }
         seen[hit - names] = 1;
         entry[n_jobs] = e;
-        jobs[n_jobs++] = (hash_job){.dir = dir, .name = p, .with_sha = 1};
+        jobs[n_jobs++] = (reap_file_hash){.dir = dir, .name = p, .with_sha = 1};
     }
-    hash_jobs(jobs, n_jobs);
+    reap_hash_files(jobs, n_jobs);
     for (size_t k = 0; k < n_jobs; k++) {
         const char *p = jobs[k].name;
         const json_t *js = json_object_get(entry[k], "size");

@@ -22,17 +22,13 @@
 
 #include <stdint.h>
 
+#include "filehash.h"
 #include "keepset.h"
 #include "minisign.h"
 #include "stats.h"
 
 #define REAP_MANIFEST_NAME "reap-manifest.json"
 #define REAP_MANIFEST_SIG_NAME "reap-manifest.json.minisig"
-
-/* BLAKE2b-256 and SHA-256 (either may be NULL) and size of a file, in one read pass.
- * Returns REAP_OK, REAP_E_IO. */
-int reap_hash_file(const char *path, uint8_t blake2b_256[32], uint8_t sha256[32],
-                   uint64_t *size);
 
 /* Lower-case hex of n bytes into out (2n + 1 bytes). */
 void reap_hex(const uint8_t *bin, size_t n, char *out);
@@ -44,23 +40,37 @@ void reap_hex(const uint8_t *bin, size_t n, char *out);
  * hex: 65 bytes. Returns REAP_OK or REAP_E_NOMEM. */
 int reap_stats_digest(const reap_layer_stats *stats, int n, char hex[65]);
 
+/* An input file whose digest is already known. */
+typedef struct reap_known_file {
+    const char *path;                  /* relative to the input directory */
+    uint64_t size;
+    uint8_t blake2b_256[32];
+} reap_known_file;
+
 typedef struct reap_manifest_inputs {
     const char *model_id;              /* may be NULL */
     const char *const *calib_ids;      /* [n_calib], may be NULL */
     int n_calib;
     const char *stats_digest;          /* hex, may be NULL */
     const char *backend;               /* engine backend used for --verify, may be NULL */
+    const reap_known_file *files;      /* [n_files] input files whose BLAKE2b-256 is
+                                          already known (the digests model_id was made
+                                          of, from the store's cache); may be NULL */
+    int n_files;
 } reap_manifest_inputs;
 
 /* Write out_dir/reap-manifest.json describing every file now in out_dir and, when key
  * is not NULL, sign it into out_dir/reap-manifest.json.minisig. `in_dir` is the input
  * checkpoint directory (config.json, model.safetensors.index.json and the *.safetensors
- * files there are hashed as inputs). digest_hex (may be NULL, 65 bytes) receives the
- * BLAKE2b-256 of the manifest file.
- * Returns REAP_OK, REAP_E_IO, REAP_E_NOMEM. */
+ * files there are listed as inputs). Digests already computed are reused, the rest are
+ * computed here on all cores: an output file `hashed` (may be NULL) digested and that has
+ * not changed since (device, inode, size, mtime), an input file in in->files of the same
+ * name and size. digest_hex (may be NULL, 65 bytes) receives the BLAKE2b-256 of the
+ * manifest file.
+ * Returns REAP_OK, REAP_E_IO, REAP_E_NOMEM, REAP_E_INTERNAL. */
 int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keepset *ks,
-                        const reap_manifest_inputs *in, const reap_sign_key *key,
-                        char *digest_hex);
+                        const reap_manifest_inputs *in, reap_hasher *hashed,
+                        const reap_sign_key *key, char *digest_hex);
 
 /* One line per problem found by reap_manifest_verify_dir. */
 typedef void (*reap_verify_report_fn)(void *ud, const char *line);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "manifest.h"
+#include "parallel.h"
 #include "reap_err.h"
 
 static double now_s(void)
@@ -186,6 +187,27 @@ static int is_within(const char *path, const char *dir)
                                       (l == 1 && dir[0] == '/'));
 }
 
+/* The rewrite's callbacks: progress to the caller, each finished shard to the
+ * background hasher. */
+typedef struct prune_cb {
+    const reap_prune_opts *o;
+    reap_hasher *hasher;
+    const char *dir;
+} prune_cb;
+
+static int cb_progress(void *ud, uint64_t done, uint64_t total)
+{
+    const prune_cb *c = ud;
+    return c->o->progress ? c->o->progress(c->o->ud, done, total) : 0;
+}
+
+static void cb_shard_done(void *ud, const char *name)
+{
+    const prune_cb *c = ud;
+    if (c->hasher)
+        reap_hasher_add(c->hasher, c->dir, name); /* out of memory: hashed at the end */
+}
+
 int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
 {
     int rc;
@@ -195,6 +217,7 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
     char tmpdir[PATH_MAX + NAME_MAX + 64], olddir[PATH_MAX + NAME_MAX + 64], path[8192];
     int tmp_made = 0;
     double t0;
+    reap_hasher *hasher = NULL;
     memset(res, 0, sizeof *res);
 
     if (!realpath(o->model_dir, in_real))
@@ -233,9 +256,15 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
     }
     tmp_made = 1;
 
+    /* Each finished shard is hashed for the manifest while the next one is written (one
+     * worker per core beyond the writer's, at least one). A hasher that cannot start
+     * leaves every file to the manifest. */
+    int nt = reap_cpu_count() - 1;
+    reap_hasher_start(nt < 1 ? 1 : nt > 4 ? 4 : nt, &hasher);
+    prune_cb cb = {o, hasher, tmpdir};
     t0 = now_s();
-    if ((rc = reap_rewrite_checkpoint(ck, &cfg, &res->ks, tmpdir, o->progress, o->ud,
-                                      &res->rewrite)))
+    if ((rc = reap_rewrite_checkpoint(ck, &cfg, &res->ks, tmpdir, cb_progress, cb_shard_done,
+                                      &cb, &res->rewrite)))
         goto fail;
     res->seconds_rewrite = now_s() - t0;
     if ((rc = reap_metadata_write(tmpdir, &cfg, &res->ks, o->model_id, o->calib_ids,
@@ -266,12 +295,14 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
     reap_manifest_inputs mi = {o->model_id, o->calib_ids, o->n_calib, stats_hex,
                                o->verify_rows ? (o->probe.backend ? o->probe.backend->name
                                                                   : "cpu")
-                                              : NULL};
-    if ((rc = reap_manifest_write(tmpdir, in_real, &res->ks, &mi, o->key,
+                                              : NULL,
+                               o->input_files, o->n_input_files};
+    if ((rc = reap_manifest_write(tmpdir, in_real, &res->ks, &mi, hasher, o->key,
                                   res->manifest_digest)) ||
         (rc = reap_fsync_dir(tmpdir)))
         goto fail;
     res->seconds_manifest = now_s() - t0;
+    reap_hasher_counts(hasher, &res->n_files_prehashed, &res->bytes_prehashed);
 
     /* Into place. */
     if (exists) {
@@ -294,6 +325,7 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
         remove_tree(olddir);
     rc = reap_fsync_dir(parent);
 fail:
+    reap_hasher_free(hasher); /* before the files go: a failed prune drops its queue */
     if (tmp_made)
         remove_tree(tmpdir);
     reap_ckpt_close(out_ck);

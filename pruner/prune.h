@@ -23,6 +23,7 @@
 #include "calib.h"
 #include "engine_hidden.h"
 #include "keepset.h"
+#include "manifest.h"
 #include "minisign.h"
 #include "rewrite.h"
 #include "stats.h"
@@ -45,6 +46,10 @@ typedef struct reap_prune_opts {
     reap_probe_opts probe;             /* backend for functional verification */
     reap_rewrite_progress_fn progress; /* may be NULL */
     void *ud;
+    const reap_known_file *input_files; /* [n_input_files] input digests already known
+                                           (the model identity's, see manifest.h): not
+                                           read again for the manifest; may be NULL */
+    int n_input_files;
 } reap_prune_opts;
 
 typedef struct reap_prune_result {
@@ -53,6 +58,8 @@ typedef struct reap_prune_result {
     reap_verify_result verify;         /* when opts->verify */
     char manifest_digest[65];
     double seconds_rewrite, seconds_manifest, seconds_verify;
+    int n_files_prehashed;             /* output shards hashed during the rewrite */
+    uint64_t bytes_prehashed;          /* and their bytes */
 } reap_prune_result;
 
 /* Run one prune. On success (and on failure after the keep set was computed) free res

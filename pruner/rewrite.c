@@ -805,7 +805,8 @@ static int copy_other_files(const char *in_dir, const char *out_dir, reap_rewrit
 
 int reap_rewrite_checkpoint(const reap_ckpt *ck, const reap_config *cfg,
                             const reap_keepset *ks, const char *out_dir,
-                            reap_rewrite_progress_fn progress, void *ud,
+                            reap_rewrite_progress_fn progress,
+                            reap_rewrite_file_fn shard_done, void *ud,
                             reap_rewrite_result *res)
 {
     int rc = REAP_OK;
@@ -875,6 +876,8 @@ int reap_rewrite_checkpoint(const reap_ckpt *ck, const reap_config *cfg,
         if ((rc = write_shard(&sh[i], out_dir, ks, &ps)))
             goto done;
         res->n_shards++;
+        if (shard_done)
+            shard_done(ud, sh[i].name);
     }
     if (access(in_index, F_OK) == 0 &&
         (rc = write_index(in_index, out_dir, sh, nf, res->bytes_out)))

@@ -58,6 +58,10 @@
  * (the rewrite returns REAP_E_CANCELLED). */
 typedef int (*reap_rewrite_progress_fn)(void *ud, uint64_t done, uint64_t total);
 
+/* Called with an output shard's file name (relative to out_dir) once the shard is
+ * complete: fsynced and renamed into place, never written again by the rewrite. */
+typedef void (*reap_rewrite_file_fn)(void *ud, const char *name);
+
 typedef struct reap_rewrite_result {
     uint64_t bytes_in;        /* tensor data bytes of the input */
     uint64_t bytes_out;       /* tensor data bytes written (= index total_size) */
@@ -73,13 +77,14 @@ typedef struct reap_rewrite_result {
 /* Rewrite checkpoint `ck` (directory reap_ckpt_dir(ck), configuration `cfg`) pruned to
  * `ks` into the existing directory `out_dir` (normally a fresh temporary directory; files
  * of the same names are replaced). Every file written is fsynced, and so is out_dir.
- * `progress` may be NULL. `res` may be NULL.
+ * `progress` and `shard_done` may be NULL (both get `ud`). `res` may be NULL.
  * Returns REAP_OK, REAP_E_FORMAT (a fused or router tensor whose dim 0 is not E, an
  * expert index >= E, config.json without an expert-count key), REAP_E_INVALID (keep
  * set inconsistent with cfg), REAP_E_IO, REAP_E_NOMEM, REAP_E_CANCELLED. */
 int reap_rewrite_checkpoint(const reap_ckpt *ck, const reap_config *cfg,
                             const reap_keepset *ks, const char *out_dir,
-                            reap_rewrite_progress_fn progress, void *ud,
+                            reap_rewrite_progress_fn progress,
+                            reap_rewrite_file_fn shard_done, void *ud,
                             reap_rewrite_result *res);
 
 /* Write `src` config.json to `dst` with the expert count set to n_experts as described

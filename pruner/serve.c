@@ -351,6 +351,7 @@ static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
     char *model = NULL, *out = NULL, **calib_hex = NULL;
     reap_keep_opts ko;
     reap_model_info mi = {0};
+    reap_known_file *known = NULL;
     reap_layer_stats *st = NULL;
     reap_id *used = NULL;
     int n_st = 0, n_used = 0, rc = 0, reserved = 0;
@@ -448,6 +449,17 @@ static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
         .ud = &pj,
     };
     po.probe.backend_opts.threads = (int)S->threads;
+    /* The manifest's input digests are the identity's (just checked against the files'
+     * device, inode, size and mtime): the input is not read a second time. */
+    if ((known = calloc((size_t)mi.n_files + 1, sizeof *known))) {
+        for (int f = 0; f < mi.n_files; f++) {
+            known[f].path = mi.files[f].path;
+            known[f].size = mi.files[f].size;
+            memcpy(known[f].blake2b_256, mi.files[f].digest, 32);
+        }
+        po.input_files = known;
+        po.n_input_files = mi.n_files;
+    }
     if ((rc = reap_prune(&po, &res))) {
         code = rc == REAP_E_CANCELLED && rpc_server_draining(S->srv) ? RPC_UNAVAILABLE
                                                                       : svc_code(rc, reap_err_msg());
@@ -486,6 +498,7 @@ done:
     free(calib_hex);
     free_stats(st, n_st);
     free(used);
+    free(known);
     reap_model_info_free(&mi);
     free(model);
     free(out);

@@ -11,6 +11,7 @@ PKGS=(
   libopenblas-dev         # CPU GEMMs
   liblmdb-dev lmdb-utils  # score store
   libsodium-dev minisign  # hashing, Ed25519 signatures
+  libssl-dev              # SHA-256 with the CPU's SHA extensions (manifests)
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev  # services
   protobuf-compiler protobuf-compiler-grpc grpc-proto python3-grpcio python3-protobuf  # Python test client
   openssl                 # certificates for the TLS tests

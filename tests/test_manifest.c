@@ -184,9 +184,9 @@ static void test_manifest_dir(void)
     ks.top_k = 2;
     ks.ratio = 0.25;
     const char *calib[2] = {"c1", "c2"};
-    reap_manifest_inputs mi = {"m0del", calib, 2, "00ff", NULL};
+    reap_manifest_inputs mi = {"m0del", calib, 2, "00ff", NULL, NULL, 0};
     char digest[65];
-    CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, &sk, digest), REAP_OK);
+    CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, NULL, &sk, digest), REAP_OK);
     snprintf(p, sizeof p, "%s/%s", dir, REAP_MANIFEST_NAME);
     char *man = slurp(p, NULL);
     CHECK(man && strstr(man, "\"model.safetensors\"") && strstr(man, "\"sha256\"") &&
