@@ -3,11 +3,13 @@
  * missing or an extra file, the manifest, the trusted comment, the signature, another
  * key), secret keys as `minisign -G -W` writes them (zero checksum) accepted, corrupt
  * and encrypted keys refused. (The stock minisign binary checks our signatures in the
- * integration test tests/prune_cli.sh.)
+ * integration test tests/prune_cli.sh.) Digests computed earlier (the background
+ * hasher's, the caller's input digests) are reused only while they still hold.
  *
  * Usage: test_manifest SCRATCH_DIR (created if missing).
  */
 #include <errno.h>
+#include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -254,6 +256,114 @@ static void test_manifest_dir(void)
     reap_sign_key_wipe(&other);
 }
 
+/* Digests computed earlier are reused, never trusted blindly: output files the background
+ * hasher digested (a file changed since is hashed again), input files the caller knows
+ * (one of another size is hashed again). Entries are compared with those of a manifest
+ * that hashed everything itself. */
+static json_t *entry_of(json_t *arr, const char *path)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(arr, i, e) {
+        const char *ep = json_string_value(json_object_get(e, "path"));
+        if (ep && !strcmp(ep, path))
+            return e;
+    }
+    return NULL;
+}
+
+static void test_manifest_reuse(void)
+{
+    char dir[8192], in[8192], p[8400];
+    snprintf(dir, sizeof dir, "%s", sp("reuse-out"));
+    snprintf(in, sizeof in, "%s", sp("reuse-in"));
+    CHECK(rm_rf(dir) == 0 && rm_rf(in) == 0);
+    CHECK(mkdir(dir, 0755) == 0 && mkdir(in, 0755) == 0);
+    const char *outs[3] = {"config.json", "model-00001-of-00002.safetensors",
+                           "model-00002-of-00002.safetensors"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, outs[i]);
+        write_text(p, i == 0 ? "{\"num_experts\": 3}\n" : i == 1 ? "shard one" : "shard two");
+    }
+    snprintf(p, sizeof p, "%s/config.json", in);
+    write_text(p, "{\"num_experts\": 4}\n");
+    snprintf(p, sizeof p, "%s/model.safetensors", in);
+    write_text(p, "input weights");
+    reap_keepset ks = {0};
+    reap_keep_layer kl = {0};
+    int keep[3] = {0, 1, 3};
+    kl.keep = keep;
+    ks.n_layers = 1;
+    ks.layers = &kl;
+    ks.n_experts = 4;
+    ks.n_keep = 3;
+    ks.n_prune = 1;
+    ks.top_k = 2;
+    ks.ratio = 0.25;
+
+    /* Everything hashed here: the reference. */
+    reap_manifest_inputs mi = {"m", NULL, 0, NULL, NULL, NULL, 0};
+    CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, NULL, NULL, NULL), REAP_OK);
+    snprintf(p, sizeof p, "%s/%s", dir, REAP_MANIFEST_NAME);
+    json_t *ref = json_load_file(p, 0, NULL);
+    CHECK(ref != NULL);
+    unlink(p);
+
+    /* Shards pre-hashed (the second then changed), inputs known: config.json by its true
+     * digest, model.safetensors once with its size and a marker digest (used as it is:
+     * the file is not read again), once with another size (hashed again). */
+    reap_hasher *h = NULL;
+    CHECK_RC(reap_hasher_start(1, &h), REAP_OK);
+    CHECK_RC(reap_hasher_add(h, dir, outs[1]), REAP_OK);
+    CHECK_RC(reap_hasher_add(h, dir, outs[2]), REAP_OK);
+    reap_hasher_wait(h);
+    snprintf(p, sizeof p, "%s/%s", dir, outs[2]);
+    write_text(p, "shard two, changed");
+    reap_known_file known[2] = {{"config.json", 19, {0}}, {"model.safetensors", 13, {0}}};
+    snprintf(p, sizeof p, "%s/config.json", in);
+    CHECK_RC(reap_hash_file(p, known[0].blake2b_256, NULL, NULL), REAP_OK);
+    memset(known[1].blake2b_256, 0xab, 32);
+    mi.files = known;
+    mi.n_files = 2;
+    CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, h, NULL, NULL), REAP_OK);
+    snprintf(p, sizeof p, "%s/%s", dir, REAP_MANIFEST_NAME);
+    json_t *got = json_load_file(p, 0, NULL);
+    CHECK(got != NULL);
+    if (ref && got) {
+        json_t *rf = json_object_get(ref, "files"), *gf = json_object_get(got, "files");
+        json_t *ri = json_object_get(json_object_get(ref, "inputs"), "files");
+        json_t *gi = json_object_get(json_object_get(got, "inputs"), "files");
+        CHECK(json_array_size(gf) == 3 && json_array_size(gi) == 2);
+        CHECK(json_equal(entry_of(rf, outs[0]), entry_of(gf, outs[0])));
+        CHECK(json_equal(entry_of(rf, outs[1]), entry_of(gf, outs[1])));
+        /* the changed shard: its new size and digests, not the hasher's */
+        json_t *c = entry_of(gf, outs[2]);
+        CHECK(c && json_integer_value(json_object_get(c, "size")) == 18 &&
+              !json_equal(entry_of(rf, outs[2]), c));
+        CHECK(json_equal(entry_of(ri, "config.json"), entry_of(gi, "config.json")));
+        const char *mark = json_string_value(
+            json_object_get(entry_of(gi, "model.safetensors"), "blake2b_256"));
+        CHECK(mark && !strncmp(mark, "abababab", 8));
+    }
+    CHECK_RC(reap_manifest_verify_dir(dir, NULL, NULL, NULL, NULL), REAP_OK);
+    json_decref(got);
+
+    /* A known size that is not the file's: hashed again, the reference digest. */
+    known[1].size = 14;
+    unlink(p);
+    CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, h, NULL, NULL), REAP_OK);
+    got = json_load_file(p, 0, NULL);
+    if (ref && got)
+        CHECK(json_equal(
+            entry_of(json_object_get(json_object_get(ref, "inputs"), "files"),
+                     "model.safetensors"),
+            entry_of(json_object_get(json_object_get(got, "inputs"), "files"),
+                     "model.safetensors")));
+    json_decref(got);
+    json_decref(ref);
+    reap_hasher_free(h);
+}
+
 int main(int argc, char **argv)
 {
     scratch = argc > 1 ? argv[1] : "tmp_test_manifest";
@@ -265,5 +375,6 @@ int main(int argc, char **argv)
         return 1;
     test_keys();
     test_manifest_dir();
+    test_manifest_reuse();
     TEST_MAIN_END();
 }

@@ -327,6 +327,9 @@ static void prune_case(const char *name, reap_family fam, reap_expert_layout lay
     reap_prune_result res;
     CHECK_RC(reap_prune(&po, &res), REAP_OK);
     CHECK(res.ks.n_keep == 8 - n_prune);
+    /* every shard was hashed for the manifest while the rewrite went on */
+    CHECK(res.n_files_prehashed == res.rewrite.n_shards && res.rewrite.n_shards > 0 &&
+          res.bytes_prehashed > res.rewrite.bytes_out);
     CHECK(res.verify.n_moe == reap_config_n_moe_layers(&cfg));
     if (n_prune == 0) {
         CHECK(res.verify.hidden_identical && res.verify.hidden_rel_l2 == 0.0);
