@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "fault.h"
 #include "calib.h"
+#include "catalog.h"
 #include "cli.h"
 #include "config.h"
 #include "keepset.h"
@@ -16,6 +18,44 @@
 #include "reap_err.h"
 #include "serve_cmd.h"
 #include "stats_json.h"
+#include "identity.h"
+#include "store.h"
+
+/* --store: the checkpoint's identity through the store's file-hash cache (filled when
+ * missing). The statistics must be this checkpoint's; the manifest then takes the input
+ * digests from the identity instead of reading the input again. */
+static int identify_input(const char *store_dir, const char *model, const char *stats_id,
+                          const char *given_id, int threads, reap_model_info *mi,
+                          reap_known_file **known, char id_hex[65])
+{
+    reap_store *s = NULL;
+    reap_hash_stats hs = {0};
+    int rc = reap_store_open(store_dir, NULL, &s);
+    if (!rc)
+        rc = reap_model_identify(s, model, threads, mi, &hs);
+    reap_store_close(s);
+    if (rc)
+        return rc;
+    reap_id_hex(&mi->id, id_hex);
+    for (int k = 0; k < 2; k++) {
+        const char *want = k ? given_id : stats_id;
+        if (want && strcasecmp(want, id_hex))
+            return reap_err_set(REAP_E_PRECONDITION,
+                                "%s model_id %.16s... is not this checkpoint's (%s is "
+                                "%.16s...)", k ? "--model-id:" : "the statistics are for",
+                                want, model, id_hex);
+    }
+    if (!(*known = calloc((size_t)mi->n_files + 1, sizeof **known)))
+        return reap_err_set(REAP_E_NOMEM, "out of memory");
+    for (int f = 0; f < mi->n_files; f++) {
+        (*known)[f].path = mi->files[f].path;
+        (*known)[f].size = mi->files[f].size;
+        memcpy((*known)[f].blake2b_256, mi->files[f].digest, 32);
+    }
+    fprintf(stderr, "input: model %.16s..., %d files, %d digests from the store's cache "
+            "(%.2f GB hashed now)\n", id_hex, hs.n_files, hs.n_cached, hs.bytes_hashed / 1e9);
+    return REAP_OK;
+}
 
 static int on_progress(void *ud, uint64_t done, uint64_t total)
 {
@@ -47,7 +87,7 @@ static int cmd_prune(int argc, char **argv)
 {
     const char *model = NULL, *out = NULL, *stats_path = NULL, *ratio = NULL, *n_prune = NULL,
                *criterion = NULL, *key_path = NULL, *model_id = NULL, *calib_ids = NULL,
-               *vcalib = NULL;
+               *vcalib = NULL, *store_dir = NULL;
     long vseq = 0, vsamples = 0, threads = 0;
     int protect = 0, force = 0, verify = 0, quiet = 0, help = 0;
     const cli_opt opts[] = {
@@ -78,10 +118,15 @@ static int cmd_prune(int argc, char **argv)
         {"verify-samples", NULL, CLI_INT, "16", "verification samples used", &vsamples, 0},
         {"threads", "REAP_THREADS", CLI_INT, "0", "CPU threads for verification (0: all)",
          &threads, 0},
+        {"store", "REAP_STORE_PATH", CLI_STR, NULL, "score store whose file-hash cache "
+         "identifies the input: its model_id is checked against the statistics' and its "
+         "digests go into the manifest without reading the input again", &store_dir, 0},
         {"quiet", NULL, CLI_FLAG, NULL, "no progress on stderr", &quiet, 0},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
-    char err[512];
+    char err[512], id_hex[65];
+    reap_model_info mi = {0};
+    reap_known_file *known = NULL;
     int rc, n_stats = 0, n_calib = 0, last = -1;
     reap_layer_stats *stats = NULL;
     char *doc_model = NULL, *doc_calib = NULL, *ids_copy = NULL;
@@ -129,6 +174,14 @@ static int cmd_prune(int argc, char **argv)
             goto fail;
         verify = 1;
     }
+    if (store_dir) {
+        if ((rc = identify_input(store_dir, model, doc_model, model_id, (int)threads, &mi,
+                                 &known, id_hex)))
+            goto fail;
+        po.input_files = known;
+        po.n_input_files = mi.n_files;
+        model_id = id_hex;
+    }
     po.model_dir = model;
     po.out_dir = out;
     po.stats = stats;
@@ -174,8 +227,11 @@ static int cmd_prune(int argc, char **argv)
                        100.0 * res.verify.route_changed[m]);
         }
     }
-    printf("manifest: %s (blake2b-256 %s)%s\n", REAP_MANIFEST_NAME, res.manifest_digest,
-           have_key ? ", signed" : ", not signed (no --key)");
+    printf("manifest: %s (blake2b-256 %s)%s; %d shard%s (%.2f GB) hashed during the "
+           "rewrite, %.2f s more for the manifest\n", REAP_MANIFEST_NAME, res.manifest_digest,
+           have_key ? ", signed" : ", not signed (no --key)", res.n_files_prehashed,
+           res.n_files_prehashed == 1 ? "" : "s", res.bytes_prehashed / 1e9,
+           res.seconds_manifest);
     rc = REAP_OK;
 fail:
     if (rc)
@@ -193,6 +249,8 @@ fail:
     reap_rows_free(&rows);
     reap_samples_free(&samples);
     reap_config_free(&cfg);
+    free(known);
+    reap_model_info_free(&mi);
     return rc ? 1 : 0;
 }
 

@@ -86,6 +86,30 @@ minisign -Vm out2/reap-manifest.json -p ms.pub > /dev/null 2>&1 \
     && ok "manifest signed with a minisign -G -W key verifies" || bad "minisign key signature"
 expect_fail "signed by key" "$BIN/reapctl" verify out2 --pubkey reap.pub
 
+# --store: the input identified through the store's file-hash cache (filled by the
+# scorer's run): the manifest's input digests are those of a prune that read the input
+# itself, and statistics of another model are refused. (Files changed in the last 2 s
+# are not cached: the model's are dated a minute back.)
+touch -d "@$(( $(date +%s) - 60 ))" m/*
+"$BIN/reap-scorer" run --model m --calib calib.jsonl --seq-len 48 --store st \
+    --stats-json stats_st.json --quiet --threads 2 > /dev/null 2>&1 || bad "scorer run --store"
+"$BIN/reap-pruner" prune --model m --stats-json stats_st.json --out outst --n-prune 3 \
+    --store st > st.txt 2>&1 \
+    && grep -q "5 files, 5 digests from the store's cache (0.00 GB hashed now)" st.txt \
+    && "$PY" - out2/reap-manifest.json outst/reap-manifest.json << 'PYEOF' \
+    && ok "prune --store: input digests from the store's cache, equal to hashing the input" \
+    || bad "prune --store: $(cat st.txt)"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+assert a["inputs"]["files"] == b["inputs"]["files"], (a["inputs"], b["inputs"])
+assert len(b["inputs"]["files"]) == 5 and b["inputs"]["model_id"] != "m0"
+PYEOF
+"$BIN/reapctl" verify outst --no-signature > /dev/null 2>&1 && ok "prune --store output verifies" \
+    || bad "verify outst"
+"$PY" -c "import json; d=json.load(open('stats_st.json')); d['model_id']='ab'*32; json.dump(d, open('stats_other.json','w'))"
+expect_fail "is not this checkpoint's" "$BIN/reap-pruner" prune --model m \
+    --stats-json stats_other.json --out out3 --n-prune 3 --store st --quiet
+
 # Errors a user can hit.
 expect_fail "already exists" "$BIN/reap-pruner" prune --model m --stats-json stats.json \
     --out out --ratio 0.4 --quiet
