@@ -55,9 +55,13 @@ static int hash_fd(int fd, const char *path, uint64_t size, uint8_t out[32], uin
         if (map == MAP_FAILED)
             return reap_err_set(REAP_E_IO, "%s: mmap: %s", path, strerror(errno));
         madvise(map, (size_t)size, MADV_SEQUENTIAL);
-        for (uint64_t off = 0; off < size; off += HASH_STEP)
-            crypto_generichash_update(&h, map + off, size - off < HASH_STEP ? size - off
-                                                                            : HASH_STEP);
+        for (uint64_t off = 0; off < size; off += HASH_STEP) {
+            size_t len = size - off < HASH_STEP ? (size_t)(size - off) : HASH_STEP;
+            crypto_generichash_update(&h, map + off, len);
+            /* Out of this process's mapping once hashed (the pages stay in the page
+             * cache): resident memory stays at one step per thread, not the file. */
+            madvise(map + off, len, MADV_DONTNEED);
+        }
         munmap(map, (size_t)size);
     }
     crypto_generichash_final(&h, out, 32);
