@@ -31,6 +31,7 @@ ListRuns, GetRun, GetStats) while a scoring run streams; 0 failures required; pr
 records p50/p99 latency and the scorer's RSS before/after (load.txt).
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -463,6 +464,29 @@ def test_services(a):
     with open(os.path.join(out1, "config.json")) as f:
         cfg = json.load(f)
     check(cfg["text_config"]["num_experts"] == 12, "pruned config.json: 12 experts")
+    # The manifest's digests against Python's hashlib: outputs (hashed while the rewrite
+    # went on, SHA-256 from libcrypto) and inputs (the identity's cached digests).
+    with open(os.path.join(out1, "reap-manifest.json")) as f:
+        man = json.load(f)
+
+    def digests(path):
+        b2, sh = hashlib.blake2b(digest_size=32), hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                b2.update(chunk)
+                sh.update(chunk)
+        return os.path.getsize(path), b2.hexdigest(), sh.hexdigest()
+    outs_ok = all(digests(os.path.join(out1, e["path"])) ==
+                  (e["size"], e["blake2b_256"], e["sha256"]) for e in man["files"])
+    mdir = os.path.join(fx.models, "m")
+    ins_ok = sorted(e["path"] for e in man["inputs"]["files"]) == sorted(
+        n for n in os.listdir(mdir) if n.endswith(".safetensors") or
+        n in ("config.json", "model.safetensors.index.json")) and all(
+        digests(os.path.join(mdir, e["path"]))[:2] == (e["size"], e["blake2b_256"])
+        for e in man["inputs"]["files"])
+    check(outs_ok and ins_ok and len(man["files"]) >= 4,
+          f"manifest digests equal hashlib's: {len(man['files'])} output files "
+          f"(BLAKE2b-256, SHA-256), {len(man['inputs']['files'])} input files")
     v = pr.Verify(rp.VerifyRequest(output_path="p1"), metadata=auth, timeout=60)
     check(v.ok and v.signature_ok and v.files_checked >= 4 and v.model_id == model_id and
           list(v.calib_ids) == [calib1] and v.n_keep == 12 and abs(v.ratio - 0.25) < 1e-12 and
