@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "reap_err.h"
+#include "run_request.h"
 #include "runs.h"
 #include "score_job.h"
 
@@ -30,6 +31,7 @@ typedef struct rm_job {
     reap_rm *m;
     reap_rm_info info;            /* info.model_path / calib_path owned here */
     char *tokenizer_path;
+    char *request;                /* rq as run_request.h text, for the run record */
     reap_rm_request rq;           /* strings point into info / tokenizer_path */
     int cancel_req;
     int accepted, tokenized, ended;
@@ -83,6 +85,7 @@ static void job_free(rm_job *j)
         return;
     reap_rm_info_free(&j->info);
     free(j->tokenizer_path);
+    free(j->request);
     free(j);
 }
 
@@ -294,6 +297,7 @@ static void run_job(reap_rm *m, rm_job *j)
         .checkpoint_every = m->o.checkpoint_every,
         .hash_threads = m->o.hash_threads,
         .run_id = j->info.run_id,   /* set at submission, never changed: no lock needed */
+        .request = j->request,
         .on_event = on_score_event,
         .ud = j,
     };
@@ -475,6 +479,8 @@ int reap_rm_submit(reap_rm *m, const reap_rm_request *rq, reap_rm_watch_fn fn,
     j->rq.model_dir = j->info.model_path;
     j->rq.calib_path = j->info.calib_path;
     j->rq.tokenizer_path = j->tokenizer_path;
+    if ((rc = reap_run_request_encode(&j->rq, &j->request)))
+        goto fail;
     j->info.state = REAP_RM_QUEUED;
     j->info.has_run_id = 1;
     reap_run_id_new(j->info.run_id);

@@ -283,7 +283,7 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
         if ((rc = reap_store_run_begin(s, o->run_id, &res->model_id, &res->calib_id,
                                        cfg.n_layers, start, o->backend ? o->backend->name
                                                                        : "cpu",
-                                       device, &j.run)))
+                                       device, o->request, &j.run)))
             goto fail;
         j.have_run = 1;
         res->has_run = 1;

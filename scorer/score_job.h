@@ -82,6 +82,7 @@ typedef struct reap_score_job_opts {
     int hash_threads;               /* 0: all cores */
     const uint8_t *run_id;          /* [16] the run record's id (reap_run_id_new), made
                                        in advance by the caller; NULL: a new one */
+    const char *request;            /* recorded with the run (store/runs.h), may be NULL */
     reap_score_event_cb on_event;   /* optional */
     void *ud;
 } reap_score_job_opts;

@@ -8,7 +8,8 @@
  * WatchRun call is a watcher of its run: the run goes on when the call ends (client gone,
  * deadline), and a cancelled call only detaches its watcher. Runs stop early on CancelRun
  * or on shutdown (SIGTERM: health NOT_SERVING, the layer in progress is committed, the
- * run is recorded as interrupted; scoring the same pair again resumes it).
+ * run is recorded as interrupted; scoring the same pair again resumes it, and so does
+ * the next start of the service: serve_resume.h).
  */
 #include <errno.h>
 #include <math.h>
@@ -32,6 +33,7 @@
 #include "run_manager.h"
 #include "runs.h"
 #include "scorer_cmds.h"
+#include "serve_resume.h"
 #include "serve_util.h"
 #include "stats_store.h"
 
@@ -895,7 +897,7 @@ int scorer_cmd_serve(int argc, char **argv)
     rpc_server_opts so;
     const char *store_dir = NULL, *env_file = NULL, *backend = NULL, *precision = NULL;
     cli_list model_roots = {0}, calib_roots = {0};
-    long threads = 0, prefetch = 0, ckpt_every = 0, max_runs = 0, max_queued = 0;
+    long threads = 0, prefetch = 0, ckpt_every = 0, max_runs = 0, max_queued = 0, resume = 1;
     double vram_gb = 0, vram_buffer = 0;
     cli_opt opts[RPC_SERVER_CLI_N + 20];
     char err[1024];
@@ -937,6 +939,8 @@ int scorer_cmd_serve(int argc, char **argv)
         {"max-runs", "REAP_MAX_RUNS", CLI_INT, "1", "scoring runs at once", &max_runs, 0},
         {"max-queued-runs", "REAP_MAX_QUEUED_RUNS", CLI_INT, "4", "runs waiting for a "
          "worker before RESOURCE_EXHAUSTED (0: none)", &max_queued, 0},
+        {"resume", "REAP_RESUME", CLI_INT, "1", "on start, submit again the runs a "
+         "shutdown or crash of this host's scorer interrupted (0: leave them)", &resume, 0},
         {"env-file", "REAP_ENV_FILE", CLI_ENVFILE, ".env", "read KEY=VALUE settings from "
          "this file (missing default: ignored)", &env_file, 0},
     };
@@ -956,10 +960,11 @@ int scorer_cmd_serve(int argc, char **argv)
         return 0;
     }
     if (S.seq_len < 1 || S.seq_len > (1 << 20) || S.max_samples < 0 || S.batch < 0 ||
-        threads < 0 || ckpt_every < 0 || max_runs < 1 || max_queued < 0) {
+        threads < 0 || ckpt_every < 0 || max_runs < 1 || max_queued < 0 ||
+        (resume != 0 && resume != 1)) {
         fprintf(stderr, "%s: --seq-len (1..1048576) and --max-runs must be positive; "
                 "--batch-size, --max-samples, --threads, --checkpoint-every, "
-                "--max-queued-runs >= 0\n", PROG);
+                "--max-queued-runs >= 0; --resume 0 or 1\n", PROG);
         goto usage_fail;
     }
     if (!(S.backend = scorer_pick_backend(backend))) {
@@ -1022,6 +1027,9 @@ int scorer_cmd_serve(int argc, char **argv)
     svc_log(PROG, "serving reap.v1.Scorer on port %d (store %s, backend %s, %ld run(s) at "
             "once, %ld queued)%s", rpc_server_port(S.srv), store_dir, S.backend->name,
             max_runs, max_queued, so.tls_cert ? ", TLS" : "");
+    if (resume)
+        scorer_resume_interrupted(S.store, S.rm, &S.model_roots, &S.calib_roots, S.backend,
+                                  PROG);
     if ((rc = rpc_server_run(S.srv))) {
         /* Calls still referenced: wait for the runs, but leave the server allocated. */
         fprintf(stderr, "%s: %s\n", PROG, reap_err_msg());

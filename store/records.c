@@ -485,6 +485,7 @@ int rec_run_encode(const reap_run_info *r, uint8_t **buf, size_t *len)
     m.error = pb_str(r->error);
     m.pid = r->pid;
     m.host = pb_str(r->host);
+    m.request = pb_str(r->request);
     return pack(&m.base, buf, len);
 }
 
@@ -520,7 +521,8 @@ int rec_run_decode(const void *buf, size_t len, const uint8_t *key, const char *
     r.layer_seconds = malloc((m->n_layer_seconds ? m->n_layer_seconds : 1) * sizeof(double));
     if (!r.layer_seconds || dup_str(m->backend, &r.backend) ||
         dup_str(m->device, &r.device) || dup_str(m->error, &r.error) ||
-        dup_str(m->host, &r.host)) {
+        dup_str(m->host, &r.host) ||
+        dup_str(m->request && *m->request ? m->request : NULL, &r.request)) {
         rc = reap_err_set(REAP_E_NOMEM, "%s: run record", what);
         goto fail;
     }

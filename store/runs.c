@@ -38,6 +38,7 @@ void reap_run_info_free(reap_run_info *r)
     free(r->device);
     free(r->error);
     free(r->host);
+    free(r->request);
     free(r->layer_seconds);
     memset(r, 0, sizeof *r);
 }
@@ -116,7 +117,8 @@ void reap_run_id_new(uint8_t id[16])
 
 int reap_store_run_begin(reap_store *s, const uint8_t *run_id, const reap_id *model,
                          const reap_id *calib, int n_layers, int start_layer,
-                         const char *backend, const char *device, reap_run_info *out)
+                         const char *backend, const char *device, const char *request,
+                         reap_run_info *out)
 {
     reap_run_info r = {0};
     char host[256] = "";
@@ -140,7 +142,8 @@ int reap_store_run_begin(reap_store *s, const uint8_t *run_id, const reap_id *mo
     gethostname(host, sizeof host - 1);
     r.layer_seconds = calloc((size_t)n_layers, sizeof *r.layer_seconds);
     if (!r.layer_seconds || (rc = dup_or_null(backend, &r.backend)) ||
-        (rc = dup_or_null(device, &r.device)) || (rc = dup_or_null(host, &r.host))) {
+        (rc = dup_or_null(device, &r.device)) || (rc = dup_or_null(host, &r.host)) ||
+        (rc = dup_or_null(request, &r.request))) {
         rc = reap_err_set(REAP_E_NOMEM, "store: run record");
         goto fail;
     }

@@ -41,6 +41,8 @@ typedef struct reap_run_info {
     int n_layers;
     int start_layer;           /* > 0: resumed */
     char *backend, *device, *error, *host;   /* may be NULL */
+    char *request;             /* the caller's description of the request (opaque text,
+                                  e.g. the scorer service's JSON), may be NULL */
     int64_t started_unix_ns, updated_unix_ns, finished_unix_ns;
     int n_layer_seconds;
     double *layer_seconds;     /* [n_layer_seconds]: layers computed by this run */
@@ -60,12 +62,13 @@ void reap_run_id_new(uint8_t id[16]);
 
 /* Create a run record in state running. run_id: the record's id (made earlier with
  * reap_run_id_new; the caller makes sure it names no other record), or NULL for a new
- * one. backend/device may be NULL. layers_done starts at start_layer. *out is
+ * one. backend/device/request may be NULL. layers_done starts at start_layer. *out is
  * initialised here (free with reap_run_info_free). REAP_OK, REAP_E_INVALID (read-only),
  * REAP_E_IO, REAP_E_NOMEM. */
 int reap_store_run_begin(reap_store *s, const uint8_t *run_id, const reap_id *model,
                          const reap_id *calib, int n_layers, int start_layer,
-                         const char *backend, const char *device, reap_run_info *out);
+                         const char *backend, const char *device, const char *request,
+                         reap_run_info *out);
 
 /* Commit decoder layer `layer` of the run in one write transaction: the statistics
  * record of (run->model, run->calib, st->layer) when st is not NULL (a MoE layer), and

@@ -701,7 +701,8 @@ def test_services(a):
     check(rc == 0 and "shut down cleanly" in sc_srv.logtext(),
           f"SIGTERM: exit status {rc} after {time.time() - term:.1f} s, clean shutdown logged")
     check(S.NOT_SERVING in watch_seen, f"SIGTERM: health Watch saw NOT_SERVING ({watch_seen})")
-    sc_srv = start_scorer(a, fx, name="scorer2", extra=["--token", TOKEN])
+    # --resume 0: the interrupted run waits for a client to score the pair again.
+    sc_srv = start_scorer(a, fx, name="scorer2", extra=["--token", TOKEN, "--resume", "0"])
     sch = grpc.insecure_channel(sc_srv.addr)
     sc = rg.ScorerStub(sch)
     g7 = sc.GetRun(rp.GetRunRequest(run_id=run7), metadata=auth, timeout=10)
@@ -732,6 +733,58 @@ def test_services(a):
         list(x.sum_norm) == r["sum_norm"] and list(x.sum_gate) == r["sum_gate"]
         for x, r in zip(g.layers, ref["layers"]))
     check(same, "interrupted + resumed statistics equal a one-shot run bit for bit")
+
+    # ---- a restarted server resumes interrupted runs by itself (--resume 1, the default) ----
+    # SIGTERM (a clean shutdown) and SIGKILL (a crash) after 2 layers; no client scores
+    # the pair again: the new server submits the run again from its record.
+    for sig, cal in ((signal.SIGTERM, "c4.jsonl"), (signal.SIGKILL, "c8.jsonl")):
+        it = sc.Score(rp.ScoreRequest(model_path="m", calib_path=cal), metadata=auth,
+                      timeout=120)
+        seen, old = 0, ""
+        try:
+            for ev in it:
+                k = ev.WhichOneof("event")
+                if k == "accepted":
+                    old = ev.accepted.run_id
+                if k == "layer_done":
+                    seen += 1
+                    if seen == 2:
+                        sc_srv.p.send_signal(sig)
+        except grpc.RpcError:
+            pass
+        sc_srv.stop()
+        sc_srv = start_scorer(a, fx, name=f"scorer-{sig.name.lower()}", extra=["--token", TOKEN])
+        sch = grpc.insecure_channel(sc_srv.addr)
+        sc = rg.ScorerStub(sch)
+        new, g, deadline = None, None, time.time() + 90
+        while time.time() < deadline:
+            g = sc.GetRun(rp.GetRunRequest(run_id=old), metadata=auth, timeout=10)
+            m = re.search(r"resumed as run ([0-9a-f]{32})", g.error)
+            n = sc.GetRun(rp.GetRunRequest(run_id=m.group(1)), metadata=auth,
+                          timeout=10) if m else None
+            if n and n.state in (rp.RUN_STATE_DONE, rp.RUN_STATE_FAILED):
+                new = n
+                break
+            time.sleep(0.2)
+        check(new is not None and new.state == rp.RUN_STATE_DONE and
+              g.state == rp.RUN_STATE_INTERRUPTED and new.start_layer >= 1 and
+              new.layers_done == new.n_layers and new.calib_id == g.calib_id and
+              "resumes as run " + new.run_id in sc_srv.logtext(),
+              f"{sig.name} after 2 layers, restart: run {old[:8]} resumed by the server as "
+              f"run {new.run_id[:8] if new else '-'} from layer "
+              f"{new.start_layer if new else '-'}, done, logged")
+    one8 = os.path.join(a.work, "oneshot8.json")
+    run([os.path.join(a.bin, "reap-scorer"), "run", "--model", os.path.join(fx.models, "m"),
+         "--calib", os.path.join(fx.calib, "c8.jsonl"), "--seq-len", "64", "--backend", "cpu",
+         "--threads", "1", "--quiet", "--stats-json", one8])
+    with open(one8) as f:
+        ref8 = json.load(f)
+    g = sc.GetStats(rp.GetStatsRequest(model_id=model_id, calib_ids=[new.calib_id if new else ""]),
+                    metadata=auth, timeout=10) if new else None
+    check(g is not None and len(g.layers) == len(ref8["layers"]) and all(
+        list(x.count) == r["count"] and list(x.sum_gate_norm) == r["sum_gate_norm"] and
+        list(x.sum_norm) == r["sum_norm"] for x, r in zip(g.layers, ref8["layers"])),
+        "killed, resumed by the restarted server: statistics equal a one-shot run bit for bit")
 
     # ---- shuffle / seed / tokenizer_path in a Score request ----
     evs, code = events(sc.Score(rp.ScoreRequest(model_path="m", calib_path="c9.jsonl",

@@ -349,7 +349,7 @@ static void test_records(void)
     reap_run_id_new(want_id);
     reap_run_id_new(id2);
     CHECK(memcmp(want_id, id2, 16) != 0);
-    CHECK_RC(reap_store_run_begin(s, want_id, &m, &c4, 3, 0, "cpu", "cpu:0", &run), REAP_OK);
+    CHECK_RC(reap_store_run_begin(s, want_id, &m, &c4, 3, 0, "cpu", "cpu:0", "{\"x\": 1}", &run), REAP_OK);
     CHECK(!memcmp(run.run_id, want_id, 16));
     CHECK_RC(reap_store_run_commit_layer(s, &run, 0, 0.5, &b[0], &oc), REAP_OK);
     CHECK(oc == REAP_STATS_WRITTEN && run.layers_done == 1);
@@ -368,7 +368,7 @@ static void test_records(void)
     for (int i = 0; i < 3; i++) {
         nanosleep(&(struct timespec){0, 2000000}, NULL); /* distinct start times */
         memset(later_id[i], 0xf0 - 0x10 * i, 16);
-        CHECK_RC(reap_store_run_begin(s, later_id[i], &m, &c4, 3, 0, "cpu", NULL, &later[i]),
+        CHECK_RC(reap_store_run_begin(s, later_id[i], &m, &c4, 3, 0, "cpu", NULL, NULL, &later[i]),
                  REAP_OK);
         CHECK_RC(reap_store_run_finish(s, &later[i], REAP_RUN_CANCELLED, NULL), REAP_OK);
         reap_run_info_free(&later[i]);
@@ -378,6 +378,8 @@ static void test_records(void)
     CHECK_RC(reap_store_run_list(s, NULL, &runs, &nr), REAP_OK);
     CHECK(nr == 4 && runs[0].state == REAP_RUN_FAILED && !strcmp(runs[0].error, "disk on fire"));
     CHECK(nr == 4 && !memcmp(runs[0].run_id, want_id, 16));
+    CHECK(nr == 4 && runs[0].request && !strcmp(runs[0].request, "{\"x\": 1}") &&
+          !runs[1].request);
     for (int i = 1; i < nr; i++) {
         CHECK(!memcmp(runs[i].run_id, later_id[i - 1], 16));
         CHECK(runs[i].started_unix_ns >= runs[i - 1].started_unix_ns);

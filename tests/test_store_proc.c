@@ -47,7 +47,7 @@ static int writer_child(const char *dir, int start_fd)
         return 11;
     fake_id(&m, 1);
     fake_id(&c, 2);
-    if (reap_store_run_begin(s, NULL, &m, &c, N_LAYERS, 0, "cpu", NULL, &run))
+    if (reap_store_run_begin(s, NULL, &m, &c, N_LAYERS, 0, "cpu", NULL, NULL, &run))
         return 12;
     for (int l = 0; l < N_LAYERS; l++) {
         reap_layer_stats st;

@@ -1,0 +1,36 @@
+/* run_request.h - a scoring request (reap_rm_request) as JSON text, recorded with its run
+ * in the store (store/runs.h: request) so that a restarted scorer service can submit an
+ * interrupted run again by itself (serve.c).
+ *
+ *   {"format": "reap-run-request/1", "model_dir": "/abs", "calib_path": "/abs",
+ *    "tokenizer_path": "/abs" | null, "shuffle": false, "seed": "0" (decimal u64),
+ *    "seq_len": 2048, "pack": true, "max_samples": 0, "batch_rows": 0, "backend": "cpu"}
+ *
+ * `force` is not recorded: a resumed run scores what is missing, as any run does.
+ *
+ * Thread rules: no shared state.
+ */
+#ifndef REAP_RUN_REQUEST_H
+#define REAP_RUN_REQUEST_H
+
+#include "run_manager.h"
+
+/* The text of rq (malloc'd, NUL-terminated) in *out. REAP_OK or REAP_E_NOMEM. */
+int reap_run_request_encode(const reap_rm_request *rq, char **out);
+
+/* A decoded request: rq's strings point into this struct; rq.backend is NULL (the
+ * caller maps `backend`, a name, to an implementation). */
+typedef struct reap_run_request_buf {
+    reap_rm_request rq;
+    char *model_dir, *calib_path, *tokenizer_path;
+    char backend[16];
+} reap_run_request_buf;
+
+/* Parse text written by reap_run_request_encode. REAP_OK, REAP_E_FORMAT (the message
+ * names what is wrong), REAP_E_UNSUPPORTED (another format), REAP_E_NOMEM. On error
+ * *out holds nothing to free. */
+int reap_run_request_decode(const char *text, reap_run_request_buf *out);
+
+void reap_run_request_buf_free(reap_run_request_buf *b);
+
+#endif

@@ -1,0 +1,135 @@
+/* serve_resume.c - resuming interrupted runs when the scorer service starts
+ * (serve_resume.h). */
+#include "serve_resume.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "reap_err.h"
+#include "run_request.h"
+#include "runs.h"
+#include "scorer_cmds.h"
+#include "serve_util.h"
+
+static int same_pair(const reap_run_info *a, const reap_run_info *b)
+{
+    return !memcmp(a->model.b, b->model.b, 32) && !memcmp(a->calib.b, b->calib.b, 32);
+}
+
+/* Submit one run's request again; REAP_OK and its new run id, or an error (logged by the
+ * caller). */
+static int resubmit(reap_rm *rm, const reap_run_info *r, const rpc_roots *model_roots,
+                    const rpc_roots *calib_roots, const reap_backend_i *fallback,
+                    uint8_t new_id[16], char *why, size_t whylen)
+{
+    reap_run_request_buf b;
+    char *model = NULL, *calib = NULL, *tok = NULL;
+    reap_rm_info *jobs = NULL;
+    uint64_t job_id = 0;
+    int n = 0, rc;
+    if ((rc = reap_run_request_decode(r->request, &b))) {
+        snprintf(why, whylen, "%s", reap_err_msg());
+        return rc;
+    }
+    if (rpc_path_confine(model_roots, "model_path", b.model_dir, RPC_PATH_EXISTING |
+                         RPC_PATH_DIR, &model, why, whylen) ||
+        rpc_path_confine(calib_roots, "calib_path", b.calib_path, RPC_PATH_EXISTING |
+                         RPC_PATH_FILE, &calib, why, whylen) ||
+        (b.tokenizer_path && rpc_path_confine(model_roots, "tokenizer_path",
+                                              b.tokenizer_path, RPC_PATH_EXISTING, &tok, why,
+                                              whylen))) {
+        rc = REAP_E_PRECONDITION;
+        goto done;
+    }
+    reap_rm_request rq = b.rq;
+    rq.model_dir = model;
+    rq.calib_path = calib;
+    rq.tokenizer_path = tok;
+    rq.backend = scorer_pick_backend(b.backend);
+    if (!rq.backend || (!strcmp(b.backend, "cuda") && reap_cuda_available() <= 0))
+        rq.backend = fallback;
+    if ((rc = reap_rm_submit(rm, &rq, NULL, NULL, NULL, &job_id))) {
+        snprintf(why, whylen, "%s", reap_err_msg());
+        goto done;
+    }
+    rc = REAP_E_INTERNAL;
+    snprintf(why, whylen, "submitted, but the job is not listed");
+    if (!reap_rm_list(rm, &jobs, &n))
+        for (int i = 0; i < n; i++) {
+            if (jobs[i].job_id == job_id && jobs[i].has_run_id) {
+                memcpy(new_id, jobs[i].run_id, 16);
+                rc = REAP_OK;
+            }
+            reap_rm_info_free(&jobs[i]);
+        }
+    free(jobs);
+done:
+    free(model);
+    free(calib);
+    free(tok);
+    reap_run_request_buf_free(&b);
+    return rc;
+}
+
+int scorer_resume_interrupted(reap_store *s, reap_rm *rm, const rpc_roots *model_roots,
+                              const rpc_roots *calib_roots, const reap_backend_i *fallback,
+                              const char *prog)
+{
+    reap_run_info *runs = NULL;
+    int n = 0, resumed = 0;
+    /* Runs left running by a process of this host that is gone: interrupted. */
+    if (reap_store_run_list(s, NULL, &runs, &n)) {
+        svc_log(prog, "resume: listing runs: %s", reap_err_msg());
+        return 0;
+    }
+    for (int i = 0; i < n; i++)
+        if (runs[i].state == REAP_RUN_RUNNING &&
+            reap_store_run_mark_interrupted(s, &runs[i].model, &runs[i].calib, NULL))
+            svc_log(prog, "resume: %s", reap_err_msg());
+    for (int i = 0; i < n; i++)
+        reap_run_info_free(&runs[i]);
+    free(runs);
+    runs = NULL;
+    if (reap_store_run_list(s, NULL, &runs, &n)) {
+        svc_log(prog, "resume: listing runs: %s", reap_err_msg());
+        return 0;
+    }
+    /* Newest first: the first run seen of each pair is its newest. */
+    for (int i = n - 1; i >= 0; i--) {
+        reap_run_info *r = &runs[i];
+        int newer = 0;
+        for (int k = i + 1; k < n && !newer; k++)
+            newer = same_pair(&runs[k], r);
+        if (newer || (r->state != REAP_RUN_FAILED && r->state != REAP_RUN_CANCELLED) ||
+            !r->error || strncmp(r->error, "interrupted", 11))
+            continue;
+        char old_hex[33], new_hex[33], why[1024], *note = NULL;
+        uint8_t new_id[16];
+        reap_run_id_hex(r->run_id, old_hex);
+        if (!r->request) {
+            svc_log(prog, "resume: run %s was interrupted but records no request (an older "
+                    "record): score the pair again to resume it", old_hex);
+            continue;
+        }
+        if (resubmit(rm, r, model_roots, calib_roots, fallback, new_id, why, sizeof why)) {
+            svc_log(prog, "resume: run %s not resumed: %s", old_hex, why);
+            continue;
+        }
+        reap_run_id_hex(new_id, new_hex);
+        svc_log(prog, "resume: run %s (%d of %d layers committed) resumes as run %s",
+                old_hex, r->layers_done, r->n_layers, new_hex);
+        resumed++;
+        size_t len = strlen(r->error) + 64;
+        if ((note = malloc(len))) {
+            snprintf(note, len, "%s; resumed as run %s", r->error, new_hex);
+            if (reap_store_run_finish(s, r, r->state, note))
+                svc_log(prog, "resume: run %s: %s", old_hex, reap_err_msg());
+            free(note);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        reap_run_info_free(&runs[i]);
+    free(runs);
+    return resumed;
+}

@@ -1,0 +1,30 @@
+/* serve_resume.h - on start, `reap-scorer serve` submits again the runs that a shutdown
+ * (SIGTERM) or a crash of this host's scorer interrupted, so that a restarted pod goes on
+ * scoring without a client sending the Score again.
+ *
+ * A run is resumed when it is the newest run of its (model, calibration) pair, its record
+ * says "interrupted" (stopped by a shutdown, or left running by a process of this host
+ * that is gone: such records are marked first, store/runs.h), and it carries its request
+ * (run_request.h; records written before requests were recorded have none). Its paths are
+ * confined to the roots again; a backend this server lacks becomes the default backend.
+ * The new run (a new run id) starts from the newest hidden-state checkpoint as any rerun
+ * does; the old record's error gains "; resumed as run <id>". Runs that were still queued
+ * at the shutdown had no record and are not resumed. Each decision is logged.
+ *
+ * Thread rules: call once, before or while serving; uses the store and the run manager
+ * as any handler does.
+ */
+#ifndef REAP_SERVE_RESUME_H
+#define REAP_SERVE_RESUME_H
+
+#include "backend.h"
+#include "rpc_path.h"
+#include "run_manager.h"
+#include "store.h"
+
+/* Returns the number of runs submitted again (errors are logged, never fatal). */
+int scorer_resume_interrupted(reap_store *s, reap_rm *rm, const rpc_roots *model_roots,
+                              const rpc_roots *calib_roots, const reap_backend_i *fallback,
+                              const char *prog);
+
+#endif
