@@ -17,6 +17,7 @@
 #include "prune.h"
 #include "reap_err.h"
 #include "serve_cmd.h"
+#include "serve_util.h"
 #include "stats_json.h"
 #include "identity.h"
 #include "store.h"
@@ -45,13 +46,8 @@ static int identify_input(const char *store_dir, const char *model, const char *
                                 "%.16s...)", k ? "--model-id:" : "the statistics are for",
                                 want, model, id_hex);
     }
-    if (!(*known = calloc((size_t)mi->n_files + 1, sizeof **known)))
+    if (!(*known = svc_known_inputs(mi)))
         return reap_err_set(REAP_E_NOMEM, "out of memory");
-    for (int f = 0; f < mi->n_files; f++) {
-        (*known)[f].path = mi->files[f].path;
-        (*known)[f].size = mi->files[f].size;
-        memcpy((*known)[f].blake2b_256, mi->files[f].digest, 32);
-    }
     fprintf(stderr, "input: model %.16s..., %d files, %d digests from the store's cache "
             "(%.2f GB hashed now)\n", id_hex, hs.n_files, hs.n_cached, hs.bytes_hashed / 1e9);
     return REAP_OK;

@@ -451,12 +451,7 @@ static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
     po.probe.backend_opts.threads = (int)S->threads;
     /* The manifest's input digests are the identity's (just checked against the files'
      * device, inode, size and mtime): the input is not read a second time. */
-    if ((known = calloc((size_t)mi.n_files + 1, sizeof *known))) {
-        for (int f = 0; f < mi.n_files; f++) {
-            known[f].path = mi.files[f].path;
-            known[f].size = mi.files[f].size;
-            memcpy(known[f].blake2b_256, mi.files[f].digest, 32);
-        }
+    if ((known = svc_known_inputs(&mi))) {
         po.input_files = known;
         po.n_input_files = mi.n_files;
     }

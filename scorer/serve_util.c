@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "catalog.h"
+#include "manifest.h"
 #include "reap_err.h"
 #include "run_manager.h"
 #include "stats_store.h"
@@ -243,4 +244,15 @@ int svc_start(rpc_server *srv, const char *service, const rpc_method *methods, s
         printf("health-port %d\n", rpc_server_health_port(srv));
     fflush(stdout);
     return REAP_OK;
+}
+
+reap_known_file *svc_known_inputs(const reap_model_info *mi)
+{
+    reap_known_file *k = calloc((size_t)mi->n_files + 1, sizeof *k);
+    for (int f = 0; k && f < mi->n_files; f++) {
+        k[f].path = mi->files[f].path;
+        k[f].size = mi->files[f].size;
+        memcpy(k[f].blake2b_256, mi->files[f].digest, 32);
+    }
+    return k;
 }

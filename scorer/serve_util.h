@@ -25,6 +25,12 @@
  * scored by another run, is ALREADY_EXISTS). `msg` is not consulted. */
 rpc_code svc_code(int status, const char *msg);
 
+/* The identity's file digests (mi->files) as the manifest's known input files
+ * (manifest.h): a malloc'd array of mi->n_files entries whose paths point into mi, or
+ * NULL when out of memory (the manifest then hashes the input itself). */
+struct reap_model_info;
+struct reap_known_file *svc_known_inputs(const struct reap_model_info *mi);
+
 /* Parse an identity given as hex (either case): `digits` the full length (64 for
  * model/calib ids, 32 for run ids). Returns the number of hex digits (>= 8, <= digits)
  * and writes the lower-case text to out (digits + 1 bytes), or -1 when `text` is
