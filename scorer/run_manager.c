@@ -35,6 +35,7 @@ typedef struct rm_job {
     reap_rm_request rq;           /* strings point into info / tokenizer_path */
     int cancel_req;
     int accepted, tokenized, ended;
+    int pending;                  /* its pending-request file exists (o.pending_dir) */
     rm_watcher *watchers;
     struct rm_job *next;
 } rm_job;
@@ -169,6 +170,10 @@ static void end_queued_locked(reap_rm *m, rm_job *j, int state, int stop, const 
     j->info.finished_unix_ns = j->info.updated_unix_ns = now_ns();
     snprintf(j->info.error, sizeof j->info.error, "%s", error);
     j->ended = 1;
+    if (j->pending && stop != REAP_RM_STOP_SHUTDOWN) {
+        reap_run_pending_remove(m->o.pending_dir, j->info.run_id);
+        j->pending = 0;
+    }
     deliver_final_locked(j, gone);
     m->n_queued--;
     m->n_ended++;
@@ -201,7 +206,7 @@ static int on_score_event(void *ud, const reap_score_event *ev)
     reap_rm *m = j->m;
     reap_rm_info *in = &j->info;
     rm_watcher *gone = NULL;
-    int stop = 0;
+    int stop = 0, drop_pending = 0;
     pthread_mutex_lock(&m->mu);
     in->updated_unix_ns = now_ns();
     switch (ev->kind) {
@@ -232,6 +237,8 @@ static int on_score_event(void *ud, const reap_score_event *ev)
             in->layers_done = ev->start_layer;
         }
         j->accepted = j->tokenized = 1;
+        drop_pending = j->pending; /* the store's record holds the request now */
+        j->pending = 0;
         deliver_locked(j, REAP_RM_EV_ACCEPTED, &gone);
         deliver_locked(j, REAP_RM_EV_TOKENIZED, &gone);
         break;
@@ -258,6 +265,8 @@ static int on_score_event(void *ud, const reap_score_event *ev)
         break;
     }
     pthread_mutex_unlock(&m->mu);
+    if (drop_pending)
+        reap_run_pending_remove(m->o.pending_dir, j->info.run_id);
     release_all(gone);
     return stop;
 }
@@ -281,6 +290,8 @@ static void mark_interrupted(reap_rm *m, rm_job *j)
 static void run_job(reap_rm *m, rm_job *j)
 {
     reap_score_result res;
+    uint8_t run_id[16];
+    memcpy(run_id, j->info.run_id, 16); /* j may be freed once the run has ended */
     reap_score_job_opts o = {
         .model_dir = j->rq.model_dir,
         .calib_path = j->rq.calib_path,
@@ -339,11 +350,17 @@ static void run_job(reap_rm *m, rm_job *j)
         snprintf(in->error, sizeof in->error, "%s", msg);
     }
     j->ended = 1;
+    /* Ended for good unless a shutdown stopped it before it had a record. */
+    int drop_pending = j->pending && in->stop != REAP_RM_STOP_SHUTDOWN;
+    if (drop_pending)
+        j->pending = 0;
     deliver_final_locked(j, &gone);
     m->n_running--;
     m->n_ended++;
     trim_locked(m);
     pthread_mutex_unlock(&m->mu);
+    if (drop_pending)
+        reap_run_pending_remove(m->o.pending_dir, run_id);
     release_all(gone);
 }
 
@@ -483,7 +500,18 @@ int reap_rm_submit(reap_rm *m, const reap_rm_request *rq, reap_rm_watch_fn fn,
         goto fail;
     j->info.state = REAP_RM_QUEUED;
     j->info.has_run_id = 1;
-    reap_run_id_new(j->info.run_id);
+    if (rq->run_id)
+        memcpy(j->info.run_id, rq->run_id, 16);
+    else
+        reap_run_id_new(j->info.run_id);
+    j->rq.run_id = NULL;
+    if (m->o.pending_dir) {
+        if (reap_run_pending_write(m->o.pending_dir, j->info.run_id, j->request))
+            fprintf(stderr, "reap-scorer: %s (this run is not kept across a restart before "
+                    "it starts)\n", reap_err_msg());
+        else
+            j->pending = 1;
+    }
     j->info.last_layer = -1;
     j->info.seq_len = rq->seq_len;
     j->info.submitted_unix_ns = j->info.updated_unix_ns = now_ns();
@@ -539,6 +567,9 @@ int reap_rm_submit(reap_rm *m, const reap_rm_request *rq, reap_rm_watch_fn fn,
     }
     pthread_mutex_unlock(&m->mu);
 fail:
+    /* Refused: a new request's file goes; a resubmitted one's is the caller's to keep. */
+    if (j && j->pending && !rq->run_id)
+        reap_run_pending_remove(m->o.pending_dir, j->info.run_id);
     free(w);
     job_free(j);
     return rc;

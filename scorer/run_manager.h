@@ -72,6 +72,11 @@ typedef struct reap_rm_opts {
     int checkpoint_every;            /* hidden-state checkpoint every N layers (0: none) */
     int hash_threads;                /* model hashing threads (0: all cores) */
     reap_backend_opts backend_opts;  /* template (threads, precision, memory planning) */
+    const char *pending_dir;         /* an existing directory: each run's request is kept
+                                        there from submission until its store record
+                                        exists (run_request.h: pending requests), and
+                                        left there when a shutdown ends it before that;
+                                        NULL: not kept */
 } reap_rm_opts;
 
 /* One scoring request. Strings are copied at submission. */
@@ -87,6 +92,8 @@ typedef struct reap_rm_request {
     int batch_rows;                  /* 0: the backend's choice */
     const reap_backend_i *backend;   /* NULL: CPU */
     int force;
+    const uint8_t *run_id;           /* [16] the run id to use (a pending request submitted
+                                        again after a restart); NULL: a new one */
 } reap_rm_request;
 
 /* What is known of a job. Fixed-size except the two paths. */

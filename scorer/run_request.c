@@ -1,14 +1,20 @@
 /* run_request.c - scoring requests as JSON (run_request.h). */
 #include "run_request.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "fsutil.h"
 #include "reap_err.h"
+#include "runs.h"
 
 #define REQ_FORMAT "reap-run-request/1"
 
@@ -96,4 +102,114 @@ done:
         reap_run_request_buf_free(out);
     json_decref(o);
     return rc;
+}
+
+/* ---- pending requests ------------------------------------------------------------------ */
+
+static void pending_path(const char *dir, const uint8_t run_id[16], const char *suffix,
+                         char *out, size_t len)
+{
+    char hex[33];
+    reap_run_id_hex(run_id, hex);
+    snprintf(out, len, "%s/%s.json%s", dir, hex, suffix);
+}
+
+int reap_run_pending_write(const char *dir, const uint8_t run_id[16], const char *text)
+{
+    char path[4200], tmp[4208];
+    int rc, fd;
+    pending_path(dir, run_id, "", path, sizeof path);
+    pending_path(dir, run_id, ".tmp", tmp, sizeof tmp);
+    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
+        return reap_err_set(REAP_E_IO, "%s: %s", tmp, strerror(errno));
+    rc = reap_write_all(fd, text, strlen(text), tmp);
+    if (!rc && fsync(fd) != 0)
+        rc = reap_err_set(REAP_E_IO, "%s: fsync: %s", tmp, strerror(errno));
+    if (close(fd) != 0 && !rc)
+        rc = reap_err_set(REAP_E_IO, "%s: close: %s", tmp, strerror(errno));
+    if (!rc && rename(tmp, path) != 0)
+        rc = reap_err_set(REAP_E_IO, "%s: rename: %s", path, strerror(errno));
+    if (rc)
+        unlink(tmp);
+    return rc ? rc : reap_fsync_dir(dir);
+}
+
+void reap_run_pending_remove(const char *dir, const uint8_t run_id[16])
+{
+    char path[4200];
+    pending_path(dir, run_id, "", path, sizeof path);
+    unlink(path);
+}
+
+void reap_run_pending_free(reap_run_pending *p, int n)
+{
+    for (int i = 0; p && i < n; i++)
+        free(p[i].text);
+    free(p);
+}
+
+static int pending_oldest_first(const void *a, const void *b)
+{
+    const reap_run_pending *x = a, *y = b;
+    if (x->mtime_ns != y->mtime_ns)
+        return x->mtime_ns < y->mtime_ns ? -1 : 1;
+    return memcmp(x->run_id, y->run_id, 16);
+}
+
+int reap_run_pending_list(const char *dir, reap_run_pending **out, int *n)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    reap_run_pending *v = NULL;
+    int cnt = 0, cap = 0, rc = REAP_OK;
+    *out = NULL;
+    *n = 0;
+    if (!d)
+        return errno == ENOENT ? REAP_OK : reap_err_set(REAP_E_IO, "%s: %s", dir,
+                                                         strerror(errno));
+    while ((e = readdir(d))) {
+        char hex[33], path[4200];
+        struct stat st;
+        uint8_t id[16];
+        size_t len = strlen(e->d_name);
+        if (len != 37 || strcmp(e->d_name + 32, ".json"))
+            continue;
+        memcpy(hex, e->d_name, 32);
+        hex[32] = '\0';
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (reap_run_id_parse(hex, id) || stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        FILE *f = fopen(path, "rb");
+        char *text = f && st.st_size < (1 << 20) ? calloc((size_t)st.st_size + 1, 1) : NULL;
+        int ok = text && fread(text, 1, (size_t)st.st_size, f) == (size_t)st.st_size;
+        if (f)
+            fclose(f);
+        if (!ok) {
+            free(text);
+            continue; /* unreadable or absurd: skipped, the resume logs what it submits */
+        }
+        if (cnt == cap) {
+            reap_run_pending *nv = realloc(v, (size_t)(cap = cap ? 2 * cap : 8) * sizeof *v);
+            if (!nv) {
+                free(text);
+                rc = reap_err_set(REAP_E_NOMEM, "pending requests: out of memory");
+                break;
+            }
+            v = nv;
+        }
+        memcpy(v[cnt].run_id, id, 16);
+        v[cnt].text = text;
+        v[cnt].mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+        cnt++;
+    }
+    closedir(d);
+    if (rc) {
+        reap_run_pending_free(v, cnt);
+        return rc;
+    }
+    if (cnt)
+        qsort(v, (size_t)cnt, sizeof *v, pending_oldest_first);
+    *out = v;
+    *n = cnt;
+    return REAP_OK;
 }

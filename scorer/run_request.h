@@ -33,4 +33,31 @@ int reap_run_request_decode(const char *text, reap_run_request_buf *out);
 
 void reap_run_request_buf_free(reap_run_request_buf *b);
 
+/* Pending requests: runs submitted to the service but not yet recorded in the store (a
+ * run's record is made when it starts scoring), one file per run, <dir>/<run id>.json
+ * holding the request's text. The run manager writes one at submission and removes it
+ * when the run has its record or ends for good, so that the runs still queued when the
+ * server stops are submitted again, under the same run ids, when it starts
+ * (serve_resume.h). Files are written to a temporary name, fsynced and renamed.
+ * Thread rules: calls for different run ids may run concurrently. */
+
+/* REAP_OK, REAP_E_IO (message names the file). */
+int reap_run_pending_write(const char *dir, const uint8_t run_id[16], const char *text);
+
+/* Remove the run's file if there is one (errors ignored: a stale file is resubmitted and
+ * then found recorded or already scored). */
+void reap_run_pending_remove(const char *dir, const uint8_t run_id[16]);
+
+typedef struct reap_run_pending {
+    uint8_t run_id[16];
+    char *text;                 /* the request's text */
+    int64_t mtime_ns;           /* when it was written */
+} reap_run_pending;
+
+/* Every pending request of dir, oldest first (files whose name is not a run id are
+ * skipped). *out malloc'd (free with reap_run_pending_free); a missing dir is no
+ * pending request. REAP_OK, REAP_E_IO, REAP_E_NOMEM. */
+int reap_run_pending_list(const char *dir, reap_run_pending **out, int *n);
+void reap_run_pending_free(reap_run_pending *p, int n);
+
 #endif

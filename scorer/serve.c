@@ -987,8 +987,16 @@ int scorer_cmd_serve(int argc, char **argv)
         fprintf(stderr, "%s: --store: %s\n", PROG, reap_err_msg());
         goto fail;
     }
+    /* Requests of runs not started yet, kept across a restart (--resume). */
+    char pending[4200];
+    snprintf(pending, sizeof pending, "%s/pending", reap_store_dir(S.store));
+    if (resume && mkdir(pending, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "%s: %s: %s\n", PROG, pending, strerror(errno));
+        goto fail;
+    }
     reap_rm_opts ro = {
         .store = S.store,
+        .pending_dir = resume ? pending : NULL,
         .max_running = (int)max_runs,
         .max_queued = max_queued ? (int)max_queued : -1,
         .checkpoint_every = (int)ckpt_every,
@@ -1028,8 +1036,8 @@ int scorer_cmd_serve(int argc, char **argv)
             "once, %ld queued)%s", rpc_server_port(S.srv), store_dir, S.backend->name,
             max_runs, max_queued, so.tls_cert ? ", TLS" : "");
     if (resume)
-        scorer_resume_interrupted(S.store, S.rm, &S.model_roots, &S.calib_roots, S.backend,
-                                  PROG);
+        scorer_resume_interrupted(S.store, S.rm, pending, &S.model_roots, &S.calib_roots,
+                                  S.backend, PROG);
     if ((rc = rpc_server_run(S.srv))) {
         /* Calls still referenced: wait for the runs, but leave the server allocated. */
         fprintf(stderr, "%s: %s\n", PROG, reap_err_msg());

@@ -17,18 +17,19 @@ static int same_pair(const reap_run_info *a, const reap_run_info *b)
     return !memcmp(a->model.b, b->model.b, 32) && !memcmp(a->calib.b, b->calib.b, 32);
 }
 
-/* Submit one run's request again; REAP_OK and its new run id, or an error (logged by the
- * caller). */
-static int resubmit(reap_rm *rm, const reap_run_info *r, const rpc_roots *model_roots,
-                    const rpc_roots *calib_roots, const reap_backend_i *fallback,
-                    uint8_t new_id[16], char *why, size_t whylen)
+/* Submit a request (text) again: under run id `keep_id` when not NULL, else a new one;
+ * REAP_OK and the run id in new_id, or an error and why (logged by the caller). */
+static int resubmit(reap_rm *rm, const char *text, const uint8_t *keep_id,
+                    const rpc_roots *model_roots, const rpc_roots *calib_roots,
+                    const reap_backend_i *fallback, uint8_t new_id[16], char *why,
+                    size_t whylen)
 {
     reap_run_request_buf b;
     char *model = NULL, *calib = NULL, *tok = NULL;
     reap_rm_info *jobs = NULL;
     uint64_t job_id = 0;
     int n = 0, rc;
-    if ((rc = reap_run_request_decode(r->request, &b))) {
+    if ((rc = reap_run_request_decode(text, &b))) {
         snprintf(why, whylen, "%s", reap_err_msg());
         return rc;
     }
@@ -49,6 +50,7 @@ static int resubmit(reap_rm *rm, const reap_run_info *r, const rpc_roots *model_
     rq.backend = scorer_pick_backend(b.backend);
     if (!rq.backend || (!strcmp(b.backend, "cuda") && reap_cuda_available() <= 0))
         rq.backend = fallback;
+    rq.run_id = keep_id;
     if ((rc = reap_rm_submit(rm, &rq, NULL, NULL, NULL, &job_id))) {
         snprintf(why, whylen, "%s", reap_err_msg());
         goto done;
@@ -72,16 +74,56 @@ done:
     return rc;
 }
 
-int scorer_resume_interrupted(reap_store *s, reap_rm *rm, const rpc_roots *model_roots,
-                              const rpc_roots *calib_roots, const reap_backend_i *fallback,
-                              const char *prog)
+/* The pending requests p[n] (listed before anything was submitted: the submissions here
+ * write pending files of their own) of runs that had not started. */
+static int resume_pending(reap_store *s, reap_rm *rm, const char *dir,
+                          const reap_run_pending *p, int n, const rpc_roots *model_roots,
+                          const rpc_roots *calib_roots, const reap_backend_i *fallback,
+                          const char *prog)
+{
+    int resumed = 0;
+    for (int i = 0; i < n; i++) {
+        char hex[33], why[1024];
+        uint8_t id[16];
+        reap_run_info r;
+        reap_run_id_hex(p[i].run_id, hex);
+        if (reap_store_run_get(s, NULL, p[i].run_id, &r) == REAP_OK) {
+            reap_run_info_free(&r);
+            reap_run_pending_remove(dir, p[i].run_id);
+            continue; /* it started: its record says what became of it */
+        }
+        int rc = resubmit(rm, p[i].text, p[i].run_id, model_roots, calib_roots, fallback, id,
+                          why, sizeof why);
+        if (!rc) {
+            svc_log(prog, "resume: run %s (not started before the restart) is queued again",
+                    hex);
+            resumed++;
+        } else if (rc == REAP_RM_E_BUSY) {
+            svc_log(prog, "resume: run %s stays pending for the next start: %s", hex, why);
+        } else {
+            svc_log(prog, "resume: run %s (not started) dropped: %s", hex, why);
+            reap_run_pending_remove(dir, p[i].run_id);
+        }
+    }
+    return resumed;
+}
+
+int scorer_resume_interrupted(reap_store *s, reap_rm *rm, const char *pending_dir,
+                              const rpc_roots *model_roots, const rpc_roots *calib_roots,
+                              const reap_backend_i *fallback, const char *prog)
 {
     reap_run_info *runs = NULL;
-    int n = 0, resumed = 0;
+    reap_run_pending *pend = NULL;
+    int n = 0, n_pend = 0, resumed = 0;
+    if (pending_dir && reap_run_pending_list(pending_dir, &pend, &n_pend)) {
+        svc_log(prog, "resume: pending runs: %s", reap_err_msg());
+        pend = NULL;
+        n_pend = 0;
+    }
     /* Runs left running by a process of this host that is gone: interrupted. */
     if (reap_store_run_list(s, NULL, &runs, &n)) {
         svc_log(prog, "resume: listing runs: %s", reap_err_msg());
-        return 0;
+        n = 0;
     }
     for (int i = 0; i < n; i++)
         if (runs[i].state == REAP_RUN_RUNNING &&
@@ -93,7 +135,8 @@ int scorer_resume_interrupted(reap_store *s, reap_rm *rm, const rpc_roots *model
     runs = NULL;
     if (reap_store_run_list(s, NULL, &runs, &n)) {
         svc_log(prog, "resume: listing runs: %s", reap_err_msg());
-        return 0;
+        runs = NULL;
+        n = 0;
     }
     /* Newest first: the first run seen of each pair is its newest. */
     for (int i = n - 1; i >= 0; i--) {
@@ -112,7 +155,8 @@ int scorer_resume_interrupted(reap_store *s, reap_rm *rm, const rpc_roots *model
                     "record): score the pair again to resume it", old_hex);
             continue;
         }
-        if (resubmit(rm, r, model_roots, calib_roots, fallback, new_id, why, sizeof why)) {
+        if (resubmit(rm, r->request, NULL, model_roots, calib_roots, fallback, new_id, why,
+                     sizeof why)) {
             svc_log(prog, "resume: run %s not resumed: %s", old_hex, why);
             continue;
         }
@@ -131,5 +175,8 @@ int scorer_resume_interrupted(reap_store *s, reap_rm *rm, const rpc_roots *model
     for (int i = 0; i < n; i++)
         reap_run_info_free(&runs[i]);
     free(runs);
+    resumed += resume_pending(s, rm, pending_dir, pend, n_pend, model_roots, calib_roots,
+                              fallback, prog);
+    reap_run_pending_free(pend, n_pend);
     return resumed;
 }

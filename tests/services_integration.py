@@ -94,7 +94,7 @@ class Fixture:
         run([g, "--out", os.path.join(self.models, "m"), "--seed", "7"] + base +
             ["--calib", os.path.join(self.calib, "c1.jsonl"), "--samples", str(samples),
              "--min-len", "32", "--max-len", "200"])
-        for i in range(2, 10):   # more calibration sets of the same model
+        for i in range(2, 11):   # more calibration sets of the same model
             run([g, "--out", os.path.join(w, "unused"), "--layers", "1", "--vocab", "800",
                  "--calib", os.path.join(self.calib, f"c{i}.jsonl"), "--samples",
                  str(samples), "--min-len", "32", "--max-len", "200", "--calib-seed",
@@ -736,16 +736,27 @@ def test_services(a):
 
     # ---- a restarted server resumes interrupted runs by itself (--resume 1, the default) ----
     # SIGTERM (a clean shutdown) and SIGKILL (a crash) after 2 layers; no client scores
-    # the pair again: the new server submits the run again from its record.
+    # the pair again: the new server submits the run again from its record. With the
+    # SIGTERM, a second run waits in the queue: it comes back under its own run id.
+    sc_srv.stop()   # scorer2 ran with --resume 0
+    sc_srv = start_scorer(a, fx, name="scorer3", extra=["--token", TOKEN])
+    sch = grpc.insecure_channel(sc_srv.addr)
+    sc = rg.ScorerStub(sch)
     for sig, cal in ((signal.SIGTERM, "c4.jsonl"), (signal.SIGKILL, "c8.jsonl")):
         it = sc.Score(rp.ScoreRequest(model_path="m", calib_path=cal), metadata=auth,
                       timeout=120)
-        seen, old = 0, ""
+        seen, old, qid, qit = 0, "", "", None
         try:
             for ev in it:
                 k = ev.WhichOneof("event")
                 if k == "accepted":
                     old = ev.accepted.run_id
+                    if sig == signal.SIGTERM:
+                        qit = sc.Score(rp.ScoreRequest(model_path="m", calib_path="c10.jsonl"),
+                                       metadata=auth, timeout=120)
+                        q0 = next(qit)
+                        qid = q0.queued.run_id if q0.WhichOneof("event") == "queued" else ""
+                        pend = os.listdir(os.path.join(a.work, "store", "pending"))
                 if k == "layer_done":
                     seen += 1
                     if seen == 2:
@@ -773,6 +784,21 @@ def test_services(a):
               f"{sig.name} after 2 layers, restart: run {old[:8]} resumed by the server as "
               f"run {new.run_id[:8] if new else '-'} from layer "
               f"{new.start_layer if new else '-'}, done, logged")
+        if sig == signal.SIGTERM:
+            qrun, deadline = None, time.time() + 90
+            while qid and time.time() < deadline:
+                qrun = sc.GetRun(rp.GetRunRequest(run_id=qid), metadata=auth, timeout=10)
+                if qrun.state in (rp.RUN_STATE_DONE, rp.RUN_STATE_FAILED):
+                    break
+                time.sleep(0.2)
+            left = os.listdir(os.path.join(a.work, "store", "pending"))
+            check(qid and pend == [qid + ".json"] and qrun and
+                  qrun.state == rp.RUN_STATE_DONE and qrun.layers_done == qrun.n_layers and
+                  qrun.start_layer == 0 and left == [] and
+                  f"run {qid} (not started before the restart) is queued again" in
+                  sc_srv.logtext(),
+                  f"a run queued at the SIGTERM (its request kept in store/pending) comes "
+                  f"back under its own id {qid[:8]} and finishes; nothing left pending")
     one8 = os.path.join(a.work, "oneshot8.json")
     run([os.path.join(a.bin, "reap-scorer"), "run", "--model", os.path.join(fx.models, "m"),
          "--calib", os.path.join(fx.calib, "c8.jsonl"), "--seq-len", "64", "--backend", "cpu",

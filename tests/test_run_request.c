@@ -1,17 +1,23 @@
 /* test_run_request.c - scoring requests as recorded with their runs (scorer/run_request.h):
  * round trips (with and without a tokenizer, the largest seed, every field changed from
  * its default), and refusals of damaged or foreign text, each with a message, never a
- * crash.
+ * crash; pending-request files: written, listed oldest first with their text, removed,
+ * foreign names skipped, a missing directory read as none.
  *
- * Usage: test_run_request (no scratch directory).
+ * Usage: test_run_request SCRATCH_DIR (created if missing).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "reap_err.h"
 #include "run_request.h"
+#include "runs.h"
+#include "test_fixtures.h"
 #include "test_util.h"
 
 static void round_trip(const reap_rm_request *rq, const char *want_backend)
@@ -32,8 +38,50 @@ static void round_trip(const reap_rm_request *rq, const char *want_backend)
     free(text);
 }
 
-int main(void)
+static void test_pending(void)
 {
+    const char *dir = sp("pending");
+    uint8_t id[3][16];
+    reap_run_pending *p = NULL;
+    int n = -1;
+    CHECK(fresh_dir(dir) == 0);
+    CHECK_RC(reap_run_pending_list(sp("no-such-dir"), &p, &n), REAP_OK);
+    CHECK(n == 0 && p == NULL);
+    for (int i = 0; i < 3; i++) {
+        char text[32];
+        memset(id[i], 0xc0 - 0x20 * i, 16); /* ids descending, files written in turn */
+        snprintf(text, sizeof text, "{\"n\": %d}", i);
+        CHECK_RC(reap_run_pending_write(dir, id[i], text), REAP_OK);
+        nanosleep(&(struct timespec){0, 5000000}, NULL);
+    }
+    write_scratch("pending/notes.json", "x");             /* not a run id: skipped */
+    write_scratch("pending/0123.json", "x");
+    CHECK_RC(reap_run_pending_list(dir, &p, &n), REAP_OK);
+    CHECK(n == 3);
+    for (int i = 0; i < n && n == 3; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "{\"n\": %d}", i);
+        CHECK_MSG(!memcmp(p[i].run_id, id[i], 16) && !strcmp(p[i].text, want),
+                  "pending %d: %s", i, p[i].text);
+    }
+    reap_run_pending_free(p, n);
+    reap_run_pending_remove(dir, id[1]);
+    reap_run_pending_remove(dir, id[1]); /* twice: no error */
+    CHECK_RC(reap_run_pending_list(dir, &p, &n), REAP_OK);
+    CHECK(n == 2 && !memcmp(p[0].run_id, id[0], 16) && !memcmp(p[1].run_id, id[2], 16));
+    reap_run_pending_free(p, n);
+    CHECK_RC(reap_run_pending_write(sp("no-such-dir"), id[0], "{}"), REAP_E_IO);
+    CHECK_ERRMSG("no-such-dir");
+}
+
+int main(int argc, char **argv)
+{
+    scratch = argc > 1 ? argv[1] : "tmp_test_run_request";
+    if (make_dirs(scratch) != 0) {
+        perror(scratch);
+        return 1;
+    }
+    test_pending();
     reap_rm_request a = {.model_dir = "/models/m", .calib_path = "/calib/c.jsonl",
                          .seq_len = 2048, .pack = 1};
     round_trip(&a, "cpu");
