@@ -206,7 +206,7 @@ static int on_score_event(void *ud, const reap_score_event *ev)
     reap_rm *m = j->m;
     reap_rm_info *in = &j->info;
     rm_watcher *gone = NULL;
-    int stop = 0, drop_pending = 0;
+    int stop = 0;
     pthread_mutex_lock(&m->mu);
     in->updated_unix_ns = now_ns();
     switch (ev->kind) {
@@ -237,8 +237,11 @@ static int on_score_event(void *ud, const reap_score_event *ev)
             in->layers_done = ev->start_layer;
         }
         j->accepted = j->tokenized = 1;
-        drop_pending = j->pending; /* the store's record holds the request now */
-        j->pending = 0;
+        if (j->pending) { /* the store's record holds the request now (gone before any
+                             watcher hears of it: one unlink under the lock) */
+            reap_run_pending_remove(m->o.pending_dir, in->run_id);
+            j->pending = 0;
+        }
         deliver_locked(j, REAP_RM_EV_ACCEPTED, &gone);
         deliver_locked(j, REAP_RM_EV_TOKENIZED, &gone);
         break;
@@ -265,8 +268,6 @@ static int on_score_event(void *ud, const reap_score_event *ev)
         break;
     }
     pthread_mutex_unlock(&m->mu);
-    if (drop_pending)
-        reap_run_pending_remove(m->o.pending_dir, j->info.run_id);
     release_all(gone);
     return stop;
 }
@@ -290,8 +291,6 @@ static void mark_interrupted(reap_rm *m, rm_job *j)
 static void run_job(reap_rm *m, rm_job *j)
 {
     reap_score_result res;
-    uint8_t run_id[16];
-    memcpy(run_id, j->info.run_id, 16); /* j may be freed once the run has ended */
     reap_score_job_opts o = {
         .model_dir = j->rq.model_dir,
         .calib_path = j->rq.calib_path,
@@ -351,16 +350,15 @@ static void run_job(reap_rm *m, rm_job *j)
     }
     j->ended = 1;
     /* Ended for good unless a shutdown stopped it before it had a record. */
-    int drop_pending = j->pending && in->stop != REAP_RM_STOP_SHUTDOWN;
-    if (drop_pending)
+    if (j->pending && in->stop != REAP_RM_STOP_SHUTDOWN) {
+        reap_run_pending_remove(m->o.pending_dir, in->run_id);
         j->pending = 0;
+    }
     deliver_final_locked(j, &gone);
     m->n_running--;
     m->n_ended++;
     trim_locked(m);
     pthread_mutex_unlock(&m->mu);
-    if (drop_pending)
-        reap_run_pending_remove(m->o.pending_dir, run_id);
     release_all(gone);
 }
 
