@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hidden_ckpt.h"
 #include "reap_err.h"
 #include "run_request.h"
 #include "runs.h"
@@ -120,15 +121,21 @@ int scorer_resume_interrupted(reap_store *s, reap_rm *rm, const char *pending_di
         pend = NULL;
         n_pend = 0;
     }
-    /* Runs left running by a process of this host that is gone: interrupted. */
+    /* Runs left "running" by a process that is gone: interrupted. The pair's scoring lock
+     * tells: whoever holds it is alive (another process scoring the pair now). */
     if (reap_store_run_list(s, NULL, &runs, &n)) {
         svc_log(prog, "resume: listing runs: %s", reap_err_msg());
         n = 0;
     }
-    for (int i = 0; i < n; i++)
-        if (runs[i].state == REAP_RUN_RUNNING &&
+    for (int i = 0; i < n; i++) {
+        int lock = -1;
+        if (runs[i].state != REAP_RUN_RUNNING)
+            continue;
+        if (reap_store_pair_lock(s, &runs[i].model, &runs[i].calib, &lock) ||
             reap_store_run_mark_interrupted(s, &runs[i].model, &runs[i].calib, NULL))
             svc_log(prog, "resume: %s", reap_err_msg());
+        reap_store_pair_unlock(lock);
+    }
     for (int i = 0; i < n; i++)
         reap_run_info_free(&runs[i]);
     free(runs);

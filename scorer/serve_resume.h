@@ -4,8 +4,10 @@
  * Score again.
  *
  * A run is resumed when it is the newest run of its (model, calibration) pair, its record
- * says "interrupted" (stopped by a shutdown, or left running by a process of this host
- * that is gone: such records are marked first, store/runs.h), and it carries its request
+ * says "interrupted" (stopped by a shutdown, or left running by a process that is gone:
+ * such records are marked first, when the pair's scoring lock is free, store/runs.h; so
+ * a pod that comes back under another host name or PID namespace takes them over too),
+ * and it carries its request
  * (run_request.h; records written before requests were recorded have none). Its paths are
  * confined to the roots again; a backend this server lacks becomes the default backend.
  * The new run (a new run id) starts from the newest hidden-state checkpoint as any rerun

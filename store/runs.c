@@ -3,7 +3,6 @@
 #include "runs.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -204,7 +203,7 @@ int reap_store_run_mark_interrupted(reap_store *s, const reap_id *model, const r
                                     int *n_marked)
 {
     reap_run_info *runs = NULL;
-    char host[256] = "", msg[64];
+    char host[256] = "", msg[400];
     int n = 0, marked = 0, rc;
     if (n_marked)
         *n_marked = 0;
@@ -214,10 +213,11 @@ int reap_store_run_mark_interrupted(reap_store *s, const reap_id *model, const r
     for (int i = 0; i < n && !rc; i++) {
         reap_run_info *r = &runs[i];
         if (r->state != REAP_RUN_RUNNING || memcmp(r->model.b, model->b, 32) ||
-            memcmp(r->calib.b, calib->b, 32) || !r->host || strcmp(r->host, host) ||
-            r->pid <= 0 || r->pid == (int)getpid() || kill(r->pid, 0) == 0 || errno != ESRCH)
+            memcmp(r->calib.b, calib->b, 32) ||
+            (r->pid == (int)getpid() && r->host && !strcmp(r->host, host)))
             continue;
-        snprintf(msg, sizeof msg, "interrupted: process %d is gone", r->pid);
+        snprintf(msg, sizeof msg, "interrupted: process %d on %.255s is gone", r->pid,
+                 r->host && *r->host ? r->host : "?");
         if (!(rc = reap_store_run_finish(s, r, REAP_RUN_FAILED, msg)))
             marked++;
     }

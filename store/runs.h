@@ -85,9 +85,13 @@ int reap_store_run_commit_layer(reap_store *s, reap_run_info *run, int layer,
  * the record. REAP_OK, REAP_E_INVALID, REAP_E_IO, REAP_E_NOMEM. */
 int reap_store_run_finish(reap_store *s, reap_run_info *run, int state, const char *error);
 
-/* Runs of (model, calib) left "running" by a process of this host that no longer exists
- * (killed, crashed) become "failed" with error "interrupted: process <pid> is gone".
- * *n_marked (may be NULL) receives their number. A run of another host is left alone.
+/* Runs of (model, calib) left "running" by a process that is gone (killed, crashed)
+ * become "failed" with error "interrupted: process <pid> on <host> is gone". The caller
+ * holds the pair's scoring lock (reap_store_pair_lock, hidden_ckpt.h): then no live
+ * process scores the pair on this store, whatever PID namespace or host name it had (the
+ * lock is a flock, shared by every container on the node), so every "running" record of
+ * the pair is dead, except one of this very process (same pid and host), left alone.
+ * *n_marked (may be NULL) receives their number.
  * REAP_OK, REAP_E_INVALID (read-only), REAP_E_IO, REAP_E_NOMEM, REAP_E_FORMAT. */
 int reap_store_run_mark_interrupted(reap_store *s, const reap_id *model, const reap_id *calib,
                                     int *n_marked);

@@ -389,9 +389,46 @@ static void test_records(void)
     free(runs);
     reap_run_info_free(&run);
 
+    /* Interrupted runs (the caller holds the pair's lock): a record of another host and
+     * PID namespace (pid 1 on "elsewhere") is dead, one of this process is not, another
+     * pair's is not looked at. */
+    reap_run_info mine, theirs, other_pair;
+    reap_id c5;
+    fake_id(&c5, 15);
+    int lock = -1, n_marked = -1;
+    CHECK_RC(reap_store_run_begin(s, NULL, &m, &c4, 3, 0, "cpu", NULL, NULL, &mine), REAP_OK);
+    CHECK_RC(reap_store_run_begin(s, NULL, &m, &c4, 3, 0, "cpu", NULL, NULL, &theirs), REAP_OK);
+    CHECK_RC(reap_store_run_begin(s, NULL, &m, &c5, 3, 0, "cpu", NULL, NULL, &other_pair),
+             REAP_OK);
+    theirs.pid = 1;
+    free(theirs.host);
+    theirs.host = strdup("elsewhere");
+    other_pair.pid = 1;
+    CHECK_RC(reap_store_run_commit_layer(s, &theirs, 0, 0.1, NULL, NULL), REAP_OK);
+    CHECK_RC(reap_store_run_commit_layer(s, &other_pair, 0, 0.1, NULL, NULL), REAP_OK);
+    CHECK_RC(reap_store_pair_lock(s, &m, &c4, &lock), REAP_OK);
+    CHECK_RC(reap_store_run_mark_interrupted(s, &m, &c4, &n_marked), REAP_OK);
+    reap_store_pair_unlock(lock);
+    CHECK(n_marked == 1);
+    reap_run_info got_mine, got_theirs, got_other;
+    CHECK_RC(reap_store_run_get(s, NULL, mine.run_id, &got_mine), REAP_OK);
+    CHECK_RC(reap_store_run_get(s, NULL, theirs.run_id, &got_theirs), REAP_OK);
+    CHECK_RC(reap_store_run_get(s, NULL, other_pair.run_id, &got_other), REAP_OK);
+    CHECK(got_mine.state == REAP_RUN_RUNNING && got_other.state == REAP_RUN_RUNNING);
+    CHECK(got_theirs.state == REAP_RUN_FAILED && got_theirs.error &&
+          !strcmp(got_theirs.error, "interrupted: process 1 on elsewhere is gone"));
+    CHECK_RC(reap_store_run_finish(s, &mine, REAP_RUN_CANCELLED, NULL), REAP_OK);
+    CHECK_RC(reap_store_run_finish(s, &other_pair, REAP_RUN_CANCELLED, NULL), REAP_OK);
+    reap_run_info_free(&got_mine);
+    reap_run_info_free(&got_theirs);
+    reap_run_info_free(&got_other);
+    reap_run_info_free(&mine);
+    reap_run_info_free(&theirs);
+    reap_run_info_free(&other_pair);
+
     uint64_t checked = 0;
     CHECK_RC(reap_store_verify(s, &checked), REAP_OK);
-    CHECK(checked == 1 + 3 + 3 + 2 + 2 + 4); /* model, c1, c2, c3, c4 stats, 4 runs */
+    CHECK(checked == 1 + 3 + 3 + 2 + 2 + 7); /* model, c1, c2, c3, c4 stats, 7 runs */
     reap_store_close(s);
     s = NULL;
 
