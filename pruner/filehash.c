@@ -235,7 +235,7 @@ int reap_hasher_start(int threads, reap_hasher **out)
     return REAP_OK;
 }
 
-int reap_hasher_add(reap_hasher *h, const char *dir, const char *name)
+int reap_hasher_add(reap_hasher *h, const char *dir, const char *name, int with_sha)
 {
     hasher_item *it = calloc(1, sizeof *it);
     if (!it || !(it->dir = strdup(dir)) || !(it->name = strdup(name))) {
@@ -245,7 +245,7 @@ int reap_hasher_add(reap_hasher *h, const char *dir, const char *name)
         }
         return reap_err_set(REAP_E_NOMEM, "hasher: out of memory");
     }
-    it->job = (reap_file_hash){.dir = it->dir, .name = it->name, .with_sha = 1};
+    it->job = (reap_file_hash){.dir = it->dir, .name = it->name, .with_sha = with_sha};
     pthread_mutex_lock(&h->mu);
     if (h->tail)
         h->tail->next = it;

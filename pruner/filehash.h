@@ -6,9 +6,10 @@
  *   reap_hash_file     one file, one read pass, both digests
  *   reap_hash_files    many files on up to 8 threads (one file per thread at a time)
  *   reap_hasher        a background hasher: the rewrite hands it each output shard as
- *                      soon as the shard is complete, so the shard is digested (from the
- *                      page cache, while it is still there) during the writing of the
- *                      next one instead of being read back from disk at the end
+ *                      soon as the shard is complete (and the input shard it read), so
+ *                      the files are digested (from the page cache, while they are still
+ *                      there) during the writing of the next shard instead of being read
+ *                      back from disk at the end
  *
  * Every read drops the pages it hashed from the page cache (POSIX_FADV_DONTNEED), so
  * hashing a 120 GB checkpoint leaves memory as it was.
@@ -49,13 +50,14 @@ void reap_hash_files(reap_file_hash *jobs, size_t n);
 
 typedef struct reap_hasher reap_hasher;
 
-/* Start a background hasher with `threads` workers (clamped to 1..8). Both digests are
- * computed for every file. REAP_OK, REAP_E_NOMEM, REAP_E_INTERNAL (no thread). */
+/* Start a background hasher with `threads` workers (clamped to 1..8).
+ * REAP_OK, REAP_E_NOMEM, REAP_E_INTERNAL (no thread). */
 int reap_hasher_start(int threads, reap_hasher **out);
 
-/* Queue dir/name (both copied): a complete file that nothing will write again.
- * REAP_OK or REAP_E_NOMEM (the file is then simply not pre-hashed). */
-int reap_hasher_add(reap_hasher *h, const char *dir, const char *name);
+/* Queue dir/name (both copied): a complete file that nothing will write again; its
+ * BLAKE2b-256, and its SHA-256 when with_sha. REAP_OK or REAP_E_NOMEM (the file is then
+ * simply not pre-hashed). */
+int reap_hasher_add(reap_hasher *h, const char *dir, const char *name, int with_sha);
 
 /* Wait until every queued file is hashed. */
 void reap_hasher_wait(reap_hasher *h);

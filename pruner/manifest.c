@@ -243,7 +243,11 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
         reap_hasher_wait(hashed);
     for (size_t i = 0; i < n_out; i++) {
         const reap_file_hash *h = reap_hasher_find(hashed, out_dir, outs[i]);
-        jobs[i] = h ? *h : (reap_file_hash){.dir = out_dir, .name = outs[i], .with_sha = 1};
+        if (h && !h->with_sha)
+            h = NULL;
+        jobs[i] = h ? *h : (reap_file_hash){.with_sha = 1};
+        jobs[i].dir = out_dir;
+        jobs[i].name = outs[i];
         if (!h)
             todo[n_todo++] = &jobs[i];
     }
@@ -256,9 +260,13 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
         snprintf(path, sizeof path, "%s/%s", in_dir, ins[i]);
         if (in && in->n_files && stat(path, &st) == 0)
             k = known_input(in, ins[i], (uint64_t)st.st_size);
+        const reap_file_hash *h = k ? NULL : reap_hasher_find(hashed, in_dir, ins[i]);
         if (k) {
             j->size = k->size;
             memcpy(j->b2, k->blake2b_256, 32);
+        } else if (h) {
+            j->size = h->size;
+            memcpy(j->b2, h->b2, 32);
         } else {
             todo[n_todo++] = j;
         }

@@ -188,11 +188,12 @@ static int is_within(const char *path, const char *dir)
 }
 
 /* The rewrite's callbacks: progress to the caller, each finished shard to the
- * background hasher. */
+ * background hasher, and the input shard it read too when the caller does not know the
+ * input's digests (then the hasher reads it while its pages are still cached). */
 typedef struct prune_cb {
     const reap_prune_opts *o;
     reap_hasher *hasher;
-    const char *dir;
+    const char *dir, *in_dir;
 } prune_cb;
 
 static int cb_progress(void *ud, uint64_t done, uint64_t total)
@@ -201,11 +202,17 @@ static int cb_progress(void *ud, uint64_t done, uint64_t total)
     return c->o->progress ? c->o->progress(c->o->ud, done, total) : 0;
 }
 
-static void cb_shard_done(void *ud, const char *name)
+static int cb_shard_done(void *ud, const char *name, const char *in_path)
 {
     const prune_cb *c = ud;
-    if (c->hasher)
-        reap_hasher_add(c->hasher, c->dir, name); /* out of memory: hashed at the end */
+    const char *base = strrchr(in_path, '/');
+    if (!c->hasher)
+        return 0;
+    reap_hasher_add(c->hasher, c->dir, name, 1); /* out of memory: hashed at the end */
+    if (c->o->n_input_files || !base || strncmp(in_path, c->in_dir, (size_t)(base - in_path)) ||
+        strlen(c->in_dir) != (size_t)(base - in_path))
+        return 0;
+    return reap_hasher_add(c->hasher, c->in_dir, base + 1, 0) == REAP_OK;
 }
 
 int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
@@ -261,7 +268,7 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
      * leaves every file to the manifest. */
     int nt = reap_cpu_count() - 1;
     reap_hasher_start(nt < 1 ? 1 : nt > 4 ? 4 : nt, &hasher);
-    prune_cb cb = {o, hasher, tmpdir};
+    prune_cb cb = {o, hasher, tmpdir, in_real};
     t0 = now_s();
     if ((rc = reap_rewrite_checkpoint(ck, &cfg, &res->ks, tmpdir, cb_progress, cb_shard_done,
                                       &cb, &res->rewrite)))

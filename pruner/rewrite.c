@@ -606,9 +606,9 @@ typedef struct progress_state {
 } progress_state;
 
 static int write_shard(const out_shard *sh, const char *out_dir, const reap_keepset *ks,
-                       progress_state *ps)
+                       progress_state *ps, reap_rewrite_file_fn done, void *ud)
 {
-    int rc, fd = -1;
+    int rc, fd = -1, keep_cached = 0;
     st_writer *w = NULL;
     char *path = path_join(out_dir, sh->name);
     if (!path)
@@ -656,10 +656,13 @@ static int write_shard(const out_shard *sh, const char *out_dir, const reap_keep
     }
     rc = st_writer_finish(w);
     w = NULL;
+    if (!rc && done && done(ud, sh->name, in_path))
+        keep_cached = 1;
 fail:
     st_writer_abort(w);
     if (fd >= 0) {
-        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        if (!keep_cached)
+            posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
         close(fd);
     }
     free(path);
@@ -873,11 +876,9 @@ int reap_rewrite_checkpoint(const reap_ckpt *ck, const reap_config *cfg,
     for (size_t i = 0; i < nf; i++) {
         if (sh[i].n == 0)
             continue;
-        if ((rc = write_shard(&sh[i], out_dir, ks, &ps)))
+        if ((rc = write_shard(&sh[i], out_dir, ks, &ps, shard_done, ud)))
             goto done;
         res->n_shards++;
-        if (shard_done)
-            shard_done(ud, sh[i].name);
     }
     if (access(in_index, F_OK) == 0 &&
         (rc = write_index(in_index, out_dir, sh, nf, res->bytes_out)))

@@ -59,8 +59,11 @@
 typedef int (*reap_rewrite_progress_fn)(void *ud, uint64_t done, uint64_t total);
 
 /* Called with an output shard's file name (relative to out_dir) once the shard is
- * complete: fsynced and renamed into place, never written again by the rewrite. */
-typedef void (*reap_rewrite_file_fn)(void *ud, const char *name);
+ * complete (fsynced and renamed into place, never written again by the rewrite), and the
+ * path of the input shard it was made from. The rewrite drops the input shard's pages
+ * from the page cache after the call unless it returns non-zero: the callee then takes
+ * them over (it reads the file next, e.g. to hash it, and drops them itself). */
+typedef int (*reap_rewrite_file_fn)(void *ud, const char *name, const char *in_path);
 
 typedef struct reap_rewrite_result {
     uint64_t bytes_in;        /* tensor data bytes of the input */

@@ -9,12 +9,14 @@
  * Usage: test_manifest SCRATCH_DIR (created if missing).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "keepset.h"
@@ -314,8 +316,9 @@ static void test_manifest_reuse(void)
      * the file is not read again), once with another size (hashed again). */
     reap_hasher *h = NULL;
     CHECK_RC(reap_hasher_start(1, &h), REAP_OK);
-    CHECK_RC(reap_hasher_add(h, dir, outs[1]), REAP_OK);
-    CHECK_RC(reap_hasher_add(h, dir, outs[2]), REAP_OK);
+    CHECK_RC(reap_hasher_add(h, dir, outs[1], 1), REAP_OK);
+    CHECK_RC(reap_hasher_add(h, dir, outs[2], 1), REAP_OK);
+    CHECK_RC(reap_hasher_add(h, dir, outs[0], 0), REAP_OK); /* no SHA-256: not enough */
     reap_hasher_wait(h);
     snprintf(p, sizeof p, "%s/%s", dir, outs[2]);
     write_text(p, "shard two, changed");
@@ -359,6 +362,28 @@ static void test_manifest_reuse(void)
                      "model.safetensors"),
             entry_of(json_object_get(json_object_get(got, "inputs"), "files"),
                      "model.safetensors")));
+    json_decref(got);
+
+    /* No known inputs, the hasher digested one (BLAKE2b only, as inputs need): used, not
+     * read again. To show it, the file's bytes then change in place with its size and
+     * mtime kept: the manifest still has the digest the hasher took (the reference's). */
+    CHECK_RC(reap_hasher_add(h, in, "model.safetensors", 0), REAP_OK);
+    reap_hasher_wait(h);
+    char ip[8400];
+    struct stat ist;
+    snprintf(ip, sizeof ip, "%s/model.safetensors", in);
+    CHECK(stat(ip, &ist) == 0);
+    FILE *wf = fopen(ip, "r+b");
+    CHECK(wf && fputs("INPUT", wf) >= 0 && fclose(wf) == 0);
+    struct timespec times[2] = {ist.st_atim, ist.st_mtim};
+    CHECK(utimensat(AT_FDCWD, ip, times, 0) == 0);
+    mi.files = NULL;
+    mi.n_files = 0;
+    unlink(p);
+    CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, h, NULL, NULL), REAP_OK);
+    got = json_load_file(p, 0, NULL);
+    CHECK(got && json_equal(json_object_get(json_object_get(ref, "inputs"), "files"),
+                            json_object_get(json_object_get(got, "inputs"), "files")));
     json_decref(got);
     json_decref(ref);
     reap_hasher_free(h);

@@ -327,9 +327,10 @@ static void prune_case(const char *name, reap_family fam, reap_expert_layout lay
     reap_prune_result res;
     CHECK_RC(reap_prune(&po, &res), REAP_OK);
     CHECK(res.ks.n_keep == 8 - n_prune);
-    /* every shard was hashed for the manifest while the rewrite went on */
-    CHECK(res.n_files_prehashed == res.rewrite.n_shards && res.rewrite.n_shards > 0 &&
-          res.bytes_prehashed > res.rewrite.bytes_out);
+    /* every output shard, and the input shard it came from, was hashed for the manifest
+     * while the rewrite went on */
+    CHECK(res.n_files_prehashed == 2 * res.rewrite.n_shards && res.rewrite.n_shards > 0 &&
+          res.bytes_prehashed > res.rewrite.bytes_out + res.rewrite.bytes_in);
     CHECK(res.verify.n_moe == reap_config_n_moe_layers(&cfg));
     if (n_prune == 0) {
         CHECK(res.verify.hidden_identical && res.verify.hidden_rel_l2 == 0.0);
