@@ -264,9 +264,9 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
     tmp_made = 1;
 
     /* Each finished shard is hashed for the manifest while the next one is written (one
-     * worker per core beyond the writer's, at least one). A hasher that cannot start
-     * leaves every file to the manifest. */
-    int nt = reap_cpu_count() - 1;
+     * worker per core, up to 4: the writer mostly waits for the disk). A hasher that
+     * cannot start leaves every file to the manifest. */
+    int nt = reap_cpu_count();
     reap_hasher_start(nt < 1 ? 1 : nt > 4 ? 4 : nt, &hasher);
     prune_cb cb = {o, hasher, tmpdir, in_real};
     t0 = now_s();
