@@ -537,7 +537,8 @@ int reap_rm_submit(reap_rm *m, const reap_rm_request *rq, reap_rm_watch_fn fn,
                                   rh);
             }
         }
-        if (!rc && m->n_queued >= m->o.max_queued && m->n_running >= m->o.max_running)
+        if (!rc && !rq->resumed && m->n_queued >= m->o.max_queued &&
+            m->n_running >= m->o.max_running)
             rc = reap_err_set(REAP_RM_E_BUSY, "scoring queue full: %d running, %d queued "
                               "(limit %d); try again later", m->n_running, m->n_queued,
                               m->o.max_queued);

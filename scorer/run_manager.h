@@ -94,6 +94,8 @@ typedef struct reap_rm_request {
     int force;
     const uint8_t *run_id;           /* [16] the run id to use (a pending request submitted
                                         again after a restart); NULL: a new one */
+    int resumed;                     /* 1: a run accepted before a restart, submitted
+                                        again: the queue limit does not refuse it */
 } reap_rm_request;
 
 /* What is known of a job. Fixed-size except the two paths. */

@@ -52,6 +52,7 @@ static int resubmit(reap_rm *rm, const char *text, const uint8_t *keep_id,
     if (!rq.backend || (!strcmp(b.backend, "cuda") && reap_cuda_available() <= 0))
         rq.backend = fallback;
     rq.run_id = keep_id;
+    rq.resumed = 1;
     if ((rc = reap_rm_submit(rm, &rq, NULL, NULL, NULL, &job_id))) {
         snprintf(why, whylen, "%s", reap_err_msg());
         goto done;
@@ -99,7 +100,7 @@ static int resume_pending(reap_store *s, reap_rm *rm, const char *dir,
             svc_log(prog, "resume: run %s (not started before the restart) is queued again",
                     hex);
             resumed++;
-        } else if (rc == REAP_RM_E_BUSY) {
+        } else if (rc == REAP_RM_E_STOPPING || rc == REAP_E_NOMEM) {
             svc_log(prog, "resume: run %s stays pending for the next start: %s", hex, why);
         } else {
             svc_log(prog, "resume: run %s (not started) dropped: %s", hex, why);

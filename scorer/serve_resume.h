@@ -18,8 +18,9 @@
  * oldest first, under their own run ids, so a client's WatchRun of that id still
  * works. A pending request whose run id has a record by now is dropped (the record
  * covers it), and so is one that is refused for good (paths outside the roots, damaged
- * text, the same pair already being scored); one refused because the queue is full
- * stays for the next start. Each decision is logged.
+ * text, the same pair already being scored); one that meets a server already shutting
+ * down stays for the next start. Runs submitted again are not refused for a full queue
+ * (they were accepted before the restart). Each decision is logged.
  *
  * Thread rules: call once, before or while serving; uses the store and the run manager
  * as any handler does.
