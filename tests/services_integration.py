@@ -719,20 +719,24 @@ def test_services(a):
     check(code == grpc.StatusCode.OK and g7.layers_done - 1 <= st7 <= g7.layers_done and
           st7 >= 1 and evs[-1][0] == "finished",
           f"the restarted server resumes from a checkpoint at layer {st7}")
-    # Bit-identical to a one-shot run in a fresh store.
-    one = os.path.join(a.work, "oneshot.json")
-    run([os.path.join(a.bin, "reap-scorer"), "run", "--model", os.path.join(fx.models, "m"),
-         "--calib", os.path.join(fx.calib, "c7.jsonl"), "--seq-len", "64", "--backend", "cpu",
-         "--threads", "1", "--quiet", "--stats-json", one])
-    with open(one) as f:
-        ref = json.load(f)
-    g = sc.GetStats(rp.GetStatsRequest(model_id=model_id, calib_ids=[g7.calib_id]),
-                    metadata=auth, timeout=10)
-    same = len(g.layers) == len(ref["layers"]) and all(
-        list(x.count) == r["count"] and list(x.sum_gate_norm) == r["sum_gate_norm"] and
-        list(x.sum_norm) == r["sum_norm"] and list(x.sum_gate) == r["sum_gate"]
-        for x, r in zip(g.layers, ref["layers"]))
-    check(same, "interrupted + resumed statistics equal a one-shot run bit for bit")
+    def equals_oneshot(sc, cal, calib_id):
+        """The store's statistics of (m, calib_id) bit-identical to a one-shot
+        `reap-scorer run` of m on `cal` without a store."""
+        one = os.path.join(a.work, "oneshot-" + cal.replace(".jsonl", ".json"))
+        run([os.path.join(a.bin, "reap-scorer"), "run", "--model",
+             os.path.join(fx.models, "m"), "--calib", os.path.join(fx.calib, cal),
+             "--seq-len", "64", "--backend", "cpu", "--threads", "1", "--quiet",
+             "--stats-json", one])
+        with open(one) as f:
+            ref = json.load(f)
+        g = sc.GetStats(rp.GetStatsRequest(model_id=model_id, calib_ids=[calib_id]),
+                        metadata=auth, timeout=10)
+        return len(g.layers) == len(ref["layers"]) and all(
+            list(x.count) == r["count"] and list(x.sum_gate_norm) == r["sum_gate_norm"] and
+            list(x.sum_norm) == r["sum_norm"] and list(x.sum_gate) == r["sum_gate"]
+            for x, r in zip(g.layers, ref["layers"]))
+    check(equals_oneshot(sc, "c7.jsonl", g7.calib_id),
+          "interrupted + resumed statistics equal a one-shot run bit for bit")
 
     # ---- a restarted server resumes interrupted runs by itself (--resume 1, the default) ----
     # SIGTERM (a clean shutdown) and SIGKILL (a crash) after 2 layers; no client scores
@@ -799,18 +803,8 @@ def test_services(a):
                   sc_srv.logtext(),
                   f"a run queued at the SIGTERM (its request kept in store/pending) comes "
                   f"back under its own id {qid[:8]} and finishes; nothing left pending")
-    one8 = os.path.join(a.work, "oneshot8.json")
-    run([os.path.join(a.bin, "reap-scorer"), "run", "--model", os.path.join(fx.models, "m"),
-         "--calib", os.path.join(fx.calib, "c8.jsonl"), "--seq-len", "64", "--backend", "cpu",
-         "--threads", "1", "--quiet", "--stats-json", one8])
-    with open(one8) as f:
-        ref8 = json.load(f)
-    g = sc.GetStats(rp.GetStatsRequest(model_id=model_id, calib_ids=[new.calib_id if new else ""]),
-                    metadata=auth, timeout=10) if new else None
-    check(g is not None and len(g.layers) == len(ref8["layers"]) and all(
-        list(x.count) == r["count"] and list(x.sum_gate_norm) == r["sum_gate_norm"] and
-        list(x.sum_norm) == r["sum_norm"] for x, r in zip(g.layers, ref8["layers"])),
-        "killed, resumed by the restarted server: statistics equal a one-shot run bit for bit")
+    check(new is not None and equals_oneshot(sc, "c8.jsonl", new.calib_id),
+          "killed, resumed by the restarted server: statistics equal a one-shot run bit for bit")
 
     # ---- shuffle / seed / tokenizer_path in a Score request ----
     evs, code = events(sc.Score(rp.ScoreRequest(model_path="m", calib_path="c9.jsonl",

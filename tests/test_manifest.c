@@ -32,6 +32,22 @@ static void count_line(void *ud, const char *line)
     (*(int *)ud)++;
 }
 
+/* A keep set of one layer (0): 3 of 4 experts kept (keep[3]), top-k 2, ratio 0.25. */
+static reap_keepset keep_3_of_4(reap_keep_layer *kl, int *keep)
+{
+    reap_keepset ks = {0};
+    kl->layer = 0;
+    kl->keep = keep;
+    ks.n_layers = 1;
+    ks.layers = kl;
+    ks.n_experts = 4;
+    ks.n_keep = 3;
+    ks.n_prune = 1;
+    ks.top_k = 2;
+    ks.ratio = 0.25;
+    return ks;
+}
+
 static void test_keys(void)
 {
     char pub[REAP_MINISIGN_PUB_B64_LEN + 1];
@@ -175,18 +191,9 @@ static void test_manifest_dir(void)
     CHECK_RC(reap_minisign_load_secret(sp("k2.key"), &other), REAP_OK);
     reap_minisign_public_of(&sk, &pk);
     reap_minisign_public_of(&other, &opk);
-    reap_keepset ks = {0};
     reap_keep_layer kl = {0};
     int keep[3] = {0, 2, 3};
-    kl.layer = 0;
-    kl.keep = keep;
-    ks.n_layers = 1;
-    ks.layers = &kl;
-    ks.n_experts = 4;
-    ks.n_keep = 3;
-    ks.n_prune = 1;
-    ks.top_k = 2;
-    ks.ratio = 0.25;
+    reap_keepset ks = keep_3_of_4(&kl, keep);
     const char *calib[2] = {"c1", "c2"};
     reap_manifest_inputs mi = {"m0del", calib, 2, "00ff", NULL, NULL, 0};
     char digest[65];
@@ -291,17 +298,9 @@ static void test_manifest_reuse(void)
     write_text(p, "{\"num_experts\": 4}\n");
     snprintf(p, sizeof p, "%s/model.safetensors", in);
     write_text(p, "input weights");
-    reap_keepset ks = {0};
     reap_keep_layer kl = {0};
     int keep[3] = {0, 1, 3};
-    kl.keep = keep;
-    ks.n_layers = 1;
-    ks.layers = &kl;
-    ks.n_experts = 4;
-    ks.n_keep = 3;
-    ks.n_prune = 1;
-    ks.top_k = 2;
-    ks.ratio = 0.25;
+    reap_keepset ks = keep_3_of_4(&kl, keep);
 
     /* Everything hashed here: the reference. */
     reap_manifest_inputs mi = {"m", NULL, 0, NULL, NULL, NULL, 0};
