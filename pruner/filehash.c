@@ -147,7 +147,8 @@ static void *pool_worker(void *ud)
         size_t i = atomic_fetch_add(&p->next, 1);
         if (i >= p->n)
             return NULL;
-        hash_job_run(&p->jobs[i]);
+        if (!p->jobs[i].done)
+            hash_job_run(&p->jobs[i]);
     }
 }
 

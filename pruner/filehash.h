@@ -31,12 +31,14 @@ int reap_sha256(const void *buf, size_t len, uint8_t out[32]);
 int reap_hash_file(const char *path, uint8_t blake2b_256[32], uint8_t sha256[32],
                    uint64_t *size);
 
-/* One file to hash: dir/name. The caller sets dir, name and with_sha; the rest is filled:
- * the digests, size, and the file's identity when it was hashed (device, inode, size and
- * mtime, which must not change during the read or the job fails with REAP_E_IO). */
+/* One file to hash: dir/name. The caller sets dir, name and with_sha (and done for a job
+ * whose digests it already has); the rest is filled: the digests, size, and the file's
+ * identity when it was hashed (device, inode, size and mtime, which must not change
+ * during the read or the job fails with REAP_E_IO). */
 typedef struct reap_file_hash {
     const char *dir, *name;
     int with_sha;
+    int done;                   /* 1: digests already there, reap_hash_files skips it */
     uint8_t b2[32], sh[32];
     uint64_t size;
     uint64_t dev, ino;
@@ -45,7 +47,8 @@ typedef struct reap_file_hash {
     char msg[512];              /* its message */
 } reap_file_hash;
 
-/* Hash dir/name of every job (a job's failure is its rc and msg; the others go on). */
+/* Hash dir/name of every job not done (a job's failure is its rc and msg; the others go
+ * on). */
 void reap_hash_files(reap_file_hash *jobs, size_t n);
 
 typedef struct reap_hasher reap_hasher;

@@ -216,8 +216,8 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
 {
     int rc = REAP_OK;
     char **outs = NULL, **ins = NULL, *text = NULL;
-    size_t n_out = 0, n_in = 0, n_todo = 0;
-    reap_file_hash *jobs = NULL, **todo = NULL;
+    size_t n_out = 0, n_in = 0;
+    reap_file_hash *jobs = NULL;
     json_t *doc = json_object(), *files = json_array(), *inputs = json_object(),
            *infiles = json_array(), *params = json_object(), *calib = json_array(),
            *soft = json_object();
@@ -232,8 +232,7 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
         (rc = list_dir(in_dir, 1, &ins, &n_in, NULL, NULL)))
         goto done;
     jobs = calloc(n_out + n_in + 1, sizeof *jobs);
-    todo = calloc(n_out + n_in + 1, sizeof *todo);
-    if (!jobs || !todo) {
+    if (!jobs) {
         rc = reap_err_set(REAP_E_NOMEM, "manifest: out of memory");
         goto done;
     }
@@ -248,8 +247,7 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
         jobs[i] = h ? *h : (reap_file_hash){.with_sha = 1};
         jobs[i].dir = out_dir;
         jobs[i].name = outs[i];
-        if (!h)
-            todo[n_todo++] = &jobs[i];
+        jobs[i].done = h != NULL;
     }
     for (size_t i = 0; i < n_in; i++) {
         reap_file_hash *j = &jobs[n_out + i];
@@ -267,23 +265,10 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
         } else if (h) {
             j->size = h->size;
             memcpy(j->b2, h->b2, 32);
-        } else {
-            todo[n_todo++] = j;
         }
+        j->done = k || h;
     }
-    if (n_todo) {
-        reap_file_hash *batch = calloc(n_todo, sizeof *batch);
-        if (!batch) {
-            rc = reap_err_set(REAP_E_NOMEM, "manifest: out of memory");
-            goto done;
-        }
-        for (size_t i = 0; i < n_todo; i++)
-            batch[i] = *todo[i];
-        reap_hash_files(batch, n_todo);
-        for (size_t i = 0; i < n_todo; i++)
-            *todo[i] = batch[i];
-        free(batch);
-    }
+    reap_hash_files(jobs, n_out + n_in);
     if ((rc = jobs_status(jobs, n_out + n_in)))
         goto done;
     for (size_t i = 0; i < n_out; i++)
@@ -354,7 +339,6 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
     }
 done:
     free(jobs);
-    free(todo);
     free(text);
     free_names(outs, n_out);
     free_names(ins, n_in);
