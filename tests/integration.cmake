@@ -8,8 +8,9 @@
 # must still renormalise), dense layers via mlp_only_layers and via decoder_sparse_step 2,
 # GQA ratios 1, 2, 3 and 4, odd sizes (H 48, I 24, vocab 257, E 12, K 3, seq_len 37),
 # K == E, BF16/F16/F32, sharded and single-file checkpoints, tied embeddings, packed and
-# --no-pack rows (with truncation), --max-samples, and identical statistics across
-# thread counts and micro-batch sizes.
+# --no-pack rows (with truncation), packed rows of both families (their rotary positions
+# differ), --max-samples, and identical statistics across thread counts and micro-batch
+# sizes.
 
 if(NOT REAP_PYTHON)
   message(WARNING "reap: no python3 found; integration tests not registered")
@@ -81,7 +82,17 @@ reap_oracle_case(split_deep_packed
      --head-dim 10 --experts 16 --top-k 4 --moe-inter 20 --inter 32 --vocab 150
      --norm-topk 0 --dtype bf16 --shards 4 --seed 15)
 
-# 6. K == E (every expert routed for every token; no K+1-th logit), one layer.
+# 6. Packed Qwen3-VL-MoE rows of several short samples, so packing gaps fall mid-row:
+#    the family's rotary positions count valid tokens only (model/positions.h), unlike
+#    qwen3_moe's slot index (cases 1, 3, 5 keep that one covered). GQA 2, BF16, fused,
+#    identical statistics with one thread and one row per micro-batch.
+reap_oracle_case(vl_packed_positions
+  --seq-len 40 --samples 14 --min-len 2 --max-len 12
+  --recheck "--threads 1 --batch-size 1"
+  -- --family qwen3_vl_moe --layers 3 --hidden 48 --heads 4 --kv-heads 2 --head-dim 12
+     --experts 8 --top-k 2 --moe-inter 24 --inter 32 --vocab 200 --dtype bf16 --seed 17)
+
+# 7. K == E (every expert routed for every token; no K+1-th logit), one layer.
 reap_oracle_case(k_eq_e
   --seq-len 16 --samples 5 --min-len 3 --max-len 20
   -- --family qwen3_moe --layers 1 --hidden 24 --heads 2 --kv-heads 1 --head-dim 8

@@ -7,7 +7,8 @@
  *
  * A layer, top to bottom (the contract is in backend.h):
  *   attention_block: per micro-batch of rows: rmsnorm -> q,k,v GEMMs -> q/k head norms
- *                    -> RoPE -> causal attention per (row, head) -> o GEMM -> residual
+ *                    -> RoPE at each slot's position (positions.h, computed once at
+ *                    init) -> causal attention per (row, head) -> o GEMM -> residual
  *   moe_block:       valid positions only: rmsnorm -> router GEMM -> softmax/top-k
  *                    -> per expert (ascending): gather routed rows -> gate_up GEMM ->
  *                    SwiGLU -> down GEMM -> statistics + weighted combine -> residual
@@ -38,6 +39,7 @@
 #include "cpu_gemm.h"
 #include "cpu_ops.h"
 #include "parallel.h"
+#include "positions.h"
 #include "reap_err.h"
 
 #define CPU_MAX_HEAD_DIM 512
@@ -51,8 +53,9 @@ typedef struct cpu_ctx {
     uint8_t *mask;              /* [T] */
     int64_t n_valid;
     int64_t *valid;             /* [Nv] positions with mask 1, ascending */
+    int32_t *pos;               /* [T] RoPE position of each slot (positions.h) */
     float *x;                   /* [T, H] hidden states */
-    float *rope_cos, *rope_sin; /* [S, hd/2] */
+    float *rope_cos, *rope_sin; /* [reap_positions_limit(S), hd/2] */
     /* current layer, fp32, nn.Linear orientation */
     int layer, is_moe;
     float *in_norm, *post_norm; /* [H] */
@@ -130,6 +133,7 @@ static void cpu_free(void *ctx)
     free(c->tokens);
     free(c->mask);
     free(c->valid);
+    free(c->pos);
     free(c->x);
     free(c->rope_cos);
     free(c->rope_sin);
@@ -169,10 +173,13 @@ static int cpu_init(const reap_config *cfg, const reap_rows *rows,
     c->tokens = malloc((size_t)c->T * sizeof *c->tokens);
     c->mask = malloc((size_t)c->T);
     c->valid = malloc((size_t)c->T * sizeof *c->valid);
+    c->pos = malloc((size_t)c->T * sizeof *c->pos);
     c->x = falloc(c->T * cfg->hidden);
-    c->rope_cos = falloc((int64_t)c->S * cfg->head_dim / 2);
-    c->rope_sin = falloc((int64_t)c->S * cfg->head_dim / 2);
-    if (!c->tokens || !c->mask || !c->valid || !c->x || !c->rope_cos || !c->rope_sin) {
+    const int n_pos = reap_positions_limit(c->S);
+    c->rope_cos = falloc((int64_t)n_pos * cfg->head_dim / 2);
+    c->rope_sin = falloc((int64_t)n_pos * cfg->head_dim / 2);
+    if (!c->tokens || !c->mask || !c->valid || !c->pos || !c->x || !c->rope_cos ||
+        !c->rope_sin) {
         rc = reap_err_set(REAP_E_NOMEM, "cpu backend: hidden states of %lld positions x %d "
                           "(%.1f MiB)", (long long)c->T, cfg->hidden,
                           (double)c->T * cfg->hidden * 4 / 1048576.0);
@@ -183,7 +190,9 @@ static int cpu_init(const reap_config *cfg, const reap_rows *rows,
     for (int64_t t = 0; t < c->T; t++)
         if (c->mask[t])
             c->valid[c->n_valid++] = t;
-    cpu_rope_table(c->rope_cos, c->rope_sin, c->S, cfg->head_dim, cfg->rope_theta);
+    if ((rc = reap_positions_fill(cfg, rows, c->pos)))
+        goto fail;
+    cpu_rope_table(c->rope_cos, c->rope_sin, n_pos, cfg->head_dim, cfg->rope_theta);
     *out = c;
     return REAP_OK;
 fail:
@@ -343,15 +352,17 @@ typedef struct {
     float *scores;      /* [threads, S, S] */
 } attn_job;
 
-/* q/k head norms and RoPE for positions [begin, end) of the micro-batch. */
+/* q/k head norms and RoPE for slots [begin, end) of the micro-batch (slot t of the
+ * micro-batch is slot row0 * S + t of the rows). */
 static void qk_norm_rope_range(void *ud, int64_t begin, int64_t end, int tid)
 {
     (void)tid;
     attn_job *j = ud;
     const reap_config *cfg = &j->c->cfg;
-    const int hd = cfg->head_dim, nH = cfg->n_heads, nKV = cfg->n_kv_heads, S = j->c->S;
+    const int hd = cfg->head_dim, nH = cfg->n_heads, nKV = cfg->n_kv_heads;
+    const int32_t *pos_b = j->c->pos + j->row0 * j->c->S;  /* [Tb] */
     for (int64_t t = begin; t < end; t++) {
-        int pos = (int)(t % S);
+        int pos = pos_b[t];
         for (int h = 0; h < nH; h++) {
             float *qh = j->q + t * nH * hd + (int64_t)h * hd;
             cpu_rmsnorm(qh, qh, j->c->q_norm, 1, hd, cfg->rms_eps);

@@ -6,7 +6,8 @@
  * micro-batch: a layer runs over chunks of consecutive calibration rows (attention never
  * crosses a row, so a whole layer runs chunk by chunk):
  *
- *   attention_block: rmsnorm -> fused q|k|v GEMM -> q/k head norms + RoPE ->
+ *   attention_block: rmsnorm -> fused q|k|v GEMM -> q/k head norms + RoPE (at each
+ *                    slot's position, positions.h, uploaded once at init) ->
  *                    bf16: k_flash_attn (tiled, online softmax, causal tiles only);
  *                    fp32 (and REAP_CUDA_ATTN=gemm, the reference): per (row, head)
  *                    batch scores GEMM -> causal masked softmax -> values GEMM ->
@@ -134,7 +135,7 @@ static void cuda_free(void *ctx)
     cuda_ctx *c = (cuda_ctx *)ctx;
     if (!c) return;
     upload_free(c);
-    void *dev[] = {c->d_flag, c->d_hidden, c->d_tok, c->d_mask, c->d_cos, c->d_sin,
+    void *dev[] = {c->d_flag, c->d_hidden, c->d_tok, c->d_mask, c->d_pos, c->d_cos, c->d_sin,
                    c->d_ids, c->d_g, c->d_nrm, c->d_mx, c->x32, c->arena, c->d_cnt,
                    c->d_off, c->d_scnt, c->d_sgn, c->d_sn, c->d_sg, c->d_smx, c->d_gptr};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
@@ -188,8 +189,9 @@ static int plan_and_allocate(cuda_ctx *c, const reap_config *cfg, const reap_bac
     DALLOC(c->d_hidden, T * H * 4, "hidden states");
     DALLOC(c->d_tok, T * 4, "tokens");
     DALLOC(c->d_mask, T, "mask");
-    DALLOC(c->d_cos, (size_t)c->S * (c->hd / 2) * 4, "rope cos");
-    DALLOC(c->d_sin, (size_t)c->S * (c->hd / 2) * 4, "rope sin");
+    DALLOC(c->d_pos, T * 4, "positions");
+    DALLOC(c->d_cos, (size_t)c->n_pos * (c->hd / 2) * 4, "rope cos");
+    DALLOC(c->d_sin, (size_t)c->n_pos * (c->hd / 2) * 4, "rope sin");
     if (c->E > 0) {
         DALLOC(c->d_ids, TK * 4, "routing ids");
         DALLOC(c->d_g, TK * 8, "routing weights");
@@ -312,6 +314,7 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
     c->eps = (float)cfg->rms_eps;
     c->n_rows = rows->n_rows;
     c->S = rows->seq_len;
+    c->n_pos = reap_positions_limit(c->S);
     c->T = (int64_t)rows->n_rows * rows->seq_len;
     c->n_valid = rows->n_valid;
     c->layer = -1;
@@ -365,30 +368,41 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
                 c->plan.budget_bytes / 1e9);
     }
 
-    /* tokens, mask, RoPE tables (fp64 angles, as the CPU reference) */
+    /* tokens, mask, positions, RoPE tables (fp64 angles, as the CPU reference) */
     {
-        const int half = c->hd / 2;
-        float *tab = (float *)malloc((size_t)c->S * half * 2 * sizeof(float));
-        if (!tab) {
-            rc = reap_err_set(REAP_E_NOMEM, "cuda backend: RoPE table");
+        const int half = c->hd / 2, np = c->n_pos;
+        float *tab = (float *)malloc((size_t)np * half * 2 * sizeof(float));
+        int32_t *pos = (int32_t *)malloc((size_t)c->T * sizeof(int32_t));
+        if (!tab || !pos) {
+            free(tab);
+            free(pos);
+            rc = reap_err_set(REAP_E_NOMEM, "cuda backend: RoPE table and positions");
+            goto fail;
+        }
+        if ((rc = reap_positions_fill(cfg, rows, pos))) {
+            free(tab);
+            free(pos);
             goto fail;
         }
         for (int i = 0; i < half; i++) {
             double inv_freq = pow(cfg->rope_theta, -(2.0 * i) / c->hd);
-            for (int p = 0; p < c->S; p++) {
+            for (int p = 0; p < np; p++) {
                 double a = p * inv_freq;
                 tab[(size_t)p * half + i] = (float)cos(a);
-                tab[(size_t)c->S * half + (size_t)p * half + i] = (float)sin(a);
+                tab[(size_t)np * half + (size_t)p * half + i] = (float)sin(a);
             }
         }
-        e = cudaMemcpyAsync(c->d_cos, tab, (size_t)c->S * half * 4, cudaMemcpyHostToDevice,
+        e = cudaMemcpyAsync(c->d_cos, tab, (size_t)np * half * 4, cudaMemcpyHostToDevice,
                             c->st);
         if (e == cudaSuccess)
-            e = cudaMemcpyAsync(c->d_sin, tab + (size_t)c->S * half, (size_t)c->S * half * 4,
+            e = cudaMemcpyAsync(c->d_sin, tab + (size_t)np * half, (size_t)np * half * 4,
                                 cudaMemcpyHostToDevice, c->st);
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(c->d_pos, pos, (size_t)c->T * 4, cudaMemcpyHostToDevice, c->st);
         if (e == cudaSuccess) e = cudaStreamSynchronize(c->st);
         free(tab);
-        if (e != cudaSuccess) { rc = cu_fail(c, e, "cudaMemcpy(rope)"); goto fail; }
+        free(pos);
+        if (e != cudaSuccess) { rc = cu_fail(c, e, "cudaMemcpy(rope, positions)"); goto fail; }
     }
     if ((e = cudaMemcpyAsync(c->d_tok, rows->tokens, (size_t)c->T * 4, cudaMemcpyHostToDevice,
                              c->st)) ||
@@ -489,8 +503,10 @@ static int attention_flash(cuda_ctx *c, int nr, const uint8_t *mask)
     return REAP_OK;
 }
 
-/* Attention for the chunk of `nr` rows starting at hidden row x [Tc, H], mask [Tc]. */
-static int attention_block(cuda_ctx *c, float *x, int nr, const uint8_t *mask)
+/* Attention for the chunk of `nr` rows starting at hidden row x [Tc, H], mask [Tc],
+ * positions pos [Tc] (device). */
+static int attention_block(cuda_ctx *c, float *x, int nr, const uint8_t *mask,
+                           const int32_t *pos)
 {
     const int bf = c->precision == REAP_PRECISION_BF16;
     const int64_t Tc = (int64_t)nr * c->S;
@@ -507,11 +523,11 @@ static int attention_block(cuda_ctx *c, float *x, int nr, const uint8_t *mask)
         const unsigned blocks = (unsigned)((items * 32 + 255) / 256);
         if (bf)
             k_qk_norm_rope<bf16><<<blocks, 256, 0, c->st>>>(
-                c->qkv32, (bf16 *)c->qkvc, Tc, c->nH, c->nKV, c->hd, c->S, w->qn, w->kn,
+                c->qkv32, (bf16 *)c->qkvc, Tc, c->nH, c->nKV, c->hd, pos, w->qn, w->kn,
                 c->eps, c->d_cos, c->d_sin);
         else
             k_qk_norm_rope<float><<<blocks, 256, 0, c->st>>>(
-                c->qkv32, (float *)c->qkvc, Tc, c->nH, c->nKV, c->hd, c->S, w->qn, w->kn,
+                c->qkv32, (float *)c->qkvc, Tc, c->nH, c->nKV, c->hd, pos, w->qn, w->kn,
                 c->eps, c->d_cos, c->d_sin);
         KCHECK("qk norm + rope");
     }
@@ -766,7 +782,7 @@ static int cuda_forward_layer(void *ctx, reap_layer_stats *stats)
         const int64_t t0 = (int64_t)r0 * c->S;
         float *x = c->d_hidden + (size_t)t0 * c->H;
         const uint8_t *mask = c->d_mask + t0;
-        if ((rc = attention_block(c, x, nr, mask))) return rc;
+        if ((rc = attention_block(c, x, nr, mask, c->d_pos + t0))) return rc;
         rc = c->is_moe ? moe_block(c, x, nr, t0, mask) : mlp_block(c, x, nr);
         PROF(c, 6);
         if (rc || (rc = check_flag(c))) return rc;

@@ -18,6 +18,7 @@
 extern "C" {
 #include "backend.h"
 #include "cuda_plan.h"
+#include "positions.h"
 #include "reap_err.h"
 }
 
@@ -75,7 +76,9 @@ typedef struct cuda_ctx {
     float *d_hidden;            /* [T, H] */
     int32_t *d_tok;             /* [T] */
     uint8_t *d_mask;            /* [T] */
-    float *d_cos, *d_sin;       /* [S, hd/2] */
+    int32_t *d_pos;             /* [T] RoPE position of each slot (positions.h) */
+    int n_pos;                  /* rows of the RoPE tables: reap_positions_limit(S) */
+    float *d_cos, *d_sin;       /* [n_pos, hd/2] */
     int32_t *d_ids;             /* [T, K] expert of each (token, slot); -1 masked */
     double *d_g;                /* [T, K] routing weight */
     double *d_nrm;              /* [T, K] ||f|| of each routed pair */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "positions.h"
 #include "reap_err.h"
 
 #define MAX_EXPERTS_PLAN 1024
@@ -195,8 +196,10 @@ int reap_cuda_plan_make(const reap_config *cfg, const reap_cuda_plan_req *req,
     out->has_dense = d.has_dense;
     out->attn_flash = d.bf && !req->attn_gemm && reap_cuda_flash_supported((int)d.hd);
     out->hidden_bytes = T * H * 4;
-    out->resident_bytes = align_up(T * H * 4) + align_up(T * 4) + align_up(T) +
-                          2 * align_up(d.S * (d.hd / 2) * 4) + align_up(TK * 4) +
+    const int64_t n_pos = reap_positions_limit((int)d.S); /* RoPE table rows */
+    /* hidden, tokens, positions, mask, RoPE cos/sin, routing and statistics arrays */
+    out->resident_bytes = align_up(T * H * 4) + 2 * align_up(T * 4) + align_up(T) +
+                          2 * align_up(n_pos * (d.hd / 2) * 4) + align_up(TK * 4) +
                           2 * align_up(TK * 8) + align_up(TK * 4) +
                           24 * align_up(MAX_EXPERTS_PLAN * 8);
     const int64_t common = 4 * align_up(H * 4) + align_up(d.QKV * H * d.esz) +

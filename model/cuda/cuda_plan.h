@@ -1,8 +1,9 @@
 /* cuda_plan.h - the device-memory plan of the CUDA backend, for C callers.
  *
  * The CUDA backend keeps on the device, for the whole run:
- *   resident   hidden states [T, H] fp32, tokens, mask, RoPE tables, and per (token, slot)
- *              routing ids / weights / pair norms / pair maxima [T, K] (statistics)
+ *   resident   hidden states [T, H] fp32, tokens, positions, mask, RoPE tables, and per
+ *              (token, slot) routing ids / weights / pair norms / pair maxima [T, K]
+ *              (statistics)
  *   weights    1 + P sets of one layer's weights in the compute type (P = layers
  *              prefetched ahead: set L computes while L+1.. are copied in)
  *   staging    two device slots that raw checkpoint bytes pass through (and two pinned

@@ -215,14 +215,16 @@ static __global__ void k_rmsnorm(const float *x, int H, const float *w, float ep
 }
 
 /* Per-head RMSNorm of q and k over hd (weights qn, kn [hd]) followed by NeoX rotate-half
- * RoPE at position t % S, in place on qkv [T, QKV] fp32; also writes the TC copy qkvc
+ * RoPE at position pos[t], in place on qkv [T, QKV] fp32; also writes the TC copy qkvc
  * (may alias qkv when TC is float; the v part is only copied). One warp per (token, head),
  * heads 0..nH-1 are q, nH..nH+nKV-1 k, then nKV v heads.
- * cos_t, sin_t: [S, hd/2] (angle pos * theta^(-2i/hd), computed on the host in fp64). */
+ * pos: [T] the chunk's slice of the positions (positions.h), each < the table rows.
+ * cos_t, sin_t: [table rows, hd/2] (angle pos * theta^(-2i/hd), computed on the host in
+ * fp64). */
 template <typename TC>
 static __global__ void k_qk_norm_rope(float *qkv, TC *qkvc, int64_t T, int nH, int nKV, int hd,
-                               int S, const float *qn, const float *kn, float eps,
-                               const float *cos_t, const float *sin_t)
+                               const int32_t *pos_t, const float *qn, const float *kn,
+                               float eps, const float *cos_t, const float *sin_t)
 {
     const int lane = threadIdx.x & 31;
     const int heads = nH + 2 * nKV;
@@ -244,7 +246,7 @@ static __global__ void k_qk_norm_rope(float *qkv, TC *qkvc, int64_t T, int nH, i
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(FULL_MASK, ss, o);
     const float inv = (float)(1.0 / sqrt(ss / hd + (double)eps));
     const int half = hd / 2;
-    const int pos = (int)(t % S);
+    const int pos = pos_t[t];
     const float *cs = cos_t + (size_t)pos * half, *sn = sin_t + (size_t)pos * half;
     for (int i = lane; i < half; i += 32) {
         float a = __fmul_rn(wn[i], __fmul_rn(x[i], inv));

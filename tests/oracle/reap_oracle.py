@@ -6,8 +6,10 @@ text decoders), not from the C engine, so that tests can check the engine agains
 tiny generated checkpoints. Standard library + numpy only; everything is float64.
 
 It reads config.json and the safetensors shards itself, reads and packs the calibration
-JSONL exactly as model/calib.h documents, runs the decoder layer by layer over all rows
-and accumulates, per MoE layer and expert, over VALID tokens only (mask 1):
+JSONL exactly as model/calib.h documents, gives every slot the rotary position the
+family's transformers model gives it (positions(): the slot index for qwen3_moe, the
+number of valid slots before it for qwen3_vl_moe), runs the decoder layer by layer over
+all rows and accumulates, per MoE layer and expert, over VALID tokens only (mask 1):
 count, sum_gate_norm (sum g*||f||2), sum_norm, sum_gate, max_act (signed max of f; null
 if never routed), reap = sum_gate_norm / count (0 if count == 0), plus min_topk_gap: the
 smallest gap between the K-th and (K+1)-th router logit over valid tokens, relative to
@@ -213,14 +215,31 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
-def rope(x, theta):
-    """NeoX rotate-half RoPE. x: [B, S, heads, hd]; positions 0..S-1 along each row."""
-    s, hd = x.shape[1], x.shape[3]
+def positions(cfg, mask):
+    """Rotary position ids [B, S] of every slot, as the family's transformers model forms
+    them when it is given only an attention mask.
+
+    qwen3_moe: the text model's default position ids are 0..S-1 along each row; the mask
+    does not enter.
+    qwen3_vl_moe: the model builds its (mRoPE) position ids from the attention mask: a
+    running count of the mask-1 slots of the row, minus one, so a valid slot's position
+    is the number of valid slots before it; masked slots are set to 1. Without images
+    the three mRoPE axes are all this one id, which makes mRoPE plain 1-D RoPE."""
+    b, s = mask.shape
+    if cfg.model_type == "qwen3_vl_moe":
+        m = mask.astype(np.int64)
+        return np.where(mask, np.cumsum(m, axis=1) - 1, 1)
+    return np.broadcast_to(np.arange(s, dtype=np.int64)[None, :], (b, s))
+
+
+def rope(x, theta, pos):
+    """NeoX rotate-half RoPE. x: [B, S, heads, hd]; pos: [B, S] position of each slot."""
+    hd = x.shape[3]
     half = hd // 2
     inv_freq = theta ** (-(np.arange(half, dtype=np.float64) * 2.0) / hd)     # [hd/2]
-    ang = np.arange(s, dtype=np.float64)[:, None] * inv_freq[None, :]        # [S, hd/2]
-    cos = np.concatenate([np.cos(ang), np.cos(ang)], axis=-1)[None, :, None, :]
-    sin = np.concatenate([np.sin(ang), np.sin(ang)], axis=-1)[None, :, None, :]
+    ang = pos.astype(np.float64)[:, :, None] * inv_freq[None, None, :]       # [B, S, hd/2]
+    cos = np.concatenate([np.cos(ang), np.cos(ang)], axis=-1)[:, :, None, :]
+    sin = np.concatenate([np.sin(ang), np.sin(ang)], axis=-1)[:, :, None, :]
     rot = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
     return x * cos + rot * sin
 
@@ -236,8 +255,9 @@ def attention(cfg, ck, p, x, mask):
     v = (a @ ck.get(p + "self_attn.v_proj.weight", (nkv * hd, H)).T).reshape(b, s, nkv, hd)
     q = rmsnorm(q, ck.get(p + "self_attn.q_norm.weight", (hd,)), cfg.rms_eps)
     k = rmsnorm(k, ck.get(p + "self_attn.k_norm.weight", (hd,)), cfg.rms_eps)
-    q = rope(q, cfg.rope_theta)
-    k = rope(k, cfg.rope_theta)
+    pos = positions(cfg, mask)
+    q = rope(q, cfg.rope_theta, pos)
+    k = rope(k, cfg.rope_theta, pos)
     group = nh // nkv
     k = np.repeat(k, group, axis=2)      # query head h uses KV head h // group
     v = np.repeat(v, group, axis=2)

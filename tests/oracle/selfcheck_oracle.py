@@ -8,10 +8,14 @@ checkpoints written here with numpy, independent of the C code.
    (split experts, F32, no renormalisation) and qwen3_vl_moe (fused experts, BF16,
    always renormalised).
 2. Packing and no-packing rows as model/calib.h documents them.
-3. Attention against a naive loop implementation; RoPE relative-position invariance.
+3. Attention against a naive loop implementation; RoPE relative-position invariance;
+   the rotary positions of each family on hand-written masks.
 4. A random 3-layer model (one dense layer): sum of counts == K * valid tokens, sum of
    renormalised gates == valid tokens, and changing the tokens under masked positions
-   (packing gaps, padding) leaves every statistic unchanged.
+   (packing gaps, padding) leaves every statistic unchanged. The same weights as a
+   qwen3_vl_moe model, whose positions count valid tokens only: packed rows with their
+   gaps squeezed out (valid tokens moved to the front of the row) give the same
+   statistics; as qwen3_moe (positions = slot index) they do not.
 
     selfcheck_oracle.py [SCRATCH_DIR]      exit status 0 when every check passes
 """
@@ -221,7 +225,8 @@ class _Ck:
 
 
 class _Cfg:
-    pass
+    def __init__(self, model_type="qwen3_moe"):
+        self.model_type = model_type
 
 
 def attention_naive(cfg, w, x, mask):
@@ -233,6 +238,12 @@ def attention_naive(cfg, w, x, mask):
         k = np.zeros((s, nkv, hd))
         v = np.zeros((s, nkv, hd))
         for i in range(s):
+            # rotary position: the slot index (qwen3_moe); the number of valid slots
+            # before it, 1 when masked (qwen3_vl_moe)
+            if cfg.model_type == "qwen3_moe":
+                pi = i
+            else:
+                pi = sum(1 for j in range(i) if mask[r, j]) if mask[r, i] else 1
             xi = x[r, i]
             a = w["in"] * xi / np.sqrt(np.mean(xi ** 2) + cfg.rms_eps)
             qi = (w["q"] @ a).reshape(nh, hd)
@@ -240,10 +251,10 @@ def attention_naive(cfg, w, x, mask):
             v[i] = (w["v"] @ a).reshape(nkv, hd)
             for hh in range(nh):
                 y = w["qn"] * qi[hh] / np.sqrt(np.mean(qi[hh] ** 2) + cfg.rms_eps)
-                q[i, hh] = rot(y, i, cfg.rope_theta)
+                q[i, hh] = rot(y, pi, cfg.rope_theta)
             for hh in range(nkv):
                 y = w["kn"] * ki[hh] / np.sqrt(np.mean(ki[hh] ** 2) + cfg.rms_eps)
-                k[i, hh] = rot(y, i, cfg.rope_theta)
+                k[i, hh] = rot(y, pi, cfg.rope_theta)
         for i in range(s):
             for hh in range(nh):
                 kv = hh // (nh // nkv)
@@ -288,21 +299,34 @@ def attention_check():
     mask[0, 3] = False
     mask[1, 5:] = False
     mask[2, 0] = False          # a query with no visible key gets zero attention output
-    fast = ro.attention(cfg, ck, p, x, mask)
-    slow = attention_naive(cfg, w, x, mask)
-    err = np.abs(fast - slow).max() / np.abs(slow).max()
-    check(err < 1e-12, "attention vs naive: rel err %g" % err)
-    check(np.all(fast[2, 0] == 0.0), "attention: no visible key must give zero")
+    err = 0.0
+    for family in ("qwen3_moe", "qwen3_vl_moe"):   # their positions differ (mask 0 at 3)
+        cfg.model_type = family
+        fast = ro.attention(cfg, ck, p, x, mask)
+        slow = attention_naive(cfg, w, x, mask)
+        e = np.abs(fast - slow).max() / np.abs(slow).max()
+        check(e < 1e-12, "attention vs naive (%s): rel err %g" % (family, e))
+        check(np.all(fast[2, 0] == 0.0), "attention: no visible key must give zero")
+        err = max(err, e)
     # RoPE: <rope(q, i), rope(k, j)> depends only on i - j
     q = rng.standard_normal((1, 1, 1, 8))
     k = rng.standard_normal((1, 1, 1, 8))
     big_q = np.repeat(q, 12, axis=1)
     big_k = np.repeat(k, 12, axis=1)
-    rq, rk = ro.rope(big_q, 1e4), ro.rope(big_k, 1e4)
+    idx = np.arange(12)[None, :]
+    rq, rk = ro.rope(big_q, 1e4, idx), ro.rope(big_k, 1e4, idx)
     d1 = rq[0, 7, 0] @ rk[0, 4, 0]
     d2 = rq[0, 10, 0] @ rk[0, 7, 0]
     check(abs(d1 - d2) < 1e-12, "rope relative invariance %r %r" % (d1, d2))
-    print("attention, rope: ok (rel err %.1e)" % err)
+    # positions per family (hand-written from the rule: VL counts valid slots, masked 1)
+    m = np.array([[1, 1, 1, 0, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1, 1, 1],
+                  [1, 1, 1, 1, 1, 1, 1, 1]], dtype=bool)
+    vl = ro.positions(_Cfg("qwen3_vl_moe"), m)
+    check(vl.tolist() == [[0, 1, 2, 1, 3, 4, 1, 1], [1, 0, 1, 2, 3, 4, 5, 6],
+                          [0, 1, 2, 3, 4, 5, 6, 7]], "positions qwen3_vl_moe %s" % vl)
+    moe = ro.positions(_Cfg("qwen3_moe"), m)
+    check(moe.tolist() == [list(range(8))] * 3, "positions qwen3_moe %s" % moe)
+    print("attention, rope, positions: ok (rel err %.1e)" % err)
 
 
 # ---- 4. random model ---------------------------------------------------------------------
@@ -368,6 +392,31 @@ def random_model(scratch):
                    ["--no-pack", "--max-samples", "2"])
     check(b["tokens"] == 7 + 11, "max-samples/no-pack tokens %d" % b["tokens"])
     print("random model: ok (%d tokens, counts %s)" % (a["tokens"], a["layers"][0]["count"]))
+    # Positions: squeeze the masked gaps out of the packed rows. Masked keys are never
+    # attended to, so only the positions can tell the two apart.
+    sq_tok, sq_mask = np.zeros_like(tok), np.zeros_like(mask)
+    for r in range(tok.shape[0]):
+        n = int(mask[r].sum())
+        sq_tok[r, :n], sq_mask[r, :n] = tok[r][mask[r]], True
+    check(not np.array_equal(sq_mask, mask), "random: the packed rows have inner gaps")
+    vd = os.path.join(scratch, "random_vl")
+    write_model(vd, "qwen3_vl_moe", tc,
+                {k.replace(pre, "model.language_model.", 1): v for k, v in t.items()}, "F32")
+    vcfg = ro.Config(os.path.join(vd, "config.json"))
+    vck = ro.Checkpoint(vd)
+    for name, c, k_, want_same in (("qwen3_vl_moe", vcfg, vck, True),
+                                   ("qwen3_moe", cfg, ck, False)):
+        packed, squeezed = ro.run(c, k_, tok, mask), ro.run(c, k_, sq_tok, sq_mask)
+        worst = max(abs(x - y) / max(abs(x), abs(y), 1e-300)
+                    for lp, ls in zip(packed, squeezed)
+                    for key in ("sum_gate_norm", "sum_norm", "sum_gate")
+                    for x, y in zip(lp[key], ls[key]))
+        same = worst < 1e-9 and all(lp["count"] == ls["count"]
+                                    for lp, ls in zip(packed, squeezed))
+        check(same == want_same, "random %s: gaps squeezed out %s the statistics (worst rel "
+              "diff %.2e)" % (name, "changed" if want_same else "did not change", worst))
+        print("random model as %s: packed vs gaps squeezed out: worst rel diff %.2e"
+              % (name, worst))
 
 
 def main():
