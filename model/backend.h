@@ -14,9 +14,12 @@
  * forward_layer semantics (the contract every backend meets; the CPU backend is the
  * reference, see cpu/backend_cpu.c):
  *   attention: x = hidden; a = rmsnorm(x, input_norm); q,k,v projections; per-head
- *     RMSNorm of q and k over hd (q_norm, k_norm) BEFORE RoPE; NeoX rotate-half RoPE with
- *     positions 0..seq_len-1 along each row and inv_freq_i = theta^(-2i/hd); GQA (query
- *     head h uses KV head h / (nH/nKV)); scale hd^-0.5; causal; keys with mask 0 are never
+ *     RMSNorm of q and k over hd (q_norm, k_norm) BEFORE RoPE; NeoX rotate-half RoPE at
+ *     the slot's position as reap_positions_fill (positions.h) gives it for cfg->family
+ *     and the rows' mask (qwen3_moe: the index in the row, 0..seq_len-1; qwen3_vl_moe:
+ *     the number of valid slots before it in the row), computed once at init, with
+ *     inv_freq_i = theta^(-2i/hd) (tables of reap_positions_limit(seq_len) rows); GQA
+ *     (query head h uses KV head h / (nH/nKV)); scale hd^-0.5; causal; keys with mask 0 are never
  *     attended to (a query with no visible key gets a zero output); softmax in fp32;
  *     o_proj; x += attention output.
  *   MoE (stats != NULL): m = rmsnorm(x, post_norm); logits = m Wr^T; p = softmax(logits)
@@ -64,7 +67,9 @@ typedef struct reap_backend_i {
     const char *name;   /* "cpu", "cuda" */
 
     /* Create a context for `cfg` and the calibration `rows` (copied; the caller may free
-     * them after init). Returns REAP_OK, REAP_E_NOMEM, REAP_E_DEVICE, REAP_E_INVALID. */
+     * them after init); the rotary positions of the rows are fixed here.
+     * Returns REAP_OK, REAP_E_NOMEM, REAP_E_DEVICE, REAP_E_INVALID (also for a family
+     * without a position rule). */
     int (*init)(const reap_config *cfg, const reap_rows *rows,
                 const reap_backend_opts *opts, void **ctx);
 

@@ -1,7 +1,9 @@
 /* test_cuda_backend.c - the CUDA backend against the CPU reference (label gpu).
  *
  * On generated checkpoints (both expert layouts, norm_topk_prob on and off, a dense
- * layer, GQA groups 1 and 4, odd widths, rows up to 300 positions with packing gaps)
+ * layer, GQA groups 1 and 4, odd widths, rows up to 300 positions with packing gaps,
+ * and packed Qwen3-VL rows of many short samples, whose rotary positions count valid
+ * tokens only: model/positions.h)
  * the engine runs once on the CPU backend and once on the CUDA backend:
  *   fp32 mode: every sum and the reap score within 1e-5 relative, max_act within 1e-5,
  *              counts exact (router inputs are tie-free random numbers);
@@ -295,6 +297,10 @@ static void test_fp32_agreement(void)
         /* qwen3_vl_moe (fused, nested config), GQA group 4, f16, hd 32 */
         {"vl/fused/gqa4/f16", REAP_FAMILY_QWEN3_VL_MOE, REAP_EXPERTS_FUSED, 2, 64, 4, 1, 32,
          16, 2, 24, 48, 1, -1, ST_F16, 257, 6, 100, 300},
+        /* qwen3_vl_moe packed: 40 samples of 2..14 tokens in rows of 64, gaps mid-row,
+         * so the positions (valid tokens before a slot) differ from the slot index */
+        {"vl/packed-short/gqa2", REAP_FAMILY_QWEN3_VL_MOE, REAP_EXPERTS_FUSED, 2, 64, 4, 2,
+         16, 8, 2, 24, 48, 1, -1, ST_F32, 64, 40, 2, 14},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const model_case *m = &cases[i];
