@@ -27,8 +27,9 @@
  * and its remainder dropped; the next sample starts a new row; a partial last row is
  * padded with token 0, mask 0.
  * No packing: one row per sample, truncated to seq_len, padded with token 0, mask 0.
- * Positions are 0..seq_len-1 along each row; masked positions are never attended to as
- * keys and never counted in statistics.
+ * Masked slots are never attended to as keys and never counted in statistics. The
+ * rotary position of each slot depends on the model family and the mask (positions.h):
+ * the slot index for Qwen3-MoE, the count of valid slots before it for Qwen3-VL-MoE.
  *
  * Thread rules: no shared state; calls on different outputs may run concurrently (a
  * tokenizer may be shared, see tokenizer.h).
