@@ -255,7 +255,7 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
         (rc = output_check(target, o->out_dir, o->force)))
         return rc;
     struct stat sb;
-    int exists = lstat(target, &sb) == 0;
+    int exists;
 
     snprintf(path, sizeof path, "%s/config.json", in_real);
     if ((rc = reap_config_load(path, &cfg)) || (rc = reap_ckpt_open(in_real, &ck)))
