@@ -35,7 +35,7 @@ static int check_stats_model(const char *model, const char *actual, const char *
 {
     *foreign = NULL;
     if (given_id && strcasecmp(given_id, actual))
-        return reap_err_set(REAP_E_PRECONDITION, "--model-id %s is not this checkpoint's: "
+        return reap_err_set(REAP_E_PRECONDITION, "--model-id %.80s is not this checkpoint's: "
                             "%s is model_id %s", given_id, model, actual);
     if (!stats_id || !strcasecmp(stats_id, actual))
         return REAP_OK;
@@ -173,8 +173,8 @@ static int cmd_prune(int argc, char **argv)
          "functional check", &vcalib, 0},
         {"verify-seq-len", NULL, CLI_INT, "128", "positions per verification row", &vseq, 0},
         {"verify-samples", NULL, CLI_INT, "16", "verification samples used", &vsamples, 0},
-        {"threads", "REAP_THREADS", CLI_INT, "0", "CPU threads for verification (0: all)",
-         &threads, 0},
+        {"threads", "REAP_THREADS", CLI_INT, "0", "CPU threads for hashing and "
+         "verification (0: all)", &threads, 0},
         {"store", "REAP_STORE_PATH", CLI_STR, NULL, "score store whose file-hash cache "
          "identifies the input (without it the input is hashed before the rewrite)",
          &store_dir, 0},
