@@ -321,6 +321,35 @@ int reap_outdir_sweep(const char *parent, const char *name, reap_leftover_fn fn,
     return rc;
 }
 
+char *reap_leftover_describe(const char *path, uint64_t bytes, reap_leftover_action action,
+                             char *buf, size_t cap)
+{
+    double gb = (double)bytes / 1e9;
+    unsigned long long b = (unsigned long long)bytes;
+    switch (action) {
+    case REAP_LEFTOVER_REMOVED:
+        snprintf(buf, cap, "removed %s (%.2f GB, %llu bytes), left by a prune that did not "
+                 "finish", path, gb, b);
+        break;
+    case REAP_LEFTOVER_RESTORED:
+        snprintf(buf, cap, "restored %s (%.2f GB, %llu bytes): a prune that did not finish "
+                 "had moved it aside", path, gb, b);
+        break;
+    case REAP_LEFTOVER_IN_USE:
+        snprintf(buf, cap, "left %s: another prune is writing it", path);
+        break;
+    case REAP_LEFTOVER_NO_LOCK:
+        snprintf(buf, cap, "left %s: it has no lock file (an older reap's leftover?); remove "
+                 "it by hand when no prune is running", path);
+        break;
+    default:
+        snprintf(buf, cap, "could not remove %s (%.2f GB), left by a prune that did not "
+                 "finish", path, gb);
+        break;
+    }
+    return buf;
+}
+
 /* ---- replacing an existing output ------------------------------------------------------ */
 
 /* Does dir hold a reap manifest? 1 yes; 0 no; -1 a reap-manifest.json that is not one

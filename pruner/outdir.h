@@ -21,6 +21,7 @@
 #define REAP_OUTDIR_H
 
 #include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct reap_outdir_tmp {
@@ -55,6 +56,12 @@ typedef enum reap_leftover_action {
  * it; 0 unless REMOVED or RESTORED) and what was done. */
 typedef void (*reap_leftover_fn)(void *ud, const char *path, uint64_t bytes,
                                  reap_leftover_action action);
+
+/* One line (no newline) for what the sweep did with a leftover, for a log or stderr:
+ * "removed PATH (0.12 GB, 123456789 bytes), left by a prune that did not finish", ...
+ * Writes at most cap bytes into buf (always terminated) and returns buf. */
+char *reap_leftover_describe(const char *path, uint64_t bytes, reap_leftover_action action,
+                             char *buf, size_t cap);
 
 /* Clean up after dead writers in `parent`: the temporary directories of outputs named
  * `name` (NULL: of every output in `parent`) whose lock can be taken are removed (an

@@ -1,6 +1,7 @@
 /* pruner_main.c - reap-pruner: `prune` rewrites a checkpoint without its lowest-scoring
  * experts (one shot, statistics from a reap-stats/1 JSON file); `version`. The gRPC
  * `serve` subcommand lives with the services. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,27 +88,9 @@ static int identify_input(const char *store_dir, const char *model, int threads,
 /* Leftovers of killed prunes of this output: what the sweep did, on stderr. */
 static void on_leftover(void *ud, const char *path, uint64_t bytes, reap_leftover_action a)
 {
+    char line[PATH_MAX + 256];
     (void)ud;
-    switch (a) {
-    case REAP_LEFTOVER_REMOVED:
-        fprintf(stderr, "removed %s (%.2f GB, %llu bytes), left by a prune that did not "
-                "finish\n", path, bytes / 1e9, (unsigned long long)bytes);
-        break;
-    case REAP_LEFTOVER_RESTORED:
-        fprintf(stderr, "restored %s (%.2f GB, %llu bytes): a prune that did not finish "
-                "had moved it aside\n", path, bytes / 1e9, (unsigned long long)bytes);
-        break;
-    case REAP_LEFTOVER_IN_USE:
-        fprintf(stderr, "left %s: another prune is writing it\n", path);
-        break;
-    case REAP_LEFTOVER_NO_LOCK:
-        fprintf(stderr, "left %s: it has no lock file (an older reap's leftover?); remove it "
-                "by hand when no prune is running\n", path);
-        break;
-    case REAP_LEFTOVER_FAILED:
-        fprintf(stderr, "could not remove %s, left by a prune that did not finish\n", path);
-        break;
-    }
+    fprintf(stderr, "%s\n", reap_leftover_describe(path, bytes, a, line, sizeof line));
 }
 
 static int on_progress(void *ud, uint64_t done, uint64_t total)

@@ -9,12 +9,13 @@
  *                   goes away or the server shuts down: the temporary output is removed)
  *                   Statistics always come from the store for the model's own identity,
  *                   so the service never prunes by another checkpoint's statistics.
- * At start-up the leftovers of killed prunes in each output root are swept (outdir.h).
  *   Verify          reap_manifest_verify_dir (+ the manifest's own fields)
+ * At start-up the leftovers of killed prunes in each output root are swept (outdir.h).
  * The signing key comes from --key (or REAP_SIGNING_KEY, e.g. a mounted secret file); its
  * public half (or --pubkey) is the default key of Verify.
  */
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -350,27 +351,9 @@ static int prune_fail(rpc_call *call, rpc_code code, const char *msg)
 /* Leftovers of killed prunes (outdir.h), in the log. */
 static void log_leftover(void *ud, const char *path, uint64_t bytes, reap_leftover_action a)
 {
+    char line[PATH_MAX + 256];
     (void)ud;
-    switch (a) {
-    case REAP_LEFTOVER_REMOVED:
-        svc_log(PROG, "removed %s (%.2f GB, %llu bytes), left by a prune that did not finish",
-                path, bytes / 1e9, (unsigned long long)bytes);
-        break;
-    case REAP_LEFTOVER_RESTORED:
-        svc_log(PROG, "restored %s (%.2f GB, %llu bytes): a prune that did not finish had "
-                "moved it aside", path, bytes / 1e9, (unsigned long long)bytes);
-        break;
-    case REAP_LEFTOVER_IN_USE:
-        svc_log(PROG, "left %s: another prune is writing it", path);
-        break;
-    case REAP_LEFTOVER_NO_LOCK:
-        svc_log(PROG, "left %s: it has no lock file (an older reap's leftover?); remove it by "
-                "hand when no prune is running", path);
-        break;
-    case REAP_LEFTOVER_FAILED:
-        svc_log(PROG, "could not remove %s, left by a prune that did not finish", path);
-        break;
-    }
+    svc_log(PROG, "%s", reap_leftover_describe(path, bytes, a, line, sizeof line));
 }
 
 static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)

@@ -150,6 +150,13 @@ static void test_sweep(void)
     snprintf(p, sizeof p, "%s/.other.reap-tmp-15-dddddd", dir);
     CHECK(!exists(p));
 
+    /* the line the CLI and the service print for it */
+    char line[8192];
+    CHECK(!strcmp(reap_leftover_describe("/o/.x.reap-tmp-1-aaaaaa", 1234567890,
+                                         REAP_LEFTOVER_REMOVED, line, sizeof line),
+                  "removed /o/.x.reap-tmp-1-aaaaaa (1.23 GB, 1234567890 bytes), left by a "
+                  "prune that did not finish"));
+
     /* a missing directory cannot be listed */
     CHECK_RC(reap_outdir_sweep(sp("no-such-dir"), NULL, NULL, NULL, NULL), REAP_E_IO);
 }
