@@ -203,7 +203,7 @@ for chunk in (65536, 4096, 1):
         pass
 os.set_blocking(w, True)
 a = subprocess.Popen(cmd(), stdout=subprocess.DEVNULL, stderr=w)
-deadline, tmp = time.monotonic() + 300, None
+deadline, tmp = time.monotonic() + 120, None
 while tmp is None:   # the gated writer cannot finish: poll until it has written data
     assert a.poll() is None, "the gated prune ended (rc %s)" % a.returncode
     assert time.monotonic() < deadline, "no temporary directory with data"
