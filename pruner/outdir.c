@@ -72,9 +72,12 @@ int reap_outdir_tmp_create(const char *parent, const char *name, reap_outdir_tmp
             return reap_err_set(REAP_E_IO, "%s: create: %s", t->lock, strerror(errno));
         struct stat a, b;
         /* A sweeper may take a fresh lock file for a stale one before we lock it: then it
-         * is unlinked (or replaced) and we start again under a new name. */
-        if (flock(fd, LOCK_EX | LOCK_NB) != 0 || fstat(fd, &a) != 0 || lstat(t->lock, &b) != 0 ||
-            a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+         * is unlinked (or replaced) and we start again under a new name. A file system
+         * without locks (ENOLCK, EOPNOTSUPP) is no reason to fail: the directory is then
+         * never swept, as a sweeper cannot lock it either. */
+        int locked = flock(fd, LOCK_EX | LOCK_NB) == 0;
+        if ((!locked && errno == EWOULDBLOCK) || fstat(fd, &a) != 0 ||
+            lstat(t->lock, &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
             close(fd);
             continue;
         }
