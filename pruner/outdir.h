@@ -13,7 +13,8 @@
  * lost node): reap_outdir_sweep removes it. A held lock means a live writer, perhaps in
  * another process or container sharing the volume: left alone. Locks are per open file
  * description, so a writer in the same process counts as live too. The lock is not a
- * pid guess: pids repeat across containers and restarts.
+ * pid guess: pids repeat across containers and restarts. On a file system without
+ * locks nothing can be locked and nothing is swept (reported as in use).
  *
  * Thread rules: no shared state; a reap_outdir_tmp belongs to one prune.
  */
