@@ -136,8 +136,8 @@ int cmd_prune(int argc, char **argv)
                           "separated (default: every complete set)", &calib_ids, 0};
     opts[n++] = (cli_opt){"protect-super-experts", NULL, CLI_FLAG, NULL, "never drop super "
                           "experts", &protect, 0};
-    opts[n++] = (cli_opt){"force", NULL, CLI_FLAG, NULL, "replace an existing output (as "
-                          "reap-pruner prune --force)", &force, 0};
+    opts[n++] = (cli_opt){"force", NULL, CLI_FLAG, NULL, "replace an existing output: only "
+                          "an earlier reap output or an empty directory", &force, 0};
     opts[n++] = (cli_opt){"overwrite", NULL, CLI_FLAG, NULL, "the same as --force",
                           &overwrite, 0};
     opts[n++] = (cli_opt){"verify", NULL, CLI_FLAG, NULL, "then check the output against its "

@@ -283,6 +283,8 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
     json_object_set(inputs, "calibration_ids", calib);
     json_object_set_new(inputs, "stats_digest",
                         in && in->stats_digest ? json_string(in->stats_digest) : json_null());
+    if (in && in->stats_model_id)
+        json_object_set_new(inputs, "stats_model_id", json_string(in->stats_model_id));
 
     json_object_set_new(params, "criterion", json_string(reap_criterion_name(ks->criterion)));
     json_object_set_new(params, "ratio", ks->ratio >= 0 ? json_real(ks->ratio) : json_null());
@@ -332,8 +334,9 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
         memcpy(digest_hex, dh, 65);
     if (key) {
         snprintf(tc, sizeof tc, "reap-manifest model_id=%s manifest_blake2b256=%s "
-                 "timestamp=%lld", in && in->model_id ? in->model_id : "none", dh,
-                 (long long)now);
+                 "timestamp=%lld%s%s", in && in->model_id ? in->model_id : "none", dh,
+                 (long long)now, in && in->stats_model_id ? " stats_model_id=" : "",
+                 in && in->stats_model_id ? in->stats_model_id : "");
         rc = reap_minisign_sign_file(key, mpath, spath, tc, "signature of a reap pruned "
                                      "checkpoint manifest");
     }

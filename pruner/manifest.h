@@ -6,13 +6,16 @@
  *               signature: {path, size, blake2b_256, sha256} (hex), sorted by path
  *   inputs      model_id (or null), files: config.json, the index and every shard of
  *               the input {path, size, blake2b_256}, calibration_ids, stats_digest
- *               (BLAKE2b-256 of the statistics records used, see reap_stats_digest)
+ *               (BLAKE2b-256 of the statistics records used, see reap_stats_digest),
+ *               and stats_model_id only when the statistics are another checkpoint's
+ *               (used deliberately: the model_id they name, which is not model_id)
  *   parameters  criterion, ratio (null when n_prune was given), n_prune, n_experts,
  *               n_keep, top_k, protect_super_experts, super_threshold, keep_sets
  *               {layer: [original ids]}
  *   software    {name, version, backend}, created (UTC, ISO 8601)
  * The signature's trusted comment is
  *   "reap-manifest model_id=<id|none> manifest_blake2b256=<hex> timestamp=<unix>"
+ * followed by " stats_model_id=<id>" when the manifest has that field.
  * so `minisign -Vm reap-manifest.json -P KEY` proves manifest and comment together.
  *
  * Thread rules: no shared state.
@@ -57,6 +60,8 @@ typedef struct reap_manifest_inputs {
                                           already known (the digests model_id was made
                                           of, from the store's cache); may be NULL */
     int n_files;
+    const char *stats_model_id;        /* the statistics' model_id when they are another
+                                          checkpoint's; NULL otherwise (not written) */
 } reap_manifest_inputs;
 
 /* Write out_dir/reap-manifest.json describing every file now in out_dir and, when key

@@ -1,9 +1,7 @@
 /* prune.c - a prune end to end (see prune.h). */
-#define _XOPEN_SOURCE_EXTENDED 1
 #include "prune.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
@@ -14,6 +12,7 @@
 #include <unistd.h>
 
 #include "manifest.h"
+#include "outdir.h"
 #include "parallel.h"
 #include "reap_err.h"
 
@@ -30,19 +29,6 @@ void reap_prune_result_free(reap_prune_result *res)
         return;
     reap_keepset_free(&res->ks);
     reap_verify_result_free(&res->verify);
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-    (void)sb;
-    (void)ftw;
-    return type == FTW_DP ? rmdir(path) : unlink(path);
-}
-
-/* rm -r of a directory this prune created or replaces. */
-static void remove_tree(const char *path)
-{
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static int write_json(const char *path, json_t *doc)
@@ -187,6 +173,29 @@ static int is_within(const char *path, const char *dir)
                                       (l == 1 && dir[0] == '/'));
 }
 
+/* May the prune write `target` (shown as `shown`)? Absent: yes; present: only with force,
+ * and only an earlier reap output or an empty directory. */
+static int output_check(const char *target, const char *shown, int force)
+{
+    struct stat sb;
+    if (lstat(target, &sb) != 0)
+        return REAP_OK;
+    if (!force)
+        return reap_err_set(REAP_E_INVALID, "output '%s' already exists (use --force to "
+                            "replace it: an earlier reap output or an empty directory)", shown);
+    return reap_outdir_check_replaceable(target, shown);
+}
+
+int reap_prune_output_check(const char *out_dir, int force)
+{
+    char parent[PATH_MAX], name[NAME_MAX + 1], target[PATH_MAX + NAME_MAX + 2];
+    int rc = resolve_target(out_dir, parent, name, sizeof name);
+    if (rc)
+        return rc;
+    snprintf(target, sizeof target, "%s/%s", strcmp(parent, "/") ? parent : "", name);
+    return output_check(target, out_dir, force);
+}
+
 /* The rewrite's callbacks: progress to the caller, each finished shard to the
  * background hasher, and the input shard it read too when the caller does not know the
  * input's digests (then the hasher reads it while its pages are still cached). */
@@ -221,8 +230,10 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
     reap_ckpt *ck = NULL, *out_ck = NULL;
     reap_config cfg = {0}, out_cfg = {0};
     char in_real[PATH_MAX], parent[PATH_MAX], name[NAME_MAX + 1], target[PATH_MAX + NAME_MAX + 2];
-    char tmpdir[PATH_MAX + NAME_MAX + 64], olddir[PATH_MAX + NAME_MAX + 64], path[8192];
-    int tmp_made = 0;
+    char path[8192];
+    reap_outdir_tmp tmp = {.lock_fd = -1};
+    const char *tmpdir = tmp.dir;
+    int tmp_made = 0, moved_aside = 0;
     double t0;
     reap_hasher *hasher = NULL;
     memset(res, 0, sizeof *res);
@@ -239,14 +250,12 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
     if (is_within(in_real, target))
         return reap_err_set(REAP_E_INVALID, "the input directory '%s' is inside the output "
                             "'%s'", o->model_dir, o->out_dir);
+    /* Leftovers of earlier prunes of this output whose writers died (killed, crashed). */
+    if ((rc = reap_outdir_sweep(parent, name, o->leftover, o->leftover_ud, NULL)) ||
+        (rc = output_check(target, o->out_dir, o->force)))
+        return rc;
     struct stat sb;
-    int exists = lstat(target, &sb) == 0;
-    if (exists && !o->force)
-        return reap_err_set(REAP_E_INVALID, "output '%s' already exists (use --force to "
-                            "replace it)", o->out_dir);
-    if (exists && !S_ISDIR(sb.st_mode))
-        return reap_err_set(REAP_E_INVALID, "output '%s' exists and is not a directory",
-                            o->out_dir);
+    int exists;
 
     snprintf(path, sizeof path, "%s/config.json", in_real);
     if ((rc = reap_config_load(path, &cfg)) || (rc = reap_ckpt_open(in_real, &ck)))
@@ -254,13 +263,10 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
     if ((rc = reap_keepset_compute(&cfg, o->stats, o->n_stats, &o->keep, &res->ks)))
         goto fail;
 
-    snprintf(tmpdir, sizeof tmpdir, "%s/.%s.reap-tmp-%ld", strcmp(parent, "/") ? parent : "",
-             name, (long)getpid());
-    remove_tree(tmpdir); /* a leftover of a killed run of this pid */
-    if (mkdir(tmpdir, 0755) != 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: mkdir: %s", tmpdir, strerror(errno));
+    /* Built in a temporary directory beside the target, under a lock held until it is
+     * renamed into place or removed (outdir.h). */
+    if ((rc = reap_outdir_tmp_create(parent, name, &tmp)))
         goto fail;
-    }
     tmp_made = 1;
 
     /* Each finished shard is hashed for the manifest while the next one is written (one
@@ -303,7 +309,7 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
                                o->verify_rows ? (o->probe.backend ? o->probe.backend->name
                                                                   : "cpu")
                                               : NULL,
-                               o->input_files, o->n_input_files};
+                               o->input_files, o->n_input_files, o->stats_model_id};
     if ((rc = reap_manifest_write(tmpdir, in_real, &res->ks, &mi, hasher, o->key,
                                   res->manifest_digest)) ||
         (rc = reap_fsync_dir(tmpdir)))
@@ -311,30 +317,39 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
     res->seconds_manifest = now_s() - t0;
     reap_hasher_counts(hasher, &res->n_files_prehashed, &res->bytes_prehashed);
 
-    /* Into place. */
+    /* Into place. What is there now is checked again: the rewrite took a while. An
+     * existing output is moved aside under the lock, so a prune killed between the two
+     * renames leaves it for the next prune's sweep to put back. */
+    if ((rc = output_check(target, o->out_dir, o->force)))
+        goto fail;
+    exists = lstat(target, &sb) == 0;
     if (exists) {
-        snprintf(olddir, sizeof olddir, "%s/.%s.reap-old-%ld",
-                 strcmp(parent, "/") ? parent : "", name, (long)getpid());
-        remove_tree(olddir);
-        if (rename(target, olddir) != 0) {
+        if (rename(target, tmp.old) != 0) {
             rc = reap_err_set(REAP_E_IO, "%s: move aside: %s", target, strerror(errno));
             goto fail;
         }
+        moved_aside = 1;
     }
     if (rename(tmpdir, target) != 0) {
         rc = reap_err_set(REAP_E_IO, "%s: rename to %s: %s", tmpdir, target, strerror(errno));
-        if (exists)
-            rename(olddir, target);
+        if (moved_aside && rename(tmp.old, target) == 0)
+            moved_aside = 0;
         goto fail;
     }
     tmp_made = 0;
-    if (exists)
-        remove_tree(olddir);
+    if (moved_aside && reap_outdir_remove_tree(tmp.old) == 0)
+        moved_aside = 0;
     rc = reap_fsync_dir(parent);
 fail:
     reap_hasher_free(hasher); /* before the files go: a failed prune drops its queue */
     if (tmp_made)
-        remove_tree(tmpdir);
+        reap_outdir_remove_tree(tmpdir);
+    /* The lock goes last, and only when nothing of this prune is left beside the output
+     * (an old output that could not be put back keeps it: the next sweep restores it). */
+    if (tmp.lock_fd >= 0 && !moved_aside)
+        reap_outdir_tmp_release(&tmp);
+    else if (tmp.lock_fd >= 0)
+        close(tmp.lock_fd);
     reap_ckpt_close(out_ck);
     reap_config_free(&out_cfg);
     reap_ckpt_close(ck);

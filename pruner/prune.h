@@ -2,12 +2,16 @@
  * directory next to the target, reap_metadata.json, optional verification, the signed
  * manifest, then an atomic rename into place.
  *
- *   <parent>/.<name>.reap-tmp-<pid>   built here (every file fsynced, then the directory)
- *   <parent>/<name>                   renamed into place when complete (parent fsynced)
- * An existing <name> is an error unless force; then it is moved aside, the new output
- * renamed in, and the old one removed. Output inside the input directory (or the
- * input inside the output) is refused, after resolving symlinks. On any failure the
- * temporary directory is removed and an existing output is left untouched.
+ *   <parent>/.<name>.reap-tmp-<pid>-<X>   built here (every file fsynced, then the
+ *                                         directory), under a lock (outdir.h)
+ *   <parent>/<name>                       renamed into place when complete (parent fsynced)
+ * First the leftovers of earlier prunes of <name> whose writers died are removed
+ * (reap_outdir_sweep; each reported through opts->leftover). An existing <name> is an
+ * error unless force, and with force it must be an earlier reap output or an empty
+ * directory (reap_outdir_check_replaceable); it is moved aside, the new output renamed
+ * in, and the old one removed. Output inside the input directory (or the input inside
+ * the output) is refused, after resolving symlinks. On any failure the temporary
+ * directory is removed and an existing output is left untouched.
  *
  * reap_metadata.json, in the seed's shape: reap_version, methodology, num_layers,
  * num_experts_original, experts_kept, prune_ratio, experts_to_keep {"layer": [original
@@ -25,6 +29,7 @@
 #include "keepset.h"
 #include "manifest.h"
 #include "minisign.h"
+#include "outdir.h"
 #include "rewrite.h"
 #include "stats.h"
 #include "verify.h"
@@ -50,6 +55,13 @@ typedef struct reap_prune_opts {
                                            (the model identity's, see manifest.h): not
                                            read again for the manifest; may be NULL */
     int n_input_files;
+    const char *stats_model_id;        /* the model_id the statistics name when it is not
+                                          model_id (statistics of another checkpoint,
+                                          used deliberately): recorded in the signed
+                                          manifest; NULL otherwise */
+    reap_leftover_fn leftover;         /* hears of each leftover of a dead writer of this
+                                          output (removed, restored, in use); may be NULL */
+    void *leftover_ud;
 } reap_prune_opts;
 
 typedef struct reap_prune_result {
@@ -64,11 +76,19 @@ typedef struct reap_prune_result {
 
 /* Run one prune. On success (and on failure after the keep set was computed) free res
  * with reap_prune_result_free. Returns REAP_OK, the keep-set refusals (keepset.h),
- * REAP_E_INVALID (output exists without force, output inside input), the rewrite's
- * and verification's errors, REAP_E_IO. */
+ * REAP_E_INVALID (output exists without force, output inside input),
+ * REAP_E_PRECONDITION (force, but the output is neither a reap output nor empty), the
+ * rewrite's and verification's errors, REAP_E_IO. */
 int reap_prune(const reap_prune_opts *opts, reap_prune_result *res);
 
 void reap_prune_result_free(reap_prune_result *res);
+
+/* The output check reap_prune makes first, for a caller with slow work to do before it
+ * (hashing the input): out_dir may be written when absent, or with force when it is an
+ * earlier reap output or an empty directory. Returns REAP_OK, REAP_E_INVALID (exists
+ * without force, a bad path), REAP_E_PRECONDITION (see reap_outdir_check_replaceable),
+ * REAP_E_IO (the parent does not resolve). */
+int reap_prune_output_check(const char *out_dir, int force);
 
 /* Write reap_metadata.json for `ks` into dir (fsynced). Returns REAP_OK, REAP_E_IO. */
 int reap_metadata_write(const char *dir, const reap_config *cfg, const reap_keepset *ks,

@@ -1,6 +1,7 @@
 /* pruner_main.c - reap-pruner: `prune` rewrites a checkpoint without its lowest-scoring
  * experts (one shot, statistics from a reap-stats/1 JSON file); `version`. The gRPC
  * `serve` subcommand lives with the services. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "keepset.h"
 #include "manifest.h"
 #include "minisign.h"
+#include "outdir.h"
 #include "prune.h"
 #include "reap_err.h"
 #include "serve_cmd.h"
@@ -22,35 +24,73 @@
 #include "identity.h"
 #include "store.h"
 
-/* --store: the checkpoint's identity through the store's file-hash cache (filled when
- * missing). The statistics must be this checkpoint's; the manifest then takes the input
- * digests from the identity instead of reading the input again. */
-static int identify_input(const char *store_dir, const char *model, const char *stats_id,
-                          const char *given_id, int threads, reap_model_info *mi,
-                          reap_known_file **known, char id_hex[65])
+/* The statistics must be the input checkpoint's: `actual` is the checkpoint's model_id,
+ * `stats_id` the one the statistics name (NULL: they name none, nothing to check),
+ * `given_id` the --model-id claim (NULL: none). A --model-id that is not the checkpoint's
+ * is always refused; statistics of another checkpoint only without force_foreign, and
+ * with it *foreign gets their id (for the manifest). The one rule for --store and for
+ * the input hashed here. Returns REAP_OK or REAP_E_PRECONDITION naming both ids. */
+static int check_stats_model(const char *model, const char *actual, const char *stats_path,
+                             const char *stats_id, const char *given_id, int force_foreign,
+                             const char **foreign)
+{
+    *foreign = NULL;
+    if (given_id && strcasecmp(given_id, actual))
+        return reap_err_set(REAP_E_PRECONDITION, "--model-id %.80s is not this checkpoint's: "
+                            "%s is model_id %s", given_id, model, actual);
+    if (!stats_id || !strcasecmp(stats_id, actual))
+        return REAP_OK;
+    size_t n = strspn(stats_id, "0123456789abcdefABCDEF");
+    if (!force_foreign || n != 64 || stats_id[n])
+        return reap_err_set(REAP_E_PRECONDITION, "the statistics %s are for model_id %.80s, "
+                            "but %s is model_id %s: they score another checkpoint's experts "
+                            "(score this one, or give --force-foreign-stats to prune by them "
+                            "deliberately; the manifest then records their model_id)%s",
+                            stats_path, stats_id, model, actual, force_foreign ?
+                            "; their model_id is not 64 hex digits, so it cannot be "
+                            "recorded" : "");
+    *foreign = stats_id;
+    fprintf(stderr, "warning: --force-foreign-stats: pruning %s (model_id %s) by the "
+            "statistics of model_id %s; the manifest records it as stats_model_id\n", model,
+            actual, stats_id);
+    return REAP_OK;
+}
+
+/* The input checkpoint's identity, computed as the scorer computes it: through the file-
+ * hash cache of the score store when there is one (--store), else by hashing the input
+ * here (once: the manifest then takes the input digests from the identity instead of
+ * reading the input again). */
+static int identify_input(const char *store_dir, const char *model, int threads,
+                          reap_model_info *mi, reap_known_file **known, char id_hex[65])
 {
     reap_store *s = NULL;
     reap_hash_stats hs = {0};
-    int rc = reap_store_open(store_dir, NULL, &s);
+    int rc = store_dir ? reap_store_open(store_dir, NULL, &s) : REAP_OK;
     if (!rc)
         rc = reap_model_identify(s, model, threads, mi, &hs);
     reap_store_close(s);
     if (rc)
         return rc;
     reap_id_hex(&mi->id, id_hex);
-    for (int k = 0; k < 2; k++) {
-        const char *want = k ? given_id : stats_id;
-        if (want && strcasecmp(want, id_hex))
-            return reap_err_set(REAP_E_PRECONDITION,
-                                "%s model_id %.16s... is not this checkpoint's (%s is "
-                                "%.16s...)", k ? "--model-id:" : "the statistics are for",
-                                want, model, id_hex);
-    }
     if (!(*known = svc_known_inputs(mi)))
         return reap_err_set(REAP_E_NOMEM, "out of memory");
-    fprintf(stderr, "input: model %.16s..., %d files, %d digests from the store's cache "
-            "(%.2f GB hashed now)\n", id_hex, hs.n_files, hs.n_cached, hs.bytes_hashed / 1e9);
+    if (store_dir)
+        printf("input: model %.16s..., %d files, %d digests from the store's cache "
+               "(%.2f GB hashed now)\n", id_hex, hs.n_files, hs.n_cached,
+               hs.bytes_hashed / 1e9);
+    else
+        printf("input: model %.16s..., %d files, %.2f GB hashed in %.2f s (--store takes "
+               "the digests from the score store's cache)\n", id_hex, hs.n_files,
+               hs.bytes_hashed / 1e9, hs.seconds);
     return REAP_OK;
+}
+
+/* Leftovers of killed prunes of this output: what the sweep did, on stderr. */
+static void on_leftover(void *ud, const char *path, uint64_t bytes, reap_leftover_action a)
+{
+    char line[PATH_MAX + 256];
+    (void)ud;
+    fprintf(stderr, "%s\n", reap_leftover_describe(path, bytes, a, line, sizeof line));
 }
 
 static int on_progress(void *ud, uint64_t done, uint64_t total)
@@ -85,7 +125,7 @@ static int cmd_prune(int argc, char **argv)
                *criterion = NULL, *key_path = NULL, *model_id = NULL, *calib_ids = NULL,
                *vcalib = NULL, *store_dir = NULL;
     long vseq = 0, vsamples = 0, threads = 0;
-    int protect = 0, force = 0, verify = 0, quiet = 0, help = 0;
+    int protect = 0, force = 0, verify = 0, quiet = 0, help = 0, foreign_ok = 0;
     const cli_opt opts[] = {
         {"model", "REAP_MODEL_PATH", CLI_STR, NULL, "input checkpoint directory", &model, 1},
         {"stats-json", "REAP_STATS_JSON", CLI_STR, NULL, "statistics (reap-scorer run "
@@ -101,22 +141,26 @@ static int cmd_prune(int argc, char **argv)
          "75% of layers)", &protect, 0},
         {"key", "REAP_SIGNING_KEY", CLI_STR, NULL, "minisign secret key file to sign the "
          "manifest (unsigned without)", &key_path, 0},
-        {"model-id", "REAP_MODEL_ID", CLI_STR, NULL, "model id for the manifest (default: "
-         "the statistics' model_id)", &model_id, 0},
+        {"model-id", "REAP_MODEL_ID", CLI_STR, NULL, "the input's model id, checked (the "
+         "manifest records the id computed from the input)", &model_id, 0},
         {"calib-id", NULL, CLI_STR, NULL, "calibration ids, comma separated (default: the "
          "statistics' calib_id)", &calib_ids, 0},
-        {"force", NULL, CLI_FLAG, NULL, "replace an existing output directory", &force, 0},
+        {"force", NULL, CLI_FLAG, NULL, "replace an existing output directory (only an "
+         "earlier reap output or an empty directory)", &force, 0},
+        {"force-foreign-stats", NULL, CLI_FLAG, NULL, "prune by statistics of another "
+         "checkpoint (their model_id is not this input's); recorded in the signed "
+         "manifest", &foreign_ok, 0},
         {"verify", NULL, CLI_FLAG, NULL, "structural verification of the output (and "
          "functional with --verify-calib)", &verify, 0},
         {"verify-calib", NULL, CLI_STR, NULL, "held-out token rows (JSON Lines) for the "
          "functional check", &vcalib, 0},
         {"verify-seq-len", NULL, CLI_INT, "128", "positions per verification row", &vseq, 0},
         {"verify-samples", NULL, CLI_INT, "16", "verification samples used", &vsamples, 0},
-        {"threads", "REAP_THREADS", CLI_INT, "0", "CPU threads for verification (0: all)",
-         &threads, 0},
+        {"threads", "REAP_THREADS", CLI_INT, "0", "CPU threads for hashing and "
+         "verification (0: all)", &threads, 0},
         {"store", "REAP_STORE_PATH", CLI_STR, NULL, "score store whose file-hash cache "
-         "identifies the input: its model_id is checked against the statistics' and its "
-         "digests go into the manifest without reading the input again", &store_dir, 0},
+         "identifies the input (without it the input is hashed before the rewrite)",
+         &store_dir, 0},
         {"quiet", NULL, CLI_FLAG, NULL, "no progress on stderr", &quiet, 0},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
@@ -170,19 +214,21 @@ static int cmd_prune(int argc, char **argv)
             goto fail;
         verify = 1;
     }
-    if (store_dir) {
-        if ((rc = identify_input(store_dir, model, doc_model, model_id, (int)threads, &mi,
-                                 &known, id_hex)))
-            goto fail;
-        po.input_files = known;
-        po.n_input_files = mi.n_files;
-        model_id = id_hex;
-    }
+    /* The manifest's model_id is the input's, never a claim: statistics of another
+     * checkpoint are refused unless --force-foreign-stats. */
+    if ((rc = reap_prune_output_check(out, force)) ||   /* before hashing the input */
+        (rc = identify_input(store_dir, model, (int)threads, &mi, &known, id_hex)) ||
+        (rc = check_stats_model(model, id_hex, stats_path, doc_model, model_id, foreign_ok,
+                                &po.stats_model_id)))
+        goto fail;
+    po.input_files = known;
+    po.n_input_files = mi.n_files;
     po.model_dir = model;
     po.out_dir = out;
     po.stats = stats;
     po.n_stats = n_stats;
-    po.model_id = model_id ? model_id : doc_model;
+    po.model_id = id_hex;
+    po.leftover = on_leftover;
     po.calib_ids = ids;
     po.n_calib = n_calib;
     po.key = have_key ? &key : NULL;

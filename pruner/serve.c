@@ -7,11 +7,15 @@
  *   ComputeKeepSet  reap_keepset_compute                    (writes nothing)
  *   Prune           reap_prune, streaming rewrite progress  (cancelled when the client
  *                   goes away or the server shuts down: the temporary output is removed)
+ *                   Statistics always come from the store for the model's own identity,
+ *                   so the service never prunes by another checkpoint's statistics.
  *   Verify          reap_manifest_verify_dir (+ the manifest's own fields)
+ * At start-up the leftovers of killed prunes in each output root are swept (outdir.h).
  * The signing key comes from --key (or REAP_SIGNING_KEY, e.g. a mounted secret file); its
  * public half (or --pubkey) is the default key of Verify.
  */
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -28,6 +32,7 @@
 #include "keepset.h"
 #include "manifest.h"
 #include "minisign.h"
+#include "outdir.h"
 #include "prune.h"
 #include "reap.pb-c.h"
 #include "reap_err.h"
@@ -343,6 +348,14 @@ static int prune_fail(rpc_call *call, rpc_code code, const char *msg)
     return 0;
 }
 
+/* Leftovers of killed prunes (outdir.h), in the log. */
+static void log_leftover(void *ud, const char *path, uint64_t bytes, reap_leftover_action a)
+{
+    char line[PATH_MAX + 256];
+    (void)ud;
+    svc_log(PROG, "%s", reap_leftover_describe(path, bytes, a, line, sizeof line));
+}
+
 static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
 {
     const Reap__V1__PruneRequest *q = (const void *)req;
@@ -375,7 +388,15 @@ static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
     }
     if (stat(out, &sb) == 0 && !q->overwrite) {
         rc = rpc_call_error(call, RPC_ALREADY_EXISTS, "output_path: %s exists (set "
-                            "overwrite to replace it)", out);
+                            "overwrite to replace it: an earlier reap output or an empty "
+                            "directory)", out);
+        goto done;
+    }
+    /* overwrite replaces only a reap output or an empty directory (reap_prune checks
+     * again before it moves anything): refused here before anything is accepted */
+    if (q->overwrite && (rc = reap_outdir_check_replaceable(out, out))) {
+        rc = rpc_call_error(call, svc_code(rc, reap_err_msg()), "output_path: %s",
+                            reap_err_msg());
         goto done;
     }
     if ((code = reserve_output(S, out, err, sizeof err))) {
@@ -447,6 +468,7 @@ static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
         .verify = 1,
         .progress = prune_progress,
         .ud = &pj,
+        .leftover = log_leftover,
     };
     po.probe.backend_opts.threads = (int)S->threads;
     /* The manifest's input digests are the identity's (just checked against the files'
@@ -811,6 +833,11 @@ int pruner_cmd_serve(int argc, char **argv)
         }
         S.have_pub = 1;
     }
+    /* Leftovers of prunes killed before this start (this server's, or another's sharing
+     * the volume: those whose lock is held are left alone). */
+    for (int i = 0; i < S.output_roots.n; i++)
+        if (reap_outdir_sweep(S.output_roots.dirs[i], NULL, log_leftover, NULL, NULL))
+            svc_log(PROG, "--output-root: %s", reap_err_msg());
     if ((rc = reap_store_open(store_dir, &sto, &S.store))) {
         fprintf(stderr, "%s: --store: %s\n", PROG, reap_err_msg());
         goto out;

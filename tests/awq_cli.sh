@@ -67,9 +67,12 @@ for c in "${cases[@]}"; do
   run "$name: AWQ engine vs float64 oracle on the twin (rtol 1e-5)" \
       bash -c "'$PY' '$HERE/oracle/reap_oracle.py' --model '$name-twin' --calib '$name.jsonl' --seq-len 32 --out '$name.oracle.json' && '$PY' '$HERE/oracle/compare_stats.py' '$name.stats.json' '$name.oracle.json' --rtol 1e-5"
 
+  # Both by the AWQ checkpoint's statistics (the same keep sets): for the twin they are
+  # another checkpoint's, so --force-foreign-stats.
   for m in "$name" "$name-twin"; do
     "$BIN/reap-pruner" prune --model "$m" --stats-json "$name.stats.json" --out "$m-p40" \
         --ratio 0.4 --verify --verify-calib "$name.jsonl" --verify-seq-len 32 --quiet \
+        $([ "$m" = "$name-twin" ] && echo --force-foreign-stats) \
         > "$m-prune.txt" 2>&1 || bad "prune $m: $(tail -3 "$m-prune.txt")"
   done
   grep -q "structural ok" "$name-prune.txt" && grep -q "routing changed" "$name-prune.txt" \

@@ -37,9 +37,10 @@ PUB=$(sed -n 's/.*-P //p' keygen.txt)
     && ok "reapctl keepset --json: 10 -> 6 experts in 3 layers" || bad "keepset"
 [ ! -e out ] || bad "keepset wrote something"
 
+MID=$("$PY" -c "import json; print(json.load(open('stats.json'))['model_id'])")
 "$BIN/reap-pruner" prune --model m --stats-json stats.json --out out --ratio 0.4 \
     --key reap.key --verify --verify-calib heldout.jsonl --verify-seq-len 32 \
-    --calib-id calibA,calibB --model-id m0 --quiet > prune.txt 2>&1 \
+    --calib-id calibA,calibB --model-id "$MID" --quiet > prune.txt 2>&1 \
     && ok "reap-pruner prune --verify" || { bad "prune: $(cat prune.txt)"; exit 1; }
 cat prune.txt
 grep -q "structural ok" prune.txt && grep -q "routing changed" prune.txt \
@@ -51,8 +52,10 @@ minisign -Vm out/reap-manifest.json -p reap.pub > /dev/null 2>&1 && ok "minisign
     || bad "minisign -p"
 "$BIN/reapctl" verify out --pubkey reap.pub > v.txt 2>&1 && ok "reapctl verify" \
     || bad "reapctl verify: $(cat v.txt)"
-grep -q '"calibB"' out/reap-manifest.json && grep -q '"m0"' out/reap_metadata.json \
-    && ok "calibration and model ids recorded" || bad "ids missing"
+grep -q '"calibB"' out/reap-manifest.json && grep -q "\"model_id\": \"$MID\"" out/reap_metadata.json \
+    && grep -q "\"model_id\": \"$MID\"" out/reap-manifest.json \
+    && ! grep -q stats_model_id out/reap-manifest.json \
+    && ok "calibration and model ids recorded (the scorer's model_id)" || bad "ids missing"
 
 # Tampering: a shard byte, an extra file, the manifest, the trusted comment.
 SHARD=$(ls out/*.safetensors | head -1)
@@ -70,7 +73,7 @@ expect_fail "Signature verification failed" minisign -Vm out/reap-manifest.json 
 expect_fail "signature verification failed" "$BIN/reapctl" verify out --pubkey reap.pub
 cp manifest.bak out/reap-manifest.json
 cp out/reap-manifest.json.minisig sig.bak
-sed -i 's/^trusted comment: reap-manifest model_id=m0/trusted comment: reap-manifest model_id=m1/' \
+sed -i 's/^trusted comment: reap-manifest model_id=/trusted comment: reap-manifest model_id=0/' \
     out/reap-manifest.json.minisig
 expect_fail "Comment signature verification failed" minisign -Vm out/reap-manifest.json -P "$PUB"
 expect_fail "trusted comment" "$BIN/reapctl" verify out --pubkey reap.pub
@@ -102,13 +105,41 @@ touch -d "@$(( $(date +%s) - 60 ))" m/*
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:])
 assert a["inputs"]["files"] == b["inputs"]["files"], (a["inputs"], b["inputs"])
-assert len(b["inputs"]["files"]) == 5 and b["inputs"]["model_id"] != "m0"
+assert len(b["inputs"]["files"]) == 5 and b["inputs"]["model_id"] == a["inputs"]["model_id"]
 PYEOF
 "$BIN/reapctl" verify outst --no-signature > /dev/null 2>&1 && ok "prune --store output verifies" \
     || bad "verify outst"
 "$PY" -c "import json; d=json.load(open('stats_st.json')); d['model_id']='ab'*32; json.dump(d, open('stats_other.json','w'))"
-expect_fail "is not this checkpoint's" "$BIN/reap-pruner" prune --model m \
+expect_fail "are for model_id abababab" "$BIN/reap-pruner" prune --model m \
     --stats-json stats_other.json --out out3 --n-prune 3 --store st --quiet
+
+# Statistics of another checkpoint (same shape, other weights) without --store: refused,
+# naming both ids; a --model-id that is not the input's too. --force-foreign-stats prunes
+# by them and the signed manifest says so (stats_model_id, also in the trusted comment).
+"$BIN/reap-genmodel" --out m2 --family qwen3_vl_moe --layers 3 --experts 10 --top-k 2 \
+    --shards 3 --seed 6 > /dev/null || exit 1
+"$BIN/reap-scorer" run --model m2 --calib calib.jsonl --seq-len 48 --stats-json stats_m2.json \
+    --quiet --threads 2 || exit 1
+MID2=$("$PY" -c "import json; print(json.load(open('stats_m2.json'))['model_id'])")
+[ "$MID2" != "$MID" ] || bad "m2 has m's model_id"
+expect_fail "are for model_id $MID2, but m is model_id $MID" "$BIN/reap-pruner" prune \
+    --model m --stats-json stats_m2.json --out out3 --n-prune 3 --quiet
+expect_fail "force-foreign-stats" "$BIN/reap-pruner" prune \
+    --model m --stats-json stats_m2.json --out out3 --n-prune 3 --quiet
+expect_fail "--model-id abcd is not this checkpoint's: m is model_id $MID" "$BIN/reap-pruner" \
+    prune --model m --stats-json stats.json --out out3 --n-prune 3 --model-id abcd --quiet
+"$BIN/reap-pruner" prune --model m --stats-json stats_m2.json --out outf --n-prune 3 \
+    --force-foreign-stats --key reap.key --quiet > f.txt 2>&1 \
+    && grep -q "warning: --force-foreign-stats" f.txt \
+    && "$BIN/reapctl" verify outf --pubkey reap.pub > /dev/null 2>&1 \
+    && minisign -Vm outf/reap-manifest.json -p reap.pub 2>&1 | grep -q "stats_model_id=$MID2" \
+    && "$PY" - outf/reap-manifest.json "$MID" "$MID2" << 'PYEOF' \
+    && ok "--force-foreign-stats: manifest model_id is the input's, stats_model_id the statistics', signed" \
+    || bad "--force-foreign-stats: $(cat f.txt)"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["inputs"]["model_id"] == sys.argv[2] and d["inputs"]["stats_model_id"] == sys.argv[3], d["inputs"]
+PYEOF
 
 # Errors a user can hit.
 expect_fail "already exists" "$BIN/reap-pruner" prune --model m --stats-json stats.json \
@@ -116,6 +147,24 @@ expect_fail "already exists" "$BIN/reap-pruner" prune --model m --stats-json sta
 "$BIN/reap-pruner" prune --model m --stats-json stats.json --out out --ratio 0.2 --force \
     --key reap.key --quiet > /dev/null 2>&1 && "$BIN/reapctl" verify out --pubkey reap.pub \
     > /dev/null && ok "--force replaces the output" || bad "--force"
+# --force replaces only an earlier reap output (above) or an empty directory: a directory
+# of someone else's files is refused, saying why, and left as it was.
+mkdir -p userdir/sub && echo "my notes" > userdir/notes.txt
+expect_fail "output 'userdir' exists and is not a reap output: it has no reap-manifest.json and holds 2 entries" \
+    "$BIN/reap-pruner" prune --model m --stats-json stats.json --out userdir --ratio 0.4 --force --quiet
+grep -q "reap replaces only its own outputs" out.txt && grep -q "notes.txt" out.txt \
+    && [ "$(cat userdir/notes.txt)" = "my notes" ] && [ -d userdir/sub ] \
+    && ok "--force on a directory of user files: refused, nothing deleted" || bad "userdir: $(cat out.txt)"
+echo '{"format": "not-reap"}' > userdir/reap-manifest.json
+expect_fail "its reap-manifest.json is not a reap manifest" "$BIN/reap-pruner" prune --model m \
+    --stats-json stats.json --out userdir --ratio 0.4 --force --quiet
+[ -f userdir/notes.txt ] || bad "userdir lost its file"
+mkdir emptydir
+expect_fail "already exists" "$BIN/reap-pruner" prune --model m --stats-json stats.json \
+    --out emptydir --ratio 0.4 --quiet
+"$BIN/reap-pruner" prune --model m --stats-json stats.json --out emptydir --ratio 0.4 --force \
+    --quiet > /dev/null 2>&1 && "$BIN/reapctl" verify emptydir --no-signature > /dev/null \
+    && ok "--force on an empty directory: used" || bad "--force emptydir"
 expect_fail "inside the input" "$BIN/reap-pruner" prune --model m --stats-json stats.json \
     --out m/pruned --ratio 0.4 --quiet
 expect_fail "fewer than the 2 experts" "$BIN/reap-pruner" prune --model m \
@@ -132,6 +181,56 @@ expect_fail "has no statistics" "$BIN/reap-pruner" prune --model m \
     --stats-json stats_missing.json --out out3 --ratio 0.4 --quiet
 [ ! -e out3 ] && ! ls -a | grep -q reap-tmp && ok "failed prunes leave nothing behind" \
     || bad "leftovers after failures"
+
+# A prune killed mid-write leaves its temporary directory beside the output; the next
+# prune of that output removes it and says so (name and size), but never the directory of
+# a writer that is alive (its lock is held). The gate: the writer's stderr is a pipe
+# filled to the brim, so its first progress line blocks it inside the rewrite, with the
+# temporary directory made and a shard partly written, until it is killed.
+"$PY" - "$BIN/reap-pruner" << 'PYEOF' && ok "killed prune: leftover kept while its writer lives, removed and reported by the next prune" || bad "killed prune leftover"
+import glob, os, subprocess, sys, time
+pruner = sys.argv[1]
+def cmd(*extra):
+    return [pruner, "prune", "--model", "m", "--stats-json", "stats.json", "--out", "killed",
+            "--ratio", "0.4", *extra]
+r, w = os.pipe()
+os.set_blocking(w, False)
+for chunk in (65536, 4096, 1):
+    try:
+        while True:
+            os.write(w, b"x" * chunk)
+    except BlockingIOError:
+        pass
+os.set_blocking(w, True)
+a = subprocess.Popen(cmd(), stdout=subprocess.DEVNULL, stderr=w)
+deadline, tmp = time.monotonic() + 120, None
+while tmp is None:   # the gated writer cannot finish: poll until it has written data
+    assert a.poll() is None, "the gated prune ended (rc %s)" % a.returncode
+    assert time.monotonic() < deadline, "no temporary directory with data"
+    for d in glob.glob(".killed.reap-tmp-*"):
+        if os.path.isdir(d) and any(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)):
+            tmp = d
+    time.sleep(0.02)
+print("gated writer", a.pid, "in", tmp)
+b = subprocess.run(cmd("--quiet"), capture_output=True, text=True)
+assert b.returncode == 0, b.stderr
+assert os.path.isdir(tmp), "a live writer's directory was removed"
+assert "left " + os.path.realpath(tmp) + ": another prune is writing it" in b.stderr, b.stderr
+a.kill()
+a.wait()
+os.close(w)
+os.close(r)
+assert os.path.isdir(tmp), "the killed prune's directory vanished by itself"
+size = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp))
+c = subprocess.run(cmd("--quiet", "--force"), capture_output=True, text=True)
+print(c.stderr, end="")
+assert c.returncode == 0, c.stderr
+want = "removed %s (%.2f GB, %d bytes), left by a prune that did not finish" % (
+    os.path.realpath(tmp), size / 1e9, size)
+assert want in c.stderr, (want, c.stderr)
+left = glob.glob(".killed.reap-tmp-*")
+assert not left, left
+PYEOF
 
 # Python: the real safetensors library when it can be had, else the oracle's reader.
 VENV="$WORK/../prune_venv"

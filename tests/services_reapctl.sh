@@ -10,7 +10,8 @@
 #   --state, --json); models; stats (table, reap-stats/1 --json, --svg heatmap); keepset
 #   remote = keepset local on the same statistics; an explicit --ratio 0 / --n-prune 0
 #   keeping every expert although the pruner has a default ratio (keepset and prune);
-#   prune --force / --overwrite; prune --verify; verify (local and --pruner) with
+#   the pruner's start-up sweep of killed prunes' leftovers (a held lock kept);
+#   prune --force / --overwrite (only a reap output or an empty directory); prune --verify; verify (local and --pruner) with
 #   tampering (exit 3), local verify --json before and after DIR; keygen --json and the
 #   key id of the .pub comment; keep sets of an incomplete calibration set (the run
 #   cancelled by Ctrl-C) and n_prune beyond the experts refused as FAILED_PRECONDITION
@@ -55,6 +56,15 @@ start() {
 }
 start scorer "$BIN/reap-scorer" serve --store store --model-root models --calib-root calib \
     --backend cpu --threads 1 --seq-len 64 --checkpoint-every 1 --token T0K
+# Leftovers of killed prunes in the output root: at start-up the pruner removes one whose
+# writer is dead (its lock is free) and reports it, and leaves one whose lock is held
+# (here by this shell's fd 9, as a live prune in another container would hold it).
+mkdir -p out/.gone.reap-tmp-1-aaaaaa out/.busy.reap-tmp-2-bbbbbb
+head -c 5000 /dev/zero > out/.gone.reap-tmp-1-aaaaaa/model-00001-of-00002.safetensors
+: > out/.gone.reap-tmp-1-aaaaaa.lock
+: > out/.busy.reap-tmp-2-bbbbbb.lock
+exec 9< out/.busy.reap-tmp-2-bbbbbb.lock
+flock -x -n 9 || bad "could not lock out/.busy.reap-tmp-2-bbbbbb.lock"
 # --ratio 0.4: the default of requests that give neither ratio nor n_prune (an explicit 0
 # must not fall back to it)
 start pruner "$BIN/reap-pruner" serve --store store --model-root models --output-root out \
@@ -62,6 +72,15 @@ start pruner "$BIN/reap-pruner" serve --store store --model-root models --output
 [ -n "${scorer_port:-}" ] && [ -n "${pruner_port:-}" ] || { bad "servers did not start"; cat ./*.log; exit 1; }
 export REAP_SCORER_ADDR=127.0.0.1:$scorer_port REAP_PRUNER_ADDR=127.0.0.1:$pruner_port
 export REAP_TOKEN=T0K
+grep -q "removed $PWD/out/.gone.reap-tmp-1-aaaaaa (0.00 GB, 5000 bytes), left by a prune that did not finish" pruner.log \
+    && [ ! -e out/.gone.reap-tmp-1-aaaaaa ] && [ ! -e out/.gone.reap-tmp-1-aaaaaa.lock ] \
+    && ok "pruner start-up: a dead writer's temporary output removed and logged with its size" \
+    || bad "start-up sweep: $(cat pruner.log)"
+grep -q "left $PWD/out/.busy.reap-tmp-2-bbbbbb: another prune is writing it" pruner.log \
+    && [ -d out/.busy.reap-tmp-2-bbbbbb ] && ok "pruner start-up: a live writer's (lock held) left alone" \
+    || bad "start-up sweep removed a live writer's directory: $(cat pruner.log)"
+exec 9<&-
+rm -rf out/.busy.reap-tmp-2-bbbbbb out/.busy.reap-tmp-2-bbbbbb.lock
 
 # keygen --json: the key id, equal to the .pub comment's and to the id inside the key
 # (bytes 2..9 of the decoded key, little-endian, upper-case hex, as minisign prints it)
@@ -207,6 +226,20 @@ assert d['n_prune'] == 0 and all(len(v) == 16 for v in d['experts_to_keep'].valu
 "$CTL" prune --model m --out pruned0 --ratio 0.25 --calib-ids "$C1" --overwrite > p0o.txt 2>&1 \
     && grep -q "16 -> 12 experts per layer" p0o.txt && ok "reapctl prune --overwrite (alias of --force)" \
     || bad "prune --overwrite: $(cat p0o.txt)"
+
+# --force / --overwrite replace only an earlier reap output (above) or an empty directory
+mkdir -p out/userdir && echo mine > out/userdir/notes.txt
+"$CTL" prune --model m --out userdir --ratio 0.25 --calib-ids "$C1" --force > rc.txt 2>&1
+rc=$?
+[ $rc = 19 ] && ok "exit 19: prune --force onto a directory of user files (FAILED_PRECONDITION)" \
+    || bad "prune --force onto userdir: exit $rc, want 19: $(cat rc.txt)"
+grep -q "exists and is not a reap output: it has no reap-manifest.json and holds 1 entry ('notes.txt'); reap replaces only its own outputs" rc.txt \
+    && [ "$(cat out/userdir/notes.txt)" = mine ] && [ "$(ls -A out/userdir)" = notes.txt ] \
+    && ok "the refusal says why; the user's directory is untouched" || bad "userdir: $(cat rc.txt)"
+mkdir -p out/emptydir
+"$CTL" prune --model m --out emptydir --ratio 0.25 --calib-ids "$C1" --force > pe.txt 2>&1 \
+    && "$CTL" verify out/emptydir --pubkey k.pub > /dev/null 2>&1 \
+    && ok "reapctl prune --force into an empty directory" || bad "prune into emptydir: $(cat pe.txt)"
 
 # prune --verify, verify locally and remotely, tampering
 "$CTL" prune --model m --out pruned --ratio 0.25 --calib-ids "$C1" --verify > p.txt 2>&1 \

@@ -5,6 +5,8 @@
  * and encrypted keys refused. (The stock minisign binary checks our signatures in the
  * integration test tests/prune_cli.sh.) Digests computed earlier (the background
  * hasher's, the caller's input digests) are reused only while they still hold.
+ * Statistics of another checkpoint (stats_model_id) are recorded in the manifest and the
+ * trusted comment, and such an output verifies.
  *
  * Usage: test_manifest SCRATCH_DIR (created if missing).
  */
@@ -195,7 +197,7 @@ static void test_manifest_dir(void)
     int keep[3] = {0, 2, 3};
     reap_keepset ks = keep_3_of_4(&kl, keep);
     const char *calib[2] = {"c1", "c2"};
-    reap_manifest_inputs mi = {"m0del", calib, 2, "00ff", NULL, NULL, 0};
+    reap_manifest_inputs mi = {"m0del", calib, 2, "00ff", NULL, NULL, 0, NULL};
     char digest[65];
     CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, NULL, &sk, digest), REAP_OK);
     snprintf(p, sizeof p, "%s/%s", dir, REAP_MANIFEST_NAME);
@@ -257,6 +259,29 @@ static void test_manifest_dir(void)
     CHECK_ERRMSG("missing");
     /* no signature check requested: files still verified */
     CHECK_RC(reap_manifest_verify_dir(dir, NULL, NULL, NULL, &n), REAP_OK);
+    /* statistics of another checkpoint, used deliberately: their model_id is a field of
+     * the signed manifest and of the trusted comment, and the output verifies */
+    const char *foreign = "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789cdef";
+    mi.stats_model_id = foreign;
+    CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, NULL, &sk, digest), REAP_OK);
+    json_error_t je;
+    json_t *doc = json_load_file(p, 0, &je);
+    json_t *inputs = json_object_get(doc, "inputs");
+    CHECK(json_is_string(json_object_get(inputs, "stats_model_id")) &&
+          !strcmp(json_string_value(json_object_get(inputs, "stats_model_id")), foreign) &&
+          !strcmp(json_string_value(json_object_get(inputs, "model_id")), "m0del"));
+    json_decref(doc);
+    CHECK_RC(reap_minisign_verify_file(&pk, p, sig, tc, sizeof tc), REAP_OK);
+    CHECK(strstr(tc, "model_id=m0del ") && strstr(tc, digest) && strstr(tc, "stats_model_id=") &&
+          !strcmp(strstr(tc, "stats_model_id=") + 15, foreign));
+    n = 0;
+    CHECK_RC(reap_manifest_verify_dir(dir, &pk, count_line, &n, NULL), REAP_OK);
+    CHECK(n == 0);
+    mi.stats_model_id = NULL;   /* and without it the field is absent */
+    CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, NULL, &sk, digest), REAP_OK);
+    char *plain = slurp(p, NULL);
+    CHECK(plain && !strstr(plain, "stats_model_id"));
+    free(plain);
     /* a directory with no manifest */
     CHECK_RC(reap_manifest_verify_dir(in, &pk, NULL, NULL, &n), REAP_E_NOTFOUND);
     free(orig_sig);
@@ -303,7 +328,7 @@ static void test_manifest_reuse(void)
     reap_keepset ks = keep_3_of_4(&kl, keep);
 
     /* Everything hashed here: the reference. */
-    reap_manifest_inputs mi = {"m", NULL, 0, NULL, NULL, NULL, 0};
+    reap_manifest_inputs mi = {"m", NULL, 0, NULL, NULL, NULL, 0, NULL};
     CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, NULL, NULL, NULL), REAP_OK);
     snprintf(p, sizeof p, "%s/%s", dir, REAP_MANIFEST_NAME);
     json_t *ref = json_load_file(p, 0, NULL);
