@@ -591,7 +591,7 @@ static int verify_record(reap_store *s, int db, const MDB_val *k, const MDB_val 
     case 0:
         return rec_model_decode(v->mv_data, v->mv_size, key, what, NULL);
     case 1:
-        return rec_filehash_decode(v->mv_data, v->mv_size, what, NULL);
+        return rec_filehash_decode(v->mv_data, v->mv_size, what, NULL, NULL);
     case 2:
         return rec_calib_decode(v->mv_data, v->mv_size, key, what, NULL);
     case 3:
