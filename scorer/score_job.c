@@ -10,6 +10,7 @@
 #include "calib.h"
 #include "catalog.h"
 #include "checkpoint.h"
+#include "config_check.h"
 #include "config.h"
 #include "engine.h"
 #include "hidden_ckpt.h"
@@ -220,7 +221,8 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
         rc = reap_err_set(REAP_E_INVALID, "%s: the model has no MoE layer to score", path);
         goto fail;
     }
-    if ((rc = reap_ckpt_open(o->model_dir, &ck)))
+    /* config.json against the shards before anything is hashed or sized from it. */
+    if ((rc = reap_ckpt_open(o->model_dir, &ck)) || (rc = reap_config_check_ckpt(&cfg, ck)))
         goto fail;
     if ((rc = reap_model_identify(s, o->model_dir, o->hash_threads, &model, &res->hash)) ||
         (rc = fill_model(&cfg, &model)))
