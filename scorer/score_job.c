@@ -84,6 +84,15 @@ static int on_checkpoint(void *ud, int layer, const float *hidden, int64_t T, in
     return rc;
 }
 
+/* A checkpoint a resume cannot use: said, with what is wrong, since the run then starts
+ * further back (an older checkpoint or layer 0) and takes longer than expected. */
+static void on_ckpt_reject(void *ud, const char *path, const char *why)
+{
+    (void)ud;
+    fprintf(stderr, "reap-scorer: warning: hidden-state checkpoint %s is not usable (%s); "
+                    "resuming from an older checkpoint or from the start\n", path, why);
+}
+
 /* The pair is complete: its checkpoints are of no further use. Failing to remove them
  * costs disk space, not results, so it is a warning. */
 static void clear_checkpoints(reap_store *s, const reap_score_result *res)
@@ -276,8 +285,8 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
         int ck_layer;
         if (!o->force && first > 0 &&
             reap_hidden_ckpt_load(s, &res->model_id, &res->calib_id, first - 1,
-                                  (int64_t)rows.n_rows * rows.seq_len, cfg.hidden, &ck_layer,
-                                  &start_hidden) == REAP_OK)
+                                  (int64_t)rows.n_rows * rows.seq_len, cfg.hidden,
+                                  on_ckpt_reject, NULL, &ck_layer, &start_hidden) == REAP_OK)
             start = ck_layer + 1;
         char device[32];
         snprintf(device, sizeof device, "%s:%d", o->backend ? o->backend->name : "cpu",

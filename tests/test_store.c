@@ -508,8 +508,23 @@ static void test_growth_and_readonly(void)
         reap_layer_stats_free(&st[l]);
 }
 
+/* The checkpoints reap_hidden_ckpt_load passes over: the last one's path and reason. */
+typedef struct rejects {
+    int n;
+    char path[2048], why[256];
+} rejects;
+
+static void collect_reject(void *ud, const char *path, const char *why)
+{
+    rejects *r = ud;
+    r->n++;
+    snprintf(r->path, sizeof r->path, "%s", path);
+    snprintf(r->why, sizeof r->why, "%s", why);
+}
+
 static void test_hidden_ckpt(void)
 {
+    rejects rj = {0};
     char dir[1024], p[2048];
     reap_store *s = NULL;
     reap_store_opts create = {.create = 1};
@@ -526,20 +541,26 @@ static void test_hidden_ckpt(void)
     CHECK_RC(reap_store_open(dir, &create, &s), REAP_OK);
     fake_id(&m, 30);
     fake_id(&c, 31);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 10, T, H, &layer, &got), REAP_E_NOTFOUND);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 10, T, H, NULL, NULL, &layer, &got), REAP_E_NOTFOUND);
     CHECK_RC(reap_hidden_ckpt_write(s, &m, &c, 1, h1, T, H), REAP_OK);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 10, T, H, &layer, &got), REAP_OK);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 10, T, H, NULL, NULL, &layer, &got), REAP_OK);
     CHECK(layer == 1 && got && !memcmp(got, h1, sizeof(float) * T * H));
     free(got);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 0, T, H, &layer, &got), REAP_E_NOTFOUND);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 10, T, H + 1, &layer, &got), REAP_E_NOTFOUND);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 0, T, H, NULL, NULL, &layer, &got), REAP_E_NOTFOUND);
+    rj.n = 0;
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 10, T, H + 1, collect_reject, &rj, &layer, &got),
+             REAP_E_NOTFOUND);
+    /* another shape: passed over, and said (the header tells it from a cut-short file) */
+    CHECK_MSG(rj.n == 1 && strstr(rj.path, "layer-00001.bin") &&
+                  strstr(rj.why, "37 tokens x hidden 24, this run has 37 x 25"),
+              "shape: %d rejections, %s: %s", rj.n, rj.path, rj.why);
     reap_id other;
     fake_id(&other, 32);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &other, 10, T, H, &layer, &got), REAP_E_NOTFOUND);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &other, 10, T, H, NULL, NULL, &layer, &got), REAP_E_NOTFOUND);
     /* A newer checkpoint replaces the older one. */
     CHECK_RC(reap_hidden_ckpt_write(s, &m, &c, 3, h3, T, H), REAP_OK);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 2, T, H, &layer, &got), REAP_E_NOTFOUND);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 3, T, H, &layer, &got), REAP_OK);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 2, T, H, NULL, NULL, &layer, &got), REAP_E_NOTFOUND);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 3, T, H, NULL, NULL, &layer, &got), REAP_OK);
     CHECK(layer == 3 && got && !memcmp(got, h3, sizeof(float) * T * H));
     free(got);
     /* A damaged checkpoint is not used. */
@@ -553,7 +574,20 @@ static void test_hidden_ckpt(void)
     byte ^= 1;
     CHECK(pwrite(fd, &byte, 1, 500) == 1);
     close(fd);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 3, T, H, &layer, &got), REAP_E_NOTFOUND);
+    rj.n = 0;
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 3, T, H, collect_reject, &rj, &layer, &got),
+             REAP_E_NOTFOUND);
+    /* ... and said: the file and what is wrong with it. */
+    CHECK_MSG(rj.n == 1 && !strcmp(rj.path, p) && strstr(rj.why, "digest (damaged)"),
+              "damaged: %d rejections, %s: %s", rj.n, rj.path, rj.why);
+    /* Cut short: said too. */
+    CHECK(truncate(p, 1000) == 0);
+    rj.n = 0;
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 3, T, H, collect_reject, &rj, &layer, &got),
+             REAP_E_NOTFOUND);
+    CHECK_MSG(rj.n == 1 && !strcmp(rj.path, p) && strstr(rj.why, "1000 bytes") &&
+                  strstr(rj.why, "cut short"), "short: %d rejections, %s: %s", rj.n, rj.path,
+              rj.why);
     CHECK_RC(reap_hidden_ckpt_clear(s, &m, &c), REAP_OK);
     CHECK(access(p, F_OK) != 0);
     /* One scoring run per pair: a second lock fails at once, naming the holder. */
