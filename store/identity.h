@@ -15,9 +15,9 @@
  * restored changes the ctime; a record without a ctime is never used), so an unchanged
  * checkpoint is hashed once. A file whose stat changes while it is hashed is an error;
  * a file whose mtime or ctime is less than 2 s before hashing is hashed but not cached
- * (its timestamps may not yet tell it from a later change). As with the safetensors reader's mappings, a file truncated by another process
- * while it is being read faults (SIGBUS): model directories must not change under a
- * running scorer.
+ * (its timestamps may not yet tell it from a later change). As with the safetensors
+ * reader's mappings, a file truncated by another process while it is being read faults
+ * (SIGBUS): model directories must not change under a running scorer.
  *
  * calib_id = BLAKE2b-256 of
  *     "reap-calib-id/1" | u32 BE seq_len | u8 packing (1 packed, 0 not) | u32 BE n_rows |

@@ -556,7 +556,8 @@ static void test_hidden_ckpt(void)
               "shape: %d rejections, %s: %s", rj.n, rj.path, rj.why);
     reap_id other;
     fake_id(&other, 32);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &other, 10, T, H, NULL, NULL, &layer, &got), REAP_E_NOTFOUND);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &other, 10, T, H, NULL, NULL, &layer, &got),
+             REAP_E_NOTFOUND);
     /* A newer checkpoint replaces the older one. */
     CHECK_RC(reap_hidden_ckpt_write(s, &m, &c, 3, h3, T, H), REAP_OK);
     CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 2, T, H, NULL, NULL, &layer, &got), REAP_E_NOTFOUND);

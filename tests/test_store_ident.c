@@ -2,8 +2,9 @@
  * where it lies or on the hashing thread count, changes with any weight byte; the
  * file-hash cache is used (nothing re-read) and keyed so that a modified file is hashed
  * again, an in-place edit with the mtime restored too (ctime), and records without a
- * ctime are never used; recently modified files are not cached; file digests equal libsodium's BLAKE2b
- * of the bytes; calib_id tells packing, length and token changes apart. */
+ * ctime are never used; recently modified files are not cached; file digests equal
+ * libsodium's BLAKE2b of the bytes; calib_id tells packing, length and token changes
+ * apart. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <lmdb.h>
