@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,6 +308,28 @@ static int config_validate(const field_src *src, reap_config *c, int has_head_di
     const char *p = src->path, *x = src->ctx;
     int i, L;
 
+    /* Upper limits first: later checks loop over layers and size tables by them. */
+    static const struct {
+        const char *field;
+        size_t off;
+        int max;
+    } lim[] = {
+        {"num_hidden_layers", offsetof(reap_config, n_layers), REAP_CONFIG_MAX_LAYERS},
+        {"hidden_size", offsetof(reap_config, hidden), REAP_CONFIG_MAX_HIDDEN},
+        {"num_attention_heads", offsetof(reap_config, n_heads), REAP_CONFIG_MAX_HEADS},
+        {"num_key_value_heads", offsetof(reap_config, n_kv_heads), REAP_CONFIG_MAX_HEADS},
+        {"head_dim", offsetof(reap_config, head_dim), REAP_CONFIG_MAX_HEAD_DIM},
+        {"vocab_size", offsetof(reap_config, vocab), REAP_CONFIG_MAX_VOCAB},
+        {"num_experts", offsetof(reap_config, n_experts), REAP_CONFIG_MAX_EXPERTS},
+        {"moe_intermediate_size", offsetof(reap_config, moe_inter), REAP_CONFIG_MAX_INTER},
+        {"intermediate_size", offsetof(reap_config, inter), REAP_CONFIG_MAX_INTER},
+    };
+    for (size_t k = 0; k < sizeof lim / sizeof lim[0]; k++) {
+        int v = *(const int *)((const char *)c + lim[k].off);
+        if (v > lim[k].max)
+            return reap_err_set(REAP_E_INVALID, "%s: %s%s = %d is above the limit of %d "
+                                "this build accepts", p, x, lim[k].field, v, lim[k].max);
+    }
     if (c->hidden <= 0)
         return reap_err_set(REAP_E_INVALID, "%s: %shidden_size = %d must be positive", p, x,
                             c->hidden);
@@ -335,6 +358,10 @@ static int config_validate(const field_src *src, reap_config *c, int has_head_di
     if (c->head_dim <= 0)
         return reap_err_set(REAP_E_INVALID, "%s: %shead_dim = %d must be positive", p, x,
                             c->head_dim);
+    if (c->head_dim > REAP_CONFIG_MAX_HEAD_DIM) /* derived: hidden_size / heads */
+        return reap_err_set(REAP_E_INVALID, "%s: %shead_dim = %d (hidden_size / "
+                            "num_attention_heads) is above the limit of %d this build accepts",
+                            p, x, c->head_dim, REAP_CONFIG_MAX_HEAD_DIM);
     if (c->head_dim % 2 != 0)
         return reap_err_set(REAP_E_INVALID, "%s: %shead_dim = %d must be even for RoPE", p, x,
                             c->head_dim);

@@ -22,6 +22,19 @@
 #ifndef REAP_CONFIG_H
 #define REAP_CONFIG_H
 
+/* Upper limits reap_config_load accepts (REAP_E_INVALID above them, naming the field):
+ * generous against every released model (the largest have ~130 layers, hidden 16384,
+ * 384 experts, 256k vocabularies) and small enough that nothing sized from a config
+ * value (per-layer tables, buffers, loops over layers) can grow out of bounds before
+ * the checkpoint's tensors are checked (config_check.h). */
+#define REAP_CONFIG_MAX_LAYERS 1024        /* num_hidden_layers */
+#define REAP_CONFIG_MAX_HIDDEN 65536       /* hidden_size */
+#define REAP_CONFIG_MAX_HEADS 1024         /* num_attention_heads, num_key_value_heads */
+#define REAP_CONFIG_MAX_HEAD_DIM 1024      /* head_dim */
+#define REAP_CONFIG_MAX_EXPERTS 16384      /* num_experts (top-k <= num_experts) */
+#define REAP_CONFIG_MAX_INTER 1048576      /* intermediate_size, moe_intermediate_size */
+#define REAP_CONFIG_MAX_VOCAB 16777216     /* vocab_size */
+
 typedef enum reap_family {
     REAP_FAMILY_QWEN3_MOE = 1,
     REAP_FAMILY_QWEN3_VL_MOE = 2
@@ -70,8 +83,10 @@ typedef struct reap_config {
 /* Parse `path` (a config.json). Returns REAP_OK, REAP_E_IO, REAP_E_FORMAT (bad JSON or
  * a field of the wrong type, named in the message), REAP_E_UNSUPPORTED (other
  * model_type, attention_bias true, a quantisation method or AWQ setting other than the
- * ones above, named), REAP_E_INVALID (inconsistent values: heads not divisible by kv
- * heads, top_k > experts, ...). On failure *out is left zeroed. Free with
+ * ones above, named), REAP_E_INVALID (a value outside its limit above, or inconsistent
+ * values: heads not divisible by kv heads, top_k > experts, ...; the message names
+ * `path` and the field). The values are not checked against the tensors here: see
+ * reap_config_check_ckpt (config_check.h). On failure *out is left zeroed. Free with
  * reap_config_free (it owns mlp_only_layers and quant.not_convert). Thread rules: a
  * loaded configuration is read-only; any number of threads may read it. */
 int reap_config_load(const char *path, reap_config *out);

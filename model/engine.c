@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "config_check.h"
 #include "reap_err.h"
 #include "weights.h"
 
@@ -65,6 +66,9 @@ int reap_engine_score(const reap_ckpt *ck, const reap_config *cfg, const reap_ro
     *out_n = 0;
     if (opts)
         bopts = opts->backend_opts;
+    /* Every layer's tensors against the config before any table or buffer is sized. */
+    if ((rc = reap_config_check_ckpt(cfg, ck)))
+        return rc;
     stats = calloc((size_t)(n_moe > 0 ? n_moe : 1), sizeof *stats);
     if (!stats)
         return reap_err_set(REAP_E_NOMEM, "engine: statistics table");

@@ -31,10 +31,17 @@ static int64_t mtime_ns(const struct stat *st)
     return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 }
 
+/* Status-change time: moves on every write, chmod, rename or utime; no user tool sets it
+ * back, so it tells an in-place edit whose mtime was restored. */
+static int64_t ctime_ns(const struct stat *st)
+{
+    return (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
 static int same_file(const struct stat *a, const struct stat *b)
 {
     return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
-           mtime_ns(a) == mtime_ns(b);
+           mtime_ns(a) == mtime_ns(b) && ctime_ns(a) == ctime_ns(b);
 }
 
 /* Hash path in one pass; *before receives its stat at open, which must still hold at
@@ -130,6 +137,7 @@ static void hash_job_run(reap_file_hash *j)
     j->dev = (uint64_t)st.st_dev;
     j->ino = (uint64_t)st.st_ino;
     j->mtime_ns = mtime_ns(&st);
+    j->ctime_ns = ctime_ns(&st);
 }
 
 /* ---- many files on all cores -------------------------------------------------------- */
@@ -285,7 +293,7 @@ const reap_file_hash *reap_hasher_find(reap_hasher *h, const char *dir, const ch
     snprintf(path, sizeof path, "%s/%s", dir, name);
     if (stat(path, &st) != 0 || (uint64_t)st.st_dev != found->dev ||
         (uint64_t)st.st_ino != found->ino || (uint64_t)st.st_size != found->size ||
-        mtime_ns(&st) != found->mtime_ns)
+        mtime_ns(&st) != found->mtime_ns || ctime_ns(&st) != found->ctime_ns)
         return NULL;
     return found;
 }

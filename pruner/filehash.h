@@ -33,8 +33,9 @@ int reap_hash_file(const char *path, uint8_t blake2b_256[32], uint8_t sha256[32]
 
 /* One file to hash: dir/name. The caller sets dir, name and with_sha (and done for a job
  * whose digests it already has); the rest is filled: the digests, size, and the file's
- * identity when it was hashed (device, inode, size and mtime, which must not change
- * during the read or the job fails with REAP_E_IO). */
+ * identity when it was hashed (device, inode, size, mtime and ctime, which must not
+ * change during the read or the job fails with REAP_E_IO; the ctime, which no user tool
+ * can set back, tells an in-place edit whose mtime was restored). */
 typedef struct reap_file_hash {
     const char *dir, *name;
     int with_sha;
@@ -42,7 +43,7 @@ typedef struct reap_file_hash {
     uint8_t b2[32], sh[32];
     uint64_t size;
     uint64_t dev, ino;
-    int64_t mtime_ns;
+    int64_t mtime_ns, ctime_ns;
     int rc;                     /* REAP_OK or the job's error */
     char msg[512];              /* its message */
 } reap_file_hash;
@@ -66,8 +67,8 @@ int reap_hasher_add(reap_hasher *h, const char *dir, const char *name, int with_
 void reap_hasher_wait(reap_hasher *h);
 
 /* After reap_hasher_wait: the digests of dir/name when it was hashed without error and
- * its device, inode, size and mtime are still those it had then; NULL otherwise (the
- * caller hashes it again). Valid until reap_hasher_free. */
+ * its device, inode, size, mtime and ctime are still those it had then; NULL otherwise
+ * (the caller hashes it again). Valid until reap_hasher_free. */
 const reap_file_hash *reap_hasher_find(reap_hasher *h, const char *dir, const char *name);
 
 /* Files hashed so far and their bytes (for reports; 0 and 0 when h is NULL). */

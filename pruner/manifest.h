@@ -69,9 +69,9 @@ typedef struct reap_manifest_inputs {
  * checkpoint directory (config.json, model.safetensors.index.json and the *.safetensors
  * files there are listed as inputs). Digests already computed are reused, the rest are
  * computed here on all cores: an output file `hashed` (may be NULL) digested with its
- * SHA-256 and that has not changed since (device, inode, size, mtime), an input file in
- * in->files of the same name and size, or that `hashed` digested and that has not
- * changed since. digest_hex (may be NULL, 65 bytes) receives the BLAKE2b-256 of the
+ * SHA-256 and that has not changed since (device, inode, size, mtime, ctime), an input
+ * file in in->files of the same name and size, or that `hashed` digested and that has
+ * not changed since. digest_hex (may be NULL, 65 bytes) receives the BLAKE2b-256 of the
  * manifest file.
  * Returns REAP_OK, REAP_E_IO, REAP_E_NOMEM, REAP_E_INTERNAL. */
 int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keepset *ks,

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config_check.h"
 #include "manifest.h"
 #include "outdir.h"
 #include "parallel.h"
@@ -258,7 +259,8 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
     int exists;
 
     snprintf(path, sizeof path, "%s/config.json", in_real);
-    if ((rc = reap_config_load(path, &cfg)) || (rc = reap_ckpt_open(in_real, &ck)))
+    if ((rc = reap_config_load(path, &cfg)) || (rc = reap_ckpt_open(in_real, &ck)) ||
+        (rc = reap_config_check_ckpt(&cfg, ck)))
         goto fail;
     if ((rc = reap_keepset_compute(&cfg, o->stats, o->n_stats, &o->keep, &res->ks)))
         goto fail;

@@ -472,7 +472,7 @@ static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
     };
     po.probe.backend_opts.threads = (int)S->threads;
     /* The manifest's input digests are the identity's (just checked against the files'
-     * device, inode, size and mtime): the input is not read a second time. */
+     * device, inode, size, mtime and ctime): the input is not read a second time. */
     if ((known = svc_known_inputs(&mi))) {
         po.input_files = known;
         po.n_input_files = mi.n_files;

@@ -10,6 +10,7 @@
 #include "calib.h"
 #include "catalog.h"
 #include "checkpoint.h"
+#include "config_check.h"
 #include "config.h"
 #include "engine.h"
 #include "hidden_ckpt.h"
@@ -81,6 +82,15 @@ static int on_checkpoint(void *ud, int layer, const float *hidden, int64_t T, in
         return REAP_OK;
     }
     return rc;
+}
+
+/* A checkpoint a resume cannot use: said, with what is wrong, since the run then starts
+ * further back (an older checkpoint or layer 0) and takes longer than expected. */
+static void on_ckpt_reject(void *ud, const char *path, const char *why)
+{
+    (void)ud;
+    fprintf(stderr, "reap-scorer: warning: hidden-state checkpoint %s is not usable (%s); "
+                    "resuming from an older checkpoint or from the start\n", path, why);
 }
 
 /* The pair is complete: its checkpoints are of no further use. Failing to remove them
@@ -220,7 +230,8 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
         rc = reap_err_set(REAP_E_INVALID, "%s: the model has no MoE layer to score", path);
         goto fail;
     }
-    if ((rc = reap_ckpt_open(o->model_dir, &ck)))
+    /* config.json against the shards before anything is hashed or sized from it. */
+    if ((rc = reap_ckpt_open(o->model_dir, &ck)) || (rc = reap_config_check_ckpt(&cfg, ck)))
         goto fail;
     if ((rc = reap_model_identify(s, o->model_dir, o->hash_threads, &model, &res->hash)) ||
         (rc = fill_model(&cfg, &model)))
@@ -274,8 +285,8 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
         int ck_layer;
         if (!o->force && first > 0 &&
             reap_hidden_ckpt_load(s, &res->model_id, &res->calib_id, first - 1,
-                                  (int64_t)rows.n_rows * rows.seq_len, cfg.hidden, &ck_layer,
-                                  &start_hidden) == REAP_OK)
+                                  (int64_t)rows.n_rows * rows.seq_len, cfg.hidden,
+                                  on_ckpt_reject, NULL, &ck_layer, &start_hidden) == REAP_OK)
             start = ck_layer + 1;
         char device[32];
         snprintf(device, sizeof device, "%s:%d", o->backend ? o->backend->name : "cpu",

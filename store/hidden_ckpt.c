@@ -192,33 +192,86 @@ fail:
     return rc;
 }
 
-/* Read and check one checkpoint file; *out malloc'd on success. 0 or -1 (unusable). */
+/* Why header h (the file's) differs from want (this pair, layer and shape). */
+static void header_why(const uint8_t *h, const uint8_t *want, char *why, size_t n)
+{
+    if (memcmp(h, want, 8))
+        snprintf(why, n, "not a hidden-state checkpoint (bad magic)");
+    else if (memcmp(h + 8, want + 8, 4))
+        snprintf(why, n, "format version %llu (this build reads %d)",
+                 (unsigned long long)rd_le(h + 8, 4), CKPT_VERSION);
+    else if (memcmp(h + 32, want + 32, 64))
+        snprintf(why, n, "its header names another model or calibration set");
+    else if (memcmp(h + 12, want + 12, 4))
+        snprintf(why, n, "its header says layer %llu, its name layer %llu",
+                 (unsigned long long)rd_le(h + 12, 4), (unsigned long long)rd_le(want + 12, 4));
+    else if (memcmp(h + 16, want + 16, 12))
+        snprintf(why, n, "its header says %llu tokens x hidden %llu, this run has %llu x %llu",
+                 (unsigned long long)rd_le(h + 16, 8), (unsigned long long)rd_le(h + 24, 4),
+                 (unsigned long long)rd_le(want + 16, 8),
+                 (unsigned long long)rd_le(want + 24, 4));
+    else
+        snprintf(why, n, "damaged header");
+}
+
+/* Read and check one checkpoint file; *out malloc'd on success. 0, or -1 (unusable: why
+ * says what is wrong with it). */
 static int load_one(const char *path, const reap_id *m, const reap_id *c, int layer,
-                    int64_t T, int H, float **out)
+                    int64_t T, int H, float **out, char *why, size_t why_n)
 {
     uint8_t h[HDR_LEN], want[HDR_LEN], digest[32], stored[32];
     crypto_generichash_state st;
     size_t bytes = (size_t)T * (size_t)H * sizeof(float);
+    uint64_t need = HDR_LEN + (uint64_t)bytes + 32;
     struct stat sb;
     float *buf = NULL;
     int ok = -1, fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (fd < 0) {
+        snprintf(why, why_n, "cannot be opened: %s", strerror(errno));
         return -1;
+    }
     header(want, m, c, layer, T, H);
-    if (fstat(fd, &sb) || (uint64_t)sb.st_size != HDR_LEN + (uint64_t)bytes + 32 ||
-        read_all(fd, h, HDR_LEN) || memcmp(h, want, HDR_LEN))
+    if (fstat(fd, &sb)) {
+        snprintf(why, why_n, "stat: %s", strerror(errno));
         goto fail;
-    if (!(buf = malloc(bytes ? bytes : 1)) || read_all(fd, buf, bytes) ||
-        read_all(fd, stored, 32))
+    }
+    if ((uint64_t)sb.st_size != need) {
+        /* the header, when there is one, tells another shape from a cut-short file */
+        if ((uint64_t)sb.st_size >= HDR_LEN && !read_all(fd, h, HDR_LEN) &&
+            memcmp(h, want, HDR_LEN))
+            header_why(h, want, why, why_n);
+        else
+            snprintf(why, why_n, "%llu bytes where a checkpoint of %lld x %d floats has "
+                     "%llu (cut short or grown)", (unsigned long long)sb.st_size,
+                     (long long)T, H, (unsigned long long)need);
         goto fail;
+    }
+    if (read_all(fd, h, HDR_LEN)) {
+        snprintf(why, why_n, "read error");
+        goto fail;
+    }
+    if (memcmp(h, want, HDR_LEN)) {
+        header_why(h, want, why, why_n);
+        goto fail;
+    }
+    if (!(buf = malloc(bytes ? bytes : 1))) {
+        snprintf(why, why_n, "out of memory for %zu bytes", bytes);
+        goto fail;
+    }
+    if (read_all(fd, buf, bytes) || read_all(fd, stored, 32)) {
+        snprintf(why, why_n, "read error");
+        goto fail;
+    }
     crypto_generichash_init(&st, NULL, 0, 32);
     crypto_generichash_update(&st, h, HDR_LEN);
     for (size_t off = 0; off < bytes; off += CHUNK)
         crypto_generichash_update(&st, (const uint8_t *)buf + off,
                                   bytes - off < CHUNK ? bytes - off : CHUNK);
     crypto_generichash_final(&st, digest, 32);
-    if (memcmp(digest, stored, 32) || rd_le(h + 12, 4) != (uint64_t)layer)
+    if (memcmp(digest, stored, 32)) {
+        snprintf(why, why_n, "its contents do not match its BLAKE2b-256 digest (damaged)");
         goto fail;
+    }
     *out = buf;
     buf = NULL;
     ok = 0;
@@ -235,7 +288,8 @@ static int int_desc(const void *a, const void *b)
 }
 
 int reap_hidden_ckpt_load(reap_store *s, const reap_id *model, const reap_id *calib,
-                          int max_layer, int64_t T, int H, int *layer, float **hidden)
+                          int max_layer, int64_t T, int H, reap_hidden_ckpt_reject_cb on_reject,
+                          void *ud, int *layer, float **hidden)
 {
     char dir[4400], p[4600];
     DIR *d;
@@ -267,12 +321,15 @@ int reap_hidden_ckpt_load(reap_store *s, const reap_id *model, const reap_id *ca
     if (n > 1)
         qsort(layers, (size_t)n, sizeof *layers, int_desc);
     for (int i = 0; i < n; i++) {
+        char why[256] = "";
         snprintf(p, sizeof p, "%s/layer-%05d.bin", dir, layers[i]);
-        if (!load_one(p, model, calib, layers[i], T, H, hidden)) {
+        if (!load_one(p, model, calib, layers[i], T, H, hidden, why, sizeof why)) {
             *layer = layers[i];
             rc = REAP_OK;
             break;
         }
+        if (on_reject)
+            on_reject(ud, p, why);
     }
 fail:
     closedir(d);

@@ -19,8 +19,8 @@
  * Writes are atomic (valkey rdb.c): a temporary file in the same folder, fsync, rename,
  * fsync of the folder; then older checkpoints of the pair are removed (one checkpoint
  * per pair is kept). A checkpoint that is short, has another shape or pair, or fails its
- * digest is ignored by reap_hidden_ckpt_load (a killed writer leaves at most a
- * temporary file, which is removed).
+ * digest is passed over by reap_hidden_ckpt_load, which reports it (path and reason) to
+ * its caller (a killed writer leaves at most a temporary file, which is removed).
  *
  * Thread rules: one scoring run of a (model, calib) pair at a time writes its folder
  * (reap_store_pair_lock enforces it); runs of other pairs use other folders.
@@ -40,11 +40,21 @@
 int reap_hidden_ckpt_write(reap_store *s, const reap_id *model, const reap_id *calib,
                            int layer, const float *hidden, int64_t T, int H);
 
+/* Called for each checkpoint file of the pair that load passes over as unusable: `path`
+ * and `why` ("cut short", "does not match its digest (damaged)", "another shape", ...),
+ * both valid during the call. */
+typedef void (*reap_hidden_ckpt_reject_cb)(void *ud, const char *path, const char *why);
+
 /* Load the newest valid checkpoint of the pair with layer <= max_layer and shape
- * [T, H]. On success *layer is its layer and *hidden a malloc'd [T, H] array (free()).
+ * [T, H], trying newer ones first. Each checkpoint passed over as unusable (short,
+ * another pair, layer or shape, failing its digest, unreadable) is reported to
+ * on_reject (may be NULL) with its path and what is wrong, so that the caller can say so
+ * instead of silently starting further back. On success *layer is its layer and *hidden
+ * a malloc'd [T, H] array (free()).
  * REAP_E_NOTFOUND (none usable; no message needed), REAP_E_NOMEM, REAP_E_IO. */
 int reap_hidden_ckpt_load(reap_store *s, const reap_id *model, const reap_id *calib,
-                          int max_layer, int64_t T, int H, int *layer, float **hidden);
+                          int max_layer, int64_t T, int H, reap_hidden_ckpt_reject_cb on_reject,
+                          void *ud, int *layer, float **hidden);
 
 /* Take the pair's scoring lock: an exclusive flock(2) on STORE/checkpoints/<pair>.lock,
  * holding the pid of the holder. One scoring run of a pair at a time, across threads and

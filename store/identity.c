@@ -36,10 +36,24 @@ static int64_t mtime_ns(const struct stat *st)
     return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 }
 
+/* The status-change time: set by the kernel on every write, chmod, rename or utime, and
+ * unlike the mtime no user tool can set it back. */
+static int64_t ctime_ns(const struct stat *st)
+{
+    return (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
+/* When the file last changed as far as its timestamps tell: the later of mtime and
+ * ctime (the racy-window rule below looks at both). */
+static int64_t changed_ns(const struct stat *st)
+{
+    return mtime_ns(st) > ctime_ns(st) ? mtime_ns(st) : ctime_ns(st);
+}
+
 static int same_stat(const struct stat *a, const struct stat *b)
 {
     return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
-           mtime_ns(a) == mtime_ns(b);
+           mtime_ns(a) == mtime_ns(b) && ctime_ns(a) == ctime_ns(b);
 }
 
 /* Hash an open file of `size` bytes through a read-only mapping (sequential advice,
@@ -183,7 +197,13 @@ static void free_files(hfile *files, int n)
     free(files);
 }
 
-/* ---- cache ----------------------------------------------------------------------- */
+/* ---- cache -----------------------------------------------------------------------
+ * Key (device, inode, size, mtime); the record also holds the file's ctime when it was
+ * hashed, and a record is trusted only while the ctime is unchanged (an in-place edit
+ * with the mtime restored keeps the key but not the ctime). A record without a ctime
+ * (written before it was recorded) is never trusted: the file is hashed again and the
+ * record replaced. Files whose mtime or ctime is within RACY_NS of the start of hashing
+ * are not cached: a later change in the same timestamp tick could not be told apart. */
 
 static void cache_key(const struct stat *st, uint8_t key[STORE_FILEHASH_KEY_LEN])
 {
@@ -213,9 +233,11 @@ static int cache_lookup(reap_store *s, hfile *files, int n)
             break;
         snprintf(what, sizeof what, "%s: file-hash cache entry of %s", s->dir,
                  files[i].path);
-        if ((rc = rec_filehash_decode(v.mv_data, v.mv_size, what, files[i].digest)))
+        int64_t ctime_rec = 0;
+        if ((rc = rec_filehash_decode(v.mv_data, v.mv_size, what, files[i].digest,
+                                      &ctime_rec)))
             break;
-        files[i].cached = 1;
+        files[i].cached = ctime_rec != 0 && ctime_rec == ctime_ns(&files[i].st);
     }
     store_txn_abort(s, txn);
     return rc;
@@ -224,7 +246,7 @@ static int cache_lookup(reap_store *s, hfile *files, int n)
 typedef struct cache_put {
     hfile *files;
     int n;
-    int64_t racy_after;   /* files with mtime >= this are not cached */
+    int64_t racy_after;   /* files with mtime or ctime >= this are not cached */
 } cache_put;
 
 static int cache_put_fn(reap_store *s, MDB_txn *txn, void *ud)
@@ -235,10 +257,10 @@ static int cache_put_fn(reap_store *s, MDB_txn *txn, void *ud)
         uint8_t key[STORE_FILEHASH_KEY_LEN], *buf;
         size_t len;
         int rc;
-        if (f->cached || mtime_ns(&f->st) >= cp->racy_after)
+        if (f->cached || changed_ns(&f->st) >= cp->racy_after)
             continue;
         cache_key(&f->st, key);
-        if ((rc = rec_filehash_encode(f->digest, f->path, &buf, &len)))
+        if ((rc = rec_filehash_encode(f->digest, ctime_ns(&f->st), f->path, &buf, &len)))
             return rc;
         rc = store_put(s, txn, s->db_filehash, key, sizeof key, buf, len, 0);
         free(buf);

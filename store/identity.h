@@ -10,12 +10,14 @@
  *
  * File digests are computed in parallel (one file per thread, largest first, each read
  * through a read-only mapping) and cached in the store's `filehash` database keyed by
- * (device, inode, size, mtime in ns), so an unchanged checkpoint is hashed once. A file
- * whose stat changes while it is hashed is an error; a file modified less than 2 s
- * before hashing is hashed but not cached (its mtime may not yet tell it from a later
- * write). As with the safetensors reader's mappings, a file truncated by another process
- * while it is being read faults (SIGBUS): model directories must not change under a
- * running scorer.
+ * (device, inode, size, mtime in ns); a cached digest is used only while the file's
+ * ctime (s and ns) is also the one recorded with it (an in-place edit with the mtime
+ * restored changes the ctime; a record without a ctime is never used), so an unchanged
+ * checkpoint is hashed once. A file whose stat changes while it is hashed is an error;
+ * a file whose mtime or ctime is less than 2 s before hashing is hashed but not cached
+ * (its timestamps may not yet tell it from a later change). As with the safetensors
+ * reader's mappings, a file truncated by another process while it is being read faults
+ * (SIGBUS): model directories must not change under a running scorer.
  *
  * calib_id = BLAKE2b-256 of
  *     "reap-calib-id/1" | u32 BE seq_len | u8 packing (1 packed, 0 not) | u32 BE n_rows |

@@ -432,18 +432,20 @@ fail:
 
 /* ---- filehash -------------------------------------------------------------------- */
 
-int rec_filehash_encode(const uint8_t digest[32], const char *path, uint8_t **buf,
-                        size_t *len)
+int rec_filehash_encode(const uint8_t digest[32], int64_t ctime_ns, const char *path,
+                        uint8_t **buf, size_t *len)
 {
     PbFileHash m = REAP__STORE__V1__FILE_HASH_RECORD__INIT;
     m.format_version = REAP_STORE_FORMAT_VERSION;
     m.digest = pb_bytes(digest, 32);
+    m.ctime_ns = ctime_ns;
     m.path = pb_str(path);
     m.hashed_unix_ns = store_now_ns();
     return pack(&m.base, buf, len);
 }
 
-int rec_filehash_decode(const void *buf, size_t len, const char *what, uint8_t digest[32])
+int rec_filehash_decode(const void *buf, size_t len, const char *what, uint8_t digest[32],
+                        int64_t *ctime_ns)
 {
     ProtobufCMessage *msg = NULL;
     int rc;
@@ -456,6 +458,8 @@ int rec_filehash_decode(const void *buf, size_t len, const char *what, uint8_t d
     }
     if (digest)
         memcpy(digest, m->digest.data, 32);
+    if (ctime_ns)
+        *ctime_ns = m->ctime_ns;
 fail:
     if (msg)
         protobuf_c_message_free_unpacked(msg, NULL);

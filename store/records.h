@@ -53,9 +53,12 @@ int rec_calib_decode(const void *buf, size_t len, const uint8_t *key, const char
                      reap_calib_info *out);
 
 /* ---- filehash ---- */
-int rec_filehash_encode(const uint8_t digest[32], const char *path, uint8_t **buf,
-                        size_t *len);
-int rec_filehash_decode(const void *buf, size_t len, const char *what, uint8_t digest[32]);
+/* ctime_ns: the file's status-change time when hashed. decode: *ctime_ns (may be NULL)
+ * receives it, 0 for a record written without it (never to be trusted). */
+int rec_filehash_encode(const uint8_t digest[32], int64_t ctime_ns, const char *path,
+                        uint8_t **buf, size_t *len);
+int rec_filehash_decode(const void *buf, size_t len, const char *what, uint8_t digest[32],
+                        int64_t *ctime_ns);
 
 /* ---- runs ---- */
 int rec_run_encode(const reap_run_info *r, uint8_t **buf, size_t *len);

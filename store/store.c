@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -189,12 +192,58 @@ void store_txn_abort(reap_store *s, MDB_txn *txn)
     reap_fault_leave();
 }
 
+int store_commit_err(const reap_store *s, int mrc, const store_write_facts *f)
+{
+    if (mrc == MDB_SUCCESS || mrc == MDB_MAP_FULL || !f)
+        return store_mdb_err(s, mrc, "commit");
+    /* LMDB reports a short write as EIO: with the file-size limit reached, or with the
+     * file system full, that is the cause; an EIO of a failing disk is left as it is. */
+    if (mrc == EFBIG || (mrc == EIO && f->fsize_limit != UINT64_MAX &&
+                         f->data_size + f->page_size >= f->fsize_limit))
+        return reap_err_set(REAP_E_IO, "%s: commit: %s/data.mdb reached the file size limit "
+                            "of %llu bytes (RLIMIT_FSIZE, ulimit -f); the transaction was "
+                            "rolled back, the store is as it was before it", s->dir, s->dir,
+                            (unsigned long long)f->fsize_limit);
+    if (mrc == ENOSPC || (mrc == EIO && f->free_bytes < STORE_FULL_BYTES))
+        return reap_err_set(REAP_E_IO, "%s: commit: no space left on device (%llu bytes "
+                            "free on the file system holding the store); the transaction "
+                            "was rolled back, the store is as it was before it: free space "
+                            "there and run again", s->dir,
+                            (unsigned long long)(f->free_bytes == UINT64_MAX
+                                                     ? 0 : f->free_bytes));
+    return store_mdb_err(s, mrc, "commit");
+}
+
+/* What the file system says after a failed commit (store_commit_err). */
+static void write_facts(const reap_store *s, store_write_facts *f)
+{
+    struct statvfs vs;
+    struct rlimit rl;
+    struct stat st;
+    char path[4200];
+    f->free_bytes = UINT64_MAX;
+    f->fsize_limit = UINT64_MAX;
+    f->data_size = 0;
+    f->page_size = (uint64_t)sysconf(_SC_PAGESIZE);
+    if (statvfs(s->dir, &vs) == 0) /* root may also use the reserved blocks */
+        f->free_bytes = (uint64_t)(geteuid() == 0 ? vs.f_bfree : vs.f_bavail) * vs.f_frsize;
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        f->fsize_limit = (uint64_t)rl.rlim_cur;
+    snprintf(path, sizeof path, "%s/data.mdb", s->dir);
+    if (stat(path, &st) == 0)
+        f->data_size = (uint64_t)st.st_size;
+}
+
 int store_txn_commit(reap_store *s, MDB_txn *txn)
 {
     int mrc = mdb_txn_commit(txn);
     pthread_rwlock_unlock(&s->map_lock);
     reap_fault_leave();
-    return store_mdb_err(s, mrc, "commit");
+    if (mrc == MDB_SUCCESS || mrc == MDB_MAP_FULL)
+        return store_mdb_err(s, mrc, "commit");
+    store_write_facts f;
+    write_facts(s, &f);
+    return store_commit_err(s, mrc, &f);
 }
 
 int store_write(reap_store *s, store_write_fn fn, void *ud)
@@ -591,7 +640,7 @@ static int verify_record(reap_store *s, int db, const MDB_val *k, const MDB_val 
     case 0:
         return rec_model_decode(v->mv_data, v->mv_size, key, what, NULL);
     case 1:
-        return rec_filehash_decode(v->mv_data, v->mv_size, what, NULL);
+        return rec_filehash_decode(v->mv_data, v->mv_size, what, NULL, NULL);
     case 2:
         return rec_calib_decode(v->mv_data, v->mv_size, key, what, NULL);
     case 3:

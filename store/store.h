@@ -7,7 +7,7 @@
  *   db        key                                          value
  *   meta      "format"                                     StoreMeta (magic, format version)
  *   models    model_id (32 B)                              ModelRecord
- *   filehash  dev | inode | size | mtime_ns (4 x 8 B BE)   FileHashRecord
+ *   filehash  dev | inode | size | mtime_ns (4 x 8 B BE)   FileHashRecord (digest, ctime)
  *   calibs    calib_id (32 B)                              CalibRecord
  *   stats     model_id | calib_id | layer u32 BE (68 B)    LayerStatsRecord (immutable)
  *   runs      run_id (16 B)                                RunRecord

@@ -11,6 +11,7 @@
 
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdint.h>
 
 #include "stats.h"
 #include "store.h"
@@ -43,10 +44,31 @@ struct reap_store_snap {
  * MDB_MAP_FULL maps to STORE_RETRY (no message). */
 int store_mdb_err(const reap_store *s, int mdb_rc, const char *what);
 
+/* A commit that failed writing: LMDB reports a short write (a file system that ran full
+ * in the middle of the write, or the file-size limit) as EIO, hiding the cause. The
+ * facts below, read after the failure, tell it. */
+typedef struct store_write_facts {
+    uint64_t free_bytes;   /* free on the store's file system (UINT64_MAX: unknown) */
+    uint64_t fsize_limit;  /* RLIMIT_FSIZE (UINT64_MAX: none) */
+    uint64_t data_size;    /* data.mdb's size */
+    uint64_t page_size;
+} store_write_facts;
+
+/* Under this much free space a short write (EIO) is taken for a full file system. */
+#define STORE_FULL_BYTES ((uint64_t)1 << 20)
+
+/* The status and message of commit failure mrc given facts f: ENOSPC, or EIO with under
+ * STORE_FULL_BYTES free, is "<dir>: commit: no space left on device (N bytes free on the
+ * file system holding the store) ..."; EFBIG, or EIO with data.mdb at the file-size
+ * limit, names data.mdb and the limit (REAP_E_IO both); anything else as
+ * store_mdb_err(s, mrc, "commit"). Pure but for the message (tests feed it facts). */
+int store_commit_err(const reap_store *s, int mrc, const store_write_facts *f);
+
 /* Begin a transaction (write != 0: read-write). Takes map_lock shared; adopts a map
  * grown by another process (MDB_MAP_RESIZED). REAP_OK or a REAP_E_* code. */
 int store_txn_begin(reap_store *s, int write, MDB_txn **out);
-/* Abort / commit and release map_lock. commit: REAP_OK, STORE_RETRY, REAP_E_*. */
+/* Abort / commit and release map_lock. commit: REAP_OK, STORE_RETRY, REAP_E_* (a
+ * failed write explained by store_commit_err). */
 void store_txn_abort(reap_store *s, MDB_txn *txn);
 int store_txn_commit(reap_store *s, MDB_txn *txn);
 

@@ -47,4 +47,37 @@ expect truncated-shard "$(basename "$shard")" -- --model "$tmp/trunc" --calib "$
 cp -r "$tmp/m" "$tmp/badcfg"
 echo '{"model_type": "qwen3_moe",' > "$tmp/badcfg/config.json"
 expect bad-config "config.json" -- --model "$tmp/badcfg" --calib "$tmp/ok.jsonl"
+# config.json values out of bounds or disagreeing with the shards: refused up front,
+# naming config.json and the field. cfgvar NAME 'sed expression' makes a copy of the model.
+cfgvar() { rm -rf "$tmp/$1"; cp -r "$tmp/m" "$tmp/$1"; sed -i "$2" "$tmp/$1/config.json"; }
+# 2^31-1 layers: refused before anything is sized from it. The run gets 1 GiB of address
+# space: a build that sized tables from the value first fails on memory instead (its
+# message then lacks the field) rather than growing to gigabytes.
+cfgvar huge-layers 's/"num_hidden_layers": 2,/"num_hidden_layers": 2147483647,/'
+out=$( (ulimit -v 1048576; "$bin/reap-scorer" run --quiet --backend cpu --model "$tmp/huge-layers" \
+        --calib "$tmp/ok.jsonl") 2>&1 >/dev/null); rc=$?
+want="huge-layers/config.json: num_hidden_layers = 2147483647 is above the limit"
+if [ $rc -eq 0 ] || [ $rc -gt 128 ] || ! grep -qF -- "$want" <<<"$out"; then
+  echo "FAIL huge-layers: exit status $rc, message lacks '$want': $out"; fail=1
+else
+  echo "ok   huge-layers: $out"
+fi
+cfgvar more-layers 's/"num_hidden_layers": 2,/"num_hidden_layers": 40,/'
+expect more-layers "more-layers/config.json: num_hidden_layers = 40, but the checkpoint holds 2 layers" \
+  -- --model "$tmp/more-layers" --calib "$tmp/ok.jsonl"
+cfgvar more-experts 's/"num_experts": 8,/"num_experts": 16,/'
+expect more-experts "config.json: num_experts = 16 does not match the checkpoint" \
+  -- --model "$tmp/more-experts" --calib "$tmp/ok.jsonl"
+cfgvar hidden 's/"hidden_size": 64,/"hidden_size": 128,/'
+expect hidden "config.json: hidden_size = 128 does not match the checkpoint" \
+  -- --model "$tmp/hidden" --calib "$tmp/ok.jsonl"
+cfgvar vocab-size 's/"vocab_size": 100/"vocab_size": 1000/'
+expect vocab-size "config.json: vocab_size = 1000 does not match the checkpoint" \
+  -- --model "$tmp/vocab-size" --calib "$tmp/ok.jsonl"
+cfgvar top-k 's/"num_experts_per_tok": 2,/"num_experts_per_tok": 9,/'
+expect top-k "config.json: num_experts_per_tok = 9 must be in [1, num_experts = 8]" \
+  -- --model "$tmp/top-k" --calib "$tmp/ok.jsonl"
+cfgvar huge-experts 's/"num_experts": 8,/"num_experts": 1000000000,/'
+expect huge-experts "config.json: num_experts = 1000000000 is above the limit" \
+  -- --model "$tmp/huge-experts" --calib "$tmp/ok.jsonl"
 exit $fail

@@ -91,9 +91,12 @@ expect_fail "signed by key" "$BIN/reapctl" verify out2 --pubkey reap.pub
 
 # --store: the input identified through the store's file-hash cache (filled by the
 # scorer's run): the manifest's input digests are those of a prune that read the input
-# itself, and statistics of another model are refused. (Files changed in the last 2 s
-# are not cached: the model's are dated a minute back.)
+# itself, and statistics of another model are refused. (Files whose mtime or ctime is
+# in the last 2 s are not cached: the model's are dated a minute back, and the touch sets
+# their ctime to now, which nothing can set back: the clock must pass 3 s beyond it.)
 touch -d "@$(( $(date +%s) - 60 ))" m/*
+settle=$(( $(date +%s) + 3 ))
+while [ "$(date +%s)" -le "$settle" ]; do sleep 0.2; done
 "$BIN/reap-scorer" run --model m --calib calib.jsonl --seq-len 48 --store st \
     --stats-json stats_st.json --quiet --threads 2 > /dev/null 2>&1 || bad "scorer run --store"
 "$BIN/reap-pruner" prune --model m --stats-json stats_st.json --out outst --n-prune 3 \
@@ -112,6 +115,23 @@ PYEOF
 "$PY" -c "import json; d=json.load(open('stats_st.json')); d['model_id']='ab'*32; json.dump(d, open('stats_other.json','w'))"
 expect_fail "are for model_id abababab" "$BIN/reap-pruner" prune --model m \
     --stats-json stats_other.json --out out3 --n-prune 3 --store st --quiet
+# A shard edited in place with its size and mtime restored (same cache key; only the
+# ctime moved): hashed again, so the identity is the new bytes' and the statistics of
+# the old bytes are refused instead of a manifest signed with the old digest.
+shard=$(ls m/*.safetensors | head -n 1)
+flip_byte() { "$PY" - "$1" << 'PYEOF'
+import os, sys
+p = sys.argv[1]; st = os.stat(p)
+with open(p, "r+b") as f:
+    f.seek(st.st_size - 1); b = f.read(1); f.seek(st.st_size - 1); f.write(bytes([b[0] ^ 0x5a]))
+os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+assert os.stat(p).st_mtime_ns == st.st_mtime_ns and os.stat(p).st_size == st.st_size
+PYEOF
+}
+flip_byte "$shard" || bad "edit $shard"
+expect_fail "is not this checkpoint's" "$BIN/reap-pruner" prune --model m \
+    --stats-json stats_st.json --out out3 --n-prune 3 --store st --quiet
+flip_byte "$shard" || bad "edit $shard back"
 
 # Statistics of another checkpoint (same shape, other weights) without --store: refused,
 # naming both ids; a --model-id that is not the input's too. --force-foreign-stats prunes

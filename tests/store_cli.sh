@@ -61,6 +61,36 @@ if command -v flock >/dev/null; then
   rm -f "$ckdir"
 fi
 
+# A shard edited in place with its size and mtime put back (as `touch -d` or a restore
+# tool can): the file-hash cache must not trust it. A copy of the model is scored into
+# its own store with its files out of the cache's 2 s window (dated back; the touch sets
+# their ctime to now, which nothing sets back, so the clock must pass 3 s beyond it),
+# then the edit: the rerun is not "already scored" and has another model_id.
+cp -r "$tmp/m" "$tmp/me"
+touch -d "@$(( $(date +%s) - 60 ))" "$tmp/me"/*
+settle=$(( $(date +%s) + 3 )); while [ "$(date +%s)" -le "$settle" ]; do sleep 0.2; done
+me() { "$bin/reap-scorer" run --backend cpu --model "$tmp/me" --calib "$tmp/c.jsonl" --store "$tmp/st_edit" "$@"; }
+me --quiet --stats-json "$tmp/me1.json" >/dev/null 2>&1 || { echo "FAIL scoring the copy"; fail=1; }
+out=$(me 2>&1 >/dev/null)
+grep -q "already scored" <<<"$out" || { echo "FAIL edit-in-place: the unchanged rerun was not a no-op: $out"; fail=1; }
+shard=$(ls "$tmp/me"/*.safetensors | head -n 1)
+python3 - "$shard" << 'PYEOF'
+import os, sys
+p = sys.argv[1]; st = os.stat(p)
+with open(p, "r+b") as f:
+    f.seek(st.st_size - 1); b = f.read(1); f.seek(st.st_size - 1); f.write(bytes([b[0] ^ 0x5a]))
+os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+assert os.stat(p).st_mtime_ns == st.st_mtime_ns and os.stat(p).st_size == st.st_size
+PYEOF
+out=$(me --stats-json "$tmp/me2.json" 2>&1 >/dev/null); rc=$?
+id1=$(awk -F'"' '/"model_id"/ { print $4; exit }' "$tmp/me1.json")
+id2=$(awk -F'"' '/"model_id"/ { print $4; exit }' "$tmp/me2.json" 2>/dev/null)
+if [ $rc -eq 0 ] && ! grep -q "already scored" <<<"$out" && [ -n "$id2" ] && [ "$id1" != "$id2" ]; then
+  echo "ok   edit-in-place with the mtime restored: hashed again, new model_id ${id2:0:16}"
+else
+  echo "FAIL edit-in-place with the mtime restored: exit $rc, ids $id1 / $id2: $out"; fail=1
+fi
+
 mkdir -p "$tmp/foreign"; echo "keep me" > "$tmp/foreign/notes.txt"
 expect foreign-dir "not a reap store" -- run --backend cpu --model "$tmp/m" --calib "$tmp/c.jsonl" --store "$tmp/foreign"
 [ "$(cat "$tmp/foreign/notes.txt")" = "keep me" ] && [ ! -e "$tmp/foreign/data.mdb" ] \

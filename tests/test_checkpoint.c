@@ -1,5 +1,8 @@
 /* test_checkpoint.c - checkpoint directories: a single model.safetensors, a sharded
- * checkpoint with an index, and the ways an index and its shards can disagree.
+ * checkpoint with an index, and the ways an index and its shards can disagree; a
+ * config.json that disagrees with the tensors (more layers than the shards hold, another
+ * width, head or expert count) is refused naming the field, and the engine refuses it
+ * before scoring any layer (config_check.h).
  *
  * Usage: test_checkpoint SCRATCH_DIR (created if missing; one subdirectory per case).
  */
@@ -13,6 +16,9 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "config_check.h"
+#include "engine.h"
+#include "genmodel.h"
 #include "reap_err.h"
 #include "safetensors.h"
 #include "test_fixtures.h"
@@ -259,6 +265,142 @@ static void test_bad_indexes(void)
     expect_fail(dir, REAP_E_FORMAT, "model.safetensors", NULL);
 }
 
+/* ---- config.json against the tensors (config_check.h) -------------------------------- */
+
+static int count_layers(void *ud, int layer, const reap_layer_stats *st, double seconds)
+{
+    (void)layer;
+    (void)st;
+    (void)seconds;
+    (*(int *)ud)++;
+    return 0;
+}
+
+/* cfg with one field changed must be refused with REAP_E_FORMAT, the message naming
+ * config.json and `needle` (the field and its value). */
+static void expect_mismatch(const reap_ckpt *ck, const reap_config *good, const char *what,
+                            reap_config bad, const char *needle)
+{
+    (void)good;
+    reap_err_clear();
+    int rc = reap_config_check_ckpt(&bad, ck);
+    CHECK_MSG(rc == REAP_E_FORMAT, "%s: status %d (%s)", what, rc, reap_err_msg());
+    CHECK_MSG(strstr(reap_err_msg(), "/config.json: ") && strstr(reap_err_msg(), needle),
+              "%s: message \"%s\" lacks \"%s\"", what, reap_err_msg(), needle);
+}
+
+static void test_config_vs_tensors(void)
+{
+    char dir[4096], cpath[4200];
+    reap_gen_spec spec;
+    reap_config cfg = {0};
+    reap_ckpt *ck = NULL;
+
+    /* qwen3_moe, per-expert tensors, layer 1 dense: every field has a tensor to show it. */
+    reap_gen_spec_default(&spec, REAP_FAMILY_QWEN3_MOE);
+    spec.n_layers = 3;
+    spec.n_mlp_only = 1;
+    spec.mlp_only_layers[0] = 1;
+    spec.n_shards = 2;
+    case_dir("cfgcheck", dir, sizeof dir);
+    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
+    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
+    CHECK_RC(reap_config_load(cpath, &cfg), REAP_OK);
+    CHECK_RC(reap_ckpt_open(dir, &ck), REAP_OK);
+    if (!ck)
+        return;
+    CHECK_RC(reap_config_check_ckpt(&cfg, ck), REAP_OK);
+
+    reap_config b = cfg;
+    char want[128];
+    /* More layers than the shards hold (up to the config limit): refused, naming the
+     * field and how many layers there are. */
+    b.n_layers = REAP_CONFIG_MAX_LAYERS;
+    snprintf(want, sizeof want, "num_hidden_layers = %d, but the checkpoint holds 3 layers",
+             REAP_CONFIG_MAX_LAYERS);
+    expect_mismatch(ck, &cfg, "layers", b, want);
+    b = cfg;
+    b.n_layers = 4;
+    expect_mismatch(ck, &cfg, "layers+1", b, "num_hidden_layers = 4, but the checkpoint "
+                                             "holds 3 layers (no tensor 'model.layers.3.");
+    b = cfg;
+    b.hidden = cfg.hidden * 2;
+    snprintf(want, sizeof want, "hidden_size = %d does not match the checkpoint", b.hidden);
+    expect_mismatch(ck, &cfg, "hidden", b, want);
+    b = cfg;
+    b.vocab = cfg.vocab + 1;
+    snprintf(want, sizeof want, "which implies vocab_size = %d", cfg.vocab);
+    expect_mismatch(ck, &cfg, "vocab", b, want);
+    b = cfg;
+    b.head_dim = cfg.head_dim * 2;
+    expect_mismatch(ck, &cfg, "head_dim", b, "head_dim = ");
+    b = cfg;
+    b.n_heads = cfg.n_heads * 2;
+    snprintf(want, sizeof want, "which implies num_attention_heads = %d", cfg.n_heads);
+    expect_mismatch(ck, &cfg, "heads", b, want);
+    b = cfg;
+    b.n_kv_heads = cfg.n_heads; /* still divides the heads */
+    snprintf(want, sizeof want, "which implies num_key_value_heads = %d", cfg.n_kv_heads);
+    expect_mismatch(ck, &cfg, "kv heads", b, want);
+    b = cfg;
+    b.n_experts = cfg.n_experts + 4;
+    snprintf(want, sizeof want, "which implies num_experts = %d", cfg.n_experts);
+    expect_mismatch(ck, &cfg, "experts", b, want);
+    b = cfg;
+    b.moe_inter = cfg.moe_inter * 2;
+    snprintf(want, sizeof want, "which implies moe_intermediate_size = %d", cfg.moe_inter);
+    expect_mismatch(ck, &cfg, "moe_inter", b, want);
+    b = cfg;
+    b.inter = cfg.inter + 8;
+    snprintf(want, sizeof want, "which implies intermediate_size = %d", cfg.inter);
+    expect_mismatch(ck, &cfg, "inter", b, want);
+
+    /* The engine refuses such a configuration before it scores (or sizes) anything: no
+     * layer reaches the callback, though the first layers' tensors are all there. */
+    int32_t tokens[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    uint8_t mask[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    reap_rows rows = {.n_rows = 1, .seq_len = 8, .tokens = tokens, .mask = mask, .n_valid = 8};
+    int n_cb = 0, n_st = 0;
+    reap_layer_stats *st = NULL;
+    reap_engine_opts eo = {.on_layer = count_layers, .ud = &n_cb};
+    b = cfg;
+    b.n_layers = 4;
+    CHECK_RC(reap_engine_score(ck, &b, &rows, &eo, &st, &n_st), REAP_E_FORMAT);
+    CHECK_ERRMSG("num_hidden_layers = 4");
+    CHECK(n_cb == 0 && st == NULL && n_st == 0);
+    reap_ckpt_close(ck);
+    ck = NULL;
+    reap_config_free(&cfg);
+
+    /* qwen3_vl_moe, fused experts: the fields are text_config's. */
+    reap_gen_spec_default(&spec, REAP_FAMILY_QWEN3_VL_MOE);
+    spec.n_layers = 2;
+    case_dir("cfgcheck_vl", dir, sizeof dir);
+    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
+    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
+    CHECK_RC(reap_config_load(cpath, &cfg), REAP_OK);
+    CHECK_RC(reap_ckpt_open(dir, &ck), REAP_OK);
+    if (!ck)
+        return;
+    CHECK_RC(reap_config_check_ckpt(&cfg, ck), REAP_OK);
+    b = cfg;
+    b.n_layers = 3;
+    expect_mismatch(ck, &cfg, "vl layers", b, "text_config.num_hidden_layers = 3, but the "
+                                              "checkpoint holds 2 layers");
+    b = cfg;
+    b.moe_inter = cfg.moe_inter * 2;
+    snprintf(want, sizeof want, "text_config.moe_intermediate_size = %d does not match",
+             b.moe_inter);
+    expect_mismatch(ck, &cfg, "vl moe_inter", b, want);
+    b = cfg;
+    b.n_experts = cfg.n_experts * 2;
+    b.n_experts_used = 1;
+    snprintf(want, sizeof want, "which implies num_experts = %d", cfg.n_experts);
+    expect_mismatch(ck, &cfg, "vl experts", b, want);
+    reap_ckpt_close(ck);
+    reap_config_free(&cfg);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -273,5 +415,6 @@ int main(int argc, char **argv)
     test_single();
     test_sharded();
     test_bad_indexes();
+    test_config_vs_tensors();
     TEST_MAIN_END();
 }

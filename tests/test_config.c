@@ -339,6 +339,69 @@ static void test_errors(void)
         REAP_E_INVALID, "moe_intermediate_size");
 }
 
+/* Values beyond the limits of config.h are refused by reap_config_load itself, naming
+ * the field, before anything could be sized from them (a config.json claiming 2^31-1
+ * layers made `reap-scorer run` grow to gigabytes before failing). */
+static void test_limits(void)
+{
+    char text[1024];
+    static const struct {
+        const char *field, *value, *needle;
+    } cases[] = {
+        {"num_hidden_layers", "2147483647", "num_hidden_layers = 2147483647 is above the limit"},
+        {"num_hidden_layers", "1025", "num_hidden_layers = 1025 is above the limit of 1024"},
+        {"hidden_size", "1048576", "hidden_size = 1048576 is above the limit"},
+        {"num_attention_heads", "4096", "num_attention_heads = 4096 is above the limit"},
+        {"num_key_value_heads", "2048", "num_key_value_heads = 2048 is above the limit"},
+        {"head_dim", "2048", "head_dim = 2048 is above the limit"},
+        {"vocab_size", "2000000000", "vocab_size = 2000000000 is above the limit"},
+        {"num_experts", "2147483647", "num_experts = 2147483647 is above the limit"},
+        {"moe_intermediate_size", "16777216", "moe_intermediate_size = 16777216 is above"},
+        {"intermediate_size", "2147483647", "intermediate_size = 2147483647 is above"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        /* JSON keys are unique: the case's field replaces the base value. */
+        snprintf(text, sizeof text,
+                 "{\"model_type\": \"qwen3_moe\", \"%s\": %s%s%s%s%s%s%s%s%s}\n",
+                 cases[i].field, cases[i].value,
+                 strcmp(cases[i].field, "hidden_size") ? ", \"hidden_size\": 64" : "",
+                 strcmp(cases[i].field, "num_hidden_layers") ? ", \"num_hidden_layers\": 2" : "",
+                 strcmp(cases[i].field, "num_attention_heads") ? ", \"num_attention_heads\": 4"
+                                                               : "",
+                 strcmp(cases[i].field, "vocab_size") ? ", \"vocab_size\": 100" : "",
+                 strcmp(cases[i].field, "num_experts") ? ", \"num_experts\": 8" : "",
+                 ", \"num_experts_per_tok\": 2",
+                 strcmp(cases[i].field, "moe_intermediate_size")
+                     ? ", \"moe_intermediate_size\": 32" : "",
+                 strcmp(cases[i].field, "intermediate_size") ? ", \"intermediate_size\": 64"
+                                                             : "");
+        expect_error("limit.json", text, REAP_E_INVALID, cases[i].needle);
+        CHECK_ERRMSG("limit.json");
+    }
+    /* Nested (qwen3_vl_moe): the field's path names text_config. */
+    expect_error("limit_vl.json",
+        "{\"model_type\": \"qwen3_vl_moe\", \"text_config\": {\"hidden_size\": 64,\n"
+        " \"num_hidden_layers\": 2147483647, \"num_attention_heads\": 4, \"vocab_size\": 100,\n"
+        " \"num_experts\": 8, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 32}}\n",
+        REAP_E_INVALID, "text_config.num_hidden_layers = 2147483647 is above the limit");
+    /* A head_dim derived from hidden_size / num_attention_heads is bounded too. */
+    expect_error("limit_hd.json",
+        "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 65536, \"num_hidden_layers\": 2,\n"
+        " \"num_attention_heads\": 32, \"vocab_size\": 100, \"num_experts\": 8,\n"
+        " \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 32}\n",
+        REAP_E_INVALID, "head_dim = 2048 (hidden_size / num_attention_heads) is above");
+    /* The limits themselves are accepted. */
+    const char *path = write_scratch("at_limit.json",
+        "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 65536, \"num_hidden_layers\": 1024,\n"
+        " \"num_attention_heads\": 1024, \"num_key_value_heads\": 1024, \"head_dim\": 1024,\n"
+        " \"vocab_size\": 16777216, \"num_experts\": 16384, \"num_experts_per_tok\": 16384,\n"
+        " \"moe_intermediate_size\": 1048576, \"intermediate_size\": 1048576}\n");
+    reap_config c;
+    CHECK_RC(reap_config_load(path, &c), REAP_OK);
+    CHECK(c.n_layers == REAP_CONFIG_MAX_LAYERS && c.n_experts == REAP_CONFIG_MAX_EXPERTS);
+    reap_config_free(&c);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -356,5 +419,6 @@ int main(int argc, char **argv)
     test_defaults();
     test_layer_pattern();
     test_errors();
+    test_limits();
     TEST_MAIN_END();
 }

@@ -325,13 +325,17 @@ static void test_bad_inputs(void)
     CHECK_ERRMSG("config.json");
     unload(&l);
 
-    /* A layer the config promises but the checkpoint lacks. */
+    /* A layer the config promises but the checkpoint lacks: refused before scoring,
+     * naming the field (config_check.h). */
     CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
     CHECK_RC(set_config_int(dir, "num_hidden_layers", spec.n_layers + 1), REAP_OK);
     CHECK_RC(load(dir, calib, 16, 1, &l), REAP_OK);
-    CHECK_RC(score(&l, 1, 4, &st, &n), REAP_E_NOTFOUND);
+    CHECK_RC(score(&l, 1, 4, &st, &n), REAP_E_FORMAT);
     char want[128];
     snprintf(want, sizeof want, "model.layers.%d.", spec.n_layers);
+    CHECK_ERRMSG(want);
+    snprintf(want, sizeof want, "config.json: num_hidden_layers = %d, but the checkpoint "
+             "holds %d layers", spec.n_layers + 1, spec.n_layers);
     CHECK_ERRMSG(want);
     unload(&l);
 }

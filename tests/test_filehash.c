@@ -6,7 +6,8 @@
  *     its 8 MiB read buffer (0, 1, 8 MiB - 1, 8 MiB, 8 MiB + 1, 17 MiB + 5);
  *   - reap_hash_files: every job hashed, a missing file fails alone;
  *   - the background hasher: digests equal reap_hash_file's; a file changed after it was
- *     hashed (size, or same size and a new mtime) and a file never added are not found;
+ *     hashed (size, or same size and a new mtime, or same size and mtime with the bytes
+ *     edited in place: a new ctime) and a file never added are not found;
  *     freeing it with files still queued drops them (no crash, no leak under ASan).
  *
  * Usage: test_filehash SCRATCH_DIR (created if missing).
@@ -161,6 +162,29 @@ static void test_hasher(void)
     struct timespec ts[2] = {{0, UTIME_OMIT}, {1000000000, 0}};
     CHECK(utimensat(AT_FDCWD, sp(name[2]), ts, 0) == 0);
     CHECK(reap_hasher_find(h, scratch, name[2]) == NULL);
+    /* Same size, bytes changed in place, atime and mtime restored (as utime(2) or
+     * `touch -d` can): only the ctime moved, and it is enough. The edit waits until the
+     * kernel's timestamp clock has passed the file's ctime, so the edit's ctime is
+     * another one (the clock must pass a point: polled, generous deadline). */
+    struct stat before, after;
+    CHECK(stat(sp(name[4]), &before) == 0);
+    for (int i = 0; i < 5000; i++) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME_COARSE, &now);
+        if (now.tv_sec > before.st_ctim.tv_sec ||
+            (now.tv_sec == before.st_ctim.tv_sec && now.tv_nsec > before.st_ctim.tv_nsec))
+            break;
+        usleep(1000);
+    }
+    int fd = open(sp(name[4]), O_RDWR);
+    CHECK(fd >= 0 && pwrite(fd, "edit", 4, 100) == 4 && close(fd) == 0);
+    struct timespec keep[2] = {before.st_atim, before.st_mtim};
+    CHECK(utimensat(AT_FDCWD, sp(name[4]), keep, 0) == 0);
+    CHECK(stat(sp(name[4]), &after) == 0 && after.st_size == before.st_size &&
+          after.st_mtim.tv_sec == before.st_mtim.tv_sec &&
+          after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+    CHECK_MSG(reap_hasher_find(h, scratch, name[4]) == NULL,
+              "in-place edit with the mtime restored: the old digest was reused");
     CHECK(reap_hasher_find(h, scratch, name[3]) != NULL);
     reap_hasher_free(h);
 

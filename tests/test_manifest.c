@@ -4,7 +4,8 @@
  * key), secret keys as `minisign -G -W` writes them (zero checksum) accepted, corrupt
  * and encrypted keys refused. (The stock minisign binary checks our signatures in the
  * integration test tests/prune_cli.sh.) Digests computed earlier (the background
- * hasher's, the caller's input digests) are reused only while they still hold.
+ * hasher's, the caller's input digests) are reused only while they still hold (an
+ * in-place edit with the mtime restored included: the ctime tells).
  * Statistics of another checkpoint (stats_model_id) are recorded in the manifest and the
  * trusted comment, and such an output verifies.
  *
@@ -306,6 +307,33 @@ static json_t *entry_of(json_t *arr, const char *path)
     return NULL;
 }
 
+/* Bytes this process has read through read(2) and friends so far (/proc/self/io rchar);
+ * -1 when unknown. */
+static long long proc_rchar(void)
+{
+    long long v = -1;
+    char line[128];
+    FILE *f = fopen("/proc/self/io", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "rchar: %lld", &v) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return v;
+}
+
+/* Whether manifest file `path` lists input `name` with BLAKE2b-256 `hex`. */
+static int input_digest_is(const char *path, const char *name, const char *hex)
+{
+    json_t *m = json_load_file(path, 0, NULL);
+    json_t *e = m ? entry_of(json_object_get(json_object_get(m, "inputs"), "files"), name)
+                  : NULL;
+    const char *got = json_string_value(json_object_get(e, "blake2b_256"));
+    int ok = got && !strcmp(got, hex);
+    json_decref(m);
+    return ok;
+}
+
 static void test_manifest_reuse(void)
 {
     char dir[8192], in[8192], p[8400];
@@ -389,26 +417,61 @@ static void test_manifest_reuse(void)
     json_decref(got);
 
     /* No known inputs, the hasher digested one (BLAKE2b only, as inputs need): used, not
-     * read again. To show it, the file's bytes then change in place with its size and
-     * mtime kept: the manifest still has the digest the hasher took (the reference's). */
-    CHECK_RC(reap_hasher_add(h, in, "model.safetensors", 0), REAP_OK);
-    reap_hasher_wait(h);
+     * read again (this process's read count, /proc/self/io rchar, grows by less than the
+     * input's 4 MiB while the manifest is written). Then its bytes change in place with
+     * its size, atime and mtime restored: the ctime tells, and the manifest has the new
+     * bytes' digest, not the hasher's. */
     char ip[8400];
     struct stat ist;
+    size_t big = 4u << 20;
+    uint8_t d_old[32], d_new[32];
+    char hx[65];
+    unsigned char *wb = malloc(big);
+    CHECK(wb != NULL);
+    if (!wb)
+        return;
+    for (size_t i = 0; i < big; i++)
+        wb[i] = (unsigned char)(i * 131u >> 3);
     snprintf(ip, sizeof ip, "%s/model.safetensors", in);
-    CHECK(stat(ip, &ist) == 0);
-    FILE *wf = fopen(ip, "r+b");
-    CHECK(wf && fputs("INPUT", wf) >= 0 && fclose(wf) == 0);
-    struct timespec times[2] = {ist.st_atim, ist.st_mtim};
-    CHECK(utimensat(AT_FDCWD, ip, times, 0) == 0);
+    FILE *wf = fopen(ip, "wb");
+    CHECK(wf && fwrite(wb, 1, big, wf) == big && fclose(wf) == 0);
+    CHECK_RC(reap_hash_file(ip, d_old, NULL, NULL), REAP_OK);
+    CHECK_RC(reap_hasher_add(h, in, "model.safetensors", 0), REAP_OK);
+    reap_hasher_wait(h);
     mi.files = NULL;
     mi.n_files = 0;
     unlink(p);
+    long long r0 = proc_rchar();
     CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, h, NULL, NULL), REAP_OK);
-    got = json_load_file(p, 0, NULL);
-    CHECK(got && json_equal(json_object_get(json_object_get(ref, "inputs"), "files"),
-                            json_object_get(json_object_get(got, "inputs"), "files")));
-    json_decref(got);
+    long long r1 = proc_rchar();
+    CHECK_MSG(r0 >= 0 && r1 - r0 < (long long)big, "input read again: %lld bytes",
+              r1 - r0);
+    reap_hex(d_old, 32, hx);
+    CHECK(input_digest_is(p, "model.safetensors", hx));
+
+    /* The in-place edit, once the kernel's timestamp clock is past the file's ctime (so
+     * the edit's ctime is another one; the clock must pass a point: polled). */
+    CHECK(stat(ip, &ist) == 0);
+    for (int i = 0; i < 5000; i++) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME_COARSE, &now);
+        if (now.tv_sec > ist.st_ctim.tv_sec ||
+            (now.tv_sec == ist.st_ctim.tv_sec && now.tv_nsec > ist.st_ctim.tv_nsec))
+            break;
+        usleep(1000);
+    }
+    wf = fopen(ip, "r+b");
+    CHECK(wf && fputs("INPUT", wf) >= 0 && fclose(wf) == 0);
+    struct timespec times[2] = {ist.st_atim, ist.st_mtim};
+    CHECK(utimensat(AT_FDCWD, ip, times, 0) == 0);
+    CHECK_RC(reap_hash_file(ip, d_new, NULL, NULL), REAP_OK);
+    CHECK(memcmp(d_old, d_new, 32) != 0);
+    unlink(p);
+    CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, h, NULL, NULL), REAP_OK);
+    reap_hex(d_new, 32, hx);
+    CHECK_MSG(input_digest_is(p, "model.safetensors", hx),
+              "the manifest signs the hasher's digest of the bytes before the edit");
+    free(wb);
     json_decref(ref);
     reap_hasher_free(h);
 }

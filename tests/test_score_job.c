@@ -4,6 +4,8 @@
  *     REAP_E_CANCELLED, "before scoring began", no run record, no statistics record;
  *   - a stop asked at the first layer event ends it after that layer is committed: one
  *     run record, state cancelled, layers_done 1, the layer's statistics stored;
+ *   - a damaged checkpoint is not used and the run says so on stderr, naming the file and
+ *     what is wrong (its digest), and starts at layer 0;
  *   - scoring the pair again resumes from the hidden-state checkpoint left after layer 0
  *     (start_layer 1) and ends with statistics bit-identical to a run without a store;
  *   - a run id chosen by the caller (the run manager's, made at submission) is the id of
@@ -12,6 +14,8 @@
  * Usage: test_score_job SCRATCH_DIR (created if missing).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -126,6 +130,44 @@ int main(int argc, char **argv)
     free(layers);
     reap_score_result_free(&r2);
 
+    /* 2b. The checkpoint left after layer 0 damaged (one byte of its hidden states):
+     * not used, and said on stderr, naming the file and what is wrong; the run starts
+     * at layer 0 (stopped after it, which writes a good checkpoint again). */
+    char mh[65], ch[65], ckpath[8192], errpath[4096];
+    reap_id_hex(&ref.model_id, mh);
+    reap_id_hex(&ref.calib_id, ch);
+    snprintf(ckpath, sizeof ckpath, "%s/checkpoints/%s-%s/layer-00000.bin", sdir_s, mh, ch);
+    snprintf(errpath, sizeof errpath, "%s", sp("stderr.txt"));
+    FILE *cf = fopen(ckpath, "r+b");
+    CHECK(cf && fseek(cf, 200, SEEK_SET) == 0);
+    int byte = cf ? fgetc(cf) : EOF;
+    CHECK(byte != EOF && fseek(cf, 200, SEEK_SET) == 0 && fputc(byte ^ 0x40, cf) != EOF);
+    if (cf)
+        fclose(cf);
+    stopper s2b = {.at = REAP_SCORE_EV_LAYER};
+    o.ud = &s2b;
+    reap_score_result r2b;
+    fflush(stderr);
+    int saved = dup(2), efd = open(errpath, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    CHECK(saved >= 0 && efd >= 0 && dup2(efd, 2) == 2);
+    int rc2b = reap_score_job_run(&o, &r2b);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(efd);
+    CHECK_RC(rc2b, REAP_E_CANCELLED);
+    CHECK(r2b.start_layer == 0 && s2b.n_layers == 1);
+    char err[4096] = "";
+    FILE *ef = fopen(errpath, "r");
+    size_t ne = ef ? fread(err, 1, sizeof err - 1, ef) : 0;
+    err[ne] = 0;
+    if (ef)
+        fclose(ef);
+    CHECK_MSG(strstr(err, ckpath) && strstr(err, "digest (damaged)") &&
+                  strstr(err, "warning"),
+              "stderr of a resume over a damaged checkpoint: \"%s\"", err);
+    reap_score_result_free(&r2b);
+
     /* 3. Again, with the caller's run id: resumes after layer 0, same statistics. */
     uint8_t want[16];
     reap_run_id_new(want);
@@ -138,7 +180,7 @@ int main(int argc, char **argv)
     CHECK(r3.has_run && !memcmp(r3.run_id, want, 16));
     CHECK(s3.n_layers == spec.n_layers - 1);
     CHECK(r3.n_stats == ref.n_stats && stats_identical(r3.stats, ref.stats, ref.n_stats));
-    CHECK(n_runs(st, &last) == 2);
+    CHECK(n_runs(st, &last) == 3);
     CHECK(last.state == REAP_RUN_DONE && !memcmp(last.run_id, want, 16));
     reap_run_info_free(&last);
     reap_score_result_free(&r3);

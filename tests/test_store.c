@@ -4,7 +4,11 @@
  * future-version detection), completeness and the merged view (fixed order, one set =
  * its record), runs, map growth from a tiny map, read-only stores, hidden-state
  * checkpoints. */
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <lmdb.h>
 #include <unistd.h>
@@ -14,6 +18,7 @@
 #include "runs.h"
 #include "stats_store.h"
 #include "store.h"
+#include "store_impl.h"
 #include "test_store_util.h"
 #include "test_util.h"
 
@@ -503,8 +508,23 @@ static void test_growth_and_readonly(void)
         reap_layer_stats_free(&st[l]);
 }
 
+/* The checkpoints reap_hidden_ckpt_load passes over: the last one's path and reason. */
+typedef struct rejects {
+    int n;
+    char path[2048], why[256];
+} rejects;
+
+static void collect_reject(void *ud, const char *path, const char *why)
+{
+    rejects *r = ud;
+    r->n++;
+    snprintf(r->path, sizeof r->path, "%s", path);
+    snprintf(r->why, sizeof r->why, "%s", why);
+}
+
 static void test_hidden_ckpt(void)
 {
+    rejects rj = {0};
     char dir[1024], p[2048];
     reap_store *s = NULL;
     reap_store_opts create = {.create = 1};
@@ -521,20 +541,27 @@ static void test_hidden_ckpt(void)
     CHECK_RC(reap_store_open(dir, &create, &s), REAP_OK);
     fake_id(&m, 30);
     fake_id(&c, 31);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 10, T, H, &layer, &got), REAP_E_NOTFOUND);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 10, T, H, NULL, NULL, &layer, &got), REAP_E_NOTFOUND);
     CHECK_RC(reap_hidden_ckpt_write(s, &m, &c, 1, h1, T, H), REAP_OK);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 10, T, H, &layer, &got), REAP_OK);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 10, T, H, NULL, NULL, &layer, &got), REAP_OK);
     CHECK(layer == 1 && got && !memcmp(got, h1, sizeof(float) * T * H));
     free(got);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 0, T, H, &layer, &got), REAP_E_NOTFOUND);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 10, T, H + 1, &layer, &got), REAP_E_NOTFOUND);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 0, T, H, NULL, NULL, &layer, &got), REAP_E_NOTFOUND);
+    rj.n = 0;
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 10, T, H + 1, collect_reject, &rj, &layer, &got),
+             REAP_E_NOTFOUND);
+    /* another shape: passed over, and said (the header tells it from a cut-short file) */
+    CHECK_MSG(rj.n == 1 && strstr(rj.path, "layer-00001.bin") &&
+                  strstr(rj.why, "37 tokens x hidden 24, this run has 37 x 25"),
+              "shape: %d rejections, %s: %s", rj.n, rj.path, rj.why);
     reap_id other;
     fake_id(&other, 32);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &other, 10, T, H, &layer, &got), REAP_E_NOTFOUND);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &other, 10, T, H, NULL, NULL, &layer, &got),
+             REAP_E_NOTFOUND);
     /* A newer checkpoint replaces the older one. */
     CHECK_RC(reap_hidden_ckpt_write(s, &m, &c, 3, h3, T, H), REAP_OK);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 2, T, H, &layer, &got), REAP_E_NOTFOUND);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 3, T, H, &layer, &got), REAP_OK);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 2, T, H, NULL, NULL, &layer, &got), REAP_E_NOTFOUND);
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 3, T, H, NULL, NULL, &layer, &got), REAP_OK);
     CHECK(layer == 3 && got && !memcmp(got, h3, sizeof(float) * T * H));
     free(got);
     /* A damaged checkpoint is not used. */
@@ -548,7 +575,20 @@ static void test_hidden_ckpt(void)
     byte ^= 1;
     CHECK(pwrite(fd, &byte, 1, 500) == 1);
     close(fd);
-    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 3, T, H, &layer, &got), REAP_E_NOTFOUND);
+    rj.n = 0;
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 3, T, H, collect_reject, &rj, &layer, &got),
+             REAP_E_NOTFOUND);
+    /* ... and said: the file and what is wrong with it. */
+    CHECK_MSG(rj.n == 1 && !strcmp(rj.path, p) && strstr(rj.why, "digest (damaged)"),
+              "damaged: %d rejections, %s: %s", rj.n, rj.path, rj.why);
+    /* Cut short: said too. */
+    CHECK(truncate(p, 1000) == 0);
+    rj.n = 0;
+    CHECK_RC(reap_hidden_ckpt_load(s, &m, &c, 3, T, H, collect_reject, &rj, &layer, &got),
+             REAP_E_NOTFOUND);
+    CHECK_MSG(rj.n == 1 && !strcmp(rj.path, p) && strstr(rj.why, "1000 bytes") &&
+                  strstr(rj.why, "cut short"), "short: %d rejections, %s: %s", rj.n, rj.path,
+              rj.why);
     CHECK_RC(reap_hidden_ckpt_clear(s, &m, &c), REAP_OK);
     CHECK(access(p, F_OK) != 0);
     /* One scoring run per pair: a second lock fails at once, naming the holder. */
@@ -568,6 +608,102 @@ static void test_hidden_ckpt(void)
     free(h3);
 }
 
+/* A commit whose write fails. LMDB reports a short write as EIO; the store says why.
+ * For real: a child process whose file-size limit (RLIMIT_FSIZE, what `ulimit -f` sets)
+ * is half a page past data.mdb's end commits until LMDB has to grow the file: the write
+ * is cut short, LMDB says EIO, and the message names data.mdb and the limit, not
+ * "Input/output error"; the store is intact after.
+ * A full file system cannot be made here without mounting one, so the same rule for it
+ * (ENOSPC, or EIO with under 1 MiB free) is checked on store_commit_err with the facts
+ * a full disk shows. */
+static void test_write_full(void)
+{
+    char dir[1024], data[1100];
+    reap_store *s = NULL;
+    reap_store_opts create = {.create = 1};
+    reap_id m, c;
+    struct stat st;
+    spath(dir, sizeof dir, "full");
+    snprintf(data, sizeof data, "%s/data.mdb", dir);
+    CHECK_RC(reap_store_open(dir, &create, &s), REAP_OK);
+    if (!s)
+        return;
+    fake_id(&m, 40);
+    fake_id(&c, 41);
+    CHECK_RC(put_model(s, &m, 64, 2048), REAP_OK);
+    reap_store_close(s);
+    s = NULL;
+
+    int pfd[2];
+    CHECK(pipe(pfd) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char msg[1024] = "";
+        int rc = REAP_OK, l;
+        close(pfd[0]);
+        signal(SIGXFSZ, SIG_IGN);
+        if (reap_store_open(dir, NULL, &s) != REAP_OK || stat(data, &st) != 0)
+            _exit(2);
+        /* Half a page past the end: LMDB's next write that grows the file is cut short,
+         * which it reports as EIO (as on a file system that runs full mid-write). */
+        struct rlimit rl = {(rlim_t)st.st_size + 2048, RLIM_INFINITY};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+            _exit(3);
+        for (l = 0; l < 64 && rc == REAP_OK; l++) {
+            reap_layer_stats ls;
+            if (make_stats(&ls, l, 2048, 8))
+                _exit(4);
+            rc = reap_store_stats_put(s, &m, &c, &ls, "cpu", NULL);
+            reap_layer_stats_free(&ls);
+        }
+        snprintf(msg, sizeof msg, "%d %d %s", rc, l, rc ? reap_err_msg() : "");
+        if (write(pfd[1], msg, strlen(msg)) < 0)
+            _exit(5);
+        reap_store_close(s);
+        _exit(0);
+    }
+    close(pfd[1]);
+    char got[1024] = "";
+    ssize_t n = read(pfd[0], got, sizeof got - 1);
+    got[n > 0 ? n : 0] = 0;
+    close(pfd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    printf("commit over the file-size limit: %s\n", got);
+    CHECK_MSG(strstr(got, "data.mdb reached the file size limit") && strstr(got, dir) &&
+                  !strstr(got, "Input/output error"),
+              "message: %s", got);
+    /* The failed transaction left nothing behind: the store opens and checks clean. */
+    uint64_t n_checked = 0;
+    CHECK_RC(reap_store_open(dir, NULL, &s), REAP_OK);
+    if (!s)
+        return;
+    CHECK_RC(reap_store_verify(s, &n_checked), REAP_OK);
+    CHECK(n_checked >= 1);
+
+    /* A full file system: ENOSPC as such, or LMDB's EIO with (almost) nothing free. */
+    store_write_facts full = {.free_bytes = 4096, .fsize_limit = UINT64_MAX,
+                              .data_size = 1 << 20, .page_size = 4096};
+    store_write_facts roomy = full;
+    roomy.free_bytes = (uint64_t)50 << 30;
+    reap_err_clear();
+    CHECK_RC(store_commit_err(s, EIO, &full), REAP_E_IO);
+    CHECK_ERRMSG("commit: no space left on device (4096 bytes free on the file system");
+    CHECK_ERRMSG(dir);
+    CHECK_RC(store_commit_err(s, ENOSPC, &roomy), REAP_E_IO);
+    CHECK_ERRMSG("no space left on device");
+    /* A failing disk with room left stays an I/O error. */
+    CHECK_RC(store_commit_err(s, EIO, &roomy), REAP_E_IO);
+    CHECK_ERRMSG("Input/output error");
+    CHECK(!strstr(reap_err_msg(), "no space"));
+    store_write_facts limited = roomy;
+    limited.fsize_limit = 1 << 20;
+    CHECK_RC(store_commit_err(s, EIO, &limited), REAP_E_IO);
+    CHECK_ERRMSG("file size limit of 1048576 bytes");
+    reap_store_close(s);
+}
+
 int main(int argc, char **argv)
 {
     scratch = argc > 1 ? argv[1] : "/tmp/test_store";
@@ -578,5 +714,6 @@ int main(int argc, char **argv)
     test_records();
     test_growth_and_readonly();
     test_hidden_ckpt();
+    test_write_full();
     TEST_MAIN_END();
 }

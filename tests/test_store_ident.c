@@ -1,27 +1,124 @@
 /* test_store_ident.c - model_id and calib_id: the id of a checkpoint does not depend on
  * where it lies or on the hashing thread count, changes with any weight byte; the
  * file-hash cache is used (nothing re-read) and keyed so that a modified file is hashed
- * again; recently modified files are not cached; file digests equal libsodium's BLAKE2b
- * of the bytes; calib_id tells packing, length and token changes apart. */
+ * again, an in-place edit with the mtime restored too (ctime), and records without a
+ * ctime are never used; recently modified files are not cached; file digests equal
+ * libsodium's BLAKE2b of the bytes; calib_id tells packing, length and token changes
+ * apart. */
+#include <dirent.h>
 #include <fcntl.h>
+#include <lmdb.h>
 #include <sodium.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "calib.h"
 #include "genmodel.h"
 #include "identity.h"
+#include "reap_store.pb-c.h"
 #include "test_store_util.h"
 #include "test_util.h"
 
-/* Set every file's mtime an hour back (out of the "racy" window the cache skips). */
+/* Set every file's mtime an hour back and wait until their ctime (set to now by the
+ * touch; nothing sets it back) is out of the 2 s "racy" window the cache skips: the
+ * clock must pass a point, polled with a generous deadline. */
+static void wait_ctime_settled(const char *dir)
+{
+    char cmd[4200];
+    struct dirent *e;
+    struct timespec now;
+    int64_t newest = 0;
+    DIR *d = opendir(dir);
+    while (d && (e = readdir(d))) {
+        struct stat st;
+        snprintf(cmd, sizeof cmd, "%s/%s", dir, e->d_name);
+        if (stat(cmd, &st) == 0) {
+            int64_t c = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+            newest = c > newest ? c : newest;
+        }
+    }
+    if (d)
+        closedir(d);
+    for (int i = 0; i < 600; i++) {
+        clock_gettime(CLOCK_REALTIME, &now);
+        if ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec > newest + 2200000000LL)
+            return;
+        usleep(20000);
+    }
+    fprintf(stderr, "clock did not pass the racy window\n");
+}
+
 static void age_files(const char *dir)
 {
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "touch -d '1 hour ago' '%s'/*", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "touch failed\n");
+    wait_ctime_settled(dir);
+}
+
+/* Change one byte at `off` of path in place, restoring its atime and mtime (as `touch -d`
+ * or utime(2) can): only the ctime tells the file changed. */
+static void edit_keep_mtime(const char *path, long off)
+{
+    struct stat st;
+    uint8_t byte;
+    int fd = open(path, O_RDWR);
+    CHECK(fd >= 0 && fstat(fd, &st) == 0 && pread(fd, &byte, 1, off) == 1);
+    byte ^= 0x5a;
+    CHECK(pwrite(fd, &byte, 1, off) == 1);
+    close(fd);
+    struct timespec t[2] = {st.st_atim, st.st_mtim};
+    CHECK(utimensat(AT_FDCWD, path, t, 0) == 0);
+    struct stat now;
+    CHECK(stat(path, &now) == 0 && now.st_size == st.st_size &&
+          now.st_mtim.tv_sec == st.st_mtim.tv_sec && now.st_mtim.tv_nsec == st.st_mtim.tv_nsec);
+}
+
+/* Turn every file-hash record of the store in st_dir into one written before records
+ * held a ctime (ctime_ns 0) and give it a marker digest: such records must never be
+ * used. The store must be closed. Returns the number of records rewritten. */
+static int make_legacy_records(const char *st_dir)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    uint8_t keys[16][32], *vals[16];
+    size_t lens[16];
+    int n = 0;
+    CHECK(mdb_env_create(&env) == 0 && mdb_env_set_maxdbs(env, 16) == 0);
+    CHECK(mdb_env_open(env, st_dir, 0, 0644) == 0);
+    CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0 && mdb_dbi_open(txn, "filehash", 0, &dbi) == 0);
+    CHECK(mdb_cursor_open(txn, dbi, &cur) == 0);
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc && n < 16;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        Reap__Store__V1__FileHashRecord *m =
+            reap__store__v1__file_hash_record__unpack(NULL, v.mv_size, v.mv_data);
+        CHECK(m != NULL && k.mv_size == 32 && m->ctime_ns != 0 && m->digest.len == 32);
+        if (!m || k.mv_size != 32 || m->digest.len != 32)
+            break;
+        m->ctime_ns = 0;
+        memset(m->digest.data, 0xab, 32);
+        memcpy(keys[n], k.mv_data, 32);
+        lens[n] = reap__store__v1__file_hash_record__get_packed_size(m);
+        vals[n] = malloc(lens[n]);
+        reap__store__v1__file_hash_record__pack(m, vals[n]);
+        reap__store__v1__file_hash_record__free_unpacked(m, NULL);
+        n++;
+    }
+    mdb_cursor_close(cur);
+    for (int i = 0; i < n; i++) {
+        MDB_val nk = {32, keys[i]}, nv = {lens[i], vals[i]};
+        CHECK(mdb_put(txn, dbi, &nk, &nv, 0) == 0);
+        free(vals[i]);
+    }
+    CHECK(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+    return n;
 }
 
 static void test_model_id(void)
@@ -98,6 +195,45 @@ static void test_model_id(void)
     CHECK(system(cmd) == 0);
     CHECK_RC(reap_model_identify(s, a, 2, &mc, &hs), REAP_OK);
     CHECK(hs.n_cached == 4 && hs.bytes_hashed > 0 && !memcmp(mc.id.b, ma.id.b, 32));
+    reap_model_info_free(&mc);
+
+    /* An in-place edit of a shard with its size, atime and mtime restored (same key):
+     * the ctime changed, so the shard is hashed again and the id is the new bytes'.
+     * (config.json is not cached either: its ctime, set by the touch above, is recent.) */
+    snprintf(p, sizeof p, "%s/model-00003-of-00003.safetensors", a);
+    edit_keep_mtime(p, 1000);
+    reap_model_info mn = {0}, me = {0};
+    CHECK_RC(reap_model_identify(NULL, a, 2, &mn, NULL), REAP_OK); /* the truth */
+    CHECK(memcmp(mn.id.b, ma.id.b, 32) != 0);
+    CHECK_RC(reap_model_identify(s, a, 2, &me, &hs), REAP_OK);
+    CHECK_MSG(hs.n_cached == 3, "edited shard trusted from the cache: %d cached",
+              hs.n_cached);
+    CHECK_MSG(!memcmp(me.id.b, mn.id.b, 32), "model_id is not the edited bytes' id");
+    reap_model_info_free(&me);
+    reap_model_info_free(&mn);
+    edit_keep_mtime(p, 1000); /* back to the original bytes */
+    wait_ctime_settled(a);
+    CHECK_RC(reap_model_identify(s, a, 2, &mc, &hs), REAP_OK); /* caches the two */
+    CHECK(!memcmp(mc.id.b, ma.id.b, 32));
+    reap_model_info_free(&mc);
+    CHECK_RC(reap_model_identify(s, a, 2, &mc, &hs), REAP_OK);
+    CHECK(hs.n_cached == 5);
+    reap_model_info_free(&mc);
+    reap_store_close(s);
+    s = NULL;
+
+    /* Records written before records held a ctime (ctime_ns 0; here with a marker
+     * digest) under the files' current keys are never used: every file is hashed again
+     * and the records replaced. */
+    CHECK(make_legacy_records(st_dir) >= 5); /* 6: config.json under two mtimes */
+    CHECK_RC(reap_store_open(st_dir, NULL, &s), REAP_OK);
+    CHECK_RC(reap_model_identify(s, a, 2, &mc, &hs), REAP_OK);
+    CHECK_MSG(hs.n_cached == 0 && hs.bytes_hashed == hs.bytes_total,
+              "legacy records trusted: %d cached", hs.n_cached);
+    CHECK(!memcmp(mc.id.b, ma.id.b, 32));
+    reap_model_info_free(&mc);
+    CHECK_RC(reap_model_identify(s, a, 2, &mc, &hs), REAP_OK);
+    CHECK(hs.n_cached == 5 && !memcmp(mc.id.b, ma.id.b, 32));
     reap_model_info_free(&mc);
 
     /* Not a checkpoint. */
