@@ -129,7 +129,7 @@ assert os.stat(p).st_mtime_ns == st.st_mtime_ns and os.stat(p).st_size == st.st_
 PYEOF
 }
 flip_byte "$shard" || bad "edit $shard"
-expect_fail "is not this checkpoint's" "$BIN/reap-pruner" prune --model m \
+expect_fail "they score another checkpoint's experts" "$BIN/reap-pruner" prune --model m \
     --stats-json stats_st.json --out out3 --n-prune 3 --store st --quiet
 flip_byte "$shard" || bad "edit $shard back"
 
