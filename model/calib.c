@@ -22,12 +22,14 @@
 #include "reap_err.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- reading: items ------------------------------------------------------------- */
 
@@ -515,8 +517,10 @@ int reap_calib_load(const reap_calib_opts *o, reap_samples *out)
     calib_reader r;
     reap_samples s;
     FILE *fp = NULL;
+    char *stream = NULL;        /* a FIFO's or pipe's whole content */
+    size_t stream_len = 0;
     int64_t i, take;
-    int c, rc;
+    int c, rc, fd = -1;
 
     memset(&r, 0, sizeof r);
     memset(&s, 0, sizeof s);
@@ -525,9 +529,34 @@ int reap_calib_load(const reap_calib_opts *o, reap_samples *out)
     if (!o || !o->path || !out)
         return reap_err_set(REAP_E_INVALID, "reap_calib_load: NULL argument");
     r.o = o;
-    fp = fopen(o->path, "rb");
-    if (!fp)
-        return reap_err_set(REAP_E_IO, "%s: %s", o->path, strerror(errno));
+    /* A regular file is read through stdio. A FIFO or pipe (unconfined use only) is read
+     * whole first, by a read that should_stop can end while no writer comes, and then
+     * parsed from memory like a file (it cannot be rewound). */
+    if ((rc = reap_open_read(o->path, o->roots, o->roots ? REAP_OPEN_REGULAR
+                                                        : REAP_OPEN_STREAM, &fd)))
+        return rc;
+    if (fcntl(fd, F_GETFL) & O_NONBLOCK) {
+        rc = reap_read_stream(fd, o->path, o->should_stop, o->stop_ud, &stream,
+                              &stream_len);
+        close(fd);
+        if (rc)
+            return rc;
+        if (stream_len == 0) {
+            free(stream);
+            return reap_err_set(REAP_E_INVALID, "%s: no samples", o->path);
+        }
+        fp = fmemopen(stream, stream_len, "rb");
+    } else {
+        fp = fdopen(fd, "rb");
+    }
+    if (!fp) {
+        rc = reap_err_set(REAP_E_NOMEM, "%s: cannot make a stream: %s", o->path,
+                          strerror(errno));
+        if (!stream)
+            close(fd);
+        free(stream);
+        return rc;
+    }
     /* JSON array or JSON Lines: look at the first non-blank character (after a BOM). */
     do {
         c = getc(fp);
@@ -564,6 +593,7 @@ int reap_calib_load(const reap_calib_opts *o, reap_samples *out)
         json_decref(r.items[i].json);
     free(r.items);
     fclose(fp);
+    free(stream);
     *out = s;
     return REAP_OK;
 
@@ -573,6 +603,7 @@ fail:
     free(r.items);
     reap_samples_free(&s);
     fclose(fp);
+    free(stream);
     return rc;
 }
 

@@ -38,6 +38,7 @@
 
 #include <stdint.h>
 
+#include "fsopen.h"
 #include "tokenizer.h"
 
 typedef struct reap_samples {
@@ -56,11 +57,23 @@ typedef struct reap_calib_opts {
                                    items are accepted */
     int shuffle;                /* 1: shuffle the items (see above) before selecting */
     uint64_t seed;              /* shuffle seed */
+    const reap_roots *roots;    /* a service's roots: the file must be a regular file
+                                   under one of them once its links are resolved
+                                   (fsopen.h), else REAP_E_DENIED. NULL: unconfined, and
+                                   the file may also be a FIFO or a pipe (`--calib
+                                   /dev/stdin`), read whole before parsing */
+    reap_stop_fn should_stop;   /* asked while a FIFO or pipe has no data (about every
+                                   100 ms); non-zero ends the load with REAP_E_CANCELLED.
+                                   May be NULL (then the load waits for the writer) */
+    void *stop_ud;              /* passed to should_stop */
 } reap_calib_opts;
 
 /* Read the samples of opts->path into *out (free with reap_samples_free); s.line[i] is
  * the line where sample i's item starts.
- * Returns REAP_OK, REAP_E_IO (cannot open or read the file), REAP_E_FORMAT
+ * Returns REAP_OK, REAP_E_IO (cannot open or read the file), REAP_E_NOTFOUND (no such
+ * file), REAP_E_INVALID also for a file that is not a regular file (nor, unconfined, a
+ * FIFO or pipe): a directory, a device, a socket; REAP_E_DENIED (outside the roots),
+ * REAP_E_CANCELLED (should_stop said so while a FIFO had no data), REAP_E_FORMAT
  * (invalid JSON, invalid UTF-8, an item that is not an object or has none of the known
  * keys, a field of the wrong type, empty input_ids or text), REAP_E_INVALID (a token id
  * out of range, an unknown role, an empty conversation, a text/messages item without a

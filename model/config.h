@@ -22,6 +22,8 @@
 #ifndef REAP_CONFIG_H
 #define REAP_CONFIG_H
 
+#include "fsopen.h"
+
 typedef enum reap_family {
     REAP_FAMILY_QWEN3_MOE = 1,
     REAP_FAMILY_QWEN3_VL_MOE = 2
@@ -75,6 +77,11 @@ typedef struct reap_config {
  * reap_config_free (it owns mlp_only_layers and quant.not_convert). Thread rules: a
  * loaded configuration is read-only; any number of threads may read it. */
 int reap_config_load(const char *path, reap_config *out);
+
+/* reap_config_load for a service: the file must also lie under `roots` once its links
+ * are resolved (fsopen.h; NULL: unconfined), else REAP_E_DENIED; not a regular file
+ * (a FIFO, ...): REAP_E_INVALID; missing: REAP_E_NOTFOUND. */
+int reap_config_load_confined(const char *path, const reap_roots *roots, reap_config *out);
 
 void reap_config_free(reap_config *cfg);
 

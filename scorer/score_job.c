@@ -159,11 +159,21 @@ static int read_back(reap_store *s, const reap_model_info *m, reap_score_result 
  * "... needs a tokenizer"), so a file of token ids keeps the same calib_id whether or not
  * --tokenizer is given; without --tokenizer the model directory's tokenizer.json is used.
  * *tok receives the tokenizer used, or NULL. */
-static int load_samples(const reap_score_job_opts *o, const reap_config *cfg,
-                        reap_samples *smp, reap_tokenizer **tok)
+/* While a calibration FIFO has no data: ask on_event whether to give up. */
+static int calib_should_stop(void *ud)
 {
+    reap_score_event ev = {.kind = REAP_SCORE_EV_WAITING};
+    return emit(ud, &ev);
+}
+
+static int load_samples(job_ctx *j, const reap_config *cfg, reap_samples *smp,
+                        reap_tokenizer **tok)
+{
+    const reap_score_job_opts *o = j->o;
     reap_calib_opts co = {.path = o->calib_path, .max_samples = o->max_samples,
-                          .vocab = cfg->vocab, .shuffle = o->shuffle, .seed = o->seed};
+                          .vocab = cfg->vocab, .shuffle = o->shuffle, .seed = o->seed,
+                          .roots = o->calib_roots, .should_stop = calib_should_stop,
+                          .stop_ud = j};
     int rc = reap_calib_load(&co, smp);
     char model_tok[4096];
     const char *tok_path = o->tokenizer_path;
@@ -176,7 +186,7 @@ static int load_samples(const reap_score_job_opts *o, const reap_config *cfg,
     }
     if (rc != REAP_E_INVALID || !tok_path || !strstr(reap_err_msg(), "needs a tokenizer"))
         return rc;
-    if ((rc = reap_tokenizer_load(tok_path, tok)))
+    if ((rc = reap_tokenizer_load_confined(tok_path, o->model_roots, tok)))
         return rc;
     co.tokenizer = *tok;
     if ((rc = reap_calib_load(&co, smp))) {
@@ -214,19 +224,20 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
     memset(res, 0, sizeof *res);
 
     snprintf(path, sizeof path, "%s/config.json", o->model_dir);
-    if ((rc = reap_config_load(path, &cfg)))
+    if ((rc = reap_config_load_confined(path, o->model_roots, &cfg)))
         goto fail;
     if (reap_config_n_moe_layers(&cfg) == 0) {
         rc = reap_err_set(REAP_E_INVALID, "%s: the model has no MoE layer to score", path);
         goto fail;
     }
-    if ((rc = reap_ckpt_open(o->model_dir, &ck)))
+    if ((rc = reap_ckpt_open_confined(o->model_dir, o->model_roots, &ck)))
         goto fail;
-    if ((rc = reap_model_identify(s, o->model_dir, o->hash_threads, &model, &res->hash)) ||
+    if ((rc = reap_model_identify_confined(s, o->model_dir, o->model_roots, o->hash_threads,
+                                           &model, &res->hash)) ||
         (rc = fill_model(&cfg, &model)))
         goto fail;
     res->model_id = model.id;
-    if ((rc = load_samples(o, &cfg, &samples, &tok)) ||
+    if ((rc = load_samples(&j, &cfg, &samples, &tok)) ||
         (rc = reap_rows_build(&samples, o->seq_len, o->pack, &rows)))
         goto fail;
     reap_calib_id_compute(&rows, o->pack, tok ? reap_tokenizer_digest(tok) : NULL,

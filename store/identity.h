@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "calib.h"
+#include "fsopen.h"
 #include "catalog.h"
 #include "store.h"
 
@@ -57,6 +58,12 @@ typedef struct reap_hash_stats {
  * REAP_E_IO (read error, file changed while hashing), REAP_E_NOMEM, or a store error. */
 int reap_model_identify(reap_store *s, const char *dir, int threads, reap_model_info *out,
                         reap_hash_stats *hs);
+
+/* reap_model_identify for a service: every file of the identity must also lie under
+ * `roots` once its links are resolved (fsopen.h; NULL: unconfined), else REAP_E_DENIED
+ * naming the file - cached digests included. */
+int reap_model_identify_confined(reap_store *s, const char *dir, const reap_roots *roots,
+                                 int threads, reap_model_info *out, reap_hash_stats *hs);
 
 /* model_id of a file list (sorted here by path; files[] is reordered). */
 void reap_model_id_from_files(reap_model_file *files, int n_files, reap_id *out);
