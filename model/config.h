@@ -69,7 +69,9 @@ typedef struct reap_config {
     reap_quant_config quant;   /* method REAP_QUANT_NONE unless quantised */
 } reap_config;
 
-/* Parse `path` (a config.json). Returns REAP_OK, REAP_E_IO, REAP_E_FORMAT (bad JSON or
+/* Parse `path` (a config.json). Returns REAP_OK, REAP_E_IO, REAP_E_NOTFOUND (no such
+ * file), REAP_E_INVALID also for a file that is not a regular file (a FIFO is refused
+ * without waiting, fsopen.h), REAP_E_FORMAT (bad JSON or
  * a field of the wrong type, named in the message), REAP_E_UNSUPPORTED (other
  * model_type, attention_bias true, a quantisation method or AWQ setting other than the
  * ones above, named), REAP_E_INVALID (inconsistent values: heads not divisible by kv

@@ -44,7 +44,9 @@ typedef struct st_tensor {
 typedef struct st_file st_file;
 
 /* Map and validate `path`. On success *out is a new handle (close with st_file_close).
- * Returns REAP_OK, REAP_E_IO (open/stat/mmap failed), REAP_E_FORMAT (any validation
+ * Returns REAP_OK, REAP_E_IO (open/stat/mmap failed), REAP_E_NOTFOUND (no such file),
+ * REAP_E_INVALID (not a regular file: a FIFO is refused without waiting, fsopen.h),
+ * REAP_E_FORMAT (any validation
  * failure; the message names the file and the offending tensor or field). */
 int st_file_open(const char *path, st_file **out);
 
