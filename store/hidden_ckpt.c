@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsopen.h"
 #include "fsutil.h"
 #include "reap_err.h"
 
@@ -201,8 +202,8 @@ static int load_one(const char *path, const reap_id *m, const reap_id *c, int la
     size_t bytes = (size_t)T * (size_t)H * sizeof(float);
     struct stat sb;
     float *buf = NULL;
-    int ok = -1, fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    int ok = -1, fd = -1;
+    if (reap_open_read(path, NULL, REAP_OPEN_REGULAR, &fd))   /* never waits on a FIFO */
         return -1;
     header(want, m, c, layer, T, H);
     if (fstat(fd, &sb) || (uint64_t)sb.st_size != HDR_LEN + (uint64_t)bytes + 32 ||
