@@ -146,10 +146,11 @@ static int list_files(const char *dir, const reap_roots *roots, hfile **out, int
             goto fail;
         }
         if (!S_ISREG(f->st.st_mode)) {
-            n--;
-            free(f->name);
-            free(f->path);
-            continue;
+            /* A FIFO (or directory, ...) named like a checkpoint file: refused, so that
+             * the identity never silently differs from the checkpoint that is read. */
+            rc = reap_err_set(REAP_E_INVALID, "%s: is %s, not a regular file", f->path,
+                              reap_file_type_name(f->st.st_mode));
+            goto fail;
         }
         /* Confined: also a file whose digest is cached (it is never opened to hash). */
         int fd;

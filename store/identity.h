@@ -5,8 +5,9 @@
  *         u32 BE path length | path | u64 BE size | BLAKE2b-256 of the file
  * over config.json, model.safetensors.index.json (when present) and every *.safetensors
  * file in the directory (top level; symbolic links are followed, as in a Hugging Face
- * cache snapshot). Renaming the directory keeps the id; any change of a weight byte
- * changes it.
+ * cache snapshot). One of these names that is not a regular file (a FIFO, a directory)
+ * is refused, REAP_E_INVALID naming it: it is never opened. Renaming the directory keeps
+ * the id; any change of a weight byte changes it.
  *
  * File digests are computed in parallel (one file per thread, largest first, each read
  * through a read-only mapping) and cached in the store's `filehash` database keyed by
