@@ -53,8 +53,17 @@ typedef struct reap_calib_opts {
     int64_t max_samples;        /* keep at most this many samples (<= 0: all) */
     int vocab;                  /* every id must satisfy 0 <= id < vocab (<= 0: no
                                    upper bound), tokenizer output included */
-    reap_tokenizer *tokenizer;  /* for "text"/"messages" items; NULL: only "input_ids"
-                                   items are accepted */
+    reap_tokenizer *tokenizer;  /* for "text"/"messages" items; NULL: load_tokenizer's,
+                                   or only "input_ids" items are accepted */
+    int (*load_tokenizer)(void *ud, reap_tokenizer **out);
+                                /* with tokenizer NULL (may be NULL): called once, at the
+                                   first "text"/"messages" item, to load the tokenizer
+                                   into *out (the callback keeps and frees it; *out NULL:
+                                   the item is refused as needing one). A non-zero
+                                   return ends the load with that status. So a file of
+                                   token ids never loads a tokenizer, and the file is
+                                   read once (a pipe cannot be read twice). */
+    void *tokenizer_ud;         /* passed to load_tokenizer */
     int shuffle;                /* 1: shuffle the items (see above) before selecting */
     uint64_t seed;              /* shuffle seed */
     const reap_roots *roots;    /* a service's roots: the file must be a regular file

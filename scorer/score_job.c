@@ -154,11 +154,6 @@ static int read_back(reap_store *s, const reap_model_info *m, reap_score_result 
     return rc;
 }
 
-/* Read the calibration samples. The tokenizer is loaded only when the file needs one
- * (text or messages items: reap_calib_load refuses them without a tokenizer, REAP_E_INVALID
- * "... needs a tokenizer"), so a file of token ids keeps the same calib_id whether or not
- * --tokenizer is given; without --tokenizer the model directory's tokenizer.json is used.
- * *tok receives the tokenizer used, or NULL. */
 /* While a calibration FIFO has no data: ask on_event whether to give up. */
 static int calib_should_stop(void *ud)
 {
@@ -166,33 +161,49 @@ static int calib_should_stop(void *ud)
     return emit(ud, &ev);
 }
 
+/* The tokenizer for the first text or messages item (calib.h load_tokenizer). */
+typedef struct tok_loader {
+    const char *path;               /* NULL: none available */
+    const reap_roots *roots;
+    reap_tokenizer *tok;            /* loaded, owned */
+} tok_loader;
+
+static int load_tokenizer(void *ud, reap_tokenizer **out)
+{
+    tok_loader *l = ud;
+    int rc = l->path ? reap_tokenizer_load_confined(l->path, l->roots, &l->tok) : REAP_OK;
+    *out = l->tok;
+    return rc;
+}
+
+/* Read the calibration samples, in one pass (the file may be a pipe). The tokenizer is
+ * loaded only when the file needs one (its first text or messages item), so a file of
+ * token ids keeps the same calib_id whether or not --tokenizer is given; without
+ * --tokenizer the model directory's tokenizer.json is used when there is one. *tok
+ * receives the tokenizer used, or NULL. */
 static int load_samples(job_ctx *j, const reap_config *cfg, reap_samples *smp,
                         reap_tokenizer **tok)
 {
     const reap_score_job_opts *o = j->o;
+    char model_tok[4096];
+    tok_loader tl = {.path = o->tokenizer_path, .roots = o->model_roots};
+    if (!tl.path && o->model_dir) {
+        /* Default: the model's own tokenizer.json, when the checkpoint ships one. */
+        snprintf(model_tok, sizeof model_tok, "%s/tokenizer.json", o->model_dir);
+        if (access(model_tok, F_OK) == 0)
+            tl.path = model_tok;
+    }
     reap_calib_opts co = {.path = o->calib_path, .max_samples = o->max_samples,
                           .vocab = cfg->vocab, .shuffle = o->shuffle, .seed = o->seed,
+                          .load_tokenizer = load_tokenizer, .tokenizer_ud = &tl,
                           .roots = o->calib_roots, .should_stop = calib_should_stop,
                           .stop_ud = j};
     int rc = reap_calib_load(&co, smp);
-    char model_tok[4096];
-    const char *tok_path = o->tokenizer_path;
-    *tok = NULL;
-    if (!tok_path && o->model_dir) {
-        /* Default: the model's own tokenizer.json, when the checkpoint ships one. */
-        snprintf(model_tok, sizeof model_tok, "%s/tokenizer.json", o->model_dir);
-        if (access(model_tok, R_OK) == 0)
-            tok_path = model_tok;
+    if (rc) {
+        reap_tokenizer_free(tl.tok);
+        tl.tok = NULL;
     }
-    if (rc != REAP_E_INVALID || !tok_path || !strstr(reap_err_msg(), "needs a tokenizer"))
-        return rc;
-    if ((rc = reap_tokenizer_load_confined(tok_path, o->model_roots, tok)))
-        return rc;
-    co.tokenizer = *tok;
-    if ((rc = reap_calib_load(&co, smp))) {
-        reap_tokenizer_free(*tok);
-        *tok = NULL;
-    }
+    *tok = tl.tok;
     return rc;
 }
 
