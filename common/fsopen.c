@@ -91,14 +91,15 @@ int reap_open_read(const char *path, const reap_roots *roots, int kind, int *fd_
         rc = reap_err_set(REAP_E_IO, "%s: fstat: %s", path, strerror(errno));
         goto fail;
     }
+    /* Outside the roots first: say nothing more of a file there than that. */
+    if ((rc = reap_roots_check_fd(roots, fd, path)))
+        goto fail;
     int stream = S_ISFIFO(sb.st_mode);
     if (!S_ISREG(sb.st_mode) && !(stream && kind == REAP_OPEN_STREAM)) {
         rc = reap_err_set(REAP_E_INVALID, "%s: is %s, not a regular file", path,
                           reap_file_type_name(sb.st_mode));
         goto fail;
     }
-    if ((rc = reap_roots_check_fd(roots, fd, path)))
-        goto fail;
     if (!stream) {
         int fl = fcntl(fd, F_GETFL);
         if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {

@@ -20,7 +20,8 @@
  *     path's device and inode must be the descriptor's), so a file swapped for a link
  *     between the check and the read cannot escape. Links that resolve inside a root
  *     (a Hugging Face cache snapshot's links into ../../blobs/) are followed as usual.
- *     roots == NULL: unconfined (command-line use).
+ *     roots == NULL: unconfined (command-line use). A file outside the roots is refused
+ *     as such before anything else is said of it (its type included).
  *
  * Thread rules: nothing is kept between calls; every function is thread-safe. A
  * reap_roots is read, never written, and must outlive the calls that are given it.

@@ -142,6 +142,12 @@ int main(int argc, char **argv)
     CHECK_ERRMSG("/outside/secret, outside every root");
     CHECK_RC(open_rc(pj(root, "snap/model.safetensors"), NULL, REAP_OPEN_REGULAR), REAP_OK);
     CHECK_RC(open_rc(pj(out, "secret"), &roots, REAP_OPEN_REGULAR), REAP_E_DENIED);
+    /* A FIFO outside every root, linked inside: refused as outside (never opened to
+     * wait on), before its type is told. */
+    CHECK(mkfifo(pj(out, "fifo"), 0600) == 0 && symlink(pj(out, "fifo"), pj(root, "l2")) == 0);
+    CHECK_RC(open_rc(pj(root, "l2"), &roots, REAP_OPEN_STREAM), REAP_E_DENIED);
+    CHECK_ERRMSG("l2: leads to");
+    CHECK_RC(open_rc(fifo, &roots, REAP_OPEN_REGULAR), REAP_E_INVALID); /* inside: its type */
     CHECK_RC(open_rc(reg, &none, REAP_OPEN_REGULAR), REAP_E_DENIED);
     CHECK_RC(reap_fopen_read(pj(root, "snap/model.safetensors"), &roots, &f), REAP_E_DENIED);
     CHECK(f == NULL);
