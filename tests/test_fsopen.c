@@ -84,7 +84,8 @@ int main(int argc, char **argv)
     int sfd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     CHECK(strlen(sock) < sizeof sa.sun_path);
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+    if (strlen(sock) < sizeof sa.sun_path)
+        memcpy(sa.sun_path, sock, strlen(sock) + 1);
     CHECK(sfd >= 0 && bind(sfd, (struct sockaddr *)&sa, sizeof sa) == 0);
 
     /* ---- the type rule ---- */
