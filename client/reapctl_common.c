@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fsopen.h"
 #include "reap_err.h"
 
 /* ---- connection ---------------------------------------------------------------------- */
@@ -96,9 +97,9 @@ void reapctl_conn_note(reapctl_conn *c, int argc, char **argv)
 /* The first line of a token file. */
 static char *read_token(const char *path)
 {
-    FILE *f = fopen(path, "r");
+    FILE *f = NULL;
     char line[4096];
-    if (!f)
+    if (reap_fopen_read(path, NULL, &f))   /* a regular file: a FIFO never blocks */
         return NULL;
     if (!fgets(line, sizeof line, f))
         line[0] = 0;
@@ -118,8 +119,8 @@ int reapctl_connect(const char *cmd, const reapctl_conn *c, int which,
     o.token = c->token;
     if (!o.token && c->token_file) {
         if (!(tok = read_token(c->token_file))) {
-            fprintf(stderr, "reapctl %s: --token-file %s: cannot read it\n", cmd,
-                    c->token_file);
+            fprintf(stderr, "reapctl %s: --token-file: cannot read it: %s\n", cmd,
+                    reap_err_msg());
             return REAPCTL_EXIT_FAIL;
         }
         o.token = tok;

@@ -1,6 +1,9 @@
 /* cli.c - table-driven option parsing and .env files (see cli.h). */
 #include "cli.h"
 
+#include "fsopen.h"
+#include "reap_err.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -468,16 +471,17 @@ static int dotenv_setenv(const char *key, const char *value, void *ud)
 
 int cli_dotenv_load(const char *path, int overwrite, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = NULL;
     char *buf = NULL;
     size_t n = 0, cap = 0;
-    int rc = -1;
-    if (!f) {
-        if (errno == ENOENT)
+    int rc = reap_fopen_read(path, NULL, &f);   /* a FIFO is refused, never waited on */
+    if (rc) {
+        if (rc == REAP_E_NOTFOUND)
             return 1;
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        snprintf(err, errlen, "%s", reap_err_msg());
         return -1;
     }
+    rc = -1;
     for (;;) {
         if (n + 4097 > cap) {
             if (cap >= (1u << 20)) {

@@ -24,6 +24,7 @@ const char *reap_strerror(int status)
     case REAP_E_INTERNAL: return "internal error";
     case REAP_E_CONFLICT: return "conflict";
     case REAP_E_PRECONDITION: return "failed precondition";
+    case REAP_E_DENIED: return "permission denied";
     default: return "unknown error";
     }
 }

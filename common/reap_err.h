@@ -27,8 +27,10 @@ enum reap_status {
     REAP_E_INTERNAL = -10,  /* a bug: invariant violated */
     REAP_E_CONFLICT = -11,  /* held or different: the (model, calibration) pair is being
                                scored by another run, an imported record differs */
-    REAP_E_PRECONDITION = -12 /* valid request the current state does not allow: no
+    REAP_E_PRECONDITION = -12,/* valid request the current state does not allow: no
                                statistics for a MoE layer, fewer experts left than top-k */
+    REAP_E_DENIED = -13       /* a file outside every root a service may read
+                               (fsopen.h: a symbolic link that leads out of them) */
 };
 
 /* Short name of a status code ("format error", ...). Never NULL. */

@@ -22,12 +22,14 @@
 #include "reap_err.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- reading: items ------------------------------------------------------------- */
 
@@ -42,6 +44,8 @@ typedef struct calib_item {
 
 typedef struct calib_reader {
     const reap_calib_opts *o;
+    reap_tokenizer *tok;        /* o->tokenizer, or the one load_tokenizer gave */
+    int tok_asked;              /* load_tokenizer was called */
     calib_item *items;          /* [cap], n used */
     int64_t n, cap;
 } calib_reader;
@@ -107,8 +111,17 @@ static int check_message(const calib_reader *r, const calib_item *it, size_t k, 
                     "\"%.40s\" (allowed: system, user, assistant, tool)", k, rs);
 }
 
+/* A text or messages item needs the tokenizer: ask load_tokenizer for it once. */
+static int want_tokenizer(calib_reader *r)
+{
+    if (r->tok || r->tok_asked || !r->o->load_tokenizer)
+        return REAP_OK;
+    r->tok_asked = 1;
+    return r->o->load_tokenizer(r->o->tokenizer_ud, &r->tok);
+}
+
 /* Check an item's shape and set it->kind. */
-static int item_check(const calib_reader *r, calib_item *it)
+static int item_check(calib_reader *r, calib_item *it)
 {
     const reap_calib_opts *o = r->o;
     json_t *j = it->json, *v, *x;
@@ -151,14 +164,16 @@ static int item_check(const calib_reader *r, calib_item *it)
         json_array_foreach(v, i, x)
             if ((rc = check_message(r, it, i, x)))
                 return rc;
-        if (!o->tokenizer)
+        if ((rc = want_tokenizer(r)))
+            return rc;
+        if (!r->tok)
             return item_err(r, it->line, it->index, REAP_E_INVALID, "a \"messages\" item "
                             "needs a tokenizer (--tokenizer)");
-        if (reap_tokenizer_added_id(o->tokenizer, "<|im_start|>") < 0 ||
-            reap_tokenizer_added_id(o->tokenizer, "<|im_end|>") < 0)
+        if (reap_tokenizer_added_id(r->tok, "<|im_start|>") < 0 ||
+            reap_tokenizer_added_id(r->tok, "<|im_end|>") < 0)
             return item_err(r, it->line, it->index, REAP_E_UNSUPPORTED, "\"messages\" are "
                             "rendered as ChatML, but tokenizer %s has no <|im_start|> and "
-                            "<|im_end|> tokens", reap_tokenizer_path(o->tokenizer));
+                            "<|im_end|> tokens", reap_tokenizer_path(r->tok));
         return REAP_OK;
     }
     if ((v = json_object_get(j, "text"))) {
@@ -168,7 +183,9 @@ static int item_check(const calib_reader *r, calib_item *it)
                             "string");
         if (json_string_length(v) == 0)
             return item_err(r, it->line, it->index, REAP_E_FORMAT, "empty \"text\"");
-        if (!o->tokenizer)
+        if ((rc = want_tokenizer(r)))
+            return rc;
+        if (!r->tok)
             return item_err(r, it->line, it->index, REAP_E_INVALID, "a \"text\" item needs "
                             "a tokenizer (--tokenizer)");
         return REAP_OK;
@@ -478,14 +495,14 @@ static int item_ids(const calib_reader *r, const calib_item *it, int32_t **ids_o
     }
     if (it->kind == ITEM_TEXT) {
         v = json_object_get(it->json, "text");
-        rc = reap_tokenizer_encode(o->tokenizer, json_string_value(v), json_string_length(v),
+        rc = reap_tokenizer_encode(r->tok, json_string_value(v), json_string_length(v),
                                    &ids, &n);
     } else {
         if (render_chatml(json_object_get(it->json, "messages"), &b)) {
             free(b.p);
             return item_err(r, it->line, it->index, REAP_E_NOMEM, "out of memory");
         }
-        rc = reap_tokenizer_encode(o->tokenizer, b.p, b.n, &ids, &n);
+        rc = reap_tokenizer_encode(r->tok, b.p, b.n, &ids, &n);
         free(b.p);
     }
     if (rc && it->index >= 0)
@@ -515,8 +532,10 @@ int reap_calib_load(const reap_calib_opts *o, reap_samples *out)
     calib_reader r;
     reap_samples s;
     FILE *fp = NULL;
+    char *stream = NULL;        /* a FIFO's or pipe's whole content */
+    size_t stream_len = 0;
     int64_t i, take;
-    int c, rc;
+    int c, rc, fd = -1;
 
     memset(&r, 0, sizeof r);
     memset(&s, 0, sizeof s);
@@ -525,9 +544,35 @@ int reap_calib_load(const reap_calib_opts *o, reap_samples *out)
     if (!o || !o->path || !out)
         return reap_err_set(REAP_E_INVALID, "reap_calib_load: NULL argument");
     r.o = o;
-    fp = fopen(o->path, "rb");
-    if (!fp)
-        return reap_err_set(REAP_E_IO, "%s: %s", o->path, strerror(errno));
+    r.tok = o->tokenizer;
+    /* A regular file is read through stdio. A FIFO or pipe (unconfined use only) is read
+     * whole first, by a read that should_stop can end while no writer comes, and then
+     * parsed from memory like a file (it cannot be rewound). */
+    if ((rc = reap_open_read(o->path, o->roots, o->roots ? REAP_OPEN_REGULAR
+                                                        : REAP_OPEN_STREAM, &fd)))
+        return rc;
+    if (fcntl(fd, F_GETFL) & O_NONBLOCK) {
+        rc = reap_read_stream(fd, o->path, o->should_stop, o->stop_ud, &stream,
+                              &stream_len);
+        close(fd);
+        if (rc)
+            return rc;
+        if (stream_len == 0) {
+            free(stream);
+            return reap_err_set(REAP_E_INVALID, "%s: no samples", o->path);
+        }
+        fp = fmemopen(stream, stream_len, "rb");
+    } else {
+        fp = fdopen(fd, "rb");
+    }
+    if (!fp) {
+        rc = reap_err_set(REAP_E_NOMEM, "%s: cannot make a stream: %s", o->path,
+                          strerror(errno));
+        if (!stream)
+            close(fd);
+        free(stream);
+        return rc;
+    }
     /* JSON array or JSON Lines: look at the first non-blank character (after a BOM). */
     do {
         c = getc(fp);
@@ -564,6 +609,7 @@ int reap_calib_load(const reap_calib_opts *o, reap_samples *out)
         json_decref(r.items[i].json);
     free(r.items);
     fclose(fp);
+    free(stream);
     *out = s;
     return REAP_OK;
 
@@ -573,6 +619,7 @@ fail:
     free(r.items);
     reap_samples_free(&s);
     fclose(fp);
+    free(stream);
     return rc;
 }
 

@@ -39,6 +39,7 @@
 
 #include <stdint.h>
 
+#include "fsopen.h"
 #include "tokenizer.h"
 
 typedef struct reap_samples {
@@ -53,15 +54,36 @@ typedef struct reap_calib_opts {
     int64_t max_samples;        /* keep at most this many samples (<= 0: all) */
     int vocab;                  /* every id must satisfy 0 <= id < vocab (<= 0: no
                                    upper bound), tokenizer output included */
-    reap_tokenizer *tokenizer;  /* for "text"/"messages" items; NULL: only "input_ids"
-                                   items are accepted */
+    reap_tokenizer *tokenizer;  /* for "text"/"messages" items; NULL: load_tokenizer's,
+                                   or only "input_ids" items are accepted */
+    int (*load_tokenizer)(void *ud, reap_tokenizer **out);
+                                /* with tokenizer NULL (may be NULL): called once, at the
+                                   first "text"/"messages" item, to load the tokenizer
+                                   into *out (the callback keeps and frees it; *out NULL:
+                                   the item is refused as needing one). A non-zero
+                                   return ends the load with that status. So a file of
+                                   token ids never loads a tokenizer, and the file is
+                                   read once (a pipe cannot be read twice). */
+    void *tokenizer_ud;         /* passed to load_tokenizer */
     int shuffle;                /* 1: shuffle the items (see above) before selecting */
     uint64_t seed;              /* shuffle seed */
+    const reap_roots *roots;    /* a service's roots: the file must be a regular file
+                                   under one of them once its links are resolved
+                                   (fsopen.h), else REAP_E_DENIED. NULL: unconfined, and
+                                   the file may also be a FIFO or a pipe (`--calib
+                                   /dev/stdin`), read whole before parsing */
+    reap_stop_fn should_stop;   /* asked while a FIFO or pipe has no data (about every
+                                   100 ms); non-zero ends the load with REAP_E_CANCELLED.
+                                   May be NULL (then the load waits for the writer) */
+    void *stop_ud;              /* passed to should_stop */
 } reap_calib_opts;
 
 /* Read the samples of opts->path into *out (free with reap_samples_free); s.line[i] is
  * the line where sample i's item starts.
- * Returns REAP_OK, REAP_E_IO (cannot open or read the file), REAP_E_FORMAT
+ * Returns REAP_OK, REAP_E_IO (cannot open or read the file), REAP_E_NOTFOUND (no such
+ * file), REAP_E_INVALID also for a file that is not a regular file (nor, unconfined, a
+ * FIFO or pipe): a directory, a device, a socket; REAP_E_DENIED (outside the roots),
+ * REAP_E_CANCELLED (should_stop said so while a FIFO had no data), REAP_E_FORMAT
  * (invalid JSON, invalid UTF-8, an item that is not an object or has none of the known
  * keys, a field of the wrong type, empty input_ids or text), REAP_E_INVALID (a token id
  * out of range, an unknown role, an empty conversation, a text/messages item without a

@@ -29,6 +29,7 @@ struct ckpt_entry {
 
 struct reap_ckpt {
     char *dir;
+    const reap_roots *roots;    /* reads confined to these (NULL: unconfined); borrowed */
     size_t n_files;
     st_file **files;            /* [n_files], sorted by file name */
     char **file_names;          /* [n_files], names relative to dir */
@@ -115,7 +116,7 @@ static int open_shard(reap_ckpt *c, const char *name, const char *index_path)
         goto fail;
     }
     c->n_files++; /* counted now so close frees the name */
-    rc = st_file_open(path, &c->files[i]);
+    rc = st_file_open_confined(path, c->roots, &c->files[i]);
 
 fail:
     free(path);
@@ -168,13 +169,15 @@ static int open_indexed(reap_ckpt *c, const char *index_path)
     int rc;
     json_error_t jerr;
     const char **names = NULL;
-    json_t *root = json_load_file(index_path, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = NULL;
+    FILE *fp = NULL;
+    if ((rc = reap_fopen_read(index_path, c->roots, &fp)))
+        goto fail;
+    root = json_loadf(fp, JSON_REJECT_DUPLICATES, &jerr);
+    fclose(fp);
     if (!root) {
-        if (json_error_code(&jerr) == json_error_cannot_open_file)
-            rc = reap_err_set(REAP_E_IO, "%s: %s", index_path, jerr.text);
-        else
-            rc = reap_err_set(REAP_E_FORMAT, "%s: JSON: %s (line %d, column %d)", index_path,
-                              jerr.text, jerr.line, jerr.column);
+        rc = reap_err_set(REAP_E_FORMAT, "%s: JSON: %s (line %d, column %d)", index_path,
+                          jerr.text, jerr.line, jerr.column);
         goto fail;
     }
     if (!json_is_object(root)) {
@@ -285,6 +288,16 @@ fail:
 
 int reap_ckpt_open(const char *dir, reap_ckpt **out)
 {
+    return reap_ckpt_open_confined(dir, NULL, out);
+}
+
+const reap_roots *reap_ckpt_roots(const reap_ckpt *c)
+{
+    return c->roots;
+}
+
+int reap_ckpt_open_confined(const char *dir, const reap_roots *roots, reap_ckpt **out)
+{
     int rc;
     char *index_path = NULL;
     char *single_path = NULL;
@@ -296,6 +309,7 @@ int reap_ckpt_open(const char *dir, reap_ckpt **out)
         rc = reap_err_set(REAP_E_NOMEM, "%s: out of memory", dir);
         goto fail;
     }
+    c->roots = roots;
     index_path = path_join(dir, CKPT_INDEX_NAME);
     single_path = path_join(dir, CKPT_SINGLE_NAME);
     if (!index_path || !single_path) {

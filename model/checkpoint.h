@@ -22,6 +22,17 @@ typedef struct reap_ckpt reap_ckpt;
  * (index JSON malformed, a shard invalid, index/shard disagreement), REAP_E_IO. */
 int reap_ckpt_open(const char *dir, reap_ckpt **out);
 
+/* reap_ckpt_open for a service: the index and every shard must also lie under `roots`
+ * once their links are resolved (fsopen.h: a Hugging Face cache snapshot's links into
+ * its blobs/ are fine when the blobs are under a root), else REAP_E_DENIED naming the
+ * file; a file that is not a regular file (a FIFO, ...) is REAP_E_INVALID, without
+ * waiting. `roots` (NULL: unconfined) is borrowed: it must outlive the checkpoint, whose
+ * users confine their own reads of the directory with it (reap_ckpt_roots). */
+int reap_ckpt_open_confined(const char *dir, const reap_roots *roots, reap_ckpt **out);
+
+/* The roots the checkpoint was opened with (NULL: unconfined). */
+const reap_roots *reap_ckpt_roots(const reap_ckpt *c);
+
 void reap_ckpt_close(reap_ckpt *c);
 
 const char *reap_ckpt_dir(const reap_ckpt *c);

@@ -9,6 +9,7 @@
  */
 #include "config.h"
 
+#include "fsopen.h"
 #include "reap_err.h"
 
 #include <errno.h>
@@ -403,6 +404,11 @@ static int config_validate(const field_src *src, reap_config *c, int has_head_di
 
 int reap_config_load(const char *path, reap_config *out)
 {
+    return reap_config_load_confined(path, NULL, out);
+}
+
+int reap_config_load_confined(const char *path, const reap_roots *roots, reap_config *out)
+{
     reap_config c;
     field_src src;
     json_error_t jerr;
@@ -422,11 +428,8 @@ int reap_config_load(const char *path, reap_config *out)
     src.path = path;
     src.ctx = "";
 
-    fp = fopen(path, "rb");
-    if (!fp) {
-        rc = reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno));
+    if ((rc = reap_fopen_read(path, roots, &fp)))
         goto fail;
-    }
     root = json_loadf(fp, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
         if (ferror(fp))

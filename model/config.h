@@ -22,6 +22,8 @@
 #ifndef REAP_CONFIG_H
 #define REAP_CONFIG_H
 
+#include "fsopen.h"
+
 /* Upper limits reap_config_load accepts (REAP_E_INVALID above them, naming the field):
  * generous against every released model (the largest have ~130 layers, hidden 16384,
  * 384 experts, 256k vocabularies) and small enough that nothing sized from a config
@@ -80,7 +82,9 @@ typedef struct reap_config {
     reap_quant_config quant;   /* method REAP_QUANT_NONE unless quantised */
 } reap_config;
 
-/* Parse `path` (a config.json). Returns REAP_OK, REAP_E_IO, REAP_E_FORMAT (bad JSON or
+/* Parse `path` (a config.json). Returns REAP_OK, REAP_E_IO, REAP_E_NOTFOUND (no such
+ * file), REAP_E_INVALID also for a file that is not a regular file (a FIFO is refused
+ * without waiting, fsopen.h), REAP_E_FORMAT (bad JSON or
  * a field of the wrong type, named in the message), REAP_E_UNSUPPORTED (other
  * model_type, attention_bias true, a quantisation method or AWQ setting other than the
  * ones above, named), REAP_E_INVALID (a value outside its limit above, or inconsistent
@@ -90,6 +94,11 @@ typedef struct reap_config {
  * reap_config_free (it owns mlp_only_layers and quant.not_convert). Thread rules: a
  * loaded configuration is read-only; any number of threads may read it. */
 int reap_config_load(const char *path, reap_config *out);
+
+/* reap_config_load for a service: the file must also lie under `roots` once its links
+ * are resolved (fsopen.h; NULL: unconfined), else REAP_E_DENIED; not a regular file
+ * (a FIFO, ...): REAP_E_INVALID; missing: REAP_E_NOTFOUND. */
+int reap_config_load_confined(const char *path, const reap_roots *roots, reap_config *out);
 
 void reap_config_free(reap_config *cfg);
 

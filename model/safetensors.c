@@ -366,6 +366,11 @@ fail:
 
 int st_file_open(const char *path, st_file **out)
 {
+    return st_file_open_confined(path, NULL, out);
+}
+
+int st_file_open_confined(const char *path, const reap_roots *roots, st_file **out)
+{
     int rc;
     int fd = -1;
     st_file *f = NULL;
@@ -376,18 +381,11 @@ int st_file_open(const char *path, st_file **out)
         rc = reap_err_set(REAP_E_NOMEM, "%s: out of memory", path);
         goto fail;
     }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: open: %s", path, strerror(errno));
+    if ((rc = reap_open_read(path, roots, REAP_OPEN_REGULAR, &fd)))
         goto fail;
-    }
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
         rc = reap_err_set(REAP_E_IO, "%s: fstat: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        rc = reap_err_set(REAP_E_IO, "%s: not a regular file", path);
         goto fail;
     }
     f->size = (uint64_t)sb.st_size;

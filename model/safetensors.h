@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fsopen.h"
+
 #define ST_MAX_DIMS 8
 #define ST_MAX_HEADER 100000000ULL
 
@@ -42,9 +44,16 @@ typedef struct st_tensor {
 typedef struct st_file st_file;
 
 /* Map and validate `path`. On success *out is a new handle (close with st_file_close).
- * Returns REAP_OK, REAP_E_IO (open/stat/mmap failed), REAP_E_FORMAT (any validation
+ * Returns REAP_OK, REAP_E_IO (open/stat/mmap failed), REAP_E_NOTFOUND (no such file),
+ * REAP_E_INVALID (not a regular file: a FIFO is refused without waiting, fsopen.h),
+ * REAP_E_FORMAT (any validation
  * failure; the message names the file and the offending tensor or field). */
 int st_file_open(const char *path, st_file **out);
+
+/* st_file_open for a service: `path` must also lie under `roots` once its links are
+ * resolved (fsopen.h; NULL: unconfined), else REAP_E_DENIED naming the file. Not a
+ * regular file (a FIFO, ...): REAP_E_INVALID, without waiting. */
+int st_file_open_confined(const char *path, const reap_roots *roots, st_file **out);
 
 /* Unmap and free. NULL is allowed. */
 void st_file_close(st_file *f);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fsopen.h"
 #include "reap_err.h"
 
 static json_t *layer_json(const reap_layer_stats *s)
@@ -154,9 +155,9 @@ int reap_stats_json_read(const char *path, reap_layer_stats **out_layers, int *o
     if (calib_id)
         *calib_id = NULL;
 
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno));
+    FILE *f = NULL;
+    if ((rc = reap_fopen_read(path, NULL, &f)))
+        return rc;
     doc = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
     fclose(f);
     if (!doc) {

@@ -15,6 +15,7 @@
  */
 #include "tokenizer.h"
 
+#include "fsopen.h"
 #include "reap_err.h"
 #include "tok_impl.h"
 
@@ -78,18 +79,17 @@ int tok_ids_append(tok_ids *a, const int32_t *ids, size_t n)
 /* ---- loading: helpers ------------------------------------------------------------- */
 
 /* Read a whole file into a malloc'd buffer. */
-static int read_file(const char *path, uint8_t **buf, size_t *n)
+static int read_file(const char *path, const reap_roots *roots, uint8_t **buf, size_t *n)
 {
-    FILE *fp = fopen(path, "rb");
+    FILE *fp = NULL;
     struct stat st;
     uint8_t *p = NULL;
     int rc;
 
     *buf = NULL;
     *n = 0;
-    if (!fp)
-        return reap_err_set(errno == ENOENT ? REAP_E_NOTFOUND : REAP_E_IO, "%s: %s", path,
-                            strerror(errno));
+    if ((rc = reap_fopen_read(path, roots, &fp)))
+        return rc;
     if (fstat(fileno(fp), &st) != 0 || st.st_size < 0) {
         rc = reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno));
         goto fail;
@@ -555,6 +555,12 @@ static int load_added(reap_tokenizer *t, json_t *list, json_t *vocab, int *max_i
 
 int reap_tokenizer_load(const char *path, reap_tokenizer **out)
 {
+    return reap_tokenizer_load_confined(path, NULL, out);
+}
+
+int reap_tokenizer_load_confined(const char *path, const reap_roots *roots,
+                                 reap_tokenizer **out)
+{
     reap_tokenizer *t = NULL;
     json_error_t jerr;
     json_t *root = NULL, *pre;
@@ -584,7 +590,7 @@ int reap_tokenizer_load(const char *path, reap_tokenizer **out)
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         memcpy(t->path + plen, "/tokenizer.json", sizeof "/tokenizer.json");
 
-    if ((rc = read_file(t->path, &buf, &n)))
+    if ((rc = read_file(t->path, roots, &buf, &n)))
         goto fail;
     crypto_generichash(t->digest, sizeof t->digest, buf, n, NULL, 0);
     root = json_loadb((const char *)buf, n, 0, &jerr);

@@ -44,6 +44,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fsopen.h"
+
 typedef struct reap_tokenizer reap_tokenizer;
 
 /* Size of reap_tokenizer_digest()'s result in bytes. */
@@ -59,6 +61,12 @@ typedef struct reap_tokenizer reap_tokenizer;
  * (libsodium cannot initialise). On failure *out is NULL. Takes ~0.8 s of CPU for the
  * 11 MB Qwen3 tokenizer.json (mostly JSON parsing). */
 int reap_tokenizer_load(const char *path, reap_tokenizer **out);
+
+/* reap_tokenizer_load for a service: the tokenizer.json read must also lie under `roots`
+ * once its links are resolved (fsopen.h; NULL: unconfined), else REAP_E_DENIED. Not a
+ * regular file (a FIFO, ...): REAP_E_INVALID, without waiting. */
+int reap_tokenizer_load_confined(const char *path, const reap_roots *roots,
+                                 reap_tokenizer **out);
 
 /* Free a tokenizer (NULL is fine). */
 void reap_tokenizer_free(reap_tokenizer *tok);

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsopen.h"
 #include "parallel.h"
 #include "reap_err.h"
 
@@ -46,8 +47,8 @@ static int same_file(const struct stat *a, const struct stat *b)
 
 /* Hash path in one pass; *before receives its stat at open, which must still hold at
  * the end. */
-static int hash_path(const char *path, uint8_t b2out[32], uint8_t shout[32], uint64_t *size,
-                     struct stat *before)
+static int hash_path(const char *path, const reap_roots *roots, uint8_t b2out[32],
+                     uint8_t shout[32], uint64_t *size, struct stat *before)
 {
     int rc = REAP_OK;
     crypto_generichash_state b2;
@@ -55,12 +56,13 @@ static int hash_path(const char *path, uint8_t b2out[32], uint8_t shout[32], uin
     uint64_t total = 0;
     struct stat after;
     unsigned char *buf = malloc(HASH_BUF);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (!buf || fd < 0) {
-        rc = buf ? reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno))
-                 : reap_err_set(REAP_E_NOMEM, "hash buffer");
+    int fd = -1;
+    if (!buf) {
+        rc = reap_err_set(REAP_E_NOMEM, "hash buffer");
         goto done;
     }
+    if ((rc = reap_open_read(path, roots, REAP_OPEN_REGULAR, &fd)))
+        goto done;
     if (fstat(fd, before) != 0) {
         rc = reap_err_set(REAP_E_IO, "%s: stat: %s", path, strerror(errno));
         goto done;
@@ -120,8 +122,14 @@ done:
 int reap_hash_file(const char *path, uint8_t blake2b_256[32], uint8_t sha256[32],
                    uint64_t *size)
 {
+    return reap_hash_file_confined(path, NULL, blake2b_256, sha256, size);
+}
+
+int reap_hash_file_confined(const char *path, const reap_roots *roots,
+                            uint8_t blake2b_256[32], uint8_t sha256[32], uint64_t *size)
+{
     struct stat st;
-    return hash_path(path, blake2b_256, sha256, size, &st);
+    return hash_path(path, roots, blake2b_256, sha256, size, &st);
 }
 
 static void hash_job_run(reap_file_hash *j)
@@ -129,7 +137,7 @@ static void hash_job_run(reap_file_hash *j)
     char path[8192];
     struct stat st;
     snprintf(path, sizeof path, "%s/%s", j->dir, j->name);
-    j->rc = hash_path(path, j->b2, j->with_sha ? j->sh : NULL, &j->size, &st);
+    j->rc = hash_path(path, j->roots, j->b2, j->with_sha ? j->sh : NULL, &j->size, &st);
     if (j->rc) {
         snprintf(j->msg, sizeof j->msg, "%s", reap_err_msg());
         return;

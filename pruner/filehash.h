@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fsopen.h"
+
 /* SHA-256 of len bytes (libcrypto). REAP_OK, or REAP_E_INTERNAL when libcrypto fails. */
 int reap_sha256(const void *buf, size_t len, uint8_t out[32]);
 
@@ -31,6 +33,12 @@ int reap_sha256(const void *buf, size_t len, uint8_t out[32]);
 int reap_hash_file(const char *path, uint8_t blake2b_256[32], uint8_t sha256[32],
                    uint64_t *size);
 
+/* reap_hash_file for a service: `path` must be a regular file (a FIFO is REAP_E_INVALID,
+ * without waiting) under `roots` once its links are resolved (fsopen.h; NULL:
+ * unconfined), else REAP_E_DENIED. */
+int reap_hash_file_confined(const char *path, const reap_roots *roots,
+                            uint8_t blake2b_256[32], uint8_t sha256[32], uint64_t *size);
+
 /* One file to hash: dir/name. The caller sets dir, name and with_sha (and done for a job
  * whose digests it already has); the rest is filled: the digests, size, and the file's
  * identity when it was hashed (device, inode, size, mtime and ctime, which must not
@@ -38,6 +46,8 @@ int reap_hash_file(const char *path, uint8_t blake2b_256[32], uint8_t sha256[32]
  * can set back, tells an in-place edit whose mtime was restored). */
 typedef struct reap_file_hash {
     const char *dir, *name;
+    const reap_roots *roots;    /* the file must lie under these (fsopen.h); NULL:
+                                   unconfined */
     int with_sha;
     int done;                   /* 1: digests already there, reap_hash_files skips it */
     uint8_t b2[32], sh[32];

@@ -254,7 +254,8 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
         struct stat st;
         char path[8192];
         const reap_known_file *k = NULL;
-        *j = (reap_file_hash){.dir = in_dir, .name = ins[i], .with_sha = 0};
+        *j = (reap_file_hash){.dir = in_dir, .name = ins[i], .roots = in ? in->roots : NULL,
+                              .with_sha = 0};
         snprintf(path, sizeof path, "%s/%s", in_dir, ins[i]);
         if (in && in->n_files && stat(path, &st) == 0)
             k = known_input(in, ins[i], (uint64_t)st.st_size);
@@ -387,6 +388,13 @@ static int plain_name(const char *s)
 int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
                              reap_verify_report_fn report, void *ud, int *n_problems)
 {
+    return reap_manifest_verify_dir_confined(dir, NULL, pk, report, ud, n_problems);
+}
+
+int reap_manifest_verify_dir_confined(const char *dir, const reap_roots *roots,
+                                      const reap_pub_key *pk, reap_verify_report_fn report,
+                                      void *ud, int *n_problems)
+{
     int rc = REAP_OK;
     vstate v = {report, ud, 0, ""};
     char mpath[8192], spath[8192], tc[8192], dh[65], want[128];
@@ -406,13 +414,14 @@ int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
                           REAP_MANIFEST_NAME);
         goto done;
     }
-    if ((rc = reap_hash_file(mpath, dig, NULL, NULL)))
+    if ((rc = reap_hash_file_confined(mpath, roots, dig, NULL, NULL)))
         goto done;
     reap_hex(dig, 32, dh);
     if (pk) {
         if (access(spath, F_OK) != 0) {
             problem(&v, "signature: %s is missing", REAP_MANIFEST_SIG_NAME);
-        } else if (reap_minisign_verify_file(pk, mpath, spath, tc, sizeof tc) != REAP_OK) {
+        } else if (reap_minisign_verify_file_confined(pk, mpath, spath, roots, tc,
+                                                      sizeof tc) != REAP_OK) {
             problem(&v, "signature: %s", reap_err_msg());
         } else {
             snprintf(want, sizeof want, "manifest_blake2b256=%s", dh);
@@ -421,7 +430,11 @@ int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
                         "digest %s", dh);
         }
     }
-    doc = json_load_file(mpath, JSON_REJECT_DUPLICATES, &jerr);
+    FILE *mf = NULL;
+    if ((rc = reap_fopen_read(mpath, roots, &mf)))
+        goto done;
+    doc = json_loadf(mf, JSON_REJECT_DUPLICATES, &jerr);
+    fclose(mf);
     const json_t *files = doc ? json_object_get(doc, "files") : NULL;
     if (!doc || !json_is_array(files)) {
         problem(&v, "manifest: %s", doc ? "no \"files\" array" : jerr.text);
@@ -463,7 +476,8 @@ int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
         }
         seen[hit - names] = 1;
         entry[n_jobs] = e;
-        jobs[n_jobs++] = (reap_file_hash){.dir = dir, .name = p, .with_sha = 1};
+        jobs[n_jobs++] = (reap_file_hash){.dir = dir, .name = p, .roots = roots,
+                                          .with_sha = 1};
     }
     reap_hash_files(jobs, n_jobs);
     for (size_t k = 0; k < n_jobs; k++) {

@@ -62,6 +62,8 @@ typedef struct reap_manifest_inputs {
     int n_files;
     const char *stats_model_id;        /* the statistics' model_id when they are another
                                           checkpoint's; NULL otherwise (not written) */
+    const reap_roots *roots;           /* input files hashed here must lie under these
+                                          (fsopen.h); NULL: unconfined */
 } reap_manifest_inputs;
 
 /* Write out_dir/reap-manifest.json describing every file now in out_dir and, when key
@@ -90,5 +92,14 @@ typedef void (*reap_verify_report_fn)(void *ud, const char *line);
  * REAP_E_NOTFOUND (no manifest), REAP_E_IO. */
 int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
                              reap_verify_report_fn report, void *ud, int *n_problems);
+
+/* reap_manifest_verify_dir for a service: every file it reads (the manifest, its
+ * signature, each listed file) must be a regular file under `roots` once its links are
+ * resolved (fsopen.h; NULL: unconfined). A listed file that is not (a FIFO, a link out
+ * of the roots) is a problem naming it; a manifest that is not is REAP_E_INVALID
+ * (not a regular file) or REAP_E_DENIED. Nothing waits on a FIFO. */
+int reap_manifest_verify_dir_confined(const char *dir, const reap_roots *roots,
+                                      const reap_pub_key *pk, reap_verify_report_fn report,
+                                      void *ud, int *n_problems);
 
 #endif

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsopen.h"
 #include "reap_err.h"
 
 #define SK_BYTES 158
@@ -55,12 +56,13 @@ static void sk_chk(const uint8_t keynum[8], const uint8_t sk[64], uint8_t chk[32
 }
 
 /* Read at most `lines` lines of a small text file into buf (NUL-terminated lines). */
-static int read_lines(const char *path, char lines[][REAP_MINISIGN_MAX_COMMENT * 8],
-                      int want, int *got)
+static int read_lines(const char *path, const reap_roots *roots,
+                      char lines[][REAP_MINISIGN_MAX_COMMENT * 8], int want, int *got)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno));
+    FILE *f = NULL;
+    int rc;
+    if ((rc = reap_fopen_read(path, roots, &f)))
+        return rc;
     *got = 0;
     while (*got < want && fgets(lines[*got], REAP_MINISIGN_MAX_COMMENT * 8, f)) {
         char *s = lines[*got];
@@ -168,7 +170,7 @@ int reap_minisign_load_secret(const char *path, reap_sign_key *out)
     static _Thread_local char lines[2][REAP_MINISIGN_MAX_COMMENT * 8];
     uint8_t skb[SK_BYTES], chk[32], pk[32];
     memset(out, 0, sizeof *out);
-    if ((rc = init_sodium()) || (rc = read_lines(path, lines, 2, &got)))
+    if ((rc = init_sodium()) || (rc = read_lines(path, NULL, lines, 2, &got)))
         return rc;
     if (got < 2 || strncmp(lines[0], "untrusted comment:", 18) ||
         b64_decode(lines[1], skb, SK_BYTES)) {
@@ -242,7 +244,7 @@ int reap_minisign_load_public(const char *file_or_b64, reap_pub_key *out)
     if ((rc = init_sodium()))
         return rc;
     if (access(file_or_b64, F_OK) == 0) {
-        if ((rc = read_lines(file_or_b64, lines, 2, &got)))
+        if ((rc = read_lines(file_or_b64, NULL, lines, 2, &got)))
             return rc;
         if (got < 2 || strncmp(lines[0], "untrusted comment:", 18))
             return reap_err_set(REAP_E_FORMAT, "%s: not a minisign public key file",
@@ -257,17 +259,25 @@ int reap_minisign_load_public(const char *file_or_b64, reap_pub_key *out)
     return REAP_OK;
 }
 
+static int blake2b512_file(const char *path, const reap_roots *roots, uint8_t out[64]);
+
 int reap_blake2b512_file(const char *path, uint8_t out[64])
+{
+    return blake2b512_file(path, NULL, out);
+}
+
+static int blake2b512_file(const char *path, const reap_roots *roots, uint8_t out[64])
 {
     int rc = REAP_OK;
     crypto_generichash_state st;
     unsigned char *buf = malloc(1u << 20);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (!buf || fd < 0) {
-        rc = buf ? reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno))
-                 : reap_err_set(REAP_E_NOMEM, "hash buffer");
+    int fd = -1;
+    if (!buf) {
+        rc = reap_err_set(REAP_E_NOMEM, "hash buffer");
         goto done;
     }
+    if ((rc = reap_open_read(path, roots, REAP_OPEN_REGULAR, &fd)))
+        goto done;
     if ((rc = init_sodium()))
         goto done;
     crypto_generichash_init(&st, NULL, 0, 64);
@@ -340,11 +350,18 @@ done:
 int reap_minisign_verify_file(const reap_pub_key *pk, const char *file, const char *sig_path,
                               char *trusted, size_t cap)
 {
+    return reap_minisign_verify_file_confined(pk, file, sig_path, NULL, trusted, cap);
+}
+
+int reap_minisign_verify_file_confined(const reap_pub_key *pk, const char *file,
+                                       const char *sig_path, const reap_roots *roots,
+                                       char *trusted, size_t cap)
+{
     int rc, got;
     static _Thread_local char lines[4][REAP_MINISIGN_MAX_COMMENT * 8];
     uint8_t sigb[SIG_BYTES], global[64], hash[64];
     unsigned char *buf = NULL;
-    if ((rc = init_sodium()) || (rc = read_lines(sig_path, lines, 4, &got)))
+    if ((rc = init_sodium()) || (rc = read_lines(sig_path, roots, lines, 4, &got)))
         return rc;
     if (got < 4 || strncmp(lines[0], "untrusted comment:", 18) ||
         strncmp(lines[2], "trusted comment: ", 17) || b64_decode(lines[1], sigb, SIG_BYTES) ||
@@ -356,7 +373,7 @@ int reap_minisign_verify_file(const reap_pub_key *pk, const char *file, const ch
     if (memcmp(sigb + 2, pk->keynum, 8))
         return reap_err_set(REAP_E_INVALID, "%s: signed by key %016" PRIX64 ", but the public "
                             "key is %016" PRIX64, sig_path, le64(sigb + 2), le64(pk->keynum));
-    if ((rc = reap_blake2b512_file(file, hash)))
+    if ((rc = blake2b512_file(file, roots, hash)))
         return rc;
     if (crypto_sign_verify_detached(sigb + 10, hash, 64, pk->pk) != 0)
         return reap_err_set(REAP_E_INVALID, "%s: signature verification failed (the file "

@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fsopen.h"
+
 typedef struct reap_sign_key {
     uint8_t keynum[8];
     uint8_t sk[64];           /* libsodium secret key: seed || public key */
@@ -73,6 +75,13 @@ int reap_minisign_sign_file(const reap_sign_key *key, const char *file, const ch
  * which). */
 int reap_minisign_verify_file(const reap_pub_key *pk, const char *file, const char *sig_path,
                               char *trusted, size_t cap);
+
+/* reap_minisign_verify_file for a service: both files must be regular files (a FIFO is
+ * REAP_E_INVALID, without waiting) under `roots` once their links are resolved
+ * (fsopen.h; NULL: unconfined), else REAP_E_DENIED. */
+int reap_minisign_verify_file_confined(const reap_pub_key *pk, const char *file,
+                                       const char *sig_path, const reap_roots *roots,
+                                       char *trusted, size_t cap);
 
 /* BLAKE2b-512 of a file (minisign's prehash). REAP_OK or REAP_E_IO. */
 int reap_blake2b512_file(const char *path, uint8_t out[64]);

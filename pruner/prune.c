@@ -259,7 +259,8 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
     int exists;
 
     snprintf(path, sizeof path, "%s/config.json", in_real);
-    if ((rc = reap_config_load(path, &cfg)) || (rc = reap_ckpt_open(in_real, &ck)) ||
+    if ((rc = reap_config_load_confined(path, o->model_roots, &cfg)) ||
+        (rc = reap_ckpt_open_confined(in_real, o->model_roots, &ck)) ||
         (rc = reap_config_check_ckpt(&cfg, ck)))
         goto fail;
     if ((rc = reap_keepset_compute(&cfg, o->stats, o->n_stats, &o->keep, &res->ks)))
@@ -311,7 +312,8 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
                                o->verify_rows ? (o->probe.backend ? o->probe.backend->name
                                                                   : "cpu")
                                               : NULL,
-                               o->input_files, o->n_input_files, o->stats_model_id};
+                               o->input_files, o->n_input_files, o->stats_model_id,
+                               o->model_roots};
     if ((rc = reap_manifest_write(tmpdir, in_real, &res->ks, &mi, hasher, o->key,
                                   res->manifest_digest)) ||
         (rc = reap_fsync_dir(tmpdir)))

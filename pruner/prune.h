@@ -36,6 +36,10 @@
 
 typedef struct reap_prune_opts {
     const char *model_dir;             /* input checkpoint directory */
+    const reap_roots *model_roots;     /* a service's roots: every input file read or
+                                          copied must lie under one of them once its links
+                                          are resolved, else REAP_E_DENIED naming it
+                                          (fsopen.h, rewrite.h); NULL: unconfined */
     const char *out_dir;               /* target directory (parent must exist) */
     const reap_layer_stats *stats;     /* [n_stats] statistics, from any source */
     int n_stats;

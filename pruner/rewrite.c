@@ -73,11 +73,15 @@ static int write_file(const char *path, const void *buf, size_t len)
 
 int reap_copy_file(const char *src, const char *dst)
 {
+    return reap_copy_file_confined(src, NULL, dst);
+}
+
+int reap_copy_file_confined(const char *src, const reap_roots *roots, const char *dst)
+{
     int rc = REAP_OK, in = -1, out = -1;
     char *buf = NULL;
-    in = open(src, O_RDONLY | O_CLOEXEC);
-    if (in < 0)
-        return reap_err_set(REAP_E_IO, "%s: open: %s", src, strerror(errno));
+    if ((rc = reap_open_read(src, roots, REAP_OPEN_REGULAR, &in)))
+        return rc;
     out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (out < 0) {
         rc = reap_err_set(REAP_E_IO, "%s: open: %s", dst, strerror(errno));
@@ -285,26 +289,15 @@ static void sk_value(scan *c, int depth, int role)
     }
 }
 
-static char *read_text(const char *path, size_t *len)
+/* The whole of a regular file (confined to roots, NULL: unconfined), NUL-terminated. */
+static int read_text(const char *path, const reap_roots *roots, char **buf, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long sz = ftell(f);
-        if (sz >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)sz + 1))) {
-            if (fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
-                free(buf);
-                buf = NULL;
-            } else {
-                buf[sz] = '\0';
-                *len = (size_t)sz;
-            }
-        }
-    }
-    fclose(f);
-    return buf;
+    int fd, rc;
+    if ((rc = reap_open_read(path, roots, REAP_OPEN_REGULAR, &fd)))
+        return rc;
+    rc = reap_read_stream(fd, path, NULL, NULL, buf, len);
+    close(fd);
+    return rc;
 }
 
 /* The modules_to_not_convert array of the quantization_config that config.c reads (top
@@ -361,16 +354,17 @@ done:
 
 /* Patch the expert counts to n_experts and, when `mtc` is not NULL, replace the
  * modules_to_not_convert array by it. */
-static int config_patch(const char *src, const char *dst, reap_family family, int n_experts,
-                        const reap_config *cfg, const reap_keepset *ks)
+static int config_patch(const char *src, const reap_roots *roots, const char *dst,
+                        reap_family family, int n_experts, const reap_config *cfg,
+                        const reap_keepset *ks)
 {
     int rc = REAP_OK, where = 0;
     size_t len = 0;
-    char *text = read_text(src, &len), *out = NULL, *mtc_text = NULL;
+    char *text = NULL, *out = NULL, *mtc_text = NULL;
     json_t *orig = NULL, *patched = NULL, *mtc = NULL;
     json_error_t jerr;
-    if (!text)
-        return reap_err_set(REAP_E_IO, "%s: cannot read: %s", src, strerror(errno));
+    if ((rc = read_text(src, roots, &text, &len)))
+        return rc;
     scan c = {.s = text, .n = len,
               .target = family == REAP_FAMILY_QWEN3_VL_MOE ? "text_config" : NULL};
     sk_value(&c, 0, c.target == NULL ? ROLE_LM : 0);
@@ -485,13 +479,13 @@ done:
 int reap_config_patch_experts(const char *src, const char *dst, reap_family family,
                               int n_experts)
 {
-    return config_patch(src, dst, family, n_experts, NULL, NULL);
+    return config_patch(src, NULL, dst, family, n_experts, NULL, NULL);
 }
 
 int reap_config_patch_pruned(const char *src, const char *dst, const reap_config *cfg,
                              const reap_keepset *ks)
 {
-    return config_patch(src, dst, cfg->family, ks->n_keep, cfg, ks);
+    return config_patch(src, NULL, dst, cfg->family, ks->n_keep, cfg, ks);
 }
 
 /* ---- planning ----------------------------------------------------------------------------- */
@@ -605,8 +599,9 @@ typedef struct progress_state {
     uint64_t done, total;
 } progress_state;
 
-static int write_shard(const out_shard *sh, const char *out_dir, const reap_keepset *ks,
-                       progress_state *ps, reap_rewrite_file_fn done, void *ud)
+static int write_shard(const out_shard *sh, const reap_roots *roots, const char *out_dir,
+                       const reap_keepset *ks, progress_state *ps, reap_rewrite_file_fn done,
+                       void *ud)
 {
     int rc, fd = -1, keep_cached = 0;
     st_writer *w = NULL;
@@ -614,11 +609,8 @@ static int write_shard(const out_shard *sh, const char *out_dir, const reap_keep
     if (!path)
         return reap_err_set(REAP_E_NOMEM, "rewrite: out of memory");
     const char *in_path = st_file_path(sh->in);
-    fd = open(in_path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: open: %s", in_path, strerror(errno));
+    if ((rc = reap_open_read(in_path, roots, REAP_OPEN_REGULAR, &fd)))
         goto fail;
-    }
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     if ((rc = st_writer_open(path, sh->specs, sh->n, &w)))
         goto fail;
@@ -676,12 +668,19 @@ static int cmp_cstr(const void *a, const void *b)
 
 /* model.safetensors.index.json: the input's other metadata kept, total_size and the
  * weight_map (sorted by name) new. */
-static int write_index(const char *in_index, const char *out_dir, const out_shard *sh,
-                       size_t n_sh, uint64_t total)
+static int write_index(const char *in_index, const reap_roots *roots, const char *out_dir,
+                       const out_shard *sh, size_t n_sh, uint64_t total)
 {
     int rc = REAP_OK;
     json_error_t jerr;
-    json_t *doc = json_load_file(in_index, 0, &jerr), *map = json_object();
+    FILE *f = NULL;
+    json_t *doc = NULL, *map = json_object();
+    if ((rc = reap_fopen_read(in_index, roots, &f))) {
+        json_decref(map);
+        return rc;
+    }
+    doc = json_loadf(f, 0, &jerr);
+    fclose(f);
     const char **names = NULL;
     char *text = NULL, *path = path_join(out_dir, "model.safetensors.index.json");
     size_t n = 0, k = 0;
@@ -770,7 +769,8 @@ static void note_skipped(reap_rewrite_result *res, const char *name)
         snprintf(res->skipped + l, sizeof res->skipped - l, "%s%s", l ? ", " : "", name);
 }
 
-static int copy_other_files(const char *in_dir, const char *out_dir, reap_rewrite_result *res)
+static int copy_other_files(const char *in_dir, const reap_roots *roots, const char *out_dir,
+                            reap_rewrite_result *res)
 {
     int rc = REAP_OK;
     DIR *d = opendir(in_dir);
@@ -794,7 +794,7 @@ static int copy_other_files(const char *in_dir, const char *out_dir, reap_rewrit
                 ; /* rewritten, or a shard: not "skipped" */
             else
                 note_skipped(res, e->d_name);
-        } else if (!(rc = reap_copy_file(src, dst))) {
+        } else if (!(rc = reap_copy_file_confined(src, roots, dst))) {
             res->n_files_copied++;
         }
         free(src);
@@ -876,15 +876,16 @@ int reap_rewrite_checkpoint(const reap_ckpt *ck, const reap_config *cfg,
     for (size_t i = 0; i < nf; i++) {
         if (sh[i].n == 0)
             continue;
-        if ((rc = write_shard(&sh[i], out_dir, ks, &ps, shard_done, ud)))
+        if ((rc = write_shard(&sh[i], reap_ckpt_roots(ck), out_dir, ks, &ps, shard_done, ud)))
             goto done;
         res->n_shards++;
     }
     if (access(in_index, F_OK) == 0 &&
-        (rc = write_index(in_index, out_dir, sh, nf, res->bytes_out)))
+        (rc = write_index(in_index, reap_ckpt_roots(ck), out_dir, sh, nf, res->bytes_out)))
         goto done;
-    if ((rc = reap_config_patch_pruned(in_cfg, out_cfg, cfg, ks)) ||
-        (rc = copy_other_files(reap_ckpt_dir(ck), out_dir, res)) ||
+    if ((rc = config_patch(in_cfg, reap_ckpt_roots(ck), out_cfg, cfg->family, ks->n_keep, cfg,
+                           ks)) ||
+        (rc = copy_other_files(reap_ckpt_dir(ck), reap_ckpt_roots(ck), out_dir, res)) ||
         (rc = reap_fsync_dir(out_dir)))
         goto done;
 done:

@@ -40,7 +40,13 @@
  * copied except config.json, the index, *.safetensors, other weight formats that would
  * be stale (pytorch_model*.bin, *.pt, *.pth, *.gguf, *.ckpt, *.h5, *.msgpack) and reap
  * outputs of an earlier prune (reap_metadata.json, reap-manifest.json[.minisig]);
- * subdirectories are not copied. Skipped names are reported in the result.
+ * subdirectories and other kinds of file (FIFOs, sockets, devices) are not copied.
+ * Skipped names are reported in the result.
+ *
+ * Confinement: a checkpoint opened with roots (reap_ckpt_open_confined, a service) has
+ * every file read here - shards, index, config.json and each copied file - opened under
+ * those roots (fsopen.h): a file whose links lead outside them ends the rewrite with
+ * REAP_E_DENIED naming it (it is not copied, not silently skipped).
  *
  * Thread rules: one call per output directory; the checkpoint is only read.
  */
@@ -123,6 +129,11 @@ void reap_strv_free(char **v, int n);
 /* Copy a regular file (copy_file_range, falling back to read/write), fsync the copy.
  * Returns REAP_OK or REAP_E_IO. */
 int reap_copy_file(const char *src, const char *dst);
+
+/* reap_copy_file for a service: `src` must be a regular file (REAP_E_INVALID otherwise:
+ * a FIFO is refused without waiting) under `roots` once its links are resolved
+ * (fsopen.h; NULL: unconfined), else REAP_E_DENIED naming it and where it leads. */
+int reap_copy_file_confined(const char *src, const reap_roots *roots, const char *dst);
 
 
 #endif

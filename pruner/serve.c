@@ -49,6 +49,7 @@ typedef struct pruner_svc {
     rpc_server *srv;
     reap_store *store;
     rpc_roots model_roots, output_roots, verify_roots;
+    reap_roots model_fs, verify_fs;  /* the same directories, for the library's reads */
     reap_sign_key key;
     int have_key;
     reap_pub_key pub;
@@ -405,7 +406,8 @@ static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
     }
     reserved = 1;
     /* The model's identity (file digests cached in the store) and its statistics. */
-    if ((rc = reap_model_identify(S->store, model, (int)S->threads, &mi, NULL))) {
+    if ((rc = reap_model_identify_confined(S->store, model, &S->model_fs, (int)S->threads, &mi,
+                                           NULL))) {
         rc = rpc_call_error(call, svc_code(rc, reap_err_msg()), "model_path: %s",
                             reap_err_msg());
         goto done;
@@ -456,6 +458,7 @@ static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
     prune_job pj = {.S = S, .call = call, .t0 = mono_s()};
     reap_prune_opts po = {
         .model_dir = model,
+        .model_roots = &S->model_fs,
         .out_dir = out,
         .stats = st,
         .n_stats = n_st,
@@ -584,12 +587,17 @@ static void on_problem(void *ud, const char *line)
 
 /* Manifest fields for the response (best effort: the verification says whether the
  * manifest can be trusted). */
-static void manifest_fields(const char *dir, svc_pool *pool, Reap__V1__VerifyResponse *r)
+static void manifest_fields(const char *dir, const reap_roots *roots, svc_pool *pool,
+                            Reap__V1__VerifyResponse *r)
 {
     char path[4200];
     json_error_t je;
+    FILE *f = NULL;
     snprintf(path, sizeof path, "%s/%s", dir, REAP_MANIFEST_NAME);
-    json_t *doc = json_load_file(path, 0, &je);
+    if (reap_fopen_read(path, roots, &f))
+        return;
+    json_t *doc = json_loadf(f, 0, &je);
+    fclose(f);
     if (!doc)
         return;
     json_t *in = json_object_get(doc, "inputs"), *par = json_object_get(doc, "parameters");
@@ -612,18 +620,24 @@ static void manifest_fields(const char *dir, svc_pool *pool, Reap__V1__VerifyRes
 }
 
 /* Signature and sizes only (skip_rehash). */
-static int verify_light(const char *dir, const reap_pub_key *pk, verify_ctx *vc)
+static int verify_light(const char *dir, const reap_roots *roots, const reap_pub_key *pk,
+                        verify_ctx *vc)
 {
     char path[4200], sig[4200];
     json_error_t je;
     int bad = 0;
     snprintf(path, sizeof path, "%s/%s", dir, REAP_MANIFEST_NAME);
     snprintf(sig, sizeof sig, "%s/%s", dir, REAP_MANIFEST_SIG_NAME);
-    if (reap_minisign_verify_file(pk, path, sig, NULL, 0)) {
+    if (reap_minisign_verify_file_confined(pk, path, sig, roots, NULL, 0)) {
         on_problem(vc, reap_err_msg());
         bad++;
     }
-    json_t *doc = json_load_file(path, 0, &je);
+    FILE *f = NULL;
+    json_t *doc = NULL;
+    if (reap_fopen_read(path, roots, &f) == REAP_OK) {
+        doc = json_loadf(f, 0, &je);
+        fclose(f);
+    }
     json_t *files = json_object_get(doc, "files");
     if (!json_is_array(files)) {
         on_problem(vc, REAP_MANIFEST_NAME ": no files list");
@@ -688,10 +702,11 @@ static int h_verify(rpc_call *call, const ProtobufCMessage *req, void *ud)
     }
     int n_problems = 0;
     if (q->skip_rehash) {
-        n_problems = verify_light(dir, &pk, &vc);
+        n_problems = verify_light(dir, &S->verify_fs, &pk, &vc);
         rc = n_problems ? REAP_E_INVALID : REAP_OK;
     } else {
-        rc = reap_manifest_verify_dir(dir, &pk, on_problem, &vc, &n_problems);
+        rc = reap_manifest_verify_dir_confined(dir, &S->verify_fs, &pk, on_problem, &vc,
+                                               &n_problems);
         if (rc && rc != REAP_E_INVALID) {
             rc = rpc_call_error(call, svc_code(rc, reap_err_msg()), "%s", reap_err_msg());
             goto done;
@@ -702,12 +717,13 @@ static int h_verify(rpc_call *call, const ProtobufCMessage *req, void *ud)
     char sig[4200];
     snprintf(sig, sizeof sig, "%s/%s", dir, REAP_MANIFEST_SIG_NAME);
     resp.ok = rc == REAP_OK;
-    resp.signature_ok = reap_minisign_verify_file(&pk, path, sig, NULL, 0) == REAP_OK;
+    resp.signature_ok = reap_minisign_verify_file_confined(&pk, path, sig, &S->verify_fs, NULL,
+                                                           0) == REAP_OK;
     resp.problems = vc.v;
     resp.n_problems = vc.n;
-    if (reap_hash_file(path, digest, NULL, NULL) == REAP_OK)
+    if (reap_hash_file_confined(path, &S->verify_fs, digest, NULL, NULL) == REAP_OK)
         resp.manifest_digest = svc_hex(&pool, digest, 32);
-    manifest_fields(dir, &pool, &resp);
+    manifest_fields(dir, &S->verify_fs, &pool, &resp);
     rc = pool.failed ? rpc_call_error(call, RPC_RESOURCE_EXHAUSTED, "out of memory")
                      : rpc_call_respond(call, &resp.base);
 done:
@@ -817,6 +833,8 @@ int pruner_cmd_serve(int argc, char **argv)
         ex = 2;
         goto out;
     }
+    S.model_fs = (reap_roots){(const char *const *)S.model_roots.dirs, S.model_roots.n};
+    S.verify_fs = (reap_roots){(const char *const *)S.verify_roots.dirs, S.verify_roots.n};
     if (key_path) {
         if (reap_minisign_load_secret(key_path, &S.key)) {
             fprintf(stderr, "%s: --key: %s\n", PROG, reap_err_msg());

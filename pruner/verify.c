@@ -76,7 +76,14 @@ static int check_index(const char *out_dir, const reap_ckpt *ck, int *n_tensors)
                         st_file_path(f), (unsigned long long)st_file_data_offset(f));
     }
     *n_tensors = (int)total_t;
-    json_t *doc = json_load_file(path, 0, &jerr);
+    FILE *jf = NULL;
+    json_t *doc = NULL;
+    if (reap_fopen_read(path, NULL, &jf) == REAP_OK) {
+        doc = json_loadf(jf, 0, &jerr);
+        fclose(jf);
+    } else {
+        snprintf(jerr.text, sizeof jerr.text, "%s", reap_err_msg());
+    }
     if (!doc)
         return reap_ckpt_n_files(ck) == 1 ? REAP_OK /* single file, no index */
                                           : FAIL("%s: %s", path, jerr.text);

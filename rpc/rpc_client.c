@@ -21,6 +21,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "fsopen.h"
 #include "reap_err.h"
 
 #define RPC_CLIENT_POLL_MS 100
@@ -33,12 +34,12 @@ struct rpc_client {
 
 static int read_pem(const char *path, const char *what, char **out)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = NULL;
     long n;
+    int rc;
     *out = NULL;
-    if (!f)
-        return reap_err_set(errno == ENOENT ? REAP_E_NOTFOUND : REAP_E_IO, "%s '%s': %s",
-                            what, path, strerror(errno));
+    if ((rc = reap_fopen_read(path, NULL, &f)))   /* a regular file: a FIFO never blocks */
+        return reap_err_prefix(rc, "%s", what);
     if (fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || n > (16L << 20) ||
         fseek(f, 0, SEEK_SET)) {
         fclose(f);

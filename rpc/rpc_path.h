@@ -16,7 +16,8 @@
  * Pure C (no gRPC); functions return rpc_code values (rpc_status.h). Thread rules: an
  * rpc_roots is immutable after rpc_roots_init and may be shared by threads; the result
  * is only as good as the filesystem is still: a path may be swapped for a symlink after
- * the check (the services check again where they open files for writing).
+ * the check (the services check again where they open files for writing, and every file
+ * they read is opened and checked against the same roots, common/fsopen.h).
  */
 #ifndef REAP_RPC_PATH_H
 #define REAP_RPC_PATH_H

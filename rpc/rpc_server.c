@@ -21,6 +21,7 @@
 #include <grpc/support/time.h>
 
 #include "cli.h"
+#include "fsopen.h"
 #include "reap_err.h"
 #include "rpc_impl.h"
 
@@ -43,13 +44,13 @@ static double now_ms(void)
 /* Read a whole (small) file into a NUL-terminated string. */
 static int read_text(const char *path, const char *what, char **out)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = NULL;
     char *buf = NULL;
     size_t n = 0, cap = 0;
+    int rc;
     *out = NULL;
-    if (!f)
-        return reap_err_set(errno == ENOENT ? REAP_E_NOTFOUND : REAP_E_IO, "%s '%s': %s",
-                            what, path, strerror(errno));
+    if ((rc = reap_fopen_read(path, NULL, &f)))   /* a regular file: a FIFO never blocks */
+        return reap_err_prefix(rc, "%s", what);
     for (;;) {
         if (n + 4096 + 1 > cap) {
             if (cap > (16u << 20)) {

@@ -61,6 +61,7 @@ rpc_code rpc_code_from_reap(int reap_status)
     case REAP_E_INTERNAL: return RPC_INTERNAL;
     case REAP_E_CONFLICT: return RPC_ALREADY_EXISTS;
     case REAP_E_PRECONDITION: return RPC_FAILED_PRECONDITION;
+    case REAP_E_DENIED: return RPC_PERMISSION_DENIED;
     default: return RPC_UNKNOWN;
     }
 }

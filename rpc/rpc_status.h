@@ -43,10 +43,10 @@ int rpc_code_parse(const char *name, rpc_code *out);
  *   request is well formed but the files it names cannot be used),
  *   REAP_E_NOMEM -> RESOURCE_EXHAUSTED, REAP_E_CANCELLED -> CANCELLED,
  *   REAP_E_IO, REAP_E_DEVICE, REAP_E_INTERNAL -> INTERNAL, REAP_E_CONFLICT ->
- *   ALREADY_EXISTS, REAP_E_PRECONDITION -> FAILED_PRECONDITION; any other value ->
- *   UNKNOWN.
- * Codes a REAP_E_* value cannot express (ALREADY_EXISTS, PERMISSION_DENIED,
- * UNAUTHENTICATED, ...) are set explicitly by handlers (rpc_call_error). */
+ *   ALREADY_EXISTS, REAP_E_PRECONDITION -> FAILED_PRECONDITION, REAP_E_DENIED (a file
+ *   outside the roots) -> PERMISSION_DENIED; any other value -> UNKNOWN.
+ * Codes a REAP_E_* value cannot express (UNAUTHENTICATED, ...) are set explicitly by
+ * handlers (rpc_call_error). */
 rpc_code rpc_code_from_reap(int reap_status);
 
 #endif

@@ -210,6 +210,13 @@ static int on_score_event(void *ud, const reap_score_event *ev)
     pthread_mutex_lock(&m->mu);
     in->updated_unix_ns = now_ns();
     switch (ev->kind) {
+    case REAP_SCORE_EV_WAITING:
+        /* Waiting for calibration data from a FIFO: a cancel or a stop ends the wait. */
+        if (j->cancel_req || m->stopping) {
+            in->stop = j->cancel_req ? REAP_RM_STOP_CANCEL : REAP_RM_STOP_SHUTDOWN;
+            stop = 1;
+        }
+        break;
     case REAP_SCORE_EV_IDS:
         in->has_ids = 1;
         in->model_id = *ev->model_id;
@@ -295,6 +302,8 @@ static void run_job(reap_rm *m, rm_job *j)
         .model_dir = j->rq.model_dir,
         .calib_path = j->rq.calib_path,
         .tokenizer_path = j->rq.tokenizer_path,
+        .model_roots = m->o.model_roots,
+        .calib_roots = m->o.calib_roots,
         .shuffle = j->rq.shuffle,
         .seed = j->rq.seed,
         .seq_len = j->rq.seq_len,

@@ -43,6 +43,7 @@
 
 #include <stdint.h>
 
+#include "fsopen.h"
 #include "backend.h"
 #include "store.h"
 
@@ -72,6 +73,14 @@ typedef struct reap_rm_opts {
     int checkpoint_every;            /* hidden-state checkpoint every N layers (0: none) */
     int hash_threads;                /* model hashing threads (0: all cores) */
     reap_backend_opts backend_opts;  /* template (threads, precision, memory planning) */
+    const reap_roots *model_roots;   /* every file a run reads of its checkpoint and its
+                                        tokenizer must lie under these once its links are
+                                        resolved (fsopen.h), else the run fails with
+                                        REAP_E_DENIED; NULL: unconfined. Borrowed: must
+                                        outlive the manager */
+    const reap_roots *calib_roots;   /* the same for calibration files; NULL: unconfined
+                                        (a calibration FIFO is then allowed, and a cancel
+                                        or a stop ends a run that waits on it) */
     const char *pending_dir;         /* an existing directory: each run's request is kept
                                         there from submission until its store record
                                         exists (run_request.h: pending requests), and

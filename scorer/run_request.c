@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsopen.h"
 #include "fsutil.h"
 #include "reap_err.h"
 #include "runs.h"
@@ -179,7 +180,8 @@ int reap_run_pending_list(const char *dir, reap_run_pending **out, int *n)
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         if (reap_run_id_parse(hex, id) || stat(path, &st) != 0 || !S_ISREG(st.st_mode))
             continue;
-        FILE *f = fopen(path, "rb");
+        FILE *f = NULL;
+        reap_fopen_read(path, NULL, &f);   /* a FIFO put there is skipped, not waited on */
         char *text = f && st.st_size < (1 << 20) ? calloc((size_t)st.st_size + 1, 1) : NULL;
         int ok = text && fread(text, 1, (size_t)st.st_size, f) == (size_t)st.st_size;
         if (f)

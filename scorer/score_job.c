@@ -164,35 +164,56 @@ static int read_back(reap_store *s, const reap_model_info *m, reap_score_result 
     return rc;
 }
 
-/* Read the calibration samples. The tokenizer is loaded only when the file needs one
- * (text or messages items: reap_calib_load refuses them without a tokenizer, REAP_E_INVALID
- * "... needs a tokenizer"), so a file of token ids keeps the same calib_id whether or not
- * --tokenizer is given; without --tokenizer the model directory's tokenizer.json is used.
- * *tok receives the tokenizer used, or NULL. */
-static int load_samples(const reap_score_job_opts *o, const reap_config *cfg,
-                        reap_samples *smp, reap_tokenizer **tok)
+/* While a calibration FIFO has no data: ask on_event whether to give up. */
+static int calib_should_stop(void *ud)
 {
-    reap_calib_opts co = {.path = o->calib_path, .max_samples = o->max_samples,
-                          .vocab = cfg->vocab, .shuffle = o->shuffle, .seed = o->seed};
-    int rc = reap_calib_load(&co, smp);
+    reap_score_event ev = {.kind = REAP_SCORE_EV_WAITING};
+    return emit(ud, &ev);
+}
+
+/* The tokenizer for the first text or messages item (calib.h load_tokenizer). */
+typedef struct tok_loader {
+    const char *path;               /* NULL: none available */
+    const reap_roots *roots;
+    reap_tokenizer *tok;            /* loaded, owned */
+} tok_loader;
+
+static int load_tokenizer(void *ud, reap_tokenizer **out)
+{
+    tok_loader *l = ud;
+    int rc = l->path ? reap_tokenizer_load_confined(l->path, l->roots, &l->tok) : REAP_OK;
+    *out = l->tok;
+    return rc;
+}
+
+/* Read the calibration samples, in one pass (the file may be a pipe). The tokenizer is
+ * loaded only when the file needs one (its first text or messages item), so a file of
+ * token ids keeps the same calib_id whether or not --tokenizer is given; without
+ * --tokenizer the model directory's tokenizer.json is used when there is one. *tok
+ * receives the tokenizer used, or NULL. */
+static int load_samples(job_ctx *j, const reap_config *cfg, reap_samples *smp,
+                        reap_tokenizer **tok)
+{
+    const reap_score_job_opts *o = j->o;
     char model_tok[4096];
-    const char *tok_path = o->tokenizer_path;
-    *tok = NULL;
-    if (!tok_path && o->model_dir) {
+    tok_loader tl = {.path = o->tokenizer_path, .roots = o->model_roots};
+    if (!tl.path && o->model_dir) {
         /* Default: the model's own tokenizer.json, when the checkpoint ships one. */
         snprintf(model_tok, sizeof model_tok, "%s/tokenizer.json", o->model_dir);
-        if (access(model_tok, R_OK) == 0)
-            tok_path = model_tok;
+        if (access(model_tok, F_OK) == 0)
+            tl.path = model_tok;
     }
-    if (rc != REAP_E_INVALID || !tok_path || !strstr(reap_err_msg(), "needs a tokenizer"))
-        return rc;
-    if ((rc = reap_tokenizer_load(tok_path, tok)))
-        return rc;
-    co.tokenizer = *tok;
-    if ((rc = reap_calib_load(&co, smp))) {
-        reap_tokenizer_free(*tok);
-        *tok = NULL;
+    reap_calib_opts co = {.path = o->calib_path, .max_samples = o->max_samples,
+                          .vocab = cfg->vocab, .shuffle = o->shuffle, .seed = o->seed,
+                          .load_tokenizer = load_tokenizer, .tokenizer_ud = &tl,
+                          .roots = o->calib_roots, .should_stop = calib_should_stop,
+                          .stop_ud = j};
+    int rc = reap_calib_load(&co, smp);
+    if (rc) {
+        reap_tokenizer_free(tl.tok);
+        tl.tok = NULL;
     }
+    *tok = tl.tok;
     return rc;
 }
 
@@ -224,20 +245,22 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
     memset(res, 0, sizeof *res);
 
     snprintf(path, sizeof path, "%s/config.json", o->model_dir);
-    if ((rc = reap_config_load(path, &cfg)))
+    if ((rc = reap_config_load_confined(path, o->model_roots, &cfg)))
         goto fail;
     if (reap_config_n_moe_layers(&cfg) == 0) {
         rc = reap_err_set(REAP_E_INVALID, "%s: the model has no MoE layer to score", path);
         goto fail;
     }
     /* config.json against the shards before anything is hashed or sized from it. */
-    if ((rc = reap_ckpt_open(o->model_dir, &ck)) || (rc = reap_config_check_ckpt(&cfg, ck)))
+    if ((rc = reap_ckpt_open_confined(o->model_dir, o->model_roots, &ck)) ||
+        (rc = reap_config_check_ckpt(&cfg, ck)))
         goto fail;
-    if ((rc = reap_model_identify(s, o->model_dir, o->hash_threads, &model, &res->hash)) ||
+    if ((rc = reap_model_identify_confined(s, o->model_dir, o->model_roots, o->hash_threads,
+                                           &model, &res->hash)) ||
         (rc = fill_model(&cfg, &model)))
         goto fail;
     res->model_id = model.id;
-    if ((rc = load_samples(o, &cfg, &samples, &tok)) ||
+    if ((rc = load_samples(&j, &cfg, &samples, &tok)) ||
         (rc = reap_rows_build(&samples, o->seq_len, o->pack, &rows)))
         goto fail;
     reap_calib_id_compute(&rows, o->pack, tok ? reap_tokenizer_digest(tok) : NULL,

@@ -41,7 +41,10 @@ typedef enum reap_score_event_kind {
     REAP_SCORE_EV_COMPLETE,     /* the pair was complete already: nothing to do */
     REAP_SCORE_EV_START,        /* scoring starts at start_layer (run_id set with a store) */
     REAP_SCORE_EV_LAYER,        /* a layer is done (committed with a store) */
-    REAP_SCORE_EV_DIFFER        /* a recomputed layer differs from its stored record */
+    REAP_SCORE_EV_DIFFER,       /* a recomputed layer differs from its stored record */
+    REAP_SCORE_EV_WAITING       /* the calibration data is a FIFO or pipe that has no data
+                                   yet (sent about every 100 ms while it waits): return
+                                   non-zero to give up */
 } reap_score_event_kind;
 
 typedef struct reap_score_event {
@@ -58,8 +61,8 @@ typedef struct reap_score_event {
     const reap_hash_stats *hash;    /* EV_IDS */
 } reap_score_event;
 
-/* Return non-zero to stop the run: from EV_IDS, before scoring begins (nothing is
- * committed, no run record is written); from a later event, at the next layer boundary
+/* Return non-zero to stop the run: from EV_WAITING or EV_IDS, before scoring begins
+ * (nothing is committed, no run record is written); from a later event, at the next layer boundary
  * (the layer in progress is committed). The job then returns REAP_E_CANCELLED. */
 typedef int (*reap_score_event_cb)(void *ud, const reap_score_event *ev);
 
@@ -69,6 +72,13 @@ typedef struct reap_score_job_opts {
                                        messages items; JSON Lines or a JSON array) */
     const char *tokenizer_path;     /* tokenizer.json or its directory, for text and
                                        messages items (NULL: input_ids items only) */
+    const reap_roots *model_roots;  /* a service's roots: every file of the checkpoint and
+                                       the tokenizer must lie under one of them once its
+                                       links are resolved, else REAP_E_DENIED naming the
+                                       file (fsopen.h); NULL: unconfined */
+    const reap_roots *calib_roots;  /* the same for the calibration file; NULL:
+                                       unconfined, and the calibration file may be a FIFO
+                                       or pipe (read while on_event lets it wait) */
     int shuffle;                    /* 1: shuffle the items with `seed` before selecting */
     uint64_t seed;
     int seq_len;

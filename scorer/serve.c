@@ -44,6 +44,7 @@ typedef struct scorer_svc {
     reap_store *store;
     reap_rm *rm;
     rpc_roots model_roots, calib_roots;
+    reap_roots model_fs, calib_fs;   /* the same directories, for the model code's reads */
     const reap_backend_i *backend;   /* default for requests that name none */
     long seq_len, max_samples, batch;
     char host[256];
@@ -361,7 +362,7 @@ static int h_score(rpc_call *call, const ProtobufCMessage *req, void *ud)
                             "checkpoint directory)", cpath);
         goto done;
     }
-    if ((rc = reap_config_load(cpath, &cfg))) {
+    if ((rc = reap_config_load_confined(cpath, &S->model_fs, &cfg))) {
         rc = rpc_call_error(call, svc_code(rc, reap_err_msg()), "model_path: %s",
                             reap_err_msg());
         goto done;
@@ -994,8 +995,12 @@ int scorer_cmd_serve(int argc, char **argv)
         fprintf(stderr, "%s: %s: %s\n", PROG, pending, strerror(errno));
         goto fail;
     }
+    S.model_fs = (reap_roots){(const char *const *)S.model_roots.dirs, S.model_roots.n};
+    S.calib_fs = (reap_roots){(const char *const *)S.calib_roots.dirs, S.calib_roots.n};
     reap_rm_opts ro = {
         .store = S.store,
+        .model_roots = &S.model_fs,
+        .calib_roots = &S.calib_fs,
         .pending_dir = resume ? pending : NULL,
         .max_running = (int)max_runs,
         .max_queued = max_queued ? (int)max_queued : -1,

@@ -14,6 +14,7 @@
 
 #include "records.h"
 #include "fsutil.h"
+#include "fsopen.h"
 #include "reap_err.h"
 #include "reap_store.pb-c.h"
 #include "store_impl.h"
@@ -334,13 +335,12 @@ static void import_set_free(import_set *is)
 static int read_file(const char *path, uint8_t **buf, size_t *len)
 {
     struct stat sb;
-    int rc = REAP_OK, fd = open(path, O_RDONLY | O_CLOEXEC);
+    int rc, fd = -1;
     *buf = NULL;
-    if (fd < 0)
-        return reap_err_set(errno == ENOENT ? REAP_E_NOTFOUND : REAP_E_IO, "%s: %s", path,
-                            strerror(errno));
-    if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
-        rc = reap_err_set(REAP_E_IO, "%s: not a regular file", path);
+    if ((rc = reap_open_read(path, NULL, REAP_OPEN_REGULAR, &fd)))
+        return rc;
+    if (fstat(fd, &sb)) {
+        rc = reap_err_set(REAP_E_IO, "%s: fstat: %s", path, strerror(errno));
         goto fail;
     }
     *len = (size_t)sb.st_size;

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsopen.h"
 #include "fsutil.h"
 #include "reap_err.h"
 
@@ -225,9 +226,9 @@ static int load_one(const char *path, const reap_id *m, const reap_id *c, int la
     uint64_t need = HDR_LEN + (uint64_t)bytes + 32;
     struct stat sb;
     float *buf = NULL;
-    int ok = -1, fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(why, why_n, "cannot be opened: %s", strerror(errno));
+    int ok = -1, fd = -1;
+    if (reap_open_read(path, NULL, REAP_OPEN_REGULAR, &fd)) {   /* never waits on a FIFO */
+        snprintf(why, why_n, "cannot be opened: %s", reap_err_msg());
         return -1;
     }
     header(want, m, c, layer, T, H);

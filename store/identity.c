@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fsopen.h"
 #include "parallel.h"
 #include "records.h"
 #include "reap_err.h"
@@ -90,12 +91,10 @@ int reap_file_digest(const char *path, uint8_t out[32])
     int rc, fd;
     if (sodium_init() < 0) /* also picks the fastest BLAKE2b code for this CPU */
         return reap_err_set(REAP_E_INTERNAL, "libsodium initialisation failed");
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return reap_err_set(errno == ENOENT ? REAP_E_NOTFOUND : REAP_E_IO, "%s: %s", path,
-                            strerror(errno));
-    if (fstat(fd, &sb) || !S_ISREG(sb.st_mode))
-        rc = reap_err_set(REAP_E_IO, "%s: not a regular file", path);
+    if ((rc = reap_open_read(path, NULL, REAP_OPEN_REGULAR, &fd)))
+        return rc;
+    if (fstat(fd, &sb))
+        rc = reap_err_set(REAP_E_IO, "%s: fstat: %s", path, strerror(errno));
     else
         rc = hash_fd(fd, path, (uint64_t)sb.st_size, out, &n);
     close(fd);
@@ -121,7 +120,7 @@ static int wanted(const char *name)
            (n > 12 && !strcmp(name + n - 12, ".safetensors"));
 }
 
-static int list_files(const char *dir, hfile **out, int *n_out)
+static int list_files(const char *dir, const reap_roots *roots, hfile **out, int *n_out)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -161,11 +160,18 @@ static int list_files(const char *dir, hfile **out, int *n_out)
             goto fail;
         }
         if (!S_ISREG(f->st.st_mode)) {
-            n--;
-            free(f->name);
-            free(f->path);
-            continue;
+            /* A FIFO (or directory, ...) named like a checkpoint file: refused, so that
+             * the identity never silently differs from the checkpoint that is read. */
+            rc = reap_err_set(REAP_E_INVALID, "%s: is %s, not a regular file", f->path,
+                              reap_file_type_name(f->st.st_mode));
+            goto fail;
         }
+        /* Confined: also a file whose digest is cached (it is never opened to hash). */
+        int fd;
+        if (roots && (rc = reap_open_read(f->path, roots, REAP_OPEN_REGULAR, &fd)))
+            goto fail;
+        if (roots)
+            close(fd);
         have_cfg |= !strcmp(e->d_name, "config.json");
         have_st |= strlen(e->d_name) > 12 && !strcmp(e->d_name + strlen(e->d_name) - 12,
                                                      ".safetensors");
@@ -273,21 +279,20 @@ static int cache_put_fn(reap_store *s, MDB_txn *txn, void *ud)
 /* ---- parallel hashing ------------------------------------------------------------ */
 
 typedef struct hash_job {
+    const reap_roots *roots;  /* NULL: unconfined */
     hfile **todo;         /* files to hash, largest first */
     int n_todo;
     int next;             /* atomic work index */
     uint64_t bytes;       /* atomic */
 } hash_job;
 
-static void hash_one(hfile *f, uint64_t *bytes)
+static void hash_one(hfile *f, const reap_roots *roots, uint64_t *bytes)
 {
     struct stat now;
     uint64_t n = 0;
-    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        f->status = reap_err_set(REAP_E_IO, "%s: %s", f->path, strerror(errno));
+    int fd = -1;
+    if ((f->status = reap_open_read(f->path, roots, REAP_OPEN_REGULAR, &fd)))
         goto fail;
-    }
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     if (fstat(fd, &now) || !same_stat(&now, &f->st)) {
         f->status = reap_err_set(REAP_E_IO, "%s: file changed while being identified",
@@ -317,7 +322,7 @@ static void hash_worker(void *ud, int64_t begin, int64_t end, int tid)
         if (i >= job->n_todo)
             break;
         uint64_t n = 0;
-        hash_one(job->todo[i], &n);
+        hash_one(job->todo[i], job->roots, &n);
         __atomic_fetch_add(&job->bytes, n, __ATOMIC_RELAXED);
     }
 }
@@ -364,8 +369,14 @@ void reap_model_id_from_files(reap_model_file *files, int n_files, reap_id *out)
 int reap_model_identify(reap_store *s, const char *dir, int threads, reap_model_info *out,
                         reap_hash_stats *hs)
 {
+    return reap_model_identify_confined(s, dir, NULL, threads, out, hs);
+}
+
+int reap_model_identify_confined(reap_store *s, const char *dir, const reap_roots *roots,
+                                 int threads, reap_model_info *out, reap_hash_stats *hs)
+{
     hfile *files = NULL;
-    hash_job job = {0};
+    hash_job job = {.roots = roots};
     reap_model_info mi = {0};
     int n = 0, rc;
     int64_t started_ns = store_now_ns();
@@ -375,7 +386,7 @@ int reap_model_identify(reap_store *s, const char *dir, int threads, reap_model_
         memset(hs, 0, sizeof *hs);
     if (sodium_init() < 0)
         return reap_err_set(REAP_E_INTERNAL, "libsodium initialisation failed");
-    if ((rc = list_files(dir, &files, &n)))
+    if ((rc = list_files(dir, roots, &files, &n)))
         return rc;
     if (s && (rc = cache_lookup(s, files, n)))
         goto fail;

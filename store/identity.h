@@ -5,8 +5,9 @@
  *         u32 BE path length | path | u64 BE size | BLAKE2b-256 of the file
  * over config.json, model.safetensors.index.json (when present) and every *.safetensors
  * file in the directory (top level; symbolic links are followed, as in a Hugging Face
- * cache snapshot). Renaming the directory keeps the id; any change of a weight byte
- * changes it.
+ * cache snapshot). One of these names that is not a regular file (a FIFO, a directory)
+ * is refused, REAP_E_INVALID naming it: it is never opened. Renaming the directory keeps
+ * the id; any change of a weight byte changes it.
  *
  * File digests are computed in parallel (one file per thread, largest first, each read
  * through a read-only mapping) and cached in the store's `filehash` database keyed by
@@ -35,6 +36,7 @@
 #include <stdint.h>
 
 #include "calib.h"
+#include "fsopen.h"
 #include "catalog.h"
 #include "store.h"
 
@@ -59,6 +61,12 @@ typedef struct reap_hash_stats {
  * REAP_E_IO (read error, file changed while hashing), REAP_E_NOMEM, or a store error. */
 int reap_model_identify(reap_store *s, const char *dir, int threads, reap_model_info *out,
                         reap_hash_stats *hs);
+
+/* reap_model_identify for a service: every file of the identity must also lie under
+ * `roots` once its links are resolved (fsopen.h; NULL: unconfined), else REAP_E_DENIED
+ * naming the file - cached digests included. */
+int reap_model_identify_confined(reap_store *s, const char *dir, const reap_roots *roots,
+                                 int threads, reap_model_info *out, reap_hash_stats *hs);
 
 /* model_id of a file list (sorted here by path; files[] is reordered). */
 void reap_model_id_from_files(reap_model_file *files, int n_files, reap_id *out);

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # cli_errors.sh BIN SCRATCH - reap-scorer run on bad input: every case must exit non-zero
 # (never crash: no exit status above 128) with a message naming the file, line or tensor.
+# Files that are FIFOs (config.json, the index, a shard, tokenizer.json, a manifest's
+# signature for reapctl verify) must be refused at once: every command runs under a
+# timeout, so a command that waits on a FIFO fails the test instead of hanging it. A
+# calibration FIFO is read (--calib /dev/stdin works), and SIGTERM ends a run waiting
+# on one.
 set -u
 bin=$1; tmp=$2
 rm -rf "$tmp"; mkdir -p "$tmp"
@@ -12,8 +17,11 @@ printf '{"input_ids": [1, 2, 3]}\n' > "$tmp/ok.jsonl"
 expect() {
   local name=$1 want=$2; shift 3
   local out rc
-  out=$("$bin/reap-scorer" run --quiet --backend cpu "$@" 2>&1 >/dev/null); rc=$?
-  if [ $rc -eq 0 ] || [ $rc -gt 128 ]; then
+  out=$(timeout -k 5 30 "$bin/reap-scorer" run --quiet --backend cpu "$@" 2>&1 >/dev/null)
+  rc=$?
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+    echo "FAIL $name: still running after 30 s (blocked)"; fail=1
+  elif [ $rc -eq 0 ] || [ $rc -gt 128 ]; then
     echo "FAIL $name: exit status $rc"; fail=1
   elif ! grep -qF -- "$want" <<<"$out"; then
     echo "FAIL $name: message lacks '$want': $out"; fail=1
@@ -80,4 +88,67 @@ expect top-k "config.json: num_experts_per_tok = 9 must be in [1, num_experts = 
 cfgvar huge-experts 's/"num_experts": 8,/"num_experts": 1000000000,/'
 expect huge-experts "config.json: num_experts = 1000000000 is above the limit" \
   -- --model "$tmp/huge-experts" --calib "$tmp/ok.jsonl"
+
+# FIFOs where regular files belong: refused at once, named, with their type.
+"$bin/reap-genmodel" --out "$tmp/m2" --layers 2 --vocab 100 --seed 3 --shards 2 >/dev/null ||
+  exit 1
+fifo_model() {  # fifo_model NAME FILE: a copy of m2 with FILE replaced by a FIFO
+  cp -r "$tmp/m2" "$tmp/$1"; rm -f "$tmp/$1/$2"; mkfifo "$tmp/$1/$2"
+}
+fifo_model fifo-config config.json
+expect fifo-config "config.json: is a FIFO, not a regular file" -- \
+  --model "$tmp/fifo-config" --calib "$tmp/ok.jsonl"
+fifo_model fifo-index model.safetensors.index.json
+expect fifo-index "model.safetensors.index.json: is a FIFO" -- \
+  --model "$tmp/fifo-index" --calib "$tmp/ok.jsonl"
+shard=$(cd "$tmp/m2" && ls *.safetensors | head -n 1)
+fifo_model fifo-shard "$shard"
+expect fifo-shard "$shard: is a FIFO" -- --model "$tmp/fifo-shard" --calib "$tmp/ok.jsonl"
+fifo_model fifo-tok tokenizer.json
+printf '{"text": "hello"}\n' > "$tmp/text.jsonl"
+expect fifo-tokenizer "tokenizer.json: is a FIFO" -- \
+  --model "$tmp/fifo-tok" --calib "$tmp/text.jsonl"
+expect dir-calib "is a directory" -- --model "$tmp/m" --calib "$tmp/m2"
+
+# A calibration FIFO is a stream: read to its end...
+if out=$(timeout -k 5 30 "$bin/reap-scorer" run --quiet --backend cpu --model "$tmp/m" \
+           --calib /dev/stdin < <(cat "$tmp/ok.jsonl") 2>&1 >/dev/null); then
+  echo "ok   calib-pipe: scored from a pipe"
+else
+  echo "FAIL calib-pipe: exit status $?: $out"; fail=1
+fi
+# ...and SIGTERM ends a run that waits on one. The gate: the writer's open returns once
+# the scorer has the FIFO open (its handler is installed by then); the writer stays open
+# (no end of file) until the scorer has gone.
+mkfifo "$tmp/calib.fifo"
+"$bin/reap-scorer" run --quiet --backend cpu --model "$tmp/m" --calib "$tmp/calib.fifo" \
+  2>"$tmp/sigterm.err" >/dev/null &
+pid=$!
+timeout -k 5 30 bash -c 'exec 3>"$0"; kill -TERM "$1"; while kill -0 "$1" 2>/dev/null; do
+  sleep 0.1; done' "$tmp/calib.fifo" "$pid"
+trc=$?
+wait "$pid"; rc=$?
+if [ $trc -ne 0 ]; then
+  kill -KILL "$pid" 2>/dev/null
+  echo "FAIL calib-fifo-sigterm: still running 30 s after SIGTERM (blocked)"; fail=1
+elif [ $rc -eq 0 ] || [ $rc -gt 128 ] || ! grep -q "stopped on request" "$tmp/sigterm.err"; then
+  echo "FAIL calib-fifo-sigterm: exit status $rc: $(cat "$tmp/sigterm.err")"; fail=1
+else
+  echo "ok   calib-fifo-sigterm: $(cat "$tmp/sigterm.err")"
+fi
+
+# reapctl verify of an output whose signature is a FIFO: a failed check (3), named.
+"$bin/reap-scorer" run --quiet --backend cpu --model "$tmp/m2" --calib "$tmp/ok.jsonl" \
+  --stats-json "$tmp/s.json" >/dev/null 2>&1 &&
+  "$bin/reapctl" keygen --out "$tmp/k" >/dev/null 2>&1 &&
+  "$bin/reap-pruner" prune --quiet --model "$tmp/m2" --stats-json "$tmp/s.json" \
+    --out "$tmp/pruned" --ratio 0.25 --key "$tmp/k.key" >/dev/null 2>&1 || {
+  echo "FAIL verify-fifo-sig: could not make a pruned output"; exit 1; }
+rm "$tmp/pruned/reap-manifest.json.minisig"; mkfifo "$tmp/pruned/reap-manifest.json.minisig"
+out=$(timeout -k 5 30 "$bin/reapctl" verify "$tmp/pruned" --pubkey "$tmp/k.pub" 2>&1); rc=$?
+if [ $rc -ne 3 ] || ! grep -qF "reap-manifest.json.minisig: is a FIFO" <<<"$out"; then
+  echo "FAIL verify-fifo-sig: exit status $rc (want 3): $out"; fail=1
+else
+  echo "ok   verify-fifo-sig: $(grep -F FIFO <<<"$out")"
+fi
 exit $fail

@@ -24,7 +24,12 @@ grpc_python_plugin):
     bearer token;
   * SIGTERM during a run: NOT_SERVING, the layer in progress committed, exit 0; after a
     restart the run shows as interrupted, scoring again resumes it, and the statistics
-    equal those of a one-shot `reap-scorer run` bit for bit.
+    equal those of a one-shot `reap-scorer run` bit for bit;
+  * files inside a model directory (test_files): a FIFO config.json, shard or
+    tokenizer.json and a FIFO signature end Score, Prune and Verify with an error
+    naming the file, at once; a shard or an extra file linked out of the roots is
+    refused PERMISSION_DENIED naming it (nothing outside is copied); a Hugging Face
+    cache snapshot (links into ../../blobs/) scores and prunes; then SIGTERM exits 0.
 
 --load instead runs the load test: >= 100 concurrent clients x >= 100 RPCs (health,
 ListRuns, GetRun, GetStats) while a scoring run streams; 0 failures required; prints and
@@ -166,6 +171,133 @@ def events(it, stop_after=None, queued=False):
     except grpc.RpcError as e:
         code = e.code()
     return out, code
+
+
+def test_files(a):
+    """Files inside a model directory that are FIFOs or links out of the roots (defects
+    of files named like checkpoint files): each request ends with an error naming the
+    file, within its deadline (a FIFO must never be waited on), nothing outside a root is
+    read or copied, links that stay inside a root (a Hugging Face cache snapshot) work,
+    the servers still answer, and SIGTERM ends both (exit 0). Runs after test_services:
+    it uses that store's statistics of model m and its signed output p1."""
+    import grpc
+    import health_pb2 as hp
+    import health_pb2_grpc as hg
+    import reap_pb2 as rp
+    import reap_pb2_grpc as rg
+
+    fx = fixture(a)
+    m = os.path.join(fx.models, "m")
+    shards = sorted(n for n in os.listdir(m) if n.endswith(".safetensors"))
+
+    def model_copy(name, replace=None, fifo=False, link_to=None):
+        d = os.path.join(fx.models, name)
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(m, d)
+        if replace:
+            p = os.path.join(d, replace)
+            if os.path.lexists(p):
+                os.remove(p)
+            if fifo:
+                os.mkfifo(p)
+            else:
+                os.symlink(link_to, p)
+        return name
+
+    # FIFOs named like checkpoint files.
+    fifo_cfg = model_copy("fifo-cfg", "config.json", fifo=True)
+    fifo_shard = model_copy("fifo-shard", shards[0], fifo=True)
+    fifo_tok = model_copy("fifo-tok", "tokenizer.json", fifo=True)
+    with open(os.path.join(fx.calib, "text.jsonl"), "w") as f:
+        f.write('{"text": "hello world"}\n')
+    # Links out of every root: a shard, and an extra file the pruner would copy.
+    with open(os.path.join(fx.outside, "secret.json"), "w") as f:
+        f.write('{"secret": "outside every root"}\n')
+    leak_shard = model_copy("leak-shard", shards[0],
+                            link_to=os.path.join(fx.outside, "m", shards[0]))
+    leak_extra = model_copy("leak-extra", "preprocessor_config.json",
+                            link_to=os.path.join(fx.outside, "secret.json"))
+    # A Hugging Face cache snapshot: every file a relative link into ../../blobs/.
+    hub = os.path.join(fx.models, "hub", "models--x")
+    shutil.rmtree(hub, ignore_errors=True)
+    os.makedirs(os.path.join(hub, "blobs"))
+    os.makedirs(os.path.join(hub, "snapshots", "abc"))
+    for n in os.listdir(m):
+        blob = hashlib.sha256(n.encode()).hexdigest()
+        shutil.copy(os.path.join(m, n), os.path.join(hub, "blobs", blob))
+        os.symlink(os.path.join("..", "..", "blobs", blob),
+                   os.path.join(hub, "snapshots", "abc", n))
+    snap = "hub/models--x/snapshots/abc"
+    # Verify: a signed output whose signature is a FIFO.
+    p1 = os.path.join(fx.out, "p1")
+    fsig = os.path.join(fx.out, "fifo-sig")
+    shutil.rmtree(fsig, ignore_errors=True)
+    check(os.path.isdir(p1), "files: test_services left its signed output p1")
+    if os.path.isdir(p1):
+        shutil.copytree(p1, fsig)
+        os.remove(os.path.join(fsig, "reap-manifest.json.minisig"))
+        os.mkfifo(os.path.join(fsig, "reap-manifest.json.minisig"))
+
+    sc_srv = start_scorer(a, fx, name="scorer-files")
+    pr_srv = start_pruner(a, fx, name="pruner-files")
+    sch, prch = grpc.insecure_channel(sc_srv.addr), grpc.insecure_channel(pr_srv.addr)
+    sc, pr = rg.ScorerStub(sch), rg.PrunerStub(prch)
+
+    def score(model, calib="c1.jsonl"):
+        return code_of(lambda: list(sc.Score(rp.ScoreRequest(model_path=model,
+                                                             calib_path=calib), timeout=30)))
+
+    def prune(model, out):
+        return code_of(lambda: list(pr.Prune(rp.PruneRequest(
+            model_path=model, output_path=out, params=rp.PruneParams(ratio=0.25)),
+            timeout=60)))
+
+    C = grpc.StatusCode
+    for what, (code, msg), want_code, want in [
+        ("Score, config.json a FIFO", score(fifo_cfg), C.INVALID_ARGUMENT,
+         "fifo-cfg/config.json: is a FIFO"),
+        ("Score, a shard a FIFO", score(fifo_shard), C.INVALID_ARGUMENT,
+         f"fifo-shard/{shards[0]}: is a FIFO"),
+        ("Score, tokenizer.json a FIFO", score(fifo_tok, "text.jsonl"), C.INVALID_ARGUMENT,
+         "fifo-tok/tokenizer.json: is a FIFO"),
+        ("Prune, a shard a FIFO", prune(fifo_shard, "p-fifo"), C.INVALID_ARGUMENT,
+         f"{shards[0]}: is a FIFO"),
+        ("Score, a shard linked out of the roots", score(leak_shard), C.PERMISSION_DENIED,
+         f"leak-shard/{shards[0]}: leads to"),
+        ("Prune, a shard linked out of the roots", prune(leak_shard, "p-leak-shard"),
+         C.PERMISSION_DENIED, f"leak-shard/{shards[0]}: leads to"),
+        ("Prune, preprocessor_config.json linked out of the roots",
+         prune(leak_extra, "p-leak-extra"), C.PERMISSION_DENIED,
+         "leak-extra/preprocessor_config.json: leads to"),
+    ]:
+        check(code == want_code and want in msg,
+              f"files: {what}: {want_code.name} naming the file ({code.name}: {msg[:160]})")
+    check(not os.path.exists(os.path.join(fx.out, "p-leak-extra")) and
+          not any("reap-tmp" in n for n in os.listdir(fx.out)),
+          "files: the refused prune left no output (nothing from outside was copied)")
+    v = code_of(lambda: pr.Verify(rp.VerifyRequest(output_path="fifo-sig"), timeout=30))
+    check(v[0] == C.OK, f"files: Verify, signature a FIFO: answered ({v[0].name}: {v[1]})")
+    if v[0] == C.OK:
+        r = pr.Verify(rp.VerifyRequest(output_path="fifo-sig"), timeout=30)
+        check(not r.ok and not r.signature_ok and
+              any("minisig: is a FIFO" in p.message for p in r.problems),
+              "files: Verify, signature a FIFO: not ok, the problem names the FIFO")
+    # Links that stay inside a root: the HF cache snapshot scores and prunes.
+    evs, code = events(sc.Score(rp.ScoreRequest(model_path=snap, calib_path="c1.jsonl"),
+                                timeout=120))
+    check(code == C.OK and evs and evs[-1][0] == "finished",
+          f"files: Score of a Hugging Face cache snapshot (links into ../../blobs/): "
+          f"finished ({code.name})")
+    code, msg = prune(snap, "p-hub")
+    check(code == C.OK and os.path.isfile(os.path.join(fx.out, "p-hub", "config.json")),
+          f"files: Prune of the snapshot: written ({code.name} {msg[:120]})")
+    for ch, svc in ((sch, "reap.v1.Scorer"), (prch, "reap.v1.Pruner")):
+        st = hg.HealthStub(ch).Check(hp.HealthCheckRequest(service=svc), timeout=10).status
+        check(st == hp.HealthCheckResponse.SERVING, f"files: {svc} still SERVING")
+    check(sc.ListRuns(rp.ListRunsRequest(), timeout=10) is not None,
+          "files: the scorer still answers ListRuns")
+    check(sc_srv.stop(timeout=30) == 0, "files: scorer: SIGTERM, exit 0")
+    check(pr_srv.stop(timeout=30) == 0, "files: pruner: SIGTERM, exit 0")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1076,6 +1208,7 @@ def main():
     else:
         test_config(a)
         test_services(a)
+        test_files(a)
         test_tls(a)
     return summary()
 

@@ -134,6 +134,16 @@ if [ -x "$bin/reapctl" ] && [ -f "$tok" ]; then
   else
     echo "FAIL text calibration ids/statistics"; fail=1
   fi
+  # The same text from a pipe: read once (a pipe cannot be read again to tokenise it),
+  # the same statistics and calib_id as from the file.
+  if timeout -k 5 60 "$bin/reap-scorer" run --quiet --backend cpu --model "$tmp/mt" \
+       --seq-len 16 --calib <(cat "$tmp/texts.jsonl") --tokenizer "$tok" \
+       --stats-json "$tmp/t_pipe.json" >/dev/null && cmp -s "$tmp/t_text.json" "$tmp/t_pipe.json"
+  then
+    echo "ok   text calibration from a pipe: same statistics and calib_id as from the file"
+  else
+    echo "FAIL text calibration from a pipe"; fail=1
+  fi
 fi
 
 # Damaged stores.

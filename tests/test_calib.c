@@ -327,7 +327,7 @@ static void test_read_errors(void)
         char path[4096];
         reap_samples s;
         snprintf(path, sizeof path, "%s/absent.jsonl", scratch);
-        CHECK_RC(reap_samples_read_jsonl(path, 0, 0, &s), REAP_E_IO);
+        CHECK_RC(reap_samples_read_jsonl(path, 0, 0, &s), REAP_E_NOTFOUND);
         CHECK_ERRMSG("absent.jsonl");
     }
 }

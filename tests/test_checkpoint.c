@@ -2,7 +2,10 @@
  * checkpoint with an index, and the ways an index and its shards can disagree; a
  * config.json that disagrees with the tensors (more layers than the shards hold, another
  * width, head or expert count) is refused naming the field, and the engine refuses it
- * before scoring any layer (config_check.h).
+ * before scoring any layer (config_check.h). Opened
+ * confined to roots (a service): a shard or the index linked out of every root is
+ * refused naming it, config.json too, while a Hugging Face cache snapshot whose files
+ * are links into ../../blobs/ inside the root opens, and unconfined everything opens.
  *
  * Usage: test_checkpoint SCRATCH_DIR (created if missing; one subdirectory per case).
  */
@@ -16,6 +19,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "config.h"
 #include "config_check.h"
 #include "engine.h"
 #include "genmodel.h"
@@ -401,6 +405,93 @@ static void test_config_vs_tensors(void)
     reap_config_free(&cfg);
 }
 
+/* Copy every file of directory src into dst (created). */
+static void copy_dir(const char *src, const char *dst)
+{
+    DIR *d = opendir(src);
+    struct dirent *e;
+    CHECK(d != NULL && make_dirs(dst) == 0);
+    while (d && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        size_t n = 0;
+        char from[4096], to[4096];
+        path_join(from, sizeof from, src, e->d_name);
+        path_join(to, sizeof to, dst, e->d_name);
+        char *buf = slurp(from, &n);
+        CHECK(buf != NULL);
+        if (buf)
+            write_bytes(to, buf, n);
+        free(buf);
+    }
+    if (d)
+        closedir(d);
+}
+
+static void test_confined(void)
+{
+    char root[4096], out[4096], m[4200], p[4200], q[4400];
+    CHECK(fresh_dir(sp("conf")) == 0);
+    CHECK(make_dirs(sp("conf/root")) == 0 && make_dirs(sp("conf/outside")) == 0);
+    CHECK(realpath(sp("conf/root"), root) && realpath(sp("conf/outside"), out));
+    reap_gen_spec spec;
+    reap_gen_spec_default(&spec, REAP_FAMILY_QWEN3_MOE);
+    spec.n_layers = 2;
+    spec.n_shards = 2;
+    path_join(m, sizeof m, root, "m");
+    CHECK_RC(reap_gen_model(&spec, m), REAP_OK);
+    copy_dir(m, pj(out, "m"));
+    const char *dirs[] = {root};
+    reap_roots roots = {dirs, 1};
+    reap_ckpt *ck = NULL;
+    reap_config cfg;
+    CHECK_RC(reap_ckpt_open_confined(m, &roots, &ck), REAP_OK);
+    CHECK(ck && reap_ckpt_roots(ck) == &roots);
+    reap_ckpt_close(ck);
+
+    /* A shard, the index, config.json linked out of the root: refused, named. */
+    const char *names[] = {SHARD1, "model.safetensors.index.json", "config.json"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/leak%d", root, i);
+        copy_dir(m, p);
+        path_join(q, sizeof q, p, names[i]);
+        char target[4400];
+        snprintf(target, sizeof target, "%s/m/%s", out, names[i]);
+        CHECK(unlink(q) == 0 && symlink(target, q) == 0);
+        if (i < 2) {
+            CHECK_RC(reap_ckpt_open_confined(p, &roots, &ck), REAP_E_DENIED);
+            CHECK_ERRMSG(names[i]);
+            CHECK_ERRMSG("outside every root");
+            CHECK(ck == NULL);
+            CHECK_RC(reap_ckpt_open(p, &ck), REAP_OK); /* unconfined: followed */
+            reap_ckpt_close(ck);
+        } else {
+            CHECK_RC(reap_config_load_confined(q, &roots, &cfg), REAP_E_DENIED);
+            CHECK_ERRMSG("config.json: leads to");
+            CHECK_RC(reap_config_load(q, &cfg), REAP_OK);
+            reap_config_free(&cfg);
+        }
+    }
+
+    /* A Hugging Face cache snapshot: links into ../../blobs/ inside the root open. */
+    snprintf(p, sizeof p, "%s/hub/blobs", root);
+    copy_dir(m, p);
+    snprintf(p, sizeof p, "%s/hub/snapshots/rev", root);
+    CHECK(make_dirs(p) == 0);
+    const char *all[] = {SHARD1, SHARD2, "model.safetensors.index.json", "config.json"};
+    for (int i = 0; i < 4; i++) {
+        char target[512];
+        snprintf(target, sizeof target, "../../blobs/%s", all[i]);
+        path_join(q, sizeof q, p, all[i]);
+        CHECK(symlink(target, q) == 0);
+    }
+    CHECK_RC(reap_ckpt_open_confined(p, &roots, &ck), REAP_OK);
+    CHECK(ck && reap_ckpt_n_files(ck) == 2);
+    reap_ckpt_close(ck);
+    CHECK_RC(reap_config_load_confined(pj(p, "config.json"), &roots, &cfg), REAP_OK);
+    reap_config_free(&cfg);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -414,6 +505,7 @@ int main(int argc, char **argv)
     }
     test_single();
     test_sharded();
+    test_confined();
     test_bad_indexes();
     test_config_vs_tensors();
     TEST_MAIN_END();

@@ -289,7 +289,7 @@ static void test_errors(void)
         char path[4096];
         reap_config c;
         snprintf(path, sizeof path, "%s/does_not_exist.json", scratch);
-        CHECK_RC(reap_config_load(path, &c), REAP_E_IO);
+        CHECK_RC(reap_config_load(path, &c), REAP_E_NOTFOUND);
         CHECK_ERRMSG("does_not_exist.json");
     }
 

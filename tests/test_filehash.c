@@ -96,7 +96,7 @@ static void test_hash_file(void)
         CHECK_RC(reap_hash_file(p, only, NULL, NULL), REAP_OK);
         CHECK(!memcmp(only, rb2, 32));
     }
-    CHECK_RC(reap_hash_file(sp("no-such-file"), NULL, NULL, NULL), REAP_E_IO);
+    CHECK_RC(reap_hash_file(sp("no-such-file"), NULL, NULL, NULL), REAP_E_NOTFOUND);
     CHECK_ERRMSG("no-such-file");
     free(buf);
 }
@@ -122,7 +122,7 @@ static void test_hash_files(void)
         if (i != 2)
             CHECK(!memcmp(jobs[i].sh, rsh[i], 32));
     }
-    CHECK(jobs[5].rc == REAP_E_IO && strstr(jobs[5].msg, "missing.bin"));
+    CHECK(jobs[5].rc == REAP_E_NOTFOUND && strstr(jobs[5].msg, "missing.bin"));
 }
 
 static void test_hasher(void)

@@ -317,7 +317,7 @@ static void test_stats_json(void)
         CHECK(rd == NULL && n == 0);
     }
     snprintf(bad, sizeof bad, "%s/does-not-exist.json", scratch);
-    CHECK_RC(reap_stats_json_read(bad, &rd, &n, NULL, NULL, NULL), REAP_E_IO);
+    CHECK_RC(reap_stats_json_read(bad, &rd, &n, NULL, NULL, NULL), REAP_E_NOTFOUND);
     reap_layer_stats_free(&st[0]);
     reap_layer_stats_free(&st[1]);
 }

@@ -198,7 +198,7 @@ static void test_manifest_dir(void)
     int keep[3] = {0, 2, 3};
     reap_keepset ks = keep_3_of_4(&kl, keep);
     const char *calib[2] = {"c1", "c2"};
-    reap_manifest_inputs mi = {"m0del", calib, 2, "00ff", NULL, NULL, 0, NULL};
+    reap_manifest_inputs mi = {"m0del", calib, 2, "00ff", NULL, NULL, 0, NULL, NULL};
     char digest[65];
     CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, NULL, &sk, digest), REAP_OK);
     snprintf(p, sizeof p, "%s/%s", dir, REAP_MANIFEST_NAME);
@@ -356,7 +356,7 @@ static void test_manifest_reuse(void)
     reap_keepset ks = keep_3_of_4(&kl, keep);
 
     /* Everything hashed here: the reference. */
-    reap_manifest_inputs mi = {"m", NULL, 0, NULL, NULL, NULL, 0, NULL};
+    reap_manifest_inputs mi = {"m", NULL, 0, NULL, NULL, NULL, 0, NULL, NULL};
     CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, NULL, NULL, NULL), REAP_OK);
     snprintf(p, sizeof p, "%s/%s", dir, REAP_MANIFEST_NAME);
     json_t *ref = json_load_file(p, 0, NULL);

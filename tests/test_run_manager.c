@@ -4,13 +4,17 @@
  * reading its data) until the test writes to it:
  *   - a run that completes: its pending file is gone and its run record holds its
  *     request, which decodes to what was submitted;
+ *   - a run reading the FIFO, fed garbage, fails for good: its pending file goes;
+ *   - a run waiting on the FIFO (no writer) is cancelled: it ends CANCELLED without a
+ *     byte written, its pending file goes;
  *   - 1 running + 1 queued fill a queue of 1: a third run is refused (REAP_RM_E_BUSY) and
  *     leaves no pending file; the same request marked resumed, under a run id of its
  *     own, is accepted (the limit does not apply) under that id;
  *   - every run not yet recorded has its pending file;
- *   - a shutdown keeps the queued runs' files; the blocked run, fed garbage, fails for
- *     good and its file goes; after the manager is freed, exactly the two queued runs'
- *     files remain, and they decode to their requests.
+ *   - a shutdown ends the queued runs and the run waiting on the FIFO (no writer ever
+ *     comes: the wait must not hold the shutdown), all INTERRUPTED; after the manager is
+ *     freed, exactly these three runs' files remain (a restart submits them again), and
+ *     they decode to their requests.
  * A watchdog ends the test if anything blocks for a minute.
  *
  * Usage: test_run_manager SCRATCH_DIR (created if missing).
@@ -130,6 +134,29 @@ int main(int argc, char **argv)
     }
     reap_run_info_free(&rec);
 
+    /* 1b. A run reading the FIFO, fed garbage, fails for good: its file goes. */
+    reap_rm_request rf = {.model_dir = mdir, .calib_path = fifo, .seq_len = 32, .pack = 1};
+    uint8_t idf[16] = {0};
+    CHECK_RC(reap_rm_submit(m, &rf, NULL, NULL, NULL, &job), REAP_OK);
+    CHECK(run_id_of(m, job, idf));
+    CHECK(wait_state(m, idf, REAP_RM_RUNNING, 1));
+    int fd = open(fifo, O_WRONLY); /* returns once the run has the FIFO open */
+    CHECK(fd >= 0 && write(fd, "not json\n", 9) == 9);
+    if (fd >= 0)
+        close(fd);
+    CHECK(wait_state(m, idf, REAP_RM_FAILED, 1));
+    CHECK(n_pending(pdir, &p) == 0);
+    reap_run_pending_free(p, 0);
+
+    /* 1c. A run waiting on the FIFO, which no writer opens, is cancelled: it ends. */
+    CHECK_RC(reap_rm_submit(m, &rf, NULL, NULL, NULL, &job), REAP_OK);
+    CHECK(run_id_of(m, job, idf));
+    CHECK(wait_state(m, idf, REAP_RM_RUNNING, 1));
+    CHECK_RC(reap_rm_cancel(m, idf, NULL), REAP_OK);
+    CHECK(wait_state(m, idf, REAP_RM_CANCELLED, 1));
+    CHECK(n_pending(pdir, &p) == 0);
+    reap_run_pending_free(p, 0);
+
     /* 2. A blocks reading the FIFO (running); B waits (queued): the queue of 1 is full. */
     reap_rm_request ra = {.model_dir = mdir, .calib_path = fifo, .seq_len = 32, .pack = 1};
     reap_rm_request rb = {.model_dir = mdir, .calib_path = calib, .seq_len = 16, .pack = 1};
@@ -158,22 +185,22 @@ int main(int argc, char **argv)
     CHECK(n_pending(pdir, &p) == 3);
     reap_run_pending_free(p, 3);
 
-    /* 3. Shutdown: the queued runs end, their files stay; A, fed garbage, fails for good. */
+    /* 3. Shutdown: the queued runs end, and A, still waiting for a writer of the FIFO;
+     * their files stay (nothing was recorded). */
     reap_rm_stop(m);
     CHECK(wait_state(m, idb, REAP_RM_INTERRUPTED, 1));
     CHECK(wait_state(m, idx, REAP_RM_INTERRUPTED, 1));
-    int fd = open(fifo, O_WRONLY);
-    CHECK(fd >= 0 && write(fd, "not json\n", 9) == 9);
-    if (fd >= 0)
-        close(fd);
-    CHECK(wait_state(m, ida, REAP_RM_FAILED, 1));
+    CHECK(wait_state(m, ida, REAP_RM_INTERRUPTED, 1));
     reap_rm_free(m);
     int n = n_pending(pdir, &p);
-    CHECK(n == 2);
-    for (int i = 0; i < n && n == 2; i++) {
-        CHECK(!memcmp(p[i].run_id, i == 0 ? idb : idx, 16)); /* oldest first */
+    CHECK(n == 3);
+    const uint8_t *want_id[3] = {ida, idb, idx};
+    const int want_len[3] = {32, 16, 24};
+    for (int i = 0; i < n && n == 3; i++) {
+        CHECK(!memcmp(p[i].run_id, want_id[i], 16)); /* oldest first */
         CHECK_RC(reap_run_request_decode(p[i].text, &b), REAP_OK);
-        CHECK(b.rq.seq_len == (i == 0 ? 16 : 24) && !strcmp(b.rq.calib_path, calib));
+        CHECK(b.rq.seq_len == want_len[i] &&
+              !strcmp(b.rq.calib_path, i == 0 ? fifo : calib));
         reap_run_request_buf_free(&b);
     }
     reap_run_pending_free(p, n);

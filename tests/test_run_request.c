@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,7 +53,14 @@ static void test_pending(void)
         memset(id[i], 0xc0 - 0x20 * i, 16); /* ids descending, files written in turn */
         snprintf(text, sizeof text, "{\"n\": %d}", i);
         CHECK_RC(reap_run_pending_write(dir, id[i], text), REAP_OK);
-        nanosleep(&(struct timespec){0, 5000000}, NULL);
+        /* The order is by modification time; the file system's clock is coarse (files
+         * written milliseconds apart may share a time), so each file gets its own,
+         * one second apart, instead of waiting between the writes. */
+        char name[64], hex[33];
+        reap_run_id_hex(id[i], hex);
+        snprintf(name, sizeof name, "pending/%s.json", hex);
+        struct timespec ts[2] = {{1700000000 + i, 0}, {1700000000 + i, 0}};
+        CHECK(utimensat(AT_FDCWD, sp(name), ts, 0) == 0);
     }
     write_scratch("pending/notes.json", "x");             /* not a run id: skipped */
     write_scratch("pending/0123.json", "x");

@@ -410,7 +410,11 @@ static void test_bad_files(void)
     expect_bad("meta_obj.safetensors", REAP_E_FORMAT, "__metadata__");
 
     /* Not there at all: an I/O error naming the path. */
-    expect_bad("does_not_exist.safetensors", REAP_E_IO, "No such file");
+    expect_bad("does_not_exist.safetensors", REAP_E_NOTFOUND, "No such file");
+    /* A FIFO (a writer never comes) is refused at once, not waited on. */
+    unlink(sp("fifo.safetensors"));
+    CHECK(mkfifo(sp("fifo.safetensors"), 0600) == 0);
+    expect_bad("fifo.safetensors", REAP_E_INVALID, "is a FIFO, not a regular file");
 }
 
 static void test_dtypes(void)
@@ -436,6 +440,7 @@ int main(int argc, char **argv)
         return 2;
     }
     scratch = argv[1];
+    alarm(60); /* an open that waits on a FIFO must fail the test, not hang it */
     if (make_dirs(scratch) != 0) {
         fprintf(stderr, "cannot create %s: %s\n", scratch, strerror(errno));
         return 2;
