@@ -21,6 +21,7 @@
 #include "score_job.h"
 #include "scorer_cmds.h"
 #include "stats_json.h"
+#include "keepset.h"
 #include "stats_table.h"
 #include "stats_store.h"
 #include "store.h"
@@ -90,7 +91,11 @@ static int on_event(void *ud, const reap_score_event *ev)
  * 40% prune would drop. */
 void scorer_print_table(const reap_layer_stats *st, int n)
 {
-    reap_stats_print_table(stdout, st, n, 0.4);
+    reap_keep_opts ko = {.ratio = 0.4, .n_prune = -1};
+    int n_drop = -1;
+    if (n > 0 && reap_keep_n_prune(&ko, st[0].n_experts, st[0].top_k, &n_drop))
+        n_drop = -1;
+    reap_stats_print_table(stdout, st, n, 0.4, n_drop);
 }
 
 const reap_backend_i *scorer_pick_backend(const char *name)
