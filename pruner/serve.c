@@ -839,6 +839,7 @@ int pruner_cmd_serve(int argc, char **argv)
     svc_log(PROG, "serving reap.v1.Pruner on port %d (store %s, manifests %s)%s",
             rpc_server_port(S.srv), store_dir, S.have_key ? "signed" : "unsigned",
             so.tls_cert ? ", TLS" : "");
+    svc_log_auth(PROG, S.srv);
     if ((rc = rpc_server_run(S.srv))) {
         fprintf(stderr, "%s: %s\n", PROG, reap_err_msg());
         S.srv = NULL;   /* calls still referenced: leave it allocated */

@@ -1049,6 +1049,7 @@ int scorer_cmd_serve(int argc, char **argv)
     svc_log(PROG, "serving reap.v1.Scorer on port %d (store %s, backend %s, %ld run(s) at "
             "once, %ld queued)%s", rpc_server_port(S.srv), store_dir, S.backend->name,
             max_runs, max_queued, so.tls_cert ? ", TLS" : "");
+    svc_log_auth(PROG, S.srv);
     if (resume)
         scorer_resume_interrupted(S.store, S.rm, pending, &S.model_roots, &S.calib_roots,
                                   S.backend, PROG);

@@ -154,7 +154,8 @@ class Fixture:
                  "--calib", os.path.join(self.calib, f"c{i}.jsonl"), "--samples",
                  str(samples), "--min-len", "32", "--max-len", "200", "--calib-seed",
                  str(100 + i)])
-        run([g, "--out", os.path.join(self.models, "m2"), "--seed", "9", "--layers", "2"])
+        run([g, "--out", os.path.join(self.models, "m2"), "--seed", "9", "--layers", "2",
+             "--vocab", "800"])
         # 100 experts: ratios whose E x ratio lands just below an integer (0.29, 0.57, 0.58)
         run([g, "--out", os.path.join(self.models, "m100"), "--seed", "11", "--family",
              "qwen3_vl_moe", "--layers", "1", "--hidden", "64", "--heads", "2",
@@ -248,6 +249,10 @@ def test_services(a):
     prch = grpc.insecure_channel(pr_srv.addr)
     sc, pr = rg.ScorerStub(sch), rg.PrunerStub(prch)
     S = hp.HealthCheckResponse
+
+    check("authentication: bearer token" in sc_srv.logtext() and
+          "authentication: bearer token" in pr_srv.logtext(),
+          "servers with a token (flag; .env file) log that calls need it")
 
     # ---- health ----
     for ch, svc in ((sch, "reap.v1.Scorer"), (prch, "reap.v1.Pruner")):
@@ -1105,8 +1110,34 @@ def test_config(a):
     check(line.startswith("port "), f"scorer configured from a .env file only ({line.strip()})")
     p.send_signal(signal.SIGTERM)
     check(p.wait(30) == 0, ".env-configured scorer: exit 0")
+    log = p.stderr.read()
+    check("authentication: none (no --token or --token-file)" in log,
+          "a scorer started without a token says in its log that authentication is off")
     p.stdout.close()
     p.stderr.close()
+
+    # An empty token is an error naming where it came from, never "no authentication".
+    base = {k: v for k, v in os.environ.items() if not k.startswith("REAP_")}
+    envf = os.path.join(a.work, "empty-token.env")
+    with open(envf, "w") as f:
+        f.write("REAP_TOKEN=\n")
+    pr = os.path.join(a.bin, "reap-pruner")
+    args = ["serve", "--store", os.path.join(a.work, "st-tok"), "--model-root", fx.models,
+            "--listen", "127.0.0.1:0"]
+    for what, prog, extra, env, needle in (
+            ("--token ''", sc, ["--calib-root", fx.calib, "--token", ""], base,
+             "option --token was given an empty value"),
+            ("--token-file ''", pr, ["--output-root", fx.out, "--token-file", ""], base,
+             "option --token-file was given an empty value"),
+            ("REAP_TOKEN='' in the environment", sc, ["--calib-root", fx.calib],
+             dict(base, REAP_TOKEN=""), "environment variable REAP_TOKEN is set but empty"),
+            ("REAP_TOKEN= in the .env file", pr, ["--output-root", fx.out,
+                                                  "--env-file", envf], base,
+             f"REAP_TOKEN is empty in the .env file '{envf}'")):
+        r = subprocess.run([prog] + args + extra, capture_output=True, text=True, timeout=20,
+                           env=env)
+        check(r.returncode == 2 and needle in r.stderr,
+              f"empty token ({what}) refused, exit {r.returncode}: {r.stderr.strip()[:110]}")
 
 
 # ---------------------------------------------------------------------------------------
