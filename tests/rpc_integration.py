@@ -387,27 +387,121 @@ def test_tls(a):
     check(srv.stop() == 0, "mTLS: server exit 0")
 
 
+class Gate:
+    """rpc-testd --gate FIFO: an Echo "wait-gate" holds a worker until allow() writes its
+    byte; our end is O_RDWR so that neither side blocks in open()."""
+
+    def __init__(self, path):
+        if os.path.exists(path):
+            os.unlink(path)
+        os.mkfifo(path)
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR)
+
+    def allow(self, n=1):
+        os.write(self.fd, b"g" * n)
+
+    def close(self):
+        os.close(self.fd)
+
+
+def poll(fn, deadline_s=60):
+    """Call fn until it returns true (for things that must happen); its last value."""
+    end = time.time() + deadline_s
+    v = fn()
+    while not v and time.time() < end:
+        time.sleep(0.02)
+        v = fn()
+    return v
+
+
 def test_queue_limit(a):
     import grpc
+    import health_pb2 as hp
+    import health_pb2_grpc as hg
     import rpc_test_pb2 as tp
     import rpc_test_pb2_grpc as tg
 
-    srv = Server(a, "queue", ["--workers", "1", "--max-queue", "2"])
+    gate = Gate(os.path.join(a.work, "gate-queue"))
+    srv = Server(a, "queue", ["--workers", "1", "--max-queue", "2", "--health-stall-ms", "0",
+                              "--gate", gate.path])
     ch = grpc.insecure_channel(srv.addr)
-    demo = tg.DemoStub(ch)
-    futs = [demo.Slow.future(tp.SlowRequest(ms=800), timeout=30) for _ in range(8)]
-    codes = [code_of(f.result)[0] for f in futs]
+    demo, health = tg.DemoStub(ch), hg.HealthStub(ch)
+    S = hp.HealthCheckResponse
+    # The worker is held by the first call; the second waits in the queue (health says
+    # so: every worker busy, a call waiting); of 6 more, 1 fits the queue, 5 are refused.
+    futs = [demo.Echo.future(tp.EchoRequest(text="wait-gate"), timeout=60)]
+    futs.append(demo.Echo.future(tp.EchoRequest(text="wait-gate"), timeout=60))
+    held = poll(lambda: health.Check(hp.HealthCheckRequest(), timeout=5).status ==
+                S.NOT_SERVING)
+    more = [demo.Echo.future(tp.EchoRequest(text="x"), timeout=60) for _ in range(6)]
+    poll(lambda: sum(f.done() for f in more) >= 5)
+    gate.allow(2)
+    codes = [code_of(f.result)[0] for f in futs + more]
     ok = codes.count(grpc.StatusCode.OK)
     busy = codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
-    # At most 1 running + 2 queued are in the server at once, so at least 2 are served
-    # (3 when the worker dequeues before the third call arrives; more only if calls
-    # arrive over 800 ms apart) and the rest are refused.
-    check(ok >= 2 and busy >= 3 and ok + busy == 8,
-          f"1 worker + queue of 2, 8 slow calls: {ok} served, {busy} RESOURCE_EXHAUSTED")
+    check(held and ok == 3 and busy == 5,
+          f"1 worker (held by a gate) + queue of 2, 8 calls: {ok} served, {busy} "
+          f"RESOURCE_EXHAUSTED")
     check(demo.Echo(tp.EchoRequest(text="after"), timeout=5).text == "after",
           "queue limit: server still serving")
+    gate.close()
     check(srv.stop() == 0, "queue limit: server exit 0")
     ch.close()
+
+
+def test_pool_health(a):
+    """Health follows the handler pool: NOT_SERVING while every worker is held and a call
+    waits (--health-stall-ms 0: no clock involved), SERVING again once they are free."""
+    import grpc
+    import health_pb2 as hp
+    import health_pb2_grpc as hg
+    import rpc_test_pb2 as tp
+    import rpc_test_pb2_grpc as tg
+
+    gate = Gate(os.path.join(a.work, "gate-health"))
+    srv = Server(a, "pool-health", ["--workers", "2", "--health-stall-ms", "0", "--gate",
+                                    gate.path, "--health-listen", "127.0.0.1:0"],
+                 expect_health_port=True)
+    ch = grpc.insecure_channel(srv.addr)
+    hch = grpc.insecure_channel(f"127.0.0.1:{srv.health_port}")
+    demo, health = tg.DemoStub(ch), hg.HealthStub(ch)
+    S = hp.HealthCheckResponse
+    st = lambda h=health, svc="": h.Check(hp.HealthCheckRequest(service=svc), timeout=5).status
+    seen = []
+
+    def watcher():
+        try:
+            for m in health.Watch(hp.HealthCheckRequest(service="reap.test.v1.Demo"),
+                                  timeout=120):
+                seen.append(m.status)
+        except grpc.RpcError:
+            pass
+    wt = threading.Thread(target=watcher)
+    wt.start()
+    check(st() == S.SERVING and poll(lambda: seen == [S.SERVING]),
+          "pool health: SERVING while the pool is free (Check, Watch)")
+    held = [demo.Echo.future(tp.EchoRequest(text="wait-gate"), timeout=120) for _ in range(2)]
+    waiting = demo.Echo.future(tp.EchoRequest(text="waits"), timeout=120)
+    down = poll(lambda: st() == S.NOT_SERVING)
+    check(down and st(svc="reap.test.v1.Demo") == S.NOT_SERVING and
+          st(h=hg.HealthStub(hch)) == S.NOT_SERVING,
+          "every worker held, a call waiting: Check NOT_SERVING ('' , the service, the "
+          "health port)")
+    check(poll(lambda: S.NOT_SERVING in seen) and not waiting.done(),
+          f"Watch is told NOT_SERVING ({seen}); the waiting call has not run")
+    gate.allow(2)
+    res = [f.result().text for f in held + [waiting]]
+    check(res == ["wait-gate", "wait-gate", "waits"],
+          "the gate released: the held calls and the waiting one are served")
+    up = poll(lambda: st() == S.SERVING)
+    check(up and poll(lambda: seen[-1:] == [S.SERVING]),
+          f"SERVING again once the pool has recovered (Check; Watch saw {seen})")
+    gate.close()
+    check(srv.stop() == 0, "pool health: server exit 0")
+    wt.join(30)
+    ch.close()
+    hch.close()
 
 
 def test_bad_config(a):
@@ -546,6 +640,7 @@ def main():
         test_main_server(a)
         test_tls(a)
         test_queue_limit(a)
+        test_pool_health(a)
     return summary()
 
 
