@@ -39,7 +39,7 @@ static int g_gate_fd = -1, g_gate_open;
 static pthread_mutex_t g_gate_mu = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int g_stopping;
 static atomic_ullong g_slow_cancelled, g_count_cancelled;
-static atomic_llong g_count_active, g_stream_bytes_max;
+static atomic_llong g_count_active, g_stream_bytes_max, g_slow_active;
 
 static void sleep_ms(unsigned ms)
 {
@@ -113,6 +113,7 @@ static int slow_handler(rpc_call *call, const ProtobufCMessage *req, void *ud)
     Reap__Test__V1__SlowReply r = REAP__TEST__V1__SLOW_REPLY__INIT;
     double t0 = now_ms();
     (void)ud;
+    atomic_fetch_add(&g_slow_active, 1);
     while (now_ms() - t0 < q->ms) {
         if (rpc_call_cancelled(call)) {
             atomic_fetch_add(&g_slow_cancelled, 1);
@@ -122,6 +123,7 @@ static int slow_handler(rpc_call *call, const ProtobufCMessage *req, void *ud)
         sleep_ms(5);
     }
     r.waited_ms = (uint32_t)(now_ms() - t0);
+    atomic_fetch_sub(&g_slow_active, 1);
     return rpc_call_respond(call, &r.base);
 }
 
@@ -144,6 +146,7 @@ static int stats_handler(rpc_call *call, const ProtobufCMessage *req, void *ud)
     r.rss_kb = rss_kb();
     r.count_active = atomic_load(&g_count_active);
     r.stream_bytes_max = atomic_load(&g_stream_bytes_max);
+    r.slow_active = atomic_load(&g_slow_active);
     return rpc_call_respond(call, &r.base);
 }
 
