@@ -1134,10 +1134,14 @@ def test_config(a):
             ("REAP_TOKEN= in the .env file", pr, ["--output-root", fx.out,
                                                   "--env-file", envf], base,
              f"REAP_TOKEN is empty in the .env file '{envf}'")):
-        r = subprocess.run([prog] + args + extra, capture_output=True, text=True, timeout=20,
-                           env=env)
-        check(r.returncode == 2 and needle in r.stderr,
-              f"empty token ({what}) refused, exit {r.returncode}: {r.stderr.strip()[:110]}")
+        try:
+            r = subprocess.run([prog] + args + extra, capture_output=True, text=True,
+                               timeout=60, env=env)
+            rc, err = r.returncode, r.stderr
+        except subprocess.TimeoutExpired:   # it started serving (killed by run())
+            rc, err = None, "the server started"
+        check(rc == 2 and needle in err,
+              f"empty token ({what}) refused, exit {rc}: {err.strip()[:110]}")
 
 
 # ---------------------------------------------------------------------------------------
