@@ -56,11 +56,13 @@ static Grpc__Health__V1__HealthCheckResponse__ServingStatus wire_status(int st)
     }
 }
 
-/* The status a client is told: a service set SERVING is NOT_SERVING while the handler
- * pool cannot take work (rpc_pool_stalled with --health-stall-ms). */
-static int effective(int st, int stalled)
+/* The status a client is told: a named service set SERVING is NOT_SERVING while the
+ * handler pool cannot take work (rpc_pool_stalled with --health-stall-ms). The server as
+ * a whole ("") keeps its own status: the process is alive (liveness), while the named
+ * services say whether it can take work now (readiness). */
+static int effective(const char *service, int st, int stalled)
 {
-    return st == RPC_HEALTH_SERVING && stalled ? RPC_HEALTH_NOT_SERVING : st;
+    return st == RPC_HEALTH_SERVING && stalled && *service ? RPC_HEALTH_NOT_SERVING : st;
 }
 
 static int pool_stalled(rpc_server *s)
@@ -90,7 +92,7 @@ static int check_handler(rpc_call *call, const ProtobufCMessage *req, void *ud)
     pthread_mutex_unlock(&s->health_mu);
     if (st < 0)
         return rpc_call_error(call, RPC_NOT_FOUND, "unknown service '%s'", svc);
-    r.status = wire_status(effective(st, stalled));
+    r.status = wire_status(effective(svc, st, stalled));
     return rpc_call_respond(call, &r.base);
 }
 
@@ -145,7 +147,7 @@ static int watch_handler(rpc_call *call, const ProtobufCMessage *req, void *ud)
     }
     rpc_call_ref(call);
     e->watchers[e->n_watchers++] = call;
-    send_status(call, effective(e->status, stalled));
+    send_status(call, effective(e->service, e->status, stalled));
     pthread_mutex_unlock(&s->health_mu);
     rpc_call_on_cancel(call, watch_cancelled, s);
     return 0;
@@ -188,7 +190,7 @@ int rpc_health_set(rpc_server *s, const char *service, rpc_health_status st)
         int stalled = atomic_load(&s->pool_stalled);
         e->status = (int)st;
         for (int j = 0; j < e->n_watchers; j++)
-            send_status(e->watchers[j], effective(e->status, stalled));
+            send_status(e->watchers[j], effective(e->service, e->status, stalled));
     }
     pthread_mutex_unlock(&s->health_mu);
     return 0;
@@ -206,10 +208,10 @@ void rpc_health_pool_changed(void *server)
     if (atomic_exchange(&s->pool_stalled, stalled) != stalled && !atomic_load(&s->draining))
         for (int i = 0; i < s->n_health; i++) {
             health_ent *e = &s->health[i];
-            if (e->status != RPC_HEALTH_SERVING)
+            if (e->status != RPC_HEALTH_SERVING || !*e->service)
                 continue;
             for (int j = 0; j < e->n_watchers; j++)
-                send_status(e->watchers[j], effective(e->status, stalled));
+                send_status(e->watchers[j], effective(e->service, e->status, stalled));
         }
     pthread_mutex_unlock(&s->health_mu);
 }

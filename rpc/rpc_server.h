@@ -80,8 +80,9 @@ typedef struct rpc_server_opts {
                                     negative: none) */
     long drain_timeout_ms;       /* shutdown: wait for call references after cancelling
                                     (default 60000) */
-    long health_stall_ms;        /* health says NOT_SERVING (every service set SERVING)
-                                    while every handler thread is busy and the oldest
+    long health_stall_ms;        /* health says NOT_SERVING for the named services (not
+                                    for "", the process as a whole) while every handler
+                                    thread is busy and the oldest
                                     waiting call has waited this long; SERVING again once
                                     a worker takes it. Used as given (the CLI default is
                                     5000): 0 = as soon as a call waits with every worker

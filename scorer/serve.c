@@ -949,7 +949,7 @@ int scorer_cmd_serve(int argc, char **argv)
          "worker before RESOURCE_EXHAUSTED (0: none)", &max_queued, 0},
         {"resume", "REAP_RESUME", CLI_INT, "1", "on start, submit again the runs a "
          "shutdown or crash of this host's scorer interrupted (0: leave them)", &resume, 0},
-        {"layer-gate", "REAP_LAYER_GATE", CLI_STR, "", "for tests: a FIFO; before each "
+        {"layer-gate", NULL, CLI_STR, "", "for tests: a FIFO; before each "
          "layer a run reads one byte from it (closing the writer opens it for good)",
          &gate_path, 0},
         {"env-file", "REAP_ENV_FILE", CLI_ENVFILE, ".env", "read KEY=VALUE settings from "

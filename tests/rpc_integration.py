@@ -440,8 +440,8 @@ def test_queue_limit(a):
     # so: every worker busy, a call waiting); of 6 more, 1 fits the queue, 5 are refused.
     futs = [demo.Echo.future(tp.EchoRequest(text="wait-gate"), timeout=60)]
     futs.append(demo.Echo.future(tp.EchoRequest(text="wait-gate"), timeout=60))
-    held = poll(lambda: health.Check(hp.HealthCheckRequest(), timeout=5).status ==
-                S.NOT_SERVING)
+    held = poll(lambda: health.Check(hp.HealthCheckRequest(service="reap.test.v1.Demo"),
+                                     timeout=5).status == S.NOT_SERVING)
     more = [demo.Echo.future(tp.EchoRequest(text="x"), timeout=60) for _ in range(6)]
     poll(lambda: sum(f.done() for f in more) >= 5)
     gate.allow(2)
@@ -459,8 +459,9 @@ def test_queue_limit(a):
 
 
 def test_pool_health(a):
-    """Health follows the handler pool: NOT_SERVING while every worker is held and a call
-    waits (--health-stall-ms 0: no clock involved), SERVING again once they are free."""
+    """Health of the named service follows the handler pool: NOT_SERVING while every
+    worker is held and a call waits (--health-stall-ms 0: no clock involved), SERVING again
+    once they are free; the server as a whole ('') stays SERVING (liveness)."""
     import grpc
     import health_pb2 as hp
     import health_pb2_grpc as hg
@@ -475,13 +476,14 @@ def test_pool_health(a):
     hch = grpc.insecure_channel(f"127.0.0.1:{srv.health_port}")
     demo, health = tg.DemoStub(ch), hg.HealthStub(ch)
     S = hp.HealthCheckResponse
-    st = lambda h=health, svc="": h.Check(hp.HealthCheckRequest(service=svc), timeout=5).status
+    DEMO = "reap.test.v1.Demo"
+    st = lambda h=health, svc=DEMO: h.Check(hp.HealthCheckRequest(service=svc),
+                                            timeout=5).status
     seen = []
 
     def watcher():
         try:
-            for m in health.Watch(hp.HealthCheckRequest(service="reap.test.v1.Demo"),
-                                  timeout=120):
+            for m in health.Watch(hp.HealthCheckRequest(service=DEMO), timeout=120):
                 seen.append(m.status)
         except grpc.RpcError:
             pass
@@ -492,10 +494,9 @@ def test_pool_health(a):
     held = [demo.Echo.future(tp.EchoRequest(text="wait-gate"), timeout=120) for _ in range(2)]
     waiting = demo.Echo.future(tp.EchoRequest(text="waits"), timeout=120)
     down = poll(lambda: st() == S.NOT_SERVING)
-    check(down and st(svc="reap.test.v1.Demo") == S.NOT_SERVING and
-          st(h=hg.HealthStub(hch)) == S.NOT_SERVING,
-          "every worker held, a call waiting: Check NOT_SERVING ('' , the service, the "
-          "health port)")
+    check(down and st(h=hg.HealthStub(hch)) == S.NOT_SERVING and st(svc="") == S.SERVING,
+          "every worker held, a call waiting: Check of the service NOT_SERVING (also on the "
+          "health port); the server as a whole ('') still SERVING")
     check(poll(lambda: S.NOT_SERVING in seen) and not waiting.done(),
           f"Watch is told NOT_SERVING ({seen}); the waiting call has not run")
     gate.allow(2)
