@@ -1262,9 +1262,9 @@ def run_load(a):
           f"load: {total} RPCs from {n_clients} clients, {len(errors)} failures "
           f"{sorted(set(errors))}")
     check(still_running and stream["end"] == "finished" and stream["layers"] == L,
-          f"load: a scoring run was running through the load (held by the gate before "
-          f"layer {g2.layers_done}; {stream['during']} layer events during the load) and "
-          f"then finished all {stream['layers']} layers")
+          f"load: a scoring run was running through the load ({g2.layers_done} of {L} "
+          f"layers at its end, the gate holding the last; {stream['during']} layer events "
+          f"during the load) and then finished all {stream['layers']} layers")
     print(f"load: {total} RPCs ({n_clients} clients x {n_calls}: Health/Check, ListRuns, "
           f"GetRun, GetStats) in {wall:.1f} s = {total / wall:.0f} RPC/s; latency p50 "
           f"{p50:.2f} ms, p99 {p99:.2f} ms; scorer RSS idle {rss_idle / 1024:.1f} MiB, "
