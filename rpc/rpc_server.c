@@ -615,6 +615,8 @@ void rpc_server_free(rpc_server *s)
         }
         grpc_completion_queue_destroy(s->cq);
     }
+    rpc_pool_stop(&s->pool);   /* no-op when stopped or never started; its workers call
+                                  into health, which is freed next */
     rpc_health_free(s);
     free(s->methods);
     free(s->listen);
