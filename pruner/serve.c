@@ -834,12 +834,12 @@ int pruner_cmd_serve(int argc, char **argv)
         M("Verify", RPC_UNARY, verify_request, verify_response, h_verify),
     };
 #undef M
+    svc_log_auth(PROG, S.srv);   /* before the "port" line that clients and tests wait for */
     if ((rc = svc_start(S.srv, "reap.v1.Pruner", methods, sizeof methods / sizeof methods[0])))
         goto fail_msg;
     svc_log(PROG, "serving reap.v1.Pruner on port %d (store %s, manifests %s)%s",
             rpc_server_port(S.srv), store_dir, S.have_key ? "signed" : "unsigned",
             so.tls_cert ? ", TLS" : "");
-    svc_log_auth(PROG, S.srv);
     if ((rc = rpc_server_run(S.srv))) {
         fprintf(stderr, "%s: %s\n", PROG, reap_err_msg());
         S.srv = NULL;   /* calls still referenced: leave it allocated */

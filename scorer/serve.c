@@ -1044,12 +1044,12 @@ int scorer_cmd_serve(int argc, char **argv)
         M("GetStats", RPC_UNARY, get_stats_request, get_stats_response, h_get_stats),
     };
 #undef M
+    svc_log_auth(PROG, S.srv);   /* before the "port" line that clients and tests wait for */
     if ((rc = svc_start(S.srv, "reap.v1.Scorer", methods, sizeof methods / sizeof methods[0])))
         goto fail_msg;
     svc_log(PROG, "serving reap.v1.Scorer on port %d (store %s, backend %s, %ld run(s) at "
             "once, %ld queued)%s", rpc_server_port(S.srv), store_dir, S.backend->name,
             max_runs, max_queued, so.tls_cert ? ", TLS" : "");
-    svc_log_auth(PROG, S.srv);
     if (resume)
         scorer_resume_interrupted(S.store, S.rm, pending, &S.model_roots, &S.calib_roots,
                                   S.backend, PROG);
