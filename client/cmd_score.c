@@ -13,6 +13,7 @@
  * `reapctl watch RUN_ID`. Leaving never stops a run by itself: the server keeps
  * scoring when its client goes away.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,7 +195,7 @@ static int cancel_and_follow(const char *cmd, rpc_client *cl, follow *f, long ti
 static int run_follow(const char *cmd, int argc, char **argv, int is_watch)
 {
     const char *model = NULL, *calib = NULL, *backend = NULL, *run_id = NULL,
-               *tokenizer = NULL, *seed_s = NULL;
+               *tokenizer = NULL, *seed_s = NULL, *max_samples_s = NULL;
     long seq_len = 0, max_samples = 0, batch = 0, seed = 0;
     int no_pack = 0, force = 0, detach = 0, json = 0, help = 0, n_pos = 0, n = 0, ex;
     int shuffle = 0;
@@ -223,8 +224,9 @@ static int run_follow(const char *cmd, int argc, char **argv, int is_watch)
                               "server's default)", &seq_len, 0};
         opts[n++] = (cli_opt){"no-pack", NULL, CLI_FLAG, NULL, "one row per sample",
                               &no_pack, 0};
-        opts[n++] = (cli_opt){"max-samples", "REAP_MAX_SAMPLES", CLI_INT, "0", "use the "
-                              "first N samples (0: the server's default)", &max_samples, 0};
+        opts[n++] = (cli_opt){"max-samples", "REAP_MAX_SAMPLES", CLI_STR, NULL, "use the "
+                              "first N samples (0: every sample; not given: the server's "
+                              "default)", &max_samples_s, 0};
         opts[n++] = (cli_opt){"batch-size", "REAP_BATCH_SIZE", CLI_INT, "0", "rows per "
                               "attention micro-batch (0: the server's default)", &batch, 0};
         opts[n++] = (cli_opt){"backend", NULL, CLI_STR, NULL, "cpu, cuda or auto (default: "
@@ -255,6 +257,13 @@ static int run_follow(const char *cmd, int argc, char **argv, int is_watch)
         fprintf(stderr, "reapctl watch: give the run id (reapctl runs lists them)\n");
         return REAPCTL_EXIT_USAGE;
     }
+    if (max_samples_s) {
+        char *end;
+        errno = 0;
+        max_samples = strtol(max_samples_s, &end, 10);
+        if (*end || end == max_samples_s || errno || max_samples > 0xffffffffL)
+            max_samples = -1;
+    }
     if (seq_len < 0 || max_samples < 0 || batch < 0) {
         fprintf(stderr, "reapctl %s: --seq-len, --max-samples, --batch-size must be >= 0\n",
                 cmd);
@@ -280,6 +289,7 @@ static int run_follow(const char *cmd, int argc, char **argv, int is_watch)
         q.seq_len = (uint32_t)seq_len;
         q.no_pack = no_pack;
         q.max_samples = (uint32_t)max_samples;
+        q.max_samples_set = max_samples_s != NULL;   /* an explicit 0: every sample */
         q.batch_size = (uint32_t)batch;
         q.backend = (char *)(backend ? backend : "");
         q.force = force;

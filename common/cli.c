@@ -135,15 +135,38 @@ int cli_parse_pos(const cli_opt *opts, int n, int argc, char **argv, int first, 
                  errlen);
 }
 
+/* 1 when argv[first..argc) gives option o as a flag (its value then wins over an
+ * empty environment variable). */
+static int flag_given(const cli_opt *o, int argc, char **argv, int first)
+{
+    size_t fl = strlen(o->flag);
+    for (int a = first; a < argc; a++) {
+        if (!strcmp(argv[a], "--"))
+            break;
+        if (!strncmp(argv[a], "--", 2) && !strncmp(argv[a] + 2, o->flag, fl) &&
+            (argv[a][2 + fl] == '\0' || argv[a][2 + fl] == '='))
+            return 1;
+    }
+    return 0;
+}
+
 static int parse(const cli_opt *opts, int n, int argc, char **argv, int first, int *help,
                  const char **pos, int max_pos, int *n_pos, char *err, size_t errlen)
 {
     int *seen = calloc((size_t)n + 1, sizeof *seen);
+    /* Options whose variable was in the environment before the .env file was read (so
+     * that an empty value can be traced to the environment or to the file). */
+    int *in_env = calloc((size_t)n + 1, sizeof *in_env);
+    const char *envfile = NULL;
     int rc = -1;
-    if (!seen) {
+    if (!seen || !in_env) {
         snprintf(err, errlen, "out of memory");
+        free(seen);
+        free(in_env);
         return -1;
     }
+    for (int i = 0; i < n; i++)
+        in_env[i] = opts[i].env && getenv(opts[i].env) != NULL;
     *help = 0;
     if (n_pos)
         *n_pos = 0;
@@ -162,6 +185,8 @@ static int parse(const cli_opt *opts, int n, int argc, char **argv, int first, i
             snprintf(err, errlen, "--%s: cannot open '%s'", opts[i].flag, path);
             goto done;
         }
+        if (lr == 0)
+            envfile = path;
     }
     for (int i = 0; i < n; i++) {
         const cli_opt *o = &opts[i];
@@ -187,6 +212,17 @@ static int parse(const cli_opt *opts, int n, int argc, char **argv, int first, i
             seen[i] = 1;
         }
         const char *ev = o->env ? getenv(o->env) : NULL;
+        if (ev && !*ev && o->required == CLI_NONEMPTY && !flag_given(o, argc, argv, first)) {
+            if (in_env[i] || !envfile)
+                snprintf(err, errlen, "environment variable %s is set but empty (--%s "
+                         "needs a value; unset the variable to leave it out)", o->env,
+                         o->flag);
+            else
+                snprintf(err, errlen, "%s is empty in the .env file '%s' (--%s needs a "
+                         "value; remove the line to leave it out)", o->env, envfile,
+                         o->flag);
+            goto done;
+        }
         if (ev && *ev) {
             if (set_value(o, ev, o->env, err, errlen))
                 goto done;
@@ -266,6 +302,11 @@ static int parse(const cli_opt *opts, int n, int argc, char **argv, int first, i
                 free(list_from_flag);
                 goto done;
             }
+        } else if (!*v && o->required == CLI_NONEMPTY) {
+            snprintf(err, errlen, "option --%s was given an empty value (leave the option "
+                     "out instead)", o->flag);
+            free(list_from_flag);
+            goto done;
         } else if (set_value(o, v, "command line", err, errlen)) {
             free(list_from_flag);
             goto done;
@@ -275,7 +316,7 @@ static int parse(const cli_opt *opts, int n, int argc, char **argv, int first, i
     free(list_from_flag);
     for (int i = 0; i < n; i++) {
         int empty_list = opts[i].kind == CLI_LIST && ((cli_list *)opts[i].dst)->n == 0;
-        if (opts[i].required && (!seen[i] || empty_list)) {
+        if (opts[i].required == 1 && (!seen[i] || empty_list)) {
             snprintf(err, errlen, "missing required option --%s%s%s", opts[i].flag,
                      opts[i].env ? " (or environment variable " : "",
                      opts[i].env ? opts[i].env : "");
@@ -287,6 +328,7 @@ static int parse(const cli_opt *opts, int n, int argc, char **argv, int first, i
     rc = 0;
 done:
     free(seen);
+    free(in_env);
     return rc;
 }
 
@@ -313,7 +355,7 @@ void cli_usage(FILE *f, const char *usage, const cli_opt *opts, int n)
             fprintf(f, " (repeatable)");
         if (o->def)
             fprintf(f, " (default %s)", o->def);
-        if (o->required)
+        if (o->required == 1)
             fprintf(f, " [required]");
         if (o->env)
             fprintf(f, " [env %s%s]", o->env, o->kind == CLI_LIST ? ", ':'-separated" : "");

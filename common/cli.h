@@ -43,8 +43,14 @@ typedef struct cli_opt {
     const char *def;    /* default as text, or NULL (unset: "" / 0) */
     const char *help;
     void *dst;          /* see cli_kind */
-    int required;       /* 1: must be set by default, env or flag */
+    int required;       /* 1: must be set by default, env or flag; CLI_NONEMPTY:
+                           optional, but a value given empty (`--token ""`, REAP_TOKEN=""
+                           in the environment or `REAP_TOKEN=` in the .env file) is an
+                           error naming where it came from, instead of counting as
+                           "not given" */
 } cli_opt;
+
+#define CLI_NONEMPTY 2
 
 /* A CLI_LIST destination: n malloc'd strings. */
 typedef struct cli_list {

@@ -10,7 +10,8 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-void reap_stats_print_table(FILE *f, const reap_layer_stats *st, int n, double ratio)
+void reap_stats_print_table(FILE *f, const reap_layer_stats *st, int n, double ratio,
+                            int n_drop)
 {
     char drop[32];
     snprintf(drop, sizeof drop, "drop@%g", ratio);
@@ -27,9 +28,12 @@ void reap_stats_print_table(FILE *f, const reap_layer_stats *st, int n, double r
             routed += s->count[e] > 0;
         }
         qsort(sc, (size_t)s->n_experts, sizeof *sc, cmp_double);
-        fprintf(f, "%5d %8lld %4d/%-3d %12.6g %12.6g %12.6g %8d\n", s->layer,
+        char nd[16] = "-";
+        if (n_drop >= 0)
+            snprintf(nd, sizeof nd, "%d", n_drop);
+        fprintf(f, "%5d %8lld %4d/%-3d %12.6g %12.6g %12.6g %8s\n", s->layer,
                 (long long)s->tokens, routed, s->n_experts, sc[0], sc[s->n_experts / 2],
-                sc[s->n_experts - 1], (int)floor(s->n_experts * ratio));
+                sc[s->n_experts - 1], nd);
         free(sc);
     }
 }

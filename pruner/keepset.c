@@ -232,25 +232,8 @@ int reap_keepset_compute(const reap_config *cfg, const reap_layer_stats *stats, 
     }
 
     int n_prune;
-    if (opts->n_prune >= 0) {
-        n_prune = opts->n_prune;
-    } else {
-        if (!(opts->ratio >= 0.0 && opts->ratio < 1.0)) {
-            rc = reap_err_set(REAP_E_INVALID, "ratio %g is outside [0, 1) (the fraction of "
-                              "experts removed)", opts->ratio);
-            goto fail;
-        }
-        /* floor(E * ratio), robust to ratios like 0.29 whose product lands just below an
-         * integer in binary floating point. */
-        n_prune = (int)floor((double)E * opts->ratio + 1e-9);
-    }
-    if (n_prune > E || E - n_prune < K) {
-        rc = reap_err_set(REAP_E_PRECONDITION,
-                          PRECOND "pruning %d of %d experts leaves %d, fewer than the %d "
-                          "experts every token is routed to (num_experts_per_tok)",
-                          n_prune, E, E - n_prune, K);
+    if ((rc = reap_keep_n_prune(opts, E, K, &n_prune)))
         goto fail;
-    }
 
     out->criterion = opts->criterion;
     out->ratio = opts->n_prune >= 0 ? -1.0 : opts->ratio;
@@ -315,6 +298,34 @@ fail:
     free(st);
     reap_keepset_free(out);
     return rc;
+}
+
+int reap_keep_opts_check(const reap_keep_opts *opts)
+{
+    if (opts->n_prune < 0 && !(opts->ratio >= 0.0 && opts->ratio < 1.0))
+        return reap_err_set(REAP_E_INVALID, "ratio %g is outside [0, 1) (the fraction of "
+                            "experts removed)", opts->ratio);
+    return REAP_OK;
+}
+
+int reap_keep_n_prune(const reap_keep_opts *opts, int n_experts, int top_k, int *out)
+{
+    int rc;
+    int64_t n;
+    if ((rc = reap_keep_opts_check(opts)))
+        return rc;
+    n = opts->n_prune >= 0 ? opts->n_prune
+                           : (int64_t)floor((double)n_experts * opts->ratio + 1e-9);
+    if (n >= n_experts)
+        return reap_err_set(REAP_E_PRECONDITION, PRECOND "n_prune %lld is not below the %d "
+                            "experts per layer of this model", (long long)n, n_experts);
+    if (n_experts - n < top_k)
+        return reap_err_set(REAP_E_PRECONDITION,
+                            PRECOND "pruning %lld of %d experts leaves %lld, fewer than the %d "
+                            "experts every token is routed to (num_experts_per_tok)",
+                            (long long)n, n_experts, (long long)(n_experts - n), top_k);
+    *out = (int)n;
+    return REAP_OK;
 }
 
 int reap_keep_opts_parse(const char *ratio, const char *n_prune, const char *criterion,

@@ -43,7 +43,8 @@ typedef struct reap_keep_opts {
     reap_criterion criterion;
     double ratio;             /* fraction of experts removed, 0 <= ratio < 1; used when
                                  n_prune < 0 */
-    int n_prune;              /* experts removed per layer; < 0: floor(E * ratio) */
+    int64_t n_prune;          /* experts removed per layer; < 0: from ratio
+                                 (reap_keep_n_prune) */
     int protect_super_experts;
 } reap_keep_opts;
 
@@ -78,6 +79,23 @@ int reap_keepset_compute(const reap_config *cfg, const reap_layer_stats *stats, 
                          const reap_keep_opts *opts, reap_keepset *out);
 
 void reap_keepset_free(reap_keepset *ks);
+
+/* The one rule for how many experts a prune removes; every caller (keep sets, the
+ * pruner service's events, tables) uses these two functions.
+ *
+ * reap_keep_opts_check: the options alone, before the model is known: with n_prune < 0
+ * the ratio must lie in [0, 1) (NaN refused). Returns REAP_OK or REAP_E_INVALID
+ * ("ratio R is outside [0, 1) ...", R as given).
+ *
+ * reap_keep_n_prune: experts removed per layer from a layer of E experts routed K per
+ * token: opts->n_prune when >= 0, else floor(E * ratio + 1e-9) (the 1e-9 keeps ratios
+ * such as 0.29 whose product lands just below an integer in binary floating point from
+ * losing an expert: E = 100, ratio 0.29 -> 29). *out receives it on REAP_OK.
+ * Returns REAP_OK; REAP_E_INVALID (as reap_keep_opts_check); REAP_E_PRECONDITION
+ * (message prefixed "precondition: ") when n_prune >= E ("n_prune N is not below the E
+ * experts per layer", N as given) or the prune leaves fewer than K experts. */
+int reap_keep_opts_check(const reap_keep_opts *opts);
+int reap_keep_n_prune(const reap_keep_opts *opts, int n_experts, int top_k, int *out);
 
 /* The keep-set entry of decoder layer `layer`, NULL if it is not a pruned MoE layer. */
 const reap_keep_layer *reap_keepset_find(const reap_keepset *ks, int layer);

@@ -94,7 +94,7 @@ static rpc_code parse_params(const pruner_svc *S, const Reap__V1__PruneParams *p
         return RPC_INVALID_ARGUMENT;
     }
     if (have_n) {
-        ko->n_prune = (int)(p->n_prune > 1u << 20 ? 1u << 20 : p->n_prune);
+        ko->n_prune = p->n_prune;   /* the value sent: refusals name it as it came */
         ko->ratio = -1;
         return RPC_OK;
     }
@@ -108,23 +108,28 @@ static rpc_code parse_params(const pruner_svc *S, const Reap__V1__PruneParams *p
         ko->ratio = strtod(S->ratio_default, NULL);
         return RPC_OK;
     }
-    if (!isfinite(p->ratio) || p->ratio < 0 || p->ratio >= 1) {
-        snprintf(err, errlen, "params.ratio: %g is outside [0, 1)", p->ratio);
+    ko->ratio = p->ratio;
+    if (reap_keep_opts_check(ko)) {
+        snprintf(err, errlen, "params.%s", reap_err_msg());
         return RPC_INVALID_ARGUMENT;
     }
-    ko->ratio = p->ratio;
     return RPC_OK;
 }
 
-/* n_prune must leave experts: a well-formed request the model does not allow (the client
- * may not know E) is FAILED_PRECONDITION. Returns RPC_OK or that code with err set. */
+/* Experts removed per layer of this model (keepset.h: reap_keep_n_prune, the one rule):
+ * a well-formed request the model does not allow (the client may not know E: n_prune
+ * not below E, fewer than top_k left) is FAILED_PRECONDITION. Returns RPC_OK with
+ * *n_prune set, or that code with err set. */
 static rpc_code check_n_prune(const reap_keep_opts *ko, const reap_layer_stats *st, int n_st,
-                              char *err, size_t errlen)
+                              int *n_prune, char *err, size_t errlen)
 {
-    if (n_st && ko->n_prune >= st[0].n_experts) {
-        snprintf(err, errlen, "params.n_prune: %d is not below the %d experts per layer of "
-                 "this model", ko->n_prune, st[0].n_experts);
-        return RPC_FAILED_PRECONDITION;
+    int rc;
+    *n_prune = 0;
+    if (!n_st)
+        return RPC_OK;   /* no statistics: reported by the keep set */
+    if ((rc = reap_keep_n_prune(ko, st[0].n_experts, st[0].top_k, n_prune))) {
+        snprintf(err, errlen, "params: %s", reap_err_msg());
+        return rc == REAP_E_INVALID ? RPC_INVALID_ARGUMENT : RPC_FAILED_PRECONDITION;
     }
     return RPC_OK;
 }
@@ -186,7 +191,7 @@ static int h_keepset(rpc_call *call, const ProtobufCMessage *req, void *ud)
     reap_keepset ks = {0};
     reap_layer_stats *st = NULL;
     reap_id model, *used = NULL;
-    int n_st = 0, n_used = 0, rc;
+    int n_st = 0, n_used = 0, n_prune = 0, rc;
     char err[1024], digest[65];
     svc_pool pool = {0};
     rpc_code code;
@@ -198,7 +203,7 @@ static int h_keepset(rpc_call *call, const ProtobufCMessage *req, void *ud)
         (code = load_stats(S, &model, q->params->calib_ids, q->params->n_calib_ids, &st, &n_st,
                            &used, &n_used, err, sizeof err)))
         return rpc_call_error(call, code, "%s", err);
-    if ((code = check_n_prune(&ko, st, n_st, err, sizeof err))) {
+    if ((code = check_n_prune(&ko, st, n_st, &n_prune, err, sizeof err))) {
         rc = rpc_call_error(call, code, "%s", err);
         goto done;
     }
@@ -368,7 +373,7 @@ static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
     reap_known_file *known = NULL;
     reap_layer_stats *st = NULL;
     reap_id *used = NULL;
-    int n_st = 0, n_used = 0, rc = 0, reserved = 0;
+    int n_st = 0, n_used = 0, n_prune = 0, rc = 0, reserved = 0;
     reap_prune_result res;
     rpc_code code;
     struct stat sb;
@@ -418,7 +423,7 @@ static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
         rc = rpc_call_error(call, code, "model_path: model %.16s: %s", mh, err);
         goto done;
     }
-    if ((code = check_n_prune(&ko, st, n_st, err, sizeof err))) {
+    if ((code = check_n_prune(&ko, st, n_st, &n_prune, err, sizeof err))) {
         rc = rpc_call_error(call, code, "%s", err);
         goto done;
     }
@@ -441,7 +446,6 @@ static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
     for (int i = 0; i < 8; i++)
         snprintf(job + 2 * i, 3, "%02x", jb[i]);
     int E = n_st ? st[0].n_experts : 0;
-    int n_prune = ko.n_prune >= 0 ? ko.n_prune : (int)floor(E * ko.ratio);
     acc.job_id = job;
     acc.model_id = mh;
     acc.output_path = out;
@@ -875,6 +879,7 @@ int pruner_cmd_serve(int argc, char **argv)
         M("Verify", RPC_UNARY, verify_request, verify_response, h_verify),
     };
 #undef M
+    svc_log_auth(PROG, S.srv);   /* before the "port" line that clients and tests wait for */
     if ((rc = svc_start(S.srv, "reap.v1.Pruner", methods, sizeof methods / sizeof methods[0])))
         goto fail_msg;
     svc_log(PROG, "serving reap.v1.Pruner on port %d (store %s, manifests %s)%s",

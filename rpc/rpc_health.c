@@ -56,6 +56,21 @@ static Grpc__Health__V1__HealthCheckResponse__ServingStatus wire_status(int st)
     }
 }
 
+/* The status a client is told: a named service set SERVING is NOT_SERVING while the
+ * handler pool cannot take work (rpc_pool_stalled with --health-stall-ms). The server as
+ * a whole ("") keeps its own status: the process is alive (liveness), while the named
+ * services say whether it can take work now (readiness). */
+static int effective(const char *service, int st, int stalled)
+{
+    return st == RPC_HEALTH_SERVING && stalled && *service ? RPC_HEALTH_NOT_SERVING : st;
+}
+
+static int pool_stalled(rpc_server *s)
+{
+    return rpc_pool_stalled(&s->pool, s->o.health_stall_ms < 0 ? -1
+                                                               : s->o.health_stall_ms * 1000000LL);
+}
+
 static int send_status(rpc_call *c, int st)
 {
     Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
@@ -69,7 +84,7 @@ static int check_handler(rpc_call *call, const ProtobufCMessage *req, void *ud)
     Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
     rpc_server *s = ud;
     const char *svc = q->service ? q->service : "";
-    int st;
+    int st, stalled = pool_stalled(s);
 
     pthread_mutex_lock(&s->health_mu);
     health_ent *e = find_locked(s, svc, 0);
@@ -77,7 +92,7 @@ static int check_handler(rpc_call *call, const ProtobufCMessage *req, void *ud)
     pthread_mutex_unlock(&s->health_mu);
     if (st < 0)
         return rpc_call_error(call, RPC_NOT_FOUND, "unknown service '%s'", svc);
-    r.status = wire_status(st);
+    r.status = wire_status(effective(svc, st, stalled));
     return rpc_call_respond(call, &r.base);
 }
 
@@ -106,6 +121,7 @@ static int watch_handler(rpc_call *call, const ProtobufCMessage *req, void *ud)
     const Grpc__Health__V1__HealthCheckRequest *q = (const void *)req;
     rpc_server *s = ud;
     const char *svc = q->service ? q->service : "";
+    int stalled = pool_stalled(s);
 
     pthread_mutex_lock(&s->health_mu);
     if (atomic_load(&s->draining)) {
@@ -131,7 +147,7 @@ static int watch_handler(rpc_call *call, const ProtobufCMessage *req, void *ud)
     }
     rpc_call_ref(call);
     e->watchers[e->n_watchers++] = call;
-    send_status(call, e->status);
+    send_status(call, effective(e->service, e->status, stalled));
     pthread_mutex_unlock(&s->health_mu);
     rpc_call_on_cancel(call, watch_cancelled, s);
     return 0;
@@ -171,12 +187,33 @@ int rpc_health_set(rpc_server *s, const char *service, rpc_health_status st)
         return reap_err_set(REAP_E_NOMEM, "health: cannot add service '%s'", service);
     }
     if (e->status != (int)st) {
+        int stalled = atomic_load(&s->pool_stalled);
         e->status = (int)st;
         for (int j = 0; j < e->n_watchers; j++)
-            send_status(e->watchers[j], e->status);
+            send_status(e->watchers[j], effective(e->service, e->status, stalled));
     }
     pthread_mutex_unlock(&s->health_mu);
     return 0;
+}
+
+/* The pool took, finished or queued a job: when that changes whether it can take work,
+ * tell the Watch streams of every service set SERVING. (With a threshold above 0 the
+ * moment a wait grows past it is no event: Check sees it at once, Watch at the pool's
+ * next change.) */
+void rpc_health_pool_changed(void *server)
+{
+    rpc_server *s = server;
+    pthread_mutex_lock(&s->health_mu);   /* lock order: health_mu, then the pool's */
+    int stalled = pool_stalled(s);
+    if (atomic_exchange(&s->pool_stalled, stalled) != stalled && !atomic_load(&s->draining))
+        for (int i = 0; i < s->n_health; i++) {
+            health_ent *e = &s->health[i];
+            if (e->status != RPC_HEALTH_SERVING || !*e->service)
+                continue;
+            for (int j = 0; j < e->n_watchers; j++)
+                send_status(e->watchers[j], effective(e->service, e->status, stalled));
+        }
+    pthread_mutex_unlock(&s->health_mu);
 }
 
 void rpc_health_shutdown(rpc_server *s)

@@ -114,10 +114,16 @@ typedef struct rpc_pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     rpc_call **q;
+    int64_t *enq_ns;              /* [cap] when each queued job was pushed (monotonic) */
     int cap, head, count;
+    int busy;                     /* workers running a handler */
     int stop;
     pthread_t *th;
     int n_threads;
+    /* Called (no pool lock held) after a push, or after a worker takes or finishes a
+     * job, so that health can follow the pool (rpc_server.c); may be NULL. */
+    void (*on_change)(void *ud);
+    void *on_change_ud;
 } rpc_pool;
 
 struct rpc_server {
@@ -143,6 +149,8 @@ struct rpc_server {
     atomic_int draining;
     int pending_requests;         /* queue thread only */
 
+    atomic_int pool_stalled;      /* last stall state told to Watch streams */
+
     atomic_llong calls_live;
     atomic_ullong calls_total, calls_rejected, calls_unauth, calls_unimpl;
     atomic_llong queued_bytes;
@@ -162,11 +170,18 @@ void rpc_call_run_handler(rpc_call *c);
 void rpc_call_on_close(rpc_call *c, int ok);
 void rpc_call_on_send(rpc_call *c, int ok);
 
+/* rpc_health.c: the pool's part in health (pool.on_change) */
+void rpc_health_pool_changed(void *server);
+
 /* rpc_pool.c */
 int rpc_pool_init(rpc_pool *p, int n_threads, int cap);
 /* Hand a call (with its dispatch reference) to a worker. 0, or -1 when full/stopped. */
 int rpc_pool_push(rpc_pool *p, rpc_call *c);
 long rpc_pool_queued(rpc_pool *p);
+/* 1 when the pool cannot take work: every worker is running a handler and the oldest
+ * queued job has waited at least stall_ns (0: any job waiting). stall_ns < 0: never. */
+int rpc_pool_stalled(rpc_pool *p, int64_t stall_ns);
+int64_t rpc_now_ns(void);   /* CLOCK_MONOTONIC */
 void rpc_pool_stop(rpc_pool *p);   /* joins the threads; queued jobs run first */
 
 /* rpc_health.c */

@@ -462,6 +462,8 @@ int rpc_server_start(rpc_server *s)
             goto fail;
         s->n_lst = 2;
     }
+    s->pool.on_change = rpc_health_pool_changed;
+    s->pool.on_change_ud = s;
     if (rpc_pool_init(&s->pool, (int)s->o.workers, (int)s->o.max_queue)) {
         rc = reap_err_set(REAP_E_NOMEM, "rpc: cannot start %ld worker threads",
                           s->o.workers);
@@ -502,6 +504,7 @@ fail:
 
 int rpc_server_port(const rpc_server *s) { return s->n_lst > 0 ? s->lst[0].port : 0; }
 int rpc_server_health_port(const rpc_server *s) { return s->n_lst > 1 ? s->lst[1].port : 0; }
+int rpc_server_auth_required(const rpc_server *s) { return s->token != NULL; }
 
 /* ---- run / shutdown ---------------------------------------------------------------- */
 
@@ -613,6 +616,8 @@ void rpc_server_free(rpc_server *s)
         }
         grpc_completion_queue_destroy(s->cq);
     }
+    rpc_pool_stop(&s->pool);   /* no-op when stopped or never started; its workers call
+                                  into health, which is freed next */
     rpc_health_free(s);
     free(s->methods);
     free(s->listen);
@@ -685,10 +690,15 @@ int rpc_server_cli_options(rpc_server_opts *o, cli_opt *opts, int cap)
         {"tls-client-ca", "REAP_TLS_CLIENT_CA", CLI_STR, NULL,
          "PEM CA: require client certificates signed by it (mTLS)", &o->tls_client_ca, 0},
         {"token", "REAP_TOKEN", CLI_STR, NULL,
-         "require 'authorization: Bearer TOKEN' on every call but health", &o->token, 0},
+         "require 'authorization: Bearer TOKEN' on every call but health (neither this "
+         "nor --token-file: no authentication, logged at start; empty: refused)",
+         &o->token, CLI_NONEMPTY},
         {"token-file", "REAP_TOKEN_FILE", CLI_STR, NULL, "read the bearer token from a file",
-         &o->token_file, 0},
+         &o->token_file, CLI_NONEMPTY},
         {"workers", "REAP_WORKERS", CLI_INT, "4", "request handler threads", &o->workers, 0},
+        {"health-stall-ms", "REAP_HEALTH_STALL_MS", CLI_INT, "5000",
+         "health NOT_SERVING while every handler thread is busy and a call has waited this "
+         "long (0: any waiting call; -1: never)", &o->health_stall_ms, 0},
         {"max-queue", "REAP_MAX_QUEUE", CLI_INT, "256",
          "requests waiting for a handler before RESOURCE_EXHAUSTED", &o->max_queue, 0},
         {"max-message-mb", "REAP_MAX_MESSAGE_MB", CLI_INT, "64",

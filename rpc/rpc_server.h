@@ -68,7 +68,9 @@ typedef struct rpc_server_opts {
     const char *tls_cert;        /* PEM server certificate chain file (enables TLS) */
     const char *tls_key;         /* PEM private key file (required with tls_cert) */
     const char *tls_client_ca;   /* PEM CA file: require and verify client certs (mTLS) */
-    const char *token;           /* bearer token; NULL/"" and no token_file: no auth */
+    const char *token;           /* bearer token; NULL/"" and no token_file: no auth
+                                    (the CLI options refuse an empty value: see
+                                    rpc_server_cli_options) */
     const char *token_file;      /* file whose first line is the token */
     long workers;                /* handler threads (default 4) */
     long max_queue;              /* jobs waiting for a worker (default 256) */
@@ -78,6 +80,13 @@ typedef struct rpc_server_opts {
                                     negative: none) */
     long drain_timeout_ms;       /* shutdown: wait for call references after cancelling
                                     (default 60000) */
+    long health_stall_ms;        /* health says NOT_SERVING for the named services (not
+                                    for "", the process as a whole) while every handler
+                                    thread is busy and the oldest
+                                    waiting call has waited this long; SERVING again once
+                                    a worker takes it. Used as given (the CLI default is
+                                    5000): 0 = as soon as a call waits with every worker
+                                    busy; negative: never */
     void (*on_shutdown)(void *ud);   /* called once on the queue thread when a shutdown
                                         starts, before the grace period; may be NULL */
     void *on_shutdown_ud;
@@ -136,6 +145,9 @@ int rpc_server_add_method(rpc_server *s, const rpc_method *m);
 /* Bind the listeners and start accepting (calls queue until rpc_server_run).
  * REAP_OK; REAP_E_IO when an address cannot be bound (in use, bad host), REAP_E_NOMEM. */
 int rpc_server_start(rpc_server *s);
+
+/* 1 when calls need the bearer token (a token or token file was configured), else 0. */
+int rpc_server_auth_required(const rpc_server *s);
 
 /* Bound ports (after start): the API listener and the health listener (0 if none). */
 int rpc_server_port(const rpc_server *s);
@@ -251,12 +263,13 @@ struct cli_opt;
 
 /* Append the server options (listen, health-listen, tls-cert, tls-key, tls-client-ca,
  * token, token-file, workers, max-queue, max-message-mb, stream-buffer-mb, grace-ms,
+ * health-stall-ms (REAP_HEALTH_STALL_MS),
  * with environment variables REAP_LISTEN, REAP_HEALTH_LISTEN, REAP_TLS_CERT,
  * REAP_TLS_KEY, REAP_TLS_CLIENT_CA, REAP_TOKEN, REAP_TOKEN_FILE, REAP_WORKERS,
  * REAP_MAX_QUEUE, REAP_MAX_MESSAGE_MB, REAP_STREAM_BUFFER_MB, REAP_GRACE_MS) to a cli
  * table whose destinations are the fields of *o. Writes at most `cap` entries; returns
  * the number written (RPC_SERVER_CLI_N when cap allows). */
-#define RPC_SERVER_CLI_N 12
+#define RPC_SERVER_CLI_N 13
 int rpc_server_cli_options(rpc_server_opts *o, struct cli_opt *opts, int cap);
 
 #endif

@@ -21,6 +21,8 @@
 #include "score_job.h"
 #include "scorer_cmds.h"
 #include "stats_json.h"
+#include "keepset.h"
+#include "layer_gate.h"
 #include "stats_table.h"
 #include "stats_store.h"
 #include "store.h"
@@ -37,6 +39,7 @@ typedef struct run_progress {
     int64_t valid_tokens;
     int quiet;
     const char *store_dir;
+    scorer_layer_gate *gate;   /* --layer-gate (tests): waited on before each layer */
 } run_progress;
 
 static int on_event(void *ud, const reap_score_event *ev)
@@ -70,6 +73,8 @@ static int on_event(void *ud, const reap_score_event *ev)
                     ev->start_layer ? "resuming from a hidden-state checkpoint" : "starting",
                     ev->start_layer + 1, ev->n_layers);
         }
+        if (ev->start_layer < ev->n_layers)
+            scorer_layer_gate_wait(p->gate);
         break;
     case REAP_SCORE_EV_DIFFER:
         fprintf(stderr, "reap-scorer: warning: layer %d: recomputed statistics differ from "
@@ -81,6 +86,8 @@ static int on_event(void *ud, const reap_score_event *ev)
                     ev->layer + 1, ev->n_layers, ev->is_moe ? "MoE" : "dense", ev->seconds,
                     ev->seconds > 0 ? p->valid_tokens / ev->seconds : 0.0,
                     p->store_dir ? "  committed" : "");
+        if (ev->layer + 1 < ev->n_layers && !stop_signal)
+            scorer_layer_gate_wait(p->gate);
         break;
     }
     return stop_signal != 0;
@@ -90,7 +97,11 @@ static int on_event(void *ud, const reap_score_event *ev)
  * 40% prune would drop. */
 void scorer_print_table(const reap_layer_stats *st, int n)
 {
-    reap_stats_print_table(stdout, st, n, 0.4);
+    reap_keep_opts ko = {.ratio = 0.4, .n_prune = -1};
+    int n_drop = -1;
+    if (n > 0 && reap_keep_n_prune(&ko, st[0].n_experts, st[0].top_k, &n_drop))
+        n_drop = -1;
+    reap_stats_print_table(stdout, st, n, 0.4, n_drop);
 }
 
 const reap_backend_i *scorer_pick_backend(const char *name)
@@ -146,7 +157,8 @@ int scorer_cmd_run(int argc, char **argv)
 {
     const char *model = NULL, *calib = NULL, *stats_json = NULL, *backend = NULL,
                *precision = NULL, *store_dir = NULL, *tokenizer = NULL;
-    const char *seed_s = NULL;
+    const char *seed_s = NULL, *gate_path = NULL;
+    scorer_layer_gate gate;
     long seq_len = 0, max_samples = 0, batch = 0, threads = 0, ckpt_every = 0, seed = 0;
     int no_pack = 0, quiet = 0, table = 0, help = 0, force = 0, shuffle = 0;
     const cli_opt opts[] = {
@@ -183,6 +195,8 @@ int scorer_cmd_run(int argc, char **argv)
          &stats_json, 0},
         {"table", NULL, CLI_FLAG, NULL, "print a per-layer summary table", &table, 0},
         {"quiet", NULL, CLI_FLAG, NULL, "no per-layer progress on stderr", &quiet, 0},
+        {"layer-gate", NULL, CLI_STR, NULL, "for tests: a FIFO; before each layer the run "
+         "reads one byte from it (closing the writer opens it for good)", &gate_path, 0},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     char err[512];
@@ -224,6 +238,7 @@ int scorer_cmd_run(int argc, char **argv)
         fprintf(stderr, "reap-scorer run: --force needs --store\n");
         return 2;
     }
+    scorer_layer_gate_init(&gate, gate_path);
     if (store_dir) {
         reap_store_opts so = {.create = 1};
         if ((rc = reap_store_open(store_dir, &so, &st)))
@@ -236,7 +251,7 @@ int scorer_cmd_run(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    run_progress prog = {0, quiet, store_dir};
+    run_progress prog = {0, quiet, store_dir, &gate};
     reap_score_job_opts jo = {
         .model_dir = model,
         .calib_path = calib,
@@ -268,5 +283,6 @@ fail:
         fprintf(stderr, "reap-scorer run: error: %s\n", reap_err_msg());
     reap_score_result_free(&res);
     reap_store_close(st);
+    scorer_layer_gate_free(&gate);
     return rc ? 1 : 0;
 }

@@ -206,7 +206,7 @@ static int on_score_event(void *ud, const reap_score_event *ev)
     reap_rm *m = j->m;
     reap_rm_info *in = &j->info;
     rm_watcher *gone = NULL;
-    int stop = 0;
+    int stop = 0, gate = 0;
     pthread_mutex_lock(&m->mu);
     in->updated_unix_ns = now_ns();
     switch (ev->kind) {
@@ -251,6 +251,7 @@ static int on_score_event(void *ud, const reap_score_event *ev)
         }
         deliver_locked(j, REAP_RM_EV_ACCEPTED, &gone);
         deliver_locked(j, REAP_RM_EV_TOKENIZED, &gone);
+        gate = ev->kind == REAP_SCORE_EV_START && in->layers_done < in->n_layers;
         break;
     case REAP_SCORE_EV_LAYER: {
         int computed;
@@ -269,6 +270,7 @@ static int on_score_event(void *ud, const reap_score_event *ev)
             in->stop = j->cancel_req ? REAP_RM_STOP_CANCEL : REAP_RM_STOP_SHUTDOWN;
             stop = 1;
         }
+        gate = !stop && in->layers_done < in->n_layers;
         break;
     }
     default:
@@ -276,6 +278,8 @@ static int on_score_event(void *ud, const reap_score_event *ev)
     }
     pthread_mutex_unlock(&m->mu);
     release_all(gone);
+    if (gate && m->o.layer_gate)
+        m->o.layer_gate(m->o.layer_gate_ud);
     return stop;
 }
 

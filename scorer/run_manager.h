@@ -86,6 +86,12 @@ typedef struct reap_rm_opts {
                                         exists (run_request.h: pending requests), and
                                         left there when a shutdown ends it before that;
                                         NULL: not kept */
+    /* Optional (tests): called by a worker before it scores each layer (after the
+     * `accepted` event for the first, after the previous layer's event otherwise), with
+     * no lock held; it may block, and the run waits (a cancel or a shutdown takes
+     * effect after the layer that follows). NULL: no gate. */
+    void (*layer_gate)(void *ud);
+    void *layer_gate_ud;
 } reap_rm_opts;
 
 /* One scoring request. Strings are copied at submission. */

@@ -25,6 +25,7 @@
 #include "cli.h"
 #include "config.h"
 #include "health.pb-c.h"
+#include "layer_gate.h"
 #include "manifest.h"
 #include "reap.pb-c.h"
 #include "reap_err.h"
@@ -381,7 +382,10 @@ static int h_score(rpc_call *call, const ProtobufCMessage *req, void *ud)
         .seed = q->seed,
         .seq_len = q->seq_len ? (int)q->seq_len : (int)S->seq_len,
         .pack = !q->no_pack,
-        .max_samples = q->max_samples ? (int64_t)q->max_samples : S->max_samples,
+        /* Given (non-zero or max_samples_set): as sent, 0 = every sample; else the
+         * server's --max-samples (proto3 has no presence: old clients' 0 = default). */
+        .max_samples = q->max_samples || q->max_samples_set ? (int64_t)q->max_samples
+                                                             : S->max_samples,
         .batch_rows = q->batch_size ? (int)q->batch_size : (int)S->batch,
         .backend = be,
         .force = q->force,
@@ -872,9 +876,10 @@ static void on_shutdown(void *ud)
     scorer_svc *S = ud;
     int running = 0, queued = 0;
     reap_rm_counts(S->rm, &running, &queued);
+    reap_rm_stop(S->rm);
+    /* Logged once the runs have been told (tests wait for this line). */
     svc_log(PROG, "shutting down: %d run(s) stop after their current layer, %d queued "
             "dropped", running, queued);
-    reap_rm_stop(S->rm);
 }
 
 /* Point the listen options at service-specific variables (both services may share one
@@ -897,6 +902,8 @@ int scorer_cmd_serve(int argc, char **argv)
     scorer_svc S;
     rpc_server_opts so;
     const char *store_dir = NULL, *env_file = NULL, *backend = NULL, *precision = NULL;
+    const char *gate_path = NULL;
+    scorer_layer_gate gate;
     cli_list model_roots = {0}, calib_roots = {0};
     long threads = 0, prefetch = 0, ckpt_every = 0, max_runs = 0, max_queued = 0, resume = 1;
     double vram_gb = 0, vram_buffer = 0;
@@ -906,6 +913,7 @@ int scorer_cmd_serve(int argc, char **argv)
     reap_store_opts sto = {.create = 1};
 
     memset(&S, 0, sizeof S);
+    scorer_layer_gate_init(&gate, NULL);
     memset(&so, 0, sizeof so);
     n = rpc_server_cli_options(&so, opts, RPC_SERVER_CLI_N);
     rename_listen_env(opts, n, "REAP_SCORER_LISTEN", "REAP_SCORER_HEALTH_LISTEN",
@@ -925,8 +933,8 @@ int scorer_cmd_serve(int argc, char **argv)
          &threads, 0},
         {"seq-len", "REAP_SEQ_LEN", CLI_INT, "2048", "default positions per row",
          &S.seq_len, 0},
-        {"max-samples", "REAP_MAX_SAMPLES", CLI_INT, "300", "default samples used by "
-         "requests that give 0 (0: all)", &S.max_samples, 0},
+        {"max-samples", "REAP_MAX_SAMPLES", CLI_INT, "300", "samples used by requests "
+         "that do not give max_samples (0: all)", &S.max_samples, 0},
         {"batch-size", "REAP_BATCH_SIZE", CLI_INT, "0", "default rows per micro-batch (0: "
          "the backend chooses: 8 on CPU, the memory plan on CUDA)", &S.batch, 0},
         {"parallel-layers", "REAP_PARALLEL_LAYERS", CLI_INT, "0", "layers whose weights "
@@ -942,6 +950,9 @@ int scorer_cmd_serve(int argc, char **argv)
          "worker before RESOURCE_EXHAUSTED (0: none)", &max_queued, 0},
         {"resume", "REAP_RESUME", CLI_INT, "1", "on start, submit again the runs a "
          "shutdown or crash of this host's scorer interrupted (0: leave them)", &resume, 0},
+        {"layer-gate", NULL, CLI_STR, "", "for tests: a FIFO; before each "
+         "layer a run reads one byte from it (closing the writer opens it for good)",
+         &gate_path, 0},
         {"env-file", "REAP_ENV_FILE", CLI_ENVFILE, ".env", "read KEY=VALUE settings from "
          "this file (missing default: ignored)", &env_file, 0},
     };
@@ -997,10 +1008,13 @@ int scorer_cmd_serve(int argc, char **argv)
     }
     S.model_fs = (reap_roots){(const char *const *)S.model_roots.dirs, S.model_roots.n};
     S.calib_fs = (reap_roots){(const char *const *)S.calib_roots.dirs, S.calib_roots.n};
+    scorer_layer_gate_init(&gate, gate_path);
     reap_rm_opts ro = {
         .store = S.store,
         .model_roots = &S.model_fs,
         .calib_roots = &S.calib_fs,
+        .layer_gate = gate_path && *gate_path ? scorer_layer_gate_wait : NULL,
+        .layer_gate_ud = &gate,
         .pending_dir = resume ? pending : NULL,
         .max_running = (int)max_runs,
         .max_queued = max_queued ? (int)max_queued : -1,
@@ -1035,6 +1049,7 @@ int scorer_cmd_serve(int argc, char **argv)
         M("GetStats", RPC_UNARY, get_stats_request, get_stats_response, h_get_stats),
     };
 #undef M
+    svc_log_auth(PROG, S.srv);   /* before the "port" line that clients and tests wait for */
     if ((rc = svc_start(S.srv, "reap.v1.Scorer", methods, sizeof methods / sizeof methods[0])))
         goto fail_msg;
     svc_log(PROG, "serving reap.v1.Scorer on port %d (store %s, backend %s, %ld run(s) at "
@@ -1068,6 +1083,7 @@ usage_fail:
     ex = 2;
 out:
     reap_rm_free(S.rm);
+    scorer_layer_gate_free(&gate);
     rpc_server_free(S.srv);
     reap_store_close(S.store);
     rpc_roots_free(&S.model_roots);

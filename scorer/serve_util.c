@@ -256,3 +256,12 @@ reap_known_file *svc_known_inputs(const reap_model_info *mi)
     }
     return k;
 }
+
+void svc_log_auth(const char *prog, const rpc_server *srv)
+{
+    if (rpc_server_auth_required(srv))
+        svc_log(prog, "authentication: bearer token (health exempt)");
+    else
+        svc_log(prog, "authentication: none (no --token or --token-file): every client that "
+                "reaches the port is served");
+}

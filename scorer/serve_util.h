@@ -77,4 +77,8 @@ int svc_start(rpc_server *srv, const char *service, const rpc_method *methods, s
 
 void svc_log(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Log whether calls need the bearer token: "authentication: bearer token (health
+ * exempt)" or "authentication: none (no --token or --token-file)". */
+void svc_log_auth(const char *prog, const rpc_server *srv);
+
 #endif

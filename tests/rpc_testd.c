@@ -8,11 +8,16 @@
  *                                         prints the results and "status CODE message";
  *                                         exit 0 when the status is OK, else 1
  *
+ * With `serve --gate FIFO`, an Echo of the text "wait-gate" holds its handler thread
+ * until it has read one byte from the FIFO (EOF: the gate is open for good): a test pins
+ * every worker this way, without relying on how long anything takes.
+ *
  * Demo methods (tests/rpc_test.proto): Echo (unary, pool), Count (server streaming,
  * on the handler thread or a dedicated thread holding a call reference), Slow (unary
  * that polls for cancellation), Stats (counters). On shutdown, Count streams stop at
  * the next event and end UNAVAILABLE, as a scoring run stops at a layer boundary.
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,9 +34,12 @@
 #include "rpc_test.pb-c.h"
 
 static rpc_server *g_srv;
+static const char *g_gate_path;
+static int g_gate_fd = -1, g_gate_open;
+static pthread_mutex_t g_gate_mu = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int g_stopping;
 static atomic_ullong g_slow_cancelled, g_count_cancelled;
-static atomic_llong g_count_active, g_stream_bytes_max;
+static atomic_llong g_count_active, g_stream_bytes_max, g_slow_active;
 
 static void sleep_ms(unsigned ms)
 {
@@ -62,11 +70,33 @@ static long rss_kb(void)
 
 /* ---- handlers ---------------------------------------------------------------------- */
 
+/* Wait for one byte of the --gate FIFO. Unlike the layer gate, several handlers wait at
+ * once: the FIFO is opened once (under the mutex), then each reads on its own. */
+static void gate_wait(void)
+{
+    char c;
+    int fd;
+    pthread_mutex_lock(&g_gate_mu);
+    if (!g_gate_open && g_gate_fd < 0 && g_gate_path)
+        g_gate_fd = open(g_gate_path, O_RDONLY | O_CLOEXEC);
+    fd = g_gate_open ? -1 : g_gate_fd;
+    pthread_mutex_unlock(&g_gate_mu);
+    if (fd < 0)
+        return;
+    if (read(fd, &c, 1) != 1) {
+        pthread_mutex_lock(&g_gate_mu);
+        g_gate_open = 1;
+        pthread_mutex_unlock(&g_gate_mu);
+    }
+}
+
 static int echo_handler(rpc_call *call, const ProtobufCMessage *req, void *ud)
 {
     const Reap__Test__V1__EchoRequest *q = (const void *)req;
     Reap__Test__V1__EchoReply r = REAP__TEST__V1__ECHO_REPLY__INIT;
     (void)ud;
+    if (q->text && !strcmp(q->text, "wait-gate"))
+        gate_wait();
     if (q->fail_code > 0)
         return rpc_call_error(call, (rpc_code)q->fail_code, "%s", q->fail_message);
     if (q->reap_error < 0)
@@ -83,6 +113,7 @@ static int slow_handler(rpc_call *call, const ProtobufCMessage *req, void *ud)
     Reap__Test__V1__SlowReply r = REAP__TEST__V1__SLOW_REPLY__INIT;
     double t0 = now_ms();
     (void)ud;
+    atomic_fetch_add(&g_slow_active, 1);
     while (now_ms() - t0 < q->ms) {
         if (rpc_call_cancelled(call)) {
             atomic_fetch_add(&g_slow_cancelled, 1);
@@ -92,6 +123,7 @@ static int slow_handler(rpc_call *call, const ProtobufCMessage *req, void *ud)
         sleep_ms(5);
     }
     r.waited_ms = (uint32_t)(now_ms() - t0);
+    atomic_fetch_sub(&g_slow_active, 1);
     return rpc_call_respond(call, &r.base);
 }
 
@@ -114,6 +146,7 @@ static int stats_handler(rpc_call *call, const ProtobufCMessage *req, void *ud)
     r.rss_kb = rss_kb();
     r.count_active = atomic_load(&g_count_active);
     r.stream_bytes_max = atomic_load(&g_stream_bytes_max);
+    r.slow_active = atomic_load(&g_slow_active);
     return rpc_call_respond(call, &r.base);
 }
 
@@ -227,12 +260,14 @@ static int serve(int argc, char **argv)
 {
     rpc_server_opts so;
     const char *env_file = NULL;
-    cli_opt opts[RPC_SERVER_CLI_N + 1];
+    cli_opt opts[RPC_SERVER_CLI_N + 2];
     char err[512];
     int help, n, rc;
 
     memset(&so, 0, sizeof so);
     n = rpc_server_cli_options(&so, opts, RPC_SERVER_CLI_N);
+    opts[n++] = (cli_opt){"gate", NULL, CLI_STR, NULL, "FIFO: Echo \"wait-gate\" waits for "
+                          "one byte of it", &g_gate_path, 0};
     opts[n++] = (cli_opt){"env-file", "REAP_ENV_FILE", CLI_ENVFILE, NULL,
                           "read KEY=VALUE settings from this file", &env_file, 0};
     if (cli_parse(opts, n, argc, argv, 2, &help, err, sizeof err)) {

@@ -5,8 +5,8 @@
 #   health; score (plain lines and --json); score --detach + watch, a watcher killed
 #   mid-run (the run goes on) and a second watch re-attaching; Ctrl-C during score
 #   (the run is cancelled at a layer boundary, exit 11); cancel --wait; a run queued
-#   behind a long one (its id at once, `runs` shows its place, Ctrl-C cancels it before
-#   it starts, exit 11, the long run finishes); runs (table,
+#   behind a running one (its id at once, `runs` shows its place, Ctrl-C cancels it
+#   before it starts, exit 11, the running run finishes); runs (table,
 #   --state, --json); models; stats (table, reap-stats/1 --json, --svg heatmap); keepset
 #   remote = keepset local on the same statistics; an explicit --ratio 0 / --n-prune 0
 #   keeping every expert although the pruner has a default ratio (keepset and prune);
@@ -16,6 +16,8 @@
 #   key id of the .pub comment; keep sets of an incomplete calibration set (the run
 #   cancelled by Ctrl-C) and n_prune beyond the experts refused as FAILED_PRECONDITION
 #   (exit 19); the exit codes of usage and server errors; SIGTERM of both servers (exit 0).
+#
+# Runs are held at layer boundaries by the scorer's --layer-gate FIFO, never by timing.
 #
 # usage: services_reapctl.sh BIN_DIR WORK_DIR PYTHON
 set -u
@@ -31,31 +33,33 @@ mkdir -p models calib out
 "$BIN/reap-genmodel" --out models/m --family qwen3_vl_moe --layers 6 --hidden 192 --heads 6 \
     --kv-heads 2 --head-dim 32 --experts 16 --top-k 4 --moe-inter 96 --vocab 800 --shards 2 \
     --seed 7 --calib calib/c1.jsonl --samples 48 --min-len 32 --max-len 200 > /dev/null || exit 1
-# c3 has 300 samples (~3 s of scoring in a Release build): Ctrl-C lands mid-run even when
-# the polling loop below lags on a loaded machine.
-for i in 2 3 4 5; do
-    n=48; [ $i = 3 ] && n=300
+for i in 2 3 4 5 6; do
     "$BIN/reap-genmodel" --out unused --layers 1 --vocab 800 --calib "calib/c$i.jsonl" \
-        --samples $n --min-len 32 --max-len 200 --calib-seed $((100 + i)) > /dev/null || exit 1
+        --samples 48 --min-len 32 --max-len 200 --calib-seed $((100 + i)) > /dev/null || exit 1
 done
-# 300 samples (~6x c1): a run that holds the only worker while another waits behind it
-"$BIN/reap-genmodel" --out unused --layers 1 --vocab 800 --calib calib/long.jsonl \
-    --samples 300 --min-len 32 --max-len 200 --calib-seed 99 > /dev/null || exit 1
 "$CTL" keygen --out k > /dev/null || exit 1
+
+# The scorer's --layer-gate: each run waits before each layer for one byte of this FIFO,
+# so that "mid-run" and "queued behind a running run" hold however fast the machine is.
+# fd 3 is our end (read-write: neither side blocks in open).
+mkfifo gate && exec 3<> gate || exit 1
+gate_allow() { local i; for ((i = 0; i < $1; i++)); do printf g >&3; done; }
+gate_unread() {  # bytes not yet taken by the server
+    "$PY" -c 'import fcntl, struct, termios; print(struct.unpack("i", fcntl.ioctl(3, termios.FIONREAD, b"\0" * 4))[0])'
+}
+# wait_for FILE PATTERN: poll (up to 120 s) for a line that must come
+wait_for() { for _ in $(seq 2400); do grep -q "$2" "$1" 2> /dev/null && return 0; sleep 0.05; done; return 1; }
 
 # start NAME ARGS...: runs a service in the background, waits for its "port N" line.
 start() {
     local name=$1; shift
     "$@" --listen 127.0.0.1:0 > "$name.out" 2> "$name.log" &
     eval "${name}_pid=$!"
-    for _ in $(seq 100); do
-        grep -q '^port ' "$name.out" 2> /dev/null && break
-        sleep 0.05
-    done
+    wait_for "$name.out" '^port ' 
     eval "${name}_port=$(awk '/^port /{print $2}' "$name.out")"
 }
 start scorer "$BIN/reap-scorer" serve --store store --model-root models --calib-root calib \
-    --backend cpu --threads 1 --seq-len 64 --checkpoint-every 1 --token T0K
+    --backend cpu --threads 1 --seq-len 64 --checkpoint-every 1 --token T0K --layer-gate gate
 # Leftovers of killed prunes in the output root: at start-up the pruner removes one whose
 # writer is dead (its lock is free) and reports it, and leaves one whose lock is held
 # (here by this shell's fd 9, as a live prune in another container would hold it).
@@ -99,6 +103,7 @@ EOF
     || bad "health: $(cat h.txt)"
 
 # score, plain lines (stdout is not a terminal)
+gate_allow 6
 "$CTL" score --model m --calib c1.jsonl > s1.txt 2>&1 && grep -q '^finished: 6 layers' s1.txt \
     && [ "$(grep -c '^layer [1-6]/6 done' s1.txt)" = 6 ] && ok "reapctl score: one line per layer, finished" \
     || bad "score: $(cat s1.txt)"
@@ -107,6 +112,7 @@ grep -q "^run $RUN1 queued (position 1): reapctl watch $RUN1 / reapctl cancel $R
     && ok "reapctl score: 'run ID queued (position 1)' line first, the id it is accepted with" \
     || bad "queued line: $(head -2 s1.txt)"
 # --json: one object per event
+gate_allow 6
 "$CTL" score --model m --calib c1.jsonl --force --json > s1.json 2>&1 \
     && "$PY" - s1.json <<'EOF' && ok "reapctl score --json: queued, accepted, tokenized, 6 layer_done, finished" || bad "score --json: $(head -3 s1.json)"
 import json, sys
@@ -123,8 +129,15 @@ EOF
     && ok "reapctl score --detach: run $RUN2 has its id, client gone" || bad "detach: $(cat s2.txt)"
 "$CTL" watch "$RUN2" > w1.txt 2>&1 &
 WPID=$!
-for _ in $(seq 1200); do grep -q '^layer ' w1.txt && break; sleep 0.05; done
+gate_allow 1   # layer 0; the run then waits before layer 1
+wait_for w1.txt '^layer '
 kill -9 $WPID 2> /dev/null; wait $WPID 2> /dev/null
+"$CTL" runs --json | "$PY" -c "
+import json, sys
+r = {x['run_id']: x for x in json.load(sys.stdin)['runs']}
+assert r['$RUN2']['state'] == 'RUN_STATE_RUNNING' and r['$RUN2']['layers_done'] == 1
+" && ok "the watcher was killed mid-run (1 of 6 layers, held by the gate)" || bad "run $RUN2 not mid-run"
+gate_allow 5
 "$CTL" watch "${RUN2:0:12}" > w2.txt 2>&1 && grep -q '^finished' w2.txt \
     && ok "watch killed mid-run, second watch re-attached and saw the run finish" \
     || bad "re-attach: $(cat w2.txt)"
@@ -135,29 +148,46 @@ assert r['$RUN2']['state'] == 'RUN_STATE_DONE' and r['$RUN2']['layers_done'] == 
 " && ok "the detached run completed all 6 layers" || bad "run $RUN2 not done"
 
 # Ctrl-C during score: cancel at the next layer boundary, follow to the end, exit 11
+# (the gate lets layer 0 through; Ctrl-C comes while the run waits before layer 1, which
+# is let through once the server has the cancel: it stops after it)
 "$CTL" score --model m --calib c3.jsonl > s3.txt 2>&1 &
 SPID=$!
-for _ in $(seq 1200); do grep -q '^layer ' s3.txt && break; sleep 0.05; done  # up to 60 s on a loaded machine
+gate_allow 1
+wait_for s3.txt '^layer '
 kill -INT $SPID
+wait_for scorer.log "CancelRun $(awk '/^run /{print $2; exit}' s3.txt)"
+gate_allow 1
 wait $SPID; rc=$?
-[ $rc = 11 ] && grep -q "cancelling run" s3.txt && grep -q "^error: cancelled after layer" s3.txt \
+[ $rc = 11 ] && grep -q "cancelling run" s3.txt && grep -q "^error: cancelled after layer 1" s3.txt \
     && ok "Ctrl-C: run cancelled at a layer boundary, exit 11 (CANCELLED)" || bad "ctrl-c rc=$rc: $(cat s3.txt)"
 "$CTL" runs --state cancelled > r3.txt && grep -q cancelled r3.txt \
     && ok "reapctl runs --state cancelled lists it" || bad "runs --state: $(cat r3.txt)"
 
 # cancel --wait
+# (the run waits before layer 0; once the server has the cancel, layer 0 is let through
+# and the run stops after it)
 "$CTL" score --model m --calib c4.jsonl --detach > s4.txt 2>&1
 RUN4=$(awk '/^run /{print $2; exit}' s4.txt)
-"$CTL" cancel "$RUN4" --wait > c4.txt 2>&1 && grep -q "cancel requested\|has ended\|cancelled before it started" c4.txt \
-    && ok "reapctl cancel --wait" || bad "cancel: $(cat c4.txt)"
+"$CTL" cancel "$RUN4" --wait > c4.txt 2>&1 &
+CPID=$!
+wait_for scorer.log "CancelRun $RUN4"
+gate_allow 1
+wait $CPID; rc=$?
+[ $rc = 0 ] && grep -q "cancel requested" c4.txt \
+    && "$CTL" runs --json | "$PY" -c "
+import json, sys
+r = {x['run_id']: x for x in json.load(sys.stdin)['runs']}
+assert r['$RUN4']['state'] == 'RUN_STATE_CANCELLED' and r['$RUN4']['layers_done'] == 1
+" && ok "reapctl cancel --wait: returns once the run stopped (after 1 layer)" || bad "cancel rc=$rc: $(cat c4.txt)"
 
-# a run queued behind a long one: its id at once, `runs` shows its place, Ctrl-C cancels
-# it before it starts (exit 11), the long run is unaffected
-"$CTL" score --model m --calib long.jsonl --detach > sl.txt 2>&1
+# a run queued behind a running one (held by the gate before its first layer): its id at
+# once, `runs` shows its place, Ctrl-C cancels it before it starts (exit 11), the running
+# run is unaffected
+"$CTL" score --model m --calib c6.jsonl --detach > sl.txt 2>&1
 RUNL=$(awk '/^run /{print $2; exit}' sl.txt)
 "$CTL" score --model m --calib c5.jsonl > s5.txt 2>&1 &
 SPID=$!
-for _ in $(seq 200); do grep -q '^run .* queued (position' s5.txt && break; sleep 0.05; done
+wait_for s5.txt '^run .* queued (position' 
 RUN5=$(awk '/^run .* queued \(position/{print $2; exit}' s5.txt)
 "$CTL" runs > rq.txt
 kill -INT $SPID
@@ -170,8 +200,10 @@ grep -q "^$RUN5 *queued #1 " rq.txt && grep -q "^$RUNL *running " rr.txt \
     && grep -q "^error: cancelled before it started" s5.txt \
     && ok "Ctrl-C while queued: run $RUN5 cancelled before it started, exit 11" \
     || bad "ctrl-c while queued rc=$rc: $(cat s5.txt)"
+gate_allow 6
 "$CTL" watch "$RUNL" > wl.txt 2>&1 && grep -q '^finished: 6 layers' wl.txt \
-    && ok "the long run it was queued behind finished all 6 layers" || bad "long run: $(cat wl.txt)"
+    && [ "$(gate_unread)" = 0 ] \
+    && ok "the run it was queued behind finished all 6 layers" || bad "running run: $(cat wl.txt)"
 "$CTL" runs > runs.txt && [ "$(grep -c '^[0-9a-f]\{32\}' runs.txt)" -ge 4 ] \
     && ok "reapctl runs: $(grep -c '^[0-9a-f]\{32\}' runs.txt) runs listed" || bad "runs: $(cat runs.txt)"
 

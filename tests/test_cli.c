@@ -236,6 +236,39 @@ int main(int argc, char **argv)
             fclose(devnull);
         }
     }
+    /* ---- CLI_NONEMPTY: an empty value is an error naming its source, not "unset" ---- */
+    {
+        const char *tok = NULL, *envfile = NULL;
+        cli_opt opts[] = {
+            {"token", "RT_TOKEN", CLI_STR, NULL, "token", &tok, CLI_NONEMPTY},
+            {"env-file", "RT_ENV_FILE2", CLI_ENVFILE, NULL, "settings", &envfile, 0},
+        };
+        unsetenv("RT_TOKEN");
+        unsetenv("RT_ENV_FILE2");
+        char *n0[] = {"p", "c", NULL};
+        CHECK(cli_parse(opts, 2, 2, n0, 2, &help, err, sizeof err) == 0 && tok == NULL);
+        cli_free(opts, 2);
+        char *n1[] = {"p", "c", "--token", "", NULL};
+        CHECK(cli_parse(opts, 2, 4, n1, 2, &help, err, sizeof err) == -1);
+        CHECK_MSG(strstr(err, "option --token was given an empty value") != NULL, "%s", err);
+        char *n2[] = {"p", "c", "--token=", NULL};
+        CHECK(cli_parse(opts, 2, 3, n2, 2, &help, err, sizeof err) == -1);
+        CHECK_MSG(strstr(err, "--token") != NULL, "%s", err);
+        setenv("RT_TOKEN", "", 1);
+        CHECK(cli_parse(opts, 2, 2, n0, 2, &help, err, sizeof err) == -1);
+        CHECK_MSG(strstr(err, "environment variable RT_TOKEN is set but empty") != NULL, "%s",
+                  err);
+        char *n3[] = {"p", "c", "--token", "t0k", NULL};   /* a flag value wins */
+        CHECK(cli_parse(opts, 2, 4, n3, 2, &help, err, sizeof err) == 0 && tok &&
+              !strcmp(tok, "t0k"));
+        unsetenv("RT_TOKEN");
+        const char *ef = write_scratch("empty-token.env", "# settings\nRT_TOKEN=\n");
+        char *n4[] = {"p", "c", "--env-file", (char *)ef, NULL};
+        CHECK(cli_parse(opts, 2, 4, n4, 2, &help, err, sizeof err) == -1);
+        CHECK_MSG(strstr(err, "RT_TOKEN is empty in the .env file") && strstr(err, ef), "%s",
+                  err);
+        unsetenv("RT_TOKEN");   /* the file put it there */
+    }
     /* ---- positional arguments (cli_parse_pos): before or after the options ---- */
     {
         const char *dir = NULL;

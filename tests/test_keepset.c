@@ -183,6 +183,59 @@ static void test_ratio_floor(void)
     reap_layer_stats_free(&st2);
 }
 
+/* The one rule (reap_keep_n_prune) and its validation: E = 100 and ratios whose product
+ * lands just below an integer (100 x 0.29 = 28.999..., 0.57, 0.58) remove 29, 57, 58 -
+ * through the function and through a keep set - and refusals name the value given. */
+static void test_n_prune_rule(void)
+{
+    static const double ratios[] = {0.29, 0.57, 0.58, 0.0, 0.5};
+    static const int want[] = {29, 57, 58, 0, 50};
+    int64_t c[100];
+    double s[100];
+    for (int e = 0; e < 100; e++) {
+        c[e] = 1 + e;
+        s[e] = (double)((e * 37) % 100);
+    }
+    reap_layer_stats st;
+    make_layer(&st, 0, 100, 8, c, s);
+    for (size_t i = 0; i < sizeof ratios / sizeof ratios[0]; i++) {
+        reap_keep_opts o = {REAP_CRIT_REAP, ratios[i], -1, 0};
+        reap_keepset ks;
+        int n = -1;
+        CHECK_RC(reap_keep_n_prune(&o, 100, 8, &n), REAP_OK);
+        CHECK(n == want[i]);
+        CHECK_RC(reap_keepset_compute(NULL, &st, 1, &o, &ks), REAP_OK);
+        CHECK(ks.n_prune == want[i] && ks.n_keep == 100 - want[i]);
+        reap_keepset_free(&ks);
+    }
+    reap_layer_stats_free(&st);
+
+    reap_keep_opts o = {REAP_CRIT_REAP, 0, 7, 0};
+    int n = -1;
+    CHECK_RC(reap_keep_n_prune(&o, 100, 8, &n), REAP_OK);
+    CHECK(n == 7);
+    o.n_prune = 5000000000LL; /* far above any int: named as given, not clamped */
+    CHECK_RC(reap_keep_n_prune(&o, 100, 8, &n), REAP_E_PRECONDITION);
+    CHECK_ERRMSG("n_prune 5000000000 is not below the 100 experts");
+    o.n_prune = 100;
+    CHECK_RC(reap_keep_n_prune(&o, 100, 8, &n), REAP_E_PRECONDITION);
+    CHECK_ERRMSG("n_prune 100 is not below");
+    o.n_prune = 93; /* leaves 7 < K = 8 */
+    CHECK_RC(reap_keep_n_prune(&o, 100, 8, &n), REAP_E_PRECONDITION);
+    CHECK_ERRMSG("leaves 7, fewer than the 8");
+    o.n_prune = -1;
+    o.ratio = 1.0;
+    CHECK_RC(reap_keep_opts_check(&o), REAP_E_INVALID);
+    CHECK_RC(reap_keep_n_prune(&o, 100, 8, &n), REAP_E_INVALID);
+    CHECK_ERRMSG("ratio 1 is outside [0, 1)");
+    o.ratio = NAN;
+    CHECK_RC(reap_keep_opts_check(&o), REAP_E_INVALID);
+    o.ratio = -0.1;
+    CHECK_RC(reap_keep_opts_check(&o), REAP_E_INVALID);
+    o.ratio = 0.25;
+    CHECK_RC(reap_keep_opts_check(&o), REAP_OK);
+}
+
 static void test_super_experts(void)
 {
     /* 16 layers x 16 experts; max_act ~1 except expert 5 of layers 1 and 15 (100): the
@@ -331,6 +384,7 @@ int main(int argc, char **argv)
     }
     test_basic();
     test_ratio_floor();
+    test_n_prune_rule();
     test_super_experts();
     test_parse();
     test_stats_json();

@@ -40,7 +40,7 @@
 /* Poll the job's state until it is `want` (or past it, for `or_ended`); 1 when reached. */
 static int wait_state(reap_rm *m, const uint8_t id[16], int want, int or_ended)
 {
-    for (int i = 0; i < 3000; i++) {
+    for (int i = 0; i < 12000; i++) { /* up to 120 s: the states below must come */
         reap_rm_info in;
         if (reap_rm_get(m, id, &in) == REAP_OK) {
             int st = in.state;
@@ -85,7 +85,7 @@ int main(int argc, char **argv)
 {
     scratch = argc > 1 ? argv[1] : "tmp_test_run_manager";
     CHECK(fresh_dir(scratch) == 0);
-    alarm(60); /* a blocked FIFO must not hang the suite */
+    alarm(300); /* a blocked FIFO must not hang the suite */
     char mdir[4096], calib[4096], fifo[4096], sdir[4096], pdir[4096];
     snprintf(mdir, sizeof mdir, "%s", sp("m"));
     snprintf(calib, sizeof calib, "%s", sp("c.jsonl"));

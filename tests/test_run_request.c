@@ -6,10 +6,10 @@
  *
  * Usage: test_run_request SCRATCH_DIR (created if missing).
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,14 +53,16 @@ static void test_pending(void)
         memset(id[i], 0xc0 - 0x20 * i, 16); /* ids descending, files written in turn */
         snprintf(text, sizeof text, "{\"n\": %d}", i);
         CHECK_RC(reap_run_pending_write(dir, id[i], text), REAP_OK);
-        /* The order is by modification time; the file system's clock is coarse (files
-         * written milliseconds apart may share a time), so each file gets its own,
-         * one second apart, instead of waiting between the writes. */
-        char name[64], hex[33];
-        reap_run_id_hex(id[i], hex);
-        snprintf(name, sizeof name, "pending/%s.json", hex);
+    }
+    /* "Written in turn": mtimes one second apart, set explicitly (file timestamps may be
+     * coarser than any sleep a test could afford, so they are not left to the clock). */
+    for (int i = 0; i < 3; i++) {
+        char path[4200], hex[33];
+        for (int k = 0; k < 16; k++)
+            snprintf(hex + 2 * k, 3, "%02x", id[i][k]);
+        snprintf(path, sizeof path, "%s/%s.json", dir, hex);
         struct timespec ts[2] = {{1700000000 + i, 0}, {1700000000 + i, 0}};
-        CHECK(utimensat(AT_FDCWD, sp(name), ts, 0) == 0);
+        CHECK(utimensat(AT_FDCWD, path, ts, 0) == 0);
     }
     write_scratch("pending/notes.json", "x");             /* not a run id: skipped */
     write_scratch("pending/0123.json", "x");

@@ -32,8 +32,10 @@ static int wait_child(pid_t pid)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* Child: commit N_LAYERS layers of one run, a few ms apart. Exit status 0 on success. */
-static int writer_child(const char *dir, int start_fd)
+/* Child: commit N_LAYERS layers of one run, a few ms apart, waiting after the first half
+ * for a byte on mid_fd (the reader has seen the run half done: the two overlapped, however
+ * fast either is). Exit status 0 on success. */
+static int writer_child(const char *dir, int start_fd, int mid_fd)
 {
     reap_store *s = NULL;
     reap_store_opts o = {.create = 1, .map_size = 64 << 10};
@@ -54,6 +56,8 @@ static int writer_child(const char *dir, int start_fd)
         if (make_stats(&st, l, E, 4) || reap_store_run_commit_layer(s, &run, l, 0.001, &st, NULL))
             return 13;
         reap_layer_stats_free(&st);
+        if (l + 1 == N_LAYERS / 2 && read(mid_fd, &go, 1) != 1)
+            return 14;
         sleep_ms(3);
     }
     reap_store_run_finish(s, &run, REAP_RUN_DONE, NULL);
@@ -77,18 +81,22 @@ static void test_reader_writer(void)
     CHECK_RC(put_model(s, &m, N_LAYERS, E), REAP_OK);
     reap_store_close(s);
     s = NULL;
-    CHECK(pipe(pipefd) == 0);
+    int midfd[2];
+    CHECK(pipe(pipefd) == 0 && pipe(midfd) == 0);
     pid_t pid = fork();
     if (pid == 0) {
         close(pipefd[1]);
-        _exit(writer_child(dir, pipefd[0]));
+        close(midfd[1]);
+        _exit(writer_child(dir, pipefd[0], midfd[0]));
     }
     close(pipefd[0]);
+    close(midfd[0]);
     reap_store_opts ro = {.readonly = 1};
     CHECK_RC(reap_store_open(dir, &ro, &s), REAP_OK);
     CHECK(write(pipefd[1], "g", 1) == 1);
     close(pipefd[1]);
     int snapshots = 0, inconsistent = 0, bad = 0, last_done = -1, done_state = 0;
+    int saw_middle = 0;
     for (int iter = 0; iter < 20000 && !done_state && s; iter++) {
         reap_store_snap *snap = NULL;
         reap_run_info *runs = NULL;
@@ -107,6 +115,10 @@ static void test_reader_writer(void)
                 inconsistent++;
             last_done = runs[0].layers_done;
             done_state = runs[0].state == REAP_RUN_DONE;
+            if (!saw_middle && last_done == N_LAYERS / 2 && !done_state) {
+                saw_middle = 1; /* the writer waits here for us */
+                CHECK(write(midfd[1], "g", 1) == 1);
+            }
             for (int i = 0; i < nl; i++) {
                 reap_layer_stats st;
                 bad += reap_store_stats_get(s, snap, &m, &c, layers[i], &st) != REAP_OK;
@@ -121,11 +133,12 @@ static void test_reader_writer(void)
         reap_store_snap_end(snap);
         sleep_ms(1);
     }
+    close(midfd[1]);   /* a reader that never saw the middle: the writer fails (14) */
     CHECK(wait_child(pid) == 0);
     CHECK_MSG(inconsistent == 0 && bad == 0, "%d inconsistent, %d bad snapshots", inconsistent,
               bad);
     CHECK(done_state && last_done == N_LAYERS);
-    CHECK(snapshots > 10);
+    CHECK(saw_middle); /* snapshots were taken while the writer was mid-run */
     printf("reader/writer: %d snapshots while the writer committed %d layers; 0 inconsistent\n",
            snapshots, N_LAYERS);
     reap_store_close(s);
