@@ -7,6 +7,9 @@ transport, services_integration.py for the two services).
                         generate Python message and gRPC stubs with protoc and
                         grpc_python_plugin into `out` for each (include_dir, [files]) of
                         `protos`, and put `out` first on sys.path.
+  Gate(path)            a FIFO that holds server work until the test allows it (the
+                        scorer's --layer-gate, rpc-testd --gate): allow(n), unread(),
+                        wait_taken(), feed(), drain(), release().
   ServerProcess         a server started on 127.0.0.1 port 0 that prints "port N" (and
                         optionally "health-port N") on stdout once it listens; its stderr
                         goes to WORK/<name>.log (appended, so a restart under the same name
@@ -23,11 +26,14 @@ transport, services_integration.py for the two services).
 Single-threaded use, except check(), which the load tests call from client threads
 (list.append and print are atomic enough for counting failures).
 """
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import termios
+import time
 
 FAILURES = []
 
@@ -71,6 +77,54 @@ def gen_stubs(protoc, plugin, out, protos):
         subprocess.run(base + [f"-I{include}"] + [os.path.join(include, f) for f in files],
                        check=True)
     sys.path.insert(0, out)
+
+
+class Gate:
+    """A FIFO that holds server work until the test lets it go (the scorer's
+    --layer-gate: a run waits before each layer; rpc-testd --gate: an Echo "wait-gate"
+    holds a worker). allow(n) lets n waits through; release() (EOF) lets every one
+    through for good. Our end is opened O_RDWR, so neither side blocks in open()."""
+
+    def __init__(self, path):
+        if os.path.exists(path):
+            os.unlink(path)
+        os.mkfifo(path)
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR)
+
+    def allow(self, n=1):
+        if n > 0:
+            os.write(self.fd, b"g" * n)
+
+    def unread(self):
+        b = fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0")
+        return int.from_bytes(b, sys.byteorder)
+
+    def wait_taken(self, deadline_s=120):
+        """Wait until the server has read every byte allowed (it must: something waits
+        for it). True when it has."""
+        end = time.time() + deadline_s
+        while self.unread() and time.time() < end:
+            time.sleep(0.02)
+        return self.unread() == 0
+
+    def feed(self):
+        """One more byte when the last one has been taken: lets work of unknown length
+        go on (polling loops); drain() then takes back what was not used."""
+        if self.unread() == 0:
+            self.allow(1)
+
+    def drain(self):
+        n = self.unread()
+        if n:
+            os.read(self.fd, n)
+
+    def release(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    close = release
 
 
 class ServerProcess:

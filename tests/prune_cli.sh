@@ -119,15 +119,7 @@ expect_fail "are for model_id abababab" "$BIN/reap-pruner" prune --model m \
 # ctime moved): hashed again, so the identity is the new bytes' and the statistics of
 # the old bytes are refused instead of a manifest signed with the old digest.
 shard=$(ls m/*.safetensors | head -n 1)
-flip_byte() { "$PY" - "$1" << 'PYEOF'
-import os, sys
-p = sys.argv[1]; st = os.stat(p)
-with open(p, "r+b") as f:
-    f.seek(st.st_size - 1); b = f.read(1); f.seek(st.st_size - 1); f.write(bytes([b[0] ^ 0x5a]))
-os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
-assert os.stat(p).st_mtime_ns == st.st_mtime_ns and os.stat(p).st_size == st.st_size
-PYEOF
-}
+flip_byte() { "$PY" "$HERE/edit_keep_mtime.py" "$1"; }
 flip_byte "$shard" || bad "edit $shard"
 expect_fail "they score another checkpoint's experts" "$BIN/reap-pruner" prune --model m \
     --stats-json stats_st.json --out out3 --n-prune 3 --store st --quiet

@@ -23,8 +23,8 @@ import sys
 import threading
 import time
 
-from grpc_testlib import (ServerProcess, add_common_args, check, code_of, fresh_work,
-                          make_certs, summary)
+from grpc_testlib import (Gate, ServerProcess, add_common_args, check, code_of,
+                          fresh_work, make_certs, summary)
 from grpc_testlib import gen_stubs as _gen_stubs
 
 
@@ -393,24 +393,6 @@ def test_tls(a):
                        cert["client.pem"], "--tls-key", cert["client.key"], "echo", "c-mtls")
     check(rc == 0 and "echo c-mtls" in out, "mTLS: C client with a certificate")
     check(srv.stop() == 0, "mTLS: server exit 0")
-
-
-class Gate:
-    """rpc-testd --gate FIFO: an Echo "wait-gate" holds a worker until allow() writes its
-    byte; our end is O_RDWR so that neither side blocks in open()."""
-
-    def __init__(self, path):
-        if os.path.exists(path):
-            os.unlink(path)
-        os.mkfifo(path)
-        self.path = path
-        self.fd = os.open(path, os.O_RDWR)
-
-    def allow(self, n=1):
-        os.write(self.fd, b"g" * n)
-
-    def close(self):
-        os.close(self.fd)
 
 
 def poll(fn, deadline_s=60):

@@ -48,8 +48,8 @@ import sys
 import threading
 import time
 
-from grpc_testlib import (ServerProcess, add_common_args, check, code_of, fresh_work,
-                          make_certs, summary)
+from grpc_testlib import (Gate, ServerProcess, add_common_args, check, code_of,
+                          fresh_work, make_certs, summary)
 from grpc_testlib import gen_stubs as _gen_stubs
 
 TOKEN = "svc-test-token"
@@ -77,53 +77,6 @@ def wait_log(srv, text, deadline_s=60):
 def run(cmd, **kw):
     return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, **kw)
-
-
-class Gate:
-    """The scorer's --layer-gate FIFO: a run waits before each layer until allow() has
-    written a byte for it; release() (EOF) lets every run through for good. Our end is
-    opened O_RDWR, so neither side blocks in open()."""
-
-    def __init__(self, path):
-        if os.path.exists(path):
-            os.unlink(path)
-        os.mkfifo(path)
-        self.path = path
-        self.fd = os.open(path, os.O_RDWR)
-
-    def allow(self, n=1):
-        if n > 0:
-            os.write(self.fd, b"g" * n)
-
-    def unread(self):
-        import fcntl
-        import termios
-        b = fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0")
-        return int.from_bytes(b, sys.byteorder)
-
-    def wait_taken(self, deadline_s=120):
-        """Wait until the server has read every byte allowed (it must: a run waits for
-        it). True when it has."""
-        end = time.time() + deadline_s
-        while self.unread() and time.time() < end:
-            time.sleep(0.02)
-        return self.unread() == 0
-
-    def feed(self):
-        """One more byte when the last one has been taken: lets runs of unknown length
-        go on (polling loops); drain() then takes back what was not used."""
-        if self.unread() == 0:
-            self.allow(1)
-
-    def drain(self):
-        n = self.unread()
-        if n:
-            os.read(self.fd, n)
-
-    def release(self):
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
 
 
 _FIXTURE = {}

@@ -74,14 +74,7 @@ me --quiet --stats-json "$tmp/me1.json" >/dev/null 2>&1 || { echo "FAIL scoring 
 out=$(me 2>&1 >/dev/null)
 grep -q "already scored" <<<"$out" || { echo "FAIL edit-in-place: the unchanged rerun was not a no-op: $out"; fail=1; }
 shard=$(ls "$tmp/me"/*.safetensors | head -n 1)
-python3 - "$shard" << 'PYEOF'
-import os, sys
-p = sys.argv[1]; st = os.stat(p)
-with open(p, "r+b") as f:
-    f.seek(st.st_size - 1); b = f.read(1); f.seek(st.st_size - 1); f.write(bytes([b[0] ^ 0x5a]))
-os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
-assert os.stat(p).st_mtime_ns == st.st_mtime_ns and os.stat(p).st_size == st.st_size
-PYEOF
+python3 "$(cd "$(dirname "$0")" && pwd)/edit_keep_mtime.py" "$shard"
 out=$(me --stats-json "$tmp/me2.json" 2>&1 >/dev/null); rc=$?
 id1=$(awk -F'"' '/"model_id"/ { print $4; exit }' "$tmp/me1.json")
 id2=$(awk -F'"' '/"model_id"/ { print $4; exit }' "$tmp/me2.json" 2>/dev/null)

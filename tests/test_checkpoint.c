@@ -293,9 +293,25 @@ static void expect_mismatch(const reap_ckpt *ck, const reap_config *good, const 
               "%s: message \"%s\" lacks \"%s\"", what, reap_err_msg(), needle);
 }
 
-static void test_config_vs_tensors(void)
+/* Generate `spec` into case directory `name`, load its config and open it; the pair
+ * must pass reap_config_check_ckpt. 1 with *cfg and *ck set, 0 (checks failed) else. */
+static int gen_checked(const reap_gen_spec *spec, const char *name, reap_config *cfg,
+                       reap_ckpt **ck)
 {
     char dir[4096], cpath[4200];
+    case_dir(name, dir, sizeof dir);
+    CHECK_RC(reap_gen_model(spec, dir), REAP_OK);
+    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
+    CHECK_RC(reap_config_load(cpath, cfg), REAP_OK);
+    CHECK_RC(reap_ckpt_open(dir, ck), REAP_OK);
+    if (!*ck)
+        return 0;
+    CHECK_RC(reap_config_check_ckpt(cfg, *ck), REAP_OK);
+    return 1;
+}
+
+static void test_config_vs_tensors(void)
+{
     reap_gen_spec spec;
     reap_config cfg = {0};
     reap_ckpt *ck = NULL;
@@ -306,14 +322,8 @@ static void test_config_vs_tensors(void)
     spec.n_mlp_only = 1;
     spec.mlp_only_layers[0] = 1;
     spec.n_shards = 2;
-    case_dir("cfgcheck", dir, sizeof dir);
-    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
-    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
-    CHECK_RC(reap_config_load(cpath, &cfg), REAP_OK);
-    CHECK_RC(reap_ckpt_open(dir, &ck), REAP_OK);
-    if (!ck)
+    if (!gen_checked(&spec, "cfgcheck", &cfg, &ck))
         return;
-    CHECK_RC(reap_config_check_ckpt(&cfg, ck), REAP_OK);
 
     reap_config b = cfg;
     char want[128];
@@ -379,14 +389,8 @@ static void test_config_vs_tensors(void)
     /* qwen3_vl_moe, fused experts: the fields are text_config's. */
     reap_gen_spec_default(&spec, REAP_FAMILY_QWEN3_VL_MOE);
     spec.n_layers = 2;
-    case_dir("cfgcheck_vl", dir, sizeof dir);
-    CHECK_RC(reap_gen_model(&spec, dir), REAP_OK);
-    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
-    CHECK_RC(reap_config_load(cpath, &cfg), REAP_OK);
-    CHECK_RC(reap_ckpt_open(dir, &ck), REAP_OK);
-    if (!ck)
+    if (!gen_checked(&spec, "cfgcheck_vl", &cfg, &ck))
         return;
-    CHECK_RC(reap_config_check_ckpt(&cfg, ck), REAP_OK);
     b = cfg;
     b.n_layers = 3;
     expect_mismatch(ck, &cfg, "vl layers", b, "text_config.num_hidden_layers = 3, but the "
