@@ -8,6 +8,8 @@
  */
 #include "rpc_path.h"
 
+#include "fsopen.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -19,10 +21,7 @@
 
 int rpc_path_under(const char *p, const char *root)
 {
-    size_t rl = strlen(root);
-    if (rl == 1 && root[0] == '/')
-        return p[0] == '/';
-    return !strncmp(p, root, rl) && (p[rl] == '\0' || p[rl] == '/');
+    return reap_path_under(p, root);   /* one rule for requests and the files they name */
 }
 
 static int under_any(const rpc_roots *r, const char *p)
