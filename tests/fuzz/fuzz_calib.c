@@ -36,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.shuffle = size & 1;
     o.seed = size;
     o.max_samples = size & 2 ? 3 : 0;
-    if (reap_calib_load(&o, &s) != REAP_OK)
+    if (FUZZ_RC(reap_calib_load(&o, &s)) != REAP_OK)
         return 0;
     if (reap_rows_build(&s, 1 + (int)(size % 17), (size & 4) == 0, &r) == REAP_OK)
         reap_rows_free(&r);

@@ -10,7 +10,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     reap_config cfg;
     int l;
 
-    if (reap_config_load(fuzz_memfd_set(&in, data, size), &cfg) != REAP_OK)
+    if (FUZZ_RC(reap_config_load(fuzz_memfd_set(&in, data, size), &cfg)) != REAP_OK)
         return 0;
     for (l = 0; l < cfg.n_layers && l < 4096; l++)
         (void)reap_config_layer_is_moe(&cfg, l);

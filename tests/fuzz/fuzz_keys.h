@@ -1,5 +1,5 @@
 /* fuzz_keys.h - the throwaway minisign key pair of the minisign and manifest harnesses
- * (made with `minisign -G -W`; its secret key is corpus/minisign/secret-key, for
+ * (made with `minisign -G -W`; its secret key is tests/fuzz/seed-signing.key, for
  * signing seeds, never for anything else), and the file its seed signatures sign. */
 #ifndef REAP_FUZZ_KEYS_H
 #define REAP_FUZZ_KEYS_H

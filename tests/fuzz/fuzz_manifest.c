@@ -60,7 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sig.fd = 0;
         unlink(sig_path);
     }
-    rc = reap_manifest_verify_dir(dir, tail ? &pk : NULL, count_line, &lines, &n);
+    rc = FUZZ_RC(reap_manifest_verify_dir(dir, tail ? &pk : NULL, count_line, &lines, &n));
     if (lines != n || (rc == REAP_OK && n) || (rc == REAP_E_INVALID && !n))
         abort();                /* the count and the status agree with the lines */
     return 0;

@@ -42,7 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     switch (data[0] & 3) {
     case 0:
-        if (reap_minisign_load_public(fuzz_memfd_set(&in, data + 1, size - 1), &got) == REAP_OK)
+        if (FUZZ_RC(reap_minisign_load_public(fuzz_memfd_set(&in, data + 1, size - 1), &got)) ==
+            REAP_OK)
             reap_minisign_public_b64(&got, b64);
         break;
     case 1:
@@ -50,17 +51,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             return 0;
         memcpy(s, data + 1, size - 1);
         s[size - 1] = '\0';
-        if (s[0] != '/' && !strstr(s, "..") && reap_minisign_load_public(s, &got) == REAP_OK)
+        if (s[0] != '/' && !strstr(s, "..") &&
+            FUZZ_RC(reap_minisign_load_public(s, &got)) == REAP_OK)
             reap_minisign_public_b64(&got, b64);
         free(s);
         break;
     case 2:
-        (void)reap_minisign_verify_file(&pk, signed_path,
-                                        fuzz_memfd_set(&in, data + 1, size - 1), trusted,
-                                        sizeof trusted);
+        (void)FUZZ_RC(reap_minisign_verify_file(&pk, signed_path,
+                                                fuzz_memfd_set(&in, data + 1, size - 1),
+                                                trusted, sizeof trusted));
         break;
     default:
-        if (reap_minisign_load_secret(fuzz_memfd_set(&in, data + 1, size - 1), &sk) == REAP_OK) {
+        if (FUZZ_RC(reap_minisign_load_secret(fuzz_memfd_set(&in, data + 1, size - 1), &sk)) ==
+            REAP_OK) {
             reap_minisign_public_of(&sk, &got);
             reap_sign_key_wipe(&sk);
         }

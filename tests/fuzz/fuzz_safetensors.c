@@ -11,7 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t i, n;
     uint64_t sum = 0;
 
-    if (st_file_open(fuzz_memfd_set(&in, data, size), &f) != REAP_OK)
+    if (FUZZ_RC(st_file_open(fuzz_memfd_set(&in, data, size), &f)) != REAP_OK)
         return 0;
     n = st_file_n_tensors(f);
     for (i = 0; i < n; i++) {

@@ -45,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (!store)
         open_store();
-    if (reap_store_import(store, fuzz_memfd_set(&in, data, size), &c) == REAP_OK &&
+    if (FUZZ_RC(reap_store_import(store, fuzz_memfd_set(&in, data, size), &c)) == REAP_OK &&
         c.added > c.records)
         abort();                /* more records added than the file holds */
     if (c.added)

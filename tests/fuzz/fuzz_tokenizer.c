@@ -21,7 +21,7 @@ static void encode(reap_tokenizer *tok, const char *text, size_t len)
     size_t n = 0, i;
     int vocab = reap_tokenizer_vocab_size(tok);
 
-    if (reap_tokenizer_encode(tok, text, len, &ids, &n) == REAP_OK)
+    if (FUZZ_RC(reap_tokenizer_encode(tok, text, len, &ids, &n)) == REAP_OK)
         for (i = 0; i < n; i++)
             if (ids[i] < 0 || ids[i] >= vocab)
                 abort();        /* an id outside the tokenizer's range */
@@ -36,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t head, text_len, i;
 
     fuzz_split_nul(data, size, &head, &text, &text_len);
-    if (reap_tokenizer_load(fuzz_memfd_set(&in, data, head), &tok) != REAP_OK)
+    if (FUZZ_RC(reap_tokenizer_load(fuzz_memfd_set(&in, data, head), &tok)) != REAP_OK)
         return 0;
     if (text) {
         encode(tok, (const char *)text, text_len);

@@ -21,6 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "reap_err.h"
+
 static char fuzz_dir_[4096];
 
 static inline void fuzz_rm_tree_(const char *path)
@@ -157,5 +159,18 @@ static inline void fuzz_split_nul(const uint8_t *data, size_t size, size_t *head
     *tail = z ? z + 1 : NULL;
     *tail_len = z ? size - *head_len - 1 : 0;
 }
+
+/* FUZZ_RC(expr): expr's status; with -DREAP_FUZZ_VERBOSE also printed with the error
+ * message (to see why a seed is refused: run the harness on it, e.g. with -runs=0). */
+#ifdef REAP_FUZZ_VERBOSE
+#define FUZZ_RC(expr) fuzz_report_((expr), #expr)
+static inline int fuzz_report_(int rc, const char *what)
+{
+    fprintf(stderr, "%s: %d %s\n", what, rc, rc ? reap_err_msg() : "");
+    return rc;
+}
+#else
+#define FUZZ_RC(expr) (expr)
+#endif
 
 #endif
