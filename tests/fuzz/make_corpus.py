@@ -256,6 +256,46 @@ def manifest_seeds(tmp):
 
 
 # ---- generator and store seeds ----------------------------------------------------
+def varint(b, i):
+    v, shift = 0, 0
+    while True:
+        c = b[i]
+        i += 1
+        v |= (c & 0x7F) << shift
+        shift += 7
+        if c < 0x80:
+            return v, i
+
+
+def fields(b):
+    """(field number, value) of a protobuf message (varint and length-delimited only)."""
+    i = 0
+    while i < len(b):
+        tag, i = varint(b, i)
+        if tag & 7 == 0:
+            v, i = varint(b, i)
+        else:
+            n, i = varint(b, i)
+            v, i = b[i:i + n], i + n
+        yield tag >> 3, v
+
+
+def export_records(data):
+    """The records form of fuzz_store_import.c: db - 1, key, u16 BE value length, value."""
+    out, off = b"", 8
+    while off < len(data):
+        n = struct.unpack(">I", data[off:off + 4])[0]
+        frame = data[off + 4:off + 4 + n]
+        off += 4 + n
+        for num, rec in fields(frame):
+            if num != 2:
+                continue
+            r = dict(fields(rec))
+            out += bytes([r.get(1, 0) - 1]) + r.get(2, b"") + \
+                struct.pack(">H", len(r.get(3, b""))) + r.get(3, b"")
+    return out
+
+
 def generated(tmp):
     m = os.path.join(tmp, "m")
     subprocess.run([os.path.join(BIN, "reap-genmodel"), "--out", m, "--layers", "2",
@@ -275,12 +315,13 @@ def generated(tmp):
                    stdout=subprocess.DEVNULL)
     out = os.path.join(tmp, "x.reapx")
     subprocess.run([scorer, "export", "--store", st, "--out", out], check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(out, "rb") as f:
         data = f.read()
     put("store_import", "export", data)
     put("store_import", "truncated", data[:len(data) // 2])
     put("store_import", "magic-only", data[:8])
+    put("store_import", "records", export_records(data))
     flipped = bytearray(data)
     flipped[len(data) // 3] ^= 1
     put("store_import", "flipped-byte", bytes(flipped))
