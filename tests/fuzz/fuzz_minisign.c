@@ -2,9 +2,9 @@
  * signature file (verified over a fixed file with the harness's public key), secret key
  * file. The first input byte picks the reader (mod 4), the rest is the file or string.
  *
- * A public key string that names an existing file is read as one (minisign.h): the
- * process works in its temporary directory, and strings starting with '/' or holding
- * ".." are skipped, so only the harness's own files can be reached.
+ * A public key string that names an existing file is read as that file (minisign.h);
+ * strings that name one are skipped here (the file reader has its own mode), so no
+ * other file is ever read.
  */
 #include "fuzz_keys.h"
 #include "fuzz_util.h"
@@ -16,8 +16,6 @@ static char signed_path[8192];
 
 static void setup(void)
 {
-    if (chdir(fuzz_tmpdir()) != 0)
-        fuzz_die_("chdir");
     fuzz_path(signed_path, sizeof signed_path, "signed.bin");
     fuzz_write_file(signed_path, FUZZ_SIGNED_TEXT, strlen(FUZZ_SIGNED_TEXT));
     if (reap_minisign_load_public(FUZZ_PUB_B64, &pk) != REAP_OK) {
@@ -51,8 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             return 0;
         memcpy(s, data + 1, size - 1);
         s[size - 1] = '\0';
-        if (s[0] != '/' && !strstr(s, "..") &&
-            FUZZ_RC(reap_minisign_load_public(s, &got)) == REAP_OK)
+        if (access(s, F_OK) != 0 && FUZZ_RC(reap_minisign_load_public(s, &got)) == REAP_OK)
             reap_minisign_public_b64(&got, b64);
         free(s);
         break;
