@@ -4,7 +4,7 @@
 # failing on any crash, sanitizer report, leak or timeout (reproducers under
 # <build>/fuzz-findings/<name>/). Without clang and libFuzzer every test reports Skipped
 # with the reason. Long runs: scripts/fuzz.sh, docs/fuzzing.md.
-set(REAP_FUZZ_SECONDS 20 CACHE STRING "Seconds each libFuzzer harness runs in the test suite")
+set(REAP_FUZZ_SECONDS 15 CACHE STRING "Seconds each libFuzzer harness runs in the test suite")
 set(REAP_FUZZ_NAMES safetensors config tokenizer calib store_import minisign manifest)
 set(reap_fuzz_sh ${CMAKE_SOURCE_DIR}/scripts/fuzz.sh)
 add_test(NAME fuzz_build COMMAND bash ${reap_fuzz_sh} --build-only
