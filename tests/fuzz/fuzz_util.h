@@ -104,12 +104,14 @@ static inline void fuzz_fd_set(int fd, const void *data, size_t size)
     }
 }
 
-/* A memfd holding one input; *path gets its name (/proc/self/fd/N). Created once. */
+/* One file that holds the current input: a memfd (fuzz_memfd_set) or a named file in the
+ * temporary directory (fuzz_named_set). Zero-initialise; opened on first use. */
 typedef struct fuzz_file {
     int fd;
     char path[64];
 } fuzz_file;
 
+/* Put data[0..size) into f's memfd; returns its name, /proc/self/fd/N. */
 static inline const char *fuzz_memfd_set(fuzz_file *f, const void *data, size_t size)
 {
     if (f->fd <= 0) {
@@ -122,9 +124,10 @@ static inline const char *fuzz_memfd_set(fuzz_file *f, const void *data, size_t 
     return f->path;
 }
 
-/* A named file in the temporary directory holding one input (opened once). */
+/* Put data[0..size) into the file `name` of the temporary directory (opened once, kept
+ * open in f); returns its path. */
 static inline const char *fuzz_named_set(fuzz_file *f, const char *name, const void *data,
-                                  size_t size)
+                                         size_t size)
 {
     static char buf[8192];
 
