@@ -170,7 +170,7 @@ int tok_bpe_vocab_add(tok_bpe *b, const uint8_t *key, size_t n, int32_t id)
     if (tok_bpe_vocab_get(b, key, n) >= 0)
         return reap_err_set(REAP_E_FORMAT, "two vocabulary entries for the same bytes "
                             "(id %d)", id);
-    if (b->keys_len + n > b->keys_cap) {
+    if (!b->keys || b->keys_len + n > b->keys_cap) {   /* allocated for "" too */
         ncap = b->keys_cap ? b->keys_cap * 2 : 1 << 20;
         while (ncap < b->keys_len + n)
             ncap *= 2;

@@ -41,7 +41,8 @@ static inline int tok_ids_push(tok_ids *a, int32_t id)
     return tok_ids_append(a, &id, 1);
 }
 
-/* 64-bit hash of a byte string (not cryptographic; never 0 after `| 1`). */
+/* 64-bit hash of a byte string (p never NULL, also when n is 0; not cryptographic; never
+ * 0 after `| 1`). */
 static inline uint64_t tok_hash(const void *p, size_t n)
 {
     const uint8_t *s = p;
@@ -243,10 +244,10 @@ typedef struct tok_bpe_scratch {
 int tok_bpe_init(tok_bpe *b, size_t n_vocab, size_t n_merges);
 void tok_bpe_free(tok_bpe *b);
 
-/* Add a vocabulary entry (key in bytes). REAP_OK, REAP_E_FORMAT (duplicate key),
- * REAP_E_NOMEM. */
+/* Add a vocabulary entry (key in bytes; never NULL, also when n is 0: the empty string
+ * is a valid key). REAP_OK, REAP_E_FORMAT (duplicate key), REAP_E_NOMEM. */
 int tok_bpe_vocab_add(tok_bpe *b, const uint8_t *key, size_t n, int32_t id);
-/* The id of a byte string, or -1. */
+/* The id of a byte string (key never NULL), or -1. */
 int32_t tok_bpe_vocab_get(const tok_bpe *b, const uint8_t *key, size_t n);
 /* Add the merge (left, right) -> id with rank; a repeated pair takes the later rank
  * (as tokenizers does). REAP_OK or REAP_E_NOMEM. */

@@ -185,7 +185,7 @@ static int load_merges(reap_tokenizer *t, json_t *merges)
                               "[\"a\", \"b\"]", path, i);
             goto fail;
         }
-        if (na + nb > cap) {
+        if (!buf || na + nb > cap) {    /* allocated for ["", ""] too */
             uint8_t *nbuf = realloc(buf, na + nb + 64);
             if (!nbuf) {
                 rc = reap_err_set(REAP_E_NOMEM, "out of memory reading merges");
@@ -270,7 +270,8 @@ static int load_model(reap_tokenizer *t, json_t *root, int *max_id)
         if ((int)id > *max_id)
             *max_id = (int)id;
         klen = strlen(key);
-        if (klen > cap) {
+        /* Allocated even for an empty first key: the tables take no NULL key. */
+        if (!buf || klen > cap) {
             uint8_t *nbuf = realloc(buf, klen + 64);
             if (!nbuf) {
                 rc = reap_err_set(REAP_E_NOMEM, "out of memory reading the vocabulary");

@@ -18,6 +18,7 @@ PKGS=(
   libpcre2-dev libutf8proc-dev  # tokenizer
   python3 python3-numpy   # float64 oracle in tests/
   python3-venv            # test-only tools from PyPI (safetensors, kustomize, schemas)
+  clang libclang-rt-14-dev  # libFuzzer harnesses (tests/fuzz, scripts/fuzz.sh; libFuzzer is in the rt package)
 )
 
 missing=()

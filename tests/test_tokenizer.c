@@ -459,6 +459,50 @@ static void test_load_errors(void)
     CHECK_RC(reap_tokenizer_load(NULL, &tok), REAP_E_INVALID);
 }
 
+/* ---- the empty vocabulary key --------------------------------------------------------- */
+
+/* minimal_json() with `vocab_head` spliced in as the first vocabulary entries and `merges`
+ * as the merges array. */
+static const char *splice_json(const char *vocab_head, const char *merges)
+{
+    static char buf[20000];
+    const char *base = minimal_json("null", BL, "BPE", "", 256);
+    const char *v = strstr(base, "\"vocab\": {"), *m = strstr(base, "\"merges\": []");
+
+    if (!v || !m)
+        return base;
+    v += strlen("\"vocab\": {");
+    snprintf(buf, sizeof buf, "%.*s%s%.*s\"merges\": %s%s", (int)(v - base), base, vocab_head,
+             (int)(m - v), v, merges, m + strlen("\"merges\": []"));
+    return buf;
+}
+
+/* The empty string is a valid vocabulary key (BPE never produces it). As the first key,
+ * or as both parts of the first merge, it used to reach the table's hash with a NULL
+ * buffer of length 0 (memcpy from NULL: undefined behaviour, found by the tokenizer
+ * fuzzer; the ASan/UBSan build of this test stops there). */
+static void test_empty_key(void)
+{
+    reap_tokenizer *tok = NULL;
+
+    CHECK_RC(reap_tokenizer_load(write_scratch("emptykey.json", splice_json("\"\": 256, ", "[]")),
+                                 &tok), REAP_OK);
+    if (tok) {
+        EXPECT(tok, "ab c", 97, 98, 32, 99);
+        CHECK(reap_tokenizer_vocab_size(tok) == 257);
+        reap_tokenizer_free(tok);
+    }
+    tok = NULL;
+    CHECK_RC(reap_tokenizer_load(write_scratch("emptymerge.json",
+                                               splice_json("\"ab\": 300, \"\": 256, ",
+                                                           "[[\"\", \"\"], [\"a\", \"b\"]]")),
+                                 &tok), REAP_OK);
+    if (tok) {
+        EXPECT(tok, "ab c", 300, 32, 99);
+        reap_tokenizer_free(tok);
+    }
+}
+
 /* ---- reapctl tokenize ----------------------------------------------------------------- */
 
 /* Runs build/bin/reapctl (next to this test's build/tests folder) when it was built. */
@@ -621,6 +665,7 @@ int main(int argc, char **argv)
     }
     test_synthetic();
     test_load_errors();
+    test_empty_key();
     test_translate();
     test_reapctl(argv[0]);
     TEST_MAIN_END();
