@@ -16,6 +16,7 @@
 #include "hidden_ckpt.h"
 #include "reap_err.h"
 #include "runs.h"
+#include "stats_store.h"
 #include "tokenizer.h"
 
 typedef struct job_ctx {
@@ -287,10 +288,28 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
             calib.has_tokenizer = 1;
             memcpy(calib.tokenizer_digest, reap_tokenizer_digest(tok), 32);
         }
-        int first;
+        int first, stale;
         if ((rc = reap_store_pair_lock(s, &res->model_id, &res->calib_id, &pair_lock)) ||
             (rc = reap_store_model_put(s, &model)) || (rc = reap_store_calib_put(s, &calib)) ||
-            (rc = first_missing_layer(s, &model, &res->model_id, &res->calib_id, &first)))
+            (rc = reap_store_pair_stale(s, NULL, &res->model_id, &res->calib_id, &stale)))
+            goto fail;
+        /* Stale records are never skipped, resumed or kept next to new ones (records are
+         * immutable, so new ones could not replace them): refuse before anything runs. */
+        if (stale) {
+            char mh[65], ch[65];
+            reap_id_hex(&res->model_id, mh);
+            reap_id_hex(&res->calib_id, ch);
+            rc = reap_err_set(REAP_E_PRECONDITION,
+                              "%s: model %.16s calibration %.16s: the stored statistics were "
+                              "scored before the rotary-positions fix for packed Qwen3-VL-MoE "
+                              "rows (positions_rule 0) and are wrong; they must be replaced, "
+                              "which a store cannot do in place: score into a new store "
+                              "(reap-scorer export --model carries the records of other "
+                              "models over)",
+                              reap_store_dir(s), mh, ch);
+            goto fail;
+        }
+        if ((rc = first_missing_layer(s, &model, &res->model_id, &res->calib_id, &first)))
             goto fail;
         /* Runs of this pair killed earlier: record them as interrupted. */
         if ((rc = reap_store_run_mark_interrupted(s, &res->model_id, &res->calib_id, NULL)))

@@ -63,7 +63,7 @@ static int check_value(int db, const uint8_t *key, const void *val, size_t vlen,
     case DB_CALIBS:
         return rec_calib_decode(val, vlen, key, what, NULL);
     default:
-        return rec_stats_decode(val, vlen, key, what, NULL, NULL, NULL, NULL);
+        return rec_stats_decode(val, vlen, key, what, NULL, NULL, NULL, NULL, NULL);
     }
 }
 
@@ -492,9 +492,9 @@ static int import_apply(reap_store *s, MDB_txn *txn, void *ud)
         if (db == DB_STATS) {
             uint8_t have[32], want[32];
             if ((rc = rec_stats_decode(v.mv_data, v.mv_size, r->key.data, what, NULL, NULL,
-                                       NULL, have)) ||
+                                       NULL, have, NULL)) ||
                 (rc = rec_stats_decode(r->value.data, r->value.len, r->key.data, what, NULL,
-                                       NULL, NULL, want)))
+                                       NULL, NULL, want, NULL)))
                 return rc;
             if (memcmp(have, want, 32)) {
                 char mh[65], ch[65];

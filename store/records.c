@@ -170,7 +170,8 @@ void rec_stats_digest(const reap_id *model, const reap_id *calib,
 }
 
 int rec_stats_encode(const reap_id *model, const reap_id *calib, const reap_layer_stats *st,
-                     const char *backend, uint8_t **buf, size_t *len)
+                     const char *backend, uint32_t positions_rule, uint8_t **buf,
+                     size_t *len)
 {
     PbStats m = REAP__STORE__V1__LAYER_STATS_RECORD__INIT;
     uint8_t digest[32];
@@ -199,12 +200,13 @@ int rec_stats_encode(const reap_id *model, const reap_id *calib, const reap_laye
     m.digest = pb_bytes(digest, 32);
     m.created_unix_ns = store_now_ns();
     m.backend = pb_str(backend);
+    m.positions_rule = positions_rule;
     return pack(&m.base, buf, len);
 }
 
 int rec_stats_decode(const void *buf, size_t len, const uint8_t *key, const char *what,
                      reap_layer_stats *out, reap_id *model, reap_id *calib,
-                     uint8_t digest[32])
+                     uint8_t digest[32], uint32_t *positions_rule)
 {
     ProtobufCMessage *msg = NULL;
     reap_layer_stats st = {0};
@@ -264,6 +266,8 @@ int rec_stats_decode(const void *buf, size_t len, const uint8_t *key, const char
         *calib = cid;
     if (digest)
         memcpy(digest, want, 32);
+    if (positions_rule)
+        *positions_rule = m->positions_rule;
 fail:
     if (msg)
         protobuf_c_message_free_unpacked(msg, NULL);

@@ -35,13 +35,17 @@ int rec_meta_check(const void *buf, size_t len, const char *what);
  * all little-endian. */
 void rec_stats_digest(const reap_id *model, const reap_id *calib,
                       const reap_layer_stats *st, uint8_t out[32]);
+/* positions_rule: the record's field 16 (proto/reap_store.proto; the store writes
+ * REAP_STORE_POSITIONS_RULE). */
 int rec_stats_encode(const reap_id *model, const reap_id *calib, const reap_layer_stats *st,
-                     const char *backend, uint8_t **buf, size_t *len);
+                     const char *backend, uint32_t positions_rule, uint8_t **buf,
+                     size_t *len);
 /* Decode and verify (digest, array lengths, and the key when key != NULL). out may be
- * NULL (verify only); else initialised here. model/calib/digest may be NULL. */
+ * NULL (verify only); else initialised here. model/calib/digest/positions_rule may be
+ * NULL; *positions_rule is 0 for a record written without the field. */
 int rec_stats_decode(const void *buf, size_t len, const uint8_t *key, const char *what,
                      reap_layer_stats *out, reap_id *model, reap_id *calib,
-                     uint8_t digest[32]);
+                     uint8_t digest[32], uint32_t *positions_rule);
 
 /* ---- models, calibs ---- */
 int rec_model_encode(const reap_model_info *m, uint8_t **buf, size_t *len);

@@ -31,9 +31,9 @@ static void stats_what(const reap_store *s, const reap_id *m, const reap_id *c, 
     snprintf(out, n, "%s: stats %.16s/%.16s layer %d", s->dir, mh, ch, layer);
 }
 
-int store_stats_put_txn(reap_store *s, MDB_txn *txn, const reap_id *model,
-                        const reap_id *calib, const reap_layer_stats *st,
-                        const char *backend, int *outcome)
+static int stats_put_rule_txn(reap_store *s, MDB_txn *txn, const reap_id *model,
+                              const reap_id *calib, const reap_layer_stats *st,
+                              const char *backend, uint32_t positions_rule, int *outcome)
 {
     uint8_t key[STORE_STATS_KEY_LEN], *buf = NULL;
     size_t len;
@@ -45,7 +45,8 @@ int store_stats_put_txn(reap_store *s, MDB_txn *txn, const reap_id *model,
     rc = store_get(s, txn, s->db_stats, key, sizeof key, &v);
     if (rc == REAP_OK) {
         stats_what(s, model, calib, st->layer, what, sizeof what);
-        if ((rc = rec_stats_decode(v.mv_data, v.mv_size, key, what, &old, NULL, NULL, NULL)))
+        if ((rc = rec_stats_decode(v.mv_data, v.mv_size, key, what, &old, NULL, NULL, NULL,
+                                   NULL)))
             goto fail;
         if (outcome)
             *outcome = reap_stats_identical(&old, st) ? REAP_STATS_SAME : REAP_STATS_DIFFERENT;
@@ -53,7 +54,7 @@ int store_stats_put_txn(reap_store *s, MDB_txn *txn, const reap_id *model,
     }
     if (rc != REAP_E_NOTFOUND)
         goto fail;
-    if ((rc = rec_stats_encode(model, calib, st, backend, &buf, &len)))
+    if ((rc = rec_stats_encode(model, calib, st, backend, positions_rule, &buf, &len)))
         goto fail;
     rc = store_put(s, txn, s->db_stats, key, sizeof key, buf, len, 0);
     if (!rc && outcome)
@@ -64,32 +65,52 @@ fail:
     return rc;
 }
 
+int store_stats_put_txn(reap_store *s, MDB_txn *txn, const reap_id *model,
+                        const reap_id *calib, const reap_layer_stats *st,
+                        const char *backend, int *outcome)
+{
+    return stats_put_rule_txn(s, txn, model, calib, st, backend, REAP_STORE_POSITIONS_RULE,
+                              outcome);
+}
+
 typedef struct put_ctx {
     const reap_id *model, *calib;
     const reap_layer_stats *st;
     const char *backend;
+    uint32_t positions_rule;
     int outcome;
 } put_ctx;
 
 static int put_fn(reap_store *s, MDB_txn *txn, void *ud)
 {
     put_ctx *p = ud;
-    return store_stats_put_txn(s, txn, p->model, p->calib, p->st, p->backend, &p->outcome);
+    return stats_put_rule_txn(s, txn, p->model, p->calib, p->st, p->backend,
+                              p->positions_rule, &p->outcome);
 }
 
-int reap_store_stats_put(reap_store *s, const reap_id *model, const reap_id *calib,
-                         const reap_layer_stats *st, const char *backend,
-                         reap_stats_outcome *outcome)
+int reap_store_stats_put_rule(reap_store *s, const reap_id *model, const reap_id *calib,
+                              const reap_layer_stats *st, const char *backend,
+                              uint32_t positions_rule, reap_stats_outcome *outcome)
 {
-    put_ctx p = {model, calib, st, backend, REAP_STATS_WRITTEN};
+    put_ctx p = {model, calib, st, backend, positions_rule, REAP_STATS_WRITTEN};
     int rc = store_write(s, put_fn, &p);
     if (!rc && outcome)
         *outcome = (reap_stats_outcome)p.outcome;
     return rc;
 }
 
+int reap_store_stats_put(reap_store *s, const reap_id *model, const reap_id *calib,
+                         const reap_layer_stats *st, const char *backend,
+                         reap_stats_outcome *outcome)
+{
+    return reap_store_stats_put_rule(s, model, calib, st, backend, REAP_STORE_POSITIONS_RULE,
+                                     outcome);
+}
+
+/* out may be NULL (verify only); positions_rule may be NULL. */
 static int stats_get_txn(reap_store *s, MDB_txn *txn, const reap_id *model,
-                         const reap_id *calib, int layer, reap_layer_stats *out)
+                         const reap_id *calib, int layer, reap_layer_stats *out,
+                         uint32_t *positions_rule)
 {
     uint8_t key[STORE_STATS_KEY_LEN];
     MDB_val v;
@@ -99,7 +120,8 @@ static int stats_get_txn(reap_store *s, MDB_txn *txn, const reap_id *model,
     if ((rc = store_get(s, txn, s->db_stats, key, sizeof key, &v)))
         return rc;
     stats_what(s, model, calib, layer, what, sizeof what);
-    return rec_stats_decode(v.mv_data, v.mv_size, key, what, out, NULL, NULL, NULL);
+    return rec_stats_decode(v.mv_data, v.mv_size, key, what, out, NULL, NULL, NULL,
+                            positions_rule);
 }
 
 int reap_store_stats_get(reap_store *s, reap_store_snap *snap, const reap_id *model,
@@ -112,7 +134,7 @@ int reap_store_stats_get(reap_store *s, reap_store_snap *snap, const reap_id *mo
         return reap_err_set(REAP_E_INVALID, "%s: layer %d", s->dir, layer);
     if ((rc = store_read_begin(s, snap, &txn)))
         return rc;
-    rc = stats_get_txn(s, txn, model, calib, layer, out);
+    rc = stats_get_txn(s, txn, model, calib, layer, out, NULL);
     store_read_end(s, snap, txn);
     return rc;
 }
@@ -308,11 +330,58 @@ fail:
     return rc;
 }
 
+/* The rule of reap_store_pair_stale inside txn; m is the model's record. */
+static int pair_stale_txn(reap_store *s, MDB_txn *txn, const reap_model_info *m,
+                          const reap_id *calib, int *stale)
+{
+    reap_store_snap tmp = {s, txn};
+    reap_calib_info c = {0};
+    int_list l = {0};
+    uint32_t rule;
+    int rc;
+    *stale = 0;
+    if (!m->model_type || strcmp(m->model_type, "qwen3_vl_moe"))
+        return REAP_OK;   /* Qwen3-MoE positions never changed */
+    rc = reap_store_calib_get(s, &tmp, calib, &c);
+    if (rc == REAP_OK && !c.pack)
+        goto out;         /* rows without gaps: positions never changed */
+    if (rc && rc != REAP_E_NOTFOUND)
+        goto out;
+    /* Packed, or no calibration record (packing unknown: counted as packed). */
+    if ((rc = walk_keys(s, txn, &m->id, calib, layer_push, &l)))
+        goto out;
+    for (int i = 0; i < l.n && !*stale; i++) {
+        if ((rc = stats_get_txn(s, txn, &m->id, calib, l.v[i], NULL, &rule)))
+            goto out;
+        *stale = rule == 0;
+    }
+out:
+    free(l.v);
+    reap_calib_info_free(&c);
+    return rc;
+}
+
+int reap_store_pair_stale(reap_store *s, reap_store_snap *snap, const reap_id *model,
+                          const reap_id *calib, int *stale)
+{
+    MDB_txn *txn;
+    reap_model_info m = {0};
+    int rc;
+    *stale = 0;
+    if ((rc = store_read_begin(s, snap, &txn)))
+        return rc;
+    if (!(rc = model_get_txn(s, txn, model, &m)))
+        rc = pair_stale_txn(s, txn, &m, calib, stale);
+    reap_model_info_free(&m);
+    store_read_end(s, snap, txn);
+    return rc;
+}
+
 /* stats_get_txn for a record the completeness scan saw: absence is damage. */
 static int merged_get(reap_store *s, MDB_txn *txn, const reap_id *model,
                       const reap_id *calib, int layer, reap_layer_stats *out)
 {
-    int rc = stats_get_txn(s, txn, model, calib, layer, out);
+    int rc = stats_get_txn(s, txn, model, calib, layer, out, NULL);
     if (rc == REAP_E_NOTFOUND) {
         char what[4400];
         stats_what(s, model, calib, layer, what, sizeof what);
@@ -438,6 +507,20 @@ int reap_store_stats_merged(reap_store *s, reap_store_snap *snap, const reap_id 
             rc = reap_err_set(REAP_E_NOTFOUND,
                               "%s: model %s has no complete calibration set (score it first)",
                               s->dir, mh);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < n_sel; i++) {
+        int stale;
+        if ((rc = pair_stale_txn(s, txn, &m, &sel[i], &stale)))
+            goto fail;
+        if (stale) {
+            reap_id_hex(&sel[i], ch);
+            rc = reap_err_set(REAP_E_PRECONDITION,
+                              "%s: model %s calibration set %s: stale statistics (packed "
+                              "Qwen3-VL-MoE rows scored before the rotary-positions fix, "
+                              "positions_rule 0); they are not used: score the model on "
+                              "this calibration file again into a new store", s->dir, mh, ch);
             goto fail;
         }
     }

@@ -22,6 +22,11 @@
 #include "stats.h"
 #include "store.h"
 
+/* The rotary-position rule this build's engine uses, written into every new statistics
+ * record (LayerStatsRecord.positions_rule, proto/reap_store.proto): 1 = the per-family
+ * rule of model/positions.h. Records of older builds read as 0. */
+#define REAP_STORE_POSITIONS_RULE 1u
+
 /* Outcome of writing a record that may exist already. */
 typedef enum reap_stats_outcome {
     REAP_STATS_WRITTEN = 0,   /* new record */
@@ -35,6 +40,13 @@ typedef enum reap_stats_outcome {
 int reap_store_stats_put(reap_store *s, const reap_id *model, const reap_id *calib,
                          const reap_layer_stats *st, const char *backend,
                          reap_stats_outcome *outcome);
+
+/* reap_store_stats_put with an explicit positions_rule instead of
+ * REAP_STORE_POSITIONS_RULE: for tests that need a record as an older build wrote it
+ * (positions_rule 0). Scoring never calls it. Same returns. */
+int reap_store_stats_put_rule(reap_store *s, const reap_id *model, const reap_id *calib,
+                              const reap_layer_stats *st, const char *backend,
+                              uint32_t positions_rule, reap_stats_outcome *outcome);
 
 /* Read one record; its digest is verified. *out is initialised here.
  * REAP_OK, REAP_E_NOTFOUND (no message set: a normal answer), REAP_E_FORMAT (damaged:
@@ -52,6 +64,17 @@ int reap_store_stats_layers(reap_store *s, reap_store_snap *snap, const reap_id 
 int reap_store_stats_complete(reap_store *s, reap_store_snap *snap, const reap_id *model,
                               const reap_id *calib, int *complete);
 
+/* Are the statistics of (model, calib) stale? *stale = 1 when the model record's
+ * model_type is qwen3_vl_moe, the calibration record says packed (or is missing:
+ * packing unknown), and at least one layer record of the pair has positions_rule 0
+ * (scored before per-family rotary positions: docs/store.md). Such statistics are wrong
+ * and cannot be repaired in place; reap_store_stats_merged refuses them and a scoring
+ * run refuses to resume or skip them. A pair without records is not stale.
+ * REAP_OK; REAP_E_NOTFOUND (the model has no record); REAP_E_FORMAT /
+ * REAP_E_UNSUPPORTED (a damaged / newer record); REAP_E_NOMEM. */
+int reap_store_pair_stale(reap_store *s, reap_store_snap *snap, const reap_id *model,
+                          const reap_id *calib, int *stale);
+
 /* Calibration ids with at least one record for `model`, ascending. complete_only: only
  * the complete ones. *calibs is malloc'd (free()); *n may be 0. */
 int reap_store_stats_calibs(reap_store *s, reap_store_snap *snap, const reap_id *model,
@@ -65,7 +88,8 @@ int reap_store_stats_calibs(reap_store *s, reap_store_snap *snap, const reap_id 
  * without any record); REAP_E_PRECONDITION (statistics that exist but do not cover every
  * MoE layer: a chosen id whose set is incomplete, or no id given and every set of the
  * model incomplete; the message names the calibration id and its missing layers, e.g.
- * a run cancelled after 2 of 6 layers); REAP_E_INVALID (duplicate id); REAP_E_FORMAT / REAP_E_UNSUPPORTED (a damaged / newer record);
+ * a run cancelled after 2 of 6 layers; or a chosen or complete set whose statistics are
+ * stale, reap_store_pair_stale: the message names the model and calibration ids); REAP_E_INVALID (duplicate id); REAP_E_FORMAT / REAP_E_UNSUPPORTED (a damaged / newer record);
  * REAP_E_NOMEM. Reads everything from one snapshot (snap, or its own). */
 int reap_store_stats_merged(reap_store *s, reap_store_snap *snap, const reap_id *model,
                             const reap_id *calibs, int n_calibs, reap_layer_stats **out,

@@ -644,7 +644,8 @@ static int verify_record(reap_store *s, int db, const MDB_val *k, const MDB_val 
     case 2:
         return rec_calib_decode(v->mv_data, v->mv_size, key, what, NULL);
     case 3:
-        return rec_stats_decode(v->mv_data, v->mv_size, key, what, NULL, NULL, NULL, NULL);
+        return rec_stats_decode(v->mv_data, v->mv_size, key, what, NULL, NULL, NULL, NULL,
+                                NULL);
     default:
         return rec_run_decode(v->mv_data, v->mv_size, key, what, NULL);
     }

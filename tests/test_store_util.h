@@ -68,8 +68,9 @@ static inline void fake_id(reap_id *id, uint8_t tag)
         id->b[i] = (uint8_t)(tag * 31 + i);
 }
 
-/* A model record with n_layers layers, all MoE. */
-static inline int put_model(reap_store *s, const reap_id *id, int n_layers, int E)
+/* A model record of family model_type with n_layers layers, all MoE. */
+static inline int put_model_type(reap_store *s, const reap_id *id, const char *model_type,
+                                 int n_layers, int E)
 {
     reap_model_info m = {0};
     int moe[64];
@@ -77,7 +78,7 @@ static inline int put_model(reap_store *s, const reap_id *id, int n_layers, int 
     for (int i = 0; i < n_layers; i++)
         moe[i] = i;
     m.id = *id;
-    m.model_type = (char *)"qwen3_moe";
+    m.model_type = (char *)model_type;
     m.n_layers = n_layers;
     m.hidden = 64;
     m.n_experts = E;
@@ -88,6 +89,12 @@ static inline int put_model(reap_store *s, const reap_id *id, int n_layers, int 
     m.files = &f;
     m.first_seen_path = (char *)"somewhere";
     return reap_store_model_put(s, &m);
+}
+
+/* A qwen3_moe model record with n_layers layers, all MoE. */
+static inline int put_model(reap_store *s, const reap_id *id, int n_layers, int E)
+{
+    return put_model_type(s, id, "qwen3_moe", n_layers, E);
 }
 
 #endif
