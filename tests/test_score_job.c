@@ -9,7 +9,11 @@
  *   - scoring the pair again resumes from the hidden-state checkpoint left after layer 0
  *     (start_layer 1) and ends with statistics bit-identical to a run without a store;
  *   - a run id chosen by the caller (the run manager's, made at submission) is the id of
- *     the store's run record.
+ *     the store's run record;
+ *   - a complete packed Qwen3-VL-MoE pair whose records were written before the rotary-
+ *     positions fix (positions_rule 0) is not "already scored": the job refuses with
+ *     REAP_E_PRECONDITION saying so (with --force too), writes no run record; the same
+ *     pair scored by this build is already scored.
  *
  * Usage: test_score_job SCRATCH_DIR (created if missing).
  */
@@ -20,6 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "catalog.h"
 #include "genmodel.h"
 #include "reap_err.h"
 #include "runs.h"
@@ -32,7 +37,7 @@
 /* Stops the job at the first event of kind `at` (and counts the events seen). */
 typedef struct stopper {
     int at;
-    int n_ids, n_start, n_layers;
+    int n_ids, n_start, n_layers, n_complete;
 } stopper;
 
 static int on_event(void *ud, const reap_score_event *ev)
@@ -41,6 +46,7 @@ static int on_event(void *ud, const reap_score_event *ev)
     s->n_ids += ev->kind == REAP_SCORE_EV_IDS;
     s->n_start += ev->kind == REAP_SCORE_EV_START;
     s->n_layers += ev->kind == REAP_SCORE_EV_LAYER;
+    s->n_complete += ev->kind == REAP_SCORE_EV_COMPLETE;
     return ev->kind == s->at;
 }
 
@@ -184,6 +190,69 @@ int main(int argc, char **argv)
     CHECK(last.state == REAP_RUN_DONE && !memcmp(last.run_id, want, 16));
     reap_run_info_free(&last);
     reap_score_result_free(&r3);
+
+    /* 4. Stale records: a packed Qwen3-VL-MoE pair scored into store "vl_new" by this
+     * build, and the same statistics in store "vl_old" as an older build wrote them. */
+    char vdir[4096], new_s[4096], old_s[4096];
+    snprintf(vdir, sizeof vdir, "%s", sp("vl"));
+    snprintf(new_s, sizeof new_s, "%s", sp("vl_new"));
+    snprintf(old_s, sizeof old_s, "%s", sp("vl_old"));
+    reap_gen_spec vspec;
+    reap_gen_spec_default(&vspec, REAP_FAMILY_QWEN3_VL_MOE);
+    vspec.n_layers = 2;
+    CHECK_RC(reap_gen_model(&vspec, vdir), REAP_OK);
+    CHECK_RC(reap_gen_calib(calib_s, 6, 8, 40, vspec.vocab, 11), REAP_OK);
+    reap_store *snew = NULL, *sold = NULL;
+    CHECK_RC(reap_store_open(new_s, &so, &snew), REAP_OK);
+    CHECK_RC(reap_store_open(old_s, &so, &sold), REAP_OK);
+    if (!snew || !sold)
+        return 1;
+    o.model_dir = vdir;
+    o.run_id = NULL;
+    o.store = snew;
+    stopper s4 = {.at = -1};
+    o.ud = &s4;
+    reap_score_result r4;
+    CHECK_RC(reap_score_job_run(&o, &r4), REAP_OK);
+    CHECK(r4.n_stats == vspec.n_layers && !r4.already_complete);
+    reap_model_info vm = {0};
+    reap_calib_info vc = {0};
+    CHECK_RC(reap_store_model_get(snew, NULL, &r4.model_id, &vm), REAP_OK);
+    CHECK_RC(reap_store_calib_get(snew, NULL, &r4.calib_id, &vc), REAP_OK);
+    CHECK(vc.pack == 1);
+    CHECK_RC(reap_store_model_put(sold, &vm), REAP_OK);
+    CHECK_RC(reap_store_calib_put(sold, &vc), REAP_OK);
+    for (int i = 0; i < r4.n_stats; i++)
+        CHECK_RC(reap_store_stats_put_rule(sold, &r4.model_id, &r4.calib_id, &r4.stats[i],
+                                           "cpu", 0, NULL),
+                 REAP_OK);
+    reap_model_info_free(&vm);
+    reap_calib_info_free(&vc);
+    /* This build's records: already scored. */
+    stopper s5 = {.at = -1};
+    o.ud = &s5;
+    reap_score_result r5;
+    CHECK_RC(reap_score_job_run(&o, &r5), REAP_OK);
+    CHECK(r5.already_complete && s5.n_complete == 1);
+    reap_score_result_free(&r5);
+    /* The older build's records: refused, plain and with --force; no run record. */
+    o.store = sold;
+    for (int force = 0; force < 2; force++) {
+        stopper s6 = {.at = -1};
+        o.ud = &s6;
+        o.force = force;
+        reap_score_result r6;
+        CHECK_RC(reap_score_job_run(&o, &r6), REAP_E_PRECONDITION);
+        CHECK_ERRMSG("before the rotary-positions fix");
+        CHECK_ERRMSG("new store");
+        CHECK(!r6.already_complete && s6.n_complete == 0 && s6.n_start == 0);
+        CHECK(!r6.has_run && n_runs(sold, NULL) == 0);
+        reap_score_result_free(&r6);
+    }
+    o.force = 0;
+    reap_score_result_free(&r4);
+    reap_store_close(snew);
+    reap_store_close(sold);
 
     reap_score_result_free(&ref);
     reap_store_close(st);
