@@ -198,8 +198,10 @@ int scorer_cmd_list(int argc, char **argv)
                    m.n_experts, m.top_k, m.n_files, bytes / 1e9, m.first_seen_path);
             for (int c = 0; c < n_calibs && !rc; c++) {
                 reap_calib_info ci = {0};
-                int complete = 0, *layers = NULL, n_layers = 0;
+                int complete = 0, stale = 0, *layers = NULL, n_layers = 0;
                 rc = reap_store_stats_complete(s, snap, &m.id, &calibs[c], &complete);
+                if (!rc)
+                    rc = reap_store_pair_stale(s, snap, &m.id, &calibs[c], &stale);
                 if (!rc)
                     rc = reap_store_stats_layers(s, snap, &m.id, &calibs[c], &layers,
                                                  &n_layers);
@@ -212,6 +214,9 @@ int scorer_cmd_list(int argc, char **argv)
                 else if (!rc)
                     printf("    calib %s  %s  %d/%d layers (no calibration record)\n", h2,
                            complete ? "complete" : "partial ", n_layers, m.n_moe_layers);
+                if (!rc && stale)
+                    printf("      stale: scored before the rotary-positions fix for packed "
+                           "Qwen3-VL-MoE rows; not used (score into a new store)\n");
                 free(layers);
                 reap_calib_info_free(&ci);
             }
