@@ -1,6 +1,8 @@
 /* fsutil.h - small durable-write helpers shared by every module that writes files:
- * a write loop that survives short writes and EINTR, and directory fsyncs (the last
- * step of temp file -> fsync -> rename -> fsync the directory).
+ * a write loop that survives short writes and EINTR, directory fsyncs, the one owner of
+ * the atomic file write (temp file in the same directory -> write -> fsync -> rename
+ * over the target -> fsync the directory), and the one copy_file_range loop with its
+ * pread/write fallback.
  *
  * All return REAP_OK or REAP_E_IO (REAP_E_NOMEM for an allocation) with a message
  * naming `path` / `dir`. Thread-safe; nothing is kept between calls.
@@ -10,6 +12,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
 
 /* Write all `len` bytes of buf to fd; `path` names the file in error messages. */
 int reap_write_all(int fd, const void *buf, size_t len, const char *path);
@@ -26,5 +30,62 @@ int reap_fsync_parent_dir(const char *path);
  * environment sets REAP_NO_SPACE_CHECK=1 (file systems that misreport free space) or
  * when statvfs itself fails. Returns REAP_OK or REAP_E_IO. */
 int reap_check_free_space(const char *dir, uint64_t need, const char *what);
+
+/* ---- atomic file writes ------------------------------------------------------------- */
+
+/* Temp name "<path>.tmp.<pid>" instead of "<path>.tmp" (writers that may run in several
+ * processes at once on the same target). */
+#define REAP_ATOMIC_PID_TMP 1u
+/* Also open a stdio stream on the temp file (af->fp, "wb"); write through it only. */
+#define REAP_ATOMIC_STDIO 2u
+
+/* An open atomic write. The target `path` is untouched until reap_atomic_commit; readers
+ * see the old file or the whole new one, never a part. */
+typedef struct reap_atomic {
+    char *path; /* target */
+    char *tmp;  /* temp file in the same directory */
+    int fd;     /* temp file, write only; -1 when closed */
+    FILE *fp;   /* stdio stream on fd with REAP_ATOMIC_STDIO, else NULL */
+} reap_atomic;
+
+/* Start an atomic write of `path`: remove a stale temp file of the same name, create the
+ * temp file exclusively with permission bits `mode` (less the umask, as open(2)), and
+ * fill *af. `flags`: REAP_ATOMIC_PID_TMP, REAP_ATOMIC_STDIO. Returns REAP_OK, REAP_E_NOMEM,
+ * or REAP_E_IO naming the temp file; on failure *af holds nothing to release. */
+int reap_atomic_open(const char *path, mode_t mode, unsigned flags, reap_atomic *af);
+
+/* Finish: flush the stream (if any), fsync, close, rename the temp file over the target
+ * and fsync the directory. Always releases *af; on any failure the temp file is removed
+ * and the old target (if any) is left as it was. Returns REAP_OK, REAP_E_IO naming the
+ * file, or REAP_E_NOMEM. */
+int reap_atomic_commit(reap_atomic *af);
+
+/* Give up: close and remove the temp file, release *af. The target is untouched. Safe on
+ * a zeroed struct with fd -1 and on one already released. */
+void reap_atomic_abort(reap_atomic *af);
+
+/* Write `len` bytes of buf to `path` atomically (reap_atomic_open with temp name
+ * "<path>.tmp", one write, reap_atomic_commit). The file gets permission bits `mode` less
+ * the umask. Returns as reap_atomic_commit; on failure nothing is left behind and the old
+ * target is intact. */
+int reap_write_atomic(const char *path, const void *buf, size_t len, mode_t mode);
+
+/* ---- file copies --------------------------------------------------------------------- */
+
+#define REAP_COPY_CHUNK (64u << 20)    /* bytes per copy_file_range call */
+#define REAP_COPY_BOUNCE (8u << 20)    /* pread/write fallback buffer */
+/* Skip copy_file_range and use pread/write. Tests set it to exercise the fallback;
+ * reap_copy_range sets it itself when the kernel refuses the pair of files (EXDEV,
+ * EINVAL, ENOSYS, EOPNOTSUPP, EBADF, EPERM), so later calls with the same flags skip
+ * the refused call. */
+#define REAP_COPY_FALLBACK 1u
+
+/* Copy `len` bytes of `in` starting at offset `off` (in's file offset is not used or
+ * moved) to `out` at out's current file offset. `flags` (in/out, may be NULL for 0):
+ * REAP_COPY_FALLBACK. `src` / `dst` name the files in messages. After the fallback path
+ * the source pages are dropped from the page cache. Returns REAP_OK, REAP_E_NOMEM, or
+ * REAP_E_IO (read/write error, or the source ends before off + len). */
+int reap_copy_range(int in, uint64_t off, uint64_t len, int out, unsigned *flags,
+                    const char *src, const char *dst);
 
 #endif

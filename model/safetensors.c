@@ -648,22 +648,16 @@ int st_write_file(const char *path, const st_write_spec *specs, size_t n,
                   st_fill_fn fill, void *ud)
 {
     int rc;
-    int fd = -1;
-    char *tmp = NULL;
+    reap_atomic af = {.fd = -1};
     char *hdr = NULL;
     unsigned char *buf = NULL;
     struct layout_entry *lay = NULL;
-    bool tmp_created = false;
 
-    size_t plen = strlen(path);
-    tmp = malloc(plen + 5);
     lay = calloc(n ? n : 1, sizeof *lay);
-    if (!tmp || !lay) {
+    if (!lay) {
         rc = reap_err_set(REAP_E_NOMEM, "%s: out of memory", path);
         goto fail;
     }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
 
     uint64_t largest;
     rc = plan_layout(path, specs, n, lay, &largest);
@@ -690,15 +684,12 @@ int st_write_file(const char *path, const st_write_spec *specs, size_t n,
         goto fail;
     }
 
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: open: %s", tmp, strerror(errno));
+    if ((rc = reap_atomic_open(path, 0644, 0, &af)))
         goto fail;
-    }
-    tmp_created = true;
     static const char spaces[8] = "        ";
-    if ((rc = reap_write_all(fd, prefix, 8, tmp)) || (rc = reap_write_all(fd, hdr, hlen, tmp)) ||
-        (rc = reap_write_all(fd, spaces, pad, tmp)))
+    if ((rc = reap_write_all(af.fd, prefix, 8, af.tmp)) ||
+        (rc = reap_write_all(af.fd, hdr, hlen, af.tmp)) ||
+        (rc = reap_write_all(af.fd, spaces, pad, af.tmp)))
         goto fail;
 
     for (size_t i = 0; i < n; i++) {
@@ -707,55 +698,32 @@ int st_write_file(const char *path, const st_write_spec *specs, size_t n,
             reap_err_prefix(rc, "%s: tensor '%s'", path, specs[lay[i].index].name);
             goto fail;
         }
-        rc = reap_write_all(fd, buf, (size_t)lay[i].nbytes, tmp);
+        rc = reap_write_all(af.fd, buf, (size_t)lay[i].nbytes, af.tmp);
         if (rc)
             goto fail;
     }
-    if (fsync(fd) != 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: fsync: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    int cfd = fd;
-    fd = -1;
-    if (close(cfd) != 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: close: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    if (rename(tmp, path) != 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: rename to %s: %s", tmp, path, strerror(errno));
-        goto fail;
-    }
-    tmp_created = false;
-    rc = reap_fsync_parent_dir(path);
+    rc = reap_atomic_commit(&af); /* releases af, removes the temp file on failure */
 
 fail:
-    if (fd >= 0)
-        close(fd);
-    if (rc && tmp_created)
-        unlink(tmp);
+    reap_atomic_abort(&af); /* no-op after the commit */
     free(buf);
     free(hdr);
     free(lay);
-    free(tmp);
     return rc;
 }
 
 /* ---- streaming writer ---------------------------------------------------------------- */
 
-#define ST_COPY_CHUNK (64u << 20)  /* bytes per copy_file_range call */
-#define ST_BOUNCE_SIZE (8u << 20)  /* pread/write fallback buffer */
-
 struct st_writer {
-    char *path, *tmp;
-    int fd;
+    char *path;                 /* target, for messages */
+    reap_atomic af;             /* the temp file; af.fd -1 once finished or failed */
     size_t n;
     struct layout_entry *lay;   /* [n] file order */
     uint64_t *begin_of;         /* [n] by spec index */
     uint64_t *end_of;           /* [n] by spec index */
     char **names;               /* [n] by spec index, for messages */
     uint64_t total, pos;
-    unsigned char *bounce;      /* fallback buffer, allocated on first use */
-    int no_cfr;                 /* copy_file_range refused once: use the fallback */
+    unsigned copy_flags;        /* reap_copy_range flags (REAP_COPY_FALLBACK once refused) */
 };
 
 uint64_t st_file_data_offset(const st_file *f) { return 8 + f->header_len; }
@@ -764,30 +732,20 @@ static void writer_free(st_writer *w)
 {
     if (!w)
         return;
-    if (w->fd >= 0)
-        close(w->fd);
+    reap_atomic_abort(&w->af); /* removes the temp file unless committed */
     for (size_t i = 0; w->names && i < w->n; i++)
         free(w->names[i]);
     free(w->names);
     free(w->begin_of);
     free(w->end_of);
     free(w->lay);
-    free(w->bounce);
     free(w->path);
-    free(w->tmp);
     free(w);
 }
 
 void st_writer_abort(st_writer *w)
 {
-    if (!w)
-        return;
-    if (w->fd >= 0) {
-        close(w->fd);
-        w->fd = -1;
-        unlink(w->tmp);
-    }
-    writer_free(w);
+    writer_free(w); /* aborts the atomic write: the temp file is removed */
 }
 
 int st_writer_open(const char *path, const st_write_spec *specs, size_t n,
@@ -799,22 +757,17 @@ int st_writer_open(const char *path, const st_write_spec *specs, size_t n,
     *out = NULL;
     if (!w)
         return reap_err_set(REAP_E_NOMEM, "%s: out of memory", path);
-    w->fd = -1;
+    w->af.fd = -1;
     w->n = n;
-    size_t plen = strlen(path);
     w->path = strdup(path);
-    w->tmp = malloc(plen + 5);
     w->lay = calloc(n ? n : 1, sizeof *w->lay);
     w->begin_of = calloc(n ? n : 1, sizeof *w->begin_of);
     w->end_of = calloc(n ? n : 1, sizeof *w->end_of);
     w->names = calloc(n ? n : 1, sizeof *w->names);
-    if (!w->path || !w->tmp || !w->lay || !w->begin_of || !w->end_of || !w->names) {
+    if (!w->path || !w->lay || !w->begin_of || !w->end_of || !w->names) {
         rc = reap_err_set(REAP_E_NOMEM, "%s: out of memory", path);
         goto fail;
     }
-    memcpy(w->tmp, path, plen);
-    memcpy(w->tmp + plen, ".tmp", 5);
-
     uint64_t largest;
     if ((rc = plan_layout(path, specs, n, w->lay, &largest)) ||
         (rc = check_duplicates(path, specs, n)) ||
@@ -837,15 +790,12 @@ int st_writer_open(const char *path, const st_write_spec *specs, size_t n,
     unsigned char prefix[8];
     for (int i = 0; i < 8; i++)
         prefix[i] = (unsigned char)(hsize >> (8 * i));
-    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (w->fd < 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: open: %s", w->tmp, strerror(errno));
+    if ((rc = reap_atomic_open(path, 0644, 0, &w->af)))
         goto fail;
-    }
     static const char spaces[8] = "        ";
-    if ((rc = reap_write_all(w->fd, prefix, 8, w->tmp)) ||
-        (rc = reap_write_all(w->fd, hdr, hlen, w->tmp)) ||
-        (rc = reap_write_all(w->fd, spaces, pad, w->tmp)))
+    if ((rc = reap_write_all(w->af.fd, prefix, 8, w->af.tmp)) ||
+        (rc = reap_write_all(w->af.fd, hdr, hlen, w->af.tmp)) ||
+        (rc = reap_write_all(w->af.fd, spaces, pad, w->af.tmp)))
         goto fail;
     free(hdr);
     *out = w;
@@ -873,7 +823,7 @@ void st_writer_tensor_range(const st_writer *w, size_t spec_index, uint64_t *beg
 
 static int writer_room(const st_writer *w, uint64_t len)
 {
-    if (w->fd < 0)
+    if (w->af.fd < 0)
         return reap_err_set(REAP_E_INVALID, "%s: writer already failed", w->path);
     if (len > w->total - w->pos)
         return reap_err_set(REAP_E_INVALID,
@@ -889,37 +839,9 @@ int st_writer_write(st_writer *w, const void *buf, size_t len)
     int rc = writer_room(w, len);
     if (rc)
         return rc;
-    if ((rc = reap_write_all(w->fd, buf, len, w->tmp)))
+    if ((rc = reap_write_all(w->af.fd, buf, len, w->af.tmp)))
         return rc;
     w->pos += len;
-    return REAP_OK;
-}
-
-/* pread/write through the bounce buffer, then drop the source pages from the cache. */
-static int copy_bounce(st_writer *w, int fd, uint64_t off, uint64_t len)
-{
-    if (!w->bounce && !(w->bounce = malloc(ST_BOUNCE_SIZE)))
-        return reap_err_set(REAP_E_NOMEM, "%s: copy buffer", w->path);
-    uint64_t start = off;
-    while (len > 0) {
-        size_t want = len < ST_BOUNCE_SIZE ? (size_t)len : ST_BOUNCE_SIZE;
-        ssize_t r = pread(fd, w->bounce, want, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return reap_err_set(REAP_E_IO, "%s: read of the source at offset %llu: %s",
-                                w->path, (unsigned long long)off, strerror(errno));
-        if (r == 0)
-            return reap_err_set(REAP_E_IO, "%s: source file ends at offset %llu",
-                                w->path, (unsigned long long)off);
-        int rc = reap_write_all(w->fd, w->bounce, (size_t)r, w->tmp);
-        if (rc)
-            return rc;
-        off += (uint64_t)r;
-        len -= (uint64_t)r;
-        w->pos += (uint64_t)r;
-    }
-    posix_fadvise(fd, (off_t)start, (off_t)(off - start), POSIX_FADV_DONTNEED);
     return REAP_OK;
 }
 
@@ -928,34 +850,16 @@ int st_writer_copy_fd(st_writer *w, int fd, uint64_t off, uint64_t len)
     int rc = writer_room(w, len);
     if (rc)
         return rc;
-    while (len > 0 && !w->no_cfr) {
-        loff_t in_off = (loff_t)off;
-        size_t want = len < ST_COPY_CHUNK ? (size_t)len : ST_COPY_CHUNK;
-        ssize_t r = copy_file_range(fd, &in_off, w->fd, NULL, want, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
-                      errno == EOPNOTSUPP || errno == EBADF || errno == EPERM)) {
-            w->no_cfr = 1; /* e.g. an old kernel or a filesystem pair it refuses */
-            break;
-        }
-        if (r < 0)
-            return reap_err_set(REAP_E_IO, "%s: copy_file_range at source offset %llu: %s",
-                                w->path, (unsigned long long)off, strerror(errno));
-        if (r == 0)
-            return reap_err_set(REAP_E_IO, "%s: source file ends at offset %llu", w->path,
-                                (unsigned long long)off);
-        off += (uint64_t)r;
-        len -= (uint64_t)r;
-        w->pos += (uint64_t)r;
-    }
-    return len ? copy_bounce(w, fd, off, len) : REAP_OK;
+    if ((rc = reap_copy_range(fd, off, len, w->af.fd, &w->copy_flags, w->path, w->af.tmp)))
+        return rc;
+    w->pos += len;
+    return REAP_OK;
 }
 
 int st_writer_finish(st_writer *w)
 {
     int rc;
-    if (w->fd < 0) {
+    if (w->af.fd < 0) {
         rc = reap_err_set(REAP_E_INVALID, "%s: writer already failed", w->path);
         goto fail;
     }
@@ -973,25 +877,7 @@ int st_writer_finish(st_writer *w)
                           name);
         goto fail;
     }
-    if (fsync(w->fd) != 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: fsync: %s", w->tmp, strerror(errno));
-        goto fail;
-    }
-    int cfd = w->fd;
-    w->fd = -1;
-    if (close(cfd) != 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: close: %s", w->tmp, strerror(errno));
-        unlink(w->tmp);
-        goto done;
-    }
-    if (rename(w->tmp, w->path) != 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: rename to %s: %s", w->tmp, w->path,
-                          strerror(errno));
-        unlink(w->tmp);
-        goto done;
-    }
-    rc = reap_fsync_parent_dir(w->path);
-done:
+    rc = reap_atomic_commit(&w->af); /* removes the temp file on failure */
     writer_free(w);
     return rc;
 fail:

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "fsopen.h"
+#include "fsutil.h"
 #include "reap_err.h"
 
 static json_t *layer_json(const reap_layer_stats *s)
@@ -43,7 +44,6 @@ int reap_stats_json_write(const char *path, const char *model_id, const char *ca
                           int64_t tokens, const reap_layer_stats *layers, int n_layers)
 {
     int rc = REAP_OK;
-    char tmp[4096];
     json_t *doc = json_object(), *arr = json_array();
     if (!doc || !arr) {
         rc = reap_err_set(REAP_E_NOMEM, "statistics JSON");
@@ -62,19 +62,15 @@ int reap_stats_json_write(const char *path, const char *model_id, const char *ca
             rc = reap_err_set(REAP_E_IO, "writing statistics to stdout failed");
         goto done;
     }
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        rc = reap_err_set(REAP_E_IO, "%s: %s", tmp, strerror(errno));
+    reap_atomic af;
+    if ((rc = reap_atomic_open(path, 0666, REAP_ATOMIC_STDIO, &af)))
+        goto done;
+    if (json_dumpf(doc, af.fp, flags) != 0 || fputc('\n', af.fp) == EOF) {
+        rc = reap_err_set(REAP_E_IO, "%s: write: %s", af.tmp, strerror(errno));
+        reap_atomic_abort(&af);
         goto done;
     }
-    int bad = json_dumpf(doc, f, flags) != 0 || fputc('\n', f) == EOF || fflush(f) != 0 ||
-              fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno));
-        unlink(tmp);
-    }
+    rc = reap_atomic_commit(&af);
 done:
     json_decref(arr);
     json_decref(doc);

@@ -316,6 +316,8 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
     }
     snprintf(mpath, sizeof mpath, "%s/%s", out_dir, REAP_MANIFEST_NAME);
     snprintf(spath, sizeof spath, "%s/%s", out_dir, REAP_MANIFEST_SIG_NAME);
+    /* Written in place, not with reap_write_atomic: out_dir is the prune's staging
+     * directory, fsynced and renamed into place as a whole by the caller. */
     FILE *f = fopen(mpath, "w");
     if (!f) {
         rc = reap_err_set(REAP_E_IO, "%s: %s", mpath, strerror(errno));

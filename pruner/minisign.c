@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "fsopen.h"
+#include "fsutil.h"
 #include "reap_err.h"
 
 #define SK_BYTES 158
@@ -90,38 +91,6 @@ static void b64_encode(const uint8_t *bin, size_t n, char *out, size_t cap)
     sodium_bin2base64(out, cap, bin, n, sodium_base64_VARIANT_ORIGINAL);
 }
 
-/* Write text to path atomically (temp, fsync, rename) with the given mode. */
-static int write_atomic(const char *path, const char *text, mode_t mode)
-{
-    int rc = REAP_OK;
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 5);
-    if (!tmp)
-        return reap_err_set(REAP_E_NOMEM, "%s: out of memory", path);
-    memcpy(tmp, path, pl);
-    memcpy(tmp + pl, ".tmp", 5);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: %s", tmp, strerror(errno));
-        goto done;
-    }
-    size_t len = strlen(text);
-    ssize_t w = write(fd, text, len);
-    if (w != (ssize_t)len || fsync(fd) != 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: write: %s", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        goto done;
-    }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno));
-        unlink(tmp);
-    }
-done:
-    free(tmp);
-    return rc;
-}
-
 int reap_minisign_keygen(const char *prefix, int force, char *pub_b64)
 {
     int rc;
@@ -148,7 +117,7 @@ int reap_minisign_keygen(const char *prefix, int force, char *pub_b64)
     b64_encode(pkb, PK_BYTES, pkline, sizeof pkline);
     snprintf(text, sizeof text, "untrusted comment: minisign secret key (unencrypted)\n%s\n",
              skline);
-    rc = write_atomic(kpath, text, 0600);
+    rc = reap_write_atomic(kpath, text, strlen(text), 0600);
     sodium_memzero(skb, sizeof skb);
     sodium_memzero(skline, sizeof skline);
     sodium_memzero(text, sizeof text);
@@ -157,7 +126,7 @@ int reap_minisign_keygen(const char *prefix, int force, char *pub_b64)
     /* The key id from the public key: keynum points into skb, wiped above. */
     snprintf(text, sizeof text, "untrusted comment: minisign public key %016" PRIX64 "\n%s\n",
              le64(pkb + 2), pkline);
-    if ((rc = write_atomic(ppath, text, 0644)))
+    if ((rc = reap_write_atomic(ppath, text, strlen(text), 0644)))
         return rc;
     if (pub_b64)
         memcpy(pub_b64, pkline, sizeof pkline);
@@ -340,7 +309,7 @@ int reap_minisign_sign_file(const reap_sign_key *key, const char *file, const ch
     b64_encode(global, 64, s2, sizeof s2);
     snprintf(text, tl + 2048, "untrusted comment: %s\n%s\ntrusted comment: %s\n%s\n",
              untrusted_comment, s1, trusted_comment, s2);
-    rc = write_atomic(sig_path, text, 0644);
+    rc = reap_write_atomic(sig_path, text, strlen(text), 0644);
 done:
     free(buf);
     free(text);

@@ -32,6 +32,9 @@ void reap_prune_result_free(reap_prune_result *res)
     reap_verify_result_free(&res->verify);
 }
 
+/* Not reap_write_atomic on purpose: path lies in the prune's staging directory, which
+ * is fsynced and renamed into place as a whole (reap_prune_run), so a reader never sees
+ * a part of it. */
 static int write_json(const char *path, json_t *doc)
 {
     char *text = json_dumps(doc, JSON_INDENT(2) | JSON_REAL_PRECISION(17));

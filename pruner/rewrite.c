@@ -57,7 +57,10 @@ static char *path_join(const char *dir, const char *name)
     return p;
 }
 
-/* Write `len` bytes to path (create/truncate, fsync). */
+/* Write `len` bytes to path (create/truncate, fsync). Not reap_write_atomic on purpose:
+ * every file the rewrite writes lands in the prune's staging directory, which is made
+ * durable (directory fsync) and renamed into place as a whole (prune.c); a per-file
+ * temp + rename inside it would only add work. */
 static int write_file(const char *path, const void *buf, size_t len)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -79,7 +82,7 @@ int reap_copy_file(const char *src, const char *dst)
 int reap_copy_file_confined(const char *src, const reap_roots *roots, const char *dst)
 {
     int rc = REAP_OK, in = -1, out = -1;
-    char *buf = NULL;
+    unsigned copy_flags = 0;
     if ((rc = reap_open_read(src, roots, REAP_OPEN_REGULAR, &in)))
         return rc;
     out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -87,43 +90,16 @@ int reap_copy_file_confined(const char *src, const reap_roots *roots, const char
         rc = reap_err_set(REAP_E_IO, "%s: open: %s", dst, strerror(errno));
         goto done;
     }
-    for (;;) {
-        ssize_t r = copy_file_range(in, NULL, out, NULL, 64u << 20, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r == 0)
-            break;
-        if (r > 0)
-            continue;
-        if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP &&
-            errno != EBADF && errno != EPERM) {
-            rc = reap_err_set(REAP_E_IO, "%s -> %s: copy: %s", src, dst, strerror(errno));
-            goto done;
-        }
-        /* The kernel refuses this pair: plain read/write from the current offsets. */
-        if (!(buf = malloc(1u << 20))) {
-            rc = reap_err_set(REAP_E_NOMEM, "%s: copy buffer", dst);
-            goto done;
-        }
-        for (;;) {
-            ssize_t n = read(in, buf, 1u << 20);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0) {
-                rc = reap_err_set(REAP_E_IO, "%s: read: %s", src, strerror(errno));
-                goto done;
-            }
-            if (n == 0)
-                break;
-            if ((rc = reap_write_all(out, buf, (size_t)n, dst)))
-                goto done;
-        }
-        break;
+    struct stat st;
+    if (fstat(in, &st) != 0) {
+        rc = reap_err_set(REAP_E_IO, "%s: stat: %s", src, strerror(errno));
+        goto done;
     }
+    if ((rc = reap_copy_range(in, 0, (uint64_t)st.st_size, out, &copy_flags, src, dst)))
+        goto done;
     if (fsync(out) != 0)
         rc = reap_err_set(REAP_E_IO, "%s: fsync: %s", dst, strerror(errno));
 done:
-    free(buf);
     if (in >= 0)
         close(in);
     if (out >= 0 && close(out) != 0 && !rc)

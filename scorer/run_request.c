@@ -117,22 +117,9 @@ static void pending_path(const char *dir, const uint8_t run_id[16], const char *
 
 int reap_run_pending_write(const char *dir, const uint8_t run_id[16], const char *text)
 {
-    char path[4200], tmp[4208];
-    int rc, fd;
+    char path[4200];
     pending_path(dir, run_id, "", path, sizeof path);
-    pending_path(dir, run_id, ".tmp", tmp, sizeof tmp);
-    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
-        return reap_err_set(REAP_E_IO, "%s: %s", tmp, strerror(errno));
-    rc = reap_write_all(fd, text, strlen(text), tmp);
-    if (!rc && fsync(fd) != 0)
-        rc = reap_err_set(REAP_E_IO, "%s: fsync: %s", tmp, strerror(errno));
-    if (close(fd) != 0 && !rc)
-        rc = reap_err_set(REAP_E_IO, "%s: close: %s", tmp, strerror(errno));
-    if (!rc && rename(tmp, path) != 0)
-        rc = reap_err_set(REAP_E_IO, "%s: rename: %s", path, strerror(errno));
-    if (rc)
-        unlink(tmp);
-    return rc ? rc : reap_fsync_dir(dir);
+    return reap_write_atomic(path, text, strlen(text), 0644);
 }
 
 void reap_run_pending_remove(const char *dir, const uint8_t run_id[16])

@@ -275,41 +275,28 @@ int reap_store_export(reap_store *s, const char *path, const reap_id *model,
     reap_export_counts c = {0};
     writer w = {0};
     MDB_txn *txn = NULL;
-    char tmp[4200];
+    reap_atomic af = {.fd = -1};
     int rc;
     if (sodium_init() < 0)
         return reap_err_set(REAP_E_INTERNAL, "libsodium initialisation failed");
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    w.path = tmp;
     w.s = s;
     crypto_generichash_init(&w.all, NULL, 0, 32);
     if ((rc = store_txn_begin(s, 0, &txn)))
         return rc;
-    if (!(w.f = fopen(tmp, "wb"))) {
-        rc = reap_err_set(REAP_E_IO, "%s: %s", tmp, strerror(errno));
+    /* temp "<path>.tmp.<pid>": two exports of one target may run at once */
+    if ((rc = reap_atomic_open(path, 0666, REAP_ATOMIC_PID_TMP | REAP_ATOMIC_STDIO, &af)))
         goto fail;
-    }
+    w.f = af.fp;
+    w.path = af.tmp;
     if ((rc = export_body(&w, txn, model, &c)))
         goto fail;
-    if (fflush(w.f) || fsync(fileno(w.f))) {
-        rc = reap_err_set(REAP_E_IO, "%s: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    int bad = fclose(w.f);
-    w.f = NULL;
-    if (bad || rename(tmp, path)) {
-        rc = reap_err_set(REAP_E_IO, "%s: %s", path, strerror(errno));
-        goto fail;
-    }
-    if ((rc = reap_fsync_parent_dir(path)))
+    w.f = NULL; /* the commit flushes and closes it */
+    if ((rc = reap_atomic_commit(&af)))
         goto fail;
     if (counts)
         *counts = c;
 fail:
-    if (w.f)
-        fclose(w.f);
-    if (rc)
-        unlink(tmp);
+    reap_atomic_abort(&af); /* closes w.f and removes the temp file unless committed */
     store_txn_abort(s, txn);
     return rc;
 }

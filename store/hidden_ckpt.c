@@ -129,10 +129,11 @@ static void header(uint8_t h[HDR_LEN], const reap_id *m, const reap_id *c, int l
 int reap_hidden_ckpt_write(reap_store *s, const reap_id *model, const reap_id *calib,
                            int layer, const float *hidden, int64_t T, int H)
 {
-    char root[4200], dir[4400], tmp[4600], final[4600], name[64];
+    char root[4200], dir[4400], final[4600], name[64];
     uint8_t h[HDR_LEN], digest[32];
     crypto_generichash_state st;
-    int rc = REAP_OK, fd = -1;
+    reap_atomic af = {.fd = -1};
+    int rc = REAP_OK;
     if (layer < 0 || T < 1 || H < 1)
         return reap_err_set(REAP_E_INVALID, "checkpoint: layer %d, shape [%lld, %d]", layer,
                             (long long)T, H);
@@ -140,16 +141,15 @@ int reap_hidden_ckpt_write(reap_store *s, const reap_id *model, const reap_id *c
     pair_dir(s, model, calib, dir, sizeof dir);
     snprintf(name, sizeof name, "layer-%05d.bin", layer);
     snprintf(final, sizeof final, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s/%s.tmp.%ld", dir, name, (long)getpid());
     if ((rc = make_dir(root, reap_store_dir(s))) || (rc = make_dir(dir, root)) ||
         (rc = reap_check_free_space(dir, HDR_LEN + (uint64_t)T * (uint64_t)H * sizeof(float) + 32,
                                     "the hidden-state checkpoint")))
         return rc;
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rc = reap_err_set(REAP_E_IO, "%s: %s", tmp, strerror(errno));
+    /* temp "<final>.tmp.<pid>": several scorers may checkpoint the same pair */
+    if ((rc = reap_atomic_open(final, 0644, REAP_ATOMIC_PID_TMP, &af)))
         goto fail;
-    }
+    int fd = af.fd;
+    const char *tmp = af.tmp;
     header(h, model, calib, layer, T, H);
     crypto_generichash_init(&st, NULL, 0, 32);
     crypto_generichash_update(&st, h, HDR_LEN);
@@ -168,28 +168,12 @@ int reap_hidden_ckpt_write(reap_store *s, const reap_id *model, const reap_id *c
     crypto_generichash_final(&st, digest, 32);
     if ((rc = reap_write_all(fd, digest, 32, tmp)))
         goto fail;
-    if (fsync(fd)) {
-        rc = reap_err_set(REAP_E_IO, "%s: fsync: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    if (close(fd)) {
-        fd = -1;
-        rc = reap_err_set(REAP_E_IO, "%s: close: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    fd = -1;
-    if (rename(tmp, final)) {
-        rc = reap_err_set(REAP_E_IO, "%s: rename: %s", final, strerror(errno));
-        goto fail;
-    }
-    if ((rc = reap_fsync_dir(dir)))
+    /* fsync, rename over final, fsync dir; removes the temp file on failure */
+    if ((rc = reap_atomic_commit(&af)))
         goto fail;
     rc = remove_others(dir, name);
 fail:
-    if (fd >= 0)
-        close(fd);
-    if (rc)
-        unlink(tmp);
+    reap_atomic_abort(&af); /* no-op after the commit */
     return rc;
 }
 

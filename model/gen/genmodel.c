@@ -321,45 +321,38 @@ static int mkdir_p(const char *dir)
     return REAP_OK;
 }
 
-/* Finish a FILE written to `tmp`: flush, fsync, close, rename to `path`, fsync dir.
- * Always closes fp; removes tmp on failure. */
-static int file_commit(FILE *fp, const char *tmp, const char *path)
+/* Start a text file written atomically (reap_atomic_open, stdio, mode 0666 less the
+ * umask as fopen gives); messages keep the "genmodel:" prefix. */
+static int file_begin(const char *path, reap_atomic *af)
 {
-    int bad = fflush(fp) != 0 || ferror(fp) || fsync(fileno(fp)) != 0;
-    int e = errno;
+    int rc = reap_atomic_open(path, 0666, REAP_ATOMIC_STDIO, af);
+    if (rc)
+        reap_err_prefix(rc, "genmodel");
+    return rc;
+}
 
-    if (fclose(fp) != 0 && !bad) {
-        bad = 1;
-        e = errno;
-    }
-    if (bad) {
-        unlink(tmp);
-        return reap_err_set(REAP_E_IO, "genmodel: write %s: %s", tmp, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        e = errno;
-        unlink(tmp);
-        return reap_err_set(REAP_E_IO, "genmodel: rename %s: %s", path, strerror(e));
-    }
-    return reap_fsync_parent_dir(path);
+/* Finish a file begun with file_begin: flush, fsync, close, rename, fsync the directory
+ * (reap_atomic_commit). Always releases af; removes the temp file on failure. */
+static int file_commit(reap_atomic *af)
+{
+    int rc = reap_atomic_commit(af);
+    if (rc)
+        reap_err_prefix(rc, "genmodel");
+    return rc;
 }
 
 static int json_write_atomic(const json_t *root, const char *path)
 {
-    char tmp[4200];
-    FILE *fp;
-
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
-        return reap_err_set(REAP_E_INVALID, "genmodel: path too long: %s", path);
-    fp = fopen(tmp, "w");
-    if (!fp)
-        return reap_err_set(REAP_E_IO, "genmodel: open %s: %s", tmp, strerror(errno));
-    if (json_dumpf(root, fp, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(15)) != 0 || fputc('\n', fp) == EOF) {
-        fclose(fp);
-        unlink(tmp);
-        return reap_err_set(REAP_E_IO, "genmodel: write %s failed", tmp);
+    reap_atomic af;
+    int rc = file_begin(path, &af);
+    if (rc)
+        return rc;
+    if (json_dumpf(root, af.fp, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(15)) != 0 || fputc('\n', af.fp) == EOF) {
+        rc = reap_err_set(REAP_E_IO, "genmodel: write %s failed", af.tmp);
+        reap_atomic_abort(&af);
+        return rc;
     }
-    return file_commit(fp, tmp, path);
+    return file_commit(&af);
 }
 
 /* ---- config.json ------------------------------------------------------------------------ */
@@ -847,19 +840,17 @@ fail:
 int reap_gen_calib(const char *path, int n_samples, int min_len, int max_len, int vocab,
                    uint64_t seed)
 {
-    char tmp[4200];
     gen_rng rng;
-    FILE *fp;
+    reap_atomic af;
+    int rc;
 
     if (n_samples < 1 || min_len < 1 || max_len < min_len || vocab < 1)
         return reap_err_set(REAP_E_INVALID, "genmodel: calib needs n_samples >= 1, "
                             "1 <= min_len <= max_len, vocab >= 1 (got %d, %d, %d, %d)",
                             n_samples, min_len, max_len, vocab);
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
-        return reap_err_set(REAP_E_INVALID, "genmodel: path too long: %s", path);
-    fp = fopen(tmp, "w");
-    if (!fp)
-        return reap_err_set(REAP_E_IO, "genmodel: open %s: %s", tmp, strerror(errno));
+    if ((rc = file_begin(path, &af)))
+        return rc;
+    FILE *fp = af.fp;
     gen_rng_seed(&rng, seed ^ 0xC0FFEE5EEDC0FFEEULL);
     for (int i = 0; i < n_samples; i++) {
         uint64_t span = (uint64_t)(max_len - min_len) + 1;
@@ -876,5 +867,5 @@ int reap_gen_calib(const char *path, int n_samples, int min_len, int max_len, in
         }
         fputs("]}\n", fp);
     }
-    return file_commit(fp, tmp, path);
+    return file_commit(&af);
 }
