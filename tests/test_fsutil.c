@@ -120,6 +120,7 @@ static void test_streaming(void)
     /* stdio form with a per-process temp name */
     char pidtmp[64];
     snprintf(pidtmp, sizeof pidtmp, "f.json.tmp.%ld", (long)getpid());
+    unlink(sp("f.json")); /* from an earlier run in the same scratch directory */
     CHECK_RC(reap_atomic_open(sp("f.json"), 0644, REAP_ATOMIC_STDIO | REAP_ATOMIC_PID_TMP, &af),
              REAP_OK);
     CHECK(af.fp != NULL);
