@@ -337,6 +337,8 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
         }
         moved_aside = 1;
     }
+    /* A directory rename, not reap_write_atomic's file rename: the whole output
+     * directory, built under a temporary name, replaces the target at once. */
     if (rename(tmpdir, target) != 0) {
         rc = reap_err_set(REAP_E_IO, "%s: rename to %s: %s", tmpdir, target, strerror(errno));
         if (moved_aside && rename(tmp.old, target) == 0)
