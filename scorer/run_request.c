@@ -6,10 +6,12 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fsopen.h"
@@ -115,11 +117,47 @@ static void pending_path(const char *dir, const uint8_t run_id[16], const char *
     snprintf(out, len, "%s/%s.json%s", dir, hex, suffix);
 }
 
+/* The submission time of a pending request, in ns: the wall clock at full resolution,
+ * made strictly increasing within this process. The file system's own timestamps are
+ * coarse (one kernel tick: requests submitted within a few ms would share one and list
+ * in run-id order), so the writer sets the file's mtime to this stamp itself. */
+static int64_t pending_stamp(void)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static int64_t last;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    pthread_mutex_lock(&mu);
+    if (now <= last)
+        now = last + 1;
+    last = now;
+    pthread_mutex_unlock(&mu);
+    return now;
+}
+
 int reap_run_pending_write(const char *dir, const uint8_t run_id[16], const char *text)
 {
     char path[4200];
+    reap_atomic af;
+    int rc;
     pending_path(dir, run_id, "", path, sizeof path);
-    return reap_write_atomic(path, text, strlen(text), 0644);
+    if ((rc = reap_atomic_open(path, 0644, 0, &af)))
+        return rc;
+    const int64_t t = pending_stamp();
+    const struct timespec when[2] = {{t / 1000000000, t % 1000000000},
+                                     {t / 1000000000, t % 1000000000}};
+    if ((rc = reap_write_all(af.fd, text, strlen(text), af.tmp)))
+        goto fail;
+    if (futimens(af.fd, when) != 0) {
+        rc = reap_err_set(REAP_E_IO, "%s: set the submission time: %s", af.tmp,
+                          strerror(errno));
+        goto fail;
+    }
+    return reap_atomic_commit(&af);
+fail:
+    reap_atomic_abort(&af);
+    return rc;
 }
 
 void reap_run_pending_remove(const char *dir, const uint8_t run_id[16])

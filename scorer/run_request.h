@@ -38,7 +38,10 @@ void reap_run_request_buf_free(reap_run_request_buf *b);
  * holding the request's text. The run manager writes one at submission and removes it
  * when the run has its record or ends for good, so that the runs still queued when the
  * server stops are submitted again, under the same run ids, when it starts
- * (serve_resume.h). Files are written to a temporary name, fsynced and renamed.
+ * (serve_resume.h). Files are written to a temporary name, fsynced and renamed. Each
+ * file's modification time is its submission time, set by the writer from the wall clock
+ * at full resolution and strictly increasing within a process (the file system's own
+ * timestamps are too coarse to order requests made milliseconds apart).
  * Thread rules: calls for different run ids may run concurrently. */
 
 /* REAP_OK, REAP_E_IO (message names the file). */
@@ -51,11 +54,11 @@ void reap_run_pending_remove(const char *dir, const uint8_t run_id[16]);
 typedef struct reap_run_pending {
     uint8_t run_id[16];
     char *text;                 /* the request's text */
-    int64_t mtime_ns;           /* when it was written */
+    int64_t mtime_ns;           /* submission time (the file's mtime, see above) */
 } reap_run_pending;
 
-/* Every pending request of dir, oldest first (files whose name is not a run id are
- * skipped). *out malloc'd (free with reap_run_pending_free); a missing dir is no
+/* Every pending request of dir, oldest first by submission time, ties by run id (files
+ * whose name is not a run id are skipped). *out malloc'd (free with reap_run_pending_free); a missing dir is no
  * pending request. REAP_OK, REAP_E_IO, REAP_E_NOMEM. */
 int reap_run_pending_list(const char *dir, reap_run_pending **out, int *n);
 void reap_run_pending_free(reap_run_pending *p, int n);
