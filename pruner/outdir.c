@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsopen.h"
 #include "manifest.h"
 #include "reap_err.h"
 
@@ -356,20 +357,31 @@ char *reap_leftover_describe(const char *path, uint64_t bytes, reap_leftover_act
 /* ---- replacing an existing output ------------------------------------------------------ */
 
 /* Does dir hold a reap manifest? 1 yes; 0 no; -1 a reap-manifest.json that is not one
- * (why in `why`). */
+ * (why in `why`). The file checked is the file read: it is opened as every user-named
+ * file is (fsopen.h), so a FIFO put there after the look is refused, never waited on. */
 static int has_reap_manifest(const char *dir, char *why, size_t cap)
 {
     char path[PATH_MAX + 32];
-    struct stat sb;
     json_error_t je;
+    FILE *f = NULL;
+    struct stat sb;
     snprintf(path, sizeof path, "%s/%s", dir, REAP_MANIFEST_NAME);
     if (lstat(path, &sb) != 0)
         return 0;
-    if (!S_ISREG(sb.st_mode)) {
+    /* a link is not followed: reap writes its manifest as a file */
+    int rc = S_ISLNK(sb.st_mode) ? REAP_E_INVALID : reap_fopen_read(path, NULL, &f);
+    if (rc == REAP_E_NOTFOUND)
+        return 0;
+    if (rc == REAP_E_INVALID) {
         snprintf(why, cap, "its %s is not a regular file", REAP_MANIFEST_NAME);
         return -1;
     }
-    json_t *doc = json_load_file(path, 0, &je);
+    if (rc) {
+        snprintf(why, cap, "its %s cannot be read (%s)", REAP_MANIFEST_NAME, reap_err_msg());
+        return -1;
+    }
+    json_t *doc = json_loadf(f, 0, &je);
+    fclose(f);
     const char *fmt = json_string_value(json_object_get(doc, "format"));
     int ok = fmt && !strcmp(fmt, "reap-manifest/1");
     if (!ok)
