@@ -36,17 +36,14 @@ static int dim_is(const chk *k, const char *field, int value, const st_tensor *t
     if (!t || t->ndim != ndim || t->shape[dim] == (int64_t)value * per)
         return REAP_OK;
     char shape[160];
-    size_t off = 0;
-    for (int i = 0; i < t->ndim && off < sizeof shape; i++)
-        off += (size_t)snprintf(shape + off, sizeof shape - off, "%s%lld", i ? ", " : "",
-                                (long long)t->shape[i]);
+    st_shape_str(shape, sizeof shape, t->ndim, t->shape);
     if (t->shape[dim] % per == 0)
         return reap_err_set(REAP_E_FORMAT, "%s: %s%s = %d does not match the checkpoint: "
-                            "tensor '%s' has shape [%s], which implies %s = %lld", k->path,
+                            "tensor '%s' has shape %s, which implies %s = %lld", k->path,
                             k->ctx, field, value, t->name, shape, field,
                             (long long)(t->shape[dim] / per));
     return reap_err_set(REAP_E_FORMAT, "%s: %s%s = %d does not match the checkpoint: "
-                        "tensor '%s' has shape [%s]", k->path, k->ctx, field, value, t->name,
+                        "tensor '%s' has shape %s", k->path, k->ctx, field, value, t->name,
                         shape);
 }
 

@@ -87,8 +87,7 @@ unsigned st_dtype_bits(st_dtype d)
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
-/* "[2, 3]" into buf (truncated if it does not fit). */
-static const char *shape_str(char *buf, size_t cap, int ndim, const int64_t *shape)
+const char *st_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape)
 {
     size_t len = 0;
     int n = snprintf(buf, cap, "[");
@@ -219,7 +218,7 @@ static int parse_tensor(const char *path, const char *name, const json_t *v, st_
     uint64_t need;
     if (!shape_bytes(t->ndim, t->shape, st_dtype_bits(t->dtype), &t->numel, &need))
         return reap_err_set(REAP_E_FORMAT, "%s: tensor '%s': shape %s of %s overflows", path,
-                            name, shape_str(sbuf, sizeof sbuf, t->ndim, t->shape),
+                            name, st_shape_str(sbuf, sizeof sbuf, t->ndim, t->shape),
                             st_dtype_name(t->dtype));
     if (need != t->nbytes)
         return reap_err_set(REAP_E_FORMAT,
@@ -227,7 +226,7 @@ static int parse_tensor(const char *path, const char *name, const json_t *v, st_
                             "shape %s of %s needs %llu",
                             path, name, (unsigned long long)t->begin,
                             (unsigned long long)t->end, (unsigned long long)t->nbytes,
-                            shape_str(sbuf, sizeof sbuf, t->ndim, t->shape),
+                            st_shape_str(sbuf, sizeof sbuf, t->ndim, t->shape),
                             st_dtype_name(t->dtype), (unsigned long long)need);
     return REAP_OK;
 }
@@ -542,13 +541,13 @@ static int plan_layout(const char *path, const st_write_spec *specs, size_t n,
             if (s->shape[d] < 0)
                 return reap_err_set(REAP_E_INVALID,
                                     "%s: tensor '%s': negative dimension in shape %s", path,
-                                    s->name, shape_str(sbuf, sizeof sbuf, s->ndim, s->shape));
+                                    s->name, st_shape_str(sbuf, sizeof sbuf, s->ndim, s->shape));
         int64_t numel;
         uint64_t nb;
         if (!shape_bytes(s->ndim, s->shape, st_dtype_bits(s->dtype), &numel, &nb) ||
             nb > SIZE_MAX)
             return reap_err_set(REAP_E_INVALID, "%s: tensor '%s': shape %s overflows", path,
-                                s->name, shape_str(sbuf, sizeof sbuf, s->ndim, s->shape));
+                                s->name, st_shape_str(sbuf, sizeof sbuf, s->ndim, s->shape));
         lay[i].index = i;
         lay[i].nbytes = nb;
         if (nb > *largest)

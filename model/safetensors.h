@@ -71,6 +71,10 @@ const char *st_file_metadata(const st_file *f, const char *key);
 /* dtype helpers. st_dtype_from_name returns REAP_E_FORMAT for unknown names. */
 int st_dtype_from_name(const char *s, st_dtype *out);
 const char *st_dtype_name(st_dtype d);
+
+/* "[2, 3]" (ndim dimensions of shape) into buf of cap bytes, cut short if it does not
+ * fit; returns buf. For messages. */
+const char *st_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape);
 unsigned st_dtype_bits(st_dtype d);
 
 /* ---- writing -------------------------------------------------------------------- */

@@ -18,17 +18,6 @@
 
 /* ---- lookup and validation ----------------------------------------------------------- */
 
-static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape)
-{
-    size_t off = 0;
-    off += (size_t)snprintf(buf + off, n - off, "[");
-    for (int i = 0; i < ndim && off < n; i++)
-        off += (size_t)snprintf(buf + off, n - off, "%s%lld", i ? ", " : "",
-                                (long long)shape[i]);
-    if (off < n)
-        snprintf(buf + off, n - off, "]");
-}
-
 /* Look up `name`, check a float dtype and the expected shape. */
 static int get_checked(const reap_ckpt *ck, const char *name, int ndim, const int64_t *shape,
                        const st_tensor **out)
@@ -45,8 +34,8 @@ static int get_checked(const reap_ckpt *ck, const char *name, int ndim, const in
         same = t->shape[i] == shape[i];
     if (!same) {
         char have[128], want[128];
-        shape_str(have, sizeof have, t->ndim, t->shape);
-        shape_str(want, sizeof want, ndim, shape);
+        st_shape_str(have, sizeof have, t->ndim, t->shape);
+        st_shape_str(want, sizeof want, ndim, shape);
         return reap_err_set(REAP_E_FORMAT, "tensor '%s' has shape %s but config.json implies "
                             "%s", name, have, want);
     }
@@ -91,8 +80,8 @@ static int get_typed2(const reap_ckpt *ck, const char *name, st_dtype dtype, int
     if (t->ndim != 2 || t->shape[0] != a || t->shape[1] != b) {
         char have[128], want[128];
         int64_t shape[2] = {a, b};
-        shape_str(have, sizeof have, t->ndim, t->shape);
-        shape_str(want, sizeof want, 2, shape);
+        st_shape_str(have, sizeof have, t->ndim, t->shape);
+        st_shape_str(want, sizeof want, 2, shape);
         return reap_err_set(REAP_E_FORMAT, "tensor '%s' has shape %s but config.json implies "
                             "%s (AWQ)", name, have, want);
     }
