@@ -253,11 +253,7 @@ int cmd_stats(int argc, char **argv)
     } else if (!svg) {
         printf("model %s, %zu calibration set(s), %llu tokens, statistics digest %.16s\n",
                r->model_id, r->n_calib_ids, (unsigned long long)r->tokens, r->stats_digest);
-        reap_keep_opts kr = {.ratio = ratio, .n_prune = -1};
-        int n_drop = -1;
-        if (nl > 0 && reap_keep_n_prune(&kr, ls[0].n_experts, ls[0].top_k, &n_drop))
-            n_drop = -1;
-        reap_stats_print_table(stdout, ls, nl, ratio, n_drop);
+        reap_stats_print_table(stdout, ls, nl, ratio);
     }
     if (svg) {
         if (reap_keepset_compute(NULL, ls, nl, &ko, &ks)) {

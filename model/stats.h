@@ -49,4 +49,11 @@ int reap_layer_stats_merge(reap_layer_stats *dst, const reap_layer_stats *src);
 /* Score of expert e; 0 for an expert never routed. */
 double reap_layer_stats_score(const reap_layer_stats *s, int e, reap_criterion c);
 
+/* BLAKE2b-256 over a canonical little-endian encoding of the statistics, layers in
+ * ascending order ("reap-stats/1" tag; per layer: layer, E, K (u32), tokens (u64); per
+ * expert: count (u64), sum_gate_norm, sum_norm, sum_gate (f64 bits), max_act (f32
+ * bits)). The same records give the same digest whatever their source or order.
+ * hex: 65 bytes. Returns REAP_OK or REAP_E_NOMEM. */
+int reap_stats_digest(const reap_layer_stats *stats, int n, char hex[65]);
+
 #endif

@@ -1,6 +1,8 @@
 /* stats_table.c - the per-layer summary table (see stats_table.h). */
 #include "stats_table.h"
 
+#include "keepset.h"
+
 #include <math.h>
 #include <stdlib.h>
 
@@ -10,9 +12,12 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-void reap_stats_print_table(FILE *f, const reap_layer_stats *st, int n, double ratio,
-                            int n_drop)
+void reap_stats_print_table(FILE *f, const reap_layer_stats *st, int n, double ratio)
 {
+    reap_keep_opts ko = {.ratio = ratio, .n_prune = -1};
+    int n_drop = -1;
+    if (n > 0 && reap_keep_n_prune(&ko, st[0].n_experts, st[0].top_k, &n_drop))
+        n_drop = -1;
     char drop[32];
     snprintf(drop, sizeof drop, "drop@%g", ratio);
     fprintf(f, "%5s %8s %7s %12s %12s %12s %8s\n", "layer", "tokens", "routed", "reap_min",

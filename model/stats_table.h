@@ -8,11 +8,10 @@
 
 #include "stats.h"
 
-/* Print the table of n layers to f. `n_drop` is how many experts of each layer a prune
- * at `ratio` drops, computed by the caller with the pruner's one rule (pruner/keepset.h
- * reap_keep_n_prune; this layer cannot call it); < 0 prints "-". Skips a layer whose
- * score buffer cannot be allocated (the table is informational). */
-void reap_stats_print_table(FILE *f, const reap_layer_stats *st, int n, double ratio,
-                            int n_drop);
+/* Print the table of n layers to f. The drop column is how many experts of each layer a
+ * prune at `ratio` removes, by the one rule of keepset.h (reap_keep_n_prune); "-" when
+ * that rule refuses the ratio for these statistics. Skips a layer whose score buffer
+ * cannot be allocated (the table is informational). */
+void reap_stats_print_table(FILE *f, const reap_layer_stats *st, int n, double ratio);
 
 #endif

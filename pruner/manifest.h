@@ -26,22 +26,13 @@
 #include <stdint.h>
 
 #include "filehash.h"
+#include "hex.h"
 #include "keepset.h"
 #include "minisign.h"
 #include "stats.h"
 
 #define REAP_MANIFEST_NAME "reap-manifest.json"
 #define REAP_MANIFEST_SIG_NAME "reap-manifest.json.minisig"
-
-/* Lower-case hex of n bytes into out (2n + 1 bytes). */
-void reap_hex(const uint8_t *bin, size_t n, char *out);
-
-/* BLAKE2b-256 over a canonical little-endian encoding of the statistics, layers in
- * ascending order ("reap-stats/1" tag; per layer: layer, E, K (u32), tokens (u64); per
- * expert: count (u64), sum_gate_norm, sum_norm, sum_gate (f64 bits), max_act (f32
- * bits)). The same records give the same digest whatever their source or order.
- * hex: 65 bytes. Returns REAP_OK or REAP_E_NOMEM. */
-int reap_stats_digest(const reap_layer_stats *stats, int n, char hex[65]);
 
 /* An input file whose digest is already known. */
 typedef struct reap_known_file {

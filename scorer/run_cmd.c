@@ -21,7 +21,6 @@
 #include "score_job.h"
 #include "scorer_cmds.h"
 #include "stats_json.h"
-#include "keepset.h"
 #include "layer_gate.h"
 #include "stats_table.h"
 #include "stats_store.h"
@@ -93,17 +92,6 @@ static int on_event(void *ud, const reap_score_event *ev)
     return stop_signal != 0;
 }
 
-/* Per-layer summary: routed experts, REAP min / median / max, and how many experts a
- * 40% prune would drop. */
-void scorer_print_table(const reap_layer_stats *st, int n)
-{
-    reap_keep_opts ko = {.ratio = 0.4, .n_prune = -1};
-    int n_drop = -1;
-    if (n > 0 && reap_keep_n_prune(&ko, st[0].n_experts, st[0].top_k, &n_drop))
-        n_drop = -1;
-    reap_stats_print_table(stdout, st, n, 0.4, n_drop);
-}
-
 const reap_backend_i *scorer_pick_backend(const char *name)
 {
     if (!strcmp(name, "cpu"))
@@ -143,7 +131,7 @@ static int write_outputs(reap_store *st, const reap_score_result *res, const cha
                                                   n_show ? show[0].tokens : 0, show, n_show)))
         goto fail;
     if (table || !stats_json)
-        scorer_print_table(show, n_show);
+        reap_stats_print_table(stdout, show, n_show, 0.4);
 fail:
     for (int i = 0; i < n_merged; i++)
         reap_layer_stats_free(&merged[i]);

@@ -19,7 +19,6 @@ int scorer_cmd_check(int argc, char **argv);
 
 /* Shared helpers (run_cmd.c). */
 /* Per-layer summary: routed experts, REAP min / median / max, drops at a 40% ratio. */
-void scorer_print_table(const reap_layer_stats *st, int n);
 /* "cpu", "cuda", "auto" -> backend, or NULL (unknown / not built). */
 const reap_backend_i *scorer_pick_backend(const char *name);
 

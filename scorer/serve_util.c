@@ -10,6 +10,7 @@
 
 #include "catalog.h"
 #include "manifest.h"
+#include "hex.h"
 #include "reap_err.h"
 #include "run_manager.h"
 #include "stats_store.h"
@@ -196,14 +197,9 @@ char *svc_printf(svc_pool *pool, const char *fmt, ...)
 
 char *svc_hex(svc_pool *pool, const uint8_t *bin, size_t n)
 {
-    static const char digits[] = "0123456789abcdef";
     char *s = svc_alloc(pool, 2 * n + 1);
-    if (!s)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        s[2 * i] = digits[bin[i] >> 4];
-        s[2 * i + 1] = digits[bin[i] & 15];
-    }
+    if (s)
+        reap_hex(bin, n, s);
     return s;
 }
 

@@ -19,6 +19,7 @@
 #include "runs.h"
 #include "scorer_cmds.h"
 #include "stats_json.h"
+#include "stats_table.h"
 #include "stats_store.h"
 #include "store.h"
 
@@ -142,7 +143,7 @@ int scorer_cmd_stats(int argc, char **argv)
                                                   n_st ? st[0].tokens : 0, st, n_st)))
         goto fail;
     if (table || !stats_json)
-        scorer_print_table(st, n_st);
+        reap_stats_print_table(stdout, st, n_st, 0.4);
 fail:
     if (rc)
         fprintf(stderr, "reap-scorer stats: error: %s\n", reap_err_msg());

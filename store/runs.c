@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "records.h"
+#include "hex.h"
 #include "reap_err.h"
 #include "store_impl.h"
 
@@ -44,12 +45,7 @@ void reap_run_info_free(reap_run_info *r)
 
 void reap_run_id_hex(const uint8_t id[16], char out[33])
 {
-    static const char hx[] = "0123456789abcdef";
-    for (int i = 0; i < 16; i++) {
-        out[2 * i] = hx[id[i] >> 4];
-        out[2 * i + 1] = hx[id[i] & 15];
-    }
-    out[32] = 0;
+    reap_hex(id, 16, out);
 }
 
 int reap_run_id_parse(const char *hex, uint8_t id[16])

@@ -18,6 +18,7 @@
 
 #include "fault.h"
 #include "records.h"
+#include "hex.h"
 #include "reap_err.h"
 #include "store_impl.h"
 
@@ -62,12 +63,7 @@ void store_stats_key(uint8_t key[STORE_STATS_KEY_LEN], const reap_id *model,
 
 void reap_id_hex(const reap_id *id, char out[65])
 {
-    static const char hx[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        out[2 * i] = hx[id->b[i] >> 4];
-        out[2 * i + 1] = hx[id->b[i] & 15];
-    }
-    out[64] = 0;
+    reap_hex(id->b, 32, out);
 }
 
 static int hexval(char c)
