@@ -141,7 +141,7 @@ def definitions(text):
                 h = "".join(head)
                 m = re.search(r"([A-Za-z_]\w*)\s*\((?:[^()]|\([^()]*\))*\)\s*$", h)
                 body = bool(m) and m.group(1) not in KEYWORDS
-                if body and "static" not in IDENT_RE.findall(h):
+                if body and "static" not in IDENT_RE.findall(h) and m.group(1) != "main":
                     defs.setdefault(m.group(1), s.count("\n", 0, pos[m.start(1)]) + 1)
                 if not body:
                     head.append("{")

@@ -12,7 +12,6 @@
 #include <sys/stat.h>
 
 #include "keepset.h"
-#include "manifest.h"
 #include "reap_err.h"
 #include "stats.h"
 #include "stats_json.h"
