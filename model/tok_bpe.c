@@ -27,6 +27,30 @@
 
 #include <stdlib.h>
 
+/* ---- token id arrays (tok_impl.h; also used by tokenizer.c) ---------------------- */
+
+int tok_ids_append(tok_ids *a, const int32_t *ids, size_t n)
+{
+    int32_t *v;
+    size_t ncap;
+
+    if (n == 0)
+        return REAP_OK;
+    if (a->n + n > a->cap) {
+        ncap = a->cap ? a->cap * 2 : 256;
+        while (ncap < a->n + n)
+            ncap *= 2;
+        v = realloc(a->v, ncap * sizeof *v);
+        if (!v)
+            return reap_err_set(REAP_E_NOMEM, "out of memory for %zu token ids", a->n + n);
+        a->v = v;
+        a->cap = ncap;
+    }
+    memcpy(a->v + a->n, ids, n * sizeof *ids);
+    a->n += n;
+    return REAP_OK;
+}
+
 #define CACHE_MAX_WORD 64
 #define SHORT_WORD 48           /* longer words use the heap loop */
 #define CACHE_SLOTS (1u << 17)

@@ -1,7 +1,7 @@
 /* tok_impl.h - internals of the tokenizer (tokenizer.h), shared by model/tok_*.c.
  *
  *   tok_bpe.c    byte-level alphabet, vocabulary and merge tables, the BPE merge loop,
- *                the per-word cache
+ *                the per-word cache, token id arrays (tok_ids_append)
  *   tok_added.c  added-token matching (a byte trie; leftmost-longest; lstrip, rstrip,
  *                single_word)
  *   tok_regex.c  Oniguruma-to-PCRE2 pattern rewriting, compiling, split behaviours

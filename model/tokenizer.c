@@ -54,28 +54,6 @@ struct reap_tokenizer {
     int vocab_size;
 };
 
-int tok_ids_append(tok_ids *a, const int32_t *ids, size_t n)
-{
-    int32_t *v;
-    size_t ncap;
-
-    if (n == 0)
-        return REAP_OK;
-    if (a->n + n > a->cap) {
-        ncap = a->cap ? a->cap * 2 : 256;
-        while (ncap < a->n + n)
-            ncap *= 2;
-        v = realloc(a->v, ncap * sizeof *v);
-        if (!v)
-            return reap_err_set(REAP_E_NOMEM, "out of memory for %zu token ids", a->n + n);
-        a->v = v;
-        a->cap = ncap;
-    }
-    memcpy(a->v + a->n, ids, n * sizeof *ids);
-    a->n += n;
-    return REAP_OK;
-}
-
 /* ---- loading: helpers ------------------------------------------------------------- */
 
 /* Read a whole file into a malloc'd buffer. */

@@ -153,9 +153,9 @@ static int watch_handler(rpc_call *call, const ProtobufCMessage *req, void *ud)
     return 0;
 }
 
-int rpc_health_register_methods(rpc_server *s)
+void rpc_health_methods(rpc_server *s, rpc_method *check, rpc_method *watch)
 {
-    rpc_method check = {
+    *check = (rpc_method){
         .path = "/grpc.health.v1.Health/Check",
         .kind = RPC_UNARY,
         .req = &grpc__health__v1__health_check_request__descriptor,
@@ -164,12 +164,10 @@ int rpc_health_register_methods(rpc_server *s)
         .ud = s,
         .flags = RPC_METHOD_INLINE | RPC_METHOD_NO_AUTH,
     };
-    rpc_method watch = check;
-    watch.path = "/grpc.health.v1.Health/Watch";
-    watch.kind = RPC_SERVER_STREAM;
-    watch.handler = watch_handler;
-    int rc = rpc_server_add_method(s, &check);
-    return rc ? rc : rpc_server_add_method(s, &watch);
+    *watch = *check;
+    watch->path = "/grpc.health.v1.Health/Watch";
+    watch->kind = RPC_SERVER_STREAM;
+    watch->handler = watch_handler;
 }
 
 int rpc_health_set(rpc_server *s, const char *service, rpc_health_status st)

@@ -184,8 +184,11 @@ int rpc_pool_stalled(rpc_pool *p, int64_t stall_ns);
 int64_t rpc_now_ns(void);   /* CLOCK_MONOTONIC */
 void rpc_pool_stop(rpc_pool *p);   /* joins the threads; queued jobs run first */
 
-/* rpc_health.c */
-int rpc_health_register_methods(rpc_server *s);
+/* rpc_health.c (called by rpc_server.c only; rpc_health.c calls nothing of
+ * rpc_server.c, so the two files do not depend on each other in a cycle) */
+/* Fill the descriptors of grpc.health.v1.Health Check and Watch for `s` (the server
+ * registers them with rpc_server_add_method). */
+void rpc_health_methods(rpc_server *s, rpc_method *check, rpc_method *watch);
 void rpc_health_shutdown(rpc_server *s);   /* NOT_SERVING everywhere; end Watch streams */
 void rpc_health_free(rpc_server *s);
 

@@ -178,8 +178,10 @@ int rpc_server_create(const rpc_server_opts *opts, rpc_server **out)
         rc = reap_err_set(REAP_E_INTERNAL, "grpc: cannot create a completion queue");
         goto fail;
     }
+    rpc_method check, watch;
+    rpc_health_methods(s, &check, &watch);
     if ((rc = rpc_health_set(s, "", RPC_HEALTH_NOT_SERVING)) ||
-        (rc = rpc_health_register_methods(s)))
+        (rc = rpc_server_add_method(s, &check)) || (rc = rpc_server_add_method(s, &watch)))
         goto fail;
     *out = s;
     return 0;

@@ -142,7 +142,7 @@ typedef struct cuda_ctx {
     double prof_ms[6];
 } cuda_ctx;
 
-/* ---- error helpers (every CUDA / cuBLAS call goes through one of these) ---------- */
+/* ---- error helpers (cuda_util.cu; every CUDA / cuBLAS call goes through one) ------ */
 
 int cu_fail(cuda_ctx *c, cudaError_t e, const char *what);
 int cu_fail_at(const char *where, cudaError_t e, const char *what);

@@ -1,7 +1,7 @@
 /* kernels.cuh - the device kernels of the CUDA backend (included by backend_cuda.cu and
  * upload.cu).
  *
- * Kernels have internal linkage (static): two translation units include this file.
+ * Kernels have internal linkage (static): several translation units include this file.
  * Every kernel here is deterministic: no floating-point atomics, reductions in a fixed
  * tree order (warp xor-butterflies, then the warp partials in warp order), and the
  * token permutation by expert is a stable counting sort. Non-finite activations set a
