@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 BUILD=build-device
 OUTD=.devlibs
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="80;90" >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target test_cuda_backend test_awq_cuda reap_model reap_gen reap_common
+cmake --build "$BUILD" -j"$(nproc)" --target test_cuda_backend test_awq_cuda reap_cuda reap_model reap_gen reap_common
 rm -rf "$OUTD"
 mkdir -p "$OUTD/bin" "$OUTD/lib"
 cp "$BUILD/tests/test_cuda_backend" "$BUILD/tests/test_awq_cuda" "$OUTD/bin/"
@@ -22,8 +22,8 @@ if cmake --build "$BUILD" --target bench_cuda >/dev/null 2>&1; then
 else
   CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
   gcc -O2 -std=c11 -Wall -Wextra -D_GNU_SOURCE -I model -I common -I "$CUDA_HOME/include" \
-    bench/gpu/bench_cuda.c "$BUILD/libreap_model.a" "$BUILD/libreap_cuda.a" \
-    "$BUILD/libreap_common.a" -L"$CUDA_HOME/lib64" -lcublas -lcudart_static \
+    bench/gpu/bench_cuda.c "$BUILD/model/cuda/libreap_cuda.a" "$BUILD/model/libreap_model.a" \
+    "$BUILD/common/libreap_common.a" -L"$CUDA_HOME/lib64" -lcublas -lcudart_static \
     $(pkg-config --libs jansson openblas) -lpthread -ldl -lrt -lm -lstdc++ \
     -o "$OUTD/bin/bench_cuda"
 fi
