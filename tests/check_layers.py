@@ -274,6 +274,21 @@ def read_links(build):
     return out
 
 
+def link_line(root, rel, name, dep):
+    """"<folder>/CMakeLists.txt:<line>:" of the target_link_libraries that names `dep`
+    for `name` (the line number left out when it is not found literally)."""
+    path = os.path.join(root, rel, "CMakeLists.txt")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError:
+        return f"{rel}/CMakeLists.txt:"
+    for m in re.finditer(r"target_link_libraries\(\s*([^\s)]+)([^)]*)\)", text):
+        if m.group(1) in (name, "${name}") and dep in m.group(2).split():
+            return f"{rel}/CMakeLists.txt:{text.count(chr(10), 0, m.start()) + 1}:"
+    return f"{rel}/CMakeLists.txt:"
+
+
 def check_links(tree, links, errors, edges):
     where = {}
     for name, typ, sdir, _ in links:
@@ -290,9 +305,10 @@ def check_links(tree, links, errors, edges):
             b, brel = where[d]
             if b is None or b == a:
                 continue
-            edges.setdefault((a, b), f"{rel}/CMakeLists.txt: {name} links {d}")
+            at = link_line(tree.root, rel, name, d)
+            edges.setdefault((a, b), f"{at} {name} links {d}")
             if not allowed(a, b):
-                errors.append(f"{rel}/CMakeLists.txt: {typ.lower()} {name} links {d} "
+                errors.append(f"{at} {typ.lower()} {name} links {d} "
                               f"({brel}/): folder {a}/ may not use {b}/ (rule (b): "
                               f"{a} -> {rule_text(a)})")
 
@@ -371,10 +387,10 @@ def check_folder_cycles(edges, errors):
 def check_file_cycles(tree, errors):
     srcs = [f for f in tree.files if unit_of(f) and f.endswith(SRC_EXT)]
     hdrs = [f for f in tree.files if unit_of(f) and f.endswith(HDR_EXT)]
-    owner = {}                              # symbol -> defining source
-    for f in srcs:
+    owner = {}                              # symbol -> the sources that define it
+    for f in srcs:                          # (model/cuda and model/nocuda: both)
         for sym in definitions(tree.text(f)):
-            owner.setdefault(sym, f)
+            owner.setdefault(sym, []).append(f)
     declared = {}                           # symbol -> first header that names it
     for h in hdrs:
         for sym in identifiers(tree.text(h)):
@@ -383,8 +399,9 @@ def check_file_cycles(tree, errors):
     succ, why = {}, {}
     for f in srcs:
         for sym, ln in identifiers(tree.text(f)).items():
-            g = owner.get(sym)
-            if g and g != f:
+            for g in owner.get(sym, ()):
+                if g == f or f in owner[sym]:
+                    continue
                 succ.setdefault(f, set()).add(g)
                 why.setdefault((f, g), f"{f}:{ln} uses {sym} ({declared.get(sym, 'undeclared')}, "
                                        f"defined in {g})")
@@ -487,6 +504,8 @@ def self_test(build):
         root = os.path.join(tmp, "links")
         for rel, text in CLEAN.items():
             write(root, rel, text)
+        write(root, "model/CMakeLists.txt", "add_library(reap_model STATIC stats.c)\n"
+              "target_link_libraries(reap_model PUBLIC reap_common\n    reap_store)\n")
         bdir = os.path.join(tmp, "links-build")
         write(bdir, "layers_links.txt",
               f"reap_model\tSTATIC_LIBRARY\t{root}/model\treap_common;reap_store\n"
@@ -494,7 +513,7 @@ def self_test(build):
               f"reap_common\tSTATIC_LIBRARY\t{root}/common\tm\n"
               f"test_x\tEXECUTABLE\t{root}/tests\treap_store\n")
         errs = run(root, bdir)
-        for want in (["model/CMakeLists.txt: static_library reap_model links reap_store",
+        for want in (["model/CMakeLists.txt:2: static_library reap_model links reap_store",
                       "folder model/ may not use store/", "rule (b)"],
                      ["folders model <-> store: cycle between folders (rule (c))"]):
             if not any(all(w in e for w in want) for e in errs):
