@@ -130,11 +130,19 @@ def definitions(text):
     s = strip_c(text)
     defs = {}
     head, pos = [], []          # the current top-level statement (brace bodies as "{}")
-    depth, body = 0, False
+    depth, body, linkage = 0, False, 0      # linkage: open extern "C" { blocks
     for i, c in enumerate(s):
         if depth == 0 and c not in "{};":
             head.append(c)
             pos.append(i)
+            continue
+        if c == "{" and depth == 0 and re.search(r'extern\s*""\s*$', "".join(head)):
+            linkage += 1                    # extern "C" { ... }: its contents are top level
+            head, pos = [], []
+            continue
+        if c == "}" and depth == 0 and linkage:
+            linkage -= 1
+            head, pos = [], []
             continue
         if c == "{":
             if depth == 0:
@@ -459,6 +467,8 @@ CLEAN = {
     "store/store.c": ('#include "store.h"\n/* store_put calls stats_sum */\n'
                       'static int helper(void) { return 1; }\n'
                       'int store_put(int n) { return stats_sum(n) + helper(); }\n'),
+    "model/cuda/k.cu": ('extern "C" {\n#include "stats.h"\n}\n'
+                        'extern "C" int k_run(void) { return stats_sum(1); }\n'),
     "tests/test_store.c": '#include "store.h"\n#include "genmodel.h"\nint main(void) { return store_put(1); }\n',
 }
 
@@ -482,6 +492,10 @@ def self_test(build):
           "store/b.c": '#include "b.h"\n#include "a.h"\nint b_g(void) { return a_h(); }\n'},
          ["store/a.c <-> store/b.c", "rule (d)", "store/a.c:3 uses b_g (store/b.h, defined in store/b.c)",
           "store/b.c:3 uses a_h"]),
+        ({"model/cuda/u.cu": 'extern "C" {\nint u_up(void) { return k_run(); }\n}\n',
+          "model/cuda/k.cu": ('extern "C" {\n#include "stats.h"\n}\n'
+                              'extern "C" int k_run(void) { return u_up(); }\n')},
+         ["model/cuda/k.cu <-> model/cuda/u.cu", "rule (d)", "model/cuda/u.cu:2 uses k_run"]),
         ({"model/x.h": '#include "y.h"\n', "model/y.h": '#include "x.h"\n'},
          ["model/x.h <-> model/y.h", "headers include each other", "model/x.h:1 includes model/y.h"]),
     ]
