@@ -8,12 +8,15 @@ fails, naming the file and line or the target and the rule, when
   (a) a source or header of one folder includes a header of a folder it may not use;
   (b) a CMake library or executable links a library of a folder it may not use (the
       link graph as CMake itself records it: <build>/layers_links.txt, written by the
-      root CMakeLists.txt at configure time);
+      root CMakeLists.txt at configure time), or is defined in the root CMakeLists.txt
+      instead of its folder's (judged then by the folder of its sources);
   (c) the folders depend on each other in a cycle (includes and links together);
   (d) source files depend on each other in a cycle: file A calls a function or uses a
       global that file B defines while B (directly or through other files) uses one of
       A's; each step is shown with the header that declares the symbol. Literal cycles
-      of #include between headers are reported the same way.
+      of #include between headers are reported the same way. (Definitions and uses are
+      read from the text: top-level non-static functions and globals, identifiers
+      outside comments and strings - simple, and exact enough for this code's style.)
 
 tests/, bench/, tests/fuzz/, scripts/ and deploy/ may use anything and are not checked.
 A folder that holds C sources but has no row in RULES is an error (a new folder must say
@@ -277,33 +280,42 @@ def read_links(build):
             if not line or line.startswith("#"):
                 continue
             parts = line.split("\t")
-            out.append((parts[0], parts[1], parts[2],
-                        [x for x in parts[3].split(";") if x] if len(parts) > 3 else []))
+            field = lambda k: [x for x in parts[k].split(";") if x] if len(parts) > k else []
+            out.append((parts[0], parts[1], parts[2], field(3), field(4)))
     return out
 
 
 def link_line(root, rel, name, dep):
     """"<folder>/CMakeLists.txt:<line>:" of the target_link_libraries that names `dep`
     for `name` (the line number left out when it is not found literally)."""
+    cm = "CMakeLists.txt" if rel == "." else f"{rel}/CMakeLists.txt"
     path = os.path.join(root, rel, "CMakeLists.txt")
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except OSError:
-        return f"{rel}/CMakeLists.txt:"
+        return f"{cm}:"
     for m in re.finditer(r"target_link_libraries\(\s*([^\s)]+)([^)]*)\)", text):
         if m.group(1) in (name, "${name}") and dep in m.group(2).split():
-            return f"{rel}/CMakeLists.txt:{text.count(chr(10), 0, m.start()) + 1}:"
-    return f"{rel}/CMakeLists.txt:"
+            return f"{cm}:{text.count(chr(10), 0, m.start()) + 1}:"
+    return f"{cm}:"
 
 
 def check_links(tree, links, errors, edges):
     where = {}
-    for name, typ, sdir, _ in links:
+    for name, typ, sdir, _, srcs in links:
         rel = os.path.relpath(sdir, tree.root)
-        where[name] = (unit_of(rel + "/x") if not rel.startswith("..") else None, rel)
-    for name, typ, sdir, deps in links:
+        unit = unit_of(rel + "/x") if not rel.startswith("..") else None
+        if rel == ".":                      # judged by its sources (and reported below)
+            units = {unit_of(os.path.relpath(os.path.join(sdir, x), tree.root)) for x in srcs}
+            unit = units.pop() if len(units) == 1 else None
+        where[name] = (unit, rel)
+    for name, typ, sdir, deps, _ in links:
         a, rel = where[name]
+        if rel == ".":
+            errors.append(f"CMakeLists.txt: {typ.lower()} {name} is defined in the root "
+                          f"CMakeLists.txt: define it in its folder's CMakeLists.txt, whose "
+                          f"place in the layers says what it may link (rule (b))")
         if a is None:
             continue
         for d in deps:
@@ -317,7 +329,7 @@ def check_links(tree, links, errors, edges):
             edges.setdefault((a, b), f"{at} {name} links {d}")
             if not allowed(a, b):
                 errors.append(f"{at} {typ.lower()} {name} links {d} "
-                              f"({brel}/): folder {a}/ may not use {b}/ (rule (b): "
+                              f"({b}/): folder {a}/ may not use {b}/ (rule (b): "
                               f"{a} -> {rule_text(a)})")
 
 
@@ -525,11 +537,15 @@ def self_test(build):
               f"reap_model\tSTATIC_LIBRARY\t{root}/model\treap_common;reap_store\n"
               f"reap_store\tSTATIC_LIBRARY\t{root}/store\treap_model\n"
               f"reap_common\tSTATIC_LIBRARY\t{root}/common\tm\n"
-              f"test_x\tEXECUTABLE\t{root}/tests\treap_store\n")
+              f"test_x\tEXECUTABLE\t{root}/tests\treap_store\n"
+              f"reap_gen\tSTATIC_LIBRARY\t{root}\treap_model;reap_store\tmodel/gen/g.c\n")
         errs = run(root, bdir)
         for want in (["model/CMakeLists.txt:2: static_library reap_model links reap_store",
                       "folder model/ may not use store/", "rule (b)"],
-                     ["folders model <-> store: cycle between folders (rule (c))"]):
+                     ["folders model <-> store: cycle between folders (rule (c))"],
+                     ["static_library reap_gen is defined in the root CMakeLists.txt"],
+                     ["CMakeLists.txt: static_library reap_gen links reap_store (store/): folder "
+                      "model/gen/ may not use store/"]):
             if not any(all(w in e for w in want) for e in errs):
                 bad.append(f"links: no message with {want}; got:\n  " + "\n  ".join(errs))
     return bad
