@@ -163,9 +163,9 @@ static int cmd_prune(int argc, char **argv)
          "identifies the input (without it the input is hashed before the rewrite)",
          &store_dir, 0},
         {"quiet", NULL, CLI_FLAG, NULL, "no progress on stderr", &quiet, 0},
-        {"no-space-check", "REAP_NO_SPACE_CHECK", CLI_FLAG, NULL, "skip the free-space check before writing the output (file systems that misreport "
-         "free space)",
-         &no_space_check, 0},
+        {"no-space-check", "REAP_NO_SPACE_CHECK", CLI_FLAG, NULL, "skip the "
+         "free-space check before writing the output (file systems that misreport free "
+         "space)", &no_space_check, 0},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     char err[512], id_hex[65];

@@ -788,9 +788,9 @@ int pruner_cmd_serve(int argc, char **argv)
          "cores)", &S.threads, 0},
         {"max-prunes", "REAP_MAX_PRUNES", CLI_INT, "1", "prunes at once (more: "
          "RESOURCE_EXHAUSTED)", &S.max_prunes, 0},
-        {"no-space-check", "REAP_NO_SPACE_CHECK", CLI_FLAG, NULL, "skip the free-space check before writing the output (file systems that misreport "
-         "free space)",
-         &S.no_space_check, 0},
+        {"no-space-check", "REAP_NO_SPACE_CHECK", CLI_FLAG, NULL, "skip the "
+         "free-space check before writing the output (file systems that misreport free "
+         "space)", &S.no_space_check, 0},
         {"env-file", "REAP_ENV_FILE", CLI_ENVFILE, ".env", "read KEY=VALUE settings from "
          "this file (missing default: ignored)", &env_file, 0},
     };

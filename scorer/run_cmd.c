@@ -187,8 +187,8 @@ int scorer_cmd_run(int argc, char **argv)
         {"table", NULL, CLI_FLAG, NULL, "print a per-layer summary table", &table, 0},
         {"quiet", NULL, CLI_FLAG, NULL, "no per-layer progress on stderr", &quiet, 0},
         {"no-space-check", "REAP_NO_SPACE_CHECK", CLI_FLAG, NULL, "with --store: "
-         "hidden-state checkpoints skip the free-space check (file systems that misreport "
-         "free space)", &no_space_check, 0},
+         "hidden-state checkpoints skip the free-space check (file systems that "
+         "misreport free space)", &no_space_check, 0},
         {"layer-gate", NULL, CLI_STR, NULL, "for tests: a FIFO; before each layer the run "
          "reads one byte from it (closing the writer opens it for good)", &gate_path, 0},
     };

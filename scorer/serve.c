@@ -941,8 +941,8 @@ int scorer_cmd_serve(int argc, char **argv)
          "the backend chooses: 8 on CPU, the memory plan on CUDA)", &S.batch, 0},
         {"checkpoint-every", "REAP_CHECKPOINT_EVERY", CLI_INT, "4", "hidden-state "
          "checkpoint every N layers (0: none)", &ckpt_every, 0},
-        {"no-space-check", "REAP_NO_SPACE_CHECK", CLI_FLAG, NULL, "hidden-state checkpoints skip the free-space check (file systems that misreport "
-         "free space)",
+        {"no-space-check", "REAP_NO_SPACE_CHECK", CLI_FLAG, NULL, "hidden-state "
+         "checkpoints skip the free-space check (file systems that misreport free space)",
          &sto.no_space_check, 0},
         {"max-runs", "REAP_MAX_RUNS", CLI_INT, "1", "scoring runs at once", &max_runs, 0},
         {"max-queued-runs", "REAP_MAX_QUEUED_RUNS", CLI_INT, "4", "runs waiting for a "

@@ -15,11 +15,14 @@
  * bit-identical, a different chunk size agrees within tolerance, a NaN weight and an
  * impossible memory request give REAP_E_NUMERIC / REAP_E_NOMEM with clear messages.
  * Fast paths against their references: the tiled bf16 attention kernel against the
- * score-matrix path (reap_backend_opts.attn = REAP_CUDA_ATTN_GEMM) and the CPU on head dims 128 and 64 with GQA
- * and packing gaps; prefetched uploads (prefetch_layer, 1 and 2 layers ahead, in order
- * and out of order) bit-identical to direct uploads; grouped expert GEMMs against the
- * per-expert calls. The memory planner (no device needed): micro-batch, prefetch depth,
- * peak within the budget, REAP_E_NOMEM when one row cannot fit.
+ * score-matrix path (reap_backend_opts.attn = REAP_CUDA_ATTN_GEMM) and the CPU on head
+ * dims 128 and 64 with GQA and packing gaps; prefetched uploads (prefetch_layer, 1 and 2
+ * layers ahead, in order and out of order) bit-identical to direct uploads; grouped
+ * expert GEMMs (REAP_CUDA_EXPERTS_GROUPED) against the per-expert calls; the routes
+ * observer's routes (reap_engine_probe) equal to the CPU backend's in fp32. The memory
+ * planner (no device needed): micro-batch, prefetch depth, peak within the budget,
+ * REAP_E_NOMEM when one row cannot fit; its settings come from reap_backend_opts alone
+ * (a variable in the environment changes nothing).
  *
  * Without a CUDA build it prints "SKIPPED: ..." and returns 77 (ctest
  * SKIP_RETURN_CODE), never PASS; without a device it runs the planner checks, then
