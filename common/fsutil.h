@@ -26,9 +26,11 @@ int reap_fsync_parent_dir(const char *path);
 
 /* Fail early, before writing, when the file system that holds `dir` has fewer than
  * `need` bytes available to this user (statvfs f_bavail). `what` names the output in
- * the message, which gives both sizes. The check is skipped (REAP_OK) when the
- * environment sets REAP_NO_SPACE_CHECK=1 (file systems that misreport free space) or
- * when statvfs itself fails. Returns REAP_OK or REAP_E_IO. */
+ * the message, which gives both sizes. REAP_OK when statvfs itself fails. Callers leave
+ * the check out when their options say so (file systems that misreport free space: the
+ * commands' --no-space-check / REAP_NO_SPACE_CHECK=1 set reap_store_opts.no_space_check
+ * and reap_prune_opts.no_space_check); it reads no environment.
+ * Returns REAP_OK or REAP_E_IO. */
 int reap_check_free_space(const char *dir, uint64_t need, const char *what);
 
 /* ---- atomic file writes ------------------------------------------------------------- */

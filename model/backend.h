@@ -31,6 +31,8 @@
  *     valid position, because they are never attended to).
  *   dense (stats == NULL): x += down(silu(gate(a2)) * up(a2)), a2 = rmsnorm(x, post_norm).
  *   NaN/Inf in an activation -> REAP_E_NUMERIC naming the layer and the stage.
+ *   Observer: with opts->on_routes set, a MoE layer's forward_layer hands the routes
+ *   (top-K ids and weights of every valid position) to it once (reap_routes_cb).
  *
  * Determinism: for a given backend, results must not depend on the number of threads or
  * the micro-batch size (fixed reduction orders).
@@ -40,25 +42,71 @@
 #ifndef REAP_BACKEND_H
 #define REAP_BACKEND_H
 
+#include <stdint.h>
+
 #include "calib.h"
 #include "config.h"
 #include "safetensors.h"
 #include "stats.h"
 #include "weights.h"
 
+/* The routes of one MoE layer as the backend used them, handed to the observer
+ * reap_backend_opts.on_routes. The arrays belong to the backend and are valid during the
+ * call only. */
+typedef struct reap_routes {
+    int layer;              /* decoder layer index */
+    int64_t n_valid;        /* Nv: positions with mask 1 */
+    const int64_t *valid;   /* [Nv] those positions (row * seq_len + slot), ascending */
+    int K;                  /* experts per token */
+    const int32_t *ids;     /* [Nv, K] each valid position's experts by descending router
+                               logit (ties: the lower expert index first) */
+    const double *weights;  /* [Nv, K] their gate weights g (see forward_layer) */
+} reap_routes;
+
+/* Observer of the routes (compare ggml's ggml_backend_sched_eval_callback): called by
+ * forward_layer of every MoE layer exactly once, after the routes of all valid positions
+ * are known and before forward_layer returns, on the thread that called forward_layer.
+ * It must not call the backend. Returns REAP_OK to go on; any other value stops
+ * forward_layer, which returns that value (the layer may then be partly applied to the
+ * hidden states). */
+typedef int (*reap_routes_cb)(void *ud, const reap_routes *routes);
+
+/* CUDA attention kernel (reap_backend_opts.attn). */
+enum {
+    REAP_CUDA_ATTN_AUTO = 0, /* the tiled kernel where supported (bf16, head_dim 16, 32,
+                                64, 128), else score matrices */
+    REAP_CUDA_ATTN_GEMM = 1  /* score matrices always (the reference path) */
+};
+
+/* CUDA routed-expert GEMMs (reap_backend_opts.experts). */
+enum {
+    REAP_CUDA_EXPERTS_LOOP = 0,    /* one cuBLAS call per expert and projection */
+    REAP_CUDA_EXPERTS_GROUPED = 1  /* one cublasGemmGroupedBatchedEx call per projection */
+};
+
+/* Every choice a backend makes comes from here (backends read no environment; the
+ * commands fill this struct from flags, environment and .env files). Zero-initialised
+ * means the defaults. */
 typedef struct reap_backend_opts {
     int threads;        /* CPU worker threads (0: all cores) */
     int batch_rows;     /* rows per attention micro-batch (0: backend chooses) */
     int device;         /* accelerator index (CUDA) */
     int precision;      /* REAP_PRECISION_* (CUDA: fp32 or bf16 math; CPU ignores) */
-    /* Device memory planning (CUDA; the CPU backend ignores these). 0 = auto: the
-     * environment variable in brackets when set, else the default. */
-    double vram_gb;     /* device memory to plan for, GB of 1e9 bytes [REAP_VRAM_GB];
-                           auto: the device's free memory */
-    double vram_buffer; /* fraction of it left unused [REAP_VRAM_BUFFER]; auto: 0.10;
-                           negative: none */
+    /* Device memory planning (CUDA; the CPU backend ignores these). */
+    double vram_gb;     /* device memory to plan for, GB of 1e9 bytes; 0: the device's
+                           free memory */
+    double vram_buffer; /* fraction of it left unused, at most 0.9; 0: 0.10; negative:
+                           none */
     int prefetch_layers;/* layers whose weights are uploaded ahead while the current
-                           one computes [REAP_PARALLEL_LAYERS]; auto: 1; negative: none */
+                           one computes, at most 8; 0: 1; negative: none */
+    int attn;           /* REAP_CUDA_ATTN_* (CUDA) */
+    int experts;        /* REAP_CUDA_EXPERTS_* (CUDA) */
+    int profile;        /* 1: print the memory plan at init and per-phase GPU times of
+                           every layer on stderr (CUDA) */
+    reap_routes_cb on_routes; /* optional observer of every MoE layer's routes (NULL:
+                                 none; the CUDA backend then copies no routes to the
+                                 host) */
+    void *routes_ud;          /* passed to on_routes */
 } reap_backend_opts;
 
 enum { REAP_PRECISION_FP32 = 0, REAP_PRECISION_BF16 = 1 };

@@ -10,17 +10,13 @@
 #include "reap_err.h"
 #include "weights.h"
 
-/* Layers prefetched ahead: opts value, else REAP_PARALLEL_LAYERS, else 1; <= 0: none. */
+/* Layers prefetched ahead (reap_backend_opts.prefetch_layers): 0 means 1; < 0: none. */
 static int prefetch_depth(const reap_backend_i *be, const reap_backend_opts *o)
 {
     int p = o->prefetch_layers;
     if (!be->prefetch_layer || p < 0)
         return 0;
-    if (p == 0) {
-        const char *env = getenv("REAP_PARALLEL_LAYERS");
-        p = env && *env ? atoi(env) : 1;
-    }
-    return p > 0 ? p : 0;
+    return p == 0 ? 1 : p;
 }
 
 /* Queue layers next..last for upload (views are looked up, handed over, released). */

@@ -5,14 +5,11 @@
  * Dimension legend: T = n_rows * seq_len positions, Nv valid positions (mask 1),
  * H hidden, E experts, K experts per token.
  *
- * Routing probe: the backend interface exposes hidden states only between layers, so
- * for each MoE layer the probe runs the layer once with its MLP replaced by a dense MLP
- * whose weights are all zero (output exactly 0), which leaves x' = x + attention(x)
- * in the backend; the router is then applied on the CPU exactly as the CPU backend
- * does (rmsnorm with post_attention_layernorm, cpu_matmul_bt in row blocks of 256,
- * softmax/top-K with ties to the lower index), the hidden states are restored and the
- * real layer runs. With the CPU backend the recorded routes are the ones it uses.
- * Cost: one extra attention pass per MoE layer when routes are wanted.
+ * Routes: the backend reports each MoE layer's routes itself, through its observer
+ * (reap_backend_opts.on_routes, backend.h), so the recorded routes are exactly the ones
+ * the backend used, on every backend, at no extra compute. The final RMSNorm is applied on
+ * the host copy of the last layer's output (cpu_rmsnorm; the backend interface covers the
+ * decoder layers only).
  *
  * Thread rules: one call runs on the calling thread (plus the backend's workers).
  */
@@ -30,7 +27,9 @@
 typedef struct reap_probe_opts {
     const reap_backend_i *backend;  /* NULL: CPU */
     reap_backend_opts backend_opts;
-    int want_routes;                /* 1: record routes at every MoE layer */
+    int want_routes;                /* 1: record routes at every MoE layer (this sets
+                                       backend_opts.on_routes; one given there is
+                                       replaced) */
     reap_hidden_cb on_layer;        /* optional: hidden states [T, H] leaving every layer
                                        (the last one too), before the final norm */
     void *ud;

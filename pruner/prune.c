@@ -283,7 +283,8 @@ int reap_prune(const reap_prune_opts *o, reap_prune_result *res)
     prune_cb cb = {o, hasher, tmpdir, in_real};
     t0 = now_s();
     if ((rc = reap_rewrite_checkpoint(ck, &cfg, &res->ks, tmpdir, cb_progress, cb_shard_done,
-                                      &cb, &res->rewrite)))
+                                      &cb, o->no_space_check ? REAP_REWRITE_NO_SPACE_CHECK : 0,
+                                      &res->rewrite)))
         goto fail;
     res->seconds_rewrite = now_s() - t0;
     if ((rc = reap_metadata_write(tmpdir, &cfg, &res->ks, o->model_id, o->calib_ids,

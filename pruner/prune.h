@@ -66,6 +66,8 @@ typedef struct reap_prune_opts {
     reap_leftover_fn leftover;         /* hears of each leftover of a dead writer of this
                                           output (removed, restored, in use); may be NULL */
     void *leftover_ud;
+    int no_space_check;                /* 1: skip the rewrite's free-space check (file
+                                          systems that misreport free space) */
 } reap_prune_opts;
 
 typedef struct reap_prune_result {

@@ -126,6 +126,7 @@ static int cmd_prune(int argc, char **argv)
                *vcalib = NULL, *store_dir = NULL;
     long vseq = 0, vsamples = 0, threads = 0;
     int protect = 0, force = 0, verify = 0, quiet = 0, help = 0, foreign_ok = 0;
+    int no_space_check = 0;
     const cli_opt opts[] = {
         {"model", "REAP_MODEL_PATH", CLI_STR, NULL, "input checkpoint directory", &model, 1},
         {"stats-json", "REAP_STATS_JSON", CLI_STR, NULL, "statistics (reap-scorer run "
@@ -162,6 +163,9 @@ static int cmd_prune(int argc, char **argv)
          "identifies the input (without it the input is hashed before the rewrite)",
          &store_dir, 0},
         {"quiet", NULL, CLI_FLAG, NULL, "no progress on stderr", &quiet, 0},
+        {"no-space-check", "REAP_NO_SPACE_CHECK", CLI_FLAG, NULL, "skip the "
+         "free-space check before writing the output (file systems that misreport free "
+         "space)", &no_space_check, 0},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     char err[512], id_hex[65];
@@ -236,6 +240,7 @@ static int cmd_prune(int argc, char **argv)
     po.verify = verify;
     po.verify_rows = vcalib ? &rows : NULL;
     po.probe.backend_opts.threads = (int)threads;
+    po.no_space_check = no_space_check;
     po.progress = quiet ? NULL : on_progress;
     po.ud = &last;
     if ((rc = reap_prune(&po, &res)))

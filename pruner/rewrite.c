@@ -785,7 +785,7 @@ static int copy_other_files(const char *in_dir, const reap_roots *roots, const c
 int reap_rewrite_checkpoint(const reap_ckpt *ck, const reap_config *cfg,
                             const reap_keepset *ks, const char *out_dir,
                             reap_rewrite_progress_fn progress,
-                            reap_rewrite_file_fn shard_done, void *ud,
+                            reap_rewrite_file_fn shard_done, void *ud, unsigned flags,
                             reap_rewrite_result *res)
 {
     int rc = REAP_OK;
@@ -843,7 +843,8 @@ int reap_rewrite_checkpoint(const reap_ckpt *ck, const reap_config *cfg,
 
     /* Shard headers, the index, config and other files come on top of the tensor
      * data: a 1% + 64 MiB allowance covers them. */
-    if ((rc = reap_check_free_space(out_dir, res->bytes_out + res->bytes_out / 100 +
+    if (!(flags & REAP_REWRITE_NO_SPACE_CHECK) &&
+        (rc = reap_check_free_space(out_dir, res->bytes_out + res->bytes_out / 100 +
                                                  ((uint64_t)64 << 20),
                                     "the pruned checkpoint")))
         goto done;

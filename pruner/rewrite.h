@@ -83,9 +83,15 @@ typedef struct reap_rewrite_result {
     char skipped[1024];       /* names not copied, comma separated ("" if none) */
 } reap_rewrite_result;
 
+/* reap_rewrite_checkpoint flags. */
+#define REAP_REWRITE_NO_SPACE_CHECK 1u /* skip the free-space check before writing */
+
 /* Rewrite checkpoint `ck` (directory reap_ckpt_dir(ck), configuration `cfg`) pruned to
  * `ks` into the existing directory `out_dir` (normally a fresh temporary directory; files
  * of the same names are replaced). Every file written is fsynced, and so is out_dir.
+ * Before the first byte, the planned size (+1% + 64 MiB) is checked against the free
+ * space of out_dir's file system (reap_check_free_space) unless `flags` has
+ * REAP_REWRITE_NO_SPACE_CHECK (0: check).
  * `progress` and `shard_done` may be NULL (both get `ud`). `res` may be NULL.
  * Returns REAP_OK, REAP_E_FORMAT (a fused or router tensor whose dim 0 is not E, an
  * expert index >= E, config.json without an expert-count key), REAP_E_INVALID (keep
@@ -93,7 +99,7 @@ typedef struct reap_rewrite_result {
 int reap_rewrite_checkpoint(const reap_ckpt *ck, const reap_config *cfg,
                             const reap_keepset *ks, const char *out_dir,
                             reap_rewrite_progress_fn progress,
-                            reap_rewrite_file_fn shard_done, void *ud,
+                            reap_rewrite_file_fn shard_done, void *ud, unsigned flags,
                             reap_rewrite_result *res);
 
 /* Write `src` config.json to `dst` with the expert count set to n_experts as described

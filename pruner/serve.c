@@ -57,6 +57,7 @@ typedef struct pruner_svc {
     const char *ratio_default;       /* text, may be NULL */
     reap_criterion criterion_default;
     long threads, max_prunes;
+    int no_space_check;              /* --no-space-check */
     pthread_mutex_t mu;              /* guards active[] */
     char **active;                   /* output paths being written */
     int n_active;
@@ -478,6 +479,7 @@ static int h_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
         .leftover = log_leftover,
     };
     po.probe.backend_opts.threads = (int)S->threads;
+    po.no_space_check = S->no_space_check;
     /* The manifest's input digests are the identity's (just checked against the files'
      * device, inode, size, mtime and ctime): the input is not read a second time. */
     if ((known = svc_known_inputs(&mi))) {
@@ -752,7 +754,7 @@ int pruner_cmd_serve(int argc, char **argv)
     const char *store_dir = NULL, *env_file = NULL, *key_path = NULL, *pub_path = NULL,
                *criterion = NULL;
     cli_list model_roots = {0}, output_roots = {0};
-    cli_opt opts[RPC_SERVER_CLI_N + 12];
+    cli_opt opts[RPC_SERVER_CLI_N + 13];
     char err[1024];
     int n, help = 0, rc, ex = 1;
     reap_store_opts sto = {.create = 1};
@@ -786,6 +788,9 @@ int pruner_cmd_serve(int argc, char **argv)
          "cores)", &S.threads, 0},
         {"max-prunes", "REAP_MAX_PRUNES", CLI_INT, "1", "prunes at once (more: "
          "RESOURCE_EXHAUSTED)", &S.max_prunes, 0},
+        {"no-space-check", "REAP_NO_SPACE_CHECK", CLI_FLAG, NULL, "skip the "
+         "free-space check before writing the output (file systems that misreport free "
+         "space)", &S.no_space_check, 0},
         {"env-file", "REAP_ENV_FILE", CLI_ENVFILE, ".env", "read KEY=VALUE settings from "
          "this file (missing default: ignored)", &env_file, 0},
     };

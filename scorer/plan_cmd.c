@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "backend_cli.h"
 #include "cli.h"
 #include "config.h"
 #include "cuda/cuda_plan.h"
@@ -23,27 +24,27 @@ static void line(const char *what, long long bytes)
 int scorer_cmd_plan(int argc, char **argv)
 {
     const char *model = NULL, *precision = NULL;
-    long seq_len = 0, n_rows = 0, batch = 0, prefetch = 0, device = 0;
-    double vram_gb = 0, vram_buffer = 0;
+    long seq_len = 0, n_rows = 0, batch = 0, device = 0;
     int help = 0;
-    const cli_opt opts[] = {
+    scorer_backend_cli bcli;
+    reap_backend_opts bo = {0};
+    const cli_opt mine[] = {
         {"model", "REAP_MODEL_PATH", CLI_STR, NULL, "checkpoint directory (only config.json "
          "is read)", &model, 1},
         {"rows", NULL, CLI_INT, NULL, "calibration rows", &n_rows, 1},
         {"seq-len", "REAP_SEQ_LEN", CLI_INT, "2048", "positions per row", &seq_len, 0},
         {"precision", "REAP_PRECISION", CLI_STR, "bf16", "CUDA math: fp32 or bf16",
          &precision, 0},
-        {"vram-gb", "REAP_VRAM_GB", CLI_DOUBLE, "0", "device memory to plan for, GB (0: the "
-         "device's free memory, or 140 without a device)", &vram_gb, 0},
-        {"vram-buffer", "REAP_VRAM_BUFFER", CLI_DOUBLE, "0.10", "fraction of it left unused",
-         &vram_buffer, 0},
-        {"prefetch", "REAP_PARALLEL_LAYERS", CLI_INT, "1", "layers uploaded ahead", &prefetch,
-         0},
         {"batch-rows", NULL, CLI_INT, "0", "force the micro-batch (0: choose)", &batch, 0},
         {"device", "REAP_DEVICE", CLI_INT, "0", "CUDA device whose free memory is used",
          &device, 0},
     };
-    const int n_opts = (int)(sizeof opts / sizeof opts[0]);
+    /* the backend's options (--vram-gb 0 here: the device's free memory, or 140 GB
+     * without a device) */
+    cli_opt opts[sizeof mine / sizeof mine[0] + SCORER_BACKEND_CLI_N];
+    int n_opts = (int)(sizeof mine / sizeof mine[0]);
+    memcpy(opts, mine, sizeof mine);
+    n_opts += scorer_backend_cli_options(&bcli, opts + n_opts, SCORER_BACKEND_CLI_N);
     char err[512], path[4096];
     reap_config cfg = {0};
     reap_cuda_settings st;
@@ -59,10 +60,13 @@ int scorer_cmd_plan(int argc, char **argv)
                   n_opts);
         return 0;
     }
-    if (n_rows < 1 || n_rows > 1 << 24 || seq_len < 1 || seq_len > 1 << 20 || batch < 0 ||
-        prefetch < 0 || prefetch > 8 || vram_gb < 0 || vram_buffer < 0 || vram_buffer > 0.9) {
-        fprintf(stderr, "reap-scorer plan: --rows and --seq-len must be >= 1, --prefetch "
-                        "0..8, --vram-gb >= 0, --vram-buffer 0..0.9\n");
+    if (n_rows < 1 || n_rows > 1 << 24 || seq_len < 1 || seq_len > 1 << 20 || batch < 0) {
+        fprintf(stderr, "reap-scorer plan: --rows and --seq-len must be >= 1, --batch-rows "
+                        ">= 0\n");
+        return 2;
+    }
+    if (scorer_backend_cli_apply(&bcli, &bo, err, sizeof err)) {
+        fprintf(stderr, "reap-scorer plan: %s\n", err);
         return 2;
     }
     if (strcmp(precision, "fp32") && strcmp(precision, "bf16")) {
@@ -76,16 +80,14 @@ int scorer_cmd_plan(int argc, char **argv)
     /* the budget: --vram-gb, else the device's free memory, else the seed's 140 GB */
     int64_t fr = 0, tot = 0;
     const char *source = "--vram-gb / REAP_VRAM_GB";
-    if (vram_gb <= 0) {
+    if (bo.vram_gb <= 0) {
         if (reap_cuda_mem_info((int)device, &fr, &tot) == REAP_OK) {
             source = "free memory of CUDA device";
         } else {
-            vram_gb = SEED_VRAM_GB;
+            bo.vram_gb = SEED_VRAM_GB;
             source = "no CUDA device here: assumed";
         }
     }
-    reap_backend_opts bo = {.vram_gb = vram_gb, .vram_buffer = vram_buffer > 0 ? vram_buffer : -1,
-                            .prefetch_layers = prefetch > 0 ? (int)prefetch : -1};
     if ((rc = reap_cuda_settings_resolve(&bo, &st)))
         goto fail;
     reap_cuda_plan_req req = {.n_rows = (int)n_rows, .seq_len = (int)seq_len,

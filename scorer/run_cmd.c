@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "backend_cli.h"
 #include "calib.h"
 #include "checkpoint.h"
 #include "cli.h"
@@ -149,7 +150,9 @@ int scorer_cmd_run(int argc, char **argv)
     scorer_layer_gate gate;
     long seq_len = 0, max_samples = 0, batch = 0, threads = 0, ckpt_every = 0, seed = 0;
     int no_pack = 0, quiet = 0, table = 0, help = 0, force = 0, shuffle = 0;
-    const cli_opt opts[] = {
+    int no_space_check = 0;
+    scorer_backend_cli bcli;
+    const cli_opt mine[] = {
         {"model", "REAP_MODEL_PATH", CLI_STR, NULL, "checkpoint directory (config.json, "
          "safetensors shards)", &model, 1},
         {"calib", "REAP_CALIBRATION_PATH", CLI_STR, NULL, "calibration file: JSON Lines or "
@@ -183,11 +186,18 @@ int scorer_cmd_run(int argc, char **argv)
          &stats_json, 0},
         {"table", NULL, CLI_FLAG, NULL, "print a per-layer summary table", &table, 0},
         {"quiet", NULL, CLI_FLAG, NULL, "no per-layer progress on stderr", &quiet, 0},
+        {"no-space-check", "REAP_NO_SPACE_CHECK", CLI_FLAG, NULL, "with --store: "
+         "hidden-state checkpoints skip the free-space check (file systems that "
+         "misreport free space)", &no_space_check, 0},
         {"layer-gate", NULL, CLI_STR, NULL, "for tests: a FIFO; before each layer the run "
          "reads one byte from it (closing the writer opens it for good)", &gate_path, 0},
     };
-    const int n_opts = (int)(sizeof opts / sizeof opts[0]);
+    cli_opt opts[sizeof mine / sizeof mine[0] + SCORER_BACKEND_CLI_N];
+    int n_opts = (int)(sizeof mine / sizeof mine[0]);
+    memcpy(opts, mine, sizeof mine);
+    n_opts += scorer_backend_cli_options(&bcli, opts + n_opts, SCORER_BACKEND_CLI_N);
     char err[512];
+    reap_backend_opts bopts = {0};
     reap_store *st = NULL;
     reap_score_result res = {0};
     int rc = REAP_OK;
@@ -207,7 +217,8 @@ int scorer_cmd_run(int argc, char **argv)
                         "--threads, --max-samples and --checkpoint-every >= 0\n");
         return 2;
     }
-    if (cli_shuffle_seed(seed_s, shuffle, &seed, err, sizeof err)) {
+    if (cli_shuffle_seed(seed_s, shuffle, &seed, err, sizeof err) ||
+        scorer_backend_cli_apply(&bcli, &bopts, err, sizeof err)) {
         fprintf(stderr, "reap-scorer run: %s\n", err);
         return 2;
     }
@@ -228,7 +239,7 @@ int scorer_cmd_run(int argc, char **argv)
     }
     scorer_layer_gate_init(&gate, gate_path);
     if (store_dir) {
-        reap_store_opts so = {.create = 1};
+        reap_store_opts so = {.create = 1, .no_space_check = no_space_check};
         if ((rc = reap_store_open(store_dir, &so, &st)))
             goto fail;
     }
@@ -240,6 +251,9 @@ int scorer_cmd_run(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     run_progress prog = {0, quiet, store_dir, &gate};
+    bopts.threads = (int)threads;
+    bopts.batch_rows = (int)batch;
+    bopts.precision = strcmp(precision, "bf16") ? REAP_PRECISION_FP32 : REAP_PRECISION_BF16;
     reap_score_job_opts jo = {
         .model_dir = model,
         .calib_path = calib,
@@ -250,9 +264,7 @@ int scorer_cmd_run(int argc, char **argv)
         .pack = !no_pack,
         .max_samples = max_samples,
         .backend = be,
-        .backend_opts = {.threads = (int)threads, .batch_rows = (int)batch,
-                         .precision = strcmp(precision, "bf16") ? REAP_PRECISION_FP32
-                                                                 : REAP_PRECISION_BF16},
+        .backend_opts = bopts,
         .store = st,
         .force = force,
         .checkpoint_every = (int)ckpt_every,

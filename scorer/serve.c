@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "backend_cli.h"
 #include "catalog.h"
 #include "cli.h"
 #include "config.h"
@@ -905,9 +906,10 @@ int scorer_cmd_serve(int argc, char **argv)
     const char *gate_path = NULL;
     scorer_layer_gate gate;
     cli_list model_roots = {0}, calib_roots = {0};
-    long threads = 0, prefetch = 0, ckpt_every = 0, max_runs = 0, max_queued = 0, resume = 1;
-    double vram_gb = 0, vram_buffer = 0;
-    cli_opt opts[RPC_SERVER_CLI_N + 20];
+    long threads = 0, ckpt_every = 0, max_runs = 0, max_queued = 0, resume = 1;
+    scorer_backend_cli bcli;
+    reap_backend_opts bopts = {0};
+    cli_opt opts[RPC_SERVER_CLI_N + SCORER_BACKEND_CLI_N + 20];
     char err[1024];
     int n, help = 0, rc, ex = 1;
     reap_store_opts sto = {.create = 1};
@@ -937,14 +939,11 @@ int scorer_cmd_serve(int argc, char **argv)
          "that do not give max_samples (0: all)", &S.max_samples, 0},
         {"batch-size", "REAP_BATCH_SIZE", CLI_INT, "0", "default rows per micro-batch (0: "
          "the backend chooses: 8 on CPU, the memory plan on CUDA)", &S.batch, 0},
-        {"parallel-layers", "REAP_PARALLEL_LAYERS", CLI_INT, "0", "layers whose weights "
-         "are prefetched ahead (CUDA; 0: auto)", &prefetch, 0},
-        {"vram-gb", "REAP_VRAM_GB", CLI_DOUBLE, "0", "device memory to plan for, GB (0: the "
-         "free memory)", &vram_gb, 0},
-        {"vram-buffer", "REAP_VRAM_BUFFER", CLI_DOUBLE, "0", "fraction of it left unused "
-         "(0: 0.10)", &vram_buffer, 0},
         {"checkpoint-every", "REAP_CHECKPOINT_EVERY", CLI_INT, "4", "hidden-state "
          "checkpoint every N layers (0: none)", &ckpt_every, 0},
+        {"no-space-check", "REAP_NO_SPACE_CHECK", CLI_FLAG, NULL, "hidden-state "
+         "checkpoints skip the free-space check (file systems that misreport free space)",
+         &sto.no_space_check, 0},
         {"max-runs", "REAP_MAX_RUNS", CLI_INT, "1", "scoring runs at once", &max_runs, 0},
         {"max-queued-runs", "REAP_MAX_QUEUED_RUNS", CLI_INT, "4", "runs waiting for a "
          "worker before RESOURCE_EXHAUSTED (0: none)", &max_queued, 0},
@@ -958,6 +957,7 @@ int scorer_cmd_serve(int argc, char **argv)
     };
     for (size_t i = 0; i < sizeof mine / sizeof mine[0]; i++)
         opts[n++] = mine[i];
+    n += scorer_backend_cli_options(&bcli, opts + n, SCORER_BACKEND_CLI_N);
     const char *usage = "usage: reap-scorer serve --store DIR --model-root DIR "
                         "--calib-root DIR [options]\n\nServe reap.v1.Scorer and "
                         "grpc.health.v1 (flag > environment > .env file > default)";
@@ -989,6 +989,13 @@ int scorer_cmd_serve(int argc, char **argv)
         fprintf(stderr, "%s: --precision must be fp32 or bf16\n", PROG);
         goto usage_fail;
     }
+    if (scorer_backend_cli_apply(&bcli, &bopts, err, sizeof err)) {
+        fprintf(stderr, "%s: %s\n", PROG, err);
+        goto usage_fail;
+    }
+    bopts.threads = (int)threads;
+    bopts.batch_rows = (int)S.batch;
+    bopts.precision = strcmp(precision, "bf16") ? REAP_PRECISION_FP32 : REAP_PRECISION_BF16;
     if (svc_roots(&S.model_roots, "--model-root", &model_roots, err, sizeof err) ||
         svc_roots(&S.calib_roots, "--calib-root", &calib_roots, err, sizeof err)) {
         fprintf(stderr, "%s: %s\n", PROG, err);
@@ -1020,11 +1027,7 @@ int scorer_cmd_serve(int argc, char **argv)
         .max_queued = max_queued ? (int)max_queued : -1,
         .checkpoint_every = (int)ckpt_every,
         .hash_threads = (int)threads,
-        .backend_opts = {.threads = (int)threads, .batch_rows = (int)S.batch,
-                         .precision = strcmp(precision, "bf16") ? REAP_PRECISION_FP32
-                                                                 : REAP_PRECISION_BF16,
-                         .vram_gb = vram_gb, .vram_buffer = vram_buffer,
-                         .prefetch_layers = (int)prefetch},
+        .backend_opts = bopts,
     };
     if ((rc = reap_rm_create(&ro, &S.rm))) {
         fprintf(stderr, "%s: %s\n", PROG, reap_err_msg());

@@ -5,7 +5,8 @@
 # logs to $OUT (or ./device-out when OUT is unset):
 #   nvidia-smi.txt, test_cuda_backend.log, bench_cuda.log, sanitizer.log, summary.txt
 # Timeouts (seconds): TEST_TIMEOUT 150, BENCH_TIMEOUT 180, SANITIZE_TIMEOUT 60 (0: skip).
-# REAP_CUDA_PROFILE=1 makes the backend print per-phase GPU times per layer (stderr).
+# REAP_CUDA_PROFILE=1 (or the bench argument --cuda-profile) makes bench_cuda ask the
+# backend for per-phase GPU times per layer (stderr).
 # Usage: scripts/device-check.sh [bench arguments...]
 # Exit status: that of the test (the benchmark's failure is reported in summary.txt).
 set -uo pipefail

@@ -21,8 +21,8 @@ if cmake --build "$BUILD" --target bench_cuda >/dev/null 2>&1; then
   cp "$BUILD/bin/bench_cuda" "$OUTD/bin/" 2>/dev/null || cp "$(find "$BUILD" -name bench_cuda -type f | head -1)" "$OUTD/bin/"
 else
   CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
-  gcc -O2 -std=c11 -Wall -Wextra -D_GNU_SOURCE -I model -I common -I "$CUDA_HOME/include" \
-    bench/gpu/bench_cuda.c "$BUILD/model/cuda/libreap_cuda.a" "$BUILD/model/libreap_model.a" \
+  gcc -O2 -std=c11 -Wall -Wextra -D_GNU_SOURCE -I model -I common -I scorer -I "$CUDA_HOME/include" \
+    bench/gpu/bench_cuda.c scorer/backend_cli.c "$BUILD/model/cuda/libreap_cuda.a" "$BUILD/model/libreap_model.a" \
     "$BUILD/common/libreap_common.a" -L"$CUDA_HOME/lib64" -lcublas -lcudart_static \
     $(pkg-config --libs jansson openblas) -lpthread -ldl -lrt -lm -lstdc++ \
     -o "$OUTD/bin/bench_cuda"

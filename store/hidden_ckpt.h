@@ -34,7 +34,7 @@
 
 /* Write the checkpoint of `layer` (hidden [T, H]) and remove older ones of the pair.
  * Refused before writing when the folder's file system has less free space than the file
- * needs (reap_check_free_space).
+ * needs (reap_check_free_space), unless the store was opened with no_space_check.
  * REAP_OK, REAP_E_IO (disk full, permissions: the message names the file),
  * REAP_E_INVALID (bad sizes), REAP_E_NOMEM. */
 int reap_hidden_ckpt_write(reap_store *s, const reap_id *model, const reap_id *calib,

@@ -477,6 +477,7 @@ int reap_store_open(const char *dir, const reap_store_opts *opts, reap_store **o
         goto fail;
     }
     s->readonly = o.readonly;
+    s->no_space_check = o.no_space_check;
     if (pthread_rwlock_init(&s->map_lock, NULL)) {
         rc = reap_err_set(REAP_E_NOMEM, "%s: lock", dir);
         goto fail;

@@ -65,6 +65,8 @@ typedef struct reap_store_opts {
     int create;          /* 1: create the directory / store if absent (not with readonly) */
     int readonly;        /* 1: MDB_RDONLY; write functions fail with REAP_E_INVALID */
     size_t map_size;     /* initial map size in bytes (0: 1 GiB); grows as needed */
+    int no_space_check;  /* 1: hidden-state checkpoints skip their free-space check (file
+                            systems that misreport free space; hidden_ckpt.h) */
 } reap_store_opts;
 
 /* Open (or create) the store in directory `dir`. opts NULL: {create 0, readonly 0}.

@@ -22,6 +22,7 @@ struct reap_store {
     char *dir;
     char *fault_ctx;   /* fault.h context while a transaction of this store is open */
     int readonly;
+    int no_space_check;  /* reap_store_opts.no_space_check */
     pthread_rwlock_t map_lock;
 };
 

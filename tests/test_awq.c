@@ -674,7 +674,8 @@ static void test_prune(void)
     CHECK(ks.n_keep == 8);
     CHECK(mkdir(sp("prune-out"), 0755) == 0 || errno == EEXIST);
     reap_rewrite_result res;
-    CHECK_RC(reap_rewrite_checkpoint(m.ck, &m.cfg, &ks, sp("prune-out"), NULL, NULL, NULL, &res),
+    CHECK_RC(reap_rewrite_checkpoint(m.ck, &m.cfg, &ks, sp("prune-out"), NULL, NULL, NULL, 0,
+                                     &res),
              REAP_OK);
     CHECK_RC(reap_verify_structural(sp("prune-out"), m.ck, &m.cfg, &ks, NULL), REAP_OK);
     CHECK_RC(open_model(sp("prune-out"), &o), REAP_OK);

@@ -15,11 +15,14 @@
  * bit-identical, a different chunk size agrees within tolerance, a NaN weight and an
  * impossible memory request give REAP_E_NUMERIC / REAP_E_NOMEM with clear messages.
  * Fast paths against their references: the tiled bf16 attention kernel against the
- * score-matrix path (REAP_CUDA_ATTN=gemm) and the CPU on head dims 128 and 64 with GQA
- * and packing gaps; prefetched uploads (prefetch_layer, 1 and 2 layers ahead, in order
- * and out of order) bit-identical to direct uploads; grouped expert GEMMs against the
- * per-expert calls. The memory planner (no device needed): micro-batch, prefetch depth,
- * peak within the budget, REAP_E_NOMEM when one row cannot fit.
+ * score-matrix path (reap_backend_opts.attn = REAP_CUDA_ATTN_GEMM) and the CPU on head
+ * dims 128 and 64 with GQA and packing gaps; prefetched uploads (prefetch_layer, 1 and 2
+ * layers ahead, in order and out of order) bit-identical to direct uploads; grouped
+ * expert GEMMs (REAP_CUDA_EXPERTS_GROUPED) against the per-expert calls; the routes
+ * observer's routes (reap_engine_probe) equal to the CPU backend's in fp32. The memory
+ * planner (no device needed): micro-batch, prefetch depth, peak within the budget,
+ * REAP_E_NOMEM when one row cannot fit; its settings come from reap_backend_opts alone
+ * (a variable in the environment changes nothing).
  *
  * Without a CUDA build it prints "SKIPPED: ..." and returns 77 (ctest
  * SKIP_RETURN_CODE), never PASS; without a device it runs the planner checks, then
@@ -38,21 +41,28 @@
 #include "cuda/cuda_plan.h"
 #include "config.h"
 #include "engine.h"
+#include "engine_hidden.h"
 #include "genmodel.h"
 #include "reap_err.h"
 #include "test_fixtures.h"
 #include "test_util.h"
 #include "weights.h"
 
-static int score(loaded *l, const reap_backend_i *be, int precision, int batch_rows,
-                 reap_layer_stats **st, int *n)
+static int score_opts(loaded *l, const reap_backend_i *be, const reap_backend_opts *bo,
+                      reap_layer_stats **st, int *n)
 {
-    reap_engine_opts o = {.backend = be,
-                          .backend_opts = {.threads = 0, .batch_rows = batch_rows,
-                                           .device = 0, .precision = precision}};
+    reap_engine_opts o = {.backend = be, .backend_opts = *bo};
     *st = NULL;
     *n = 0;
     return reap_engine_score(l->ck, &l->cfg, &l->rows, &o, st, n);
+}
+
+static int score(loaded *l, const reap_backend_i *be, int precision, int batch_rows,
+                 reap_layer_stats **st, int *n)
+{
+    const reap_backend_opts bo = {.threads = 0, .batch_rows = batch_rows, .device = 0,
+                                  .precision = precision};
+    return score_opts(l, be, &bo, st, n);
 }
 
 /* Drive the CUDA backend directly, layer by layer, calling prefetch_layer after each
@@ -431,11 +441,11 @@ static void test_bf16_keep_sets(void)
 }
 
 /* Final hidden states [T, H] of the whole model on the CUDA backend (engine order, no
- * prefetch). */
-static int cuda_hidden(loaded *l, int precision, float *out)
+ * prefetch) with attention kernel `attn` (REAP_CUDA_ATTN_*). */
+static int cuda_hidden(loaded *l, int precision, int attn, float *out)
 {
     const reap_backend_i *be = reap_backend_cuda();
-    reap_backend_opts o = {.device = 0, .precision = precision};
+    reap_backend_opts o = {.device = 0, .precision = precision, .attn = attn};
     void *ctx = NULL;
     const st_tensor *embed;
     int rc;
@@ -504,10 +514,8 @@ static void test_flash_attention(void)
         float *a = malloc((size_t)TH * sizeof(float)), *b = malloc((size_t)TH * sizeof(float));
         CHECK(a && b);
         if (a && b) {
-            CHECK_RC(cuda_hidden(&l, REAP_PRECISION_BF16, a), REAP_OK);
-            setenv("REAP_CUDA_ATTN", "gemm", 1);
-            CHECK_RC(cuda_hidden(&l, REAP_PRECISION_BF16, b), REAP_OK);
-            unsetenv("REAP_CUDA_ATTN");
+            CHECK_RC(cuda_hidden(&l, REAP_PRECISION_BF16, REAP_CUDA_ATTN_AUTO, a), REAP_OK);
+            CHECK_RC(cuda_hidden(&l, REAP_PRECISION_BF16, REAP_CUDA_ATTN_GEMM, b), REAP_OK);
             /* both paths round to bf16 at different points (unnormalised vs normalised
              * probabilities), and over two layers a few routing flips follow, so the
              * bound is the bf16-vs-CPU one (measured on an H200: 7.8e-3 at hd 128,
@@ -554,9 +562,9 @@ static void test_prefetch_and_grouped(void)
                           m->name, prec ? "bf16" : "fp32", modes[k][0], modes[k][1]);
                 free_stats(b, nb);
             }
-            setenv("REAP_CUDA_EXPERTS", "grouped", 1);
-            int rc = score(&l, reap_backend_cuda(), prec, 0, &b, &nb);
-            unsetenv("REAP_CUDA_EXPERTS");
+            const reap_backend_opts grouped = {.precision = prec,
+                                               .experts = REAP_CUDA_EXPERTS_GROUPED};
+            int rc = score_opts(&l, reap_backend_cuda(), &grouped, &b, &nb);
             if (rc == REAP_E_DEVICE && strstr(reap_err_msg(), "NOT_SUPPORTED")) {
                 printf("  %s: grouped GEMM not supported here: %s\n", m->name, reap_err_msg());
             } else {
@@ -625,24 +633,79 @@ static void test_plan(void)
     CHECK_RC(reap_cuda_plan_make(&cfg, &req, &p), REAP_E_NOMEM);
     CHECK_ERRMSG("bytes of device memory needed for 1 row");
     CHECK_ERRMSG("budget");
-    /* settings: options beat the environment; malformed environment values are named */
+    /* settings: the options' values, their defaults, invalid values named */
     reap_cuda_settings st;
     reap_backend_opts o = {.vram_gb = 80, .vram_buffer = 0.2, .prefetch_layers = 2};
-    setenv("REAP_VRAM_GB", "140", 1);
     CHECK_RC(reap_cuda_settings_resolve(&o, &st), REAP_OK);
-    CHECK(st.vram_gb == 80 && st.vram_buffer == 0.2 && st.prefetch_layers == 2);
+    CHECK(st.vram_gb == 80 && st.vram_buffer == 0.2 && st.prefetch_layers == 2 &&
+          st.attn_gemm == 0);
     CHECK(reap_cuda_plan_budget(&st, 0) == (int64_t)(80e9 * 0.8));
     CHECK(reap_cuda_plan_budget(&st, (int64_t)50e9) == (int64_t)(50e9 * 0.8));
     memset(&o, 0, sizeof o);
+    /* the environment is the commands' business (scorer/backend_cli.h), not the
+     * backend's: a variable set here changes nothing */
+    setenv("REAP_VRAM_GB", "140", 1);
+    setenv("REAP_CUDA_ATTN", "gemm", 1);
     CHECK_RC(reap_cuda_settings_resolve(&o, &st), REAP_OK);
-    CHECK(st.vram_gb == 140 && st.vram_buffer == 0.10 && st.prefetch_layers == 1);
-    setenv("REAP_VRAM_GB", "lots", 1);
-    CHECK_RC(reap_cuda_settings_resolve(&o, &st), REAP_E_INVALID);
-    CHECK_ERRMSG("REAP_VRAM_GB");
+    CHECK(st.vram_gb == 0 && st.vram_buffer == 0.10 && st.prefetch_layers == 1 &&
+          st.attn_gemm == 0);
     unsetenv("REAP_VRAM_GB");
-    o.prefetch_layers = -1;
+    unsetenv("REAP_CUDA_ATTN");
+    CHECK_RC(reap_cuda_settings_resolve(NULL, &st), REAP_OK);
+    CHECK(st.vram_gb == 0 && st.vram_buffer == 0.10 && st.prefetch_layers == 1);
+    o.attn = REAP_CUDA_ATTN_GEMM;
+    o.prefetch_layers = 12;
     CHECK_RC(reap_cuda_settings_resolve(&o, &st), REAP_OK);
-    CHECK(st.prefetch_layers == 0 && st.vram_gb == 0);
+    CHECK(st.attn_gemm == 1 && st.prefetch_layers == 8);
+    o.attn = 7;
+    CHECK_RC(reap_cuda_settings_resolve(&o, &st), REAP_E_INVALID);
+    CHECK_ERRMSG("attention kernel 7");
+    o.attn = REAP_CUDA_ATTN_AUTO;
+    o.vram_buffer = 0.95;
+    CHECK_RC(reap_cuda_settings_resolve(&o, &st), REAP_E_INVALID);
+    CHECK_ERRMSG("vram_buffer 0.95");
+    o.vram_buffer = 0;
+    o.vram_gb = -1;
+    CHECK_RC(reap_cuda_settings_resolve(&o, &st), REAP_E_INVALID);
+    CHECK_ERRMSG("vram_gb -1");
+    o.vram_gb = 0;
+    o.prefetch_layers = -1;
+    o.vram_buffer = -1;
+    CHECK_RC(reap_cuda_settings_resolve(&o, &st), REAP_OK);
+    CHECK(st.prefetch_layers == 0 && st.vram_gb == 0 && st.vram_buffer == 0.0);
+}
+
+/* The routes observer: in fp32 the CUDA backend reports the routes the CPU backend
+ * reports (ids exact: router inputs are tie-free; weights within 1e-5), chunked (one row
+ * per micro-batch) as well as whole. */
+static void test_routes_observer(void)
+{
+    static const model_case m = {"routes split/dense/gqa4", REAP_FAMILY_QWEN3_MOE,
+                                 REAP_EXPERTS_SPLIT, 3, 72, 8, 2, 16, 12, 3, 37, 53, 1, 1,
+                                 ST_F32, 120, 14, 20, 110};
+    loaded l;
+    make_case(&m, "routes", 700, &l);
+    reap_probe a, b;
+    reap_probe_opts po = {.backend = &reap_backend_cpu, .want_routes = 1};
+    CHECK_RC(reap_engine_probe(l.ck, &l.cfg, &l.rows, &po, &a), REAP_OK);
+    for (int batch = 0; batch <= 1; batch++) {
+        po.backend = reap_backend_cuda();
+        po.backend_opts = (reap_backend_opts){.precision = REAP_PRECISION_FP32,
+                                              .batch_rows = batch};
+        CHECK_RC(reap_engine_probe(l.ck, &l.cfg, &l.rows, &po, &b), REAP_OK);
+        CHECK(b.n_moe == a.n_moe && a.n_moe == 2 && b.n_valid == a.n_valid);
+        if (b.n_moe == a.n_moe && b.n_valid == a.n_valid) {
+            const int64_t n = (int64_t)a.n_moe * a.n_valid * a.K;
+            int64_t differ = 0;
+            for (int64_t i = 0; i < n; i++) differ += a.routes[i] != b.routes[i];
+            CHECK_MSG(differ == 0, "CUDA routes (batch_rows %d): %lld of %lld ids differ "
+                      "from the CPU's", batch, (long long)differ, (long long)n);
+            CHECK(!memcmp(a.moe_layer, b.moe_layer, (size_t)a.n_moe * sizeof(int)));
+        }
+        reap_probe_free(&b);
+    }
+    reap_probe_free(&a);
+    unload(&l);
 }
 
 static void test_errors(void)
@@ -733,6 +796,7 @@ int main(int argc, char **argv)
     test_bf16_keep_sets();
     test_flash_attention();
     test_prefetch_and_grouped();
+    test_routes_observer();
     test_errors();
     TEST_MAIN_END();
 }

@@ -11,18 +11,20 @@
  * E 128 top-8, I 1536), "small" = Qwen3-30B-A3B widths (H 2048, 32/4 heads of 128,
  * E 128 top-8, I 768). Usage:
  *   bench_cuda [--model large|small|both] [--precision bf16|fp32|both] [--layers N]
- *              [--rows R] [--seq S] [--split] [--prefetch N] [--vram-gb G]
- *              [--job-rows R] [--job-layers L] [--no-fp32-gemm]
- * --prefetch N: layers uploaded ahead through prefetch_layer (default 1; 0: none, each
- * load_layer copies synchronously). Per layer it reports the wait in load_layer, the
+ *              [--rows R] [--seq S] [--split] [--job-rows R] [--job-layers L]
+ *              [--no-fp32-gemm] [the backend's options of scorer/backend_cli.h:
+ *              --parallel-layers N, --vram-gb G, --vram-buffer F, --cuda-attn auto|gemm,
+ *              --cuda-experts loop|grouped, --cuda-profile, or their REAP_* variables]
+ * --parallel-layers N: layers uploaded ahead through prefetch_layer (default 1; 0: none,
+ * each load_layer copies synchronously). Per layer it reports the wait in load_layer, the
  * forward time and the wall time per layer (load + forward: with prefetch the upload of
  * layer L+1 overlaps the forward of L). The projection for the full job (--job-rows x
  * seq positions, --job-layers layers; default 300 x 2048 x 94) scales the forward time
  * per token and adds the uploads that compute does not hide.
  * Output: a human-readable table on stdout and one "RESULT ..." line per configuration.
  * Without a CUDA device it prints SKIPPED and exits 77.
- * Environment: REAP_CUDA_ATTN=gemm, REAP_CUDA_EXPERTS=grouped, REAP_CUDA_PROFILE=1 (see
- * model/cuda/backend_cuda.cu).
+ * Environment: REAP_CUDA_ATTN=gemm, REAP_CUDA_EXPERTS=grouped, REAP_CUDA_PROFILE=1 and
+ * the other variables of scorer/backend_cli.h, read here through that option table.
  */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -34,6 +36,8 @@
 #include <time.h>
 
 #include "backend.h"
+#include "backend_cli.h"
+#include "cli.h"
 #include "reap_err.h"
 #include "weights.h"
 
@@ -155,7 +159,7 @@ typedef struct layer_host {
 
 typedef struct bench_opts {
     int n_layers, n_rows, S, split, prefetch, job_rows, job_layers;
-    double vram_gb;
+    reap_backend_opts backend;  /* memory plan, kernels, profiling (backend_cli.h) */
 } bench_opts;
 
 static int run_config(const bench_model *m, int precision, const bench_opts *bo,
@@ -263,8 +267,9 @@ static int run_config(const bench_model *m, int precision, const bench_opts *bo,
     size_t free0 = 0, total = 0, free1 = 0, free_min;
     cudaMemGetInfo(&free0, &total);
     free_min = free0;
-    reap_backend_opts opts = {.device = 0, .precision = precision, .vram_gb = bo->vram_gb,
-                              .prefetch_layers = bo->prefetch > 0 ? bo->prefetch : -1};
+    reap_backend_opts opts = bo->backend;
+    opts.device = 0;
+    opts.precision = precision;
     void *ctx = NULL;
     double t0 = now();
     int rc = be->init(&cfg, &rows, &opts, &ctx);
@@ -389,31 +394,46 @@ static int run_config(const bench_model *m, int precision, const bench_opts *bo,
 
 int main(int argc, char **argv)
 {
-    const char *model = "both", *prec = "both";
-    bench_opts bo = {.n_layers = 3, .n_rows = 32, .S = 2048, .split = 0, .prefetch = 1,
-                     .job_rows = 300, .job_layers = 94, .vram_gb = 0};
-    int fp32_gemm = 1;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
-        else if (!strcmp(argv[i], "--precision") && i + 1 < argc) prec = argv[++i];
-        else if (!strcmp(argv[i], "--layers") && i + 1 < argc) bo.n_layers = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--rows") && i + 1 < argc) bo.n_rows = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--seq") && i + 1 < argc) bo.S = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--split")) bo.split = 1;
-        else if (!strcmp(argv[i], "--prefetch") && i + 1 < argc) bo.prefetch = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--vram-gb") && i + 1 < argc) bo.vram_gb = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--job-rows") && i + 1 < argc) bo.job_rows = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--job-layers") && i + 1 < argc)
-            bo.job_layers = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--no-fp32-gemm")) fp32_gemm = 0;
-        else {
-            fprintf(stderr, "usage: %s [--model large|small|both] [--precision bf16|fp32|both] "
-                            "[--layers N] [--rows R] [--seq S] [--split] [--prefetch N] "
-                            "[--vram-gb G] [--job-rows R] [--job-layers L] [--no-fp32-gemm]\n",
-                    argv[0]);
-            return 2;
-        }
+    const char *model = NULL, *prec = NULL;
+    long n_layers = 0, n_rows = 0, seq = 0, job_rows = 0, job_layers = 0;
+    int split = 0, no_fp32_gemm = 0, help = 0;
+    scorer_backend_cli bcli;
+    bench_opts bo = {0};
+    const cli_opt mine[] = {
+        {"model", NULL, CLI_STR, "both", "large, small or both", &model, 0},
+        {"precision", NULL, CLI_STR, "both", "bf16, fp32 or both", &prec, 0},
+        {"layers", NULL, CLI_INT, "3", "layers per run", &n_layers, 0},
+        {"rows", NULL, CLI_INT, "32", "calibration rows", &n_rows, 0},
+        {"seq", NULL, CLI_INT, "2048", "positions per row", &seq, 0},
+        {"split", NULL, CLI_FLAG, NULL, "per-expert tensors instead of fused", &split, 0},
+        {"job-rows", NULL, CLI_INT, "300", "rows of the projected full job", &job_rows, 0},
+        {"job-layers", NULL, CLI_INT, "94", "layers of the projected full job", &job_layers,
+         0},
+        {"no-fp32-gemm", NULL, CLI_FLAG, NULL, "skip the fp32 cuBLAS reference rate",
+         &no_fp32_gemm, 0},
+    };
+    cli_opt opts[sizeof mine / sizeof mine[0] + SCORER_BACKEND_CLI_N];
+    int n_opts = (int)(sizeof mine / sizeof mine[0]);
+    char err[512];
+    memcpy(opts, mine, sizeof mine);
+    n_opts += scorer_backend_cli_options(&bcli, opts + n_opts, SCORER_BACKEND_CLI_N);
+    if (cli_parse(opts, n_opts, argc, argv, 1, &help, err, sizeof err) ||
+        (!help && scorer_backend_cli_apply(&bcli, &bo.backend, err, sizeof err))) {
+        fprintf(stderr, "bench: %s\n", err);
+        return 2;
     }
+    if (help) {
+        cli_usage(stdout, "usage: bench_cuda [options]", opts, n_opts);
+        return 0;
+    }
+    const int fp32_gemm = !no_fp32_gemm;
+    bo.n_layers = (int)n_layers;
+    bo.n_rows = (int)n_rows;
+    bo.S = (int)seq;
+    bo.split = split;
+    bo.prefetch = bo.backend.prefetch_layers > 0 ? bo.backend.prefetch_layers : 0;
+    bo.job_rows = (int)job_rows;
+    bo.job_layers = (int)job_layers;
     if (bo.n_layers < 1 || bo.n_rows < 1 || bo.S < 1 || bo.job_rows < 1 || bo.job_layers < 1) {
         fprintf(stderr, "bench: --layers, --rows, --seq, --job-rows, --job-layers must be >= 1\n");
         return 2;

@@ -23,7 +23,7 @@
 # Environment: LAYERS (4), ROWS (32), SEQ (2048), TORCH_LAYERS (2), GPU_TESTS (1; 0
 # skips step 2), TEST_TIMEOUT (300 s), EXTRA_BENCH (more runs of the same layer benchmark, ';'-separated, each
 # a list of VAR=value settings and bench_cuda flags, e.g.
-# "REAP_CUDA_EXPERTS=grouped;REAP_CUDA_ATTN=gemm;--split;--prefetch 0"), ARCH (sm_XY;
+# "REAP_CUDA_EXPERTS=grouped;REAP_CUDA_ATTN=gemm;--split;--parallel-layers 0"), ARCH (sm_XY;
 # default: the GPU's).
 # Time: about 1 min to build, 1-2 min of tests, 1 min of benchmarks (< 8 min in all).
 set -uo pipefail
@@ -67,7 +67,7 @@ fi
 
 # ---- 1. GPU-only build -----------------------------------------------------------------
 say "build: CUDA backend + layer benchmark for $ARCH (nvcc $("$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'))"
-INC="-I model -I model/cuda -I common -I $CUDA_HOME/include"
+INC="-I model -I model/cuda -I common -I scorer -I $CUDA_HOME/include"
 GEN="-gencode arch=compute_${ARCH#sm_},code=$ARCH"
 build_ok=1
 {
@@ -75,7 +75,8 @@ build_ok=1
     "$NVCC" -O3 -std=c++17 $GEN $INC -Xcompiler -Wall -c "model/cuda/$f.cu" -o "$B/obj/$f.o" &
   done
   for f in model/cuda/cuda_plan.c model/weights_convert.c model/stats.c common/reap_err.c \
-           common/parallel.c bench/gpu/bench_cuda.c bench/gpu/gpu_only_shims.c; do
+           common/parallel.c common/cli.c common/fsopen.c scorer/backend_cli.c \
+           bench/gpu/bench_cuda.c bench/gpu/gpu_only_shims.c; do
     "$CC" -O2 -std=c11 -Wall -Wextra -D_GNU_SOURCE -DREAP_VERSION='"gpu-bench"' $INC \
       -c "$f" -o "$B/obj/$(basename "${f%.c}").o" &
   done

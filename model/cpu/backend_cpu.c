@@ -10,7 +10,8 @@
  *                    -> RoPE at each slot's position (positions.h, computed once at
  *                    init) -> causal attention per (row, head) -> o GEMM -> residual
  *   moe_block:       valid positions only: rmsnorm -> router GEMM -> softmax/top-k
- *                    -> per expert (ascending): gather routed rows -> gate_up GEMM ->
+ *                    -> the routes observer (opts->on_routes, if any) -> per expert
+ *                    (ascending): gather routed rows -> gate_up GEMM ->
  *                    SwiGLU -> down GEMM -> statistics + weighted combine -> residual
  *   mlp_block:       dense SwiGLU MLP on valid positions
  * Weights: load_layer converts one layer to fp32 (AWQ int4 linears are dequantised
@@ -47,6 +48,8 @@
 typedef struct cpu_ctx {
     reap_config cfg;            /* copy; mlp_only_layers not owned (not used) */
     int threads, batch_rows;
+    reap_routes_cb on_routes;   /* optional observer of each MoE layer's routes */
+    void *routes_ud;
     int n_rows, S;
     int64_t T;
     int32_t *tokens;            /* [T] */
@@ -155,6 +158,8 @@ static int cpu_init(const reap_config *cfg, const reap_rows *rows,
     c->layer = -1;
     c->threads = opts && opts->threads > 0 ? opts->threads : reap_cpu_count();
     c->batch_rows = opts && opts->batch_rows > 0 ? opts->batch_rows : 8;
+    c->on_routes = opts ? opts->on_routes : NULL;
+    c->routes_ud = opts ? opts->routes_ud : NULL;
     c->n_rows = rows->n_rows;
     c->S = rows->seq_len;
     c->T = (int64_t)rows->n_rows * rows->seq_len;
@@ -500,6 +505,11 @@ static int moe_block(cpu_ctx *c, reap_layer_stats *st)
         goto done;
     route_job rj = {c, logits, idx, g};
     reap_parallel_for(c->threads, Nv, route_range, &rj);
+    if (c->on_routes) {
+        const reap_routes r = {c->layer, Nv, c->valid, (int)K, idx, g};
+        if ((rc = c->on_routes(c->routes_ud, &r)))
+            goto done;
+    }
 
     /* Token lists per expert, tokens ascending within each expert. */
     for (int64_t n = 0; n < Nv * K; n++)

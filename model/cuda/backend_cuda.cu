@@ -9,15 +9,15 @@
  *   attention_block: rmsnorm -> fused q|k|v GEMM -> q/k head norms + RoPE (at each
  *                    slot's position, positions.h, uploaded once at init) ->
  *                    bf16: k_flash_attn (tiled, online softmax, causal tiles only);
- *                    fp32 (and REAP_CUDA_ATTN=gemm, the reference): per (row, head)
+ *                    fp32 (and opts->attn REAP_CUDA_ATTN_GEMM, the reference): per (row, head)
  *                    batch scores GEMM -> causal masked softmax -> values GEMM ->
  *                    o GEMM accumulated into the residual (beta = 1)
  *   moe_block:       rmsnorm -> router GEMM (always fp32) -> softmax/top-k ->
  *                    count per expert -> stable scatter (expert, token, slot) ->
  *                    gather routed rows -> per expert gate_up GEMM -> SwiGLU ->
  *                    down GEMM -> per-pair norm/max -> combine into the residual
- *                    (REAP_CUDA_EXPERTS=grouped: the per-expert GEMMs as one
- *                    cublasGemmGroupedBatchedEx call each)
+ *                    (opts->experts REAP_CUDA_EXPERTS_GROUPED: the per-expert
+ *                    GEMMs as one cublasGemmGroupedBatchedEx call each)
  *   mlp_block:       rmsnorm -> gate_up GEMM -> SwiGLU -> down GEMM into the residual
  *
  * Precision: REAP_PRECISION_FP32 runs every GEMM in plain fp32 (CUBLAS_DEFAULT_MATH, no
@@ -29,9 +29,12 @@
  * into layer-wide arrays, the expert pass writes (||f||, max f) beside them, and after
  * the last chunk one block per expert reduces them in token order (fp64 sums, integer
  * counts), so the statistics do not depend on the chunk size.
+ * Routes observer (opts->on_routes): after the last chunk the layer-wide ids and weights
+ * are copied to the host, the valid positions' rows kept, and the observer called; without
+ * an observer nothing is copied.
  * Determinism: no floating-point atomics; run to run the results are bit-identical for
  * a given device, cuBLAS version and micro-batch. The micro-batch depends on the memory
- * budget (REAP_VRAM_GB pins it; batch_rows forces it).
+ * budget (opts->vram_gb pins it; batch_rows forces it).
  *
  * Dimension legend: see cuda_impl.h.
  */
@@ -101,6 +104,9 @@ static void cuda_free(void *ctx)
     free(c->h_sn);
     free(c->h_sg);
     free(c->h_smx);
+    free(c->h_ids);
+    free(c->h_g);
+    free(c->h_valid);
     for (int i = 0; i < 7; i++)
         if (c->ev[i]) cudaEventDestroy(c->ev[i]);
     if (c->blas) cublasDestroy(c->blas);
@@ -267,9 +273,30 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
     c->T = (int64_t)rows->n_rows * rows->seq_len;
     c->n_valid = rows->n_valid;
     c->layer = -1;
-    {
-        const char *g = getenv("REAP_CUDA_EXPERTS");
-        c->grouped = g && !strcmp(g, "grouped");
+    if (opts && opts->experts != REAP_CUDA_EXPERTS_LOOP &&
+        opts->experts != REAP_CUDA_EXPERTS_GROUPED) {
+        rc = reap_err_set(REAP_E_INVALID, "cuda backend: expert GEMMs %d: expected loop (%d) "
+                          "or grouped (%d)", opts->experts, REAP_CUDA_EXPERTS_LOOP,
+                          REAP_CUDA_EXPERTS_GROUPED);
+        goto fail;
+    }
+    c->grouped = opts && opts->experts == REAP_CUDA_EXPERTS_GROUPED;
+    if (opts && opts->on_routes && c->E > 0) {
+        /* the routes observer: [T, K] host copies, compacted to the valid positions */
+        c->on_routes = opts->on_routes;
+        c->routes_ud = opts->routes_ud;
+        c->h_ids = (int32_t *)malloc((size_t)c->T * c->K * sizeof(int32_t));
+        c->h_g = (double *)malloc((size_t)c->T * c->K * sizeof(double));
+        c->h_valid = (int64_t *)malloc((size_t)(c->T + 1) * sizeof(int64_t));
+        if (!c->h_ids || !c->h_g || !c->h_valid) {
+            rc = reap_err_set(REAP_E_NOMEM, "cuda backend: host routes of %lld positions",
+                              (long long)c->T);
+            goto fail;
+        }
+        int64_t nv = 0;
+        for (int64_t t = 0; t < c->T; t++)
+            if (rows->mask[t]) c->h_valid[nv++] = t;
+        c->h_n_valid = nv;
     }
     for (int l = 0; l < cfg->n_layers; l++)
         if (!reap_config_layer_is_moe(cfg, l)) c->has_dense = 1;
@@ -303,7 +330,7 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
     }
     if ((rc = plan_and_allocate(c, cfg, opts))) goto fail;
     if (c->flash && (rc = flash_setup(c))) goto fail;
-    if (getenv("REAP_CUDA_PROFILE")) {
+    if (opts && opts->profile) {
         for (int i = 0; i < 7; i++)
             if ((e = cudaEventCreate(&c->ev[i])) != cudaSuccess) {
                 rc = cu_fail(c, e, "cudaEventCreate");
@@ -524,7 +551,7 @@ static int experts_down(cuda_ctx *c)
     return REAP_OK;
 }
 
-/* The same GEMMs as one grouped call (REAP_CUDA_EXPERTS=grouped): one group per routed
+/* The same GEMMs as one grouped call (REAP_CUDA_EXPERTS_GROUPED): one group per routed
  * expert. down = 0: gate_up; 1: down. */
 static int experts_grouped(cuda_ctx *c, int down)
 {
@@ -710,6 +737,34 @@ static int expert_statistics(cuda_ctx *c, reap_layer_stats *s)
     return REAP_OK;
 }
 
+/* The layer's routes to the observer: ids and weights of every position to the host,
+ * the valid positions' rows moved to the front (row n comes from row valid[n] >= n, so
+ * ascending order never overwrites a row still to be read). */
+static int report_routes(cuda_ctx *c)
+{
+    const size_t TK = (size_t)c->T * c->K;
+    const int K = c->K;
+    CU(cudaMemcpyAsync(c->h_ids, c->d_ids, TK * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                       c->st),
+       "cudaMemcpy(routes)");
+    CU(cudaMemcpyAsync(c->h_g, c->d_g, TK * sizeof(double), cudaMemcpyDeviceToHost, c->st),
+       "cudaMemcpy(routing weights)");
+    CU(cudaStreamSynchronize(c->st), "cudaStreamSynchronize(routes)");
+    for (int64_t n = 0; n < c->h_n_valid; n++) {
+        const int64_t t = c->h_valid[n];
+        memmove(c->h_ids + n * K, c->h_ids + t * K, (size_t)K * sizeof(int32_t));
+        memmove(c->h_g + n * K, c->h_g + t * K, (size_t)K * sizeof(double));
+    }
+    reap_routes r;
+    r.layer = c->layer;
+    r.n_valid = c->h_n_valid;
+    r.valid = c->h_valid;
+    r.K = K;
+    r.ids = c->h_ids;
+    r.weights = c->h_g;
+    return c->on_routes(c->routes_ud, &r);
+}
+
 static int cuda_forward_layer(void *ctx, reap_layer_stats *stats)
 {
     cuda_ctx *c = (cuda_ctx *)ctx;
@@ -749,6 +804,7 @@ static int cuda_forward_layer(void *ctx, reap_layer_stats *stats)
             c->prof_ms[i] = 0.0;
         }
     }
+    if (c->is_moe && c->on_routes && (rc = report_routes(c))) return rc;
     if (c->is_moe) return expert_statistics(c, stats);
     return REAP_OK;
 }

@@ -135,7 +135,14 @@ typedef struct cuda_ctx {
     long long *h_scnt;          /* [E] */
     double *h_sgn, *h_sn, *h_sg;
     float *h_smx;
-    /* REAP_CUDA_PROFILE set: per-phase GPU times (events around the phases of a chunk),
+    /* routes observer (opts->on_routes; NULL: none and no host copies) */
+    reap_routes_cb on_routes;
+    void *routes_ud;
+    int32_t *h_ids;             /* [T, K] host copy of d_ids, then [Nv, K] */
+    double *h_g;                /* [T, K] host copy of d_g, then [Nv, K] */
+    int64_t *h_valid;           /* [Nv] valid positions, ascending */
+    int64_t h_n_valid;
+    /* opts->profile: per-phase GPU times (events around the phases of a chunk),
      * summed over a layer's chunks and printed to stderr after each layer */
     int prof;
     cudaEvent_t ev[7];

@@ -17,44 +17,25 @@ static int64_t align_up(int64_t n) { return (n + 255) & ~(int64_t)255; }
 
 /* ---- settings --------------------------------------------------------------------- */
 
-static int env_double(const char *name, double lo, double hi, double *out)
-{
-    const char *v = getenv(name);
-    char *end;
-    if (!v || !*v) return 0;
-    errno = 0;
-    double d = strtod(v, &end);
-    if (errno || *end || !(d >= lo && d <= hi))
-        return reap_err_set(REAP_E_INVALID, "%s='%s': expected a number in [%g, %g]", name, v,
-                            lo, hi);
-    *out = d;
-    return 0;
-}
-
 int reap_cuda_settings_resolve(const reap_backend_opts *o, reap_cuda_settings *s)
 {
-    int rc;
-    double d;
+    const reap_backend_opts none = {0};
+    if (!o) o = &none;
     memset(s, 0, sizeof *s);
-    s->vram_buffer = 0.10;
-    s->prefetch_layers = 1;
-    if (o && o->vram_gb > 0) s->vram_gb = o->vram_gb;
-    else if ((rc = env_double("REAP_VRAM_GB", 0.001, 1e6, &s->vram_gb))) return rc;
-    if (o && o->vram_buffer > 0) s->vram_buffer = o->vram_buffer;
-    else if (o && o->vram_buffer < 0) s->vram_buffer = 0.0;
-    else if ((rc = env_double("REAP_VRAM_BUFFER", 0.0, 0.9, &s->vram_buffer))) return rc;
-    if (s->vram_buffer > 0.9)
-        return reap_err_set(REAP_E_INVALID, "vram_buffer %g: at most 0.9", s->vram_buffer);
-    if (o && o->prefetch_layers > 0) s->prefetch_layers = o->prefetch_layers;
-    else if (o && o->prefetch_layers < 0) s->prefetch_layers = 0;
-    else {
-        d = 1;
-        if ((rc = env_double("REAP_PARALLEL_LAYERS", 0, 8, &d))) return rc;
-        s->prefetch_layers = (int)d;
-    }
+    if (!(o->vram_gb >= 0 && o->vram_gb <= 1e6))
+        return reap_err_set(REAP_E_INVALID, "vram_gb %g: expected 0 (the free memory) to 1e6",
+                            o->vram_gb);
+    s->vram_gb = o->vram_gb;
+    s->vram_buffer = o->vram_buffer > 0 ? o->vram_buffer : o->vram_buffer < 0 ? 0.0 : 0.10;
+    if (!(s->vram_buffer <= 0.9))
+        return reap_err_set(REAP_E_INVALID, "vram_buffer %g: at most 0.9", o->vram_buffer);
+    s->prefetch_layers = o->prefetch_layers > 0 ? o->prefetch_layers
+                         : o->prefetch_layers < 0 ? 0 : 1;
     if (s->prefetch_layers > 8) s->prefetch_layers = 8;
-    const char *a = getenv("REAP_CUDA_ATTN");
-    s->attn_gemm = a && !strcmp(a, "gemm");
+    if (o->attn != REAP_CUDA_ATTN_AUTO && o->attn != REAP_CUDA_ATTN_GEMM)
+        return reap_err_set(REAP_E_INVALID, "attention kernel %d: expected auto (%d) or gemm "
+                            "(%d)", o->attn, REAP_CUDA_ATTN_AUTO, REAP_CUDA_ATTN_GEMM);
+    s->attn_gemm = o->attn == REAP_CUDA_ATTN_GEMM;
     return REAP_OK;
 }
 

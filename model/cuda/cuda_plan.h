@@ -26,7 +26,7 @@
  * nH / nKV heads of hd, QKV = (nH + 2 nKV) hd, E experts, K per token, I expert width,
  * Id dense MLP width, P pairs of a chunk = Tc * K.
  *
- * Thread rules: pure functions (the settings resolver reads the environment).
+ * Thread rules: pure functions.
  */
 #ifndef REAP_CUDA_PLAN_H
 #define REAP_CUDA_PLAN_H
@@ -46,16 +46,18 @@ extern "C" {
 #define REAP_CUDA_MARGIN_BYTES ((int64_t)768 << 20) /* cuBLAS workspace, driver */
 #define REAP_CUDA_ATTN_BATCH_BYTES ((int64_t)1 << 30) /* score matrices (GEMM path) */
 
-/* Settings after defaults and environment (see reap_backend_opts). */
+/* reap_backend_opts' planning fields with their defaults applied. */
 typedef struct reap_cuda_settings {
     double vram_gb;       /* 0: the device's free memory */
     double vram_buffer;   /* fraction left unused, 0 .. 0.9 */
     int prefetch_layers;  /* wanted layers ahead, 0 .. 8 */
-    int attn_gemm;        /* REAP_CUDA_ATTN=gemm: score-matrix attention even in bf16 */
+    int attn_gemm;        /* REAP_CUDA_ATTN_GEMM: score-matrix attention even in bf16 */
 } reap_cuda_settings;
 
-/* Resolve `opts` (may be NULL) against the environment. Returns REAP_OK or
- * REAP_E_INVALID (a malformed environment value, named in the message). */
+/* Apply the defaults of reap_backend_opts to `opts` (NULL: all defaults): vram_gb 0 (the
+ * free memory), vram_buffer 0.10, prefetch_layers 1 (clipped to 8), attention auto.
+ * Reads no environment. Returns REAP_OK or REAP_E_INVALID (vram_gb outside 0..1e6,
+ * vram_buffer above 0.9, an unknown attention kernel; the message names the field). */
 int reap_cuda_settings_resolve(const reap_backend_opts *opts, reap_cuda_settings *out);
 
 /* Usable device bytes: (vram_gb * 1e9, or free_bytes when vram_gb is 0, capped at

@@ -5,7 +5,8 @@
  *
  * The reference it must agree with is the score-matrix path of backend_cuda.cu
  * (attention_block_gemm: scores GEMM -> k_attn_softmax -> values GEMM), which is kept
- * and selected with REAP_CUDA_ATTN=gemm, in fp32 mode, and for head dims not listed here.
+ * and selected with reap_backend_opts.attn = REAP_CUDA_ATTN_GEMM, in fp32 mode, and for
+ * head dims not listed here.
  *
  * Semantics (backend.h): query i of a row sees keys j <= i with mask[j] == 1; scale
  * hd^-0.5; softmax in fp32; a query with mask 0 or no visible key gets a zero output.
