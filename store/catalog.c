@@ -119,44 +119,40 @@ int reap_store_calib_get(reap_store *s, reap_store_snap *snap, const reap_id *id
     return rc;
 }
 
+/* The model ids of a walk over `models`. */
+typedef struct id_list {
+    reap_store *s;
+    reap_id *v;
+    int n, cap;
+} id_list;
+
+static int id_push(void *ud, const MDB_val *k, const MDB_val *v)
+{
+    id_list *l = ud;
+    (void)v;
+    int rc = store_list_room(l->s, &l->v, &l->cap, l->n, sizeof *l->v, "model list");
+    if (rc)
+        return rc;
+    memcpy(l->v[l->n++].b, k->mv_data, 32);
+    return REAP_OK;
+}
+
 int reap_store_model_list(reap_store *s, reap_store_snap *snap, reap_id **ids, int *n)
 {
     MDB_txn *txn;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    MDB_stat st;
-    reap_id *out = NULL;
-    int cnt = 0, rc, mrc;
+    id_list l = {s, NULL, 0, 0};
+    int rc;
     *ids = NULL;
     *n = 0;
     if ((rc = store_read_begin(s, snap, &txn)))
         return rc;
-    if ((mrc = mdb_stat(txn, s->db_models, &st)) ||
-        (mrc = mdb_cursor_open(txn, s->db_models, &cur))) {
-        rc = store_mdb_err(s, mrc, "listing models");
-        goto fail;
-    }
-    out = calloc(st.ms_entries ? st.ms_entries : 1, sizeof *out);
-    if (!out) {
-        rc = reap_err_set(REAP_E_NOMEM, "%s: model list", s->dir);
-        goto fail;
-    }
-    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !mrc && (size_t)cnt < st.ms_entries;
-         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 32) {
-            rc = reap_err_set(REAP_E_FORMAT, "%s: models: key of %zu bytes", s->dir,
-                              k.mv_size);
-            goto fail;
-        }
-        memcpy(out[cnt++].b, k.mv_data, 32);
-    }
-    *ids = out;
-    *n = cnt;
-    out = NULL;
-fail:
-    free(out);
-    if (cur)
-        mdb_cursor_close(cur);
+    rc = store_walk(s, txn, s->db_models, NULL, 0, STORE_ID_LEN, "models", id_push, &l);
     store_read_end(s, snap, txn);
-    return rc;
+    if (rc) {
+        free(l.v);
+        return rc;
+    }
+    *ids = l.v;
+    *n = l.n;
+    return REAP_OK;
 }

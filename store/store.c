@@ -621,17 +621,18 @@ int reap_store_count(reap_store *s, reap_store_snap *snap, reap_store_counts *ou
     return rc;
 }
 
-/* Check one record of database `db` (index into the walk below). */
+/* The databases reap_store_verify walks, in order, and their key sizes. */
+static const char *const verify_dbs[] = {"models", "filehash", "calibs", "stats", "runs"};
+static const size_t verify_klens[] = {STORE_ID_LEN, STORE_FILEHASH_KEY_LEN, STORE_ID_LEN,
+                                      STORE_STATS_KEY_LEN, STORE_RUN_ID_LEN};
+
+/* Check one record of database `db` (index into verify_dbs; store_walk checked the key's
+ * size). */
 static int verify_record(reap_store *s, int db, const MDB_val *k, const MDB_val *v)
 {
     char what[4300];
     const uint8_t *key = k->mv_data;
-    static const char *names[] = {"models", "filehash", "calibs", "stats", "runs"};
-    static const size_t klens[] = {32, 32, 32, 68, 16};
-    snprintf(what, sizeof what, "%s: %s record", s->dir, names[db]);
-    if (k->mv_size != klens[db])
-        return reap_err_set(REAP_E_FORMAT, "%s: key of %zu bytes (want %zu)", what,
-                            k->mv_size, klens[db]);
+    snprintf(what, sizeof what, "%s: %s record", s->dir, verify_dbs[db]);
     switch (db) {
     case 0:
         return rec_model_decode(v->mv_data, v->mv_size, key, what, NULL);
@@ -647,31 +648,33 @@ static int verify_record(reap_store *s, int db, const MDB_val *k, const MDB_val 
     }
 }
 
+/* One database of reap_store_verify's walk. */
+typedef struct verify_walk {
+    reap_store *s;
+    int db;
+    uint64_t n;
+} verify_walk;
+
+static int verify_visit(void *ud, const MDB_val *k, const MDB_val *v)
+{
+    verify_walk *w = ud;
+    w->n++;
+    return verify_record(w->s, w->db, k, v);
+}
+
 int reap_store_verify(reap_store *s, uint64_t *n_checked)
 {
     MDB_txn *txn;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
     MDB_dbi dbis[5] = {s->db_models, s->db_filehash, s->db_calibs, s->db_stats, s->db_runs};
-    uint64_t n = 0;
+    verify_walk w = {s, 0, 0};
     int rc = store_txn_begin(s, 0, &txn);
     if (rc)
         return rc;
-    for (int db = 0; db < 5 && !rc; db++) {
-        int mrc = mdb_cursor_open(txn, dbis[db], &cur);
-        if (mrc) {
-            rc = store_mdb_err(s, mrc, "cursor");
-            break;
-        }
-        for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !mrc && !rc;
-             mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++)
-            rc = verify_record(s, db, &k, &v);
-        if (!rc && mrc != MDB_NOTFOUND)
-            rc = store_mdb_err(s, mrc, "walking records");
-        mdb_cursor_close(cur);
-    }
+    for (w.db = 0; w.db < 5 && !rc; w.db++)
+        rc = store_walk(s, txn, dbis[w.db], NULL, 0, verify_klens[w.db], verify_dbs[w.db],
+                        verify_visit, &w);
     store_txn_abort(s, txn);
     if (n_checked)
-        *n_checked = n;
+        *n_checked = w.n;
     return rc;
 }

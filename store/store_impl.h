@@ -88,6 +88,29 @@ int store_put(reap_store *s, MDB_txn *txn, MDB_dbi dbi, const void *key, size_t 
 int store_get(reap_store *s, MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen,
               MDB_val *val);
 
+/* One record of a walk (store_walk): key and value point into the map, valid until the
+ * transaction ends. Return REAP_OK to go on, STORE_WALK_STOP to end the walk early (it
+ * then returns REAP_OK), or a REAP_E_* code to end it with that code. */
+typedef int (*store_walk_fn)(void *ud, const MDB_val *key, const MDB_val *val);
+#define STORE_WALK_STOP 2
+
+/* Call fn for every record of database dbi inside txn, in key order: every record when
+ * plen is 0, else those whose key begins with the plen bytes at prefix (a key shorter
+ * than the prefix does not). klen > 0: every visited key must be klen bytes long.
+ * `what` names the database or walk in messages ("models").
+ * REAP_OK (also for no record at all, or a walk fn stopped); REAP_E_FORMAT ("<dir>:
+ * <what>: key of N bytes (want klen)"); fn's error; a cursor failure mapped by
+ * store_mdb_err (REAP_E_FORMAT for a damaged page, REAP_E_IO, ...). */
+int store_walk(reap_store *s, MDB_txn *txn, MDB_dbi dbi, const void *prefix, size_t plen,
+               size_t klen, const char *what, store_walk_fn fn, void *ud);
+
+/* Room for element n of a list a walk collects: `list` is the address of the list's
+ * pointer (T **), *cap its capacity in elements of `size` bytes. When n == *cap the list
+ * is reallocated to twice the capacity (16 at first) and *cap updated. REAP_OK, or
+ * REAP_E_NOMEM ("<dir>: <what>"; the list and *cap unchanged). */
+int store_list_room(const reap_store *s, void *list, int *cap, int n, size_t size,
+                    const char *what);
+
 /* A read transaction for a function that takes an optional snapshot: the snapshot's
  * transaction, or a fresh one. Pair with store_read_end(s, snap, txn). */
 int store_read_begin(reap_store *s, reap_store_snap *snap, MDB_txn **txn);
