@@ -9,27 +9,6 @@
 #include "reap_err.h"
 #include "store_impl.h"
 
-void reap_model_info_free(reap_model_info *m)
-{
-    if (!m)
-        return;
-    for (int i = 0; m->files && i < m->n_files; i++)
-        free(m->files[i].path);
-    free(m->files);
-    free(m->moe_layers);
-    free(m->model_type);
-    free(m->first_seen_path);
-    memset(m, 0, sizeof *m);
-}
-
-void reap_calib_info_free(reap_calib_info *c)
-{
-    if (!c)
-        return;
-    free(c->source);
-    memset(c, 0, sizeof *c);
-}
-
 typedef struct put_ctx {
     MDB_dbi dbi;
     const uint8_t *key;   /* 32 B */

@@ -30,19 +30,6 @@ const char *reap_run_state_name(int state)
     }
 }
 
-void reap_run_info_free(reap_run_info *r)
-{
-    if (!r)
-        return;
-    free(r->backend);
-    free(r->device);
-    free(r->error);
-    free(r->host);
-    free(r->request);
-    free(r->layer_seconds);
-    memset(r, 0, sizeof *r);
-}
-
 void reap_run_id_hex(const uint8_t id[16], char out[33])
 {
     reap_hex(id, 16, out);

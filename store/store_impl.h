@@ -1,5 +1,6 @@
 /* store_impl.h - internals shared by the store's source files: the handle, transaction
- * helpers with map growth, LMDB status mapping. Not a public header.
+ * helpers with map growth, LMDB status mapping, the cursor walk (cursor.c). Not a public
+ * header. Key sizes and byte helpers are keys.h (included).
  *
  * Map growth: every transaction of this process holds map_lock shared for its lifetime;
  * resizing the map (our own growth on MDB_MAP_FULL, adopting another process's growth on
@@ -13,6 +14,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "keys.h"
 #include "stats.h"
 #include "store.h"
 
@@ -33,12 +35,6 @@ struct reap_store_snap {
 /* Positive internal status: the write transaction ran out of map (MDB_MAP_FULL); the
  * transaction has been aborted and store_write grows the map and runs it again. */
 #define STORE_RETRY 1
-
-/* Key sizes. */
-#define STORE_ID_LEN 32
-#define STORE_STATS_KEY_LEN 68
-#define STORE_RUN_ID_LEN 16
-#define STORE_FILEHASH_KEY_LEN 32
 
 /* Map an LMDB / errno status to a REAP_E_* code with a message "<dir>: <what>: <text>".
  * MDB_MAP_FULL maps to STORE_RETRY (no message). */
@@ -115,18 +111,6 @@ int store_list_room(const reap_store *s, void *list, int *cap, int n, size_t siz
  * transaction, or a fresh one. Pair with store_read_end(s, snap, txn). */
 int store_read_begin(reap_store *s, reap_store_snap *snap, MDB_txn **txn);
 void store_read_end(reap_store *s, reap_store_snap *snap, MDB_txn *txn);
-
-/* Current wall-clock time in nanoseconds since the epoch. */
-int64_t store_now_ns(void);
-
-/* Big-endian helpers for keys. */
-void store_be32(uint8_t *p, uint32_t v);
-void store_be64(uint8_t *p, uint64_t v);
-uint32_t store_rd_be32(const uint8_t *p);
-
-/* The stats key: model_id | calib_id | layer (u32 big-endian). */
-void store_stats_key(uint8_t key[STORE_STATS_KEY_LEN], const reap_id *model,
-                     const reap_id *calib, uint32_t layer);
 
 /* Write one statistics record inside `txn` unless its key exists (then compare:
  * *outcome SAME or DIFFERENT; the stored record stays). outcome may be NULL. */
