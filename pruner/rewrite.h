@@ -127,12 +127,14 @@ int reap_awq_not_convert_rewrite(const reap_config *cfg, const reap_keepset *ks,
 void reap_strv_free(char **v, int n);
 
 /* Copy a regular file (copy_file_range, falling back to read/write), fsync the copy.
- * Returns REAP_OK or REAP_E_IO. */
+ * Returns REAP_OK, REAP_E_NOTFOUND (no src), REAP_E_INVALID (src is not a regular file),
+ * REAP_E_IO. */
 int reap_copy_file(const char *src, const char *dst);
 
 /* reap_copy_file for a service: `src` must be a regular file (REAP_E_INVALID otherwise:
  * a FIFO is refused without waiting) under `roots` once its links are resolved
- * (fsopen.h; NULL: unconfined), else REAP_E_DENIED naming it and where it leads. */
+ * (fsopen.h; NULL: unconfined), else REAP_E_DENIED naming it and where it leads.
+ * Otherwise as reap_copy_file. */
 int reap_copy_file_confined(const char *src, const reap_roots *roots, const char *dst);
 
 

@@ -30,7 +30,9 @@ int reap_store_model_put(reap_store *s, const reap_model_info *m);
 int reap_store_model_get(reap_store *s, reap_store_snap *snap, const reap_id *id,
                          reap_model_info *out);
 
-/* All model ids in key order. *ids is malloc'd (free()); *n may be 0 (*ids NULL). */
+/* All model ids in key order. *ids is malloc'd (free()); *n may be 0 (*ids NULL).
+ * REAP_OK, REAP_E_FORMAT (a key of the wrong size, a damaged page), REAP_E_IO,
+ * REAP_E_NOMEM. */
 int reap_store_model_list(reap_store *s, reap_store_snap *snap, reap_id **ids, int *n);
 
 /* Record a calibration set (no-op when its id is present). As reap_store_model_put. */

@@ -78,8 +78,10 @@ int reap_store_run_mark_interrupted(reap_store *s, const reap_id *model, const r
 int reap_store_run_get(reap_store *s, reap_store_snap *snap, const uint8_t run_id[16],
                        reap_run_info *out);
 
-/* Every run, oldest first (by started_unix_ns, then id). *runs is malloc'd: reap_run_info_free each, then free().
- * *n may be 0. */
+/* Every run, oldest first (by started_unix_ns, then id). *runs is malloc'd:
+ * reap_run_info_free each, then free(). *n may be 0 (*runs NULL).
+ * REAP_OK, REAP_E_FORMAT (a damaged record or key), REAP_E_UNSUPPORTED (a record of a
+ * newer format), REAP_E_IO, REAP_E_NOMEM. */
 int reap_store_run_list(reap_store *s, reap_store_snap *snap, reap_run_info **runs,
                         int *n);
 
