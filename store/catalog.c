@@ -55,47 +55,41 @@ int reap_store_calib_put(reap_store *s, const reap_calib_info *c)
     return rc;
 }
 
-int reap_store_model_get(reap_store *s, reap_store_snap *snap, const reap_id *id,
-                         reap_model_info *out)
+/* Read and decode record `id` of `models` (model != NULL) or `calibs` (calib != NULL). */
+static int record_get(reap_store *s, reap_store_snap *snap, const reap_id *id,
+                      reap_model_info *model, reap_calib_info *calib)
 {
     MDB_txn *txn;
     MDB_val v;
     char hex[65], what[4400];
     int rc;
-    memset(out, 0, sizeof *out);
     reap_id_hex(id, hex);
-    snprintf(what, sizeof what, "%s: model %s", s->dir, hex);
+    snprintf(what, sizeof what, "%s: %s %s", s->dir, model ? "model" : "calibration", hex);
     if ((rc = store_read_begin(s, snap, &txn)))
         return rc;
-    rc = store_get(s, txn, s->db_models, id->b, 32, &v);
+    rc = store_get(s, txn, model ? s->db_models : s->db_calibs, id->b, 32, &v);
     if (rc == REAP_E_NOTFOUND)
-        rc = reap_err_set(REAP_E_NOTFOUND, "%s: no model %s in the store", s->dir, hex);
+        rc = reap_err_set(REAP_E_NOTFOUND, "%s: no %s %s in the store", s->dir,
+                          model ? "model" : "calibration set", hex);
     if (!rc)
-        rc = rec_model_decode(v.mv_data, v.mv_size, id->b, what, out);
+        rc = model ? rec_model_decode(v.mv_data, v.mv_size, id->b, what, model)
+                   : rec_calib_decode(v.mv_data, v.mv_size, id->b, what, calib);
     store_read_end(s, snap, txn);
     return rc;
+}
+
+int reap_store_model_get(reap_store *s, reap_store_snap *snap, const reap_id *id,
+                         reap_model_info *out)
+{
+    memset(out, 0, sizeof *out);
+    return record_get(s, snap, id, out, NULL);
 }
 
 int reap_store_calib_get(reap_store *s, reap_store_snap *snap, const reap_id *id,
                          reap_calib_info *out)
 {
-    MDB_txn *txn;
-    MDB_val v;
-    char hex[65], what[4400];
-    int rc;
     memset(out, 0, sizeof *out);
-    reap_id_hex(id, hex);
-    snprintf(what, sizeof what, "%s: calibration %s", s->dir, hex);
-    if ((rc = store_read_begin(s, snap, &txn)))
-        return rc;
-    rc = store_get(s, txn, s->db_calibs, id->b, 32, &v);
-    if (rc == REAP_E_NOTFOUND)
-        rc = reap_err_set(REAP_E_NOTFOUND, "%s: no calibration set %s in the store", s->dir,
-                          hex);
-    if (!rc)
-        rc = rec_calib_decode(v.mv_data, v.mv_size, id->b, what, out);
-    store_read_end(s, snap, txn);
-    return rc;
+    return record_get(s, snap, id, NULL, out);
 }
 
 /* The model ids of a walk over `models`. */
