@@ -278,7 +278,8 @@ int reap_store_run_list(reap_store *s, reap_store_snap *snap, reap_run_info **ru
         free(l.v);
         return rc;
     }
-    qsort(l.v, (size_t)l.n, sizeof *l.v, run_oldest_first);
+    if (l.n > 1)
+        qsort(l.v, (size_t)l.n, sizeof *l.v, run_oldest_first);
     *runs = l.v;
     *n = l.n;
     return REAP_OK;
