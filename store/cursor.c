@@ -1,9 +1,9 @@
 /* cursor.c - the one walk over an LMDB database (store_impl.h: store_walk): open a
  * cursor, position it at the first record (or the first at or after a key prefix), hand
  * each record to a callback in key order until the prefix ends, the callback stops or
- * fails or a key has the wrong size, and map a cursor failure to a REAP_E_* code in one place. Every list, export
- * and verification of the store walks its records through here; the lists they collect
- * grow through store_list_room. */
+ * fails or a key has the wrong size, and map a cursor failure to a REAP_E_* code in one
+ * place. Every list, export and verification of the store walks its records through
+ * here; the lists they collect grow through store_list_room. */
 #include <stdlib.h>
 #include <string.h>
 

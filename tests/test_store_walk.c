@@ -1,8 +1,9 @@
-/* test_store_walk.c - the store's one cursor walk (store_walk, store_impl.h) and the list
- * growth its collectors share (store_list_room): an empty database, a whole database in
- * key order, prefix boundaries (the keys just before and just past a prefix, a key equal
- * to the prefix, a key shorter than it), a key of the wrong size, a callback that stops the walk early and one
- * that fails; the list functions built on the walk (models, runs) on an empty store. */
+/* test_store_walk.c - the store's one cursor walk (store_walk, store_impl.h) and the
+ * list growth its collectors share (store_list_room): an empty database, a whole
+ * database in key order, prefix boundaries (the keys just before and just past a prefix,
+ * a key equal to the prefix, a key shorter than it), a key of the wrong size, a callback
+ * that stops the walk early and one that fails; the list functions built on the walk
+ * (models, runs) on an empty store. */
 #include <lmdb.h>
 #include <sys/stat.h>
 
