@@ -19,15 +19,7 @@
 
 static void print_json(const reap_keepset *ks)
 {
-    json_t *doc = json_object(), *layers = json_object();
-    for (int i = 0; i < ks->n_layers; i++) {
-        json_t *a = json_array();
-        char key[16];
-        for (int k = 0; k < ks->n_keep; k++)
-            json_array_append_new(a, json_integer(ks->layers[i].keep[k]));
-        snprintf(key, sizeof key, "%d", ks->layers[i].layer);
-        json_object_set_new(layers, key, a);
-    }
+    json_t *doc = json_object(), *layers = reap_keepset_json(ks);
     json_object_set_new(doc, "criterion", json_string(reap_criterion_name(ks->criterion)));
     json_object_set_new(doc, "ratio", ks->ratio >= 0 ? json_real(ks->ratio) : json_null());
     json_object_set_new(doc, "n_experts", json_integer(ks->n_experts));
@@ -52,6 +44,35 @@ static void print_table(const reap_keepset *ks)
             printf(" %d", ks->layers[i].keep[k]);
         putchar('\n');
     }
+}
+
+/* The kept ids of a ComputeKeepSet reply as a reap_keepset (layers and kept ids only),
+ * for reap_keepset_json. REAP_OK, REAP_E_NOMEM, REAP_E_FORMAT (a layer that keeps other
+ * than the reply's n_keep experts). */
+static int keepset_from_reply(const Reap__V1__KeepSetResponse *r, reap_keepset *ks)
+{
+    memset(ks, 0, sizeof *ks);
+    ks->n_keep = (int)r->n_keep;
+    if (r->n_layers && !(ks->layers = calloc(r->n_layers, sizeof *ks->layers)))
+        return reap_err_set(REAP_E_NOMEM, "keep set of %zu layers", r->n_layers);
+    ks->n_layers = (int)r->n_layers;
+    for (size_t i = 0; i < r->n_layers; i++) {
+        const Reap__V1__LayerKeepSet *l = r->layers[i];
+        reap_keep_layer *kl = &ks->layers[i];
+        kl->layer = (int)l->layer;
+        if (l->n_keep != r->n_keep) {
+            reap_keepset_free(ks);
+            return reap_err_set(REAP_E_FORMAT, "the reply's layer %u keeps %zu experts, "
+                                "not n_keep %u", l->layer, l->n_keep, r->n_keep);
+        }
+        if (l->n_keep && !(kl->keep = malloc(l->n_keep * sizeof *kl->keep))) {
+            reap_keepset_free(ks);
+            return reap_err_set(REAP_E_NOMEM, "keep set of layer %u", l->layer);
+        }
+        for (size_t k = 0; k < l->n_keep; k++)
+            kl->keep[k] = (int)l->keep[k];
+    }
+    return REAP_OK;
 }
 
 /* ComputeKeepSet on the pruner service; prints as the local mode does. */
@@ -104,15 +125,14 @@ static int keepset_remote(const reapctl_conn *c, const char *model_id, const cha
     const Reap__V1__KeepSetResponse *r = (const void *)resp;
     const char *cname = reap_criterion_name(ko->criterion);
     if (as_json) {
-        json_t *doc = reapctl_pb_to_json(resp), *layers = json_object();
-        for (size_t i = 0; i < r->n_layers; i++) {
-            json_t *a = json_array();
-            char key[16];
-            for (size_t k = 0; k < r->layers[i]->n_keep; k++)
-                json_array_append_new(a, json_integer(r->layers[i]->keep[k]));
-            snprintf(key, sizeof key, "%u", r->layers[i]->layer);
-            json_object_set_new(layers, key, a);
+        reap_keepset ks;
+        if (keepset_from_reply(r, &ks)) {
+            fprintf(stderr, "reapctl keepset: %s\n", reap_err_msg());
+            ex = REAPCTL_EXIT_FAIL;
+            goto out;
         }
+        json_t *doc = reapctl_pb_to_json(resp), *layers = reap_keepset_json(&ks);
+        reap_keepset_free(&ks);
         json_object_set_new(doc, "criterion", json_string(cname));
         json_object_set_new(doc, "n_prune", json_integer((json_int_t)r->n_experts - r->n_keep));
         json_object_set_new(doc, "protect_super_experts",

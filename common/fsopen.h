@@ -63,7 +63,7 @@ int reap_fopen_read(const char *path, const reap_roots *roots, FILE **out);
 /* Check that the open descriptor `fd`, opened from `path`, is a file at or under one of
  * `roots` (NULL: REAP_OK at once). Returns REAP_OK, REAP_E_DENIED (outside every root,
  * or the path no longer leads to the open file), REAP_E_IO (the path cannot be
- * resolved). */
+ * resolved), REAP_E_NOMEM. */
 int reap_roots_check_fd(const reap_roots *roots, int fd, const char *path);
 
 /* 1 if the absolute, normalised path `p` is `root` or lies under it, else 0. */

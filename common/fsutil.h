@@ -15,13 +15,16 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-/* Write all `len` bytes of buf to fd; `path` names the file in error messages. */
+/* Write all `len` bytes of buf to fd; `path` names the file in error messages.
+ * REAP_OK or REAP_E_IO. */
 int reap_write_all(int fd, const void *buf, size_t len, const char *path);
 
-/* fsync the directory `dir` (makes entries created or renamed in it durable). */
+/* fsync the directory `dir` (makes entries created or renamed in it durable).
+ * REAP_OK or REAP_E_IO. */
 int reap_fsync_dir(const char *dir);
 
-/* fsync the directory that holds `path` ("." for a bare file name). */
+/* fsync the directory that holds `path` ("." for a bare file name). REAP_OK, REAP_E_IO,
+ * REAP_E_NOMEM. */
 int reap_fsync_parent_dir(const char *path);
 
 /* Fail early, before writing, when the file system that holds `dir` has fewer than

@@ -16,6 +16,11 @@
  * Packing (see calib.h): one walk over the samples (pack_walk) both counts the rows and,
  * given buffers, fills them, so the row count and the contents cannot disagree. The
  * buffers start zeroed (token 0, mask 0); the walk writes only the valid tokens.
+ *
+ * One file, one concern: calibration rows from a file. Collection, selection, conversion
+ * and packing share the sample list and the error positions (path:line, item N), and
+ * packing is one walk for counting and filling; splitting the steps would split that
+ * state.
  */
 #include "calib.h"
 

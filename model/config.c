@@ -6,6 +6,10 @@
  * transformers defaults, then check the values against each other (config_validate).
  * Types are strict: an integer field written as 4096.0 is a format error. A JSON null
  * counts as absent, as transformers treats None.
+ *
+ * One file, one concern: one config.json into one reap_config (field readers, defaults,
+ * cross-checks share the error-path naming); the checks against the checkpoint's tensors
+ * are config_check.c.
  */
 #include "config.h"
 

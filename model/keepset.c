@@ -5,7 +5,9 @@
  * first n_prune; the rest, sorted ascending, are the keep set. */
 #include "keepset.h"
 
+#include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -353,4 +355,18 @@ int reap_keep_opts_parse(const char *ratio, const char *n_prune, const char *cri
     }
     return reap_criterion_from_name(criterion && *criterion ? criterion : "reap",
                                     &out->criterion);
+}
+
+json_t *reap_keepset_json(const reap_keepset *ks)
+{
+    json_t *o = json_object();
+    for (int i = 0; o && i < ks->n_layers; i++) {
+        json_t *a = json_array();
+        char key[16];
+        for (int k = 0; k < ks->n_keep; k++)
+            json_array_append_new(a, json_integer(ks->layers[i].keep[k]));
+        snprintf(key, sizeof key, "%d", ks->layers[i].layer);
+        json_object_set_new(o, key, a);
+    }
+    return o;
 }

@@ -17,10 +17,13 @@
  * layers; n_layers from the config, else 1 + the largest layer id in the statistics).
  *
  * Refusals (REAP_E_PRECONDITION, reported over RPC as FAILED_PRECONDITION; message
- * prefixed "precondition: "): no statistics, a MoE layer of the config without
- * statistics, statistics whose E or K disagree with the config or between layers, a
- * prune that leaves fewer than K experts, more protected experts in a layer than E',
- * ean_ca (these statistics do not record the sum of expert outputs).
+ * prefixed "precondition: "): no statistics, statistics of one layer given twice, a MoE
+ * layer of the config without statistics, statistics of a layer that is not a MoE layer
+ * of the config, statistics whose E or K disagree with the config or between layers,
+ * n_prune not below E, a prune that leaves fewer than K experts, more protected experts
+ * in a layer than E'. The criterion ean_ca is refused earlier, by name
+ * (reap_criterion_from_name: REAP_E_UNSUPPORTED; these statistics do not record the sum
+ * of expert outputs).
  *
  * Thread rules: pure functions; a keep set is immutable after compute.
  */
@@ -72,9 +75,11 @@ typedef struct reap_keepset {
 /* Compute the keep set of every MoE layer. `cfg` (may be NULL) is the model the keep set
  * is for: every MoE layer of it must have statistics, E and K must agree, and
  * statistics of layers that are not MoE layers there are refused. `stats` [n] in any
- * order; only read. On success fill *out (free with reap_keepset_free).
- * Returns REAP_OK, REAP_E_INVALID (see the refusals above; the message names the layer),
- * REAP_E_UNSUPPORTED, REAP_E_NOMEM. */
+ * order; only read. On success fill *out (free with reap_keepset_free); on failure *out
+ * is zeroed.
+ * Returns REAP_OK; REAP_E_PRECONDITION (the refusals above; the message names the layer);
+ * REAP_E_INVALID (a ratio outside [0, 1) as reap_keep_opts_check, or a non-finite
+ * criterion score, naming the layer and expert); REAP_E_NOMEM. */
 int reap_keepset_compute(const reap_config *cfg, const reap_layer_stats *stats, int n,
                          const reap_keep_opts *opts, reap_keepset *out);
 
@@ -102,6 +107,12 @@ const reap_keep_layer *reap_keepset_find(const reap_keepset *ks, int layer);
 
 /* New index of original expert e in `kl` (binary search), -1 if it was pruned. */
 int reap_keep_new_index(const reap_keepset *ks, const reap_keep_layer *kl, int e);
+
+/* The keep set as JSON, the one shape every output uses (reapctl keepset, the manifest's
+ * keep_sets, reap_metadata.json's experts_to_keep): an object {"<layer>": [kept original
+ * ids ascending], ...} with the MoE layers in ascending order, keys the decimal layer
+ * index. A new reference (json_decref), or NULL when out of memory. */
+struct json_t *reap_keepset_json(const reap_keepset *ks);
 
 /* Options from text (command-line flags, environment, RPC fields): exactly one of
  * ratio ("0.4") and n_prune ("51") must be given (the other NULL or ""); criterion NULL

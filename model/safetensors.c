@@ -16,6 +16,11 @@
  * Streaming writer (st_writer_*): the same layout and header, but the caller appends
  * the data in pieces (its own buffers, or ranges of other files copied kernel-side with
  * copy_file_range), so memory does not grow with tensor size.
+ *
+ * One file, one concern: the .safetensors format. The reader and both writers share its
+ * rules (dtype sizes, shape arithmetic, header layout and padding, the tiling of the
+ * data buffer), so a file written here is one the reader here accepts; splitting reader
+ * and writer would put those rules in two places.
  */
 #include "safetensors.h"
 

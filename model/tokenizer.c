@@ -12,6 +12,10 @@
  *       piece --pre-tokenizer stage 0 .. n-1 (Split regexes, ByteLevel)--> pre-tokens
  *         pre-token --BPE--> ids
  * Added-token ids are appended where they occur, so the ids come out in text order.
+ *
+ * One file: loading and the encode chain share the loaded tables and the callback chain
+ * that ties them together; the parts that stand alone are already files of their own
+ * (tok_bpe.c, tok_added.c, tok_regex.c, tok_norm.c).
  */
 #include "tokenizer.h"
 

@@ -110,20 +110,6 @@ static json_t *file_entry(const reap_file_hash *j)
     return o;
 }
 
-static json_t *keep_sets_json(const reap_keepset *ks)
-{
-    json_t *o = json_object();
-    for (int i = 0; i < ks->n_layers; i++) {
-        json_t *a = json_array();
-        char key[16];
-        for (int k = 0; k < ks->n_keep; k++)
-            json_array_append_new(a, json_integer(ks->layers[i].keep[k]));
-        snprintf(key, sizeof key, "%d", ks->layers[i].layer);
-        json_object_set_new(o, key, a);
-    }
-    return o;
-}
-
 /* The digest of input file `name` of size `size` given by the caller, or NULL. */
 static const reap_known_file *known_input(const reap_manifest_inputs *in, const char *name,
                                           uint64_t size)
@@ -220,7 +206,7 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
     json_object_set_new(params, "protect_super_experts",
                         json_boolean(ks->protect_super_experts));
     json_object_set_new(params, "super_threshold", json_real(ks->super_threshold));
-    json_object_set_new(params, "keep_sets", keep_sets_json(ks));
+    json_object_set_new(params, "keep_sets", reap_keepset_json(ks));
 
     json_object_set_new(soft, "name", json_string("reap"));
     json_object_set_new(soft, "version", json_string(REAP_VERSION));

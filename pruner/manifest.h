@@ -80,7 +80,7 @@ typedef void (*reap_verify_report_fn)(void *ud, const char *line);
  * Every problem is reported (report may be NULL); *n_problems (may be NULL) counts them.
  * Returns REAP_OK when everything matches, REAP_E_INVALID when anything failed
  * (including a malformed manifest; the message names the first problem),
- * REAP_E_NOTFOUND (no manifest), REAP_E_IO. */
+ * REAP_E_NOTFOUND (no manifest), REAP_E_IO, REAP_E_NOMEM. */
 int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
                              reap_verify_report_fn report, void *ud, int *n_problems);
 
@@ -88,7 +88,8 @@ int reap_manifest_verify_dir(const char *dir, const reap_pub_key *pk,
  * signature, each listed file) must be a regular file under `roots` once its links are
  * resolved (fsopen.h; NULL: unconfined). A listed file that is not (a FIFO, a link out
  * of the roots) is a problem naming it; a manifest that is not is REAP_E_INVALID
- * (not a regular file) or REAP_E_DENIED. Nothing waits on a FIFO. */
+ * (not a regular file) or REAP_E_DENIED. Nothing waits on a FIFO. Otherwise as
+ * reap_manifest_verify_dir. */
 int reap_manifest_verify_dir_confined(const char *dir, const reap_roots *roots,
                                       const reap_pub_key *pk, reap_verify_report_fn report,
                                       void *ud, int *n_problems);

@@ -24,6 +24,9 @@
 
 #include "fsopen.h"
 
+/* Return codes: every function that returns a code may also return REAP_E_INTERNAL when
+ * libsodium cannot be initialised; the lists below leave that out. */
+
 typedef struct reap_sign_key {
     uint8_t keynum[8];
     uint8_t sk[64];           /* libsodium secret key: seed || public key */
@@ -64,7 +67,7 @@ void reap_minisign_key_id(const uint8_t keynum[8], char *buf);
 
 /* Sign `file` into `sig_path` (prehashed, atomically: temp file, fsync, rename) with the
  * given trusted comment (printable, no newline, < 8 KiB) and an untrusted comment.
- * Returns REAP_OK, REAP_E_INVALID (bad comment), REAP_E_IO. */
+ * Returns REAP_OK, REAP_E_INVALID (bad comment), REAP_E_IO, REAP_E_NOMEM. */
 int reap_minisign_sign_file(const reap_sign_key *key, const char *file, const char *sig_path,
                             const char *trusted_comment, const char *untrusted_comment);
 
@@ -72,18 +75,19 @@ int reap_minisign_sign_file(const reap_sign_key *key, const char *file, const ch
  * the trusted comment's signature. trusted (may be NULL) receives the trusted comment
  * (cap bytes). Returns REAP_OK, REAP_E_IO, REAP_E_FORMAT (malformed signature file),
  * REAP_E_INVALID (wrong key id or a signature that does not verify; the message says
- * which). */
+ * which), REAP_E_NOMEM. */
 int reap_minisign_verify_file(const reap_pub_key *pk, const char *file, const char *sig_path,
                               char *trusted, size_t cap);
 
 /* reap_minisign_verify_file for a service: both files must be regular files (a FIFO is
  * REAP_E_INVALID, without waiting) under `roots` once their links are resolved
- * (fsopen.h; NULL: unconfined), else REAP_E_DENIED. */
+ * (fsopen.h; NULL: unconfined), else REAP_E_DENIED. Otherwise as
+ * reap_minisign_verify_file. */
 int reap_minisign_verify_file_confined(const reap_pub_key *pk, const char *file,
                                        const char *sig_path, const reap_roots *roots,
                                        char *trusted, size_t cap);
 
-/* BLAKE2b-512 of a file (minisign's prehash). REAP_OK or REAP_E_IO. */
+/* BLAKE2b-512 of a file (minisign's prehash). REAP_OK, REAP_E_IO, REAP_E_NOMEM. */
 int reap_blake2b512_file(const char *path, uint8_t out[64]);
 
 void reap_sign_key_wipe(reap_sign_key *k);

@@ -69,7 +69,8 @@ char *reap_leftover_describe(const char *path, uint64_t bytes, reap_leftover_act
  * `.old` one is renamed back to <parent>/<name> when nothing is there), and stale lock
  * files are unlinked. `fn` (may be NULL) hears of every leftover directory; *n_removed
  * (may be NULL) counts those removed or restored. A leftover that cannot be removed is
- * reported and skipped. Returns REAP_OK, or REAP_E_IO when `parent` cannot be listed. */
+ * reported and skipped. Returns REAP_OK, REAP_E_IO when `parent` cannot be listed, or
+ * REAP_E_NOMEM. */
 int reap_outdir_sweep(const char *parent, const char *name, reap_leftover_fn fn, void *ud,
                       int *n_removed);
 

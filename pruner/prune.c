@@ -59,21 +59,18 @@ int reap_metadata_write(const char *dir, const reap_config *cfg, const reap_keep
                         const char *model_id, const char *const *calib_ids, int n_calib)
 {
     char path[8192];
-    json_t *doc = json_object(), *keep = json_object(), *scores = json_array(),
+    json_t *doc = json_object(), *keep = reap_keepset_json(ks), *scores = json_array(),
            *calib = json_array(), *sup = json_object();
     for (int i = 0; i < ks->n_layers; i++) {
         const reap_keep_layer *kl = &ks->layers[i];
-        json_t *a = json_array(), *s = json_array(), *p = json_array();
+        json_t *s = json_array(), *p = json_array();
         char key[16];
-        for (int k = 0; k < ks->n_keep; k++)
-            json_array_append_new(a, json_integer(kl->keep[k]));
         for (int e = 0; e < ks->n_experts; e++) {
             json_array_append_new(s, json_real(kl->scores[e]));
             if (kl->is_super[e])
                 json_array_append_new(p, json_integer(e));
         }
         snprintf(key, sizeof key, "%d", kl->layer);
-        json_object_set_new(keep, key, a);
         json_array_append_new(scores, s);
         if (kl->n_super)
             json_object_set_new(sup, key, p);

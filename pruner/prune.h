@@ -82,9 +82,10 @@ typedef struct reap_prune_result {
 
 /* Run one prune. On success (and on failure after the keep set was computed) free res
  * with reap_prune_result_free. Returns REAP_OK, the keep-set refusals (keepset.h),
- * REAP_E_INVALID (output exists without force, output inside input),
+ * REAP_E_NOTFOUND (the model directory cannot be resolved), REAP_E_INVALID (output
+ * exists without force, output inside input or input inside output, a bad output path),
  * REAP_E_PRECONDITION (force, but the output is neither a reap output nor empty), the
- * rewrite's and verification's errors, REAP_E_IO. */
+ * rewrite's and verification's errors, REAP_E_IO, REAP_E_NOMEM. */
 int reap_prune(const reap_prune_opts *opts, reap_prune_result *res);
 
 void reap_prune_result_free(reap_prune_result *res);

@@ -95,7 +95,9 @@ typedef struct reap_rewrite_result {
  * `progress` and `shard_done` may be NULL (both get `ud`). `res` may be NULL.
  * Returns REAP_OK, REAP_E_FORMAT (a fused or router tensor whose dim 0 is not E, an
  * expert index >= E, config.json without an expert-count key), REAP_E_INVALID (keep
- * set inconsistent with cfg), REAP_E_IO, REAP_E_NOMEM, REAP_E_CANCELLED. */
+ * set inconsistent with cfg; an input file that is not a regular file), REAP_E_NOTFOUND
+ * (no config.json), REAP_E_DENIED (confinement, above), REAP_E_IO, REAP_E_NOMEM,
+ * REAP_E_CANCELLED, REAP_E_INTERNAL (as reap_config_patch_experts). */
 int reap_rewrite_checkpoint(const reap_ckpt *ck, const reap_config *cfg,
                             const reap_keepset *ks, const char *out_dir,
                             reap_rewrite_progress_fn progress,
@@ -104,7 +106,9 @@ int reap_rewrite_checkpoint(const reap_ckpt *ck, const reap_config *cfg,
 
 /* Write `src` config.json to `dst` with the expert count set to n_experts as described
  * above (fsynced). Returns REAP_OK, REAP_E_IO, REAP_E_FORMAT (no expert-count key in the
- * language-model object, or a value that is not an integer). */
+ * language-model object, or a value that is not an integer), REAP_E_NOTFOUND (no src),
+ * REAP_E_INVALID (src is not a regular file), REAP_E_NOMEM, REAP_E_INTERNAL (the patched
+ * text failed the re-parse proof). */
 int reap_config_patch_experts(const char *src, const char *dst, reap_family family,
                               int n_experts);
 
@@ -133,12 +137,14 @@ int reap_awq_not_convert_rewrite(const reap_config *cfg, const reap_keepset *ks,
 void reap_strv_free(char **v, int n);
 
 /* Copy a regular file (copy_file_range, falling back to read/write), fsync the copy.
- * Returns REAP_OK or REAP_E_IO. */
+ * Returns REAP_OK, REAP_E_NOTFOUND (no src), REAP_E_INVALID (src is not a regular file),
+ * REAP_E_IO. */
 int reap_copy_file(const char *src, const char *dst);
 
 /* reap_copy_file for a service: `src` must be a regular file (REAP_E_INVALID otherwise:
  * a FIFO is refused without waiting) under `roots` once its links are resolved
- * (fsopen.h; NULL: unconfined), else REAP_E_DENIED naming it and where it leads. */
+ * (fsopen.h; NULL: unconfined), else REAP_E_DENIED naming it and where it leads.
+ * Otherwise as reap_copy_file. */
 int reap_copy_file_confined(const char *src, const reap_roots *roots, const char *dst);
 
 

@@ -1,4 +1,5 @@
-/* verify.h - checks of a pruned checkpoint (the seed's prune_model.py --verify, extended).
+/* verify.h - checks of a pruned checkpoint (what the original prune script's --verify
+ * checked, extended; that script is not part of this repository).
  *
  * Structural (reap_verify_structural): reopen the output with the project's reader
  * (every header validated, index vs shards), load its config.json, then

@@ -7,6 +7,11 @@
  * RECV_CLOSE_ON_SERVER batch (the cancellation signal) and dispatches. It polls the
  * queue with a short deadline so that a shutdown request from a signal handler is seen
  * within RPC_POLL_MS.
+ *
+ * One file: the server's lifecycle (listeners, the queue loop, dispatch, graceful
+ * shutdown and the signals that ask for it, its options) works on one rpc_server struct
+ * and its states; a call's own life is rpc_call.c, health rpc_health.c, the handler
+ * threads rpc_pool.c.
  */
 #include <errno.h>
 #include <stdio.h>

@@ -6,6 +6,10 @@
  * hold it only to take a job and to publish an event; events are a handful per layer
  * and watcher callbacks do not block, so readers (get, list) never wait long. Released
  * watchers are collected under the lock and released after it is dropped.
+ *
+ * One file because everything in it runs under that one mutex: the queue, the workers,
+ * the watchers and the stop share the job list and its locking rule, which reads best in
+ * one place.
  */
 #include "run_manager.h"
 

@@ -9,27 +9,6 @@
 #include "reap_err.h"
 #include "store_impl.h"
 
-void reap_model_info_free(reap_model_info *m)
-{
-    if (!m)
-        return;
-    for (int i = 0; m->files && i < m->n_files; i++)
-        free(m->files[i].path);
-    free(m->files);
-    free(m->moe_layers);
-    free(m->model_type);
-    free(m->first_seen_path);
-    memset(m, 0, sizeof *m);
-}
-
-void reap_calib_info_free(reap_calib_info *c)
-{
-    if (!c)
-        return;
-    free(c->source);
-    memset(c, 0, sizeof *c);
-}
-
 typedef struct put_ctx {
     MDB_dbi dbi;
     const uint8_t *key;   /* 32 B */
@@ -76,87 +55,77 @@ int reap_store_calib_put(reap_store *s, const reap_calib_info *c)
     return rc;
 }
 
-int reap_store_model_get(reap_store *s, reap_store_snap *snap, const reap_id *id,
-                         reap_model_info *out)
+/* Read and decode record `id` of `models` (model != NULL) or `calibs` (calib != NULL). */
+static int record_get(reap_store *s, reap_store_snap *snap, const reap_id *id,
+                      reap_model_info *model, reap_calib_info *calib)
 {
     MDB_txn *txn;
     MDB_val v;
     char hex[65], what[4400];
     int rc;
-    memset(out, 0, sizeof *out);
     reap_id_hex(id, hex);
-    snprintf(what, sizeof what, "%s: model %s", s->dir, hex);
+    snprintf(what, sizeof what, "%s: %s %s", s->dir, model ? "model" : "calibration", hex);
     if ((rc = store_read_begin(s, snap, &txn)))
         return rc;
-    rc = store_get(s, txn, s->db_models, id->b, 32, &v);
+    rc = store_get(s, txn, model ? s->db_models : s->db_calibs, id->b, 32, &v);
     if (rc == REAP_E_NOTFOUND)
-        rc = reap_err_set(REAP_E_NOTFOUND, "%s: no model %s in the store", s->dir, hex);
+        rc = reap_err_set(REAP_E_NOTFOUND, "%s: no %s %s in the store", s->dir,
+                          model ? "model" : "calibration set", hex);
     if (!rc)
-        rc = rec_model_decode(v.mv_data, v.mv_size, id->b, what, out);
+        rc = model ? rec_model_decode(v.mv_data, v.mv_size, id->b, what, model)
+                   : rec_calib_decode(v.mv_data, v.mv_size, id->b, what, calib);
     store_read_end(s, snap, txn);
     return rc;
+}
+
+int reap_store_model_get(reap_store *s, reap_store_snap *snap, const reap_id *id,
+                         reap_model_info *out)
+{
+    memset(out, 0, sizeof *out);
+    return record_get(s, snap, id, out, NULL);
 }
 
 int reap_store_calib_get(reap_store *s, reap_store_snap *snap, const reap_id *id,
                          reap_calib_info *out)
 {
-    MDB_txn *txn;
-    MDB_val v;
-    char hex[65], what[4400];
-    int rc;
     memset(out, 0, sizeof *out);
-    reap_id_hex(id, hex);
-    snprintf(what, sizeof what, "%s: calibration %s", s->dir, hex);
-    if ((rc = store_read_begin(s, snap, &txn)))
+    return record_get(s, snap, id, NULL, out);
+}
+
+/* The model ids of a walk over `models`. */
+typedef struct id_list {
+    reap_store *s;
+    reap_id *v;
+    int n, cap;
+} id_list;
+
+static int id_push(void *ud, const MDB_val *k, const MDB_val *v)
+{
+    id_list *l = ud;
+    (void)v;
+    int rc = store_list_room(l->s, &l->v, &l->cap, l->n, sizeof *l->v, "model list");
+    if (rc)
         return rc;
-    rc = store_get(s, txn, s->db_calibs, id->b, 32, &v);
-    if (rc == REAP_E_NOTFOUND)
-        rc = reap_err_set(REAP_E_NOTFOUND, "%s: no calibration set %s in the store", s->dir,
-                          hex);
-    if (!rc)
-        rc = rec_calib_decode(v.mv_data, v.mv_size, id->b, what, out);
-    store_read_end(s, snap, txn);
-    return rc;
+    memcpy(l->v[l->n++].b, k->mv_data, 32);
+    return REAP_OK;
 }
 
 int reap_store_model_list(reap_store *s, reap_store_snap *snap, reap_id **ids, int *n)
 {
     MDB_txn *txn;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    MDB_stat st;
-    reap_id *out = NULL;
-    int cnt = 0, rc, mrc;
+    id_list l = {s, NULL, 0, 0};
+    int rc;
     *ids = NULL;
     *n = 0;
     if ((rc = store_read_begin(s, snap, &txn)))
         return rc;
-    if ((mrc = mdb_stat(txn, s->db_models, &st)) ||
-        (mrc = mdb_cursor_open(txn, s->db_models, &cur))) {
-        rc = store_mdb_err(s, mrc, "listing models");
-        goto fail;
-    }
-    out = calloc(st.ms_entries ? st.ms_entries : 1, sizeof *out);
-    if (!out) {
-        rc = reap_err_set(REAP_E_NOMEM, "%s: model list", s->dir);
-        goto fail;
-    }
-    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !mrc && (size_t)cnt < st.ms_entries;
-         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 32) {
-            rc = reap_err_set(REAP_E_FORMAT, "%s: models: key of %zu bytes", s->dir,
-                              k.mv_size);
-            goto fail;
-        }
-        memcpy(out[cnt++].b, k.mv_data, 32);
-    }
-    *ids = out;
-    *n = cnt;
-    out = NULL;
-fail:
-    free(out);
-    if (cur)
-        mdb_cursor_close(cur);
+    rc = store_walk(s, txn, s->db_models, NULL, 0, STORE_ID_LEN, "models", id_push, &l);
     store_read_end(s, snap, txn);
-    return rc;
+    if (rc) {
+        free(l.v);
+        return rc;
+    }
+    *ids = l.v;
+    *n = l.n;
+    return REAP_OK;
 }

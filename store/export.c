@@ -128,14 +128,9 @@ static int id_push(id_list *l, const uint8_t *b)
 {
     if (l->n && !memcmp(l->v[l->n - 1].b, b, 32))
         return REAP_OK;
-    if (l->n == l->cap) {
-        int nc = l->cap ? 2 * l->cap : 16;
-        reap_id *nv = realloc(l->v, (size_t)nc * sizeof *nv);
-        if (!nv)
-            return reap_err_set(REAP_E_NOMEM, "export: id list");
-        l->v = nv;
-        l->cap = nc;
-    }
+    int rc = store_list_room(NULL, &l->v, &l->cap, l->n, sizeof *l->v, "export: id list");
+    if (rc)
+        return rc;
     memcpy(l->v[l->n++].b, b, 32);
     return REAP_OK;
 }
@@ -145,40 +140,30 @@ static int id_cmp(const void *a, const void *b)
     return memcmp(a, b, 32);
 }
 
+/* One walk of export_db: write each record of database `db`, or (calibs != NULL)
+ * collect the calib ids of stats keys instead. */
+typedef struct export_walk {
+    writer *w;
+    int db;
+    id_list *calibs;
+} export_walk;
+
+static int export_visit(void *ud, const MDB_val *k, const MDB_val *v)
+{
+    const export_walk *x = ud;
+    if (!x->calibs)
+        return write_record(x->w, x->db, k, v);
+    return id_push(x->calibs, (const uint8_t *)k->mv_data + 32);
+}
+
 /* Export the records of `dbi` whose key starts with prefix[0..plen) (plen 0: all).
  * calibs != NULL: collect the calib ids of stats keys instead of writing. */
 static int export_db(writer *w, MDB_txn *txn, MDB_dbi dbi, int db, const uint8_t *prefix,
                      size_t plen, id_list *calibs)
 {
-    MDB_cursor *cur;
-    MDB_val k, v;
-    uint8_t start[STORE_STATS_KEY_LEN] = {0};
-    int rc = REAP_OK, mrc = mdb_cursor_open(txn, dbi, &cur);
-    if (mrc)
-        return store_mdb_err(w->s, mrc, "export cursor");
-    if (plen) {
-        memcpy(start, prefix, plen);
-        k.mv_size = plen;
-        k.mv_data = start;
-        mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    } else {
-        mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-    }
-    for (; !mrc && !rc; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (plen && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen)))
-            break;
-        if (calibs)
-            rc = k.mv_size == STORE_STATS_KEY_LEN
-                     ? id_push(calibs, (const uint8_t *)k.mv_data + 32)
-                     : reap_err_set(REAP_E_FORMAT, "%s: stats key of %zu bytes", w->s->dir,
-                                    k.mv_size);
-        else
-            rc = write_record(w, db, &k, &v);
-    }
-    if (!rc && mrc && mrc != MDB_NOTFOUND)
-        rc = store_mdb_err(w->s, mrc, "export walk");
-    mdb_cursor_close(cur);
-    return rc;
+    export_walk x = {w, db, calibs};
+    return store_walk(w->s, txn, dbi, prefix, plen, db_key_len(db), db_name(db),
+                      export_visit, &x);
 }
 
 static int export_body(writer *w, MDB_txn *txn, const reap_id *model,

@@ -64,7 +64,7 @@ int reap_model_identify(reap_store *s, const char *dir, int threads, reap_model_
 
 /* reap_model_identify for a service: every file of the identity must also lie under
  * `roots` once its links are resolved (fsopen.h; NULL: unconfined), else REAP_E_DENIED
- * naming the file - cached digests included. */
+ * naming the file - cached digests included. Otherwise as reap_model_identify. */
 int reap_model_identify_confined(reap_store *s, const char *dir, const reap_roots *roots,
                                  int threads, reap_model_info *out, reap_hash_stats *hs);
 

@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keys.h"
 #include "reap_err.h"
 #include "reap_store.pb-c.h"
-#include "store_impl.h"
 
 typedef Reap__Store__V1__StoreMeta PbMeta;
 typedef Reap__Store__V1__ModelFile PbModelFile;

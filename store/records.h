@@ -14,8 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "catalog.h"
-#include "runs.h"
+#include "record_info.h"
 #include "stats.h"
 #include "store.h"
 

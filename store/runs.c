@@ -30,19 +30,6 @@ const char *reap_run_state_name(int state)
     }
 }
 
-void reap_run_info_free(reap_run_info *r)
-{
-    if (!r)
-        return;
-    free(r->backend);
-    free(r->device);
-    free(r->error);
-    free(r->host);
-    free(r->request);
-    free(r->layer_seconds);
-    memset(r, 0, sizeof *r);
-}
-
 void reap_run_id_hex(const uint8_t id[16], char out[33])
 {
     reap_hex(id, 16, out);
@@ -254,50 +241,46 @@ static int run_oldest_first(const void *a, const void *b)
     return memcmp(x->run_id, y->run_id, 16);
 }
 
+/* The runs of a walk over `runs`, decoded. */
+typedef struct run_list {
+    reap_store *s;
+    reap_run_info *v;
+    int n, cap;
+    char what[4400];
+} run_list;
+
+static int run_push(void *ud, const MDB_val *k, const MDB_val *v)
+{
+    run_list *l = ud;
+    int rc;
+    if ((rc = store_list_room(l->s, &l->v, &l->cap, l->n, sizeof *l->v, "run list")) ||
+        (rc = rec_run_decode(v->mv_data, v->mv_size, k->mv_data, l->what, &l->v[l->n])))
+        return rc;
+    l->n++;
+    return REAP_OK;
+}
+
 int reap_store_run_list(reap_store *s, reap_store_snap *snap, reap_run_info **runs, int *n)
 {
     MDB_txn *txn;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    MDB_stat st;
-    reap_run_info *out = NULL;
-    int cnt = 0, rc, mrc;
-    char what[4400];
+    run_list l = {.s = s};
+    int rc;
     *runs = NULL;
     *n = 0;
-    snprintf(what, sizeof what, "%s: run record", s->dir);
+    snprintf(l.what, sizeof l.what, "%s: run record", s->dir);
     if ((rc = store_read_begin(s, snap, &txn)))
         return rc;
-    if ((mrc = mdb_stat(txn, s->db_runs, &st)) ||
-        (mrc = mdb_cursor_open(txn, s->db_runs, &cur))) {
-        rc = store_mdb_err(s, mrc, "listing runs");
-        goto fail;
-    }
-    out = calloc(st.ms_entries ? st.ms_entries : 1, sizeof *out);
-    if (!out) {
-        rc = reap_err_set(REAP_E_NOMEM, "%s: run list", s->dir);
-        goto fail;
-    }
-    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !mrc && (size_t)cnt < st.ms_entries;
-         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 16) {
-            rc = reap_err_set(REAP_E_FORMAT, "%s: runs: key of %zu bytes", s->dir, k.mv_size);
-            goto fail;
-        }
-        if ((rc = rec_run_decode(v.mv_data, v.mv_size, k.mv_data, what, &out[cnt])))
-            goto fail;
-        cnt++;
-    }
-    qsort(out, (size_t)cnt, sizeof *out, run_oldest_first);
-    *runs = out;
-    *n = cnt;
-    out = NULL;
-fail:
-    for (int i = 0; out && i < cnt; i++)
-        reap_run_info_free(&out[i]);
-    free(out);
-    if (cur)
-        mdb_cursor_close(cur);
+    rc = store_walk(s, txn, s->db_runs, NULL, 0, STORE_RUN_ID_LEN, "runs", run_push, &l);
     store_read_end(s, snap, txn);
-    return rc;
+    if (rc) {
+        for (int i = 0; i < l.n; i++)
+            reap_run_info_free(&l.v[i]);
+        free(l.v);
+        return rc;
+    }
+    if (l.n > 1)
+        qsort(l.v, (size_t)l.n, sizeof *l.v, run_oldest_first);
+    *runs = l.v;
+    *n = l.n;
+    return REAP_OK;
 }

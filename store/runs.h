@@ -10,6 +10,8 @@
  * "running" by a process that died stays so; a later run of the same pair resumes the
  * work (the scorer's job, see scorer/score_job.h) with a new run_id.
  *
+ * reap_run_info and the states are defined in record_info.h.
+ *
  * Thread rules: as store.h. A reap_run_info is the caller's copy of the record: the
  * functions below update it and write it; one thread uses one run at a time.
  */
@@ -18,38 +20,13 @@
 
 #include <stdint.h>
 
+#include "record_info.h"
 #include "stats.h"
 #include "stats_store.h"
 #include "store.h"
 
-typedef enum reap_run_state {
-    REAP_RUN_UNSPECIFIED = 0,
-    REAP_RUN_RUNNING = 1,
-    REAP_RUN_DONE = 2,
-    REAP_RUN_FAILED = 3,
-    REAP_RUN_CANCELLED = 4
-} reap_run_state;
-
 /* "running", "done", "failed", "cancelled" ("unknown" otherwise). */
 const char *reap_run_state_name(int state);
-
-typedef struct reap_run_info {
-    uint8_t run_id[16];
-    reap_id model, calib;
-    int state;                 /* reap_run_state */
-    int layers_done;           /* decoder layers 0..layers_done-1 are committed */
-    int n_layers;
-    int start_layer;           /* > 0: resumed */
-    char *backend, *device, *error, *host;   /* may be NULL */
-    char *request;             /* the caller's description of the request (opaque text,
-                                  e.g. the scorer service's JSON), may be NULL */
-    int64_t started_unix_ns, updated_unix_ns, finished_unix_ns;
-    int n_layer_seconds;
-    double *layer_seconds;     /* [n_layer_seconds]: layers computed by this run */
-    int pid;
-} reap_run_info;
-
-void reap_run_info_free(reap_run_info *r);
 
 /* Lower-case hex of a run id (32 characters and a NUL). */
 void reap_run_id_hex(const uint8_t id[16], char out[33]);
@@ -101,8 +78,10 @@ int reap_store_run_mark_interrupted(reap_store *s, const reap_id *model, const r
 int reap_store_run_get(reap_store *s, reap_store_snap *snap, const uint8_t run_id[16],
                        reap_run_info *out);
 
-/* Every run, oldest first (by started_unix_ns, then id). *runs is malloc'd: reap_run_info_free each, then free().
- * *n may be 0. */
+/* Every run, oldest first (by started_unix_ns, then id). *runs is malloc'd:
+ * reap_run_info_free each, then free(). *n may be 0 (*runs NULL).
+ * REAP_OK, REAP_E_FORMAT (a damaged record or key), REAP_E_UNSUPPORTED (a record of a
+ * newer format), REAP_E_IO, REAP_E_NOMEM. */
 int reap_store_run_list(reap_store *s, reap_store_snap *snap, reap_run_info **runs,
                         int *n);
 

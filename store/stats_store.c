@@ -143,39 +143,32 @@ int reap_store_stats_get(reap_store *s, reap_store_snap *snap, const reap_id *mo
  * calibration set; else only that one), in key order. */
 typedef int (*key_fn)(void *ud, const reap_id *calib, int layer);
 
+typedef struct key_walk {
+    reap_store *s;
+    key_fn fn;
+    void *ud;
+} key_walk;
+
+static int key_visit(void *ud, const MDB_val *k, const MDB_val *v)
+{
+    const key_walk *w = ud;
+    const uint8_t *key = k->mv_data;
+    reap_id c;
+    (void)v;
+    memcpy(c.b, key + 32, 32);
+    return w->fn(w->ud, &c, (int)store_rd_be32(key + 64));
+}
+
 static int walk_keys(reap_store *s, MDB_txn *txn, const reap_id *model, const reap_id *calib,
                      key_fn fn, void *ud)
 {
-    uint8_t start[STORE_STATS_KEY_LEN] = {0};
-    size_t prefix = calib ? 64 : 32;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    int rc = REAP_OK, mrc;
-    memcpy(start, model->b, 32);
+    uint8_t prefix[64];
+    key_walk w = {s, fn, ud};
+    memcpy(prefix, model->b, 32);
     if (calib)
-        memcpy(start + 32, calib->b, 32);
-    if ((mrc = mdb_cursor_open(txn, s->db_stats, &cur)))
-        return store_mdb_err(s, mrc, "stats cursor");
-    k.mv_size = sizeof start;
-    k.mv_data = start;
-    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !mrc && !rc;
-         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        const uint8_t *key = k.mv_data;
-        if (k.mv_size != STORE_STATS_KEY_LEN) {
-            rc = reap_err_set(REAP_E_FORMAT, "%s: stats: key of %zu bytes", s->dir,
-                              k.mv_size);
-            break;
-        }
-        if (memcmp(key, start, prefix))
-            break;
-        reap_id c;
-        memcpy(c.b, key + 32, 32);
-        rc = fn(ud, &c, (int)store_rd_be32(key + 64));
-    }
-    if (!rc && mrc && mrc != MDB_NOTFOUND)
-        rc = store_mdb_err(s, mrc, "walking statistics");
-    mdb_cursor_close(cur);
-    return rc;
+        memcpy(prefix + 32, calib->b, 32);
+    return store_walk(s, txn, s->db_stats, prefix, calib ? 64 : 32, STORE_STATS_KEY_LEN,
+                      "stats", key_visit, &w);
 }
 
 typedef struct int_list {
@@ -186,15 +179,10 @@ typedef struct int_list {
 static int layer_push(void *ud, const reap_id *calib, int layer)
 {
     int_list *l = ud;
+    int rc = store_list_room(NULL, &l->v, &l->cap, l->n, sizeof *l->v, "layer list");
     (void)calib;
-    if (l->n == l->cap) {
-        int cap = l->cap ? 2 * l->cap : 64;
-        int *nv = realloc(l->v, (size_t)cap * sizeof *nv);
-        if (!nv)
-            return reap_err_set(REAP_E_NOMEM, "store: layer list");
-        l->v = nv;
-        l->cap = cap;
-    }
+    if (rc)
+        return rc;
     l->v[l->n++] = layer;
     return REAP_OK;
 }
@@ -233,18 +221,12 @@ static int calib_push(void *ud, const reap_id *calib, int layer)
 {
     calib_scan *cs = ud;
     if (cs->n == 0 || memcmp(cs->ids[cs->n - 1].b, calib->b, 32)) {
-        if (cs->n == cs->cap) {
-            int cap = cs->cap ? 2 * cs->cap : 16;
-            reap_id *ni = realloc(cs->ids, (size_t)cap * sizeof *ni);
-            if (ni)
-                cs->ids = ni;
-            int *nc = realloc(cs->complete, (size_t)cap * sizeof *nc);
-            if (nc)
-                cs->complete = nc;
-            if (!ni || !nc)
-                return reap_err_set(REAP_E_NOMEM, "store: calibration list");
-            cs->cap = cap;
-        }
+        int cap = cs->cap, rc;
+        if ((rc = store_list_room(NULL, &cs->ids, &cap, cs->n, sizeof *cs->ids,
+                                  "calibration list")) ||
+            (rc = store_list_room(NULL, &cs->complete, &cs->cap, cs->n,
+                                  sizeof *cs->complete, "calibration list")))
+            return rc;
         cs->ids[cs->n] = *calib;
         cs->complete[cs->n] = 0;
         cs->n++;

@@ -50,12 +50,14 @@ int reap_store_stats_put_rule(reap_store *s, const reap_id *model, const reap_id
 
 /* Read one record; its digest is verified. *out is initialised here.
  * REAP_OK, REAP_E_NOTFOUND (no message set: a normal answer), REAP_E_FORMAT (damaged:
- * digest, lengths or key mismatch), REAP_E_UNSUPPORTED (newer format), REAP_E_NOMEM. */
+ * digest, lengths or key mismatch), REAP_E_UNSUPPORTED (newer format), REAP_E_INVALID
+ * (layer < 0), REAP_E_NOMEM. */
 int reap_store_stats_get(reap_store *s, reap_store_snap *snap, const reap_id *model,
                          const reap_id *calib, int layer, reap_layer_stats *out);
 
 /* Layers of (model, calib) that have a record, ascending. *layers is malloc'd (free());
- * *n may be 0. */
+ * *n may be 0 (*layers NULL). REAP_OK, REAP_E_FORMAT (a key of the wrong size),
+ * REAP_E_IO, REAP_E_NOMEM. */
 int reap_store_stats_layers(reap_store *s, reap_store_snap *snap, const reap_id *model,
                             const reap_id *calib, int **layers, int *n);
 
@@ -76,7 +78,9 @@ int reap_store_pair_stale(reap_store *s, reap_store_snap *snap, const reap_id *m
                           const reap_id *calib, int *stale);
 
 /* Calibration ids with at least one record for `model`, ascending. complete_only: only
- * the complete ones. *calibs is malloc'd (free()); *n may be 0. */
+ * the complete ones. *calibs is malloc'd (free()); *n may be 0. REAP_OK,
+ * REAP_E_NOTFOUND (the model has no record), REAP_E_FORMAT / REAP_E_UNSUPPORTED (a
+ * damaged / newer record), REAP_E_IO, REAP_E_NOMEM. */
 int reap_store_stats_calibs(reap_store *s, reap_store_snap *snap, const reap_id *model,
                             int complete_only, reap_id **calibs, int *n);
 
@@ -96,7 +100,7 @@ int reap_store_stats_merged(reap_store *s, reap_store_snap *snap, const reap_id 
                             int *n_out, reap_id **used, int *n_used);
 
 /* Statistics equality, bit for bit (layer, E, K, tokens and every array; max_act
- * compared as bits). */
+ * compared as bits). 1 when identical, else 0. */
 int reap_stats_identical(const reap_layer_stats *a, const reap_layer_stats *b);
 
 #endif

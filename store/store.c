@@ -1,6 +1,6 @@
 /* store.c - the LMDB environment: open with checks (directory, foreign files, truncation,
- * store format), named databases, transactions with map growth, snapshots, counts and a
- * full verification walk (store.h). */
+ * store format), named databases, transactions with map growth, snapshots and counts
+ * (store.h). The full verification walk is verify.c. */
 #include "store.h"
 
 #include <dirent.h>
@@ -28,38 +28,6 @@
 #define META_KEY "format"
 
 /* ---- small helpers --------------------------------------------------------------- */
-
-int64_t store_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-void store_be32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (24 - 8 * i));
-}
-
-void store_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-uint32_t store_rd_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-void store_stats_key(uint8_t key[STORE_STATS_KEY_LEN], const reap_id *model,
-                     const reap_id *calib, uint32_t layer)
-{
-    memcpy(key, model->b, 32);
-    memcpy(key + 32, calib->b, 32);
-    store_be32(key + 64, layer);
-}
 
 void reap_id_hex(const reap_id *id, char out[65])
 {
@@ -619,60 +587,5 @@ int reap_store_count(reap_store *s, reap_store_snap *snap, reap_store_counts *ou
         *dst[i] = st.ms_entries;
     }
     store_read_end(s, snap, txn);
-    return rc;
-}
-
-/* Check one record of database `db` (index into the walk below). */
-static int verify_record(reap_store *s, int db, const MDB_val *k, const MDB_val *v)
-{
-    char what[4300];
-    const uint8_t *key = k->mv_data;
-    static const char *names[] = {"models", "filehash", "calibs", "stats", "runs"};
-    static const size_t klens[] = {32, 32, 32, 68, 16};
-    snprintf(what, sizeof what, "%s: %s record", s->dir, names[db]);
-    if (k->mv_size != klens[db])
-        return reap_err_set(REAP_E_FORMAT, "%s: key of %zu bytes (want %zu)", what,
-                            k->mv_size, klens[db]);
-    switch (db) {
-    case 0:
-        return rec_model_decode(v->mv_data, v->mv_size, key, what, NULL);
-    case 1:
-        return rec_filehash_decode(v->mv_data, v->mv_size, what, NULL, NULL);
-    case 2:
-        return rec_calib_decode(v->mv_data, v->mv_size, key, what, NULL);
-    case 3:
-        return rec_stats_decode(v->mv_data, v->mv_size, key, what, NULL, NULL, NULL, NULL,
-                                NULL);
-    default:
-        return rec_run_decode(v->mv_data, v->mv_size, key, what, NULL);
-    }
-}
-
-int reap_store_verify(reap_store *s, uint64_t *n_checked)
-{
-    MDB_txn *txn;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    MDB_dbi dbis[5] = {s->db_models, s->db_filehash, s->db_calibs, s->db_stats, s->db_runs};
-    uint64_t n = 0;
-    int rc = store_txn_begin(s, 0, &txn);
-    if (rc)
-        return rc;
-    for (int db = 0; db < 5 && !rc; db++) {
-        int mrc = mdb_cursor_open(txn, dbis[db], &cur);
-        if (mrc) {
-            rc = store_mdb_err(s, mrc, "cursor");
-            break;
-        }
-        for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !mrc && !rc;
-             mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++)
-            rc = verify_record(s, db, &k, &v);
-        if (!rc && mrc != MDB_NOTFOUND)
-            rc = store_mdb_err(s, mrc, "walking records");
-        mdb_cursor_close(cur);
-    }
-    store_txn_abort(s, txn);
-    if (n_checked)
-        *n_checked = n;
     return rc;
 }

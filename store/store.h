@@ -16,7 +16,7 @@
  * Beside the LMDB files, DIR/checkpoints/ holds hidden-state checkpoints of runs in
  * progress (hidden_ckpt.h).
  *
- * Robustness rules (../shared/facts/store-signing-deploy.md): a large map size set before
+ * Robustness rules (docs/store.md, Robustness): a large map size set before
  * open and doubled on MDB_MAP_FULL (the write is retried); growth by another process
  * adopted on MDB_MAP_RESIZED; mdb_reader_check at open; MDB_NOTLS so snapshots may be
  * used from worker threads; default durable commits (every write is fsynced). Open
@@ -26,6 +26,10 @@
  * matter (statistics); a record that fails its digest is REAP_E_FORMAT.
  * LMDB does not checksum its B-tree pages: damage inside a page that leaves the file
  * size and meta pages intact is not detected by open (records.c detects damaged values).
+ *
+ * Return codes: every function that hashes (open, identity.h, export.h, hidden_ckpt.h)
+ * returns REAP_E_INTERNAL when libsodium cannot be initialised; the lists below leave
+ * that out.
  *
  * Never on a network filesystem. Never use a store across fork(); never open the same
  * directory twice in one process.
@@ -73,7 +77,8 @@ typedef struct reap_store_opts {
  * A directory is created only when it does not exist or is empty. On success *out is a
  * handle to close with reap_store_close, and stale reader slots of dead processes have
  * been cleared.
- * Returns REAP_OK; REAP_E_NOTFOUND (no such directory and !create, or no store in it);
+ * Returns REAP_OK; REAP_E_INVALID (dir NULL or empty); REAP_E_NOTFOUND (no such
+ * directory and !create, or no store in it);
  * REAP_E_FORMAT (not a reap store, foreign or damaged LMDB file, truncated data.mdb);
  * REAP_E_UNSUPPORTED (written by a newer store format); REAP_E_IO (permissions, lock
  * file, mkdir; errno text in the message); REAP_E_NOMEM. */
@@ -100,7 +105,8 @@ int reap_store_snap_begin(reap_store *s, reap_store_snap **out);
 /* End a snapshot. NULL is a no-op. */
 void reap_store_snap_end(reap_store_snap *snap);
 
-/* Number of records in each database (as one snapshot; snap may be NULL). */
+/* Number of records in each database (as one snapshot; snap may be NULL). REAP_OK,
+ * REAP_E_IO, REAP_E_NOMEM. */
 typedef struct reap_store_counts {
     uint64_t models, filehash, calibs, stats, runs, prunes;
 } reap_store_counts;

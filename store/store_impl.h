@@ -1,5 +1,6 @@
 /* store_impl.h - internals shared by the store's source files: the handle, transaction
- * helpers with map growth, LMDB status mapping. Not a public header.
+ * helpers with map growth, LMDB status mapping, the cursor walk (cursor.c). Not a public
+ * header. Key sizes and byte helpers are keys.h (included).
  *
  * Map growth: every transaction of this process holds map_lock shared for its lifetime;
  * resizing the map (our own growth on MDB_MAP_FULL, adopting another process's growth on
@@ -13,6 +14,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "keys.h"
 #include "stats.h"
 #include "store.h"
 
@@ -34,12 +36,6 @@ struct reap_store_snap {
 /* Positive internal status: the write transaction ran out of map (MDB_MAP_FULL); the
  * transaction has been aborted and store_write grows the map and runs it again. */
 #define STORE_RETRY 1
-
-/* Key sizes. */
-#define STORE_ID_LEN 32
-#define STORE_STATS_KEY_LEN 68
-#define STORE_RUN_ID_LEN 16
-#define STORE_FILEHASH_KEY_LEN 32
 
 /* Map an LMDB / errno status to a REAP_E_* code with a message "<dir>: <what>: <text>".
  * MDB_MAP_FULL maps to STORE_RETRY (no message). */
@@ -89,22 +85,33 @@ int store_put(reap_store *s, MDB_txn *txn, MDB_dbi dbi, const void *key, size_t 
 int store_get(reap_store *s, MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen,
               MDB_val *val);
 
+/* One record of a walk (store_walk): key and value point into the map, valid until the
+ * transaction ends. Return REAP_OK to go on, STORE_WALK_STOP to end the walk early (it
+ * then returns REAP_OK), or a REAP_E_* code to end it with that code. */
+typedef int (*store_walk_fn)(void *ud, const MDB_val *key, const MDB_val *val);
+#define STORE_WALK_STOP 2
+
+/* Call fn for every record of database dbi inside txn, in key order: every record when
+ * plen is 0, else those whose key begins with the plen bytes at prefix (a key shorter
+ * than the prefix does not). klen > 0: every visited key must be klen bytes long.
+ * `what` names the database or walk in messages ("models").
+ * REAP_OK (also for no record at all, or a walk fn stopped); REAP_E_FORMAT ("<dir>:
+ * <what>: key of N bytes (want klen)"); fn's error; a cursor failure mapped by
+ * store_mdb_err (REAP_E_FORMAT for a damaged page, REAP_E_IO, ...). */
+int store_walk(reap_store *s, MDB_txn *txn, MDB_dbi dbi, const void *prefix, size_t plen,
+               size_t klen, const char *what, store_walk_fn fn, void *ud);
+
+/* Room for element n of a list a walk collects: `list` is the address of the list's
+ * pointer (T **), *cap its capacity in elements of `size` bytes. When n == *cap the list
+ * is reallocated to twice the capacity (16 at first) and *cap updated. REAP_OK, or
+ * REAP_E_NOMEM ("<dir>: <what>"; the list and *cap unchanged). */
+int store_list_room(const reap_store *s, void *list, int *cap, int n, size_t size,
+                    const char *what);
+
 /* A read transaction for a function that takes an optional snapshot: the snapshot's
  * transaction, or a fresh one. Pair with store_read_end(s, snap, txn). */
 int store_read_begin(reap_store *s, reap_store_snap *snap, MDB_txn **txn);
 void store_read_end(reap_store *s, reap_store_snap *snap, MDB_txn *txn);
-
-/* Current wall-clock time in nanoseconds since the epoch. */
-int64_t store_now_ns(void);
-
-/* Big-endian helpers for keys. */
-void store_be32(uint8_t *p, uint32_t v);
-void store_be64(uint8_t *p, uint64_t v);
-uint32_t store_rd_be32(const uint8_t *p);
-
-/* The stats key: model_id | calib_id | layer (u32 big-endian). */
-void store_stats_key(uint8_t key[STORE_STATS_KEY_LEN], const reap_id *model,
-                     const reap_id *calib, uint32_t layer);
 
 /* Write one statistics record inside `txn` unless its key exists (then compare:
  * *outcome SAME or DIFFERENT; the stored record stays). outcome may be NULL. */

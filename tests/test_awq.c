@@ -25,6 +25,10 @@
  *        test_awq dump MODEL OUT       write every AWQ linear of MODEL dequantised by the
  *                                      reader (fp32, "<module>.weight" [N, K]) into the
  *                                      safetensors file OUT, for tests/oracle/awq_pack.py
+ *
+ * One test binary per module (the house rule): AWQ touches config, weights, the
+ * generator, the CPU backend and the pruner, and its cases share the generated AWQ
+ * checkpoints and twins, so they live in one file.
  */
 #include <errno.h>
 #include <jansson.h>

@@ -6,6 +6,9 @@
  * items use the Qwen3 tokenizer of tests/fixtures/qwen3-tokenizer (found next to this
  * source file, or in $REAP_TEST_FIXTURES); their ids were read off its vocabulary by
  * hand (derivations inline) and agree with the Hugging Face tokenizers library.
+ *
+ * One test binary per module: most of the length is packing and reading cases written
+ * out by hand with their derivations.
  */
 #include "calib.h"
 #include "reap_err.h"

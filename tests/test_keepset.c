@@ -5,6 +5,7 @@
  * Usage: test_keepset SCRATCH_DIR (created if missing).
  */
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -374,6 +375,28 @@ static void test_stats_json(void)
     reap_layer_stats_free(&st[1]);
 }
 
+/* The one keep set -> JSON shape: {"<layer>": [kept ids ascending]} in layer order, the
+ * same bytes whoever prints it (reapctl keepset, the manifest, reap_metadata.json). */
+static void test_keepset_json(void)
+{
+    int k3[2] = {0, 2}, k12[2] = {1, 3};
+    reap_keep_layer layers[2] = {{.layer = 3, .keep = k3}, {.layer = 12, .keep = k12}};
+    reap_keepset ks = {.n_experts = 4, .n_prune = 2, .n_keep = 2, .n_layers = 2,
+                       .layers = layers};
+    json_t *j = reap_keepset_json(&ks);
+    CHECK(j != NULL);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    CHECK_MSG(text && !strcmp(text, "{\"3\":[0,2],\"12\":[1,3]}"), "%s", text ? text : "NULL");
+    free(text);
+    json_decref(j);
+    ks.n_layers = 0;
+    j = reap_keepset_json(&ks);
+    text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    CHECK(text && !strcmp(text, "{}"));
+    free(text);
+    json_decref(j);
+}
+
 int main(int argc, char **argv)
 {
     scratch = argc > 1 ? argv[1] : "tmp_test_keepset";
@@ -387,5 +410,6 @@ int main(int argc, char **argv)
     test_super_experts();
     test_parse();
     test_stats_json();
+    test_keepset_json();
     TEST_MAIN_END();
 }

@@ -3,7 +3,13 @@
  * garbage data.mdb), statistics records (round trip with -inf, write-once, damage and
  * future-version detection), completeness and the merged view (fixed order, one set =
  * its record), runs, map growth from a tiny map, read-only stores, hidden-state
- * checkpoints. */
+ * checkpoints.
+ *
+ * One test binary per module: the store's single-process cases share one scratch store
+ * and the helpers of test_store_util.h; processes, export, identities and the cursor
+ * walk have their own files (test_store_proc.c, test_store_export.c, test_store_ident.c,
+ * test_store_walk.c).
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>

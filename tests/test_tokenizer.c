@@ -16,6 +16,9 @@
  * general one, and `reapctl tokenize` (when build/bin/reapctl exists).
  *
  * The fixtures are found next to this source file (or in $REAP_TEST_FIXTURES).
+ *
+ * One test binary per module: every case runs against the same loaded fixtures, and most
+ * of the length is reference cases.
  */
 #include "reap_err.h"
 #include "tok_impl.h"

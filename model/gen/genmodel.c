@@ -13,6 +13,11 @@
  *
  * Dimension legend: V vocab, H hidden, nH query heads, nKV KV heads, hd head dim,
  * E experts, I expert width, Id dense MLP width.
+ *
+ * One file because every tensor is listed once, in gen_plan, with its name, shape, dtype
+ * and distribution: the shard cut, the fill callbacks and the index are read off that
+ * one list, and config.json is written from the same spec; the AWQ quantiser itself is
+ * gen_awq.c.
  */
 #include "genmodel.h"
 
