@@ -178,11 +178,7 @@ int cmd_stats(int argc, char **argv)
         fprintf(stderr, "reapctl stats: give the model id (reapctl models lists them)\n");
         return REAPCTL_EXIT_USAGE;
     }
-    if (!(ratio >= 0 && ratio < 1)) {
-        fprintf(stderr, "reapctl stats: --ratio must be in [0, 1)\n");
-        return REAPCTL_EXIT_USAGE;
-    }
-    reap_keep_opts ko;
+    reap_keep_opts ko;   /* the range of --ratio is keepset.c's rule */
     char rtext[32];
     snprintf(rtext, sizeof rtext, "%.17g", ratio);
     if (reap_keep_opts_parse(rtext, NULL, criterion, 0, &ko)) {

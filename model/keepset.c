@@ -343,7 +343,7 @@ int reap_keep_opts_parse(const char *ratio, const char *n_prune, const char *cri
                             "removed) and --n-prune (experts removed per layer)");
     if (have_r) {
         out->ratio = strtod(ratio, &end);
-        if (*end || end == ratio || !(out->ratio >= 0.0 && out->ratio < 1.0))
+        if (*end || end == ratio || reap_keep_opts_check(out))   /* the one range rule */
             return reap_err_set(REAP_E_INVALID, "--ratio '%s': expected a number in [0, 1) "
                                 "(the fraction of experts removed)", ratio);
     } else {
