@@ -16,6 +16,7 @@
 #include "reapctl_cmds.h"
 #include "reapctl_common.h"
 #include "stats_json.h"
+#include "svc_convert.h"
 
 static void print_json(const reap_keepset *ks)
 {
@@ -58,14 +59,6 @@ static void print_table(const reap_keepset *ks)
 static int keepset_remote(const reapctl_conn *c, const char *model_id, const char *calib_ids,
                           const reap_keep_opts *ko, int as_json)
 {
-    static const Reap__V1__Criterion crit[] = {
-        [REAP_CRIT_REAP] = REAP__V1__CRITERION__CRITERION_REAP,
-        [REAP_CRIT_FREQUENCY] = REAP__V1__CRITERION__CRITERION_FREQUENCY,
-        [REAP_CRIT_EAN_SUM] = REAP__V1__CRITERION__CRITERION_EAN_SUM,
-        [REAP_CRIT_EAN_MEAN] = REAP__V1__CRITERION__CRITERION_EAN_MEAN,
-        [REAP_CRIT_WEIGHTED_EAN_SUM] = REAP__V1__CRITERION__CRITERION_WEIGHTED_EAN_SUM,
-        [REAP_CRIT_WEIGHTED_FREQUENCY] = REAP__V1__CRITERION__CRITERION_WEIGHTED_FREQUENCY,
-        [REAP_CRIT_MAX_ACTIVATIONS] = REAP__V1__CRITERION__CRITERION_MAX_ACTIVATIONS};
     Reap__V1__KeepSetRequest q = REAP__V1__KEEP_SET_REQUEST__INIT;
     Reap__V1__PruneParams p = REAP__V1__PRUNE_PARAMS__INIT;
     ProtobufCMessage *resp = NULL;
@@ -89,7 +82,7 @@ static int keepset_remote(const reapctl_conn *c, const char *model_id, const cha
         p.ratio = ko->ratio;
         p.ratio_set = 1;
     }
-    p.criterion = crit[ko->criterion];
+    p.criterion = svc_criterion_to_proto(ko->criterion);
     p.protect_super_experts = ko->protect_super_experts;
     q.model_id = (char *)model_id;
     q.params = &p;

@@ -11,7 +11,7 @@
 #include "run_request.h"
 #include "runs.h"
 #include "scorer_cmds.h"
-#include "serve_util.h"
+#include "svc.h"
 
 static int same_pair(const reap_run_info *a, const reap_run_info *b)
 {
