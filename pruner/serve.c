@@ -111,6 +111,16 @@ static void on_shutdown(void *ud)
     svc_log(PROG, "shutting down: running prunes stop and remove their temporary output");
 }
 
+static const svc_daemon_info pruner_daemon = {
+    .prog = PROG, .service = "reap.v1.Pruner", .env_prefix = "REAP_PRUNER",
+    .synopsis = "reap-pruner serve --store DIR --model-root DIR --output-root DIR "
+                "[--key FILE] [options]",
+    .listen_default = "127.0.0.1:50052", .store_help = "score store directory",
+};
+
+static const svc_daemon_hooks pruner_hooks = {.check = check, .describe = describe,
+                                              .on_shutdown = on_shutdown};
+
 int pruner_cmd_serve(int argc, char **argv)
 {
     pruner_main M;
@@ -147,25 +157,9 @@ int pruner_cmd_serve(int argc, char **argv)
         METHOD("Verify", RPC_UNARY, verify_request, verify_response, pruner_serve_verify),
     };
 #undef METHOD
-    S->d = (svc_daemon){
-        .prog = PROG,
-        .service = "reap.v1.Pruner",
-        .usage = "usage: reap-pruner serve --store DIR --model-root DIR --output-root DIR "
-                 "[--key FILE] [options]\n\nServe reap.v1.Pruner and grpc.health.v1 (flag > "
-                 "environment > .env file > default)",
-        .listen_env = "REAP_PRUNER_LISTEN",
-        .listen_default = "127.0.0.1:50052",
-        .health_listen_env = "REAP_PRUNER_HEALTH_LISTEN",
-        .store_help = "score store directory",
-        .opts = mine,
-        .n_opts = (int)(sizeof mine / sizeof mine[0]),
-        .methods = methods,
-        .n_methods = sizeof methods / sizeof methods[0],
-        .ud = &M,
-        .check = check,
-        .describe = describe,
-        .on_shutdown = on_shutdown,
-    };
+    S->d = (svc_daemon){.info = &pruner_daemon, .hooks = &pruner_hooks, .ud = &M,
+                        .opts = mine, .n_opts = (int)(sizeof mine / sizeof mine[0]),
+                        .methods = methods, .n_methods = sizeof methods / sizeof methods[0]};
     ex = svc_daemon_run(&S->d, argc, argv);
     rpc_roots_free(&S->model_roots);
     rpc_roots_free(&S->output_roots);

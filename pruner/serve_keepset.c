@@ -167,8 +167,7 @@ int pruner_serve_keepset(rpc_call *call, const ProtobufCMessage *req, void *ud)
         o->n_scores = E;
         resp.layers[resp.n_layers++] = o;
     }
-    rc = pool.failed ? rpc_call_error(call, RPC_RESOURCE_EXHAUSTED, "out of memory")
-                     : rpc_call_respond(call, &resp.base);
+    rc = svc_respond(call, &pool, &resp.base);
 done:
     reap_keepset_free(&ks);
     pruner_free_stats(st, n_st);

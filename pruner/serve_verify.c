@@ -210,8 +210,7 @@ int pruner_serve_verify(rpc_call *call, const ProtobufCMessage *req, void *ud)
     if (reap_hash_file_confined(path, &S->verify_fs, digest, NULL, NULL) == REAP_OK)
         resp.manifest_digest = svc_hex(&pool, digest, 32);
     manifest_fields(dir, &S->verify_fs, &pool, &resp);
-    rc = pool.failed ? rpc_call_error(call, RPC_RESOURCE_EXHAUSTED, "out of memory")
-                     : rpc_call_respond(call, &resp.base);
+    rc = svc_respond(call, &pool, &resp.base);
 done:
     svc_pool_free(&pool);
     free(dir);

@@ -149,6 +149,17 @@ static void stop(void *ud)
     M->S.rm = NULL;
 }
 
+static const svc_daemon_info scorer_daemon = {
+    .prog = PROG, .service = "reap.v1.Scorer", .env_prefix = "REAP_SCORER",
+    .synopsis = "reap-scorer serve --store DIR --model-root DIR --calib-root DIR [options]",
+    .listen_default = "127.0.0.1:50051",
+    .store_help = "score store directory (created if absent)",
+};
+
+static const svc_daemon_hooks scorer_hooks = {.check = check, .setup = setup,
+                                              .describe = describe, .started = started,
+                                              .on_shutdown = on_shutdown, .stop = stop};
+
 int scorer_cmd_serve(int argc, char **argv)
 {
     scorer_main M;
@@ -209,28 +220,9 @@ int scorer_cmd_serve(int argc, char **argv)
                scorer_serve_get_stats),
     };
 #undef METHOD
-    S->d = (svc_daemon){
-        .prog = PROG,
-        .service = "reap.v1.Scorer",
-        .usage = "usage: reap-scorer serve --store DIR --model-root DIR --calib-root DIR "
-                 "[options]\n\nServe reap.v1.Scorer and grpc.health.v1 (flag > "
-                 "environment > .env file > default)",
-        .listen_env = "REAP_SCORER_LISTEN",
-        .listen_default = "127.0.0.1:50051",
-        .health_listen_env = "REAP_SCORER_HEALTH_LISTEN",
-        .store_help = "score store directory (created if absent)",
-        .opts = mine,
-        .n_opts = (int)(sizeof mine / sizeof mine[0]),
-        .methods = methods,
-        .n_methods = sizeof methods / sizeof methods[0],
-        .ud = &M,
-        .check = check,
-        .setup = setup,
-        .describe = describe,
-        .started = started,
-        .on_shutdown = on_shutdown,
-        .stop = stop,
-    };
+    S->d = (svc_daemon){.info = &scorer_daemon, .hooks = &scorer_hooks, .ud = &M,
+                        .opts = mine, .n_opts = (int)(sizeof mine / sizeof mine[0]),
+                        .methods = methods, .n_methods = sizeof methods / sizeof methods[0]};
     ex = svc_daemon_run(&S->d, argc, argv);
     reap_rm_free(S->rm);
     scorer_layer_gate_free(&M.gate);

@@ -206,8 +206,7 @@ static int reply_run(rpc_call *call, scorer_svc *S, const uint8_t id[16],
         goto done;
     }
     run_msg(S, snap, have_r ? &r : NULL, mem, &pool, &o);
-    rc = pool.failed ? rpc_call_error(call, RPC_RESOURCE_EXHAUSTED, "out of memory")
-                     : rpc_call_respond(call, &o.base);
+    rc = svc_respond(call, &pool, &o.base);
 done:
     reap_store_snap_end(snap);
     reap_run_info_free(&r);
@@ -329,7 +328,7 @@ int scorer_serve_list_runs(rpc_call *call, const ProtobufCMessage *req, void *ud
      * of a pair already scored), newest first. */
     if (!(ent = svc_alloc(&pool, ((size_t)n_runs + (size_t)n_mem) * sizeof *ent)) ||
         !(resp.runs = svc_alloc(&pool, ((size_t)n_runs + (size_t)n_mem) * sizeof *resp.runs)))
-        goto oom;
+        goto respond;
     for (int i = 0; i < n_runs; i++) {
         ent[n_ent] = (list_ent){&runs[i], NULL};
         for (int k = 0; k < n_mem; k++)
@@ -353,18 +352,14 @@ int scorer_serve_list_runs(rpc_call *call, const ProtobufCMessage *req, void *ud
             continue;
         Reap__V1__Run *o = svc_alloc(&pool, sizeof *o);
         if (!o)
-            goto oom;
+            goto respond;
         run_msg(S, snap, ent[i].r, m, &pool, o);
         if (q->state && (int)o->state != (int)q->state)
             continue;
         resp.runs[resp.n_runs++] = o;
     }
-    if (pool.failed)
-        goto oom;
-    rc = rpc_call_respond(call, &resp.base);
-    goto done;
-oom:
-    rc = rpc_call_error(call, RPC_RESOURCE_EXHAUSTED, "out of memory");
+respond:   /* after a failed allocation too: svc_respond answers RESOURCE_EXHAUSTED */
+    rc = svc_respond(call, &pool, &resp.base);
 done:
     reap_store_snap_end(snap);
     for (int i = 0; i < n_runs; i++)

@@ -28,14 +28,14 @@ int scorer_serve_list_models(rpc_call *call, const ProtobufCMessage *req, void *
         (rc = reap_store_model_list(S->d.store, snap, &ids, &n)))
         goto fail;
     if (n && !(resp.models = svc_alloc(&pool, (size_t)n * sizeof *resp.models)))
-        goto oom;
+        goto respond;
     for (int i = 0; i < n; i++) {
         reap_model_info mi = {0};
         reap_id *calibs = NULL;
         int n_calibs = 0;
         Reap__V1__Model *o = svc_alloc(&pool, sizeof *o);
         if (!o)
-            goto oom;
+            goto respond;
         reap__v1__model__init(o);
         if ((rc = reap_store_model_get(S->d.store, snap, &ids[i], &mi)) ||
             (rc = reap_store_stats_calibs(S->d.store, snap, &ids[i], 0, &calibs, &n_calibs))) {
@@ -84,12 +84,8 @@ int scorer_serve_list_models(rpc_call *call, const ProtobufCMessage *req, void *
         reap_model_info_free(&mi);
         resp.models[resp.n_models++] = o;
     }
-    if (pool.failed)
-        goto oom;
-    rc = rpc_call_respond(call, &resp.base);
-    goto done;
-oom:
-    rc = rpc_call_error(call, RPC_RESOURCE_EXHAUSTED, "out of memory");
+respond:   /* after a failed allocation too: svc_respond answers RESOURCE_EXHAUSTED */
+    rc = svc_respond(call, &pool, &resp.base);
     goto done;
 fail:
     rc = rpc_call_error(call, scorer_code(rc), "store: %s", reap_err_msg());
@@ -184,8 +180,7 @@ int scorer_serve_get_stats(rpc_call *call, const ProtobufCMessage *req, void *ud
             o->n_reap = E;
         resp.layers[resp.n_layers++] = o;
     }
-    rc = pool.failed ? rpc_call_error(call, RPC_RESOURCE_EXHAUSTED, "out of memory")
-                     : rpc_call_respond(call, &resp.base);
+    rc = svc_respond(call, &pool, &resp.base);
 done:
     reap_store_snap_end(snap);
     for (int i = 0; i < n_st; i++)

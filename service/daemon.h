@@ -38,48 +38,57 @@
 #include "rpc_server.h"
 #include "store.h"
 
-typedef struct svc_daemon {
-    /* ---- described by the service ---- */
+/* What a service is: fixed text, a static const in the service's main. */
+typedef struct svc_daemon_info {
     const char *prog;              /* message prefix, e.g. "reap-scorer serve" */
-    const char *service;           /* gRPC service name, e.g. "reap.v1.Scorer": health
-                                      and the "serving" line */
-    const char *usage;             /* first lines of --help */
-    const char *listen_env;        /* variable of --listen, e.g. REAP_SCORER_LISTEN */
+    const char *service;           /* gRPC service name, e.g. "reap.v1.Scorer": health,
+                                      --help and the "serving" line */
+    const char *synopsis;          /* --help's usage line after "usage: " */
+    const char *env_prefix;        /* --listen reads <prefix>_LISTEN, --health-listen
+                                      <prefix>_HEALTH_LISTEN, e.g. "REAP_SCORER" */
     const char *listen_default;    /* e.g. "127.0.0.1:50051" */
-    const char *health_listen_env; /* variable of --health-listen */
     const char *store_help;        /* help of --store */
+} svc_daemon_info;
+
+/* The service's hooks, each called with svc_daemon.ud; any may be NULL. */
+typedef struct svc_daemon_hooks {
+    /* After parsing: validate the options. Returns 0 to go on, or the exit status (2
+     * usage, 1 failure) after printing "<prog>: <why>". */
+    int (*check)(void *ud);
+    /* After the store is open (svc_daemon.store). Returns 0, or 1 after printing why. */
+    int (*setup)(void *ud);
+    /* The service's part of the "serving" line, after "store DIR, " (e.g. "manifests
+     * signed"). */
+    void (*describe)(void *ud, char *buf, size_t len);
+    /* Once the server is serving (the "serving" line written). */
+    void (*started)(void *ud);
+    /* A shutdown began (SIGTERM / SIGINT): on the server's queue thread, as
+     * rpc_server_opts.on_shutdown. */
+    void (*on_shutdown)(void *ud);
+    /* End the service's own work before the server and the store are freed: after the
+     * server has stopped, or on a failure once the store is open. Called at most once. */
+    void (*stop)(void *ud);
+} svc_daemon_hooks;
+
+typedef struct svc_daemon {
+    /* ---- given by the service ---- */
+    const svc_daemon_info *info;
+    const svc_daemon_hooks *hooks;
+    void *ud;                      /* passed to every hook */
     const cli_opt *opts;           /* the service's options (after --store) */
     int n_opts;
     const rpc_method *methods;     /* registered at start; their ud is the service's */
     size_t n_methods;
-    void *ud;                      /* passed to every hook */
-    /* After parsing: validate the options. Returns 0 to go on, or the exit status (2
-     * usage, 1 failure) after printing "<prog>: <why>". May be NULL. */
-    int (*check)(void *ud);
-    /* After the store is open (d->store). Returns 0, or 1 after printing why. May be
-     * NULL. */
-    int (*setup)(void *ud);
-    /* The service's part of the "serving" line, after "store DIR, " (e.g. "manifests
-     * signed"); may be NULL. */
-    void (*describe)(void *ud, char *buf, size_t len);
-    /* Once the server is serving (the "serving" line written). May be NULL. */
-    void (*started)(void *ud);
-    /* A shutdown began (SIGTERM / SIGINT): on the server's queue thread, as
-     * rpc_server_opts.on_shutdown. May be NULL. */
-    void (*on_shutdown)(void *ud);
-    /* End the service's own work before the server and the store are freed: after the
-     * server has stopped, or on a failure after setup. Called at most once. May be
-     * NULL. */
-    void (*stop)(void *ud);
 
     /* ---- filled by svc_daemon_run, for the hooks and the handlers ---- */
     const char *store_dir;         /* --store */
     reap_store *store;             /* open from setup until svc_daemon_run returns */
     rpc_server *srv;               /* created before the methods can be called */
     rpc_server_opts so;            /* the server's options as parsed (so.tls_cert, ...) */
+    char listen_env[64], health_listen_env[64];
 } svc_daemon;
 
-/* Run the service described by d (its "described" fields set, the others zero) with the
+/* Run the service described by d (the fields it gives set, the others zero) with the
  * whole argv (argv[1] is the subcommand, "serve"). Returns the exit status above. */
 int svc_daemon_run(svc_daemon *d, int argc, char **argv);
 

@@ -194,6 +194,13 @@ void svc_pool_free(svc_pool *pool)
     memset(pool, 0, sizeof *pool);
 }
 
+int svc_respond(rpc_call *call, const svc_pool *pool, const ProtobufCMessage *msg)
+{
+    if (pool->failed)
+        return rpc_call_error(call, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    return rpc_call_respond(call, msg);
+}
+
 void svc_log(const char *prog, const char *fmt, ...)
 {
     char ts[32], line[2048];

@@ -56,6 +56,11 @@ char *svc_printf(svc_pool *pool, const char *fmt, ...) __attribute__((format(pri
 char *svc_hex(svc_pool *pool, const uint8_t *bin, size_t n);
 void svc_pool_free(svc_pool *pool);
 
+/* Answer a unary call with msg, built from pool: RESOURCE_EXHAUSTED ("out of memory")
+ * instead when an allocation of the pool failed (the response would be incomplete).
+ * Returns what rpc_call_respond / rpc_call_error return. */
+int svc_respond(rpc_call *call, const svc_pool *pool, const ProtobufCMessage *msg);
+
 /* Register `n` methods, install the signal handlers, start listening, mark health ""
  * and `service` SERVING, and announce the bound ports on stdout ("port N", then
  * "health-port N" when a health-only port is configured; tests read these lines).
