@@ -36,7 +36,6 @@ rpc_code scorer_code(int status)
 
 int scorer_run_state(const scorer_svc *S, const reap_run_info *r)
 {
-    int interrupted = r->error && !strncmp(r->error, "interrupted", 11);
     switch (r->state) {
     case REAP_RUN_RUNNING:
         /* Not ours (we hold our runs in memory): another process on this host that is
@@ -48,9 +47,9 @@ int scorer_run_state(const scorer_svc *S, const reap_run_info *r)
     case REAP_RUN_DONE:
         return REAP_RM_DONE;
     case REAP_RUN_FAILED:
-        return interrupted ? REAP_RM_INTERRUPTED : REAP_RM_FAILED;
+        return r->interrupted ? REAP_RM_INTERRUPTED : REAP_RM_FAILED;
     case REAP_RUN_CANCELLED:
-        return interrupted ? REAP_RM_INTERRUPTED : REAP_RM_CANCELLED;
+        return r->interrupted ? REAP_RM_INTERRUPTED : REAP_RM_CANCELLED;
     default:
         return 0;
     }
