@@ -120,8 +120,8 @@ int pruner_serve_keepset(rpc_call *call, const ProtobufCMessage *req, void *ud)
     if ((code = pruner_parse_params(S, q->params, &ko, err, sizeof err)) ||
         (code = svc_resolve_model(S->d.store, NULL, "model_id", q->model_id, &model, err,
                                   sizeof err)) ||
-        (code = pruner_load_stats(S, &model, q->params->calib_ids, q->params->n_calib_ids, &st, &n_st,
-                           &used, &n_used, err, sizeof err)))
+        (code = pruner_load_stats(S, &model, q->params->calib_ids, q->params->n_calib_ids,
+                                  &st, &n_st, &used, &n_used, err, sizeof err)))
         return rpc_call_error(call, code, "%s", err);
     if ((code = pruner_check_n_prune(&ko, st, n_st, &n_prune, err, sizeof err))) {
         rc = rpc_call_error(call, code, "%s", err);

@@ -182,8 +182,8 @@ int pruner_serve_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
         goto done;
     }
     reap_id_hex(&mi.id, mh);
-    if ((code = pruner_load_stats(S, &mi.id, q->params->calib_ids, q->params->n_calib_ids, &st, &n_st,
-                           &used, &n_used, err, sizeof err))) {
+    if ((code = pruner_load_stats(S, &mi.id, q->params->calib_ids, q->params->n_calib_ids,
+                                  &st, &n_st, &used, &n_used, err, sizeof err))) {
         rc = rpc_call_error(call, code, "model_path: model %.16s: %s", mh, err);
         goto done;
     }
@@ -221,7 +221,8 @@ int pruner_serve_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
     ev.event_case = REAP__V1__PRUNE_EVENT__EVENT_ACCEPTED;
     ev.accepted = &acc;
     rpc_stream_send(call, &ev.base, RPC_SEND_RELIABLE);
-    svc_log(PRUNER_PROG, "Prune %s -> %s (job %s) from %s", model, out, job, rpc_call_peer(call));
+    svc_log(PRUNER_PROG, "Prune %s -> %s (job %s) from %s", model, out, job,
+            rpc_call_peer(call));
 
     prune_job pj = {.S = S, .call = call, .t0 = mono_s()};
     reap_prune_opts po = {
@@ -250,7 +251,7 @@ int pruner_serve_prune(rpc_call *call, const ProtobufCMessage *req, void *ud)
     }
     if ((rc = reap_prune(&po, &res))) {
         code = rc == REAP_E_CANCELLED && rpc_server_draining(S->d.srv) ? RPC_UNAVAILABLE
-                                                                      : rpc_code_from_reap(rc);
+                                                                        : rpc_code_from_reap(rc);
         snprintf(err, sizeof err, "%s%s", rc == REAP_E_CANCELLED ? "prune stopped, nothing "
                  "written: " : "", reap_err_msg());
         svc_log(PRUNER_PROG, "Prune job %s: %s", job, err);

@@ -89,7 +89,8 @@ int reap_store_run_commit_layer(reap_store *s, reap_run_info *run, int layer,
                                 reap_stats_outcome *outcome);
 
 /* Set the final state (done, failed, cancelled) and error text (may be NULL) and write
- * the record (with run->interrupted as the caller set it). REAP_OK, REAP_E_INVALID, REAP_E_IO, REAP_E_NOMEM. */
+ * the record (with run->interrupted as the caller set it). REAP_OK, REAP_E_INVALID,
+ * REAP_E_IO, REAP_E_NOMEM. */
 int reap_store_run_finish(reap_store *s, reap_run_info *run, int state, const char *error);
 
 /* Runs of (model, calib) left "running" by a process that is gone (killed, crashed)
