@@ -10,13 +10,13 @@
 
 #include "cli.h"
 #include "config.h"
+#include "criterion_proto.h"
 #include "keepset.h"
-#include "reap_err.h"
 #include "reap.pb-c.h"
+#include "reap_err.h"
 #include "reapctl_cmds.h"
 #include "reapctl_common.h"
 #include "stats_json.h"
-#include "svc_convert.h"
 
 static void print_json(const reap_keepset *ks)
 {
@@ -82,7 +82,7 @@ static int keepset_remote(const reapctl_conn *c, const char *model_id, const cha
         p.ratio = ko->ratio;
         p.ratio_set = 1;
     }
-    p.criterion = svc_criterion_to_proto(ko->criterion);
+    p.criterion = reap_criterion_to_proto(ko->criterion);
     p.protect_super_experts = ko->protect_super_experts;
     q.model_id = (char *)model_id;
     q.params = &p;

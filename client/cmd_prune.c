@@ -6,11 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "criterion_proto.h"
 #include "keepset.h"
 #include "reap.pb-c.h"
 #include "reapctl_cmds.h"
 #include "reapctl_common.h"
-#include "svc_convert.h"
 
 static volatile sig_atomic_t g_int;
 
@@ -165,7 +165,7 @@ int cmd_prune(int argc, char **argv)
             fprintf(stderr, "reapctl prune: --criterion '%s' is unknown\n", criterion);
             return REAPCTL_EXIT_USAGE;
         }
-        p.criterion = svc_criterion_to_proto(c);
+        p.criterion = reap_criterion_to_proto(c);
     }
     if (!ratio == !n_prune) {
         fprintf(stderr, "reapctl prune: give exactly one of --ratio and --n-prune\n");

@@ -22,10 +22,10 @@
 #include <string.h>
 
 #include "cli.h"
+#include "pruner_serve_impl.h"
 #include "reap.pb-c.h"
 #include "reap_err.h"
 #include "serve_cmd.h"
-#include "serve_impl.h"
 #include "svc.h"
 
 #define PROG PRUNER_PROG

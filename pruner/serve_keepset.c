@@ -1,4 +1,4 @@
-/* serve_keepset.c - the keep-set side of `reap-pruner serve` (serve_impl.h): a request's
+/* serve_keepset.c - the keep-set side of `reap-pruner serve` (pruner_serve_impl.h): a request's
  * PruneParams as keep options, the model's statistics read from the store (one
  * snapshot), and ComputeKeepSet (reap_keepset_compute: which experts each layer keeps,
  * with their scores; nothing is written).
@@ -7,12 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "criterion_proto.h"
+#include "pruner_serve_impl.h"
 #include "reap_err.h"
 #include "rpc_status.h"
-#include "serve_impl.h"
 #include "stats.h"
 #include "svc.h"
-#include "svc_convert.h"
 
 rpc_code pruner_parse_params(const pruner_svc *S, const Reap__V1__PruneParams *p,
                              reap_keep_opts *ko, char *err, size_t errlen)
@@ -24,7 +24,7 @@ rpc_code pruner_parse_params(const pruner_svc *S, const Reap__V1__PruneParams *p
     }
     if (p->criterion == REAP__V1__CRITERION__CRITERION_UNSPECIFIED) {
         ko->criterion = S->criterion_default;
-    } else if (svc_criterion_from_proto((int)p->criterion, &ko->criterion)) {
+    } else if (reap_criterion_from_proto((int)p->criterion, &ko->criterion)) {
         snprintf(err, errlen, "params.criterion: unknown value %d", (int)p->criterion);
         return RPC_INVALID_ARGUMENT;
     }
@@ -136,7 +136,7 @@ int pruner_serve_keepset(rpc_call *call, const ProtobufCMessage *req, void *ud)
     resp.calib_ids = svc_alloc(&pool, (size_t)n_used * sizeof *resp.calib_ids);
     for (int i = 0; i < n_used && resp.calib_ids; i++)
         resp.calib_ids[resp.n_calib_ids++] = svc_hex(&pool, used[i].b, 32);
-    resp.criterion = svc_criterion_to_proto(ks.criterion);
+    resp.criterion = reap_criterion_to_proto(ks.criterion);
     resp.ratio = ks.ratio >= 0 ? ks.ratio : 0;
     resp.n_experts = (uint32_t)ks.n_experts;
     resp.n_keep = (uint32_t)ks.n_keep;

@@ -1,4 +1,4 @@
-/* serve_prune.c - Prune of `reap-pruner serve` (serve_impl.h): the request checked
+/* serve_prune.c - Prune of `reap-pruner serve` (pruner_serve_impl.h): the request checked
  * (paths confined to the roots, one prune per output path, --max-prunes at once), the
  * model identified (file digests cached in the store) and its statistics read, then one
  * reap_prune streaming its progress as PruneEvents. Statistics always come from the
@@ -19,9 +19,9 @@
 #include "identity.h"
 #include "known_inputs.h"
 #include "prune.h"
+#include "pruner_serve_impl.h"
 #include "reap_err.h"
 #include "rpc_status.h"
-#include "serve_impl.h"
 #include "svc.h"
 
 typedef struct prune_job {

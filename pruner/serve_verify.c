@@ -1,4 +1,4 @@
-/* serve_verify.c - Verify of `reap-pruner serve` (serve_impl.h): a pruned checkpoint
+/* serve_verify.c - Verify of `reap-pruner serve` (pruner_serve_impl.h): a pruned checkpoint
  * under the roots checked against its signed manifest (reap_manifest_verify_dir: the
  * signature, every file re-hashed, missing and extra files; or, with skip_rehash, the
  * signature and the sizes only), each problem reported with the file it is about, and
@@ -11,13 +11,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "criterion_proto.h"
 #include "filehash.h"
 #include "manifest.h"
+#include "pruner_serve_impl.h"
 #include "reap_err.h"
 #include "rpc_status.h"
-#include "serve_impl.h"
 #include "svc.h"
-#include "svc_convert.h"
 
 /* A public key sent by a client: the base64 line (or a whole .pub file's text), never a
  * path (the server does not open files a client names outside its roots). */
@@ -96,7 +96,7 @@ static void manifest_fields(const char *dir, const reap_roots *roots, svc_pool *
     r->files_checked = (uint32_t)json_array_size(files);
     r->model_id = svc_strdup(pool, mid);
     if (crit && reap_criterion_from_name(crit, &c) == REAP_OK)
-        r->criterion = svc_criterion_to_proto(c);
+        r->criterion = reap_criterion_to_proto(c);
     r->ratio = json_number_value(json_object_get(par, "ratio"));
     r->n_keep = (uint32_t)json_integer_value(json_object_get(par, "n_keep"));
     if (json_array_size(cal) &&

@@ -24,8 +24,8 @@
 #include "reap.pb-c.h"
 #include "reap_err.h"
 #include "scorer_cmds.h"
+#include "scorer_serve_impl.h"
 #include "serve.h"
-#include "serve_impl.h"
 #include "serve_resume.h"
 #include "svc.h"
 

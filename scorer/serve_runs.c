@@ -1,4 +1,4 @@
-/* serve_runs.c - the run queries of `reap-scorer serve` (serve_impl.h): run records and
+/* serve_runs.c - the run queries of `reap-scorer serve` (scorer_serve_impl.h): run records and
  * the run manager's jobs as reap.v1.Run messages, run ids from prefixes, and the
  * GetRun, CancelRun and ListRuns handlers. A run is what the store records of it (its
  * layers, its end) and, while this server holds it, what the run manager knows (queued,
@@ -15,7 +15,7 @@
 #include "reap.pb-c.h"
 #include "reap_err.h"
 #include "rpc_status.h"
-#include "serve_impl.h"
+#include "scorer_serve_impl.h"
 #include "svc.h"
 
 rpc_code scorer_code(int status)

@@ -1,4 +1,4 @@
-/* serve_score.c - Score and WatchRun of `reap-scorer serve` (serve_impl.h): a call is a
+/* serve_score.c - Score and WatchRun of `reap-scorer serve` (scorer_serve_impl.h): a call is a
  * watcher of its run in the run manager (run_manager.h), which delivers the run's events
  * (queued, accepted, tokenized, each layer, finished or error) as ScoreEvents. The run
  * goes on when the call ends (client gone, deadline): a cancelled call only detaches its
@@ -13,7 +13,7 @@
 #include "reap.pb-c.h"
 #include "reap_err.h"
 #include "scorer_cmds.h"
-#include "serve_impl.h"
+#include "scorer_serve_impl.h"
 #include "svc.h"
 
 

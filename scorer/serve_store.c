@@ -1,4 +1,4 @@
-/* serve_store.c - the store queries of `reap-scorer serve` (serve_impl.h): ListModels
+/* serve_store.c - the store queries of `reap-scorer serve` (scorer_serve_impl.h): ListModels
  * (the catalog: models, their calibration sets and how many layers each has scored) and
  * GetStats (merged statistics of a model, with their digest), each read through one
  * store snapshot.
@@ -10,7 +10,7 @@
 #include "catalog.h"
 #include "reap.pb-c.h"
 #include "reap_err.h"
-#include "serve_impl.h"
+#include "scorer_serve_impl.h"
 #include "stats.h"
 #include "stats_store.h"
 #include "svc.h"

@@ -2,8 +2,7 @@
  * library reap_service): identity prefixes resolved against the store, root directories
  * from options, a small allocation pool for building nested protobuf-c responses, the
  * service log lines, and the start of a server (methods, signals, listeners, health,
- * the "port" lines). The daemon main that uses them is daemon.h; the proto <-> C
- * conversions are svc_convert.h.
+ * the "port" lines). The daemon main that uses them is daemon.h.
  *
  * Thread rules: every function is thread-safe; a pool is used by one thread.
  */

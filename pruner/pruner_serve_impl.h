@@ -1,4 +1,4 @@
-/* serve_impl.h - private to `reap-pruner serve` (serve*.c): the service's state, shared
+/* pruner_serve_impl.h - private to `reap-pruner serve` (serve*.c): the service's state, shared
  * by the main (serve.c: options, keys, the daemon description) and the handlers
  * (serve_keepset.c: request parameters, statistics, ComputeKeepSet; serve_prune.c:
  * Prune; serve_verify.c: Verify).

@@ -1,6 +1,6 @@
-/* svc_convert.c - proto <-> C conversions of the services (svc_convert.h): the one
- * table between reap.v1.Criterion and reap_criterion. */
-#include "svc_convert.h"
+/* criterion_proto.c - the one table between reap.v1.Criterion and reap_criterion
+ * (criterion_proto.h). */
+#include "criterion_proto.h"
 
 #include <stddef.h>
 
@@ -21,7 +21,7 @@ static const struct {
 
 #define N_CRIT (sizeof crit_table / sizeof crit_table[0])
 
-Reap__V1__Criterion svc_criterion_to_proto(reap_criterion c)
+Reap__V1__Criterion reap_criterion_to_proto(reap_criterion c)
 {
     for (size_t i = 0; i < N_CRIT; i++)
         if (crit_table[i].c == c)
@@ -29,7 +29,7 @@ Reap__V1__Criterion svc_criterion_to_proto(reap_criterion c)
     return REAP__V1__CRITERION__CRITERION_REAP;
 }
 
-int svc_criterion_from_proto(int v, reap_criterion *out)
+int reap_criterion_from_proto(int v, reap_criterion *out)
 {
     if (v == REAP__V1__CRITERION__CRITERION_UNSPECIFIED) {
         *out = REAP_CRIT_REAP;

@@ -1,4 +1,4 @@
-/* serve_impl.h - private to `reap-scorer serve` (serve*.c): the service's state, shared
+/* scorer_serve_impl.h - private to `reap-scorer serve` (serve*.c): the service's state, shared
  * by the main (serve.c: options, the daemon description) and the handlers
  * (serve_score.c: Score and WatchRun; serve_runs.c: run records, GetRun, CancelRun,
  * ListRuns; serve_store.c: ListModels, GetStats).
