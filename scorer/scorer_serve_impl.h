@@ -40,11 +40,12 @@ rpc_code scorer_code(int status);
  * memory: a "running" record of a process on this host that is gone is INTERRUPTED. */
 int scorer_run_state(const scorer_svc *S, const reap_run_info *r);
 
-/* Resolve a run id (32 hex digits, or a unique prefix of >= 8) among the store's runs
- * and the manager's jobs (queued runs have no store record yet). Returns RPC_OK with
- * out set, or INVALID_ARGUMENT / NOT_FOUND / INTERNAL with a message in err. */
-rpc_code scorer_resolve_run(scorer_svc *S, reap_store_snap *snap, const char *text,
-                            uint8_t out[16], char *err, size_t errlen);
+/* The run a call's request names (`run_id`: 32 hex digits or a unique prefix of >= 8),
+ * among the store's runs and the manager's jobs (queued runs have no store record yet).
+ * Returns 0 with id set; otherwise the call has been answered with the error
+ * (INVALID_ARGUMENT, NOT_FOUND, INTERNAL) and the return is rpc_call_error's, non-zero,
+ * for the handler to return. */
+int scorer_call_run(rpc_call *call, scorer_svc *S, const char *run_id, uint8_t id[16]);
 
 /* The handlers (rpc_handler_fn, ud the scorer_svc). */
 int scorer_serve_score(rpc_call *call, const ProtobufCMessage *req, void *ud);

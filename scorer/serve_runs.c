@@ -132,7 +132,10 @@ static void match_run(const uint8_t id[16], const char *want, int k, uint8_t out
         memcpy(out, id, 16);
 }
 
-rpc_code scorer_resolve_run(scorer_svc *S, reap_store_snap *snap, const char *text,
+/* Resolve a run id (32 hex digits, or a unique prefix of >= 8) among the store's runs
+ * and the manager's jobs (queued runs have no store record yet). Returns RPC_OK with
+ * out set, or INVALID_ARGUMENT / NOT_FOUND / INTERNAL with a message in err. */
+static rpc_code resolve_run(scorer_svc *S, reap_store_snap *snap, const char *text,
                             uint8_t out[16], char *err, size_t errlen)
 {
     char want[33];
@@ -181,6 +184,13 @@ rpc_code scorer_resolve_run(scorer_svc *S, reap_store_snap *snap, const char *te
     return RPC_OK;
 }
 
+int scorer_call_run(rpc_call *call, scorer_svc *S, const char *run_id, uint8_t id[16])
+{
+    char err[512];
+    rpc_code code = resolve_run(S, NULL, run_id, id, err, sizeof err);
+    return code ? rpc_call_error(call, code, "%s", err) : 0;
+}
+
 /* Reply with the Run of `id` (store record and/or in-memory job). */
 static int reply_run(rpc_call *call, scorer_svc *S, const uint8_t id[16],
                      const reap_rm_info *mem)
@@ -218,13 +228,12 @@ int scorer_serve_get_run(rpc_call *call, const ProtobufCMessage *req, void *ud)
     const Reap__V1__GetRunRequest *q = (const void *)req;
     scorer_svc *S = ud;
     uint8_t id[16];
-    char err[512];
-    rpc_code code;
     reap_rm_info mem = {0};
-    if ((code = scorer_resolve_run(S, NULL, q->run_id, id, err, sizeof err)))
-        return rpc_call_error(call, code, "%s", err);
+    int rc = scorer_call_run(call, S, q->run_id, id);
+    if (rc)
+        return rc;
     int have = reap_rm_get(S->rm, id, &mem) == REAP_OK;
-    int rc = reply_run(call, S, id, have ? &mem : NULL);
+    rc = reply_run(call, S, id, have ? &mem : NULL);
     reap_rm_info_free(&mem);
     return rc;
 }
@@ -234,12 +243,12 @@ int scorer_serve_cancel(rpc_call *call, const ProtobufCMessage *req, void *ud)
     const Reap__V1__CancelRunRequest *q = (const void *)req;
     scorer_svc *S = ud;
     uint8_t id[16];
-    char err[512], rh[33];
-    rpc_code code;
+    char rh[33];
     reap_rm_info mem = {0};
-    if ((code = scorer_resolve_run(S, NULL, q->run_id, id, err, sizeof err)))
-        return rpc_call_error(call, code, "%s", err);
-    int rc = reap_rm_cancel(S->rm, id, &mem);
+    int rc = scorer_call_run(call, S, q->run_id, id);
+    if (rc)
+        return rc;
+    rc = reap_rm_cancel(S->rm, id, &mem);
     if (rc == REAP_E_NOTFOUND) {
         /* Not ours: an ended run is returned as it is; a live one elsewhere is refused. */
         reap_run_info r = {0};

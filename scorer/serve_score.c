@@ -287,12 +287,11 @@ int scorer_serve_watch(rpc_call *call, const ProtobufCMessage *req, void *ud)
     const Reap__V1__WatchRunRequest *q = (const void *)req;
     scorer_svc *S = ud;
     uint8_t id[16];
-    char err[512];
-    rpc_code code;
-    if ((code = scorer_resolve_run(S, NULL, q->run_id, id, err, sizeof err)))
-        return rpc_call_error(call, code, "%s", err);
+    int rc = scorer_call_run(call, S, q->run_id, id);
+    if (rc)
+        return rc;
     rpc_call_ref(call);
-    int rc = reap_rm_watch(S->rm, id, watch_send, watch_release, call);
+    rc = reap_rm_watch(S->rm, id, watch_send, watch_release, call);
     if (rc == REAP_E_NOTFOUND) {
         rpc_call_unref(call);
         return watch_from_store(call, S, id);
