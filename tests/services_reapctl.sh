@@ -168,6 +168,14 @@ wait $SPID; rc=$?
 # and the run stops after it)
 "$CTL" score --model m --calib c4.jsonl --detach > s4.txt 2>&1
 RUN4=$(awk '/^run /{print $2; exit}' s4.txt)
+# --detach leaves at the run's first event, while the server may still be identifying the
+# model; a cancel then ends it before scoring begins. Wait until it is accepted (its layer
+# count is known): from then on it waits at the gate before layer 0.
+accepted() { "$CTL" runs --json 2> /dev/null | "$PY" -c "
+import json, sys
+r = {x['run_id']: x for x in json.load(sys.stdin).get('runs', [])}
+sys.exit(0 if r.get('$1', {}).get('n_layers', 0) else 1)"; }
+for _ in $(seq 1200); do accepted "$RUN4" && break; sleep 0.1; done
 "$CTL" cancel "$RUN4" --wait > c4.txt 2>&1 &
 CPID=$!
 wait_for scorer.log "CancelRun $RUN4"
