@@ -1,7 +1,8 @@
 /* known_inputs.h - a model's identity (the store's catalog record, catalog.h) as the
  * manifest's known input files (manifest.h): the input digests the identity was made of,
  * so that a prune does not read its input a second time to list it. The pruner's
- * conversion, used by `reap-pruner prune` and by the Pruner service.
+ * conversion, used by `reap-pruner prune` and by the Pruner service (compiled into
+ * reap-pruner, not the library: reap_pruner and reapctl need no store).
  *
  * Thread rules: a pure function.
  */
