@@ -10,9 +10,10 @@
 
 #include "cli.h"
 #include "config.h"
+#include "criterion_proto.h"
 #include "keepset.h"
-#include "reap_err.h"
 #include "reap.pb-c.h"
+#include "reap_err.h"
 #include "reapctl_cmds.h"
 #include "reapctl_common.h"
 #include "stats_json.h"
@@ -79,14 +80,6 @@ static int keepset_from_reply(const Reap__V1__KeepSetResponse *r, reap_keepset *
 static int keepset_remote(const reapctl_conn *c, const char *model_id, const char *calib_ids,
                           const reap_keep_opts *ko, int as_json)
 {
-    static const Reap__V1__Criterion crit[] = {
-        [REAP_CRIT_REAP] = REAP__V1__CRITERION__CRITERION_REAP,
-        [REAP_CRIT_FREQUENCY] = REAP__V1__CRITERION__CRITERION_FREQUENCY,
-        [REAP_CRIT_EAN_SUM] = REAP__V1__CRITERION__CRITERION_EAN_SUM,
-        [REAP_CRIT_EAN_MEAN] = REAP__V1__CRITERION__CRITERION_EAN_MEAN,
-        [REAP_CRIT_WEIGHTED_EAN_SUM] = REAP__V1__CRITERION__CRITERION_WEIGHTED_EAN_SUM,
-        [REAP_CRIT_WEIGHTED_FREQUENCY] = REAP__V1__CRITERION__CRITERION_WEIGHTED_FREQUENCY,
-        [REAP_CRIT_MAX_ACTIVATIONS] = REAP__V1__CRITERION__CRITERION_MAX_ACTIVATIONS};
     Reap__V1__KeepSetRequest q = REAP__V1__KEEP_SET_REQUEST__INIT;
     Reap__V1__PruneParams p = REAP__V1__PRUNE_PARAMS__INIT;
     ProtobufCMessage *resp = NULL;
@@ -110,7 +103,7 @@ static int keepset_remote(const reapctl_conn *c, const char *model_id, const cha
         p.ratio = ko->ratio;
         p.ratio_set = 1;
     }
-    p.criterion = crit[ko->criterion];
+    p.criterion = reap_criterion_to_proto(ko->criterion);
     p.protect_super_experts = ko->protect_super_experts;
     q.model_id = (char *)model_id;
     q.params = &p;

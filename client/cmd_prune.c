@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "criterion_proto.h"
+#include "keepset.h"
 #include "reap.pb-c.h"
 #include "reapctl_cmds.h"
 #include "reapctl_common.h"
@@ -157,17 +159,13 @@ int cmd_prune(int argc, char **argv)
     }
     Reap__V1__PruneRequest q = REAP__V1__PRUNE_REQUEST__INIT;
     Reap__V1__PruneParams p = REAP__V1__PRUNE_PARAMS__INIT;
-    static const char *crits[] = {"", "reap", "frequency", "ean_sum", "ean_mean",
-                                  "weighted_ean_sum", "weighted_frequency", "max_activations"};
     if (criterion) {
-        int k;
-        for (k = 1; k < 8 && strcmp(crits[k], criterion); k++)
-            ;
-        if (k == 8) {
+        reap_criterion c;
+        if (reap_criterion_from_name(criterion, &c)) {
             fprintf(stderr, "reapctl prune: --criterion '%s' is unknown\n", criterion);
             return REAPCTL_EXIT_USAGE;
         }
-        p.criterion = (Reap__V1__Criterion)k;
+        p.criterion = reap_criterion_to_proto(c);
     }
     if (!ratio == !n_prune) {
         fprintf(stderr, "reapctl prune: give exactly one of --ratio and --n-prune\n");

@@ -156,8 +156,7 @@ int cmd_cancel(int argc, char **argv)
     snprintf(id, sizeof id, "%s", r->run_id);
     if (json)
         reapctl_print_json(resp);
-    else if (r->state == REAP__V1__RUN_STATE__RUN_STATE_CANCELLED && !r->layers_done &&
-             strstr(r->error, "before it started"))
+    else if (r->state == REAP__V1__RUN_STATE__RUN_STATE_CANCELLED && r->never_started)
         printf("run %s: cancelled before it started (it was queued)\n", r->run_id);
     else if (r->state == REAP__V1__RUN_STATE__RUN_STATE_RUNNING ||
              r->state == REAP__V1__RUN_STATE__RUN_STATE_QUEUED)

@@ -16,25 +16,20 @@
 #include "reapctl_cmds.h"
 #include "reapctl_common.h"
 
-/* Problems: printed as FAIL lines, or collected into a JSON array (ud) as {file,
+/* Problems (manifest.h: the subject, a file's name or "signature" / "manifest", and what
+ * is wrong): printed as FAIL lines, or collected into a JSON array (ud) as {file,
  * message} like the remote Verify's problems. */
-static void print_problem(void *ud, const char *line)
+static void print_problem(void *ud, const char *subject, const char *text)
 {
     (void)ud;
-    printf("FAIL %s\n", line);
+    printf("FAIL %s: %s\n", subject, text);
 }
 
-static void json_problem(void *ud, const char *line)
+static void json_problem(void *ud, const char *subject, const char *text)
 {
     json_t *pr = json_object();
-    const char *colon = strstr(line, ": ");
-    if (colon && !memchr(line, ' ', (size_t)(colon - line))) {
-        json_object_set_new(pr, "file", json_stringn(line, (size_t)(colon - line)));
-        json_object_set_new(pr, "message", json_string(colon + 2));
-    } else {
-        json_object_set_new(pr, "file", json_string(""));
-        json_object_set_new(pr, "message", json_string(line));
-    }
+    json_object_set_new(pr, "file", json_string(subject));
+    json_object_set_new(pr, "message", json_string(text));
     json_array_append_new(ud, pr);
 }
 
@@ -114,8 +109,8 @@ int cmd_verify(int argc, char **argv)
         json_object_set_new(doc, "output_path", json_string(dir));
         json_object_set_new(doc, "ok", json_boolean(rc == REAP_OK));
         json_object_set_new(doc, "signature_checked", json_boolean(pubkey != NULL));
-        if (rc != REAP_OK && n_problems == 0)
-            json_problem(problems, reap_err_msg());
+        if (rc != REAP_OK && n_problems == 0)   /* no file named: the whole check failed */
+            json_problem(problems, "", reap_err_msg());
         json_object_set_new(doc, "problems", problems);
         json_dumpf(doc, stdout, JSON_COMPACT);
         putchar('\n');

@@ -274,22 +274,25 @@ typedef struct vstate {
     reap_verify_report_fn fn;
     void *ud;
     int n;
-    char first[1024];
+    char first[1300];   /* "subject: text" of the first problem */
 } vstate;
 
-static void problem(vstate *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* One problem: `subject` the file it is about, "signature" or "manifest"; the text from
+ * fmt. The first is kept, as "subject: text", for the function's error message. */
+static void problem(vstate *v, const char *subject, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-static void problem(vstate *v, const char *fmt, ...)
+static void problem(vstate *v, const char *subject, const char *fmt, ...)
 {
-    char line[1024];
+    char text[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
     if (!v->n++)
-        snprintf(v->first, sizeof v->first, "%s", line);
+        snprintf(v->first, sizeof v->first, "%.255s: %s", subject, text);
     if (v->fn)
-        v->fn(v->ud, line);
+        v->fn(v->ud, subject, text);
 }
 
 static int plain_name(const char *s)
@@ -331,14 +334,14 @@ int reap_manifest_verify_dir_confined(const char *dir, const reap_roots *roots,
     reap_hex(dig, 32, dh);
     if (pk) {
         if (access(spath, F_OK) != 0) {
-            problem(&v, "signature: %s is missing", REAP_MANIFEST_SIG_NAME);
+            problem(&v, "signature", "%s is missing", REAP_MANIFEST_SIG_NAME);
         } else if (reap_minisign_verify_file_confined(pk, mpath, spath, roots, tc,
                                                       sizeof tc) != REAP_OK) {
-            problem(&v, "signature: %s", reap_err_msg());
+            problem(&v, "signature", "%s", reap_err_msg());
         } else {
             snprintf(want, sizeof want, "manifest_blake2b256=%s", dh);
             if (!strstr(tc, want))
-                problem(&v, "signature: the trusted comment does not name this manifest's "
+                problem(&v, "signature", "the trusted comment does not name this manifest's "
                         "digest %s", dh);
         }
     }
@@ -349,7 +352,7 @@ int reap_manifest_verify_dir_confined(const char *dir, const reap_roots *roots,
     fclose(mf);
     const json_t *files = doc ? json_object_get(doc, "files") : NULL;
     if (!doc || !json_is_array(files)) {
-        problem(&v, "manifest: %s", doc ? "no \"files\" array" : jerr.text);
+        problem(&v, "manifest", "%s", doc ? "no \"files\" array" : jerr.text);
         rc = reap_err_set(REAP_E_INVALID, "%s: %d problem%s; first: %s", dir, v.n,
                           v.n == 1 ? "" : "s", v.first);
         goto done;
@@ -374,16 +377,16 @@ int reap_manifest_verify_dir_confined(const char *dir, const reap_roots *roots,
         if (!p || !plain_name(p) || !json_is_integer(json_object_get(e, "size")) ||
             !json_is_string(json_object_get(e, "blake2b_256")) ||
             !json_is_string(json_object_get(e, "sha256"))) {
-            problem(&v, "manifest: files[%zu] is malformed", i);
+            problem(&v, "manifest", "files[%zu] is malformed", i);
             continue;
         }
         char **hit = bsearch(&p, names, n_names, sizeof *names, cmp_cstr);
         if (!hit) {
-            problem(&v, "%s: missing", p);
+            problem(&v, p, "missing");
             continue;
         }
         if (seen[hit - names]) {
-            problem(&v, "manifest: %s is listed twice", p);
+            problem(&v, "manifest", "%s is listed twice", p);
             continue;
         }
         seen[hit - names] = 1;
@@ -400,25 +403,25 @@ int reap_manifest_verify_dir_confined(const char *dir, const reap_roots *roots,
         char b2h[65], shh[65];
         uint64_t size = jobs[k].size;
         if (jobs[k].rc) {
-            problem(&v, "%s: %s", p, jobs[k].msg);
+            problem(&v, p, "%s", jobs[k].msg);
             continue;
         }
         reap_hex(jobs[k].b2, 32, b2h);
         reap_hex(jobs[k].sh, 32, shh);
         if ((json_int_t)size != json_integer_value(js))
-            problem(&v, "%s: size %llu, manifest says %lld", p, (unsigned long long)size,
+            problem(&v, p, "size %llu, manifest says %lld", (unsigned long long)size,
                     (long long)json_integer_value(js));
         else if (strcmp(b2h, b2w) || strcmp(shh, shw))
-            problem(&v, "%s: content changed (%s%s%s)", p,
+            problem(&v, p, "content changed (%s%s%s)",
                     strcmp(b2h, b2w) ? "BLAKE2b-256" : "",
                     strcmp(b2h, b2w) && strcmp(shh, shw) ? " and " : "",
                     strcmp(shh, shw) ? "SHA-256" : "");
     }
     for (size_t k = 0; k < n_names; k++)
         if (!seen[k])
-            problem(&v, "%s: extra file, not in the manifest", names[k]);
+            problem(&v, names[k], "extra file, not in the manifest");
     for (size_t k = 0; k < n_others; k++)
-        problem(&v, "%s: extra entry (not a regular file), not in the manifest", others[k]);
+        problem(&v, others[k], "extra entry (not a regular file), not in the manifest");
     rc = v.n ? reap_err_set(REAP_E_INVALID, "%s: %d problem%s; first: %s", dir, v.n,
                             v.n == 1 ? "" : "s", v.first)
              : REAP_OK;

@@ -71,8 +71,13 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
                         const reap_manifest_inputs *in, reap_hasher *hashed,
                         const reap_sign_key *key, char *digest_hex);
 
-/* One line per problem found by reap_manifest_verify_dir. */
-typedef void (*reap_verify_report_fn)(void *ud, const char *line);
+/* One call per problem found by reap_manifest_verify_dir: `subject` is what the problem
+ * is about: a file's name (as the manifest lists it, or as found in the directory; it
+ * may contain any character but '/'), or "signature" (the .minisig file, its trusted
+ * comment) or "manifest" (the manifest document itself); `text` says what is wrong
+ * ("missing", "content changed (SHA-256)", ...). A line for people is "subject: text".
+ * Both strings are valid only during the call. */
+typedef void (*reap_verify_report_fn)(void *ud, const char *subject, const char *text);
 
 /* Check directory `dir` against its manifest: the signature (with pk; skipped when pk is
  * NULL) and its trusted comment's manifest digest, then every listed file re-hashed

@@ -13,13 +13,13 @@
 #include "cli.h"
 #include "config.h"
 #include "keepset.h"
+#include "known_inputs.h"
 #include "manifest.h"
 #include "minisign.h"
 #include "outdir.h"
 #include "prune.h"
 #include "reap_err.h"
 #include "serve_cmd.h"
-#include "serve_util.h"
 #include "stats_json.h"
 #include "identity.h"
 #include "store.h"
@@ -72,7 +72,7 @@ static int identify_input(const char *store_dir, const char *model, int threads,
     if (rc)
         return rc;
     reap_id_hex(&mi->id, id_hex);
-    if (!(*known = svc_known_inputs(mi)))
+    if (!(*known = reap_known_inputs(mi)))
         return reap_err_set(REAP_E_NOMEM, "out of memory");
     if (store_dir)
         printf("input: model %.16s..., %d files, %d digests from the store's cache "

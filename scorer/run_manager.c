@@ -298,6 +298,7 @@ static void mark_interrupted(reap_rm *m, rm_job *j)
     snprintf(msg, sizeof msg, "interrupted: the server shut down after layer %d (%d of %d "
              "layers committed); scoring the same model and calibration again resumes",
              j->info.layers_done - 1, j->info.layers_done, j->info.n_layers);
+    r.interrupted = 1;
     if (reap_store_run_finish(m->o.store, &r, REAP_RUN_CANCELLED, msg))
         fprintf(stderr, "reap-scorer: run record: %s\n", reap_err_msg());
     reap_run_info_free(&r);

@@ -132,6 +132,8 @@ typedef struct reap_rm_info {
     double last_layer_seconds, tokens_per_s, eta_s;
     int last_layer, last_is_moe;     /* the layer of the last LAYER event (-1: none) */
     int64_t submitted_unix_ns, started_unix_ns, updated_unix_ns, finished_unix_ns;
+                                     /* started_unix_ns: 0 until a worker takes the job
+                                        (0 in an ended job: it ended while queued) */
     int stop;                        /* REAP_RM_STOP_* */
     int status;                      /* REAP_OK or the job's REAP_E_* */
     char error[1024];                /* the job's error message */

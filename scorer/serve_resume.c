@@ -11,7 +11,7 @@
 #include "run_request.h"
 #include "runs.h"
 #include "scorer_cmds.h"
-#include "serve_util.h"
+#include "svc.h"
 
 static int same_pair(const reap_run_info *a, const reap_run_info *b)
 {
@@ -152,8 +152,7 @@ int scorer_resume_interrupted(reap_store *s, reap_rm *rm, const char *pending_di
         int newer = 0;
         for (int k = i + 1; k < n && !newer; k++)
             newer = same_pair(&runs[k], r);
-        if (newer || (r->state != REAP_RUN_FAILED && r->state != REAP_RUN_CANCELLED) ||
-            !r->error || strncmp(r->error, "interrupted", 11))
+        if (newer || !r->interrupted)
             continue;
         char old_hex[33], new_hex[33], why[1024], *note = NULL;
         uint8_t new_id[16];
@@ -172,9 +171,10 @@ int scorer_resume_interrupted(reap_store *s, reap_rm *rm, const char *pending_di
         svc_log(prog, "resume: run %s (%d of %d layers committed) resumes as run %s",
                 old_hex, r->layers_done, r->n_layers, new_hex);
         resumed++;
-        size_t len = strlen(r->error) + 64;
+        size_t len = (r->error ? strlen(r->error) : 0) + 64;
         if ((note = malloc(len))) {
-            snprintf(note, len, "%s; resumed as run %s", r->error, new_hex);
+            snprintf(note, len, "%s; resumed as run %s", r->error ? r->error : "interrupted",
+                     new_hex);
             if (reap_store_run_finish(s, r, r->state, note))
                 svc_log(prog, "resume: run %s: %s", old_hex, reap_err_msg());
             free(note);

@@ -74,6 +74,13 @@ typedef struct reap_run_info {
     int n_layer_seconds;
     double *layer_seconds;     /* [n_layer_seconds]: layers computed by this run */
     int pid;
+    int interrupted;           /* 1: FAILED or CANCELLED by an interruption (a shutdown,
+                                  a process that died), so scoring the pair again
+                                  resumes it; set by the caller before
+                                  reap_store_run_finish, or by
+                                  reap_store_run_mark_interrupted. Readers test this,
+                                  never the error text (records of older versions:
+                                  reap_store.proto RunStop) */
 } reap_run_info;
 
 void reap_run_info_free(reap_run_info *r);

@@ -494,6 +494,8 @@ int rec_run_encode(const reap_run_info *r, uint8_t **buf, size_t *len)
     m.pid = r->pid;
     m.host = pb_str(r->host);
     m.request = pb_str(r->request);
+    m.stop = r->interrupted ? REAP__STORE__V1__RUN_STOP__RUN_STOP_INTERRUPTED
+                            : REAP__STORE__V1__RUN_STOP__RUN_STOP_OTHER;
     return pack(&m.base, buf, len);
 }
 
@@ -525,6 +527,13 @@ int rec_run_decode(const void *buf, size_t len, const uint8_t *key, const char *
     r.updated_unix_ns = m->updated_unix_ns;
     r.finished_unix_ns = m->finished_unix_ns;
     r.pid = m->pid;
+    /* Records written before `stop` existed say it in their error text only. */
+    if (m->stop == REAP__STORE__V1__RUN_STOP__RUN_STOP_UNSPECIFIED)
+        r.interrupted = (m->state == REAP__STORE__V1__RUN_STATE__RUN_STATE_FAILED ||
+                         m->state == REAP__STORE__V1__RUN_STATE__RUN_STATE_CANCELLED) &&
+                        m->error && !strncmp(m->error, "interrupted", 11);
+    else
+        r.interrupted = m->stop == REAP__STORE__V1__RUN_STOP__RUN_STOP_INTERRUPTED;
     r.n_layer_seconds = (int)m->n_layer_seconds;
     r.layer_seconds = malloc((m->n_layer_seconds ? m->n_layer_seconds : 1) * sizeof(double));
     if (!r.layer_seconds || dup_str(m->backend, &r.backend) ||

@@ -201,6 +201,7 @@ int reap_store_run_mark_interrupted(reap_store *s, const reap_id *model, const r
             continue;
         snprintf(msg, sizeof msg, "interrupted: process %d on %.255s is gone", r->pid,
                  r->host && *r->host ? r->host : "?");
+        r->interrupted = 1;
         if (!(rc = reap_store_run_finish(s, r, REAP_RUN_FAILED, msg)))
             marked++;
     }

@@ -59,11 +59,13 @@ int reap_store_run_commit_layer(reap_store *s, reap_run_info *run, int layer,
                                 reap_stats_outcome *outcome);
 
 /* Set the final state (done, failed, cancelled) and error text (may be NULL) and write
- * the record. REAP_OK, REAP_E_INVALID, REAP_E_IO, REAP_E_NOMEM. */
+ * the record (with run->interrupted as the caller set it). REAP_OK, REAP_E_INVALID,
+ * REAP_E_IO, REAP_E_NOMEM. */
 int reap_store_run_finish(reap_store *s, reap_run_info *run, int state, const char *error);
 
 /* Runs of (model, calib) left "running" by a process that is gone (killed, crashed)
- * become "failed" with error "interrupted: process <pid> on <host> is gone". The caller
+ * become "failed", interrupted, with error "interrupted: process <pid> on <host> is
+ * gone". The caller
  * holds the pair's scoring lock (reap_store_pair_lock, hidden_ckpt.h): then no live
  * process scores the pair on this store, whatever PID namespace or host name it had (the
  * lock is a flock, shared by every container on the node), so every "running" record of

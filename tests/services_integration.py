@@ -550,8 +550,9 @@ def test_services(a):
     dt = time.time() - t
     g4 = sc.GetRun(rp.GetRunRequest(run_id=run4), metadata=auth, timeout=10)
     check(c5.run_id == run5 and c5.state == rp.RUN_STATE_CANCELLED and c5.layers_done == 0
-          and "cancelled before it started" in c5.error and c5.queue_position == 0,
-          f"CancelRun of the queued run: CANCELLED at once ({c5.error})")
+          and "cancelled before it started" in c5.error and c5.queue_position == 0
+          and c5.never_started and not g4.never_started,
+          f"CancelRun of the queued run: CANCELLED at once, never_started ({c5.error})")
     CANC = grpc.StatusCode.CANCELLED
     check(code5 == CANC and [k for k, _ in e5] == ["error"] and
           e5[0][1].code == CANC.value[0] and codew == CANC and
@@ -681,6 +682,17 @@ def test_services(a):
     with open(sp, "r+b") as f:
         f.seek(200)
         f.write(b)
+    # The problem's file is the name itself, whatever it holds (a space, ": "): typed by the
+    # check, not cut out of the message text.
+    odd = os.path.join(out1, "my notes: v2.txt")
+    with open(odd, "w") as f:
+        f.write("extra\n")
+    v = pr.Verify(rp.VerifyRequest(output_path="p1"), metadata=auth, timeout=60)
+    check(not v.ok and any(p.file == "my notes: v2.txt" and
+                           p.message == "extra file, not in the manifest" for p in v.problems),
+          f"Verify: an extra file with a space in its name is named whole "
+          f"({[(p.file, p.message) for p in v.problems]})")
+    os.unlink(odd)
 
     # ---- the keep-set size, one rule: E = 100, ratios with E x ratio just below an
     # integer; the Prune's accepted event announces what the keep set keeps ----

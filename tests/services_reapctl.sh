@@ -168,6 +168,14 @@ wait $SPID; rc=$?
 # and the run stops after it)
 "$CTL" score --model m --calib c4.jsonl --detach > s4.txt 2>&1
 RUN4=$(awk '/^run /{print $2; exit}' s4.txt)
+# --detach leaves at the run's first event, while the server may still be identifying the
+# model; a cancel then ends it before scoring begins. Wait until it is accepted (its layer
+# count is known): from then on it waits at the gate before layer 0.
+accepted() { "$CTL" runs --json 2> /dev/null | "$PY" -c "
+import json, sys
+r = {x['run_id']: x for x in json.load(sys.stdin).get('runs', [])}
+sys.exit(0 if r.get('$1', {}).get('n_layers', 0) else 1)"; }
+for _ in $(seq 1200); do accepted "$RUN4" && break; sleep 0.1; done
 "$CTL" cancel "$RUN4" --wait > c4.txt 2>&1 &
 CPID=$!
 wait_for scorer.log "CancelRun $RUN4"
@@ -200,6 +208,10 @@ grep -q "^$RUN5 *queued #1 " rq.txt && grep -q "^$RUNL *running " rr.txt \
     && grep -q "^error: cancelled before it started" s5.txt \
     && ok "Ctrl-C while queued: run $RUN5 cancelled before it started, exit 11" \
     || bad "ctrl-c while queued rc=$rc: $(cat s5.txt)"
+"$CTL" cancel "$RUN5" > c5.txt 2>&1 \
+    && grep -q "^run $RUN5: cancelled before it started (it was queued)" c5.txt \
+    && ok "reapctl cancel of that run: cancelled before it started (Run.never_started)" \
+    || bad "cancel of the run cancelled while queued: $(cat c5.txt)"
 gate_allow 6
 "$CTL" watch "$RUNL" > wl.txt 2>&1 && grep -q '^finished: 6 layers' wl.txt \
     && [ "$(gate_unread)" = 0 ] \
@@ -287,16 +299,20 @@ echo extra > out/pruned/extra.txt
     || bad "tamper rc=$rc: $(cat v3.txt)"
 "$CTL" verify out/pruned --pubkey k.pub > v4.txt 2>&1; rc=$?
 [ $rc = 3 ] && ok "tampered output: local verify exit 3" || bad "local tamper rc=$rc"
-# local verify --json, the option before and after DIR
+# local verify --json, the option before and after DIR; a file whose name has a space and
+# ": " is named whole (the problem's file comes typed from the check, not from its text)
+echo extra > "out/pruned/my notes: v2.txt"
 "$CTL" verify --json out/pruned --pubkey k.pub > v5.json 2> v5.err; rc5=$?
 "$CTL" verify out/pruned --pubkey k.pub --json > v6.json 2> v6.err; rc6=$?
 [ $rc5 = 3 ] && [ $rc6 = 3 ] && cmp -s v5.json v6.json && "$PY" -c "
 import json; d = json.load(open('v5.json'))
 assert d['ok'] is False and d['signature_checked'] is True and d['output_path'] == 'out/pruned'
 assert any(p['file'] == 'extra.txt' for p in d['problems']), d
-" && ok "local verify --json (before or after DIR): ok false, extra.txt named, exit 3" \
+assert any(p['file'] == 'my notes: v2.txt' and p['message'] == 'extra file, not in the manifest'
+           for p in d['problems']), d
+" && ok "local verify --json (before or after DIR): ok false, extra.txt and 'my notes: v2.txt' named, exit 3" \
     || bad "verify --json rc=$rc5/$rc6: $(cat v5.json v5.err v6.json v6.err)"
-rm out/pruned/extra.txt
+rm out/pruned/extra.txt "out/pruned/my notes: v2.txt"
 "$CTL" verify --json --pubkey k.pub out/pruned > v7.json 2>&1 && "$PY" -c "
 import json; d = json.load(open('v7.json'))
 assert d['ok'] is True and d['problems'] == [], d

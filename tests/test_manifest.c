@@ -29,9 +29,10 @@
 #include "test_fixtures.h"
 #include "test_util.h"
 
-static void count_line(void *ud, const char *line)
+static void count_line(void *ud, const char *subject, const char *text)
 {
-    (void)line;
+    (void)subject;
+    (void)text;
     (*(int *)ud)++;
 }
 

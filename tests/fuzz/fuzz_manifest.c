@@ -32,10 +32,10 @@ static void setup(void)
     }
 }
 
-static void count_line(void *ud, const char *line)
+static void count_line(void *ud, const char *subject, const char *text)
 {
-    if (!line[0])
-        abort();                /* every problem is described */
+    if (!subject[0] || !text[0])
+        abort();                /* every problem names its subject and says what */
     ++*(int *)ud;
 }
 

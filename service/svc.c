@@ -1,5 +1,6 @@
-/* serve_util.c - helpers shared by the scorer and pruner services (serve_util.h). */
-#include "serve_util.h"
+/* svc.c - helpers shared by the scorer and pruner services (svc.h): identity prefixes,
+ * roots, the response pool, log lines, the server's start. */
+#include "svc.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -9,27 +10,9 @@
 #include <time.h>
 
 #include "catalog.h"
-#include "manifest.h"
 #include "hex.h"
 #include "reap_err.h"
-#include "run_manager.h"
 #include "stats_store.h"
-
-rpc_code svc_code(int status, const char *msg)
-{
-    switch (status) {
-    case REAP_RM_E_BUSY:
-        return RPC_RESOURCE_EXHAUSTED;
-    case REAP_RM_E_EXISTS:
-        return RPC_ALREADY_EXISTS;
-    case REAP_RM_E_STOPPING:
-        return RPC_UNAVAILABLE;
-    default:
-        break;
-    }
-    (void)msg;
-    return rpc_code_from_reap(status);
-}
 
 int svc_hex_prefix(const char *text, int digits, char *out)
 {
@@ -211,6 +194,13 @@ void svc_pool_free(svc_pool *pool)
     memset(pool, 0, sizeof *pool);
 }
 
+int svc_respond(rpc_call *call, const svc_pool *pool, const ProtobufCMessage *msg)
+{
+    if (pool->failed)
+        return rpc_call_error(call, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    return rpc_call_respond(call, msg);
+}
+
 void svc_log(const char *prog, const char *fmt, ...)
 {
     char ts[32], line[2048];
@@ -240,17 +230,6 @@ int svc_start(rpc_server *srv, const char *service, const rpc_method *methods, s
         printf("health-port %d\n", rpc_server_health_port(srv));
     fflush(stdout);
     return REAP_OK;
-}
-
-reap_known_file *svc_known_inputs(const reap_model_info *mi)
-{
-    reap_known_file *k = calloc((size_t)mi->n_files + 1, sizeof *k);
-    for (int f = 0; k && f < mi->n_files; f++) {
-        k[f].path = mi->files[f].path;
-        k[f].size = mi->files[f].size;
-        memcpy(k[f].blake2b_256, mi->files[f].digest, 32);
-    }
-    return k;
 }
 
 void svc_log_auth(const char *prog, const rpc_server *srv)

@@ -1,13 +1,13 @@
-/* serve_util.h - helpers shared by the two services (reap-scorer serve, reap-pruner
- * serve; this file is compiled into both executables): the gRPC code of a library
- * failure, identity prefixes, root directories from options, and a small allocation
- * pool for building nested protobuf-c responses.
+/* svc.h - helpers shared by the two services (reap-scorer serve, reap-pruner serve;
+ * library reap_service): identity prefixes resolved against the store, root directories
+ * from options, a small allocation pool for building nested protobuf-c responses, the
+ * service log lines, and the start of a server (methods, signals, listeners, health,
+ * the "port" lines). The daemon main that uses them is daemon.h.
  *
- * Nothing here touches gRPC itself (rpc_status.h codes only). Thread rules: every
- * function is thread-safe; a pool is used by one thread.
+ * Thread rules: every function is thread-safe; a pool is used by one thread.
  */
-#ifndef REAP_SERVE_UTIL_H
-#define REAP_SERVE_UTIL_H
+#ifndef REAP_SVC_H
+#define REAP_SVC_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -17,19 +17,6 @@
 #include "rpc_server.h"
 #include "rpc_status.h"
 #include "store.h"
-
-/* The gRPC code for a failed library call: `status` a REAP_E_* value or a run-manager
- * status (run_manager.h: BUSY -> RESOURCE_EXHAUSTED, EXISTS -> ALREADY_EXISTS,
- * STOPPING -> UNAVAILABLE), else rpc_code_from_reap (REAP_E_PRECONDITION, a keep-set
- * refusal, is FAILED_PRECONDITION; REAP_E_CONFLICT, a (model, calibration) pair being
- * scored by another run, is ALREADY_EXISTS). `msg` is not consulted. */
-rpc_code svc_code(int status, const char *msg);
-
-/* The identity's file digests (mi->files) as the manifest's known input files
- * (manifest.h): a malloc'd array of mi->n_files entries whose paths point into mi, or
- * NULL when out of memory (the manifest then hashes the input itself). */
-struct reap_model_info;
-struct reap_known_file *svc_known_inputs(const struct reap_model_info *mi);
 
 /* Parse an identity given as hex (either case): `digits` the full length (64 for
  * model/calib ids, 32 for run ids). Returns the number of hex digits (>= 8, <= digits)
@@ -68,13 +55,18 @@ char *svc_printf(svc_pool *pool, const char *fmt, ...) __attribute__((format(pri
 char *svc_hex(svc_pool *pool, const uint8_t *bin, size_t n);
 void svc_pool_free(svc_pool *pool);
 
-/* One log line on stderr: "<prog>: <UTC time> <text>". */
+/* Answer a unary call with msg, built from pool: RESOURCE_EXHAUSTED ("out of memory")
+ * instead when an allocation of the pool failed (the response would be incomplete).
+ * Returns what rpc_call_respond / rpc_call_error return. */
+int svc_respond(rpc_call *call, const svc_pool *pool, const ProtobufCMessage *msg);
+
 /* Register `n` methods, install the signal handlers, start listening, mark health ""
  * and `service` SERVING, and announce the bound ports on stdout ("port N", then
  * "health-port N" when a health-only port is configured; tests read these lines).
  * Returns REAP_OK or the failing rpc_server_* status (message in reap_err_msg()). */
 int svc_start(rpc_server *srv, const char *service, const rpc_method *methods, size_t n);
 
+/* One log line on stderr: "<prog>: <UTC time> <text>". */
 void svc_log(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Log whether calls need the bearer token: "authentication: bearer token (health
