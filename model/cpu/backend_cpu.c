@@ -1,5 +1,9 @@
 /* backend_cpu.c - the CPU reference backend (fp32 activations, fp64 statistics).
  *
+ * One file on purpose: it is the reference the other backends are compared with, and it
+ * reads top to bottom like the math of backend.h (the GEMMs are cpu_gemm.c, the small
+ * kernels cpu_ops.c).
+ *
  * Dimension legend: T = n_rows * S positions, S sequence length, Tb positions of one
  * attention micro-batch, Nv valid positions, H hidden, nH/nKV heads, hd head dim,
  * E experts, K experts per token, I expert width, Id dense MLP width, n_e tokens routed

@@ -1,5 +1,9 @@
 /* backend_cuda.cu - the CUDA backend: the forward pass of backend.h on one GPU.
  *
+ * One file on purpose: it mirrors backend_cpu.c block by block, so the two are read side
+ * by side; the kernels are kernels.cuh / flash_attn.cuh, the uploads upload.cu, the
+ * memory plan cuda_plan.c.
+ *
  * Hidden states [T, H] fp32, tokens and mask stay resident on the device. Weights arrive
  * per layer through upload.cu (pinned staging, a copy stream, 1 + P weight sets so layer
  * L + 1 is copied in while layer L computes). The memory plan (cuda_plan.c) fixes the

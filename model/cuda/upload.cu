@@ -1,5 +1,9 @@
 /* upload.cu - layer weights onto the device: weight sets, staging and prefetch.
  *
+ * One file on purpose: the weight sets, the staging slots and the prefetch worker share
+ * one set of streams and events whose ordering is the whole point; split, the ordering
+ * rules would be spread over several files.
+ *
  * Raw checkpoint bytes (pageable: the mapped safetensors shards) are copied by a few
  * host threads into one of two pinned host slots, sent to the matching device slot on
  * the copy stream, and converted there to the compute type into a weight set (fused
