@@ -25,6 +25,7 @@
 #include "calib.h"
 
 #include "reap_err.h"
+#include "strbuf.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -426,35 +427,8 @@ static void shuffle_items(calib_item *items, int64_t n, uint64_t seed)
     }
 }
 
-typedef struct strbuf {
-    char *p;
-    size_t n, cap;
-} strbuf;
-
-static int sb_add(strbuf *b, const char *s, size_t n)
-{
-    char *p;
-    size_t ncap;
-
-    if (n == 0 && b->p)
-        return 0;
-    if (b->n + n > b->cap) {
-        ncap = b->cap ? b->cap * 2 : 4096;
-        while (ncap < b->n + n)
-            ncap *= 2;
-        p = realloc(b->p, ncap);
-        if (!p)
-            return -1;
-        b->p = p;
-        b->cap = ncap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    return 0;
-}
-
 /* Render a conversation as ChatML: <|im_start|>{role}\n{content}<|im_end|>\n each. */
-static int render_chatml(json_t *messages, strbuf *b)
+static int render_chatml(json_t *messages, reap_strbuf *b)
 {
     json_t *m, *role, *content;
     size_t i;
@@ -462,11 +436,12 @@ static int render_chatml(json_t *messages, strbuf *b)
     json_array_foreach(messages, i, m) {
         role = json_object_get(m, "role");
         content = json_object_get(m, "content");
-        if (sb_add(b, "<|im_start|>", 12) ||
-            sb_add(b, json_string_value(role), json_string_length(role)) ||
-            sb_add(b, "\n", 1) ||
-            sb_add(b, json_string_value(content), json_string_length(content)) ||
-            sb_add(b, "<|im_end|>\n", 11))
+        if (reap_strbuf_add(b, "<|im_start|>", 12) ||
+            reap_strbuf_add(b, json_string_value(role), json_string_length(role)) ||
+            reap_strbuf_add(b, "\n", 1) ||
+            reap_strbuf_add(b, json_string_value(content),
+                            json_string_length(content)) ||
+            reap_strbuf_add(b, "<|im_end|>\n", 11))
             return -1;
     }
     return 0;
@@ -480,7 +455,7 @@ static int item_ids(const calib_reader *r, const calib_item *it, int32_t **ids_o
     json_t *v, *x;
     int32_t *ids = NULL;
     size_t n = 0, i;
-    strbuf b = {0};
+    reap_strbuf b = {0};
     int rc;
 
     *ids_out = NULL;
@@ -504,11 +479,11 @@ static int item_ids(const calib_reader *r, const calib_item *it, int32_t **ids_o
                                    &ids, &n);
     } else {
         if (render_chatml(json_object_get(it->json, "messages"), &b)) {
-            free(b.p);
+            reap_strbuf_free(&b);
             return item_err(r, it->line, it->index, REAP_E_NOMEM, "out of memory");
         }
         rc = reap_tokenizer_encode(r->tok, b.p, b.n, &ids, &n);
-        free(b.p);
+        reap_strbuf_free(&b);
     }
     if (rc && it->index >= 0)
         return reap_err_prefix(rc, "%s:%lld: item %lld", o->path, (long long)it->line,

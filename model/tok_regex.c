@@ -28,6 +28,7 @@
 #include "tok_impl.h"
 
 #include "reap_err.h"
+#include "strbuf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,39 +115,6 @@ int tok_text_has_newer(const uint8_t *s, size_t n)
     return 0;
 }
 
-typedef struct strbuf {
-    char *p;
-    size_t n, cap;
-} strbuf;
-
-static int sb_add(strbuf *b, const char *s, size_t n)
-{
-    char *p;
-    size_t ncap;
-
-    if (n == 0 && b->p)
-        return 0;
-    if (b->n + n + 1 > b->cap) {
-        ncap = b->cap ? b->cap * 2 : 256;
-        while (ncap < b->n + n + 1)
-            ncap *= 2;
-        p = realloc(b->p, ncap);
-        if (!p)
-            return -1;
-        b->p = p;
-        b->cap = ncap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-    return 0;
-}
-
-static int sb_str(strbuf *b, const char *s)
-{
-    return sb_add(b, s, strlen(s));
-}
-
 static int is_hex(char c)
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
@@ -154,14 +122,14 @@ static int is_hex(char c)
 
 int tok_regex_translate(const char *pat, size_t n, int newer, char **out)
 {
-    strbuf b = {0};
+    reap_strbuf b = {0};
     size_t i = 0, j;
     int in_class = 0, class_start = 0, rc;
     const char *rep;
     char c;
 
     *out = NULL;
-    if (sb_add(&b, "", 0))
+    if (reap_strbuf_add(&b, "", 0))
         goto nomem;
     while (i < n) {
         c = pat[i];
@@ -214,9 +182,9 @@ int tok_regex_translate(const char *pat, size_t n, int newer, char **out)
                     j = 3;
                 if (j && newer && (c == 'p' || !in_class)) {
                     char k = pat[i + j - (j == 5 ? 2 : 1)];
-                    if (sb_str(&b, in_class ? "" : c == 'p' ? "[" : "[^") ||
-                        sb_str(&b, k == 'L' ? "\\p{L}" L_NEWER : "\\p{N}" N_NEWER) ||
-                        sb_str(&b, in_class ? "" : "]"))
+                    if (reap_strbuf_adds(&b, in_class ? "" : c == 'p' ? "[" : "[^") ||
+                        reap_strbuf_adds(&b, k == 'L' ? "\\p{L}" L_NEWER : "\\p{N}" N_NEWER) ||
+                        reap_strbuf_adds(&b, in_class ? "" : "]"))
                         goto nomem;
                     i += j;
                     class_start = 0;
@@ -226,8 +194,8 @@ int tok_regex_translate(const char *pat, size_t n, int newer, char **out)
             case 'u':
                 if (i + 5 < n && is_hex(pat[i + 2]) && is_hex(pat[i + 3]) &&
                     is_hex(pat[i + 4]) && is_hex(pat[i + 5])) {
-                    if (sb_add(&b, "\\x{", 3) || sb_add(&b, pat + i + 2, 4) ||
-                        sb_add(&b, "}", 1))
+                    if (reap_strbuf_add(&b, "\\x{", 3) || reap_strbuf_add(&b, pat + i + 2, 4) ||
+                        reap_strbuf_add(&b, "}", 1))
                         goto nomem;
                     i += 6;
                     class_start = 0;
@@ -238,7 +206,7 @@ int tok_regex_translate(const char *pat, size_t n, int newer, char **out)
                 break;
             }
             if (rep) {
-                if (sb_str(&b, rep))
+                if (reap_strbuf_adds(&b, rep))
                     goto nomem;
                 i += 2;
             } else {
@@ -246,7 +214,7 @@ int tok_regex_translate(const char *pat, size_t n, int newer, char **out)
                 j = i + 2;
                 while (j < n && ((unsigned char)pat[j] & 0xC0) == 0x80)
                     j++;
-                if (sb_add(&b, pat + i, j - i))
+                if (reap_strbuf_add(&b, pat + i, j - i))
                     goto nomem;
                 i = j;
             }
@@ -261,7 +229,7 @@ int tok_regex_translate(const char *pat, size_t n, int newer, char **out)
                 for (j = i + 2; j + 1 < n && !(pat[j] == ':' && pat[j + 1] == ']'); j++)
                     ;
                 j = j + 1 < n ? j + 2 : n;
-                if (sb_add(&b, pat + i, j - i))
+                if (reap_strbuf_add(&b, pat + i, j - i))
                     goto nomem;
                 i = j;
                 class_start = 0;
@@ -278,7 +246,7 @@ int tok_regex_translate(const char *pat, size_t n, int newer, char **out)
             class_start = 0;
             if (c == '^' && i > 0 && pat[i - 1] == '[')
                 class_start = 1;    /* "[^]" : the ] is still literal */
-            if (sb_add(&b, &c, 1))
+            if (reap_strbuf_add(&b, &c, 1))
                 goto nomem;
             i++;
             continue;
@@ -286,7 +254,7 @@ int tok_regex_translate(const char *pat, size_t n, int newer, char **out)
         if (c == '[') {
             in_class = 1;
             class_start = 1;
-            if (sb_add(&b, &c, 1))
+            if (reap_strbuf_add(&b, &c, 1))
                 goto nomem;
             i++;
             continue;
@@ -298,15 +266,15 @@ int tok_regex_translate(const char *pat, size_t n, int newer, char **out)
                              pat[j] == '-'))
                 j++;
             if (j > i + 2 && j < n && (pat[j] == ')' || pat[j] == ':')) {
-                if (sb_add(&b, "(?", 2))
+                if (reap_strbuf_add(&b, "(?", 2))
                     goto nomem;
                 for (i += 2; i < j; i++)
-                    if (sb_add(&b, pat[i] == 'm' ? "s" : &pat[i], 1))
+                    if (reap_strbuf_add(&b, pat[i] == 'm' ? "s" : &pat[i], 1))
                         goto nomem;
                 continue;
             }
         }
-        if (sb_add(&b, &c, 1))
+        if (reap_strbuf_add(&b, &c, 1))
             goto nomem;
         i++;
     }
@@ -320,7 +288,7 @@ int tok_regex_translate(const char *pat, size_t n, int newer, char **out)
 nomem:
     rc = reap_err_set(REAP_E_NOMEM, "out of memory translating a regex");
 fail:
-    free(b.p);
+    reap_strbuf_free(&b);
     return rc;
 }
 
