@@ -1,5 +1,5 @@
 /* fsopen.c - opening user-named files for reading: the type rule and confinement to
- * roots (see fsopen.h).
+ * roots, and the loops that read them to the end (see fsopen.h).
  *
  * open(O_NONBLOCK) never waits for a FIFO's writer; fstat on the descriptor says what was
  * opened. Confinement resolves the path with realpath(3) and accepts the file only when
@@ -195,5 +195,29 @@ int reap_read_stream(int fd, const char *path, reap_stop_fn should_stop, void *u
     return REAP_OK;
 fail:
     free(p);
+    return rc;
+}
+
+int reap_read_chunks(int fd, const char *path, void *buf, size_t cap, reap_chunk_fn fn,
+                     void *ud, uint64_t *total)
+{
+    uint64_t off = 0;
+    int rc = REAP_OK;
+    for (;;) {
+        ssize_t r = read(fd, buf, cap);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = reap_err_set(REAP_E_IO, "%s: read: %s", path, strerror(errno));
+            break;
+        }
+        if (r == 0)
+            break;
+        if ((rc = fn(ud, buf, (size_t)r, off)))
+            break;
+        off += (uint64_t)r;
+    }
+    if (total)
+        *total = off;
     return rc;
 }

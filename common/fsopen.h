@@ -30,6 +30,7 @@
 #define REAP_FSOPEN_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* Directories a service confines its reads to. */
@@ -86,5 +87,21 @@ typedef int (*reap_stop_fn)(void *ud);
  * REAP_E_IO, REAP_E_NOMEM; on failure *buf is NULL. */
 int reap_read_stream(int fd, const char *path, reap_stop_fn should_stop, void *ud,
                      char **buf, size_t *len);
+
+/* Given each chunk reap_read_chunks reads: the `n` (> 0) bytes at `data`, which start at
+ * byte `off` of what has been read. Returns REAP_OK to go on; anything else stops the
+ * read and is returned by reap_read_chunks (the callback sets the message). */
+typedef int (*reap_chunk_fn)(void *ud, const void *data, size_t n, uint64_t off);
+
+/* Read the blocking descriptor `fd` from where it stands to end of file, `cap` bytes at
+ * most at a time into the caller's `buf` (cap > 0), and hand each chunk to
+ * fn(ud, ...) in order. read(2) interrupted by a signal (EINTR) is retried. `path` names
+ * the file in messages. The whole-file hashes (manifest digests, the minisign prehash)
+ * read this way, with a buffer they own.
+ * Returns REAP_OK with *total (may be NULL) the bytes read; REAP_E_IO ("<path>: read:
+ * <errno text>") when a read fails; or the first non-REAP_OK value fn returned. On failure
+ * *total holds the bytes of the chunks fn accepted. */
+int reap_read_chunks(int fd, const char *path, void *buf, size_t cap, reap_chunk_fn fn,
+                     void *ud, uint64_t *total);
 
 #endif

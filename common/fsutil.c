@@ -1,4 +1,4 @@
-/* fsutil.c - durable-write helpers (see fsutil.h): write loop, directory fsync, the
+/* fsutil.c - durable-write helpers (see fsutil.h): write and exact-read loops, directory fsync, the
  * atomic file write and the copy_file_range loop with its fallback. */
 #include "fsutil.h"
 
@@ -25,6 +25,22 @@ int reap_write_all(int fd, const void *buf, size_t len, const char *path)
                                 w < 0 ? strerror(errno) : "no progress");
         p += w;
         len -= (size_t)w;
+    }
+    return REAP_OK;
+}
+
+int reap_read_full(int fd, void *buf, size_t len, const char *path)
+{
+    unsigned char *p = buf;
+    while (len > 0) {
+        ssize_t r = read(fd, p, len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return reap_err_set(REAP_E_IO, "%s: read: %s", path,
+                                r < 0 ? strerror(errno) : "short");
+        p += r;
+        len -= (size_t)r;
     }
     return REAP_OK;
 }

@@ -1,5 +1,5 @@
 /* fsutil.h - small durable-write helpers shared by every module that writes files:
- * a write loop that survives short writes and EINTR, directory fsyncs, the one owner of
+ * a write loop that survives short writes and EINTR (and its read counterpart), directory fsyncs, the one owner of
  * the atomic file write (temp file in the same directory -> write -> fsync -> rename
  * over the target -> fsync the directory), and the one copy_file_range loop with its
  * pread/write fallback.
@@ -18,6 +18,12 @@
 /* Write all `len` bytes of buf to fd; `path` names the file in error messages.
  * REAP_OK or REAP_E_IO. */
 int reap_write_all(int fd, const void *buf, size_t len, const char *path);
+
+/* Read exactly `len` bytes from fd into buf (the counterpart of reap_write_all; reading
+ * to end of file in chunks is reap_read_chunks in fsopen.h), retrying on EINTR; `path`
+ * names the file in error messages. REAP_OK, or REAP_E_IO when a read fails or the file
+ * ends first ("<path>: read: short"); buf may then hold part of the bytes. */
+int reap_read_full(int fd, void *buf, size_t len, const char *path);
 
 /* fsync the directory `dir` (makes entries created or renamed in it durable).
  * REAP_OK or REAP_E_IO. */

@@ -45,6 +45,26 @@ static int same_file(const struct stat *a, const struct stat *b)
            mtime_ns(a) == mtime_ns(b) && ctime_ns(a) == ctime_ns(b);
 }
 
+/* The digests one pass over a file feeds. */
+typedef struct hash_state {
+    int fd;                          /* the file, for dropping hashed pages */
+    crypto_generichash_state *b2;    /* BLAKE2b-256, or NULL */
+    EVP_MD_CTX *sh;                  /* SHA-256, or NULL */
+} hash_state;
+
+/* reap_chunk_fn: feed one chunk to the digests. */
+static int hash_chunk(void *ud, const void *data, size_t n, uint64_t off)
+{
+    hash_state *hs = ud;
+    if (hs->b2)
+        crypto_generichash_update(hs->b2, data, (unsigned long long)n);
+    if (hs->sh && !EVP_DigestUpdate(hs->sh, data, n))
+        return reap_err_set(REAP_E_INTERNAL, "libcrypto SHA-256 failed");
+    /* drop what was hashed from the page cache: memory stays flat on huge files */
+    posix_fadvise(hs->fd, (off_t)off, (off_t)n, POSIX_FADV_DONTNEED);
+    return REAP_OK;
+}
+
 /* Hash path in one pass; *before receives its stat at open, which must still hold at
  * the end. */
 static int hash_path(const char *path, const reap_roots *roots, uint8_t b2out[32],
@@ -77,26 +97,9 @@ static int hash_path(const char *path, const reap_roots *roots, uint8_t b2out[32
     }
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     crypto_generichash_init(&b2, NULL, 0, 32);
-    for (;;) {
-        ssize_t r = read(fd, buf, HASH_BUF);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            rc = reap_err_set(REAP_E_IO, "%s: read: %s", path, strerror(errno));
-            goto done;
-        }
-        if (r == 0)
-            break;
-        if (b2out)
-            crypto_generichash_update(&b2, buf, (unsigned long long)r);
-        if (sh && !EVP_DigestUpdate(sh, buf, (size_t)r)) {
-            rc = reap_err_set(REAP_E_INTERNAL, "libcrypto SHA-256 failed");
-            goto done;
-        }
-        /* drop what was hashed from the page cache: memory stays flat on huge files */
-        posix_fadvise(fd, (off_t)total, (off_t)r, POSIX_FADV_DONTNEED);
-        total += (uint64_t)r;
-    }
+    hash_state hs = {.fd = fd, .b2 = b2out ? &b2 : NULL, .sh = sh};
+    if ((rc = reap_read_chunks(fd, path, buf, HASH_BUF, hash_chunk, &hs, &total)))
+        goto done;
     if (fstat(fd, &after) != 0 || !same_file(before, &after) ||
         (uint64_t)after.st_size != total) {
         rc = reap_err_set(REAP_E_IO, "%s: the file changed while it was hashed", path);

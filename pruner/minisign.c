@@ -235,6 +235,14 @@ int reap_blake2b512_file(const char *path, uint8_t out[64])
     return blake2b512_file(path, NULL, out);
 }
 
+/* reap_chunk_fn: feed one chunk to the BLAKE2b state ud. */
+static int blake2b_chunk(void *ud, const void *data, size_t n, uint64_t off)
+{
+    (void)off;
+    crypto_generichash_update(ud, data, (unsigned long long)n);
+    return REAP_OK;
+}
+
 static int blake2b512_file(const char *path, const reap_roots *roots, uint8_t out[64])
 {
     int rc = REAP_OK;
@@ -250,18 +258,8 @@ static int blake2b512_file(const char *path, const reap_roots *roots, uint8_t ou
     if ((rc = init_sodium()))
         goto done;
     crypto_generichash_init(&st, NULL, 0, 64);
-    for (;;) {
-        ssize_t r = read(fd, buf, 1u << 20);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            rc = reap_err_set(REAP_E_IO, "%s: read: %s", path, strerror(errno));
-            goto done;
-        }
-        if (r == 0)
-            break;
-        crypto_generichash_update(&st, buf, (unsigned long long)r);
-    }
+    if ((rc = reap_read_chunks(fd, path, buf, 1u << 20, blake2b_chunk, &st, NULL)))
+        goto done;
     crypto_generichash_final(&st, out, 64);
 done:
     if (fd >= 0)

@@ -320,16 +320,7 @@ static int read_file(const char *path, uint8_t **buf, size_t *len)
         rc = reap_err_set(REAP_E_NOMEM, "%s: %zu bytes", path, *len);
         goto fail;
     }
-    for (size_t off = 0; off < *len;) {
-        ssize_t r = read(fd, *buf + off, *len - off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            rc = reap_err_set(REAP_E_IO, "%s: read: %s", path, r ? strerror(errno) : "short");
-            goto fail;
-        }
-        off += (size_t)r;
-    }
+    rc = reap_read_full(fd, *buf, *len, path);
 fail:
     if (rc) {
         free(*buf);

@@ -65,21 +65,6 @@ static int make_dir(const char *dir, const char *parent)
     return reap_err_set(REAP_E_IO, "%s: cannot create: %s", dir, strerror(errno));
 }
 
-static int read_all(int fd, void *buf, size_t n)
-{
-    uint8_t *p = buf;
-    while (n) {
-        ssize_t r = read(fd, p, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 /* Parse "layer-LLLLL.bin"; -1 otherwise. */
 static int name_layer(const char *name)
 {
@@ -225,7 +210,7 @@ static int load_one(const char *path, const reap_id *m, const reap_id *c, int la
     }
     if ((uint64_t)sb.st_size != need) {
         /* the header, when there is one, tells another shape from a cut-short file */
-        if ((uint64_t)sb.st_size >= HDR_LEN && !read_all(fd, h, HDR_LEN) &&
+        if ((uint64_t)sb.st_size >= HDR_LEN && !reap_read_full(fd, h, HDR_LEN, path) &&
             memcmp(h, want, HDR_LEN))
             header_why(h, want, why, why_n);
         else
@@ -234,7 +219,7 @@ static int load_one(const char *path, const reap_id *m, const reap_id *c, int la
                      (long long)T, H, (unsigned long long)need);
         goto fail;
     }
-    if (read_all(fd, h, HDR_LEN)) {
+    if (reap_read_full(fd, h, HDR_LEN, path)) {
         snprintf(why, why_n, "read error");
         goto fail;
     }
@@ -246,7 +231,7 @@ static int load_one(const char *path, const reap_id *m, const reap_id *c, int la
         snprintf(why, why_n, "out of memory for %zu bytes", bytes);
         goto fail;
     }
-    if (read_all(fd, buf, bytes) || read_all(fd, stored, 32)) {
+    if (reap_read_full(fd, buf, bytes, path) || reap_read_full(fd, stored, 32, path)) {
         snprintf(why, why_n, "read error");
         goto fail;
     }

@@ -8,6 +8,9 @@
  *     (a Hugging Face cache snapshot's link into blobs/) opens; a link to a file outside
  *     every root is refused REAP_E_DENIED naming the link and its target; no roots
  *     (NULL) is unconfined; an empty root list refuses everything.
+ *   - reap_read_chunks: a file read to its end in chunks of the given size, each handed
+ *     over in order with its offset, the total returned; a callback's error stops the
+ *     read and is returned; an unreadable descriptor is REAP_E_IO naming the file.
  * A watchdog ends the test if an open blocks (the bug this guards against).
  *
  * Usage: test_fsopen SCRATCH_DIR (created if missing).
@@ -16,6 +19,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -60,6 +65,88 @@ static void *writer(void *arg)
         close(fd);
     }
     return NULL;
+}
+
+/* What the reap_read_chunks callback saw. */
+typedef struct chunks_seen {
+    unsigned char *copy;   /* [cap] the bytes, placed at their offsets */
+    size_t cap, calls, max_n;
+    uint64_t next_off;     /* where the next chunk must start */
+    int out_of_order;
+    size_t fail_at;        /* call number that returns REAP_E_FORMAT; 0: never */
+} chunks_seen;
+
+static int chunk_cb(void *ud, const void *data, size_t n, uint64_t off)
+{
+    chunks_seen *cs = ud;
+    cs->calls++;
+    if (cs->fail_at && cs->calls == cs->fail_at)
+        return reap_err_set(REAP_E_FORMAT, "stop here");
+    if (off != cs->next_off || n == 0 || off + n > cs->cap)
+        cs->out_of_order = 1;
+    else
+        memcpy(cs->copy + off, data, n);
+    if (n > cs->max_n)
+        cs->max_n = n;
+    cs->next_off = off + n;
+    return REAP_OK;
+}
+
+static void test_read_chunks(const char *dir)
+{
+    char path[PATH_MAX + 32];
+    const size_t n = 100000, cap = 4096;
+    unsigned char *want = malloc(n), *buf = malloc(cap), *copy = calloc(1, n);
+    CHECK(want && buf && copy);
+    if (!want || !buf || !copy)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        want[i] = (unsigned char)(i * 131 + (i >> 9));
+    snprintf(path, sizeof path, "%s/chunks.bin", dir);
+    FILE *f = fopen(path, "wb");
+    CHECK(f && fwrite(want, 1, n, f) == n && fclose(f) == 0);
+
+    int fd = -1;
+    uint64_t total = 7;
+    chunks_seen cs = {.copy = copy, .cap = n};
+    CHECK_RC(reap_open_read(path, NULL, REAP_OPEN_REGULAR, &fd), REAP_OK);
+    CHECK_RC(reap_read_chunks(fd, path, buf, cap, chunk_cb, &cs, &total), REAP_OK);
+    close(fd);
+    CHECK(total == n);
+    CHECK(!cs.out_of_order);
+    CHECK(cs.max_n <= cap);
+    CHECK_MSG(cs.calls >= (n + cap - 1) / cap, "%zu calls", cs.calls);
+    CHECK(memcmp(copy, want, n) == 0);
+
+    /* the callback's error ends the read and comes back; total counts what it took */
+    chunks_seen stop = {.copy = copy, .cap = n, .fail_at = 3};
+    CHECK_RC(reap_open_read(path, NULL, REAP_OPEN_REGULAR, &fd), REAP_OK);
+    CHECK_RC(reap_read_chunks(fd, path, buf, cap, chunk_cb, &stop, &total), REAP_E_FORMAT);
+    CHECK_ERRMSG("stop here");
+    CHECK(stop.calls == 3);
+    CHECK(total == stop.next_off);
+    close(fd);
+
+    /* an empty file: no call, total 0 */
+    snprintf(path, sizeof path, "%s/chunks.empty", dir);
+    f = fopen(path, "wb");
+    CHECK(f && fclose(f) == 0);
+    chunks_seen none = {.copy = copy, .cap = n};
+    CHECK_RC(reap_open_read(path, NULL, REAP_OPEN_REGULAR, &fd), REAP_OK);
+    CHECK_RC(reap_read_chunks(fd, path, buf, cap, chunk_cb, &none, &total), REAP_OK);
+    CHECK(total == 0 && none.calls == 0);
+    close(fd);
+
+    /* a descriptor open for writing cannot be read: REAP_E_IO naming the file */
+    fd = open(path, O_WRONLY);
+    CHECK(fd >= 0);
+    CHECK_RC(reap_read_chunks(fd, path, buf, cap, chunk_cb, &none, NULL), REAP_E_IO);
+    CHECK_ERRMSG("chunks.empty: read: Bad file descriptor");
+    close(fd);
+out:
+    free(want);
+    free(buf);
+    free(copy);
 }
 
 int main(int argc, char **argv)
@@ -155,5 +242,6 @@ int main(int argc, char **argv)
     CHECK(reap_path_under("/a/b", "/a") && reap_path_under("/a", "/a") &&
           !reap_path_under("/ab", "/a") && reap_path_under("/x", "/"));
     close(sfd);
+    test_read_chunks(scratch);
     TEST_MAIN_END();
 }

@@ -8,6 +8,8 @@
  * reap_copy_range: copy_file_range and the forced pread/write fallback give the same
  * bytes as the source, for a range larger than one copy chunk, from a non-zero offset;
  * a source shorter than the range is an error on both paths.
+ * reap_read_full: exactly the bytes asked for, from a file and across a pipe's pieces; a
+ * file that ends first or a descriptor that cannot be read is REAP_E_IO naming the file.
  *
  * Usage: test_fsutil SCRATCH_DIR (created if missing).
  */
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -254,6 +257,57 @@ static void test_copy(void)
     unlink(sp("copy_fallback_mid.bin"));
 }
 
+/* reap_read_full: exactly len bytes, in order, across the reads a pipe splits them into;
+ * a file that ends first and a descriptor that cannot be read are REAP_E_IO naming the
+ * file. */
+static void test_read_full(void)
+{
+    const size_t n = 300000;
+    const char *src = sp("read_full.src");
+    unsigned char *want = make_source(src, n), *got = malloc(n + 1);
+    CHECK(want != NULL && got != NULL);
+    if (!want || !got)
+        goto out;
+    int fd = open(src, O_RDONLY);
+    CHECK(fd >= 0);
+    CHECK_RC(reap_read_full(fd, got, n - 1000, src), REAP_OK);
+    CHECK_RC(reap_read_full(fd, got + n - 1000, 1000, src), REAP_OK);
+    CHECK(memcmp(got, want, n) == 0);
+    CHECK_RC(reap_read_full(fd, got, 1, src), REAP_E_IO);   /* at end of file */
+    CHECK_ERRMSG("read_full.src: read: short");
+    close(fd);
+
+    fd = open(src, O_RDONLY);
+    CHECK_RC(reap_read_full(fd, got, n + 1, src), REAP_E_IO);   /* one byte too many */
+    CHECK_ERRMSG("read: short");
+    CHECK(memcmp(got, want, n) == 0);
+    close(fd);
+
+    fd = open(src, O_WRONLY);
+    CHECK_RC(reap_read_full(fd, got, 1, src), REAP_E_IO);
+    CHECK_ERRMSG("read_full.src: read: Bad file descriptor");
+    close(fd);
+
+    /* a pipe hands the bytes over in pieces of at most its capacity */
+    int pfd[2];
+    CHECK(pipe(pfd) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pfd[0]);
+        _exit(reap_write_all(pfd[1], want, n, "pipe") == REAP_OK ? 0 : 1);
+    }
+    close(pfd[1]);
+    memset(got, 0, n);
+    CHECK_RC(reap_read_full(pfd[0], got, n, "pipe"), REAP_OK);
+    CHECK(memcmp(got, want, n) == 0);
+    close(pfd[0]);
+    int st = 0;
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+out:
+    free(want);
+    free(got);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -267,5 +321,6 @@ int main(int argc, char **argv)
     test_streaming();
     test_failures_leave_nothing();
     test_copy();
+    test_read_full();
     TEST_MAIN_END();
 }
