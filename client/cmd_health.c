@@ -52,25 +52,17 @@ static int check_one(const char *which_name, const reapctl_conn *c, int which,
 int cmd_health(int argc, char **argv)
 {
     const char *which = "all", *service = "";
-    int json = 0, help = 0, n = 0, n_pos = 0, worst = 0, ex;
+    int json = 0, n = 0, n_pos = 0, worst = 0, ex;
     const char *pos[1];
     reapctl_conn c;
     cli_opt opts[20];
-    char err[512];
     opts[n++] = (cli_opt){"service", NULL, CLI_STR, "", "service name to check (default: the "
                           "whole server)", &service, 0};
     opts[n++] = (cli_opt){"json", NULL, CLI_FLAG, NULL, "one JSON object per service", &json, 0};
     reapctl_conn_opts(&c, REAPCTL_SCORER | REAPCTL_PRUNER, opts, &n);
     const char *usage = "usage: reapctl health [scorer|pruner|all] [options]";
-    if (cli_parse_pos(opts, n, argc, argv, 2, &help, pos, 1, &n_pos, err, sizeof err)) {
-        fprintf(stderr, "reapctl health: %s\n", err);
-        cli_usage(stderr, usage, opts, n);
-        return REAPCTL_EXIT_USAGE;
-    }
-    if (help) {
-        cli_usage(stdout, usage, opts, n);
-        return 0;
-    }
+    if ((ex = reapctl_parse("health", usage, opts, n, argc, argv, pos, 1, &n_pos)) >= 0)
+        return ex;
     if (n_pos)
         which = pos[0];
     int all = !strcmp(which, "all");

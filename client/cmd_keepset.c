@@ -161,9 +161,8 @@ int cmd_keepset(int argc, char **argv)
 {
     const char *stats_path = NULL, *model = NULL, *ratio = NULL, *n_prune = NULL,
                *criterion = NULL, *model_id = NULL, *calib_ids = NULL;
-    int protect = 0, as_json = 0, help = 0, n = 0, rc, n_opts = 0;
+    int protect = 0, as_json = 0, n = 0, rc, n_opts = 0, ex;
     reapctl_conn conn;
-    char err[512];
     reap_layer_stats *st = NULL;
     reap_config cfg = {0};
     reap_keepset ks = {0};
@@ -193,15 +192,8 @@ int cmd_keepset(int argc, char **argv)
     reapctl_conn_opts(&conn, REAPCTL_PRUNER, opts, &n_opts);
     const char *usage = "usage: reapctl keepset (--stats-json FILE | --model-id ID) "
                         "(--ratio R | --n-prune N) [options]";
-    if (cli_parse(opts, n_opts, argc, argv, 2, &help, err, sizeof err)) {
-        fprintf(stderr, "reapctl keepset: %s\n", err);
-        cli_usage(stderr, usage, opts, n_opts);
-        return 2;
-    }
-    if (help) {
-        cli_usage(stdout, usage, opts, n_opts);
-        return 0;
-    }
+    if ((ex = reapctl_parse("keepset", usage, opts, n_opts, argc, argv, NULL, 0, NULL)) >= 0)
+        return ex;
     if (reap_keep_opts_parse(ratio, n_prune, criterion, protect, &ko)) {
         fprintf(stderr, "reapctl keepset: %s\n", reap_err_msg());
         return 2;

@@ -8,12 +8,13 @@
 #include "minisign.h"
 #include "reap_err.h"
 #include "reapctl_cmds.h"
+#include "reapctl_common.h"
 
 int cmd_keygen(int argc, char **argv)
 {
     const char *prefix = NULL;
-    int force = 0, json = 0, help = 0;
-    char err[512], pub[REAP_MINISIGN_PUB_B64_LEN + 1], id[17], path[4200];
+    int force = 0, json = 0, ex;
+    char pub[REAP_MINISIGN_PUB_B64_LEN + 1], id[17], path[4200];
     reap_pub_key pk;
     const char *usage = "usage: reapctl keygen --out PREFIX [--force] [--json]";
     const cli_opt opts[] = {
@@ -22,15 +23,8 @@ int cmd_keygen(int argc, char **argv)
         {"json", NULL, CLI_FLAG, NULL, "print the key id and paths as JSON", &json, 0},
     };
     const int n = (int)(sizeof opts / sizeof opts[0]);
-    if (cli_parse(opts, n, argc, argv, 2, &help, err, sizeof err)) {
-        fprintf(stderr, "reapctl keygen: %s\n", err);
-        cli_usage(stderr, usage, opts, n);
-        return 2;
-    }
-    if (help) {
-        cli_usage(stdout, usage, opts, n);
-        return 0;
-    }
+    if ((ex = reapctl_parse("keygen", usage, opts, n, argc, argv, NULL, 0, NULL)) >= 0)
+        return ex;
     if (reap_minisign_keygen(prefix, force, pub) != REAP_OK ||
         reap_minisign_load_public(pub, &pk) != REAP_OK) {
         fprintf(stderr, "reapctl keygen: %s\n", reap_err_msg());

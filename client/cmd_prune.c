@@ -119,10 +119,9 @@ int cmd_prune(int argc, char **argv)
 {
     const char *model = NULL, *out = NULL, *ratio = NULL, *n_prune = NULL, *criterion = NULL,
                *calib_ids = NULL;
-    int protect = 0, force = 0, overwrite = 0, verify = 0, json = 0, help = 0, n = 0, ex;
+    int protect = 0, force = 0, overwrite = 0, verify = 0, json = 0, n = 0, ex;
     reapctl_conn c;
     cli_opt opts[28];
-    char err[512];
     opts[n++] = (cli_opt){"model", "REAP_MODEL_PATH", CLI_STR, NULL, "checkpoint directory "
                           "on the server (under its --model-root)", &model, 1};
     opts[n++] = (cli_opt){"out", "REAP_OUTPUT_PATH", CLI_STR, NULL, "output directory on the "
@@ -148,15 +147,8 @@ int cmd_prune(int argc, char **argv)
     reapctl_conn_opts(&c, REAPCTL_PRUNER, opts, &n);
     const char *usage = "usage: reapctl prune --model DIR --out DIR (--ratio R | --n-prune N) "
                         "[options]";
-    if (cli_parse(opts, n, argc, argv, 2, &help, err, sizeof err)) {
-        fprintf(stderr, "reapctl prune: %s\n", err);
-        cli_usage(stderr, usage, opts, n);
-        return REAPCTL_EXIT_USAGE;
-    }
-    if (help) {
-        cli_usage(stdout, usage, opts, n);
-        return 0;
-    }
+    if ((ex = reapctl_parse("prune", usage, opts, n, argc, argv, NULL, 0, NULL)) >= 0)
+        return ex;
     Reap__V1__PruneRequest q = REAP__V1__PRUNE_REQUEST__INIT;
     Reap__V1__PruneParams p = REAP__V1__PRUNE_PARAMS__INIT;
     if (criterion) {

@@ -42,29 +42,11 @@ static void print_run_row(const Reap__V1__Run *r)
            *r->backend ? r->backend : "-", r->error);
 }
 
-/* Parse options common to these commands. Returns -1 to go on, else an exit status. */
-static int parse(const char *cmd, const char *usage, cli_opt *opts, int n, int argc,
-                 char **argv, const char **pos, int max_pos, int *n_pos)
-{
-    char err[512];
-    int help = 0;
-    if (cli_parse_pos(opts, n, argc, argv, 2, &help, pos, max_pos, n_pos, err, sizeof err)) {
-        fprintf(stderr, "reapctl %s: %s\n", cmd, err);
-        cli_usage(stderr, usage, opts, n);
-        return REAPCTL_EXIT_USAGE;
-    }
-    if (help) {
-        cli_usage(stdout, usage, opts, n);
-        return 0;
-    }
-    return -1;
-}
-
 int cmd_runs(int argc, char **argv)
 {
     const char *model = NULL, *state = NULL;
     long limit = 0;
-    int json = 0, n = 0, ex;
+    int json = 0, n = 0, n_pos = 0, ex;
     reapctl_conn c;
     cli_opt opts[16];
     opts[n++] = (cli_opt){"model-id", NULL, CLI_STR, NULL, "only this model's runs (id or "
@@ -75,8 +57,8 @@ int cmd_runs(int argc, char **argv)
                           "server's default, 100)", &limit, 0};
     opts[n++] = (cli_opt){"json", NULL, CLI_FLAG, NULL, "print the response as JSON", &json, 0};
     reapctl_conn_opts(&c, REAPCTL_SCORER, opts, &n);
-    if ((ex = parse("runs", "usage: reapctl runs [options]", opts, n, argc, argv, NULL, 0,
-                    NULL)) >= 0)
+    if ((ex = reapctl_parse("runs", "usage: reapctl runs [options]", opts, n, argc, argv,
+                            NULL, 0, &n_pos)) >= 0)
         return ex;
     Reap__V1__ListRunsRequest q = REAP__V1__LIST_RUNS_REQUEST__INIT;
     q.model_id = (char *)(model ? model : "");
@@ -130,8 +112,8 @@ int cmd_cancel(int argc, char **argv)
                           "stopped", &wait, 0};
     opts[n++] = (cli_opt){"json", NULL, CLI_FLAG, NULL, "print the run as JSON", &json, 0};
     reapctl_conn_opts(&c, REAPCTL_SCORER, opts, &n);
-    if ((ex = parse("cancel", "usage: reapctl cancel RUN_ID [--wait]", opts, n, argc, argv,
-                    pos, 1, &n_pos)) >= 0)
+    if ((ex = reapctl_parse("cancel", "usage: reapctl cancel RUN_ID [--wait]", opts, n, argc,
+                            argv, pos, 1, &n_pos)) >= 0)
         return ex;
     if (n_pos)
         run_id = pos[0];
@@ -180,13 +162,13 @@ int cmd_cancel(int argc, char **argv)
 
 int cmd_models(int argc, char **argv)
 {
-    int json = 0, n = 0, ex;
+    int json = 0, n = 0, n_pos = 0, ex;
     reapctl_conn c;
     cli_opt opts[16];
     opts[n++] = (cli_opt){"json", NULL, CLI_FLAG, NULL, "print the response as JSON", &json, 0};
     reapctl_conn_opts(&c, REAPCTL_SCORER, opts, &n);
-    if ((ex = parse("models", "usage: reapctl models [options]", opts, n, argc, argv, NULL, 0,
-                    NULL)) >= 0)
+    if ((ex = reapctl_parse("models", "usage: reapctl models [options]", opts, n, argc, argv,
+                            NULL, 0, &n_pos)) >= 0)
         return ex;
     Reap__V1__ListModelsRequest q = REAP__V1__LIST_MODELS_REQUEST__INIT;
     rpc_client *cl;

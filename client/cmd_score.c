@@ -197,7 +197,7 @@ static int run_follow(const char *cmd, int argc, char **argv, int is_watch)
     const char *model = NULL, *calib = NULL, *backend = NULL, *run_id = NULL,
                *tokenizer = NULL, *seed_s = NULL, *max_samples_s = NULL;
     long seq_len = 0, max_samples = 0, batch = 0, seed = 0;
-    int no_pack = 0, force = 0, detach = 0, json = 0, help = 0, n_pos = 0, n = 0, ex;
+    int no_pack = 0, force = 0, detach = 0, json = 0, n_pos = 0, n = 0, ex;
     int shuffle = 0;
     const char *pos[1];
     reapctl_conn c;
@@ -241,16 +241,8 @@ static int run_follow(const char *cmd, int argc, char **argv, int is_watch)
     snprintf(usage, sizeof usage, is_watch ? "usage: reapctl watch RUN_ID [options]"
                                            : "usage: reapctl score --model DIR --calib FILE "
                                              "[options]");
-    if (cli_parse_pos(opts, n, argc, argv, 2, &help, pos, is_watch, &n_pos, err,
-                      sizeof err)) {
-        fprintf(stderr, "reapctl %s: %s\n", cmd, err);
-        cli_usage(stderr, usage, opts, n);
-        return REAPCTL_EXIT_USAGE;
-    }
-    if (help) {
-        cli_usage(stdout, usage, opts, n);
-        return 0;
-    }
+    if ((ex = reapctl_parse(cmd, usage, opts, n, argc, argv, pos, is_watch, &n_pos)) >= 0)
+        return ex;
     if (n_pos)
         run_id = pos[0];
     if (is_watch && !run_id) {

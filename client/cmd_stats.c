@@ -143,11 +143,10 @@ int cmd_stats(int argc, char **argv)
     const char *model = NULL, *calib_ids = NULL, *layers = NULL, *svg = NULL,
                *criterion = NULL;
     double ratio = 0.4;
-    int json = 0, help = 0, n = 0, ex, n_pos = 0;
+    int json = 0, n = 0, ex, n_pos = 0;
     const char *pos[1];
     reapctl_conn c;
     cli_opt opts[24];
-    char err[512];
     opts[n++] = (cli_opt){"model-id", NULL, CLI_STR, NULL, "model id or prefix (or give it as "
                           "the first argument)", &model, 0};
     opts[n++] = (cli_opt){"calib-ids", NULL, CLI_STR, NULL, "calibration ids to merge, comma "
@@ -163,15 +162,8 @@ int cmd_stats(int argc, char **argv)
     opts[n++] = (cli_opt){"json", NULL, CLI_FLAG, NULL, "print reap-stats/1 JSON", &json, 0};
     reapctl_conn_opts(&c, REAPCTL_SCORER, opts, &n);
     const char *usage = "usage: reapctl stats MODEL_ID [--json | --svg FILE] [options]";
-    if (cli_parse_pos(opts, n, argc, argv, 2, &help, pos, 1, &n_pos, err, sizeof err)) {
-        fprintf(stderr, "reapctl stats: %s\n", err);
-        cli_usage(stderr, usage, opts, n);
-        return REAPCTL_EXIT_USAGE;
-    }
-    if (help) {
-        cli_usage(stdout, usage, opts, n);
-        return 0;
-    }
+    if ((ex = reapctl_parse("stats", usage, opts, n, argc, argv, pos, 1, &n_pos)) >= 0)
+        return ex;
     if (!model && n_pos)
         model = pos[0];
     if (!model) {

@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "reap_err.h"
 #include "reapctl_cmds.h"
+#include "reapctl_common.h"
 #include "tokenizer.h"
 
 /* Write {"input_ids": [...]}\n; 0 or -1 on a write error. */
@@ -42,8 +43,8 @@ static int is_blank(const char *s, size_t n)
 int cmd_tokenize(int argc, char **argv)
 {
     const char *path = NULL;
-    int help = 0, status = 1;
-    char err[512], *line = NULL;
+    int status = 1, ex;
+    char *line = NULL;
     size_t cap = 0, n_ids;
     ssize_t got;
     long long lineno = 0;
@@ -60,15 +61,8 @@ int cmd_tokenize(int argc, char **argv)
                         "  stdin: {\"text\": \"...\"} per line; stdout: {\"input_ids\": [...]} "
                         "per line";
 
-    if (cli_parse(opts, n, argc, argv, 2, &help, err, sizeof err)) {
-        fprintf(stderr, "reapctl tokenize: %s\n", err);
-        cli_usage(stderr, usage, opts, n);
-        return 2;
-    }
-    if (help) {
-        cli_usage(stdout, usage, opts, n);
-        return 0;
-    }
+    if ((ex = reapctl_parse("tokenize", usage, opts, n, argc, argv, NULL, 0, NULL)) >= 0)
+        return ex;
     if (reap_tokenizer_load(path, &tok) != REAP_OK) {
         fprintf(stderr, "reapctl tokenize: %s\n", reap_err_msg());
         return 1;

@@ -36,10 +36,9 @@ static void json_problem(void *ud, const char *subject, const char *text)
 int cmd_verify(int argc, char **argv)
 {
     const char *dir = NULL, *pubkey = NULL;
-    int help = 0, unsigned_ok = 0, n_problems = 0, remote = 0, sizes_only = 0, json = 0,
-        n = 0, n_pos = 0;
+    int unsigned_ok = 0, n_problems = 0, remote = 0, sizes_only = 0, json = 0,
+        n = 0, n_pos = 0, ex;
     const char *pos[1];
-    char err[512];
     reapctl_conn conn;
     cli_opt opts[24] = {
         {"dir", NULL, CLI_STR, NULL, "output directory (or give it as the first argument)",
@@ -59,15 +58,8 @@ int cmd_verify(int argc, char **argv)
         n++;
     reapctl_conn_opts(&conn, REAPCTL_PRUNER, opts, &n);
     const char *usage = "usage: reapctl verify DIR (--pubkey FILE | --pruner ADDR) [options]";
-    if (cli_parse_pos(opts, n, argc, argv, 2, &help, pos, 1, &n_pos, err, sizeof err)) {
-        fprintf(stderr, "reapctl verify: %s\n", err);
-        cli_usage(stderr, usage, opts, n);
-        return 2;
-    }
-    if (help) {
-        cli_usage(stdout, usage, opts, n);
-        return 0;
-    }
+    if ((ex = reapctl_parse("verify", usage, opts, n, argc, argv, pos, 1, &n_pos)) >= 0)
+        return ex;
     if (n_pos && !dir)
         dir = pos[0];
     reapctl_conn_note(&conn, argc, argv);
@@ -75,7 +67,6 @@ int cmd_verify(int argc, char **argv)
         rpc_client *cl = NULL;
         reap_pub_key rpk;
         char b64[REAP_MINISIGN_PUB_B64_LEN + 1];
-        int ex;
         if (pubkey) {
             if (reap_minisign_load_public(pubkey, &rpk) != REAP_OK) {
                 fprintf(stderr, "reapctl verify: %s\n", reap_err_msg());

@@ -348,3 +348,25 @@ void reapctl_strv_free(char **v)
         free(*p);
     free(v);
 }
+
+int reapctl_parse(const char *cmd, const char *usage, const cli_opt *opts, int n, int argc,
+                  char **argv, const char **pos, int max_pos, int *n_pos)
+{
+    char err[512];
+    int help = 0, bad;
+    if (n_pos)
+        bad = cli_parse_pos(opts, n, argc, argv, 2, &help, pos, max_pos, n_pos, err,
+                            sizeof err);
+    else
+        bad = cli_parse(opts, n, argc, argv, 2, &help, err, sizeof err);
+    if (bad) {
+        fprintf(stderr, "reapctl %s: %s\n", cmd, err);
+        cli_usage(stderr, usage, opts, n);
+        return REAPCTL_EXIT_USAGE;
+    }
+    if (help) {
+        cli_usage(stdout, usage, opts, n);
+        return REAPCTL_EXIT_OK;
+    }
+    return -1;
+}

@@ -65,6 +65,14 @@ int reapctl_globals(int argc, char **argv, int *cmd, char *err, size_t errlen);
  * table at opts[*n] (room for 10 entries); destinations are the fields of *c. */
 void reapctl_conn_opts(reapctl_conn *c, int which, cli_opt *opts, int *n);
 
+/* Parse a command's options, argv[2..], against opts[0..n). n_pos NULL: no positional
+ * arguments (cli_parse); else up to max_pos of them into pos, their count in *n_pos
+ * (cli_parse_pos). On a bad command line print "reapctl <cmd>: <what>" and the usage to
+ * stderr and return REAPCTL_EXIT_USAGE; on --help print the usage to stdout and return
+ * REAPCTL_EXIT_OK; otherwise return -1: go on with the command. */
+int reapctl_parse(const char *cmd, const char *usage, const cli_opt *opts, int n, int argc,
+                  char **argv, const char **pos, int max_pos, int *n_pos);
+
 /* After cli_parse: note whether --pruner was given on this command line (argv). */
 void reapctl_conn_note(reapctl_conn *c, int argc, char **argv);
 

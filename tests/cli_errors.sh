@@ -151,4 +151,21 @@ if [ $rc -ne 3 ] || ! grep -qF "reap-manifest.json.minisig: is a FIFO" <<<"$out"
 else
   echo "ok   verify-fifo-sig: $(grep -F FIFO <<<"$out")"
 fi
+
+# reapctl's command lines (one parser for every command): --help prints the command's
+# usage on stdout and exits 0; an unknown option exits 2 naming the command, with the
+# usage on stderr; neither needs a server.
+for c in keepset verify keygen tokenize score watch runs cancel models stats prune health; do
+  out=$(timeout -k 5 30 "$bin/reapctl" "$c" --help 2>/dev/null); rc=$?
+  if [ $rc -ne 0 ] || ! grep -qF "usage: reapctl $c" <<<"$out"; then
+    echo "FAIL reapctl-$c-help: exit status $rc: $out"; fail=1
+  fi
+  out=$(timeout -k 5 30 "$bin/reapctl" "$c" --bogus 2>&1 >/dev/null); rc=$?
+  if [ $rc -ne 2 ] || ! grep -qF "reapctl $c: unknown option '--bogus'" <<<"$out" ||
+     ! grep -qF "usage: reapctl $c" <<<"$out"; then
+    echo "FAIL reapctl-$c-bogus: exit status $rc (want 2): $out"; fail=1
+  else
+    echo "ok   reapctl-$c: --help exits 0, --bogus exits 2 naming the command"
+  fi
+done
 exit $fail
