@@ -89,6 +89,25 @@ static int read_text(const char *path, const char *what, char **out)
     return 0;
 }
 
+/* What a PEM file given for TLS must hold: the marker looked for, and its name. */
+typedef struct pem_kind {
+    const char *marker, *name;
+} pem_kind;
+static const pem_kind PEM_CERT[1] = {{"-----BEGIN CERTIFICATE-----", "certificate"}};
+static const pem_kind PEM_KEY[1] = {{"PRIVATE KEY-----", "private key"}};
+
+/* read_text, then require the PEM marker of `kind`: REAP_E_INVALID "<what> '<path>': no
+ * PEM <name>" without it (*out is kept for the caller to free either way). */
+static int read_pem(const char *path, const char *what, const pem_kind *kind, char **out)
+{
+    int rc = read_text(path, what, out);
+    if (rc)
+        return rc;
+    if (!strstr(*out, kind->marker))
+        return reap_err_set(REAP_E_INVALID, "%s '%s': no PEM %s", what, path, kind->name);
+    return REAP_OK;
+}
+
 static char *dup_or_null(const char *s) { return s && *s ? strdup(s) : NULL; }
 
 int rpc_server_create(const rpc_server_opts *opts, rpc_server **out)
@@ -139,28 +158,12 @@ int rpc_server_create(const rpc_server_opts *opts, rpc_server **out)
             rc = reap_err_set(REAP_E_INVALID, "--tls-cert given without --tls-key");
             goto fail;
         }
-        if ((rc = read_text(s->o.tls_cert, "TLS certificate", &s->tls_cert_pem)) ||
-            (rc = read_text(s->o.tls_key, "TLS key", &s->tls_key_pem)))
+        if ((rc = read_pem(s->o.tls_cert, "TLS certificate", PEM_CERT, &s->tls_cert_pem)) ||
+            (rc = read_pem(s->o.tls_key, "TLS key", PEM_KEY, &s->tls_key_pem)))
             goto fail;
-        if (!strstr(s->tls_cert_pem, "-----BEGIN CERTIFICATE-----")) {
-            rc = reap_err_set(REAP_E_INVALID, "TLS certificate '%s': no PEM certificate",
-                              s->o.tls_cert);
+        if (s->o.tls_client_ca && *s->o.tls_client_ca &&
+            (rc = read_pem(s->o.tls_client_ca, "TLS client CA", PEM_CERT, &s->tls_ca_pem)))
             goto fail;
-        }
-        if (!strstr(s->tls_key_pem, "PRIVATE KEY-----")) {
-            rc = reap_err_set(REAP_E_INVALID, "TLS key '%s': no PEM private key",
-                              s->o.tls_key);
-            goto fail;
-        }
-        if (s->o.tls_client_ca && *s->o.tls_client_ca) {
-            if ((rc = read_text(s->o.tls_client_ca, "TLS client CA", &s->tls_ca_pem)))
-                goto fail;
-            if (!strstr(s->tls_ca_pem, "-----BEGIN CERTIFICATE-----")) {
-                rc = reap_err_set(REAP_E_INVALID, "TLS client CA '%s': no PEM certificate",
-                                  s->o.tls_client_ca);
-                goto fail;
-            }
-        }
     }
     if (s->o.token && *s->o.token) {
         s->token = strdup(s->o.token);

@@ -352,6 +352,19 @@ def test_tls(a):
         print("SKIPPED TLS tests: openssl not found")
         return
     cert = make_certs(os.path.join(a.work, "certs"))
+    # a TLS file that is not the PEM it should be: refused at start, naming the file
+    for args, want in (
+            (["--tls-cert", cert["server.key"], "--tls-key", cert["server.key"]],
+             f"TLS certificate '{cert['server.key']}': no PEM certificate"),
+            (["--tls-cert", cert["server.pem"], "--tls-key", cert["server.pem"]],
+             f"TLS key '{cert['server.pem']}': no PEM private key"),
+            (["--tls-cert", cert["server.pem"], "--tls-key", cert["server.key"],
+              "--tls-client-ca", cert["server.key"]],
+             f"TLS client CA '{cert['server.key']}': no PEM certificate")):
+        r = subprocess.run([a.testd, "serve", "--listen", "127.0.0.1:0"] + args,
+                           capture_output=True, text=True, timeout=20)
+        check(r.returncode != 0 and want in r.stderr,
+              f"not PEM refused: {want} (exit {r.returncode}: {r.stderr.strip()[-200:]})")
     srv = Server(a, "tls", ["--tls-cert", cert["server.pem"], "--tls-key", cert["server.key"],
                             "--health-listen", "127.0.0.1:0"], expect_health_port=True)
     creds = grpc.ssl_channel_credentials(root_certificates=read(cert["ca.pem"]))
