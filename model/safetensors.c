@@ -648,6 +648,39 @@ fail:
     return rc;
 }
 
+/* Everything a writer decides before the data: validate and lay out the specs (lay[0..n),
+ * *largest: the largest tensor's bytes), refuse duplicate names, build the JSON header
+ * (*hdr malloc'd, caller frees, also on failure). */
+static int plan_file(const char *path, const st_write_spec *specs, size_t n,
+                     struct layout_entry *lay, uint64_t *largest, char **hdr)
+{
+    int rc;
+    if ((rc = plan_layout(path, specs, n, lay, largest)) ||
+        (rc = check_duplicates(path, specs, n)) ||
+        (rc = build_header(path, specs, lay, n, hdr)))
+        return rc;
+    return REAP_OK;
+}
+
+/* Write the head of the file to fd: the header's length as 8 little-endian bytes, the
+ * header, then spaces up to an 8-byte boundary, where the data starts. `tmp` names the
+ * file in messages. REAP_OK or REAP_E_IO. */
+static int write_head(int fd, const char *tmp, const char *hdr)
+{
+    static const char spaces[8] = "        ";
+    size_t hlen = strlen(hdr);
+    size_t pad = (8 - (8 + hlen) % 8) % 8;
+    uint64_t total = hlen + pad;
+    unsigned char prefix[8];
+    int rc;
+    for (int i = 0; i < 8; i++)
+        prefix[i] = (unsigned char)(total >> (8 * i));
+    if ((rc = reap_write_all(fd, prefix, 8, tmp)) || (rc = reap_write_all(fd, hdr, hlen, tmp)) ||
+        (rc = reap_write_all(fd, spaces, pad, tmp)))
+        return rc;
+    return REAP_OK;
+}
+
 int st_write_file(const char *path, const st_write_spec *specs, size_t n,
                   st_fill_fn fill, void *ud)
 {
@@ -664,22 +697,8 @@ int st_write_file(const char *path, const st_write_spec *specs, size_t n,
     }
 
     uint64_t largest;
-    rc = plan_layout(path, specs, n, lay, &largest);
-    if (rc)
+    if ((rc = plan_file(path, specs, n, lay, &largest, &hdr)))
         goto fail;
-    rc = check_duplicates(path, specs, n);
-    if (rc)
-        goto fail;
-    rc = build_header(path, specs, lay, n, &hdr);
-    if (rc)
-        goto fail;
-
-    size_t hlen = strlen(hdr);
-    size_t pad = (8 - (8 + hlen) % 8) % 8;
-    uint64_t total = hlen + pad;
-    unsigned char prefix[8];
-    for (int i = 0; i < 8; i++)
-        prefix[i] = (unsigned char)(total >> (8 * i));
 
     buf = malloc(largest ? (size_t)largest : 1);
     if (!buf) {
@@ -688,12 +707,7 @@ int st_write_file(const char *path, const st_write_spec *specs, size_t n,
         goto fail;
     }
 
-    if ((rc = reap_atomic_open(path, 0644, 0, &af)))
-        goto fail;
-    static const char spaces[8] = "        ";
-    if ((rc = reap_write_all(af.fd, prefix, 8, af.tmp)) ||
-        (rc = reap_write_all(af.fd, hdr, hlen, af.tmp)) ||
-        (rc = reap_write_all(af.fd, spaces, pad, af.tmp)))
+    if ((rc = reap_atomic_open(path, 0644, 0, &af)) || (rc = write_head(af.fd, af.tmp, hdr)))
         goto fail;
 
     for (size_t i = 0; i < n; i++) {
@@ -773,9 +787,7 @@ int st_writer_open(const char *path, const st_write_spec *specs, size_t n,
         goto fail;
     }
     uint64_t largest;
-    if ((rc = plan_layout(path, specs, n, w->lay, &largest)) ||
-        (rc = check_duplicates(path, specs, n)) ||
-        (rc = build_header(path, specs, w->lay, n, &hdr)))
+    if ((rc = plan_file(path, specs, n, w->lay, &largest, &hdr)))
         goto fail;
     for (size_t i = 0; i < n; i++) {
         size_t s = w->lay[i].index;
@@ -787,19 +799,8 @@ int st_writer_open(const char *path, const st_write_spec *specs, size_t n,
             goto fail;
         }
     }
-
-    size_t hlen = strlen(hdr);
-    size_t pad = (8 - (8 + hlen) % 8) % 8;
-    uint64_t hsize = hlen + pad;
-    unsigned char prefix[8];
-    for (int i = 0; i < 8; i++)
-        prefix[i] = (unsigned char)(hsize >> (8 * i));
-    if ((rc = reap_atomic_open(path, 0644, 0, &w->af)))
-        goto fail;
-    static const char spaces[8] = "        ";
-    if ((rc = reap_write_all(w->af.fd, prefix, 8, w->af.tmp)) ||
-        (rc = reap_write_all(w->af.fd, hdr, hlen, w->af.tmp)) ||
-        (rc = reap_write_all(w->af.fd, spaces, pad, w->af.tmp)))
+    if ((rc = reap_atomic_open(path, 0644, 0, &w->af)) ||
+        (rc = write_head(w->af.fd, w->af.tmp, hdr)))
         goto fail;
     free(hdr);
     *out = w;
