@@ -546,6 +546,18 @@ static void handle_event(rpc_server *s, grpc_event ev)
     }
 }
 
+/* Shut the completion queue down, take events until it says so, and destroy it. */
+static void cq_close(grpc_completion_queue *cq)
+{
+    grpc_completion_queue_shutdown(cq);
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+    }
+    grpc_completion_queue_destroy(cq);
+}
+
 int rpc_server_run(rpc_server *s)
 {
     double t_drain = 0, t_cancel = 0;
@@ -593,14 +605,7 @@ int rpc_server_run(rpc_server *s)
         grpc_server_destroy(s->lst[i].gs);
         s->lst[i].gs = NULL;
     }
-    grpc_completion_queue_shutdown(s->cq);
-    for (;;) {
-        grpc_event ev =
-            grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-        if (ev.type == GRPC_QUEUE_SHUTDOWN)
-            break;
-    }
-    grpc_completion_queue_destroy(s->cq);
+    cq_close(s->cq);
     s->cq = NULL;
     s->run_done = 1;
     return 0;
@@ -616,16 +621,8 @@ void rpc_server_free(rpc_server *s)
         if (rpc_server_run(s))
             return;   /* references still held: leak rather than free live memory */
     }
-    if (s->cq) {
-        grpc_completion_queue_shutdown(s->cq);
-        for (;;) {
-            grpc_event ev =
-                grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-            if (ev.type == GRPC_QUEUE_SHUTDOWN)
-                break;
-        }
-        grpc_completion_queue_destroy(s->cq);
-    }
+    if (s->cq)
+        cq_close(s->cq);
     rpc_pool_stop(&s->pool);   /* no-op when stopped or never started; its workers call
                                   into health, which is freed next */
     rpc_health_free(s);
