@@ -71,11 +71,13 @@ INC="-I model -I model/cuda -I common -I scorer -I $CUDA_HOME/include"
 GEN="-gencode arch=compute_${ARCH#sm_},code=$ARCH"
 build_ok=1
 {
-  for f in backend_cuda upload; do
+  for f in model/cuda/*.cu; do
+    f=$(basename "$f" .cu)
     "$NVCC" -O3 -std=c++17 $GEN $INC -Xcompiler -Wall -c "model/cuda/$f.cu" -o "$B/obj/$f.o" &
   done
-  for f in model/cuda/cuda_plan.c model/weights_convert.c model/stats.c common/reap_err.c \
-           common/parallel.c common/cli.c common/fsopen.c scorer/backend_cli.c \
+  for f in model/cuda/cuda_plan.c model/weights_convert.c model/stats.c model/positions.c \
+           common/reap_err.c common/parallel.c common/cli.c common/fsopen.c common/hex.c \
+           scorer/backend_cli.c \
            bench/gpu/bench_cuda.c bench/gpu/gpu_only_shims.c; do
     "$CC" -O2 -std=c11 -Wall -Wextra -D_GNU_SOURCE -DREAP_VERSION='"gpu-bench"' $INC \
       -c "$f" -o "$B/obj/$(basename "${f%.c}").o" &
