@@ -615,6 +615,13 @@ int reap_samples_read_jsonl(const char *path, int64_t max_samples, int vocab,
     return reap_calib_load(&o, out);
 }
 
+void reap_calib_images_free(reap_calib_image *im, int32_t n)
+{
+    for (int32_t i = 0; im && i < n; i++)
+        free(im[i].path);
+    free(im);
+}
+
 void reap_samples_free(reap_samples *s)
 {
     int64_t i;
@@ -626,6 +633,8 @@ void reap_samples_free(reap_samples *s)
     free(s->ids);
     free(s->len);
     free(s->line);
+    reap_calib_images_free(s->images, s->n_images);
+    free(s->spans);
     memset(s, 0, sizeof *s);
 }
 
@@ -741,5 +750,7 @@ void reap_rows_free(reap_rows *r)
         return;
     free(r->tokens);
     free(r->mask);
+    reap_calib_images_free(r->images, r->n_images);
+    free(r->spans);
     memset(r, 0, sizeof *r);
 }

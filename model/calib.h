@@ -42,11 +42,37 @@
 #include "fsopen.h"
 #include "tokenizer.h"
 
+/* One image of the calibration set (Qwen3-VL image items; see
+ * docs/calibration.md). The vision tower sees it as grid_t x grid_h x grid_w patches; the
+ * language model as n_tokens = grid_t * grid_h * grid_w / merge^2 <|image_pad|> slots. */
+typedef struct reap_calib_image {
+    char *path;           /* the file as opened (resolved against the calibration file's
+                             folder); owned */
+    int64_t line;         /* 1-based line of the item that names it */
+    int item;             /* 0-based index of the image within that item */
+    int grid_t, grid_h, grid_w;   /* patch grid after smart_resize (temporal, rows, cols) */
+    int64_t n_tokens;     /* its <|image_pad|> slots */
+    uint8_t digest[32];   /* BLAKE2b-256 of the file's bytes (part of the calib_id) */
+} reap_calib_image;
+
+/* Where an image's tokens sit in a sample: n_tokens consecutive ids from `offset`. */
+typedef struct reap_sample_span {
+    int64_t sample;       /* index into reap_samples */
+    int64_t offset;       /* first <|image_pad|> of the image within the sample */
+    int32_t image;        /* index into images */
+} reap_sample_span;
+
 typedef struct reap_samples {
     int64_t n;          /* number of samples */
     int64_t *len;       /* [n] tokens per sample */
     int32_t **ids;      /* [n][len[i]] */
     int64_t *line;      /* [n] 1-based source line of each sample */
+    /* Images (0 / NULL for text-only sets), in calibration order; spans sorted by
+     * (sample, offset). Owned; reap_samples_free frees them. */
+    int32_t n_images;
+    reap_calib_image *images;
+    int64_t n_spans;
+    reap_sample_span *spans;
 } reap_samples;
 
 typedef struct reap_calib_opts {
@@ -100,12 +126,29 @@ int reap_samples_read_jsonl(const char *path, int64_t max_samples, int vocab,
 
 void reap_samples_free(reap_samples *s);
 
+/* Free an array of n images and their paths (NULL is fine). */
+void reap_calib_images_free(reap_calib_image *images, int32_t n);
+
+/* Where an image's tokens sit in the rows: images[image].n_tokens consecutive slots of
+ * one row from `start` (packing never cuts an image span). */
+typedef struct reap_image_span {
+    int32_t row, start;
+    int32_t image;        /* index into reap_rows.images */
+} reap_image_span;
+
 typedef struct reap_rows {
     int n_rows;
     int seq_len;
     int32_t *tokens;    /* [n_rows * seq_len] */
     uint8_t *mask;      /* [n_rows * seq_len], 1 = valid token */
     int64_t n_valid;    /* number of mask-1 positions */
+    /* Images whose spans are in the rows (0 / NULL for text-only rows), in calibration
+     * order; spans sorted by (row, start). Owned; reap_rows_free frees them. The vision
+     * tower's output for image i is images[i].n_tokens rows, images in index order. */
+    int32_t n_images;
+    reap_calib_image *images;
+    int64_t n_spans;
+    reap_image_span *spans;
 } reap_rows;
 
 /* Build rows from samples. pack != 0: packing as above; pack == 0: one row per sample.
