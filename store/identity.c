@@ -480,5 +480,30 @@ void reap_calib_id_compute(const reap_rows *rows, int pack, const uint8_t *token
     crypto_generichash_update(&h, &has, 1);
     if (tokenizer_digest)
         crypto_generichash_update(&h, tokenizer_digest, 32);
+    /* Images (none: nothing more, so text-only ids are what they always were): each
+     * image's grid, token count and file digest (not its path), then every span. */
+    if (rows->n_images > 0 || rows->n_spans > 0) {
+        static const char itag[] = "images";
+        uint8_t e[52];
+        crypto_generichash_update(&h, (const uint8_t *)itag, sizeof itag - 1);
+        store_be32(e, (uint32_t)rows->n_images);
+        store_be64(e + 4, (uint64_t)rows->n_spans);
+        crypto_generichash_update(&h, e, 12);
+        for (int32_t i = 0; i < rows->n_images; i++) {
+            const reap_calib_image *im = &rows->images[i];
+            store_be32(e, (uint32_t)im->grid_t);
+            store_be32(e + 4, (uint32_t)im->grid_h);
+            store_be32(e + 8, (uint32_t)im->grid_w);
+            store_be64(e + 12, (uint64_t)im->n_tokens);
+            memcpy(e + 20, im->digest, 32);
+            crypto_generichash_update(&h, e, 52);
+        }
+        for (int64_t i = 0; i < rows->n_spans; i++) {
+            store_be32(e, (uint32_t)rows->spans[i].row);
+            store_be32(e + 4, (uint32_t)rows->spans[i].start);
+            store_be32(e + 8, (uint32_t)rows->spans[i].image);
+            crypto_generichash_update(&h, e, 12);
+        }
+    }
     crypto_generichash_final(&h, out->b, 32);
 }

@@ -72,7 +72,9 @@ int reap_model_identify_confined(reap_store *s, const char *dir, const reap_root
 void reap_model_id_from_files(reap_model_file *files, int n_files, reap_id *out);
 
 /* calib_id of rows built with packing `pack`; tokenizer_digest NULL: token ids given
- * directly. */
+ * directly. BLAKE2b-256 of the length, packing, row count, tokens, mask and tokenizer
+ * digest; rows with images add each image's grid, token count and file digest (not its
+ * path) and every image span, so text-only rows keep the ids they always had. */
 void reap_calib_id_compute(const reap_rows *rows, int pack, const uint8_t *tokenizer_digest,
                            reap_id *out);
 

@@ -589,8 +589,13 @@ static void test_calib_errors(void)
     expect_load_error("e_norole.jsonl", "{\"messages\": [{\"content\": \"a\"}]}\n", qwen, 0,
                       REAP_E_FORMAT, "messages[0] has no string \"role\"");
     expect_load_error("e_nocontent.jsonl", "{\"messages\": [{\"role\": \"user\", "
+                      "\"content\": 7}]}\n", qwen, 0, REAP_E_FORMAT,
+                      "messages[0] has no string or list \"content\"");
+    /* A list of parts (Qwen's format): a part needs an image or a text. */
+    expect_load_error("e_nopart.jsonl", "{\"messages\": [{\"role\": \"user\", "
                       "\"content\": [{\"type\": \"text\"}]}]}\n", qwen, 0, REAP_E_FORMAT,
-                      "messages[0] has no string \"content\"");
+                      "e_nopart.jsonl:1: messages[0].content[0]: a part with neither an "
+                      "image nor \"text\"");
     expect_load_error("e_nomsg.jsonl", "{\"messages\": []}\n", qwen, 0, REAP_E_INVALID,
                       "e_nomsg.jsonl:1: empty \"messages\"");
     expect_load_error("e_msgobj.jsonl", "{\"messages\": {\"role\": \"user\"}}\n", qwen, 0,

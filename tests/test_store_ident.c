@@ -279,6 +279,49 @@ static void test_calib_id(void)
     reap_samples_free(&smp);
 }
 
+/* The calib_id of text-only rows is what it was before images existed (ids already in
+ * stores must not change): a pinned value for a small set, computed by the code before
+ * image spans were hashed. Images then change the id: their digests, their grids and
+ * where their spans sit. */
+static void test_calib_id_images(void)
+{
+    int32_t tokens[8] = {1, 2, 3, 0, 4, 5, 0, 0};
+    uint8_t mask[8] = {1, 1, 1, 0, 1, 1, 0, 0};
+    reap_calib_image im[1] = {{.path = "a.png", .line = 1, .grid_t = 1, .grid_h = 2,
+                               .grid_w = 4, .n_tokens = 2, .digest = {7}}};
+    reap_image_span sp[1] = {{.row = 1, .start = 0, .image = 0}};
+    reap_rows r = {.n_rows = 2, .seq_len = 4, .tokens = tokens, .mask = mask, .n_valid = 5};
+    reap_id text, a, b;
+    char hex[65];
+
+    reap_calib_id_compute(&r, 1, NULL, &text);
+    reap_id_hex(&text, hex);
+    CHECK_MSG(!strcmp(hex, "ea393f5bd50e84ea27ef0d863bcbba0a4ab59698771ddd1fc09638a6e4917dcd"), "text-only calib_id %s changed", hex);
+    r.n_images = 1;
+    r.images = im;
+    r.n_spans = 1;
+    r.spans = sp;
+    reap_calib_id_compute(&r, 1, NULL, &a);
+    CHECK(memcmp(a.b, text.b, 32) != 0);
+    im[0].path = "elsewhere/a.png";                 /* the path is not the identity */
+    im[0].line = 9;
+    reap_calib_id_compute(&r, 1, NULL, &b);
+    CHECK(!memcmp(a.b, b.b, 32));
+    im[0].digest[0] ^= 1;                           /* other bytes */
+    reap_calib_id_compute(&r, 1, NULL, &b);
+    CHECK(memcmp(a.b, b.b, 32) != 0);
+    im[0].digest[0] ^= 1;
+    im[0].grid_h = 4;                               /* other grid, same token count */
+    im[0].grid_w = 2;
+    reap_calib_id_compute(&r, 1, NULL, &b);
+    CHECK(memcmp(a.b, b.b, 32) != 0);
+    im[0].grid_h = 2;
+    im[0].grid_w = 4;
+    sp[0].start = 1;                                /* the span elsewhere */
+    reap_calib_id_compute(&r, 1, NULL, &b);
+    CHECK(memcmp(a.b, b.b, 32) != 0);
+}
+
 int main(int argc, char **argv)
 {
     scratch = argc > 1 ? argv[1] : "/tmp/test_store_ident";
@@ -286,5 +329,6 @@ int main(int argc, char **argv)
     mkdir(scratch, 0755);
     test_model_id();
     test_calib_id();
+    test_calib_id_images();
     TEST_MAIN_END();
 }
