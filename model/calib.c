@@ -9,13 +9,18 @@
  *            checked here, so errors do not depend on shuffling; without shuffling,
  *            collection stops after max_samples items.
  *   select   optional Fisher-Yates shuffle (SplitMix64), keep max_samples.
- *   convert  input_ids are copied; text is tokenised; messages are rendered as ChatML
- *            and tokenised; every id is checked against vocab.
- * Every error names "path:line" (and "item N" inside an array).
+ *   convert  input_ids are copied; text is tokenised; messages and image items are
+ *            rendered as ChatML (an image as <|vision_start|><|image_pad|><|vision_end|>),
+ *            their images read, hashed and probed for their grid, the text tokenised,
+ *            and each <|image_pad|> widened to the image's token count (its span);
+ *            every id is checked against vocab.
+ * Every error names "path:line" (and "item N" inside an array; "image K" for an image).
  *
  * Packing (see calib.h): one walk over the samples (pack_walk) both counts the rows and,
  * given buffers, fills them, so the row count and the contents cannot disagree. The
- * buffers start zeroed (token 0, mask 0); the walk writes only the valid tokens.
+ * buffers start zeroed (token 0, mask 0); the walk writes only the valid tokens. A sample
+ * with images opens a new row when its spans would not fit in the rest of the current
+ * one; check_spans refuses beforehand a sample whose spans fit in no row.
  *
  * One file, one concern: calibration rows from a file. Collection, selection, conversion
  * and packing share the sample list and the error positions (path:line, item N), and
@@ -254,8 +259,8 @@ static int image_load(calib_reader *r, const calib_item *it, int k, const char *
     if (g.grid_t < 1 || g.grid_h < 1 || g.grid_w < 1 || g.grid_h % m || g.grid_w % m ||
         cells / ((int64_t)m * m) > INT32_MAX) {
         rc = item_err(r, it->line, it->index, REAP_E_INVALID, "image %d (%s): the image "
-                      "probe gave a patch grid %d x %d x %d that is not whole %d x %d merge "
-                      "blocks", k, path, g.grid_t, g.grid_h, g.grid_w, m, m);
+                      "probe gave a patch grid %d x %d x %d that is not whole %d x %d "
+                      "merge blocks", k, path, g.grid_t, g.grid_h, g.grid_w, m, m);
         goto fail;
     }
     if (r->n_images == r->images_cap) {
@@ -493,9 +498,9 @@ static int want_images(calib_reader *r, const calib_item *it, int n_img)
                         "<|im_end|> tokens", reap_tokenizer_path(r->tok));
     for (size_t i = 0; i < sizeof vision_tokens / sizeof vision_tokens[0]; i++)
         if (reap_tokenizer_added_id(r->tok, vision_tokens[i]) < 0)
-            return item_err(r, it->line, it->index, REAP_E_UNSUPPORTED, "images are rendered "
-                            "with %s, but tokenizer %s has no such token", vision_tokens[i],
-                            reap_tokenizer_path(r->tok));
+            return item_err(r, it->line, it->index, REAP_E_UNSUPPORTED, "images are "
+                            "rendered with %s, but tokenizer %s has no such token",
+                            vision_tokens[i], reap_tokenizer_path(r->tok));
     return REAP_OK;
 }
 
@@ -764,7 +769,8 @@ static int render_chatml(const calib_item *it, reap_strbuf *b, json_t **refs, in
         refs[(*n_refs)++] = json_object_get(it->json, "image");
         return reap_strbuf_add(b, "<|im_start|>user\n", 17) ||
                reap_strbuf_add(b, vision_placeholder, sizeof vision_placeholder - 1) ||
-               reap_strbuf_add(b, json_string_value(content), json_string_length(content)) ||
+               reap_strbuf_add(b, json_string_value(content),
+                               json_string_length(content)) ||
                reap_strbuf_add(b, "<|im_end|>\n", 11) ? -1 : 0;
     }
     json_array_foreach(json_object_get(it->json, "messages"), i, m) {
@@ -815,8 +821,8 @@ static int widen_images(calib_reader *r, const calib_item *it, int64_t sample,
         found += (*ids)[i] == pad;
     if (found != (size_t)n_img)
         return item_err(r, it->line, it->index, REAP_E_INVALID, "the text holds %zu "
-                        "<|image_pad|> tokens for %d image(s): <|image_pad|> may not appear "
-                        "in the text itself", found, n_img);
+                        "<|image_pad|> tokens for %d image(s): <|image_pad|> may not "
+                        "appear in the text itself", found, n_img);
     for (k = 0; k < n_img; k++)
         total += (size_t)r->images[first + k].n_tokens - 1;
     if (r->n_spans + n_img > r->spans_cap) {

@@ -33,8 +33,9 @@
  * is tokenised with one <|image_pad|> per image, each then widened to N copies; the
  * tokenizer must have <|vision_start|>, <|image_pad|> and <|vision_end|>.
  * An item with several of these keys is read by the first of input_ids, messages,
- * image, text; other keys are ignored. Errors name the file and the 1-based line where the item
- * starts, and for a JSON array also the 0-based item index ("file:7: item 3: ...").
+ * image, text; other keys are ignored. Errors name the file and the 1-based line where
+ * the item starts, and for a JSON array also the 0-based item index ("file:7: item 3:
+ * ...").
  *
  * Selection: without shuffling, the first max_samples items in file order (the rest of
  * the file is not read). With shuffling, every item is read and checked, the items are
