@@ -133,7 +133,8 @@ static json_t *part_image_ref(json_t *part, int *is_image)
     return v;
 }
 
-/* 1 when the reference starts with a URL scheme ("name:" then "//", or "data:"). */
+/* The length of the reference's URL scheme ("name" of "name://...", or "data" of
+ * "data:..."), 0 for a path. */
 static int ref_scheme_len(const char *s)
 {
     size_t i = 0;

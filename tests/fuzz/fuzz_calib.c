@@ -1,6 +1,10 @@
 /* fuzz_calib.c - reap_calib_load() on arbitrary bytes as a calibration file (JSON Lines
- * or a JSON array of input_ids / text / messages items, tokenised with the Qwen3
+ * or a JSON array of input_ids / text / messages / image items, tokenised with the Qwen3
  * tokenizer of tests/fixtures), then packing into rows.
+ *
+ * Images: the calibration file lies in the fuzzer's temporary directory beside two
+ * image files, "a.img" and "b.img"; a stand-in probe gives each a patch grid from its
+ * bytes (no decoder here), so references, rendering and span packing are exercised.
  *
  * The options come from the input's size, so a given input always takes the same path:
  * shuffled or not, at most 3 samples or all, packed rows or one row per sample.
@@ -10,6 +14,19 @@
 #include "reap_err.h"
 
 static reap_tokenizer *tok;
+
+/* A stand-in image probe: a grid of whole 2 x 2 blocks from the file's size and first
+ * byte. */
+static int probe(void *ud, const char *path, const uint8_t *data, size_t n,
+                 reap_image_grid *out)
+{
+    (void)ud;
+    (void)path;
+    out->grid_t = 1;
+    out->grid_h = 2 * (int)(1 + n % 3);
+    out->grid_w = 2 * (1 + (n ? data[0] % 5 : 0));
+    return REAP_OK;
+}
 
 static void free_tokenizer(void)
 {
@@ -29,8 +46,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
         atexit(free_tokenizer);
+        char p[4096];
+        fuzz_write_file(fuzz_path(p, sizeof p, "a.img"), "abcdefgh", 8);
+        fuzz_write_file(fuzz_path(p, sizeof p, "b.img"), "\x07z", 2);
     }
-    o.path = fuzz_memfd_set(&in, data, size);
+    o.path = fuzz_named_set(&in, "calib.jsonl", data, size);
+    o.has_vision = 1;
+    o.spatial_merge = 2;
+    o.probe_image = probe;
     o.tokenizer = tok;
     o.vocab = reap_tokenizer_vocab_size(tok);
     o.shuffle = size & 1;
