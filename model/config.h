@@ -10,6 +10,14 @@
  * Layer L is MoE iff L not in mlp_only_layers, n_experts > 0 and
  * (L + 1) % decoder_sparse_step == 0 (reap_config_layer_is_moe).
  *
+ * mRoPE (qwen3_vl_moe): text_config's "rope_scaling" (or "rope_parameters", the name newer
+ * transformers writes) gives "mrope_section" [t, h, w] (three non-negative integers
+ * summing to head_dim / 2) and "mrope_interleaved" (true; false, Qwen2-VL's chunked
+ * layout, is refused: Qwen3-VL always interleaves). Without mrope_section the
+ * transformers default [24, 20, 20] is taken as it is (not checked against head_dim, as
+ * transformers does not). qwen3_moe: no mRoPE (section all 0). How a frequency slot picks
+ * its axis: reap_mrope_plane (positions.h).
+ *
  * Quantisation: a "quantization_config" object (top level, else in text_config) is read
  * into cfg->quant. Only AWQ int4 GEMM checkpoints are accepted (docs/awq.md):
  * quant_method "awq", bits (or w_bit) 4, group_size (or q_group_size) > 0, zero_point
@@ -79,6 +87,9 @@ typedef struct reap_config {
     double rms_eps;
     double rope_theta;
     int tie_word_embeddings;
+    /* mRoPE of the text model (qwen3_vl_moe; all 0 for qwen3_moe). */
+    int mrope_interleaved;     /* 1: interleaved mRoPE (the only layout supported) */
+    int mrope_section[3];      /* frequency slots per axis t, h, w */
     reap_quant_config quant;   /* method REAP_QUANT_NONE unless quantised */
 } reap_config;
 
