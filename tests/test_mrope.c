@@ -125,7 +125,8 @@ static int run_valid(const reap_rows *r, int row, int start, int n)
 }
 
 /* Place the images along the rows, image N_IMAGES-1 first (so span order is not image
- * order), each after at least one text slot, images 2 and 1 back to back. */
+ * order), each after at least one text slot, images 2 and 1 back to back, image 0 in the
+ * second row. */
 static void place_images(reap_rows *r)
 {
     r->images = calloc(N_IMAGES, sizeof *r->images);
@@ -144,6 +145,10 @@ static void place_images(reap_rows *r)
     for (int i = N_IMAGES - 1; i >= 0; i--) {
         const int n = (int)r->images[i].n_tokens;
         const int adjacent = i == 1; /* right after image 2 */
+        if (i == 0 && row == 0) { /* the last image in the second row */
+            row = 1;
+            at = 1;
+        }
         while (row < r->n_rows) {
             if (adjacent || (at >= 1 && run_valid(r, row, at - 1, 1)))
                 if (run_valid(r, row, at, n))
