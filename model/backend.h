@@ -27,7 +27,8 @@
  *     id is the plane reap_mrope_plane(cfg, i) picks (interleaved mRoPE; t for qwen3_moe);
  *     the cos/sin come from ONE table of reap_positions_limit(seq_len) ids x hd/2 whose
  *     angles are computed in fp64 and rounded to fp32 once, indexed by the chosen id, so
- *     text (t = h = w) gives exactly the 1-D RoPE values; GQA
+ *     text (t = h = w) gives exactly the 1-D RoPE values (transformers forms the angle
+ *     in fp32; the fp64 angle is kept, as for text before mRoPE); GQA
  *     (query head h uses KV head h / (nH/nKV)); scale hd^-0.5; causal; keys with mask 0 are never
  *     attended to (a query with no visible key gets a zero output); softmax in fp32;
  *     o_proj; x += attention output.

@@ -98,8 +98,9 @@ typedef struct reap_config {
  * without waiting, fsopen.h), REAP_E_FORMAT (bad JSON or
  * a field of the wrong type, named in the message), REAP_E_UNSUPPORTED (other
  * model_type, attention_bias true, a quantisation method or AWQ setting other than the
- * ones above, named), REAP_E_INVALID (a value outside its limit above, or inconsistent
- * values: heads not divisible by kv heads, top_k > experts, ...; the message names
+ * ones above, named; mrope_interleaved false), REAP_E_INVALID (a value outside its limit above, or inconsistent
+ * values: heads not divisible by kv heads, top_k > experts, an mrope_section that does not
+ * sum to head_dim / 2, ...; the message names
  * `path` and the field). The values are not checked against the tensors here: see
  * reap_config_check_ckpt (config_check.h). On failure *out is left zeroed. Free with
  * reap_config_free (it owns mlp_only_layers and quant.not_convert). Thread rules: a
