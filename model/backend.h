@@ -6,19 +6,29 @@
  *
  *     init(cfg, rows, opts) -> ctx
  *     embed(ctx, embed_tokens)                 hidden = E[token]
+ *     scatter_rows(ctx, slots, n, image, 0)    images: hidden[slots] = merged features
  *     for each layer L:
  *         load_layer(ctx, weights of L)        make L's weights resident (convert/copy)
  *         forward_layer(ctx, stats or NULL)    hidden = layer_L(hidden); MoE statistics
+ *         scatter_rows(ctx, slots, n, ds, 1)   images, L < n_deepstack: hidden[slots] +=
+ *                                              deepstack feature set L
  *     free(ctx)
  *
  * forward_layer semantics (the contract every backend meets; the CPU backend is the
  * reference, see cpu/backend_cpu.c):
  *   attention: x = hidden; a = rmsnorm(x, input_norm); q,k,v projections; per-head
  *     RMSNorm of q and k over hd (q_norm, k_norm) BEFORE RoPE; NeoX rotate-half RoPE at
- *     the slot's position as reap_positions_fill (positions.h) gives it for cfg->family
- *     and the rows' mask (qwen3_moe: the index in the row, 0..seq_len-1; qwen3_vl_moe:
- *     the number of valid slots before it in the row), computed once at init, with
- *     inv_freq_i = theta^(-2i/hd) (tables of reap_positions_limit(seq_len) rows); GQA
+ *     the slot's (t, h, w) ids as reap_positions_fill_mrope (positions.h) gives them for
+ *     cfg->family, the rows' mask and image spans (text: qwen3_moe the index in the row,
+ *     0..seq_len-1; qwen3_vl_moe the number of valid slots before it in the row, the same
+ *     on all three planes; image spans: the merged grid's frame, row and column from the
+ *     span's first id, with opts->spatial_merge), computed once at init. Frequency slot
+ *     i of hd/2 rotates by the angle id * inv_freq_i, inv_freq_i = theta^(-2i/hd), where
+ *     id is the plane reap_mrope_plane(cfg, i) picks (interleaved mRoPE; t for qwen3_moe);
+ *     the cos/sin come from ONE table of reap_positions_limit(seq_len) ids x hd/2 whose
+ *     angles are computed in fp64 and rounded to fp32 once, indexed by the chosen id, so
+ *     text (t = h = w) gives exactly the 1-D RoPE values (transformers forms the angle
+ *     in fp32; the fp64 angle is kept, as for text before mRoPE); GQA
  *     (query head h uses KV head h / (nH/nKV)); scale hd^-0.5; causal; keys with mask 0 are never
  *     attended to (a query with no visible key gets a zero output); softmax in fp32;
  *     o_proj; x += attention output.
@@ -31,6 +41,10 @@
  *     valid position, because they are never attended to).
  *   dense (stats == NULL): x += down(silu(gate(a2)) * up(a2)), a2 = rmsnorm(x, post_norm).
  *   NaN/Inf in an activation -> REAP_E_NUMERIC naming the layer and the stage.
+ *   scatter_rows: hidden[slots[i]] = src[i] (add 0) or += src[i] (add 1), fp32, for
+ *     i < n; slots are distinct positions (row * seq_len + slot). The engine uses it to
+ *     put the vision tower's merged features in place of the image slots' embeddings and
+ *     to add deepstack feature set L after layer L (engine.h).
  *   Observer: with opts->on_routes set, a MoE layer's forward_layer hands the routes
  *   (top-K ids and weights of every valid position) to it once (reap_routes_cb).
  *
@@ -107,6 +121,9 @@ typedef struct reap_backend_opts {
                                  none; the CUDA backend then copies no routes to the
                                  host) */
     void *routes_ud;          /* passed to on_routes */
+    int spatial_merge;        /* the vision tower's spatial_merge_size, for the mRoPE ids
+                                 of the rows' image spans (positions.h); read only when
+                                 the rows have spans (then >= 1) */
 } reap_backend_opts;
 
 enum { REAP_PRECISION_FP32 = 0, REAP_PRECISION_BF16 = 1 };
@@ -117,7 +134,7 @@ typedef struct reap_backend_i {
     /* Create a context for `cfg` and the calibration `rows` (copied; the caller may free
      * them after init); the rotary positions of the rows are fixed here.
      * Returns REAP_OK, REAP_E_NOMEM, REAP_E_DEVICE, REAP_E_INVALID (also for a family
-     * without a position rule). */
+     * without a position rule, or image spans reap_positions_fill_mrope refuses). */
     int (*init)(const reap_config *cfg, const reap_rows *rows,
                 const reap_backend_opts *opts, void **ctx);
 
@@ -134,6 +151,13 @@ typedef struct reap_backend_i {
     /* Copy the hidden states [T, H] fp32 out of / into the backend (checkpoints). */
     int (*get_hidden)(void *ctx, float *dst);
     int (*set_hidden)(void *ctx, const float *src);
+
+    /* hidden[slots[i]] = src[i] (add == 0) or hidden[slots[i]] += src[i] (add != 0) for
+     * i < n. slots: [n] distinct positions 0 <= slot < T (host memory); src: [n, H] fp32
+     * (host memory). Both may be freed on return. Returns REAP_OK, REAP_E_INVALID (a slot
+     * out of range, named), REAP_E_NOMEM, REAP_E_DEVICE. */
+    int (*scatter_rows)(void *ctx, const int64_t *slots, int64_t n, const float *src,
+                        int add);
 
     void (*free)(void *ctx);
 

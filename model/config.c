@@ -298,6 +298,67 @@ static int get_quant(const char *path, json_t *root, json_t *lm, reap_quant_conf
     return get_not_convert(&src, q, qc);
 }
 
+/* ---- mRoPE (qwen3_vl_moe) ---------------------------------------------------------- */
+
+/* mrope_section / mrope_interleaved from rope_parameters, else rope_scaling (the first
+ * of the two that has mrope_section); without one the transformers default [24, 20, 20],
+ * interleaved. An explicit section must have three non-negative integers summing to
+ * head_dim / 2 (head_dim is final when this runs). */
+static int get_mrope(const field_src *src, json_t *obj, reap_config *c)
+{
+    static const char *const nests[] = { "rope_parameters", "rope_scaling" };
+    const char *p = src->path, *x = src->ctx;
+
+    c->mrope_section[0] = 24;
+    c->mrope_section[1] = 20;
+    c->mrope_section[2] = 20;
+    c->mrope_interleaved = 1;
+    for (size_t i = 0; i < sizeof nests / sizeof nests[0]; i++) {
+        json_t *nest = field_get(obj, nests[i]), *sec, *v;
+        char ctx[64];
+        field_src sub;
+        size_t k;
+        int rc, sum = 0;
+
+        if (!nest)
+            continue;
+        if (!json_is_object(nest))
+            return reap_err_set(REAP_E_FORMAT, "%s: %s%s must be an object, not %s", p, x,
+                                nests[i], json_type_name(nest));
+        sec = field_get(nest, "mrope_section");
+        if (!sec)
+            continue;
+        snprintf(ctx, sizeof ctx, "%s%s.", x, nests[i]);
+        sub.path = p;
+        sub.ctx = ctx;
+        if (!json_is_array(sec) || json_array_size(sec) != 3)
+            return reap_err_set(REAP_E_FORMAT, "%s: %smrope_section must be an array of 3 "
+                                "integers (t, h, w)", p, ctx);
+        json_array_foreach(sec, k, v) {
+            if (!json_is_integer(v))
+                return reap_err_set(REAP_E_FORMAT, "%s: %smrope_section[%zu] must be an "
+                                    "integer, not %s", p, ctx, k, json_type_name(v));
+            if (json_integer_value(v) < 0 || json_integer_value(v) > REAP_CONFIG_MAX_HEAD_DIM)
+                return reap_err_set(REAP_E_INVALID, "%s: %smrope_section[%zu] = %lld out of "
+                                    "range", p, ctx, k, (long long)json_integer_value(v));
+            c->mrope_section[k] = (int)json_integer_value(v);
+            sum += c->mrope_section[k];
+        }
+        if (sum != c->head_dim / 2)
+            return reap_err_set(REAP_E_INVALID, "%s: %smrope_section [%d, %d, %d] sums to %d, "
+                                "not head_dim / 2 = %d", p, ctx, c->mrope_section[0],
+                                c->mrope_section[1], c->mrope_section[2], sum,
+                                c->head_dim / 2);
+        if ((rc = get_bool(&sub, nest, "mrope_interleaved", 1, &c->mrope_interleaved)))
+            return rc;
+        if (!c->mrope_interleaved)
+            return reap_err_set(REAP_E_UNSUPPORTED, "%s: %smrope_interleaved = false (chunked "
+                                "mRoPE) is not supported: qwen3_vl_moe interleaves", p, ctx);
+        return REAP_OK;
+    }
+    return REAP_OK;
+}
+
 static void quant_free(reap_quant_config *qc)
 {
     for (int i = 0; i < qc->n_not_convert; i++)
@@ -562,6 +623,8 @@ int reap_config_load_confined(const char *path, const reap_roots *roots, reap_co
 
     if ((rc = config_validate(&src, &c, has_head_dim)) ||
         (rc = get_quant(path, root, fields, &c.quant)))
+        goto fail;
+    if (c.family == REAP_FAMILY_QWEN3_VL_MOE && (rc = get_mrope(&src, fields, &c)))
         goto fail;
 
     json_decref(root);

@@ -10,6 +10,14 @@
  * Layer L is MoE iff L not in mlp_only_layers, n_experts > 0 and
  * (L + 1) % decoder_sparse_step == 0 (reap_config_layer_is_moe).
  *
+ * mRoPE (qwen3_vl_moe): text_config's "rope_scaling" (or "rope_parameters", the name newer
+ * transformers writes) gives "mrope_section" [t, h, w] (three non-negative integers
+ * summing to head_dim / 2) and "mrope_interleaved" (true; false, Qwen2-VL's chunked
+ * layout, is refused: Qwen3-VL always interleaves). Without mrope_section the
+ * transformers default [24, 20, 20] is taken as it is (not checked against head_dim, as
+ * transformers does not). qwen3_moe: no mRoPE (section all 0). How a frequency slot picks
+ * its axis: reap_mrope_plane (positions.h).
+ *
  * Quantisation: a "quantization_config" object (top level, else in text_config) is read
  * into cfg->quant. Only AWQ int4 GEMM checkpoints are accepted (docs/awq.md):
  * quant_method "awq", bits (or w_bit) 4, group_size (or q_group_size) > 0, zero_point
@@ -79,6 +87,9 @@ typedef struct reap_config {
     double rms_eps;
     double rope_theta;
     int tie_word_embeddings;
+    /* mRoPE of the text model (qwen3_vl_moe; all 0 for qwen3_moe). */
+    int mrope_interleaved;     /* 1: interleaved mRoPE (the only layout supported) */
+    int mrope_section[3];      /* frequency slots per axis t, h, w */
     reap_quant_config quant;   /* method REAP_QUANT_NONE unless quantised */
 } reap_config;
 
@@ -87,8 +98,9 @@ typedef struct reap_config {
  * without waiting, fsopen.h), REAP_E_FORMAT (bad JSON or
  * a field of the wrong type, named in the message), REAP_E_UNSUPPORTED (other
  * model_type, attention_bias true, a quantisation method or AWQ setting other than the
- * ones above, named), REAP_E_INVALID (a value outside its limit above, or inconsistent
- * values: heads not divisible by kv heads, top_k > experts, ...; the message names
+ * ones above, named; mrope_interleaved false), REAP_E_INVALID (a value outside its limit above, or inconsistent
+ * values: heads not divisible by kv heads, top_k > experts, an mrope_section that does not
+ * sum to head_dim / 2, ...; the message names
  * `path` and the field). The values are not checked against the tensors here: see
  * reap_config_check_ckpt (config_check.h). On failure *out is left zeroed. Free with
  * reap_config_free (it owns mlp_only_layers and quant.not_convert). Thread rules: a

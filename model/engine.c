@@ -1,5 +1,7 @@
 /* engine.c - the layer loop: embed once, then load and run each decoder layer on the
- * backend, collecting the statistics of every MoE layer (see engine.h). */
+ * backend, collecting the statistics of every MoE layer (see engine.h). With images the
+ * vision features go into the hidden states through the backend's scatter_rows: the
+ * merged features over the image slots' embeddings, deepstack set L added after layer L. */
 #include "engine.h"
 
 #include <stdlib.h>
@@ -36,6 +38,65 @@ static int prefetch_until(const reap_backend_i *be, void *ctx, const reap_ckpt *
     return REAP_OK;
 }
 
+/* The slot of every image feature row (engine.h, reap_image_features): slots[r] for
+ * feature row r, images in index order. Checks the features against the rows. */
+static int image_slots(const reap_rows *rows, const reap_image_features *im, int n_layers,
+                       int64_t **out)
+{
+    int64_t *first = NULL, *slots = NULL, n = 0;
+    int rc = REAP_OK;
+    *out = NULL;
+    if (im->n_deepstack < 0 || im->n_deepstack > n_layers || !im->merged ||
+        (im->n_deepstack > 0 && !im->deepstack))
+        return reap_err_set(REAP_E_INVALID, "engine: image features: %d deepstack sets for "
+                            "%d layers%s", im->n_deepstack, n_layers,
+                            im->merged ? "" : ", no merged features");
+    for (int k = 0; k < im->n_deepstack; k++)
+        if (!im->deepstack[k])
+            return reap_err_set(REAP_E_INVALID, "engine: deepstack feature set %d is NULL", k);
+    first = malloc((size_t)(rows->n_images > 0 ? rows->n_images : 1) * sizeof *first);
+    if (!first)
+        return reap_err_set(REAP_E_NOMEM, "engine: image table");
+    for (int32_t i = 0; i < rows->n_images; i++) {
+        first[i] = n;
+        n += rows->images[i].n_tokens;
+    }
+    if (n != im->n_image_tokens || rows->n_spans != rows->n_images) {
+        rc = reap_err_set(REAP_E_INVALID, "engine: %lld image feature rows for %d images of "
+                          "%lld tokens in %lld spans (one span per image)",
+                          (long long)im->n_image_tokens, rows->n_images, (long long)n,
+                          (long long)rows->n_spans);
+        goto done;
+    }
+    slots = malloc((size_t)(n > 0 ? n : 1) * sizeof *slots);
+    if (!slots) {
+        rc = reap_err_set(REAP_E_NOMEM, "engine: image slots");
+        goto done;
+    }
+    for (int64_t r = 0; r < n; r++)
+        slots[r] = -1;
+    for (int64_t k = 0; k < rows->n_spans; k++) {
+        const reap_image_span *sp = &rows->spans[k];
+        if (sp->image < 0 || sp->image >= rows->n_images || sp->row < 0 ||
+            sp->row >= rows->n_rows || sp->start < 0 ||
+            sp->start + rows->images[sp->image].n_tokens > rows->seq_len ||
+            slots[first[sp->image]] != -1) {
+            rc = reap_err_set(REAP_E_INVALID, "engine: image span %lld (row %d, start %d, "
+                              "image %d) is out of range or repeats its image", (long long)k,
+                              sp->row, sp->start, sp->image);
+            goto done;
+        }
+        for (int64_t j = 0; j < rows->images[sp->image].n_tokens; j++)
+            slots[first[sp->image] + j] = (int64_t)sp->row * rows->seq_len + sp->start + j;
+    }
+    *out = slots;
+    slots = NULL;
+done:
+    free(first);
+    free(slots);
+    return rc;
+}
+
 static double now_seconds(void)
 {
     struct timespec ts;
@@ -56,6 +117,8 @@ int reap_engine_score(const reap_ckpt *ck, const reap_config *cfg, const reap_ro
     int rc;
     const st_tensor *embed;
     float *hidden = NULL;
+    int64_t *img_slots = NULL;  /* [n_image_tokens] slot of each image feature row */
+    const reap_image_features *img = opts ? opts->image : NULL;
     const int64_t T = (int64_t)rows->n_rows * rows->seq_len;
 
     *out_stats = NULL;
@@ -81,6 +144,16 @@ int reap_engine_score(const reap_ckpt *ck, const reap_config *cfg, const reap_ro
             goto fail;
         }
     }
+    if (rows->n_spans > 0 && !img) {
+        rc = reap_err_set(REAP_E_INVALID, "engine: %lld image spans but no image features",
+                          (long long)rows->n_spans);
+        goto fail;
+    }
+    if (img) {
+        if ((rc = image_slots(rows, img, cfg->n_layers, &img_slots)))
+            goto fail;
+        bopts.spatial_merge = img->spatial_merge;
+    }
     if ((rc = be->init(cfg, rows, &bopts, &ctx)))
         goto fail;
     if (start > 0) {
@@ -88,6 +161,9 @@ int reap_engine_score(const reap_ckpt *ck, const reap_config *cfg, const reap_ro
             goto fail;
     } else {
         if ((rc = reap_embed_weights_get(ck, cfg, &embed)) || (rc = be->embed(ctx, embed)))
+            goto fail;
+        if (img && img->n_image_tokens > 0 &&
+            (rc = be->scatter_rows(ctx, img_slots, img->n_image_tokens, img->merged, 0)))
             goto fail;
     }
     const int depth = prefetch_depth(be, &bopts);
@@ -112,6 +188,9 @@ int reap_engine_score(const reap_ckpt *ck, const reap_config *cfg, const reap_ro
         if (!rc)
             rc = be->forward_layer(ctx, st);
         reap_layer_weights_free(&w);
+        if (!rc && img && layer < img->n_deepstack && img->n_image_tokens > 0)
+            rc = be->scatter_rows(ctx, img_slots, img->n_image_tokens, img->deepstack[layer],
+                                  1);
         if (rc)
             goto fail;
         const int stop = opts && opts->on_layer &&
@@ -129,12 +208,14 @@ int reap_engine_score(const reap_ckpt *ck, const reap_config *cfg, const reap_ro
         }
     }
     free(hidden);
+    free(img_slots);
     be->free(ctx);
     *out_stats = stats;
     *out_n = n_done;
     return REAP_OK;
 fail:
     free(hidden);
+    free(img_slots);
     if (ctx)
         be->free(ctx);
     for (int i = 0; i < n_done; i++)

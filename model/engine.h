@@ -24,6 +24,24 @@ typedef int (*reap_layer_cb)(void *ud, int layer, const reap_layer_stats *stats,
  * status (the message is the callback's). */
 typedef int (*reap_hidden_cb)(void *ud, int layer, const float *hidden, int64_t T, int H);
 
+/* The vision tower's output for the rows' images (Qwen3-VL), given to the engine as
+ * arrays. n_image_tokens = the sum of rows->images[i].n_tokens; feature row r belongs to
+ * image i and its token j where r = (n_tokens of images 0..i-1) + j (images in index
+ * order), and goes to slot rows->spans[k].start + j of row rows->spans[k].row for the
+ * span k of image i (every image has exactly one span).
+ *   merged:    [n_image_tokens, H] REPLACES the token embeddings at those slots;
+ *   deepstack: n_deepstack sets of [n_image_tokens, H]; set k is ADDED to the hidden
+ *              states at those slots after decoder layer k's output (k < n_deepstack),
+ *              before on_layer and any checkpoint of layer k.
+ * The arrays are read during reap_engine_score only. */
+typedef struct reap_image_features {
+    int spatial_merge;              /* the tower's spatial_merge_size (mRoPE ids) */
+    int64_t n_image_tokens;         /* rows of each array */
+    const float *merged;            /* [n_image_tokens, H] */
+    int n_deepstack;
+    const float *const *deepstack;  /* [n_deepstack] arrays of [n_image_tokens, H] */
+} reap_image_features;
+
 typedef struct reap_engine_opts {
     const reap_backend_i *backend;  /* NULL: CPU */
     reap_backend_opts backend_opts;
@@ -38,12 +56,19 @@ typedef struct reap_engine_opts {
      * hidden states leaving L (also when on_layer asked to stop after L). */
     int checkpoint_every;
     reap_hidden_cb on_checkpoint;
+    /* Images: required when rows->n_spans > 0 (REAP_E_INVALID without), ignored (NULL
+     * allowed) otherwise. Resuming at start_layer > 0 skips the replacement (start_hidden
+     * already has it) and adds the deepstack sets of layers >= start_layer only. */
+    const reap_image_features *image;
 } reap_engine_opts;
 
 /* Score the MoE layers from opts->start_layer on. On success *out_stats is an array of
  * *out_n statistics in layer order (free each with reap_layer_stats_free, then the array
  * with free()).
- * Returns REAP_OK or the first error (message names the layer and tensor). */
+ * Returns REAP_OK or the first error (message names the layer and tensor); REAP_E_INVALID
+ * also for image spans without opts->image, image features that do not match the rows
+ * (n_image_tokens, an image without exactly one span, n_deepstack < 0 or > n_layers,
+ * NULL arrays), or spans reap_positions_fill_mrope refuses. */
 int reap_engine_score(const reap_ckpt *ck, const reap_config *cfg, const reap_rows *rows,
                       const reap_engine_opts *opts, reap_layer_stats **out_stats,
                       int *out_n);

@@ -97,3 +97,11 @@ reap_oracle_case(k_eq_e
   --seq-len 16 --samples 5 --min-len 3 --max-len 20
   -- --family qwen3_moe --layers 1 --hidden 24 --heads 2 --kv-heads 1 --head-dim 8
      --experts 4 --top-k 4 --moe-inter 8 --vocab 50 --norm-topk 0 --seed 16)
+
+# 8. Images (Qwen3-VL): random vision features replacing the image slots' embeddings,
+#    two deepstack sets, mRoPE ids of hand-made spans in packed rows and interleaved
+#    mRoPE, engine vs reap_oracle.py --images (tests/test_mrope.c, part 3).
+add_test(NAME oracle_mrope_images
+         COMMAND test_mrope ${CMAKE_CURRENT_BINARY_DIR}/oracle_mrope_images --oracle
+                 ${REAP_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/oracle)
+set_tests_properties(oracle_mrope_images PROPERTIES LABELS integration TIMEOUT 120)

@@ -149,6 +149,7 @@ static void test_resume_from_checkpoint(void)
 static int rows_subset(const reap_rows *all, const int *pick, int n, reap_rows *out)
 {
     const size_t S = (size_t)all->seq_len;
+    memset(out, 0, sizeof *out); /* no images; every field defined */
     out->n_rows = n;
     out->seq_len = all->seq_len;
     out->n_valid = 0;

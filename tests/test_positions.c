@@ -9,6 +9,13 @@
  *    so only the positions could tell them apart, and a Qwen3-VL position counts valid
  *    tokens only. The same weights as qwen3_moe (positions = slot index) must differ,
  *    which shows the comparison can fail.
+ * 4. mRoPE ids with image spans (reap_positions_fill_mrope), written out by hand from the
+ *    get_rope_index rule: one image in a row, two images back to back, an image after a
+ *    packing gap (masked slots 1 on every plane), the span checks (a masked slot in a
+ *    span, a span leaving its row, overlapping spans, a grid that does not give the
+ *    image's tokens, merge 0, qwen3_moe); without spans the three planes equal
+ *    reap_positions_fill's positions (both families); every id < reap_positions_limit.
+ *    The interleaved plane of each frequency slot (reap_mrope_plane) for [24, 20, 20].
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,6 +197,170 @@ static void test_engine_gaps(void)
     }
 }
 
+/* One row of S slots (mask given, tokens 0) with the images' spans. */
+typedef struct {
+    reap_rows rows;
+    int32_t tok[64];
+    uint8_t mask[64];
+    reap_calib_image im[4];
+    reap_image_span sp[4];
+    int32_t pos3[3 * 64];
+} mrope_case;
+
+static void mrope_case_init(mrope_case *m, int n_rows, int S, const uint8_t *mask)
+{
+    memset(m, 0, sizeof *m);
+    memcpy(m->mask, mask, (size_t)(n_rows * S));
+    m->rows.n_rows = n_rows;
+    m->rows.seq_len = S;
+    m->rows.tokens = m->tok;
+    m->rows.mask = m->mask;
+    m->rows.images = m->im;
+    m->rows.spans = m->sp;
+}
+
+/* Image i with grid t x h x w (merge 2) at (row, start). */
+static void add_image(mrope_case *m, int row, int start, int gt, int gh, int gw)
+{
+    int i = m->rows.n_images++;
+    m->im[i].grid_t = gt;
+    m->im[i].grid_h = gh;
+    m->im[i].grid_w = gw;
+    m->im[i].n_tokens = (int64_t)gt * (gh / 2) * (gw / 2);
+    m->sp[m->rows.n_spans].row = row;
+    m->sp[m->rows.n_spans].start = start;
+    m->sp[m->rows.n_spans].image = i;
+    m->rows.n_spans++;
+}
+
+static void check_planes(const mrope_case *m, const int32_t *t, const int32_t *h,
+                         const int32_t *w, int n)
+{
+    const int64_t T = (int64_t)m->rows.n_rows * m->rows.seq_len;
+    for (int i = 0; i < n; i++) {
+        CHECK(m->pos3[i] == t[i] && m->pos3[T + i] == h[i] && m->pos3[2 * T + i] == w[i]);
+        if (m->pos3[i] != t[i] || m->pos3[T + i] != h[i] || m->pos3[2 * T + i] != w[i])
+            fprintf(stderr, "  slot %d: (%d, %d, %d), expected (%d, %d, %d)\n", i,
+                    m->pos3[i], m->pos3[T + i], m->pos3[2 * T + i], t[i], h[i], w[i]);
+        CHECK(m->pos3[i] < reap_positions_limit(m->rows.seq_len) &&
+              m->pos3[T + i] < reap_positions_limit(m->rows.seq_len) &&
+              m->pos3[2 * T + i] < reap_positions_limit(m->rows.seq_len));
+    }
+}
+
+static void test_mrope_spans(void)
+{
+    reap_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.family = REAP_FAMILY_QWEN3_VL_MOE;
+    static mrope_case m;
+    static const uint8_t ALL[12] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+
+    /* One image: <vision_start> at 1, a 1 x 4 x 6 grid (merged 2 x 3) at 2..7; text after
+     * continues at 2 + max(1, 2, 3) = 5. */
+    mrope_case_init(&m, 1, 12, ALL);
+    add_image(&m, 0, 2, 1, 4, 6);
+    CHECK_RC(reap_positions_fill_mrope(&cfg, &m.rows, 2, m.pos3), REAP_OK);
+    {
+        static const int32_t t[12] = {0, 1, 2, 2, 2, 2, 2, 2, 5, 6, 7, 8};
+        static const int32_t h[12] = {0, 1, 2, 2, 2, 3, 3, 3, 5, 6, 7, 8};
+        static const int32_t w[12] = {0, 1, 2, 3, 4, 2, 3, 4, 5, 6, 7, 8};
+        check_planes(&m, t, h, w, 12);
+    }
+
+    /* Two images back to back: 1 x 2 x 4 (merged 1 x 2) at 1, 1 x 6 x 2 (3 x 1) at 3. */
+    mrope_case_init(&m, 1, 8, ALL);
+    add_image(&m, 0, 1, 1, 2, 4);
+    add_image(&m, 0, 3, 1, 6, 2);
+    CHECK_RC(reap_positions_fill_mrope(&cfg, &m.rows, 2, m.pos3), REAP_OK);
+    {
+        static const int32_t t[8] = {0, 1, 1, 3, 3, 3, 6, 7};
+        static const int32_t h[8] = {0, 1, 1, 3, 4, 5, 6, 7};
+        static const int32_t w[8] = {0, 1, 2, 3, 3, 3, 6, 7};
+        check_planes(&m, t, h, w, 8);
+    }
+
+    /* After a packing gap (slot 2) and in the second row: masked slots are 1 on every
+     * plane and use no id; a 1 x 4 x 4 image (2 x 2) at slot 4 starts at id 3. */
+    {
+        static const uint8_t mask[20] = {1, 1, 0, 1, 1, 1, 1, 1, 1, 0,
+                                         0, 1, 1, 1, 1, 1, 1, 0, 0, 0};
+        mrope_case_init(&m, 2, 10, mask);
+        add_image(&m, 0, 4, 1, 4, 4);
+        add_image(&m, 1, 2, 1, 4, 4);
+        CHECK_RC(reap_positions_fill_mrope(&cfg, &m.rows, 2, m.pos3), REAP_OK);
+        static const int32_t t[20] = {0, 1, 1, 2, 3, 3, 3, 3, 5, 1,
+                                      1, 0, 1, 1, 1, 1, 3, 1, 1, 1};
+        static const int32_t h[20] = {0, 1, 1, 2, 3, 3, 4, 4, 5, 1,
+                                      1, 0, 1, 1, 2, 2, 3, 1, 1, 1};
+        static const int32_t w[20] = {0, 1, 1, 2, 3, 4, 3, 4, 5, 1,
+                                      1, 0, 1, 2, 1, 2, 3, 1, 1, 1};
+        check_planes(&m, t, h, w, 20);
+
+        /* refusals, each naming the span */
+        m.mask[6] = 0; /* a masked slot inside the first span */
+        CHECK_RC(reap_positions_fill_mrope(&cfg, &m.rows, 2, m.pos3), REAP_E_INVALID);
+        m.mask[6] = 1;
+        m.sp[1].start = 7; /* 4 tokens from slot 7 of row 1 leave the row of 10 */
+        CHECK_RC(reap_positions_fill_mrope(&cfg, &m.rows, 2, m.pos3), REAP_E_INVALID);
+        m.sp[1].row = 0;
+        m.sp[1].start = 6; /* overlaps the first span (4..7) */
+        CHECK_RC(reap_positions_fill_mrope(&cfg, &m.rows, 2, m.pos3), REAP_E_INVALID);
+        m.sp[1].row = 1;
+        m.sp[1].start = 2;
+        CHECK_RC(reap_positions_fill_mrope(&cfg, &m.rows, 2, m.pos3), REAP_OK);
+        m.im[0].n_tokens = 3; /* not 1 * 2 * 2 */
+        CHECK_RC(reap_positions_fill_mrope(&cfg, &m.rows, 2, m.pos3), REAP_E_INVALID);
+        m.im[0].n_tokens = 4;
+        CHECK_RC(reap_positions_fill_mrope(&cfg, &m.rows, 3, m.pos3), REAP_E_INVALID);
+        CHECK_RC(reap_positions_fill_mrope(&cfg, &m.rows, 0, m.pos3), REAP_E_INVALID);
+        m.sp[1].image = 5;
+        CHECK_RC(reap_positions_fill_mrope(&cfg, &m.rows, 2, m.pos3), REAP_E_INVALID);
+        m.sp[1].image = 1;
+        cfg.family = REAP_FAMILY_QWEN3_MOE;
+        CHECK_RC(reap_positions_fill_mrope(&cfg, &m.rows, 2, m.pos3), REAP_E_INVALID);
+        CHECK_RC(reap_positions_fill_mrope(NULL, &m.rows, 2, m.pos3), REAP_E_INVALID);
+    }
+
+    /* No spans: each plane is reap_positions_fill's positions, both families. */
+    for (int f = 0; f < 2; f++) {
+        cfg.family = f ? REAP_FAMILY_QWEN3_VL_MOE : REAP_FAMILY_QWEN3_MOE;
+        int32_t pos[16];
+        mrope_case_init(&m, 2, 8, MASK);
+        CHECK_RC(reap_positions_fill(&cfg, &m.rows, pos), REAP_OK);
+        CHECK_RC(reap_positions_fill_mrope(&cfg, &m.rows, 0, m.pos3), REAP_OK);
+        for (int p = 0; p < 3; p++)
+            CHECK(memcmp(m.pos3 + p * 16, pos, sizeof pos) == 0);
+    }
+}
+
+static void test_mrope_plane(void)
+{
+    reap_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.family = REAP_FAMILY_QWEN3_MOE;
+    for (int i = 0; i < 64; i++)
+        CHECK(reap_mrope_plane(&cfg, i) == 0);
+    cfg.family = REAP_FAMILY_QWEN3_VL_MOE;
+    cfg.mrope_section[0] = 24;
+    cfg.mrope_section[1] = 20;
+    cfg.mrope_section[2] = 20;
+    int n[3] = {0, 0, 0};
+    for (int i = 0; i < 64; i++) {
+        int want = i < 60 && i % 3 == 1 ? 1 : i < 60 && i % 3 == 2 ? 2 : 0;
+        CHECK(reap_mrope_plane(&cfg, i) == want);
+        n[reap_mrope_plane(&cfg, i)]++;
+    }
+    CHECK(n[0] == 24 && n[1] == 20 && n[2] == 20);
+    /* uneven sections: h 2 slots (1, 4), w 1 slot (2) of 8 */
+    cfg.mrope_section[0] = 5;
+    cfg.mrope_section[1] = 2;
+    cfg.mrope_section[2] = 1;
+    static const int want8[8] = {0, 1, 2, 0, 1, 0, 0, 0};
+    for (int i = 0; i < 8; i++)
+        CHECK(reap_mrope_plane(&cfg, i) == want8[i]);
+}
+
 int main(int argc, char **argv)
 {
     scratch = argc > 1 ? argv[1] : "test_positions.tmp";
@@ -197,5 +368,7 @@ int main(int argc, char **argv)
     test_rule();
     test_limit_and_errors();
     test_engine_gaps();
+    test_mrope_spans();
+    test_mrope_plane();
     TEST_MAIN_END();
 }

@@ -11,8 +11,8 @@
  *
  * A layer, top to bottom (the contract is in backend.h):
  *   attention_block: per micro-batch of rows: rmsnorm -> q,k,v GEMMs -> q/k head norms
- *                    -> RoPE at each slot's position (positions.h, computed once at
- *                    init) -> causal attention per (row, head) -> o GEMM -> residual
+ *                    -> RoPE at each slot's (t, h, w) ids (interleaved mRoPE,
+ *                    positions.h, computed once at init) -> causal attention per (row, head) -> o GEMM -> residual
  *   moe_block:       valid positions only: rmsnorm -> router GEMM -> softmax/top-k
  *                    -> the routes observer (opts->on_routes, if any) -> per expert
  *                    (ascending): gather routed rows -> gate_up GEMM ->
@@ -60,7 +60,8 @@ typedef struct cpu_ctx {
     uint8_t *mask;              /* [T] */
     int64_t n_valid;
     int64_t *valid;             /* [Nv] positions with mask 1, ascending */
-    int32_t *pos;               /* [T] RoPE position of each slot (positions.h) */
+    int32_t *pos3;              /* [3, T] mRoPE ids t, h, w of each slot (positions.h) */
+    uint8_t plane[CPU_MAX_HEAD_DIM / 2]; /* [hd/2] the id plane of each frequency slot */
     float *x;                   /* [T, H] hidden states */
     float *rope_cos, *rope_sin; /* [reap_positions_limit(S), hd/2] */
     /* current layer, fp32, nn.Linear orientation */
@@ -140,7 +141,7 @@ static void cpu_free(void *ctx)
     free(c->tokens);
     free(c->mask);
     free(c->valid);
-    free(c->pos);
+    free(c->pos3);
     free(c->x);
     free(c->rope_cos);
     free(c->rope_sin);
@@ -182,12 +183,12 @@ static int cpu_init(const reap_config *cfg, const reap_rows *rows,
     c->tokens = malloc((size_t)c->T * sizeof *c->tokens);
     c->mask = malloc((size_t)c->T);
     c->valid = malloc((size_t)c->T * sizeof *c->valid);
-    c->pos = malloc((size_t)c->T * sizeof *c->pos);
+    c->pos3 = malloc((size_t)(3 * c->T) * sizeof *c->pos3);
     c->x = falloc(c->T * cfg->hidden);
     const int n_pos = reap_positions_limit(c->S);
     c->rope_cos = falloc((int64_t)n_pos * cfg->head_dim / 2);
     c->rope_sin = falloc((int64_t)n_pos * cfg->head_dim / 2);
-    if (!c->tokens || !c->mask || !c->valid || !c->pos || !c->x || !c->rope_cos ||
+    if (!c->tokens || !c->mask || !c->valid || !c->pos3 || !c->x || !c->rope_cos ||
         !c->rope_sin) {
         rc = reap_err_set(REAP_E_NOMEM, "cpu backend: hidden states of %lld positions x %d "
                           "(%.1f MiB)", (long long)c->T, cfg->hidden,
@@ -199,8 +200,10 @@ static int cpu_init(const reap_config *cfg, const reap_rows *rows,
     for (int64_t t = 0; t < c->T; t++)
         if (c->mask[t])
             c->valid[c->n_valid++] = t;
-    if ((rc = reap_positions_fill(cfg, rows, c->pos)))
+    if ((rc = reap_positions_fill_mrope(cfg, rows, opts ? opts->spatial_merge : 0, c->pos3)))
         goto fail;
+    for (int i = 0; i < cfg->head_dim / 2; i++)
+        c->plane[i] = (uint8_t)reap_mrope_plane(cfg, i);
     cpu_rope_table(c->rope_cos, c->rope_sin, n_pos, cfg->head_dim, cfg->rope_theta);
     *out = c;
     return REAP_OK;
@@ -369,18 +372,19 @@ static void qk_norm_rope_range(void *ud, int64_t begin, int64_t end, int tid)
     attn_job *j = ud;
     const reap_config *cfg = &j->c->cfg;
     const int hd = cfg->head_dim, nH = cfg->n_heads, nKV = cfg->n_kv_heads;
-    const int32_t *pos_b = j->c->pos + j->row0 * j->c->S;  /* [Tb] */
+    const int64_t T = j->c->T, t0 = j->row0 * j->c->S;
+    const int32_t *pos3 = j->c->pos3;  /* [3, T] */
     for (int64_t t = begin; t < end; t++) {
-        int pos = pos_b[t];
+        const int32_t ids[3] = {pos3[t0 + t], pos3[T + t0 + t], pos3[2 * T + t0 + t]};
         for (int h = 0; h < nH; h++) {
             float *qh = j->q + t * nH * hd + (int64_t)h * hd;
             cpu_rmsnorm(qh, qh, j->c->q_norm, 1, hd, cfg->rms_eps);
-            cpu_rope_apply(qh, j->c->rope_cos, j->c->rope_sin, pos, hd);
+            cpu_rope_apply(qh, j->c->rope_cos, j->c->rope_sin, ids, j->c->plane, hd);
         }
         for (int h = 0; h < nKV; h++) {
             float *kh = j->k + t * nKV * hd + (int64_t)h * hd;
             cpu_rmsnorm(kh, kh, j->c->k_norm, 1, hd, cfg->rms_eps);
-            cpu_rope_apply(kh, j->c->rope_cos, j->c->rope_sin, pos, hd);
+            cpu_rope_apply(kh, j->c->rope_cos, j->c->rope_sin, ids, j->c->plane, hd);
         }
     }
 }
@@ -656,6 +660,28 @@ static int cpu_set_hidden(void *ctx, const float *src)
     return REAP_OK;
 }
 
+static int cpu_scatter_rows(void *ctx, const int64_t *slots, int64_t n, const float *src,
+                            int add)
+{
+    cpu_ctx *c = ctx;
+    const int64_t H = c->cfg.hidden;
+    for (int64_t i = 0; i < n; i++)
+        if (slots[i] < 0 || slots[i] >= c->T)
+            return reap_err_set(REAP_E_INVALID, "cpu backend: scatter row %lld to position "
+                                "%lld of %lld", (long long)i, (long long)slots[i],
+                                (long long)c->T);
+    for (int64_t i = 0; i < n; i++) {
+        float *x = c->x + slots[i] * H;
+        const float *y = src + i * H;
+        if (add)
+            for (int64_t d = 0; d < H; d++)
+                x[d] += y[d];
+        else
+            memcpy(x, y, (size_t)H * sizeof *x);
+    }
+    return REAP_OK;
+}
+
 const reap_backend_i reap_backend_cpu = {
     .name = "cpu",
     .init = cpu_init,
@@ -664,5 +690,6 @@ const reap_backend_i reap_backend_cpu = {
     .forward_layer = cpu_forward_layer,
     .get_hidden = cpu_get_hidden,
     .set_hidden = cpu_set_hidden,
+    .scatter_rows = cpu_scatter_rows,
     .free = cpu_free,
 };

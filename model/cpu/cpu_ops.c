@@ -63,14 +63,16 @@ void cpu_rope_table(float *cos_t, float *sin_t, int S, int hd, double theta)
     }
 }
 
-void cpu_rope_apply(float *v, const float *cos_t, const float *sin_t, int pos, int hd)
+void cpu_rope_apply(float *v, const float *cos_t, const float *sin_t, const int32_t ids[3],
+                    const uint8_t *plane, int hd)
 {
     int half = hd / 2;
-    const float *c = cos_t + (int64_t)pos * half, *s = sin_t + (int64_t)pos * half;
     for (int i = 0; i < half; i++) {
+        int64_t row = (int64_t)ids[plane[i]] * half + i;
+        float c = cos_t[row], s = sin_t[row];
         float x1 = v[i], x2 = v[i + half];
-        v[i] = x1 * c[i] - x2 * s[i];
-        v[i + half] = x2 * c[i] + x1 * s[i];
+        v[i] = x1 * c - x2 * s;
+        v[i + half] = x2 * c + x1 * s;
     }
 }
 

@@ -32,9 +32,12 @@ void cpu_matmul_bt(int threads, int64_t block, float *C, const float *A, const f
 /* RoPE tables for positions 0..S-1: cos/sin [S, hd/2], inv_freq_i = theta^(-2i/hd). */
 void cpu_rope_table(float *cos_t, float *sin_t, int S, int hd, double theta);
 
-/* NeoX rotate-half RoPE in place on one head vector v[hd] at table row `pos`:
- * element i pairs with i + hd/2. */
-void cpu_rope_apply(float *v, const float *cos_t, const float *sin_t, int pos, int hd);
+/* NeoX rotate-half RoPE in place on one head vector v[hd] with mRoPE ids: frequency
+ * slot i (element i pairs with i + hd/2) takes table row ids[plane[i]] (ids: the slot's
+ * t, h, w ids; plane: [hd/2] values 0..2, reap_mrope_plane). With equal ids this is
+ * 1-D RoPE at that row, bit for bit. */
+void cpu_rope_apply(float *v, const float *cos_t, const float *sin_t, const int32_t ids[3],
+                    const uint8_t *plane, int hd);
 
 /* Causal attention of one (row, query head): q [S, ldq] (head slice at q), k and v
  * [S, ldk] (KV head slice), mask [S]; out [S, ldo] (head slice). Query i attends to keys

@@ -91,7 +91,8 @@ static void cuda_free(void *ctx)
     cuda_ctx *c = (cuda_ctx *)ctx;
     if (!c) return;
     upload_free(c);
-    void *dev[] = {c->d_flag, c->d_hidden, c->d_tok, c->d_mask, c->d_pos, c->d_cos, c->d_sin,
+    void *dev[] = {c->d_flag, c->d_hidden, c->d_tok, c->d_mask, c->d_pos, c->d_plane,
+                   c->d_scat_slots, c->d_scat, c->d_cos, c->d_sin,
                    c->d_ids, c->d_g, c->d_nrm, c->d_mx, c->x32, c->arena, c->d_cnt,
                    c->d_off, c->d_scnt, c->d_sgn, c->d_sn, c->d_sg, c->d_smx, c->d_gptr};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
@@ -148,7 +149,8 @@ static int plan_and_allocate(cuda_ctx *c, const reap_config *cfg, const reap_bac
     DALLOC(c->d_hidden, T * H * 4, "hidden states");
     DALLOC(c->d_tok, T * 4, "tokens");
     DALLOC(c->d_mask, T, "mask");
-    DALLOC(c->d_pos, T * 4, "positions");
+    DALLOC(c->d_pos, 3 * T * 4, "positions");
+    DALLOC(c->d_plane, (size_t)(c->hd / 2), "mRoPE planes");
     DALLOC(c->d_cos, (size_t)c->n_pos * (c->hd / 2) * 4, "rope cos");
     DALLOC(c->d_sin, (size_t)c->n_pos * (c->hd / 2) * 4, "rope sin");
     if (c->E > 0) {
@@ -348,22 +350,34 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
                 c->plan.budget_bytes / 1e9);
     }
 
-    /* tokens, mask, positions, RoPE tables (fp64 angles, as the CPU reference) */
+    /* tokens, mask, mRoPE ids and planes, RoPE tables (fp64 angles, as the CPU reference) */
     {
         const int half = c->hd / 2, np = c->n_pos;
         float *tab = (float *)malloc((size_t)np * half * 2 * sizeof(float));
-        int32_t *pos = (int32_t *)malloc((size_t)c->T * sizeof(int32_t));
-        if (!tab || !pos) {
+        int32_t *pos3 = (int32_t *)malloc((size_t)c->T * 3 * sizeof(int32_t));
+        int32_t *pos = (int32_t *)malloc((size_t)c->T * 3 * sizeof(int32_t));
+        uint8_t *plane = (uint8_t *)malloc((size_t)half + 1);
+        if (!tab || !pos3 || !pos || !plane) {
             free(tab);
+            free(pos3);
             free(pos);
+            free(plane);
             rc = reap_err_set(REAP_E_NOMEM, "cuda backend: RoPE table and positions");
             goto fail;
         }
-        if ((rc = reap_positions_fill(cfg, rows, pos))) {
+        if ((rc = reap_positions_fill_mrope(cfg, rows, opts ? opts->spatial_merge : 0, pos3))) {
             free(tab);
+            free(pos3);
             free(pos);
+            free(plane);
             goto fail;
         }
+        for (int64_t t = 0; t < c->T; t++)   /* planes [3][T] -> [T][3] */
+            for (int p = 0; p < 3; p++)
+                pos[t * 3 + p] = pos3[p * c->T + t];
+        free(pos3);
+        for (int i = 0; i < half; i++)
+            plane[i] = (uint8_t)reap_mrope_plane(cfg, i);
         for (int i = 0; i < half; i++) {
             double inv_freq = pow(cfg->rope_theta, -(2.0 * i) / c->hd);
             for (int p = 0; p < np; p++) {
@@ -378,10 +392,14 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
             e = cudaMemcpyAsync(c->d_sin, tab + (size_t)np * half, (size_t)np * half * 4,
                                 cudaMemcpyHostToDevice, c->st);
         if (e == cudaSuccess)
-            e = cudaMemcpyAsync(c->d_pos, pos, (size_t)c->T * 4, cudaMemcpyHostToDevice, c->st);
+            e = cudaMemcpyAsync(c->d_pos, pos, (size_t)c->T * 3 * 4, cudaMemcpyHostToDevice,
+                                c->st);
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(c->d_plane, plane, (size_t)half, cudaMemcpyHostToDevice, c->st);
         if (e == cudaSuccess) e = cudaStreamSynchronize(c->st);
         free(tab);
         free(pos);
+        free(plane);
         if (e != cudaSuccess) { rc = cu_fail(c, e, "cudaMemcpy(rope, positions)"); goto fail; }
     }
     if ((e = cudaMemcpyAsync(c->d_tok, rows->tokens, (size_t)c->T * 4, cudaMemcpyHostToDevice,
@@ -484,7 +502,7 @@ static int attention_flash(cuda_ctx *c, int nr, const uint8_t *mask)
 }
 
 /* Attention for the chunk of `nr` rows starting at hidden row x [Tc, H], mask [Tc],
- * positions pos [Tc] (device). */
+ * mRoPE ids pos [Tc, 3] (device). */
 static int attention_block(cuda_ctx *c, float *x, int nr, const uint8_t *mask,
                            const int32_t *pos)
 {
@@ -503,12 +521,12 @@ static int attention_block(cuda_ctx *c, float *x, int nr, const uint8_t *mask,
         const unsigned blocks = (unsigned)((items * 32 + 255) / 256);
         if (bf)
             k_qk_norm_rope<bf16><<<blocks, 256, 0, c->st>>>(
-                c->qkv32, (bf16 *)c->qkvc, Tc, c->nH, c->nKV, c->hd, pos, w->qn, w->kn,
-                c->eps, c->d_cos, c->d_sin);
+                c->qkv32, (bf16 *)c->qkvc, Tc, c->nH, c->nKV, c->hd, pos, c->d_plane, w->qn,
+                w->kn, c->eps, c->d_cos, c->d_sin);
         else
             k_qk_norm_rope<float><<<blocks, 256, 0, c->st>>>(
-                c->qkv32, (float *)c->qkvc, Tc, c->nH, c->nKV, c->hd, pos, w->qn, w->kn,
-                c->eps, c->d_cos, c->d_sin);
+                c->qkv32, (float *)c->qkvc, Tc, c->nH, c->nKV, c->hd, pos, c->d_plane, w->qn,
+                w->kn, c->eps, c->d_cos, c->d_sin);
         KCHECK("qk norm + rope");
     }
     PROF(c, 1);
@@ -790,7 +808,7 @@ static int cuda_forward_layer(void *ctx, reap_layer_stats *stats)
         const int64_t t0 = (int64_t)r0 * c->S;
         float *x = c->d_hidden + (size_t)t0 * c->H;
         const uint8_t *mask = c->d_mask + t0;
-        if ((rc = attention_block(c, x, nr, mask, c->d_pos + t0))) return rc;
+        if ((rc = attention_block(c, x, nr, mask, c->d_pos + 3 * t0))) return rc;
         rc = c->is_moe ? moe_block(c, x, nr, t0, mask) : mlp_block(c, x, nr);
         PROF(c, 6);
         if (rc || (rc = check_flag(c))) return rc;
@@ -839,6 +857,44 @@ static int cuda_set_hidden(void *ctx, const float *src)
     return REAP_OK;
 }
 
+/* Rows staged per scatter_rows step (device buffers allocated at the first call). */
+#define SCATTER_ROWS 256
+
+static int cuda_scatter_rows(void *ctx, const int64_t *slots, int64_t n, const float *src,
+                             int add)
+{
+    cuda_ctx *c = (cuda_ctx *)ctx;
+    int rc;
+    snprintf(c->where, sizeof c->where, "scatter_rows");
+    for (int64_t i = 0; i < n; i++)
+        if (slots[i] < 0 || slots[i] >= c->T)
+            return reap_err_set(REAP_E_INVALID, "cuda backend: scatter row %lld to position "
+                                "%lld of %lld", (long long)i, (long long)slots[i],
+                                (long long)c->T);
+    if (n <= 0)
+        return REAP_OK;
+    CU(cudaSetDevice(c->device), "cudaSetDevice");
+    if (!c->d_scat) {
+        DALLOC(c->d_scat_slots, SCATTER_ROWS * sizeof(int64_t), "scatter slots");
+        DALLOC(c->d_scat, (size_t)SCATTER_ROWS * c->H * 4, "scatter rows");
+    }
+    for (int64_t i0 = 0; i0 < n; i0 += SCATTER_ROWS) {
+        const int64_t m = n - i0 < SCATTER_ROWS ? n - i0 : SCATTER_ROWS;
+        CU(cudaMemcpyAsync(c->d_scat_slots, slots + i0, (size_t)m * sizeof(int64_t),
+                           cudaMemcpyHostToDevice, c->st),
+           "cudaMemcpy(scatter slots)");
+        CU(cudaMemcpyAsync(c->d_scat, src + (size_t)i0 * c->H, (size_t)m * c->H * 4,
+                           cudaMemcpyHostToDevice, c->st),
+           "cudaMemcpy(scatter rows)");
+        k_scatter_rows<<<(unsigned)m, 256, 0, c->st>>>(c->d_hidden, c->d_scat_slots, c->d_scat,
+                                                       m, c->H, add);
+        KCHECK("scatter rows");
+        /* the host arrays may be freed on return, and the staging is reused */
+        CU(cudaStreamSynchronize(c->st), "cudaStreamSynchronize");
+    }
+    return REAP_OK;
+}
+
 static const reap_backend_i cuda_backend = {
     "cuda",
     cuda_init,
@@ -847,6 +903,7 @@ static const reap_backend_i cuda_backend = {
     cuda_forward_layer,
     cuda_get_hidden,
     cuda_set_hidden,
+    cuda_scatter_rows,
     cuda_free,
     cuda_prefetch_layer,
 };

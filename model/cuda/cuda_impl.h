@@ -76,7 +76,10 @@ typedef struct cuda_ctx {
     float *d_hidden;            /* [T, H] */
     int32_t *d_tok;             /* [T] */
     uint8_t *d_mask;            /* [T] */
-    int32_t *d_pos;             /* [T] RoPE position of each slot (positions.h) */
+    int32_t *d_pos;             /* [T, 3] mRoPE ids t, h, w of each slot (positions.h) */
+    uint8_t *d_plane;           /* [hd/2] id plane of each frequency slot (reap_mrope_plane) */
+    int64_t *d_scat_slots;      /* [SCATTER_ROWS] scatter_rows staging (allocated at the */
+    float *d_scat;              /* [SCATTER_ROWS, H] first call; NULL without images) */
     int n_pos;                  /* rows of the RoPE tables: reap_positions_limit(S) */
     float *d_cos, *d_sin;       /* [n_pos, hd/2] */
     int32_t *d_ids;             /* [T, K] expert of each (token, slot); -1 masked */

@@ -178,8 +178,10 @@ int reap_cuda_plan_make(const reap_config *cfg, const reap_cuda_plan_req *req,
     out->attn_flash = d.bf && !req->attn_gemm && reap_cuda_flash_supported((int)d.hd);
     out->hidden_bytes = T * H * 4;
     const int64_t n_pos = reap_positions_limit((int)d.S); /* RoPE table rows */
-    /* hidden, tokens, positions, mask, RoPE cos/sin, routing and statistics arrays */
-    out->resident_bytes = align_up(T * H * 4) + 2 * align_up(T * 4) + align_up(T) +
+    /* hidden, tokens, mRoPE ids (3 per slot), mask, id planes, RoPE cos/sin, routing and
+     * statistics arrays */
+    out->resident_bytes = align_up(T * H * 4) + align_up(T * 4) + align_up(3 * T * 4) +
+                          align_up(T) + align_up(d.hd / 2) +
                           2 * align_up(n_pos * (d.hd / 2) * 4) + align_up(TK * 4) +
                           2 * align_up(TK * 8) + align_up(TK * 4) +
                           24 * align_up(MAX_EXPERTS_PLAN * 8);

@@ -215,16 +215,18 @@ static __global__ void k_rmsnorm(const float *x, int H, const float *w, float ep
 }
 
 /* Per-head RMSNorm of q and k over hd (weights qn, kn [hd]) followed by NeoX rotate-half
- * RoPE at position pos[t], in place on qkv [T, QKV] fp32; also writes the TC copy qkvc
+ * interleaved mRoPE, in place on qkv [T, QKV] fp32; also writes the TC copy qkvc
  * (may alias qkv when TC is float; the v part is only copied). One warp per (token, head),
  * heads 0..nH-1 are q, nH..nH+nKV-1 k, then nKV v heads.
- * pos: [T] the chunk's slice of the positions (positions.h), each < the table rows.
- * cos_t, sin_t: [table rows, hd/2] (angle pos * theta^(-2i/hd), computed on the host in
- * fp64). */
+ * pos: [T, 3] the chunk's slice of the (t, h, w) ids (positions.h), each < the table rows.
+ * plane: [hd/2] which of the three ids frequency slot i uses (reap_mrope_plane).
+ * cos_t, sin_t: [table rows, hd/2] (angle id * theta^(-2i/hd), computed on the host in
+ * fp64); slot i reads row pos[t][plane[i]], so equal ids give 1-D RoPE exactly. */
 template <typename TC>
 static __global__ void k_qk_norm_rope(float *qkv, TC *qkvc, int64_t T, int nH, int nKV, int hd,
-                               const int32_t *pos_t, const float *qn, const float *kn,
-                               float eps, const float *cos_t, const float *sin_t)
+                               const int32_t *pos_t, const uint8_t *plane, const float *qn,
+                               const float *kn, float eps, const float *cos_t,
+                               const float *sin_t)
 {
     const int lane = threadIdx.x & 31;
     const int heads = nH + 2 * nKV;
@@ -246,18 +248,32 @@ static __global__ void k_qk_norm_rope(float *qkv, TC *qkvc, int64_t T, int nH, i
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(FULL_MASK, ss, o);
     const float inv = (float)(1.0 / sqrt(ss / hd + (double)eps));
     const int half = hd / 2;
-    const int pos = pos_t[t];
-    const float *cs = cos_t + (size_t)pos * half, *sn = sin_t + (size_t)pos * half;
+    const int32_t *ids = pos_t + (size_t)t * 3;
     for (int i = lane; i < half; i += 32) {
+        const size_t row = (size_t)ids[plane[i]] * half + i;
+        const float cs = cos_t[row], sn = sin_t[row];
         float a = __fmul_rn(wn[i], __fmul_rn(x[i], inv));
         float b = __fmul_rn(wn[i + half], __fmul_rn(x[i + half], inv));
-        float ra = __fsub_rn(__fmul_rn(a, cs[i]), __fmul_rn(b, sn[i]));
-        float rb = __fadd_rn(__fmul_rn(b, cs[i]), __fmul_rn(a, sn[i]));
+        float ra = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
+        float rb = __fadd_rn(__fmul_rn(b, cs), __fmul_rn(a, sn));
         x[i] = ra;
         x[i + half] = rb;
         xc[i] = from_f32<TC>(ra);
         xc[i + half] = from_f32<TC>(rb);
     }
+}
+
+/* hidden[slots[i]] = src[i] (add 0) or += src[i] (add 1), rows of H fp32; one block per
+ * row i < n. */
+static __global__ void k_scatter_rows(float *hidden, const int64_t *slots, const float *src,
+                                      int64_t n, int H, int add)
+{
+    const int64_t i = blockIdx.x;
+    if (i >= n) return;
+    float *dst = hidden + (size_t)slots[i] * H;
+    const float *s = src + (size_t)i * H;
+    for (int h = threadIdx.x; h < H; h += blockDim.x)
+        dst[h] = add ? __fadd_rn(dst[h], s[h]) : s[h];
 }
 
 /* ---- attention ------------------------------------------------------------------- */

@@ -16,8 +16,20 @@ smallest gap between the K-th and (K+1)-th router logit over valid tokens, relat
 that token's largest |logit| (null when K == E). A count mismatch against the engine
 together with a tiny min_topk_gap is a near-tie in the random data, not an engine bug.
 
+Images (Qwen3-VL; --images SPEC): SPEC is a JSON file
+    {"merge": 2, "images": [{"grid": [t, h, w]}, ...],
+     "spans": [{"row": r, "start": s, "image": i}, ...],
+     "merged": FILE, "deepstack": [FILE, ...]}
+naming, relative to SPEC's folder, the vision tower's outputs as .npy or raw
+little-endian float32 files of [n_image_tokens, H] (images in index order, image i
+taking t*(h/merge)*(w/merge) rows). The image's slots start at `start` of row `row`.
+The merged features replace the embeddings there; deepstack set k is added to the
+hidden states there after decoder layer k. Positions are mRoPE ids (t, h, w) as
+get_rope_index forms them over the valid slots (positions3()), and RoPE is interleaved
+mRoPE over the text config's mrope_section (rope()).
+
     reap_oracle.py --model DIR --calib FILE --seq-len N [--no-pack] [--max-samples N]
-                   --out FILE
+                   [--images SPEC] --out FILE
 """
 
 import argparse
@@ -76,6 +88,16 @@ class Config:
             rs = c.get("rope_scaling") or {}
             theta = rs.get("rope_theta")
         self.rope_theta = float(theta) if theta is not None else default_theta
+        # interleaved mRoPE sections (t, h, w) of the Qwen3-VL text model; the model's
+        # default when the config has none
+        self.mrope_section = None
+        if self.model_type == "qwen3_vl_moe":
+            sec = None
+            for nest in ("rope_parameters", "rope_scaling"):
+                sec = (c.get(nest) or {}).get("mrope_section")
+                if sec is not None:
+                    break
+            self.mrope_section = [int(v) for v in (sec if sec is not None else [24, 20, 20])]
         if c.get("attention_bias", False):
             raise SystemExit("reap_oracle: attention_bias true is not supported")
         if self.n_heads % self.n_kv_heads != 0:
@@ -232,19 +254,72 @@ def positions(cfg, mask):
     return np.broadcast_to(np.arange(s, dtype=np.int64)[None, :], (b, s))
 
 
-def rope(x, theta, pos):
-    """NeoX rotate-half RoPE. x: [B, S, heads, hd]; pos: [B, S] position of each slot."""
+def positions3(cfg, mask, images):
+    """mRoPE ids [3, B, S] (t, h, w) of every slot with image spans, as Qwen3-VL's
+    get_rope_index forms them: over the valid slots of a row only (masked slots: 1),
+    text runs count on from the running position; an image of merged grid
+    gt x hm x wm laid out frame by frame, row by row, gets (cur + frame, cur + row,
+    cur + col), and the running position then moves one past the largest id the image
+    used. images: None, or (merge, grids [(t, h, w)], spans [(row, start, image)])."""
+    b, s = mask.shape
+    out = np.ones((3, b, s), dtype=np.int64)
+    if images is None:
+        out[:] = positions(cfg, mask)[None]
+        return out
+    merge, grids, spans = images
+    for r in range(b):
+        kind = np.full(s, -1, dtype=np.int64)        # image index of each slot, -1 text
+        for (row, start, im) in spans:
+            if row == r:
+                t, h, w = grids[im]
+                n = t * (h // merge) * (w // merge)
+                kind[start:start + n] = im
+        valid = np.nonzero(mask[r])[0]
+        ids = []
+        cur = 0
+        i = 0
+        while i < len(valid):
+            im = kind[valid[i]]
+            if im < 0:
+                ids.append((cur, cur, cur))
+                cur += 1
+                i += 1
+                continue
+            t, h, w = grids[im]
+            hm, wm = h // merge, w // merge
+            block = [(cur + f, cur + y, cur + x)
+                     for f in range(t) for y in range(hm) for x in range(wm)]
+            ids.extend(block)
+            cur = max(max(v) for v in block) + 1
+            i += len(block)
+        for j, slot in enumerate(valid):
+            out[:, r, slot] = ids[j]
+    return out
+
+
+def rope(x, theta, pos, section=None):
+    """NeoX rotate-half RoPE. x: [B, S, heads, hd]; pos: [B, S] position of each slot, or
+    [3, B, S] mRoPE ids with `section` (t, h, w): frequency i takes the t angle, except
+    i = 1, 4, 7, ... below 3 * section[1] (the h angle) and i = 2, 5, 8, ... below
+    3 * section[2] (the w angle), Qwen3-VL's interleaved layout."""
     hd = x.shape[3]
     half = hd // 2
     inv_freq = theta ** (-(np.arange(half, dtype=np.float64) * 2.0) / hd)     # [hd/2]
-    ang = pos.astype(np.float64)[:, :, None] * inv_freq[None, None, :]       # [B, S, hd/2]
+    if pos.ndim == 3:
+        ang3 = pos.astype(np.float64)[:, :, :, None] * inv_freq[None, None, None, :]
+        ang = ang3[0].copy()                                                   # t
+        if section is not None:
+            ang[..., 1:3 * section[1]:3] = ang3[1][..., 1:3 * section[1]:3]   # h
+            ang[..., 2:3 * section[2]:3] = ang3[2][..., 2:3 * section[2]:3]   # w
+    else:
+        ang = pos.astype(np.float64)[:, :, None] * inv_freq[None, None, :]   # [B, S, hd/2]
     cos = np.concatenate([np.cos(ang), np.cos(ang)], axis=-1)[:, :, None, :]
     sin = np.concatenate([np.sin(ang), np.sin(ang)], axis=-1)[:, :, None, :]
     rot = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
     return x * cos + rot * sin
 
 
-def attention(cfg, ck, p, x, mask):
+def attention(cfg, ck, p, x, mask, images=None):
     """x: [B, S, H] -> attention output [B, S, H]."""
     b, s, _ = x.shape
     nh, nkv, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -255,9 +330,13 @@ def attention(cfg, ck, p, x, mask):
     v = (a @ ck.get(p + "self_attn.v_proj.weight", (nkv * hd, H)).T).reshape(b, s, nkv, hd)
     q = rmsnorm(q, ck.get(p + "self_attn.q_norm.weight", (hd,)), cfg.rms_eps)
     k = rmsnorm(k, ck.get(p + "self_attn.k_norm.weight", (hd,)), cfg.rms_eps)
-    pos = positions(cfg, mask)
-    q = rope(q, cfg.rope_theta, pos)
-    k = rope(k, cfg.rope_theta, pos)
+    section = getattr(cfg, "mrope_section", None)
+    if section is not None:
+        pos = positions3(cfg, mask, images)
+    else:
+        pos = positions(cfg, mask)
+    q = rope(q, cfg.rope_theta, pos, section)
+    k = rope(k, cfg.rope_theta, pos, section)
     group = nh // nkv
     k = np.repeat(k, group, axis=2)      # query head h uses KV head h // group
     v = np.repeat(v, group, axis=2)
@@ -353,19 +432,67 @@ def moe_block(cfg, ck, p, layer, x, mask):
     return out.reshape(b, s, h), st
 
 
-def run(cfg, ck, tokens, mask):
+def read_features(path, hidden):
+    """[n, hidden] float64 from a .npy file or raw little-endian float32."""
+    if path.endswith(".npy"):
+        a = np.load(path).astype(np.float64)
+    else:
+        a = np.fromfile(path, dtype="<f4").astype(np.float64)
+    return a.reshape(-1, hidden)
+
+
+def read_images(path, cfg, seq_len):
+    """The --images SPEC: (merge, grids, spans), the image slots [(row, slot)] in feature
+    row order, merged features and deepstack sets."""
+    with open(path, encoding="utf-8") as fh:
+        spec = json.load(fh)
+    base = os.path.dirname(os.path.abspath(path))
+    merge = int(spec["merge"])
+    grids = [tuple(int(v) for v in im["grid"]) for im in spec["images"]]
+    spans = [(int(sp["row"]), int(sp["start"]), int(sp["image"])) for sp in spec["spans"]]
+    counts = [t * (h // merge) * (w // merge) for (t, h, w) in grids]
+    where = {im: (row, start) for (row, start, im) in spans}
+    if len(where) != len(grids) or len(spans) != len(grids):
+        raise SystemExit("reap_oracle: every image needs exactly one span")
+    slots = []
+    for im, n in enumerate(counts):
+        row, start = where[im]
+        if start + n > seq_len:
+            raise SystemExit("reap_oracle: image %d leaves its row" % im)
+        slots.extend((row, start + j) for j in range(n))
+    merged = read_features(os.path.join(base, spec["merged"]), cfg.hidden)
+    deep = [read_features(os.path.join(base, f), cfg.hidden) for f in spec.get("deepstack", [])]
+    for a in [merged] + deep:
+        if a.shape[0] != len(slots):
+            raise SystemExit("reap_oracle: %d feature rows for %d image tokens"
+                             % (a.shape[0], len(slots)))
+    return (merge, grids, spans), slots, merged, deep
+
+
+def run(cfg, ck, tokens, mask, images=None):
     emb = ck.get(cfg.prefix + "embed_tokens.weight", (cfg.vocab, cfg.hidden))
     x = emb[tokens]                                          # [B, S, H]
+    grid_spans = None
+    deep = []
+    if images is not None:
+        grid_spans, slots, merged, deep = images
+        rows_i = np.array([r for r, _ in slots], dtype=np.int64)
+        cols_i = np.array([c for _, c in slots], dtype=np.int64)
+        if not mask[rows_i, cols_i].all():
+            raise SystemExit("reap_oracle: an image slot is masked")
+        x[rows_i, cols_i] = merged                           # features replace embeddings
     layers = []
     for layer in range(cfg.n_layers):
         p = "%slayers.%d." % (cfg.prefix, layer)
-        x = x + attention(cfg, ck, p, x, mask)
+        x = x + attention(cfg, ck, p, x, mask, grid_spans)
         if cfg.layer_is_moe(layer):
             out, st = moe_block(cfg, ck, p, layer, x, mask)
             layers.append(st)
         else:
             out = dense_mlp(cfg, ck, p, x)
         x = x + out
+        if layer < len(deep):                                # deepstack after layer k
+            x[rows_i, cols_i] += deep[layer]
         if not np.all(np.isfinite(x[mask])):
             raise SystemExit("reap_oracle: non-finite activation after layer %d" % layer)
     return layers
@@ -378,6 +505,7 @@ def main(argv):
     ap.add_argument("--seq-len", type=int, required=True)
     ap.add_argument("--no-pack", action="store_true", help="one row per sample")
     ap.add_argument("--max-samples", type=int, default=0, help="0: all")
+    ap.add_argument("--images", help="image spans and vision features (JSON spec, above)")
     ap.add_argument("--out", required=True, help="statistics JSON to write")
     a = ap.parse_args(argv)
     if a.seq_len < 1:
@@ -386,7 +514,8 @@ def main(argv):
     ck = Checkpoint(a.model)
     samples = read_samples(a.calib, a.max_samples, cfg.vocab)
     tokens, mask = build_rows(samples, a.seq_len, not a.no_pack)
-    layers = run(cfg, ck, tokens, mask)
+    images = read_images(a.images, cfg, a.seq_len) if a.images else None
+    layers = run(cfg, ck, tokens, mask, images)
     doc = {"format": "reap-stats/1", "tokens": int(mask.sum()), "layers": layers}
     tmp = a.out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
