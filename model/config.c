@@ -374,7 +374,7 @@ static int get_vision(const char *path, json_t *root, int text_hidden, reap_visi
         (rc = get_int(&src, vc, "spatial_merge_size", 0, 2, &v->merge)) ||
         (rc = get_int(&src, vc, "in_channels", 0, 3, &v->in_channels)) ||
         (rc = get_int(&src, vc, "num_position_embeddings", 0, 2304, &v->n_pos)) ||
-        (rc = get_int(&src, vc, "out_hidden_size", 0, 3584, &v->out_hidden)))
+        (rc = get_int(&src, vc, "out_hidden_size", 0, text_hidden, &v->out_hidden)))
         return rc;
 
     /* Limits first: every later check and every buffer is sized from these. */

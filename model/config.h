@@ -61,7 +61,9 @@ typedef struct reap_quant_config {
  * Read by reap_config_load into reap_config.vision for model_type qwen3_vl_moe. Absent
  * fields take the transformers defaults of Qwen3VLMoeVisionConfig (depth 27, hidden
  * 1152, gelu_pytorch_tanh, intermediate 4304, 16 heads, 3 channels, patch 16, merge 2,
- * temporal patch 2, out_hidden 3584, 2304 positions, deepstack [8, 16, 24]).
+ * temporal patch 2, 2304 positions, deepstack [8, 16, 24]), except out_hidden_size,
+ * which defaults to text_config.hidden_size (transformers' 3584 fits no released MoE
+ * model, and the features must have the text width).
  * present = 0 when there is no usable tower: qwen3_moe, no vision_config, or depth 0
  * (the stub reap-genmodel writes without --vision). When present, the values are
  * checked: each within its limit below; num_heads divides hidden_size; the head dim is
