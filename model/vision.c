@@ -528,7 +528,7 @@ static int check_finite(const float *x, int64_t n, int64_t d, const char *stage,
         return REAP_OK;
     if (block >= 0)
         return reap_err_set(REAP_E_NUMERIC, "vision tower: non-finite value after %s of "
-                            "block %d (patch row %lld, element %lld)", stage, block,
+                            "block %d (row %lld, element %lld)", stage, block,
                             (long long)(at / d), (long long)(at % d));
     return reap_err_set(REAP_E_NUMERIC, "vision tower: non-finite value in %s (row %lld, "
                         "element %lld)", stage, (long long)(at / d), (long long)(at % d));

@@ -5,8 +5,9 @@
  *     and refusals naming the field (deepstack index out of range, heads not dividing,
  *     out_hidden_size against the text hidden size, unknown hidden_act);
  *   - loading: a missing tensor and a mis-shaped one are REAP_E_FORMAT naming the tensor
- *     and both shapes; a NaN in a weight is REAP_E_NUMERIC naming the tensor; a
- *     checkpoint without a tower is REAP_E_INVALID;
+ *     and both shapes; a NaN in a weight is REAP_E_NUMERIC naming the tensor, an
+ *     activation that overflows names the block and the stage; a checkpoint without a
+ *     tower is REAP_E_INVALID;
  *   - grids that do not divide by the merge size are REAP_E_INVALID;
  *   - determinism: 1 and 3 threads give identical bits, and each image of a two-image
  *     call equals that image run alone, bit for bit.
@@ -175,6 +176,25 @@ static void test_config(void)
     reap_config_free(&cfg);
 }
 
+/* Overwrite element i of F32 tensor `name` in dir/model.safetensors with x. */
+static void poke(const char *dir, const char *name, int64_t i, float x)
+{
+    char shard[4300];
+    st_file *f = NULL;
+    snprintf(shard, sizeof shard, "%s/model.safetensors", dir);
+    CHECK_RC(st_file_open(shard, &f), REAP_OK);
+    const st_tensor *w = f ? st_file_find(f, name) : NULL;
+    CHECK(w != NULL && w->dtype == ST_F32 && i < w->numel);
+    uint64_t off = w ? st_file_data_offset(f) + w->begin + 4 * (uint64_t)i : 0;
+    st_file_close(f);
+    if (!w)
+        return;
+    int fd = open(shard, O_WRONLY);
+    CHECK(fd >= 0 && pwrite(fd, &x, 4, (off_t)off) == 4);
+    if (fd >= 0)
+        close(fd);
+}
+
 static void test_load_errors(void)
 {
     char dir[4096];
@@ -202,23 +222,26 @@ static void test_load_errors(void)
 
     /* a NaN in a vision weight */
     CHECK_RC(gen(dir, 2, ds, 1, ST_F32), REAP_OK);
-    {
-        char shard[4300];
-        st_file *f = NULL;
-        snprintf(shard, sizeof shard, "%s/model.safetensors", dir);
-        CHECK_RC(st_file_open(shard, &f), REAP_OK);
-        const st_tensor *w = f ? st_file_find(f, "model.visual.blocks.1.attn.proj.weight") : NULL;
-        CHECK(w != NULL);
-        uint64_t off = w ? st_file_data_offset(f) + w->begin + 4 * 5 : 0;
-        st_file_close(f);
-        float nan = NAN;
-        int fd = open(shard, O_WRONLY);
-        CHECK(fd >= 0 && pwrite(fd, &nan, 4, (off_t)off) == 4);
-        if (fd >= 0)
-            close(fd);
-    }
+    poke(dir, "model.visual.blocks.1.attn.proj.weight", 5, NAN);
     CHECK_RC(tower_open(dir, &t), REAP_E_NUMERIC);
     CHECK_ERRMSG("model.visual.blocks.1.attn.proj.weight");
+    tower_close(&t);
+
+    /* finite weights whose activations overflow: the error names block and stage */
+    CHECK_RC(gen(dir, 2, ds, 1, ST_F32), REAP_OK);
+    poke(dir, "model.visual.blocks.1.attn.proj.bias", 0, 3e38f);
+    poke(dir, "model.visual.blocks.1.mlp.linear_fc2.bias", 0, 3e38f);
+    CHECK_RC(tower_open(dir, &t), REAP_OK);
+    if (t.v) {
+        int32_t g[3] = { 1, 2, 2 };
+        float *p = NULL, *o = NULL, *d = NULL;
+        int64_t np, nt;
+        CHECK_RC(run(t.v, g, 1, 1, 3, &p, &o, &d, &np, &nt), REAP_E_NUMERIC);
+        CHECK_ERRMSG("non-finite value after the MLP of block 1");
+        free(p);
+        free(o);
+        free(d);
+    }
     tower_close(&t);
 }
 

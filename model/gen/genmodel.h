@@ -44,7 +44,7 @@
  * and scales are kept until its scales are written (3 bytes per K/g x N entry).
  *
  * Shards: tensors are listed in model order (embed, layer 0..L-1, norm, lm_head, then
- * vision stubs) and cut into n_shards contiguous, non-empty groups of roughly equal
+ * the vision stub or tower) and cut into n_shards contiguous, non-empty groups of roughly equal
  * bytes. n_shards == 1 writes model.safetensors; otherwise
  * model-%05d-of-%05d.safetensors. The index is written in both cases.
  *

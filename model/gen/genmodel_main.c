@@ -385,6 +385,16 @@ int main(int argc, char **argv)
            spec.n_layers, n_moe, spec.hidden, spec.n_heads,
            spec.n_kv_heads, spec.head_dim, spec.n_experts, spec.top_k, spec.moe_inter,
            spec.vocab, reap_gen_n_tensors(&spec), spec.n_shards, spec.seed);
+    if (spec.vision.enabled) {
+        printf("vision tower: depth %d, hidden %d, heads %d, inter %d, patch %d x %d x %d, "
+               "merge %d, %dx%d positions, deepstack [", spec.vision.depth,
+               spec.vision.hidden, spec.vision.n_heads, spec.vision.inter,
+               spec.vision.temporal_patch, spec.vision.patch, spec.vision.patch,
+               spec.vision.merge, spec.vision.pos_side, spec.vision.pos_side);
+        for (int k = 0; k < spec.vision.n_deepstack; k++)
+            printf("%s%d", k ? ", " : "", spec.vision.deepstack[k]);
+        printf("]; pixels %d..%d\n", spec.vision.min_pixels, spec.vision.max_pixels);
+    }
     if (val[O_CALIB]) {
         if ((rc = reap_gen_calib(val[O_CALIB], samples, min_len, max_len, spec.vocab,
                                  calib_seed))) {
