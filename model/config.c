@@ -7,6 +7,9 @@
  * Types are strict: an integer field written as 4096.0 is a format error. A JSON null
  * counts as absent, as transformers treats None.
  *
+ * qwen3_vl_moe's vision_config is read by its own function (get_vision) into
+ * reap_config.vision, after the language-model fields.
+ *
  * One file, one concern: one config.json into one reap_config (field readers, defaults,
  * cross-checks share the error-path naming); the checks against the checkpoint's tensors
  * are config_check.c.
@@ -367,6 +370,136 @@ static void quant_free(reap_quant_config *qc)
     memset(qc, 0, sizeof *qc);
 }
 
+/* ---- vision_config (qwen3_vl_moe) --------------------------------------------------- */
+
+/* deepstack_visual_indexes: an array of integers (absent: transformers' [8, 16, 24]). */
+static int get_deepstack(const field_src *src, json_t *obj, reap_vision_config *v)
+{
+    json_t *arr = field_get(obj, "deepstack_visual_indexes"), *x;
+    size_t i;
+
+    if (!arr) {
+        v->n_deepstack = 3;
+        v->deepstack[0] = 8;
+        v->deepstack[1] = 16;
+        v->deepstack[2] = 24;
+        return REAP_OK;
+    }
+    if (!json_is_array(arr))
+        return reap_err_set(REAP_E_FORMAT, "%s: %sdeepstack_visual_indexes must be an array, "
+                            "not %s", src->path, src->ctx, json_type_name(arr));
+    if (json_array_size(arr) > REAP_VISION_MAX_DEEPSTACK)
+        return reap_err_set(REAP_E_INVALID, "%s: %sdeepstack_visual_indexes has %zu entries, "
+                            "above the limit of %d this build accepts", src->path, src->ctx,
+                            json_array_size(arr), REAP_VISION_MAX_DEEPSTACK);
+    json_array_foreach(arr, i, x) {
+        if (!json_is_integer(x))
+            return reap_err_set(REAP_E_FORMAT, "%s: %sdeepstack_visual_indexes[%zu] must be an "
+                                "integer, not %s", src->path, src->ctx, i, json_type_name(x));
+        json_int_t d = json_integer_value(x);
+        if (d < 0 || d >= v->depth || (i > 0 && d <= v->deepstack[i - 1]))
+            return reap_err_set(REAP_E_INVALID, "%s: %sdeepstack_visual_indexes[%zu] = %lld: "
+                                "the indexes must increase strictly and lie in [0, depth = %d)",
+                                src->path, src->ctx, i, (long long)d, v->depth);
+        v->deepstack[i] = (int)d;
+        v->n_deepstack = (int)i + 1;
+    }
+    return REAP_OK;
+}
+
+/* vision_config of a qwen3_vl_moe config.json into c->vision (config.h states the
+ * rules). `text_hidden` is text_config.hidden_size. Absent or depth 0: present = 0. */
+static int get_vision(const char *path, json_t *root, int text_hidden, reap_vision_config *v)
+{
+    field_src src = { path, "vision_config." };
+    json_t *vc = field_get(root, "vision_config"), *act;
+    const char *p = path, *x = src.ctx;
+    int rc, depth;
+
+    memset(v, 0, sizeof *v);
+    if (!vc)
+        return REAP_OK;
+    if (!json_is_object(vc))
+        return reap_err_set(REAP_E_FORMAT, "%s: vision_config must be an object, not %s", path,
+                            json_type_name(vc));
+    if ((rc = get_int(&src, vc, "depth", 0, 27, &depth)))
+        return rc;
+    if (depth == 0)
+        return REAP_OK;
+    v->depth = depth;
+    if ((rc = get_int(&src, vc, "hidden_size", 0, 1152, &v->hidden)) ||
+        (rc = get_int(&src, vc, "num_heads", 0, 16, &v->n_heads)) ||
+        (rc = get_int(&src, vc, "intermediate_size", 0, 4304, &v->inter)) ||
+        (rc = get_int(&src, vc, "patch_size", 0, 16, &v->patch)) ||
+        (rc = get_int(&src, vc, "temporal_patch_size", 0, 2, &v->temporal_patch)) ||
+        (rc = get_int(&src, vc, "spatial_merge_size", 0, 2, &v->merge)) ||
+        (rc = get_int(&src, vc, "in_channels", 0, 3, &v->in_channels)) ||
+        (rc = get_int(&src, vc, "num_position_embeddings", 0, 2304, &v->n_pos)) ||
+        (rc = get_int(&src, vc, "out_hidden_size", 0, text_hidden, &v->out_hidden)))
+        return rc;
+
+    /* Limits first: every later check and every buffer is sized from these. */
+    static const struct {
+        const char *field;
+        size_t off;
+        int max;
+    } lim[] = {
+        {"depth", offsetof(reap_vision_config, depth), REAP_VISION_MAX_DEPTH},
+        {"hidden_size", offsetof(reap_vision_config, hidden), REAP_VISION_MAX_HIDDEN},
+        {"num_heads", offsetof(reap_vision_config, n_heads), REAP_VISION_MAX_HEADS},
+        {"intermediate_size", offsetof(reap_vision_config, inter), REAP_VISION_MAX_INTER},
+        {"patch_size", offsetof(reap_vision_config, patch), REAP_VISION_MAX_PATCH},
+        {"temporal_patch_size", offsetof(reap_vision_config, temporal_patch),
+         REAP_VISION_MAX_SMALL},
+        {"spatial_merge_size", offsetof(reap_vision_config, merge), REAP_VISION_MAX_SMALL},
+        {"in_channels", offsetof(reap_vision_config, in_channels), REAP_VISION_MAX_SMALL},
+        {"num_position_embeddings", offsetof(reap_vision_config, n_pos), REAP_VISION_MAX_POS},
+        {"out_hidden_size", offsetof(reap_vision_config, out_hidden), REAP_VISION_MAX_HIDDEN},
+    };
+    for (size_t k = 0; k < sizeof lim / sizeof lim[0]; k++) {
+        int val = *(const int *)((const char *)v + lim[k].off);
+        if (val <= 0 || val > lim[k].max)
+            return reap_err_set(REAP_E_INVALID, "%s: %s%s = %d must be in [1, %d]", p, x,
+                                lim[k].field, val, lim[k].max);
+    }
+    if (v->hidden % v->n_heads != 0)
+        return reap_err_set(REAP_E_INVALID, "%s: %shidden_size = %d is not divisible by "
+                            "num_heads = %d", p, x, v->hidden, v->n_heads);
+    v->head_dim = v->hidden / v->n_heads;
+    if (v->head_dim > REAP_CONFIG_MAX_HEAD_DIM)
+        return reap_err_set(REAP_E_INVALID, "%s: %shidden_size / num_heads = %d is above the "
+                            "limit of %d this build accepts", p, x, v->head_dim,
+                            REAP_CONFIG_MAX_HEAD_DIM);
+    if (v->head_dim % 4 != 0)
+        return reap_err_set(REAP_E_INVALID, "%s: %shidden_size / num_heads = %d must be a "
+                            "multiple of 4 for the 2-D rotary embedding", p, x, v->head_dim);
+    for (v->pos_side = 1; v->pos_side * v->pos_side < v->n_pos; v->pos_side++)
+        ;
+    if (v->pos_side * v->pos_side != v->n_pos)
+        return reap_err_set(REAP_E_INVALID, "%s: %snum_position_embeddings = %d is not a "
+                            "square (the table is a side x side grid)", p, x, v->n_pos);
+    if (v->out_hidden != text_hidden)
+        return reap_err_set(REAP_E_INVALID, "%s: %sout_hidden_size = %d differs from "
+                            "text_config.hidden_size = %d (image features replace token "
+                            "embeddings)", p, x, v->out_hidden, text_hidden);
+    act = field_get(vc, "hidden_act");
+    if (act && !json_is_string(act))
+        return reap_err_set(REAP_E_FORMAT, "%s: %shidden_act must be a string, not %s", p, x,
+                            json_type_name(act));
+    const char *an = act ? json_string_value(act) : "gelu_pytorch_tanh";
+    if (strcmp(an, "gelu_pytorch_tanh") == 0 || strcmp(an, "gelu_new") == 0)
+        v->act = REAP_VISION_ACT_GELU_TANH;
+    else if (strcmp(an, "gelu") == 0)
+        v->act = REAP_VISION_ACT_GELU_ERF;
+    else
+        return reap_err_set(REAP_E_UNSUPPORTED, "%s: %shidden_act \"%.64s\" is not supported "
+                            "(gelu_pytorch_tanh, gelu_new, gelu)", p, x, an);
+    if ((rc = get_deepstack(&src, vc, v)))
+        return rc;
+    v->present = 1;
+    return REAP_OK;
+}
+
 /* Values checked against each other. `has_head_dim`: head_dim was in the file (else it
  * is derived here from hidden / heads). */
 static int config_validate(const field_src *src, reap_config *c, int has_head_dim)
@@ -625,6 +758,9 @@ int reap_config_load_confined(const char *path, const reap_roots *roots, reap_co
         (rc = get_quant(path, root, fields, &c.quant)))
         goto fail;
     if (c.family == REAP_FAMILY_QWEN3_VL_MOE && (rc = get_mrope(&src, fields, &c)))
+        goto fail;
+    if (c.family == REAP_FAMILY_QWEN3_VL_MOE &&
+        (rc = get_vision(path, root, c.hidden, &c.vision)))
         goto fail;
 
     json_decref(root);

@@ -65,6 +65,55 @@ typedef struct reap_quant_config {
     char **not_convert;        /* [n_not_convert] modules_to_not_convert, owned */
 } reap_quant_config;
 
+/* ---- vision tower (qwen3_vl_moe "vision_config") -------------------------------------
+ * Read by reap_config_load into reap_config.vision for model_type qwen3_vl_moe. Absent
+ * fields take the transformers defaults of Qwen3VLMoeVisionConfig (depth 27, hidden
+ * 1152, gelu_pytorch_tanh, intermediate 4304, 16 heads, 3 channels, patch 16, merge 2,
+ * temporal patch 2, 2304 positions, deepstack [8, 16, 24]), except out_hidden_size,
+ * which defaults to text_config.hidden_size (transformers' 3584 fits no released MoE
+ * model, and the features must have the text width).
+ * present = 0 when there is no usable tower: qwen3_moe, no vision_config, or depth 0
+ * (the stub reap-genmodel writes without --vision). When present, the values are
+ * checked: each within its limit below; num_heads divides hidden_size; the head dim is
+ * a multiple of 4 (2-D rotary over head_dim/2) and at most REAP_CONFIG_MAX_HEAD_DIM;
+ * num_position_embeddings is a perfect square; out_hidden_size equals
+ * text_config.hidden_size (merged features replace token embeddings);
+ * deepstack_visual_indexes increase strictly, each in [0, depth); hidden_act is
+ * "gelu_pytorch_tanh" / "gelu_new" (tanh GELU) or "gelu" (erf GELU). */
+#define REAP_VISION_MAX_DEPTH 1024
+#define REAP_VISION_MAX_HIDDEN 65536       /* hidden_size, out_hidden_size */
+#define REAP_VISION_MAX_HEADS 1024
+#define REAP_VISION_MAX_INTER 1048576
+#define REAP_VISION_MAX_PATCH 1024         /* patch_size */
+#define REAP_VISION_MAX_SMALL 16           /* temporal_patch_size, spatial_merge_size,
+                                              in_channels */
+#define REAP_VISION_MAX_POS 1048576        /* num_position_embeddings */
+#define REAP_VISION_MAX_DEEPSTACK 64       /* entries of deepstack_visual_indexes */
+
+typedef enum reap_vision_act {
+    REAP_VISION_ACT_GELU_TANH = 1,         /* gelu_pytorch_tanh, gelu_new */
+    REAP_VISION_ACT_GELU_ERF = 2           /* gelu */
+} reap_vision_act;
+
+typedef struct reap_vision_config {
+    int present;               /* 1: a tower to run; 0: the fields below are zero */
+    int depth;                 /* blocks */
+    int hidden;                /* Hv, hidden_size */
+    int n_heads;               /* num_heads */
+    int head_dim;              /* Hv / num_heads (derived) */
+    int inter;                 /* Iv, intermediate_size */
+    reap_vision_act act;       /* hidden_act of the block MLP */
+    int patch;                 /* P, patch_size */
+    int temporal_patch;        /* Tp, temporal_patch_size */
+    int merge;                 /* m, spatial_merge_size */
+    int in_channels;           /* C */
+    int n_pos;                 /* num_position_embeddings = side * side */
+    int pos_side;              /* sqrt(num_position_embeddings) (derived) */
+    int out_hidden;            /* out_hidden_size (= text hidden) */
+    int n_deepstack;           /* entries of deepstack_visual_indexes */
+    int deepstack[REAP_VISION_MAX_DEEPSTACK]; /* block indexes, strictly increasing */
+} reap_vision_config;
+
 typedef struct reap_config {
     reap_family family;
     char model_type[32];       /* as written in config.json */
@@ -91,6 +140,7 @@ typedef struct reap_config {
     int mrope_interleaved;     /* 1: interleaved mRoPE (the only layout supported) */
     int mrope_section[3];      /* frequency slots per axis t, h, w */
     reap_quant_config quant;   /* method REAP_QUANT_NONE unless quantised */
+    reap_vision_config vision; /* qwen3_vl_moe vision_config (present 0 otherwise) */
 } reap_config;
 
 /* Parse `path` (a config.json). Returns REAP_OK, REAP_E_IO, REAP_E_NOTFOUND (no such
@@ -98,10 +148,11 @@ typedef struct reap_config {
  * without waiting, fsopen.h), REAP_E_FORMAT (bad JSON or
  * a field of the wrong type, named in the message), REAP_E_UNSUPPORTED (other
  * model_type, attention_bias true, a quantisation method or AWQ setting other than the
- * ones above, named; mrope_interleaved false), REAP_E_INVALID (a value outside its limit above, or inconsistent
- * values: heads not divisible by kv heads, top_k > experts, an mrope_section that does not
- * sum to head_dim / 2, ...; the message names
- * `path` and the field). The values are not checked against the tensors here: see
+ * ones above, named; mrope_interleaved false; a vision_config hidden_act other than the
+ * GELUs above), REAP_E_INVALID (a value outside its limit above, or inconsistent values:
+ * heads not divisible by kv heads, top_k > experts, an mrope_section that does not sum to
+ * head_dim / 2, a vision_config breaking the rules above, ...; the message names `path`
+ * and the field, e.g. "vision_config.num_heads"). The values are not checked against the tensors here: see
  * reap_config_check_ckpt (config_check.h). On failure *out is left zeroed. Free with
  * reap_config_free (it owns mlp_only_layers and quant.not_convert). Thread rules: a
  * loaded configuration is read-only; any number of threads may read it. */

@@ -43,6 +43,7 @@ static void test_qwen3_moe(void)
 
     CHECK_RC(reap_config_load(path, &c), REAP_OK);
     CHECK(c.family == REAP_FAMILY_QWEN3_MOE);
+    CHECK(c.vision.present == 0 && c.vision.depth == 0);   /* no tower in qwen3_moe */
     CHECK(strcmp(c.model_type, "qwen3_moe") == 0);
     CHECK(strcmp(c.prefix, "model.") == 0);
     CHECK(c.n_layers == 48);
@@ -93,6 +94,14 @@ static void test_qwen3_vl_moe(void)
 
     CHECK_RC(reap_config_load(path, &c), REAP_OK);
     CHECK(c.family == REAP_FAMILY_QWEN3_VL_MOE);
+    /* vision_config: the two fields given, transformers' defaults, out_hidden = H */
+    CHECK(c.vision.present == 1 && c.vision.depth == 27 && c.vision.hidden == 1152);
+    CHECK(c.vision.n_heads == 16 && c.vision.head_dim == 72 && c.vision.inter == 4304);
+    CHECK(c.vision.patch == 16 && c.vision.temporal_patch == 2 && c.vision.merge == 2);
+    CHECK(c.vision.in_channels == 3 && c.vision.n_pos == 2304 && c.vision.pos_side == 48);
+    CHECK(c.vision.out_hidden == 4096 && c.vision.act == REAP_VISION_ACT_GELU_TANH);
+    CHECK(c.vision.n_deepstack == 3 && c.vision.deepstack[0] == 8 &&
+          c.vision.deepstack[1] == 16 && c.vision.deepstack[2] == 24);
     CHECK(strcmp(c.model_type, "qwen3_vl_moe") == 0);
     CHECK(strcmp(c.prefix, "model.language_model.") == 0);
     CHECK(c.n_layers == 94);

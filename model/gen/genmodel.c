@@ -213,6 +213,66 @@ static int plan_linear(gen_plan *p, const reap_gen_spec *s, double std, int64_t 
             return rc;                                                            \
     } while (0)
 
+/* A LayerNorm of width n named `<module>`: weight 1 + 0.1 x, bias 0.1 x. */
+static int plan_layer_norm(gen_plan *p, int64_t n, const char *module)
+{
+    int rc = plan_add(p, GEN_NORM_W, 0, 1, (const int64_t[]){n}, "%s.weight", module);
+    return rc ? rc : plan_add(p, GEN_GAUSS, 0.1, 1, (const int64_t[]){n}, "%s.bias", module);
+}
+
+/* A vision linear [N, K] with bias named `<module>` (never quantised). */
+static int plan_vis_linear(gen_plan *p, int64_t N, int64_t K, const char *module)
+{
+    int rc = plan_add(p, GEN_GAUSS, 1.0 / sqrt((double)K), 2, (const int64_t[]){N, K},
+                      "%s.weight", module);
+    return rc ? rc : plan_add(p, GEN_GAUSS, 0.1, 1, (const int64_t[]){N}, "%s.bias", module);
+}
+
+/* The real vision tower (genmodel.h, reap_gen_vision), after the language model. */
+static int plan_vision(const reap_gen_spec *s, gen_plan *p)
+{
+    const reap_gen_vision *v = &s->vision;
+    const int64_t Hv = v->hidden, mg = (int64_t)v->merge * v->merge * Hv;
+    const int64_t D = 3LL * v->temporal_patch * v->patch * v->patch;
+    char mod[160];
+    int rc;
+
+    ADD(GEN_GAUSS, 1.0 / sqrt((double)D), 5,
+        SHAPE(Hv, 3, v->temporal_patch, v->patch, v->patch),
+        "model.visual.patch_embed.proj.weight");
+    ADD(GEN_GAUSS, 0.1, 1, SHAPE(Hv), "model.visual.patch_embed.proj.bias");
+    ADD(GEN_GAUSS, 0.5, 2, SHAPE((int64_t)v->pos_side * v->pos_side, Hv),
+        "model.visual.pos_embed.weight");
+#define VIS(call, ...)                                                            \
+    do {                                                                          \
+        snprintf(mod, sizeof mod, __VA_ARGS__);                                   \
+        if ((rc = call))                                                          \
+            return rc;                                                            \
+    } while (0)
+    for (int b = 0; b < v->depth; b++) {
+        VIS(plan_layer_norm(p, Hv, mod), "model.visual.blocks.%d.norm1", b);
+        VIS(plan_layer_norm(p, Hv, mod), "model.visual.blocks.%d.norm2", b);
+        VIS(plan_vis_linear(p, 3 * Hv, Hv, mod), "model.visual.blocks.%d.attn.qkv", b);
+        VIS(plan_vis_linear(p, Hv, Hv, mod), "model.visual.blocks.%d.attn.proj", b);
+        VIS(plan_vis_linear(p, v->inter, Hv, mod), "model.visual.blocks.%d.mlp.linear_fc1",
+            b);
+        VIS(plan_vis_linear(p, Hv, v->inter, mod), "model.visual.blocks.%d.mlp.linear_fc2",
+            b);
+    }
+    VIS(plan_layer_norm(p, Hv, mod), "model.visual.merger.norm");
+    VIS(plan_vis_linear(p, mg, mg, mod), "model.visual.merger.linear_fc1");
+    VIS(plan_vis_linear(p, s->hidden, mg, mod), "model.visual.merger.linear_fc2");
+    for (int k = 0; k < v->n_deepstack; k++) {
+        VIS(plan_layer_norm(p, mg, mod), "model.visual.deepstack_merger_list.%d.norm", k);
+        VIS(plan_vis_linear(p, mg, mg, mod), "model.visual.deepstack_merger_list.%d.linear_fc1",
+            k);
+        VIS(plan_vis_linear(p, s->hidden, mg, mod),
+            "model.visual.deepstack_merger_list.%d.linear_fc2", k);
+    }
+#undef VIS
+    return REAP_OK;
+}
+
 /* List every tensor of the checkpoint in model order. */
 static int plan_build(const reap_gen_spec *s, gen_plan *p)
 {
@@ -261,6 +321,8 @@ static int plan_build(const reap_gen_spec *s, gen_plan *p)
     ADD(GEN_NORM_W, 0, 1, SHAPE(H), "%snorm.weight", pre);
     if (!s->tie_word_embeddings)
         ADD(GEN_GAUSS, sH, 2, SHAPE(V, H), "lm_head.weight");
+    if (s->family == REAP_FAMILY_QWEN3_VL_MOE && s->vision.enabled)
+        return plan_vision(s, p);
     if (s->family == REAP_FAMILY_QWEN3_VL_MOE) {
         /* vision tower stub: patch embedding of 3 channels x 2 frames x 4 x 4 pixels */
         ADD(GEN_GAUSS, 1.0 / sqrt(96.0), 5, SHAPE(16, 3, 2, 4, 4),
@@ -403,6 +465,72 @@ static int config_text_fields(const reap_gen_spec *s, json_t *o)
     return bad ? REAP_E_NOMEM : REAP_OK;
 }
 
+/* vision_config of a real tower (genmodel.h, reap_gen_vision); out_hidden_size and
+ * model_type are set by the caller. */
+static int config_vision_fields(const reap_gen_spec *s, json_t *o)
+{
+    const reap_gen_vision *v = &s->vision;
+    json_t *ds = json_array();
+    int bad = 0;
+
+    if (!ds)
+        return REAP_E_NOMEM;
+    for (int k = 0; k < v->n_deepstack; k++)
+        bad |= json_array_append_new(ds, json_integer(v->deepstack[k]));
+    bad |= json_object_set_new(o, "deepstack_visual_indexes", ds);
+    bad |= json_object_set_new(o, "depth", json_integer(v->depth));
+    bad |= json_object_set_new(o, "hidden_size", json_integer(v->hidden));
+    bad |= json_object_set_new(o, "hidden_act", json_string("gelu_pytorch_tanh"));
+    bad |= json_object_set_new(o, "intermediate_size", json_integer(v->inter));
+    bad |= json_object_set_new(o, "num_heads", json_integer(v->n_heads));
+    bad |= json_object_set_new(o, "in_channels", json_integer(3));
+    bad |= json_object_set_new(o, "patch_size", json_integer(v->patch));
+    bad |= json_object_set_new(o, "spatial_merge_size", json_integer(v->merge));
+    bad |= json_object_set_new(o, "temporal_patch_size", json_integer(v->temporal_patch));
+    bad |= json_object_set_new(o, "num_position_embeddings",
+                               json_integer((json_int_t)v->pos_side * v->pos_side));
+    bad |= json_object_set_new(o, "initializer_range", json_real(0.02));
+    return bad ? REAP_E_NOMEM : REAP_OK;
+}
+
+/* preprocessor_config.json of a real tower, the fields Qwen3-VL ships. */
+static int preprocessor_write(const reap_gen_spec *s, const char *path)
+{
+    const reap_gen_vision *v = &s->vision;
+    json_t *root = json_object(), *size = json_object(), *mean = json_array(),
+           *std = json_array();
+    int bad = !root || !size || !mean || !std, rc;
+
+    for (int c = 0; c < 3 && !bad; c++) {
+        bad |= json_array_append_new(mean, json_real(0.5));
+        bad |= json_array_append_new(std, json_real(0.5));
+    }
+    bad |= json_object_set_new(size, "shortest_edge", json_integer(v->min_pixels));
+    bad |= json_object_set_new(size, "longest_edge", json_integer(v->max_pixels));
+    bad |= json_object_set(root, "size", size);
+    bad |= json_object_set_new(root, "patch_size", json_integer(v->patch));
+    bad |= json_object_set_new(root, "temporal_patch_size", json_integer(v->temporal_patch));
+    bad |= json_object_set_new(root, "merge_size", json_integer(v->merge));
+    bad |= json_object_set(root, "image_mean", mean);
+    bad |= json_object_set(root, "image_std", std);
+    bad |= json_object_set_new(root, "do_convert_rgb", json_true());
+    bad |= json_object_set_new(root, "do_resize", json_true());
+    bad |= json_object_set_new(root, "do_rescale", json_true());
+    bad |= json_object_set_new(root, "do_normalize", json_true());
+    bad |= json_object_set_new(root, "rescale_factor", json_real(1.0 / 255.0));
+    bad |= json_object_set_new(root, "resample", json_integer(3)); /* PIL BICUBIC */
+    bad |= json_object_set_new(root, "image_processor_type",
+                               json_string("Qwen2VLImageProcessor"));
+    bad |= json_object_set_new(root, "processor_class", json_string("Qwen3VLProcessor"));
+    rc = bad ? reap_err_set(REAP_E_NOMEM, "genmodel: out of memory building %s", path)
+             : json_write_atomic(root, path);
+    json_decref(size);
+    json_decref(mean);
+    json_decref(std);
+    json_decref(root);
+    return rc;
+}
+
 static int config_write(const reap_gen_spec *s, const char *path)
 {
     json_t *root = json_object(), *text = NULL, *vis = NULL, *arch = json_array();
@@ -442,13 +570,22 @@ static int config_write(const reap_gen_spec *s, const char *path)
         bad |= json_object_set_new(rope, "mrope_interleaved", json_true());
         bad |= json_object_set_new(text, "rope_scaling", rope);
         bad |= json_object_set_new(text, "model_type", json_string("qwen3_vl_moe_text"));
-        /* a stub: describes the two model.visual.* tensors, not a usable tower */
         bad |= json_object_set_new(vis, "model_type", json_string("qwen3_vl_moe"));
-        bad |= json_object_set_new(vis, "depth", json_integer(0));
-        bad |= json_object_set_new(vis, "hidden_size", json_integer(16));
-        bad |= json_object_set_new(vis, "in_channels", json_integer(3));
-        bad |= json_object_set_new(vis, "patch_size", json_integer(4));
-        bad |= json_object_set_new(vis, "temporal_patch_size", json_integer(2));
+        if (s->vision.enabled) {
+            if ((rc = config_vision_fields(s, vis))) {
+                json_decref(rope);
+                json_decref(sec);
+                goto fail;
+            }
+            rc = REAP_E_NOMEM;
+        } else {
+            /* a stub: describes the two model.visual.* tensors, not a usable tower */
+            bad |= json_object_set_new(vis, "depth", json_integer(0));
+            bad |= json_object_set_new(vis, "hidden_size", json_integer(16));
+            bad |= json_object_set_new(vis, "in_channels", json_integer(3));
+            bad |= json_object_set_new(vis, "patch_size", json_integer(4));
+            bad |= json_object_set_new(vis, "temporal_patch_size", json_integer(2));
+        }
         bad |= json_object_set_new(vis, "out_hidden_size", json_integer(s->hidden));
         bad |= json_array_append_new(arch, json_string("Qwen3VLMoeForConditionalGeneration"));
         bad |= json_object_set_new(root, "model_type", json_string("qwen3_vl_moe"));
@@ -708,6 +845,43 @@ void reap_gen_spec_default(reap_gen_spec *s, reap_family family)
     s->awq = REAP_GEN_PLAIN;
     s->awq_group_size = 128;
     s->awq_attention = 1;
+    s->vision = (reap_gen_vision){ .enabled = 0, .depth = 3, .hidden = 32, .n_heads = 2,
+                                   .inter = 64, .patch = 4, .temporal_patch = 2, .merge = 2,
+                                   .pos_side = 8, .n_deepstack = 2, .deepstack = { 0, 2 },
+                                   .min_pixels = 1024, .max_pixels = 16384 };
+}
+
+/* The vision tower settings (genmodel.h). */
+static int vision_check(const reap_gen_spec *s)
+{
+    const reap_gen_vision *v = &s->vision;
+    if (!v->enabled)
+        return REAP_OK;
+    if (s->family != REAP_FAMILY_QWEN3_VL_MOE)
+        return reap_err_set(REAP_E_INVALID, "genmodel: a vision tower needs qwen3_vl_moe");
+    if (v->depth < 1 || v->depth > 1024 || v->hidden < 1 || v->hidden > 65536 ||
+        v->n_heads < 1 || v->inter < 1 || v->inter > 1048576 || v->patch < 1 ||
+        v->patch > 1024 || v->temporal_patch < 1 || v->temporal_patch > 16 || v->merge < 1 ||
+        v->merge > 16 || v->pos_side < 1 || v->pos_side > 1024)
+        return reap_err_set(REAP_E_INVALID, "genmodel: vision sizes out of range (depth %d, "
+                            "hidden %d, heads %d, inter %d, patch %d, temporal %d, merge %d, "
+                            "pos side %d)", v->depth, v->hidden, v->n_heads, v->inter,
+                            v->patch, v->temporal_patch, v->merge, v->pos_side);
+    if (v->hidden % v->n_heads || (v->hidden / v->n_heads) % 4)
+        return reap_err_set(REAP_E_INVALID, "genmodel: vision hidden %d / heads %d must be a "
+                            "multiple of 4", v->hidden, v->n_heads);
+    if (v->n_deepstack < 0 || v->n_deepstack > REAP_GEN_MAX_DEEPSTACK)
+        return reap_err_set(REAP_E_INVALID, "genmodel: at most %d deepstack indexes",
+                            REAP_GEN_MAX_DEEPSTACK);
+    for (int k = 0; k < v->n_deepstack; k++)
+        if (v->deepstack[k] < 0 || v->deepstack[k] >= v->depth ||
+            (k > 0 && v->deepstack[k] <= v->deepstack[k - 1]))
+            return reap_err_set(REAP_E_INVALID, "genmodel: deepstack index %d must increase "
+                                "and lie in [0, depth %d)", v->deepstack[k], v->depth);
+    if (v->min_pixels < 1 || v->min_pixels > v->max_pixels)
+        return reap_err_set(REAP_E_INVALID, "genmodel: need 1 <= min_pixels (%d) <= "
+                            "max_pixels (%d)", v->min_pixels, v->max_pixels);
+    return REAP_OK;
 }
 
 /* Number of tensors of the checkpoint (-1 when the plan cannot be built). */
@@ -800,7 +974,7 @@ int reap_gen_spec_check(const reap_gen_spec *s)
          "genmodel: dtype must be BF16, F16 or F32");
     NEED(s->rope_theta > 0 && s->rms_eps > 0, "genmodel: rope_theta and rms_eps must be > 0");
     int rc = awq_check(s);
-    if (rc)
+    if (rc || (rc = vision_check(s)))
         return rc;
     const int n_tensors = count_tensors(s);
     if (n_tensors < 0)
@@ -836,7 +1010,12 @@ int reap_gen_model(const reap_gen_spec *s, const char *dir)
     if ((rc = index_write(s, &plan, total, path)))
         goto fail;
     snprintf(path, sizeof path, "%s/config.json", dir);
-    rc = config_write(s, path);
+    if ((rc = config_write(s, path)))
+        goto fail;
+    if (s->family == REAP_FAMILY_QWEN3_VL_MOE && s->vision.enabled) {
+        snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
+        rc = preprocessor_write(s, path);
+    }
 fail:
     free(plan.t);
     return rc;

@@ -44,7 +44,7 @@
  * and scales are kept until its scales are written (3 bytes per K/g x N entry).
  *
  * Shards: tensors are listed in model order (embed, layer 0..L-1, norm, lm_head, then
- * vision stubs) and cut into n_shards contiguous, non-empty groups of roughly equal
+ * the vision stub or tower) and cut into n_shards contiguous, non-empty groups of roughly equal
  * bytes. n_shards == 1 writes model.safetensors; otherwise
  * model-%05d-of-%05d.safetensors. The index is written in both cases.
  *
@@ -68,6 +68,39 @@ typedef enum reap_gen_quant {
     REAP_GEN_AWQ = 1,          /* AWQ int4 GEMM checkpoint */
     REAP_GEN_AWQ_TWIN = 2      /* the AWQ model dequantised, as plain tensors */
 } reap_gen_quant;
+
+#define REAP_GEN_MAX_DEEPSTACK 8
+
+/* The vision tower of a qwen3_vl_moe checkpoint. enabled 0 (the default) keeps the
+ * two-tensor stub (patch embedding only, vision_config depth 0: no usable tower), so
+ * text-only test checkpoints are unchanged. enabled 1 writes a real tower (vision.h)
+ * and a preprocessor_config.json:
+ *   model.visual.patch_embed.proj.weight [Hv, 3, Tp, P, P]  x / sqrt(3 Tp P P)
+ *   model.visual.pos_embed.weight [side*side, Hv]           0.5 x
+ *   blocks.N.norm{1,2}.weight, merger norms                  1 + 0.1 x
+ *   every bias, every LayerNorm bias                         0.1 x
+ *   every linear weight [out, in]                            x / sqrt(in)
+ * vision_config: depth, hidden_size, num_heads, intermediate_size, hidden_act
+ * gelu_pytorch_tanh, in_channels 3, patch_size, temporal_patch_size, spatial_merge_size,
+ * num_position_embeddings side*side, out_hidden_size = H, deepstack_visual_indexes.
+ * preprocessor_config.json as Qwen3-VL ships it: patch_size, temporal_patch_size,
+ * merge_size, image_mean = image_std = 0.5, size {shortest_edge: min_pixels,
+ * longest_edge: max_pixels}, Qwen2VLImageProcessor. */
+typedef struct reap_gen_vision {
+    int enabled;               /* 1: a real tower (qwen3_vl_moe only) */
+    int depth;                 /* blocks (3) */
+    int hidden;                /* Hv (32) */
+    int n_heads;               /* Hv / n_heads a multiple of 4 (2) */
+    int inter;                 /* Iv (64) */
+    int patch;                 /* P (4) */
+    int temporal_patch;        /* Tp (2) */
+    int merge;                 /* m (2) */
+    int pos_side;              /* position table side; num_position_embeddings = side^2 (8) */
+    int n_deepstack;           /* 0..REAP_GEN_MAX_DEEPSTACK (2) */
+    int deepstack[REAP_GEN_MAX_DEEPSTACK]; /* strictly increasing, < depth ([0, 2]) */
+    int min_pixels;            /* size.shortest_edge (1024) */
+    int max_pixels;            /* size.longest_edge (16384) */
+} reap_gen_vision;
 
 typedef struct reap_gen_spec {
     reap_family family;        /* REAP_FAMILY_QWEN3_MOE or REAP_FAMILY_QWEN3_VL_MOE */
@@ -101,17 +134,21 @@ typedef struct reap_gen_spec {
     int awq_attention;         /* 1 (default): q/k/v/o_proj quantised too */
     int n_awq_skip;            /* 0..REAP_GEN_MAX_AWQ_SKIP */
     char awq_skip[REAP_GEN_MAX_AWQ_SKIP][128]; /* more modules_to_not_convert entries */
+    reap_gen_vision vision;    /* qwen3_vl_moe: the vision tower (see above) */
 } reap_gen_spec;
 
 /* Fill `spec` with a small valid default: qwen3_moe, family layout, 2 layers, H 64,
  * 4 heads, 2 KV heads, hd 16, E 8, K 2, I 32, inter 64, V 128, norm_topk_prob 1,
  * sparse step 1, rope_theta 10000 (qwen3_moe) / 5e6 (qwen3_vl_moe), eps 1e-6, BF16,
- * 1 shard, seed 1, unquantised (AWQ settings: group 128, attention quantised).
+ * 1 shard, seed 1, unquantised (AWQ settings: group 128, attention quantised), vision
+ * tower off (its sizes: the defaults in reap_gen_vision).
  * `family` selects the family (and its rope_theta default). */
 void reap_gen_spec_default(reap_gen_spec *spec, reap_family family);
 
 /* Check a spec: sizes positive, nKV divides nH, hd even, K <= E, dtype BF16/F16/F32,
- * mlp_only layer ids in range, n_shards within 1..number of tensors; with AWQ, the group
+ * mlp_only layer ids in range, n_shards within 1..number of tensors; a vision tower only
+ * for qwen3_vl_moe, its sizes positive, Hv / heads a multiple of 4, deepstack indexes
+ * increasing below depth, min_pixels <= max_pixels; with AWQ, the group
  * size divides the in_features and 8 the out_features of every linear kind that may be
  * quantised (attention when awq_attention, split experts, dense MLPs).
  * Returns REAP_OK, REAP_E_INVALID (the message names the field) or REAP_E_NOMEM. */
@@ -121,8 +158,10 @@ int reap_gen_spec_check(const reap_gen_spec *spec);
  * existing files of the same names are replaced): config.json, the shard(s) and
  * model.safetensors.index.json (metadata.total_size = sum of tensor data bytes;
  * weight_map: every tensor -> its shard). For qwen3_vl_moe, config.json nests the
- * language-model fields in "text_config" and carries a small "vision_config" stub, and
- * two tiny "model.visual.*" tensors are written (the scorer and pruner must ignore them).
+ * language-model fields in "text_config" and carries a "vision_config": without
+ * spec.vision.enabled a stub (depth 0) and two tiny "model.visual.*" tensors (the scorer
+ * and pruner must ignore them); with it the full tower above after the language model's
+ * tensors, and preprocessor_config.json beside config.json.
  * Returns REAP_OK, REAP_E_INVALID (bad spec), REAP_E_IO, REAP_E_NOMEM. */
 int reap_gen_model(const reap_gen_spec *spec, const char *dir);
 

@@ -22,7 +22,9 @@ enum opt_id {
     O_EXPERTS, O_TOP_K, O_MOE_INTER, O_INTER, O_VOCAB, O_NORM_TOPK, O_SPARSE_STEP,
     O_MLP_ONLY, O_DTYPE, O_SHARDS, O_SEED, O_TIE, O_ROPE_THETA, O_RMS_EPS, O_CALIB,
     O_SAMPLES, O_MIN_LEN, O_MAX_LEN, O_CALIB_SEED, O_AWQ, O_AWQ_TWIN, O_GROUP_SIZE,
-    O_AWQ_ATTN, O_AWQ_SKIP, O_HELP, O_COUNT
+    O_AWQ_ATTN, O_AWQ_SKIP, O_VISION, O_VIS_DEPTH, O_VIS_HIDDEN, O_VIS_HEADS, O_VIS_INTER,
+    O_VIS_PATCH, O_VIS_MERGE, O_VIS_POS_SIDE, O_VIS_DEEPSTACK, O_MIN_PIXELS, O_MAX_PIXELS,
+    O_HELP, O_COUNT
 };
 
 static const struct opt {
@@ -63,6 +65,19 @@ static const struct opt {
     [O_AWQ_ATTN] = { "--awq-attn", "0|1", "AWQ: quantise q/k/v/o_proj too (1)" },
     [O_AWQ_SKIP] = { "--awq-skip", "M,M,..", "AWQ: more modules_to_not_convert entries "
                                              "(written unquantised)" },
+    [O_VISION] = { "--vision", NULL, "qwen3_vl_moe: write a real vision tower and "
+                                     "preprocessor_config.json (default: a 2-tensor stub)" },
+    [O_VIS_DEPTH] = { "--vis-depth", "N", "vision blocks (3)" },
+    [O_VIS_HIDDEN] = { "--vis-hidden", "H", "vision hidden size (32)" },
+    [O_VIS_HEADS] = { "--vis-heads", "N", "vision heads; hidden / heads a multiple of 4 (2)" },
+    [O_VIS_INTER] = { "--vis-inter", "I", "vision MLP width (64)" },
+    [O_VIS_PATCH] = { "--vis-patch", "P", "patch size in pixels (4)" },
+    [O_VIS_MERGE] = { "--vis-merge", "M", "spatial merge size (2)" },
+    [O_VIS_POS_SIDE] = { "--vis-pos-side", "S", "position table side; S*S embeddings (8)" },
+    [O_VIS_DEEPSTACK] = { "--vis-deepstack", "B,B,..", "deepstack block indexes, increasing; "
+                                                      "'none' for none (0,2)" },
+    [O_MIN_PIXELS] = { "--min-pixels", "N", "preprocessor size.shortest_edge (1024)" },
+    [O_MAX_PIXELS] = { "--max-pixels", "N", "preprocessor size.longest_edge (16384)" },
     [O_HELP] = { "--help", NULL, "show this help" },
 };
 
@@ -138,6 +153,32 @@ static int parse_list(const char *s, reap_gen_spec *spec)
         }
         if (parse_int("--mlp-only", tok, 0, INT_MAX,
                       &spec->mlp_only_layers[spec->n_mlp_only++]))
+            return -1;
+    }
+    return 0;
+}
+
+/* --vis-deepstack: comma-separated block indexes, or "none". */
+static int parse_deepstack(const char *s, reap_gen_spec *spec)
+{
+    char buf[256], *tok, *save = NULL;
+
+    spec->vision.n_deepstack = 0;
+    if (strcmp(s, "none") == 0)
+        return 0;
+    if (strlen(s) >= sizeof buf) {
+        fprintf(stderr, "reap-genmodel: --vis-deepstack: list too long\n");
+        return -1;
+    }
+    strcpy(buf, s);
+    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (spec->vision.n_deepstack == REAP_GEN_MAX_DEEPSTACK) {
+            fprintf(stderr, "reap-genmodel: --vis-deepstack: at most %d entries\n",
+                    REAP_GEN_MAX_DEEPSTACK);
+            return -1;
+        }
+        if (parse_int("--vis-deepstack", tok, 0, 1023,
+                      &spec->vision.deepstack[spec->vision.n_deepstack++]))
             return -1;
     }
     return 0;
@@ -256,6 +297,15 @@ int main(int argc, char **argv)
             { O_TIE, offsetof(reap_gen_spec, tie_word_embeddings), 0, 1 },
             { O_GROUP_SIZE, offsetof(reap_gen_spec, awq_group_size), 1, 1 << 20 },
             { O_AWQ_ATTN, offsetof(reap_gen_spec, awq_attention), 0, 1 },
+            { O_VIS_DEPTH, offsetof(reap_gen_spec, vision.depth), 1, 1024 },
+            { O_VIS_HIDDEN, offsetof(reap_gen_spec, vision.hidden), 4, 65536 },
+            { O_VIS_HEADS, offsetof(reap_gen_spec, vision.n_heads), 1, 1024 },
+            { O_VIS_INTER, offsetof(reap_gen_spec, vision.inter), 1, 1 << 20 },
+            { O_VIS_PATCH, offsetof(reap_gen_spec, vision.patch), 1, 1024 },
+            { O_VIS_MERGE, offsetof(reap_gen_spec, vision.merge), 1, 16 },
+            { O_VIS_POS_SIDE, offsetof(reap_gen_spec, vision.pos_side), 1, 1024 },
+            { O_MIN_PIXELS, offsetof(reap_gen_spec, vision.min_pixels), 1, INT_MAX },
+            { O_MAX_PIXELS, offsetof(reap_gen_spec, vision.max_pixels), 1, INT_MAX },
         };
         for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
             if (val[ints[k].id] &&
@@ -283,6 +333,18 @@ int main(int argc, char **argv)
         return 2;
     }
     if (val[O_AWQ_SKIP] && parse_skip(val[O_AWQ_SKIP], &spec))
+        return 2;
+    spec.vision.enabled = val[O_VISION] != NULL;
+    for (int k = O_VIS_DEPTH; k <= O_MAX_PIXELS; k++)
+        if (val[k] && !spec.vision.enabled) {
+            fprintf(stderr, "reap-genmodel: %s needs --vision\n", opts[k].flag);
+            return 2;
+        }
+    if (spec.vision.enabled && family != REAP_FAMILY_QWEN3_VL_MOE) {
+        fprintf(stderr, "reap-genmodel: --vision needs --family qwen3_vl_moe\n");
+        return 2;
+    }
+    if (val[O_VIS_DEEPSTACK] && parse_deepstack(val[O_VIS_DEEPSTACK], &spec))
         return 2;
     calib_seed = spec.seed;
     if (val[O_CALIB_SEED] && parse_u64("--calib-seed", val[O_CALIB_SEED], &calib_seed))
@@ -323,6 +385,16 @@ int main(int argc, char **argv)
            spec.n_layers, n_moe, spec.hidden, spec.n_heads,
            spec.n_kv_heads, spec.head_dim, spec.n_experts, spec.top_k, spec.moe_inter,
            spec.vocab, reap_gen_n_tensors(&spec), spec.n_shards, spec.seed);
+    if (spec.vision.enabled) {
+        printf("vision tower: depth %d, hidden %d, heads %d, inter %d, patch %d x %d x %d, "
+               "merge %d, %dx%d positions, deepstack [", spec.vision.depth,
+               spec.vision.hidden, spec.vision.n_heads, spec.vision.inter,
+               spec.vision.temporal_patch, spec.vision.patch, spec.vision.patch,
+               spec.vision.merge, spec.vision.pos_side, spec.vision.pos_side);
+        for (int k = 0; k < spec.vision.n_deepstack; k++)
+            printf("%s%d", k ? ", " : "", spec.vision.deepstack[k]);
+        printf("]; pixels %d..%d\n", spec.vision.min_pixels, spec.vision.max_pixels);
+    }
     if (val[O_CALIB]) {
         if ((rc = reap_gen_calib(val[O_CALIB], samples, min_len, max_len, spec.vocab,
                                  calib_seed))) {
