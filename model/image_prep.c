@@ -40,8 +40,7 @@ static int get_int(json_t *o, const char *key, const char *name, int64_t lo, int
     if (!j || json_is_null(j))
         return REAP_OK;
     if (!json_is_integer(j))
-        return reap_err_set(REAP_E_FORMAT, "%s: \"%s\" must be an integer, not %s", name,
-                            key, json_type_name(j));
+        return reap_err_set(REAP_E_FORMAT, "%s: \"%s\" must be an integer", name, key);
     if (json_integer_value(j) < lo || json_integer_value(j) > hi)
         return reap_err_set(REAP_E_INVALID, "%s: \"%s\" %lld is out of range [%lld, %lld]",
                             name, key, (long long)json_integer_value(j), (long long)lo,
