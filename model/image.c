@@ -93,7 +93,10 @@ static void jpeg_on_error(j_common_ptr cinfo)
 
 /* Warnings (level -1) are corrupt data (a premature end, a bad Huffman code, ...): libjpeg
  * would go on and invent pixels, Pillow refuses a truncated file. Only extraneous bytes
- * between markers (pixels unaffected, common in camera files) are let through. */
+ * between markers (pixels unaffected, common in camera files) are let through. A file
+ * that lacks only its EOI marker is refused too (jpeg_finish_decompress looks for it):
+ * Pillow loads some such files and refuses others, depending on how many bytes its
+ * decoder had asked for ahead of the last block; one rule here. */
 static void jpeg_on_message(j_common_ptr cinfo, int level)
 {
     jpeg_ctx *c = (jpeg_ctx *)cinfo->err;

@@ -15,7 +15,8 @@ for each image and each preprocessor config checks, against what the C code dump
   pixels    its pixel_values: the maximum absolute difference (printed; must be 0 up to
             float32 rounding, 1e-6).
 
-An image the processor refuses (aspect ratio > 200) must be refused by the C code too.
+An image Pillow cannot load (cut short) or the processor refuses (aspect ratio > 200) must
+be refused by the C code too.
 Exits 0 when all pass, 1 on a failure.
 """
 
@@ -112,6 +113,18 @@ def make_images(d):
     save("lossy-250x130.webp", Image.fromarray(photo(250, 130)), quality=80)
     save("lossless-rgba-64x300.webp", Image.fromarray(photo(64, 300, 4)), lossless=True)
     save("aspect-1x250.png", Image.fromarray(photo(1, 250)))
+    save("lossy-rgba-97x61.webp", Image.fromarray(photo(97, 61, 4)), quality=70)
+    # cut files: JPEGs without their EOI marker (Pillow refuses these two; it loads
+    # some others of the kind, which the C code refuses), a PNG cut in its image data
+    for name, src in (("no-eoi-baseline.jpg", "513x257-444.jpg"),
+                      ("no-eoi-progressive.jpg", "301x199-progressive.jpg"),
+                      ("cut-half.png", "rgba-301x203.png")):
+        with open(out[src], "rb") as f:
+            data = f.read()
+        p = os.path.join(d, name)
+        with open(p, "wb") as f:
+            f.write(data[:-2] if name.endswith(".jpg") else data[:len(data) // 2])
+        out[name] = p
     # a size whose smart_resize hits a half: 80/32 = 2.5 rounds to 2 (to even), not 3
     save("half-even-80x144.png", Image.fromarray(photo(80, 144)))
     return out
@@ -167,6 +180,16 @@ def run(args):
             prefix = os.path.join(args.work, "%s-%s" % (cname, name))
             c = subprocess.run([args.dump, cpath, path, prefix], capture_output=True, text=True)
             pil = Image.open(path)
+            try:
+                pil.load()
+            except OSError as e:
+                if c.returncode == 2:
+                    print("ok   %-36s refused by both (%s)" % (label, c.stderr.strip()))
+                    checked += 1
+                else:
+                    fails.append("%s: Pillow refuses it (%s), the C code gave rc %d" %
+                                 (label, e, c.returncode))
+                continue
             try:
                 # channels_last said outright: transformers guesses channels-first for a
                 # 1x1 (or 3-pixel-high) image.

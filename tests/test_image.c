@@ -300,6 +300,20 @@ static void test_decode_jpeg_webp(void)
         reap_image_free(&img);
         free(b.p);
     }
+    /* without its EOI marker: refused, baseline (all pixels there) and progressive */
+    for (int prog = 0; prog < 2; prog++) {
+        reap_image full;
+        for (int i = 0; i < 16 * 8 * 3; i++)
+            pix[i] = (uint8_t)(i * 13);
+        buf b = make_jpeg(16, 8, 3, JCS_RGB, pix, prog);
+        CHECK_RC(decode_rc(&b, &full), REAP_OK);
+        b.n -= 2;
+        CHECK_RC(decode_rc(&b, &img), REAP_E_FORMAT);
+        CHECK(img.rgb == NULL && full.rgb != NULL);
+        reap_image_free(&img);
+        reap_image_free(&full);
+        free(b.p);
+    }
     /* grayscale JPEG: replicated */
     memset(pix, 77, 16 * 8);
     buf b = make_jpeg(16, 8, 1, JCS_GRAYSCALE, pix, 0);
