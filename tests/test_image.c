@@ -457,6 +457,35 @@ static void test_refusals(void)
     reap_image_free(&img);
 }
 
+/* Through a service the image (and the preprocessor config) must lie under the roots. */
+static void test_roots(void)
+{
+    char root[4200], inside[4300], outside[4300], real[4096];
+    uint8_t rgb[2 * 2 * 3] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    reap_image img;
+    int w, h;
+    if (!realpath(tmpdir, real))
+        abort();
+    snprintf(root, sizeof root, "%s/root", real);
+    mkdir(root, 0755);
+    buf b = make_png(2, 2, PNG_COLOR_TYPE_RGB, 8, rgb, 0, NULL, 0);
+    snprintf(inside, sizeof inside, "%s/in.png", root);
+    snprintf(outside, sizeof outside, "%s/out.png", real);
+    write_file(inside, b.p, b.n);
+    write_file(outside, b.p, b.n);
+    free(b.p);
+    const char *dirs[1] = {root};
+    reap_roots roots = {dirs, 1};
+    CHECK_RC(reap_image_decode(inside, &roots, &img), REAP_OK);
+    CHECK(img.rgb && !memcmp(img.rgb, rgb, sizeof rgb));
+    reap_image_free(&img);
+    CHECK_RC(reap_image_decode(outside, &roots, &img), REAP_E_DENIED);
+    CHECK_ERRMSG("out.png");
+    CHECK_RC(reap_image_probe(outside, &roots, &w, &h), REAP_E_DENIED);
+    reap_vision_prep p;
+    CHECK_RC(reap_vision_prep_load(outside, &roots, &p), REAP_E_DENIED);
+}
+
 static void test_bicubic_golden(void)
 {
     /* Pillow 11.3: Image.fromarray(a).resize((3, 7), BICUBIC) and ((13, 2), BICUBIC) of
@@ -578,6 +607,7 @@ int main(int argc, char **argv)
     test_decode_png();
     test_decode_jpeg_webp();
     test_refusals();
+    test_roots();
     test_bicubic_golden();
     test_patch_layout();
     test_prep_parse();
