@@ -20,6 +20,7 @@
 #include <jerror.h>
 #include <webp/decode.h>
 
+#include "image_impl.h"
 #include "reap_err.h"
 
 void reap_image_free(reap_image *img)
@@ -119,7 +120,7 @@ static void jpeg_on_progress(j_common_ptr cinfo)
 
 /* header_only: stop after the header (probe). */
 static int jpeg_decode(const uint8_t *buf, size_t n, const char *name, int header_only,
-                       reap_image *out, int *w_out, int *h_out)
+                       int *orient, reap_image *out, int *w_out, int *h_out)
 {
     struct jpeg_decompress_struct cinfo;
     jpeg_ctx ctx;
@@ -143,10 +144,15 @@ static int jpeg_decode(const uint8_t *buf, size_t n, const char *name, int heade
     created = 1;
     ctx.progress.progress_monitor = jpeg_on_progress;
     cinfo.progress = &ctx.progress;
-    if (n > (size_t)~0UL)
-        n = (size_t)~0UL;
     jpeg_mem_src(&cinfo, buf, (unsigned long)n);
+    jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xffff);
     jpeg_read_header(&cinfo, TRUE);
+    for (jpeg_saved_marker_ptr m = cinfo.marker_list; m; m = m->next)
+        if (m->marker == JPEG_APP0 + 1 && m->data_length >= 6 &&
+            !memcmp(m->data, "Exif\0\0", 6)) {       /* the first Exif APP1, as Pillow */
+            *orient = image_exif_orientation(m->data, m->data_length);
+            break;
+        }
     if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
         rc = reap_err_set(REAP_E_UNSUPPORTED, "%s: CMYK/YCCK JPEG is not supported (convert "
                           "it to RGB)", name);
@@ -235,7 +241,7 @@ static void png_on_read(png_structp png, png_bytep data, size_t len)
 }
 
 static int png_decode(const uint8_t *buf, size_t n, const char *name, int header_only,
-                      reap_image *out, int *w_out, int *h_out)
+                      int *orient, reap_image *out, int *w_out, int *h_out)
 {
     png_structp png = NULL;
     png_infop info = NULL;
@@ -262,6 +268,12 @@ static int png_decode(const uint8_t *buf, size_t n, const char *name, int header
     h = png_get_image_height(png, info);
     if ((rc = check_size(name, "PNG", w, h)))
         goto done;
+    {
+        png_uint_32 exif_len = 0;
+        png_bytep exif = NULL;
+        if ((png_get_eXIf_1(png, info, &exif_len, &exif) & PNG_INFO_eXIf) && exif)
+            *orient = image_exif_orientation(exif, exif_len);   /* eXIf before IDAT */
+    }
     if (header_only) {
         *w_out = (int)w;
         *h_out = (int)h;
@@ -328,7 +340,7 @@ done:
 /* ---- WebP (libwebp) ------------------------------------------------------------------ */
 
 static int webp_decode(const uint8_t *buf, size_t n, const char *name, int header_only,
-                       reap_image *out, int *w_out, int *h_out)
+                       int *orient, reap_image *out, int *w_out, int *h_out)
 {
     WebPBitstreamFeatures f;
     VP8StatusCode st;
@@ -344,6 +356,13 @@ static int webp_decode(const uint8_t *buf, size_t n, const char *name, int heade
         return reap_err_set(REAP_E_UNSUPPORTED, "%s: animated WebP is not supported", name);
     if ((rc = check_size(name, "WebP", f.width, f.height)))
         return rc;
+    {
+        const uint8_t *exif;
+        size_t exif_len;
+        image_webp_exif(buf, n, &exif, &exif_len);
+        if (exif)
+            *orient = image_exif_orientation(exif, exif_len);
+    }
     if (header_only) {
         *w_out = f.width;
         *h_out = f.height;
@@ -362,26 +381,46 @@ static int webp_decode(const uint8_t *buf, size_t n, const char *name, int heade
 
 /* ---- entry points -------------------------------------------------------------------- */
 
+/* Decode (or probe) with the format's decoder, then turn the image upright for its EXIF
+ * orientation (a probe swaps width and height for orientations 5..8). */
 static int decode_any(const void *buf, size_t n, const char *name, int header_only,
                       reap_image *out, int *w, int *h)
 {
+    int rc, orient = 1;
+
     if (!name)
         name = "(image)";
     if (!buf && n)
         return reap_err_set(REAP_E_INVALID, "%s: NULL buffer", name);
     switch (reap_image_sniff(buf, n)) {
     case REAP_IMAGE_JPEG:
-        return jpeg_decode(buf, n, name, header_only, out, w, h);
+        rc = jpeg_decode(buf, n, name, header_only, &orient, out, w, h);
+        break;
     case REAP_IMAGE_PNG:
-        return png_decode(buf, n, name, header_only, out, w, h);
+        rc = png_decode(buf, n, name, header_only, &orient, out, w, h);
+        break;
     case REAP_IMAGE_WEBP:
-        return webp_decode(buf, n, name, header_only, out, w, h);
+        rc = webp_decode(buf, n, name, header_only, &orient, out, w, h);
+        break;
     default:
         if (n == 0)
             return reap_err_set(REAP_E_FORMAT, "%s: empty file, not an image", name);
         return reap_err_set(REAP_E_UNSUPPORTED, "%s: not a JPEG, PNG or WebP file "
                             "(unknown first bytes)", name);
     }
+    if (rc)
+        return rc;
+    if (header_only) {
+        if (orient >= 5) {
+            int t = *w;
+            *w = *h;
+            *h = t;
+        }
+        return REAP_OK;
+    }
+    if ((rc = image_orient(out, orient, name)))
+        reap_image_free(out);
+    return rc;
 }
 
 int reap_image_probe_mem(const void *buf, size_t n, const char *name, int *width,

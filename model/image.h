@@ -9,7 +9,11 @@
  *      pixels become 8-bit RGB as Pillow's convert("RGB") makes them: grayscale is
  *      replicated, a palette is looked up, alpha is dropped (no compositing), 16-bit
  *      RGB/RGBA/LA samples keep their high byte, 16-bit grayscale is clipped to 255
- *      (Pillow's I;16 -> RGB). CMYK/YCCK JPEGs and animated WebPs are refused.
+ *      (Pillow's I;16 -> RGB). CMYK/YCCK JPEGs and animated WebPs are refused. The
+ *      image is turned upright for its EXIF Orientation (JPEG APP1, PNG eXIf before
+ *      IDAT, WebP EXIF chunk), as transformers' load_image does with
+ *      PIL.ImageOps.exif_transpose when a processor reads a file: orientations 5..8
+ *      swap width and height (the probe reports the upright size too).
  *   2. reap_smart_resize (image_resize.c): the target size, multiples of patch*merge, with
  *      Python's round-half-to-even; aspect ratio > 200 is refused.
  *   3. reap_image_resize_bicubic (image_resize.c): Pillow's BICUBIC resampling, bit for bit
@@ -68,8 +72,9 @@ void reap_image_free(reap_image *img);
  * REAP_IMAGE_UNKNOWN. */
 reap_image_format reap_image_sniff(const void *buf, size_t n);
 
-/* Width and height from the header only (no pixel is decoded), with the same checks of
- * format and size as a decode: the calibration loader counts an image's tokens with it.
+/* Width and height from the header only (no pixel is decoded), upright (EXIF
+ * orientation applied), with the same checks of format and size as a decode: the
+ * calibration loader counts an image's tokens with it.
  * `name` names the data in messages. Returns REAP_OK with *width, *height set, or
  * REAP_E_FORMAT / REAP_E_UNSUPPORTED / REAP_E_INVALID (NULL argument). A header that
  * probes fine may still fail to decode (corrupt pixel data). */
@@ -101,8 +106,9 @@ int reap_image_decode(const char *path, const reap_roots *roots, reap_image *out
  *   else if h' * w' < min_pixels: b = sqrt(min_pixels / (h * w)),
  *       h' = ceil(h * b / factor) * factor, w' likewise.
  * The arithmetic is in double, as in Python. Returns REAP_OK; REAP_E_UNSUPPORTED when
- * max(h, w) / min(h, w) > REAP_IMAGE_MAX_ASPECT or a result exceeds INT_MAX / factor
- * bounds; REAP_E_INVALID when h, w or factor < 1, min_pixels < 0 or max_pixels < 1. */
+ * max(h, w) / min(h, w) > REAP_IMAGE_MAX_ASPECT or the result has more than
+ * REAP_IMAGE_MAX_PIXELS pixels; REAP_E_INVALID when h, w or factor < 1, min_pixels < 0,
+ * max_pixels < 1, or the result is empty (a side below factor / 2 with min_pixels 0). */
 int reap_smart_resize(int h, int w, int factor, int64_t min_pixels, int64_t max_pixels,
                       int *out_h, int *out_w);
 

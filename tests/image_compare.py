@@ -8,7 +8,8 @@ there (PyPI unreachable: prints SKIPPED, exits 77). Then generates images of awk
 sizes, aspect ratios and modes with Pillow (and one 16-bit RGB PNG written by hand), and
 for each image and each preprocessor config checks, against what the C code dumps:
 
-  decoded   np.array(Image.open(f).convert("RGB")): every byte equal;
+  decoded   np.array(ImageOps.exif_transpose(Image.open(f)).convert("RGB")), the image
+            as transformers' load_image reads a file: every byte equal;
   probe     the header-only width/height equal the decoded size;
   resized   smart_resize of transformers, then Pillow's resize(BICUBIC): every byte equal;
   grid      Qwen2VLImageProcessor (the slow, Pillow-based one)'s image_grid_thw equal;
@@ -114,6 +115,12 @@ def make_images(d):
     save("lossless-rgba-64x300.webp", Image.fromarray(photo(64, 300, 4)), lossless=True)
     save("aspect-1x250.png", Image.fromarray(photo(1, 250)))
     save("lossy-rgba-97x61.webp", Image.fromarray(photo(97, 61, 4)), quality=70)
+    # EXIF orientations 2..8 (turned upright by transformers' load_image), in each format
+    for o, ext in ((2, "jpg"), (3, "png"), (4, "webp"), (5, "jpg"), (6, "jpg"), (7, "png"),
+                   (8, "webp")):
+        ex = Image.Exif()
+        ex[0x0112] = o
+        save("orient%d-75x41.%s" % (o, ext), Image.fromarray(photo(75, 41)), exif=ex)
     # cut files: JPEGs without their EOI marker (Pillow refuses these two; it loads
     # some others of the kind, which the C code refuses), a PNG cut in its image data
     for name, src in (("no-eoi-baseline.jpg", "513x257-444.jpg"),
@@ -149,7 +156,7 @@ def run(args):
     import numpy as np
     import PIL
     import transformers
-    from PIL import Image
+    from PIL import Image, ImageOps
     from transformers import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
@@ -182,6 +189,8 @@ def run(args):
             pil = Image.open(path)
             try:
                 pil.load()
+                # as transformers' load_image reads a file: EXIF orientation applied
+                pil = ImageOps.exif_transpose(pil)
             except OSError as e:
                 if c.returncode == 2:
                     print("ok   %-36s refused by both (%s)" % (label, c.stderr.strip()))

@@ -42,6 +42,10 @@ static void buf_put(buf *b, const void *d, size_t n)
     b->n += n;
 }
 
+/* An eXIf chunk for the next make_png (none when png_exif_len is 0). */
+static const uint8_t *png_exif;
+static size_t png_exif_len;
+
 static void png_put(png_structp png, png_bytep d, size_t n)
 {
     buf_put(png_get_io_ptr(png), d, n);
@@ -71,6 +75,8 @@ static buf make_png(int w, int h, int ctype, int depth, const uint8_t *pix, int 
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     if (pal)
         png_set_PLTE(png, info, pal, npal);
+    if (png_exif_len)
+        png_set_eXIf_1(png, info, (png_uint_32)png_exif_len, (png_bytep)png_exif);
     png_write_info(png, info);
     png_bytep *rows = malloc(sizeof *rows * h);
     for (int y = 0; y < h; y++)
@@ -457,6 +463,76 @@ static void test_refusals(void)
     reap_image_free(&img);
 }
 
+/* A little-endian TIFF with IFD0 holding Orientation = `o` (SHORT). */
+static size_t make_exif(uint8_t *p, int o)
+{
+    static const uint8_t t[26] = {'I', 'I', '*', 0, 8, 0, 0, 0,         /* header, IFD0 at 8 */
+                                  1, 0,                                 /* one entry */
+                                  0x12, 0x01, 3, 0, 1, 0, 0, 0, 0, 0, 0, 0, /* 0x0112 SHORT */
+                                  0, 0, 0, 0};                          /* no next IFD */
+    memcpy(p, t, sizeof t);
+    p[18] = (uint8_t)o;
+    return sizeof t;
+}
+
+/* EXIF orientation: the pixels turned upright as PIL.ImageOps.exif_transpose does, the
+ * probe's width and height swapped for 5..8. */
+static void test_orientation(void)
+{
+    /* 3 x 2 image, pixel (x, y) has R = 10 * y + x */
+    uint8_t rgb[2 * 3 * 3] = {0};
+    uint8_t exif[64];
+    reap_image img;
+    int w, h;
+    for (int y = 0; y < 2; y++)
+        for (int x = 0; x < 3; x++)
+            rgb[(y * 3 + x) * 3] = (uint8_t)(10 * y + x);
+    /* for each orientation: the R values of the upright image, row by row */
+    static const struct { int o, w, h; uint8_t r[6]; } want[] = {
+        {1, 3, 2, {0, 1, 2, 10, 11, 12}},
+        {2, 3, 2, {2, 1, 0, 12, 11, 10}},   /* mirrored */
+        {3, 3, 2, {12, 11, 10, 2, 1, 0}},   /* rotated 180 */
+        {4, 3, 2, {10, 11, 12, 0, 1, 2}},   /* flipped */
+        {5, 2, 3, {0, 10, 1, 11, 2, 12}},   /* transposed */
+        {6, 2, 3, {10, 0, 11, 1, 12, 2}},   /* rotated 90 clockwise */
+        {7, 2, 3, {12, 2, 11, 1, 10, 0}},   /* transverse */
+        {8, 2, 3, {2, 12, 1, 11, 0, 10}},   /* rotated 90 counter-clockwise */
+    };
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        png_exif_len = make_exif(exif, want[i].o);
+        png_exif = exif;
+        buf b = make_png(3, 2, PNG_COLOR_TYPE_RGB, 8, rgb, 0, NULL, 0);
+        png_exif_len = 0;
+        CHECK_RC(reap_image_probe_mem(b.p, b.n, "o.png", &w, &h), REAP_OK);
+        CHECK_MSG(w == want[i].w && h == want[i].h, "orientation %d: probe %d x %d",
+                  want[i].o, w, h);
+        CHECK_RC(decode_rc(&b, &img), REAP_OK);
+        int ok = img.rgb && img.width == want[i].w && img.height == want[i].h;
+        for (int k = 0; ok && k < 6; k++)
+            ok = img.rgb[3 * k] == want[i].r[k];
+        CHECK_MSG(ok, "orientation %d: pixels", want[i].o);
+        reap_image_free(&img);
+        free(b.p);
+    }
+    /* hostile EXIF: an IFD offset past the end, a count past the end: orientation 1 */
+    size_t n = make_exif(exif, 6);
+    exif[4] = 200;
+    png_exif_len = n;
+    png_exif = exif;
+    buf b = make_png(3, 2, PNG_COLOR_TYPE_RGB, 8, rgb, 0, NULL, 0);
+    CHECK_RC(reap_image_probe_mem(b.p, b.n, "o.png", &w, &h), REAP_OK);
+    CHECK(w == 3 && h == 2);
+    free(b.p);
+    exif[4] = 8;
+    exif[8] = 0xff;                     /* 255 entries in 26 bytes */
+    exif[10] = 0;
+    b = make_png(3, 2, PNG_COLOR_TYPE_RGB, 8, rgb, 0, NULL, 0);
+    png_exif_len = 0;
+    CHECK_RC(reap_image_probe_mem(b.p, b.n, "o.png", &w, &h), REAP_OK);
+    CHECK(w == 3 && h == 2);
+    free(b.p);
+}
+
 /* Through a service the image (and the preprocessor config) must lie under the roots. */
 static void test_roots(void)
 {
@@ -608,6 +684,7 @@ int main(int argc, char **argv)
     test_decode_jpeg_webp();
     test_refusals();
     test_roots();
+    test_orientation();
     test_bicubic_golden();
     test_patch_layout();
     test_prep_parse();
