@@ -355,6 +355,12 @@ def image_seeds():
         "lossy.webp": enc(rgb, "WEBP", quality=50),
         "lossless-alpha.webp": enc(rgb.convert("RGBA"), "WEBP", lossless=True),
     }
+    ex = Image.Exif()
+    ex[0x0112] = 6
+    seeds["exif-orient6.jpg"] = enc(rgb, "JPEG", exif=ex)
+    ex[0x0112] = 8
+    seeds["exif-orient8.png"] = enc(rgb, "PNG", exif=ex)
+    seeds["exif-orient8.webp"] = enc(rgb, "WEBP", exif=ex, lossless=True)
     for name, data in seeds.items():
         put("image", name, b"\x01" + data)
     put("image", "truncated.png", b"\x01" + seeds["rgb.png"][:60])
