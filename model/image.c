@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jpeglib.h>
@@ -448,6 +449,7 @@ int reap_image_read_file(const char *path, const reap_roots *roots, uint8_t **bu
     int fd = -1, rc;
     char *data = NULL;
     size_t len = 0;
+    struct stat st;
 
     if (!path || !buf || !n)
         return reap_err_set(REAP_E_INVALID, "reap_image_read_file: NULL argument");
@@ -455,6 +457,12 @@ int reap_image_read_file(const char *path, const reap_roots *roots, uint8_t **bu
     *n = 0;
     if ((rc = reap_open_read(path, roots, REAP_OPEN_REGULAR, &fd)))
         return rc;
+    if (fstat(fd, &st) == 0 && st.st_size > REAP_IMAGE_MAX_FILE_BYTES) {
+        close(fd);
+        return reap_err_set(REAP_E_UNSUPPORTED, "%s: %lld bytes, more than the %lld bytes an "
+                            "image file may have", path, (long long)st.st_size,
+                            (long long)REAP_IMAGE_MAX_FILE_BYTES);
+    }
     rc = reap_read_stream(fd, path, NULL, NULL, &data, &len);
     close(fd);
     if (rc)

@@ -23,7 +23,7 @@
  *      patch order of the processor.
  *
  * Limits: each side >= 1 and width * height <= REAP_IMAGE_MAX_PIXELS; a bigger header
- * is refused before any pixel is decoded. A hostile file never crashes a caller: every
+ * is refused before any pixel is decoded; a file is at most REAP_IMAGE_MAX_FILE_BYTES. A hostile file never crashes a caller: every
  * library error comes back as a status code with the file named.
  *
  * Errors (reap_err.h; every message names the file or the `name` given):
@@ -48,6 +48,8 @@
 
 /* The most pixels (width * height) an image may have: 2^28, 768 MiB of RGB. */
 #define REAP_IMAGE_MAX_PIXELS ((int64_t)1 << 28)
+/* The largest image file read (bytes): 1 GiB. */
+#define REAP_IMAGE_MAX_FILE_BYTES ((int64_t)1 << 30)
 /* The processor's limit on max(h, w) / min(h, w). */
 #define REAP_IMAGE_MAX_ASPECT 200
 
@@ -88,8 +90,9 @@ int reap_image_probe_mem(const void *buf, size_t n, const char *name, int *width
 int reap_image_decode_mem(const void *buf, size_t n, const char *name, reap_image *out);
 
 /* Read the file `path` whole (fsopen.h rules: a regular file, confined to `roots` when
- * roots != NULL) into *buf (malloc'd, caller frees) of *n bytes. Returns REAP_OK or the
- * errors of reap_open_read / reap_read_stream. */
+ * roots != NULL) into *buf (malloc'd, caller frees) of *n bytes. Returns REAP_OK, the
+ * errors of reap_open_read / reap_read_stream, or REAP_E_UNSUPPORTED for a file of more
+ * than REAP_IMAGE_MAX_FILE_BYTES. */
 int reap_image_read_file(const char *path, const reap_roots *roots, uint8_t **buf,
                          size_t *n);
 

@@ -124,6 +124,11 @@ int reap_vision_prep_parse(const char *json, size_t n, const char *name,
             rc = reap_err_set(REAP_E_FORMAT, "%s: \"size\" must be an object", name);
             goto done;
         }
+        if (!json_object_get(size, "shortest_edge") || !json_object_get(size, "longest_edge")) {
+            rc = reap_err_set(REAP_E_FORMAT, "%s: \"size\" must hold \"shortest_edge\" and "
+                              "\"longest_edge\"", name);
+            goto done;
+        }
         if ((rc = get_int(size, "shortest_edge", name, 0, REAP_IMAGE_MAX_PIXELS, &lo)) ||
             (rc = get_int(size, "longest_edge", name, 1, INT64_MAX, &hi)))
             goto done;

@@ -17,6 +17,7 @@
 #include <jpeglib.h>
 #include <png.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <webp/encode.h>
 
 #include "image.h"
@@ -380,6 +381,17 @@ static void test_refusals(void)
     CHECK_ERRMSG("anim.png");
     CHECK_ERRMSG("not a JPEG, PNG or WebP");
 
+    /* a file larger than REAP_IMAGE_MAX_FILE_BYTES (sparse): refused before reading */
+    snprintf(path, sizeof path, "%s/huge.jpg", tmpdir);
+    FILE *f = fopen(path, "wb");
+    CHECK(f && fwrite("\xff\xd8\xff", 1, 3, f) == 3 &&
+          fseeko(f, (off_t)REAP_IMAGE_MAX_FILE_BYTES, SEEK_SET) == 0 && fputc(0, f) == 0);
+    if (f)
+        fclose(f);
+    CHECK_RC(reap_image_probe(path, NULL, &w, &h), REAP_E_UNSUPPORTED);
+    CHECK_ERRMSG("huge.jpg");
+    unlink(path);
+
     /* PNG cut short at every length: never a crash, always refused */
     buf b = make_png(32, 32, PNG_COLOR_TYPE_RGB, 8, rgb, 0, NULL, 0);
     int all = 1;
@@ -659,7 +671,8 @@ static void test_prep_parse(void)
     static const char *bad[] = {"{", "[]", "{\"patch_size\": \"16\"}", "{\"patch_size\": 0}",
                                 "{\"image_std\": [0.5, 0, 0.5]}", "{\"image_mean\": [1, 2]}",
                                 "{\"min_pixels\": 100, \"max_pixels\": 10}",
-                                "{\"rescale_factor\": -1}", "{\"size\": 5}"};
+                                "{\"rescale_factor\": -1}", "{\"size\": 5}",
+                                "{\"size\": {\"shortest_edge\": 5}}"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         int rc = reap_vision_prep_parse(bad[i], strlen(bad[i]), "bad.json", &p);
         CHECK_MSG(rc == REAP_E_FORMAT || rc == REAP_E_INVALID, "%s: rc %d", bad[i], rc);
