@@ -1,8 +1,9 @@
 /* image.h - calibration images for Qwen3-VL: decoding and the Qwen2-VL image preprocessing.
  *
- * What the vision tower sees of an image file, computed exactly as transformers'
- * Qwen2VLImageProcessor (the slow, Pillow-based one, which Qwen3-VL uses) computes it from
- * PIL.Image.open(file):
+ * What the vision tower sees of an image file, computed exactly as transformers computes
+ * it when a processor reads the file: load_image (Pillow's Image.open, exif_transpose,
+ * convert("RGB")), then Qwen2VLImageProcessor (the slow, Pillow-based one, whose rules
+ * Qwen3-VL uses):
  *
  *   1. decode (image.c): JPEG through libjpeg-turbo, PNG through libpng, WebP through
  *      libwebp; the format is told by the file's first bytes, never by its name. The
