@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
 done
 seconds=${1:-600}
 [ $# -gt 0 ] && shift
-all=(safetensors config tokenizer calib store_import minisign manifest)
+all=(safetensors config tokenizer calib store_import minisign manifest image)
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${all[@]}")
 case $build in /*) ;; *) build="$PWD/$build" ;; esac

@@ -16,6 +16,7 @@ PKGS=(
   protobuf-compiler protobuf-compiler-grpc grpc-proto python3-grpcio python3-protobuf  # Python test client
   openssl                 # certificates for the TLS tests
   libpcre2-dev libutf8proc-dev  # tokenizer
+  libjpeg62-turbo-dev libpng-dev libwebp-dev  # calibration images (JPEG, PNG, WebP)
   python3 python3-numpy   # float64 oracle in tests/
   python3-venv            # test-only tools from PyPI (safetensors, kustomize, schemas)
   clang libclang-rt-14-dev  # libFuzzer harnesses (tests/fuzz, scripts/fuzz.sh; libFuzzer is in the rt package)

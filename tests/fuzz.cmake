@@ -5,7 +5,7 @@
 # <build>/fuzz-findings/<name>/). Without clang and libFuzzer every test reports Skipped
 # with the reason. Long runs: scripts/fuzz.sh, docs/fuzzing.md.
 set(REAP_FUZZ_SECONDS 15 CACHE STRING "Seconds each libFuzzer harness runs in the test suite")
-set(REAP_FUZZ_NAMES safetensors config tokenizer calib store_import minisign manifest)
+set(REAP_FUZZ_NAMES safetensors config tokenizer calib store_import minisign manifest image)
 set(reap_fuzz_sh ${CMAKE_SOURCE_DIR}/scripts/fuzz.sh)
 add_test(NAME fuzz_build COMMAND bash ${reap_fuzz_sh} --build-only
          --build-dir ${CMAKE_BINARY_DIR}/fuzz-build)

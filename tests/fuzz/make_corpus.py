@@ -5,7 +5,8 @@ Seeds are small valid and near-valid inputs for each harness, derived from
 tests/fixtures and hand-written variants (each seed is a few KB at most). With BIN_DIR
 (a build's bin folder with reap-genmodel and reap-scorer), the safetensors, config and
 calibration seeds also include what the generator writes and the store_import seeds a
-real export file. Signed seeds are made with the stock `minisign` and the harnesses'
+real export file. The image seeds need Pillow (a venv with it, e.g. the one
+tests/image_compare.py makes); without it they are left as committed. Signed seeds are made with the stock `minisign` and the harnesses'
 throwaway key (tests/fuzz/seed-signing.key, unencrypted). Deterministic apart from
 the generator's export (which holds a timestamp) and minisign's signatures.
 
@@ -327,7 +328,51 @@ def generated(tmp):
     put("store_import", "flipped-byte", bytes(flipped))
 
 
+# ---- images (fuzz_image: first byte 0 = preprocessor_config.json, else an image) -----
+def image_seeds():
+    try:
+        import io
+        from PIL import Image
+    except ImportError:
+        print("make_corpus: no Pillow here: image seeds left as they are")
+        return
+    px = bytes((x * 37 + y * 11) % 256 for y in range(12) for x in range(17 * 3))
+    rgb = Image.frombytes("RGB", (17, 12), px)
+
+    def enc(img, fmt, **kw):
+        b = io.BytesIO()
+        img.save(b, fmt, **kw)
+        return b.getvalue()
+    seeds = {
+        "rgb.png": enc(rgb, "PNG"),
+        "rgba.png": enc(rgb.convert("RGBA"), "PNG"),
+        "palette-trns.png": enc(rgb.convert("P"), "PNG", transparency=1),
+        "gray16.png": enc(rgb.convert("L").convert("I;16"), "PNG"),
+        "bw.png": enc(rgb.convert("1"), "PNG"),
+        "baseline.jpg": enc(rgb, "JPEG", quality=75),
+        "progressive.jpg": enc(rgb, "JPEG", quality=75, progressive=True),
+        "gray.jpg": enc(rgb.convert("L"), "JPEG"),
+        "lossy.webp": enc(rgb, "WEBP", quality=50),
+        "lossless-alpha.webp": enc(rgb.convert("RGBA"), "WEBP", lossless=True),
+    }
+    ex = Image.Exif()
+    ex[0x0112] = 6
+    seeds["exif-orient6.jpg"] = enc(rgb, "JPEG", exif=ex)
+    ex[0x0112] = 8
+    seeds["exif-orient8.png"] = enc(rgb, "PNG", exif=ex)
+    seeds["exif-orient8.webp"] = enc(rgb, "WEBP", exif=ex, lossless=True)
+    for name, data in seeds.items():
+        put("image", name, b"\x01" + data)
+    put("image", "truncated.png", b"\x01" + seeds["rgb.png"][:60])
+    put("image", "truncated.jpg", b"\x01" + seeds["baseline.jpg"][:200])
+    put("image", "preprocessor_config.json", b"\x00" + json.dumps(
+        {"size": {"longest_edge": 16777216, "shortest_edge": 65536}, "patch_size": 16,
+         "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5],
+         "image_std": [0.5, 0.5, 0.5], "min_pixels": 3136, "max_pixels": 451584}).encode())
+
+
 def main():
+    image_seeds()
     with tempfile.TemporaryDirectory() as tmp:
         safetensors()
         configs()
