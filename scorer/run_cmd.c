@@ -26,6 +26,7 @@
 #include "stats_table.h"
 #include "stats_store.h"
 #include "store.h"
+#include "vision_dump.h"
 
 /* SIGINT / SIGTERM: stop after the layer in progress is committed. */
 static volatile sig_atomic_t stop_signal;
@@ -40,6 +41,8 @@ typedef struct run_progress {
     int quiet;
     const char *store_dir;
     scorer_layer_gate *gate;   /* --layer-gate (tests): waited on before each layer */
+    scorer_vision_dump *dump;  /* --dump-vision (tests), NULL: none */
+    int dump_rc;               /* its first error */
 } run_progress;
 
 static int on_event(void *ud, const reap_score_event *ev)
@@ -75,6 +78,19 @@ static int on_event(void *ud, const reap_score_event *ev)
         }
         if (ev->start_layer < ev->n_layers)
             scorer_layer_gate_wait(p->gate);
+        break;
+    case REAP_SCORE_EV_VISION:
+        if (!p->quiet)
+            fprintf(stderr, "reap-scorer: vision tower: %d/%d images (%lld patches in "
+                            "%.2f s)\n", ev->images_done, ev->n_images,
+                    (long long)ev->vision->n_patches, ev->vision->seconds);
+        if (p->dump && !p->dump_rc)
+            p->dump_rc = scorer_vision_dump_batch(p->dump, ev->vision);
+        break;
+    case REAP_SCORE_EV_FEATURES:
+        if (p->dump && !p->dump_rc)
+            p->dump_rc = scorer_vision_dump_features(p->dump, ev->rows, ev->image,
+                                                     ev->cfg->hidden);
         break;
     case REAP_SCORE_EV_DIFFER:
         fprintf(stderr, "reap-scorer: warning: layer %d: recomputed statistics differ from "
@@ -146,7 +162,9 @@ int scorer_cmd_run(int argc, char **argv)
 {
     const char *model = NULL, *calib = NULL, *stats_json = NULL, *backend = NULL,
                *precision = NULL, *store_dir = NULL, *tokenizer = NULL;
-    const char *seed_s = NULL, *gate_path = NULL;
+    const char *seed_s = NULL, *gate_path = NULL, *dump_dir = NULL;
+    long min_pixels = 0, max_pixels = 0;
+    scorer_vision_dump *dump = NULL;
     scorer_layer_gate gate;
     long seq_len = 0, max_samples = 0, batch = 0, threads = 0, ckpt_every = 0, seed = 0;
     int no_pack = 0, quiet = 0, table = 0, help = 0, force = 0, shuffle = 0;
@@ -189,6 +207,13 @@ int scorer_cmd_run(int argc, char **argv)
         {"no-space-check", "REAP_NO_SPACE_CHECK", CLI_FLAG, NULL, "with --store: "
          "hidden-state checkpoints skip the free-space check (file systems that "
          "misreport free space)", &no_space_check, 0},
+        {"min-pixels", NULL, CLI_INT, "0", "image items: smart_resize's min_pixels (0: the "
+         "model's preprocessor_config.json)", &min_pixels, 0},
+        {"max-pixels", NULL, CLI_INT, "0", "image items: smart_resize's max_pixels (0: the "
+         "model's preprocessor_config.json); lower it to bound an image's tokens",
+         &max_pixels, 0},
+        {"dump-vision", NULL, CLI_STR, NULL, "for tests: write the image patches, vision "
+         "features and token rows into this directory (created)", &dump_dir, 0},
         {"layer-gate", NULL, CLI_STR, NULL, "for tests: a FIFO; before each layer the run "
          "reads one byte from it (closing the writer opens it for good)", &gate_path, 0},
     };
@@ -212,9 +237,10 @@ int scorer_cmd_run(int argc, char **argv)
         return 0;
     }
     if (seq_len < 1 || seq_len > 1 << 20 || batch < 0 || threads < 0 || max_samples < 0 ||
-        ckpt_every < 0) {
+        ckpt_every < 0 || min_pixels < 0 || max_pixels < 0) {
         fprintf(stderr, "reap-scorer run: --seq-len must be >= 1, --batch-size, "
-                        "--threads, --max-samples and --checkpoint-every >= 0\n");
+                        "--threads, --max-samples, --checkpoint-every, --min-pixels and "
+                        "--max-pixels >= 0\n");
         return 2;
     }
     if (cli_shuffle_seed(seed_s, shuffle, &seed, err, sizeof err) ||
@@ -250,7 +276,9 @@ int scorer_cmd_run(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    run_progress prog = {0, quiet, store_dir, &gate};
+    if (dump_dir && (rc = scorer_vision_dump_open(dump_dir, &dump)))
+        goto fail;
+    run_progress prog = {0, quiet, store_dir, &gate, dump, 0};
     bopts.threads = (int)threads;
     bopts.batch_rows = (int)batch;
     bopts.precision = strcmp(precision, "bf16") ? REAP_PRECISION_FP32 : REAP_PRECISION_BF16;
@@ -263,6 +291,8 @@ int scorer_cmd_run(int argc, char **argv)
         .seq_len = (int)seq_len,
         .pack = !no_pack,
         .max_samples = max_samples,
+        .min_pixels = min_pixels,
+        .max_pixels = max_pixels,
         .backend = be,
         .backend_opts = bopts,
         .store = st,
@@ -274,6 +304,10 @@ int scorer_cmd_run(int argc, char **argv)
     };
     if ((rc = reap_score_job_run(&jo, &res)))
         goto fail;
+    if (prog.dump_rc) {
+        rc = prog.dump_rc;
+        goto fail;
+    }
     if (res.n_differ)
         fprintf(stderr, "reap-scorer: warning: %d recomputed layer(s) differ from the "
                         "store\n", res.n_differ);
@@ -282,6 +316,7 @@ fail:
     if (rc)
         fprintf(stderr, "reap-scorer run: error: %s\n", reap_err_msg());
     reap_score_result_free(&res);
+    scorer_vision_dump_close(dump);
     reap_store_close(st);
     scorer_layer_gate_free(&gate);
     return rc ? 1 : 0;

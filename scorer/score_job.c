@@ -15,7 +15,9 @@
 #include "engine.h"
 #include "hidden_ckpt.h"
 #include "reap_err.h"
+#include "parallel.h"
 #include "runs.h"
+#include "score_vision.h"
 #include "stats_store.h"
 #include "tokenizer.h"
 
@@ -165,6 +167,35 @@ static int read_back(reap_store *s, const reap_model_info *m, reap_score_result 
     return rc;
 }
 
+/* Progress of the vision tower (EV_VISION). */
+static int on_vision_batch(void *ud, const reap_score_vision_batch *b)
+{
+    reap_score_event ev = {.kind = REAP_SCORE_EV_VISION, .images_done = b->first + b->n,
+                           .n_images = b->total, .vision = b};
+    return emit(ud, &ev);
+}
+
+/* The vision tower's features for the rows' images, into *feat (score_vision.h). */
+static int vision_features(job_ctx *j, const reap_ckpt *ck, const reap_config *cfg,
+                           reap_score_probe *probe, const reap_rows *rows,
+                           reap_score_features *feat)
+{
+    int threads = j->o->backend_opts.threads > 0 ? j->o->backend_opts.threads
+                                                 : reap_cpu_count();
+    int rc = reap_score_vision_run(ck, cfg, rows, probe, j->o->calib_roots, threads,
+                                   on_vision_batch, j, feat);
+    if (rc == REAP_E_CANCELLED)
+        j->stop_requested = 1;
+    if (rc)
+        return rc;
+    reap_score_event ev = {.kind = REAP_SCORE_EV_FEATURES, .rows = rows, .image = &feat->f};
+    if (emit(j, &ev)) {
+        j->stop_requested = 1;
+        return reap_err_set(REAP_E_CANCELLED, "stopped on request after the vision tower");
+    }
+    return REAP_OK;
+}
+
 /* While a calibration FIFO has no data: ask on_event whether to give up. */
 static int calib_should_stop(void *ud)
 {
@@ -192,8 +223,8 @@ static int load_tokenizer(void *ud, reap_tokenizer **out)
  * token ids keeps the same calib_id whether or not --tokenizer is given; without
  * --tokenizer the model directory's tokenizer.json is used when there is one. *tok
  * receives the tokenizer used, or NULL. */
-static int load_samples(job_ctx *j, const reap_config *cfg, reap_samples *smp,
-                        reap_tokenizer **tok)
+static int load_samples(job_ctx *j, const reap_config *cfg, reap_score_probe *probe,
+                        reap_samples *smp, reap_tokenizer **tok)
 {
     const reap_score_job_opts *o = j->o;
     char model_tok[4096];
@@ -209,6 +240,13 @@ static int load_samples(job_ctx *j, const reap_config *cfg, reap_samples *smp,
                           .load_tokenizer = load_tokenizer, .tokenizer_ud = &tl,
                           .roots = o->calib_roots, .should_stop = calib_should_stop,
                           .stop_ud = j};
+    if (cfg->vision.present) {
+        /* Image items: probed with the model's preprocessing (score_vision.h). */
+        co.has_vision = 1;
+        co.spatial_merge = cfg->vision.merge;
+        co.probe_image = reap_score_probe_image;
+        co.probe_ud = probe;
+    }
     int rc = reap_calib_load(&co, smp);
     if (rc) {
         reap_tokenizer_free(tl.tok);
@@ -238,11 +276,13 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
     reap_calib_info calib = {0};
     reap_layer_stats *stats = NULL;
     reap_tokenizer *tok = NULL;
+    reap_score_features feat = {0};
     float *start_hidden = NULL;
     int n_stats = 0, rc, start = 0, pair_lock = -1;
     char path[4096];
     job_ctx j = {.o = o, .cfg = &cfg, .res = res};
     reap_store *s = o->store;
+    reap_score_probe *probe = NULL;
     memset(res, 0, sizeof *res);
 
     snprintf(path, sizeof path, "%s/config.json", o->model_dir);
@@ -261,7 +301,11 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
         (rc = fill_model(&cfg, &model)))
         goto fail;
     res->model_id = model.id;
-    if ((rc = load_samples(&j, &cfg, &samples, &tok)) ||
+    if (cfg.vision.present &&
+        (rc = reap_score_probe_new(o->model_dir, o->model_roots, &cfg.vision, o->min_pixels,
+                                   o->max_pixels, &probe)))
+        goto fail;
+    if ((rc = load_samples(&j, &cfg, probe, &samples, &tok)) ||
         (rc = reap_rows_build(&samples, o->seq_len, o->pack, &rows)))
         goto fail;
     reap_calib_id_compute(&rows, o->pack, tok ? reap_tokenizer_digest(tok) : NULL,
@@ -343,6 +387,8 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
         memcpy(res->run_id, j.run.run_id, 16);
     }
     res->start_layer = start;
+    if (rows.n_spans > 0 && (rc = vision_features(&j, ck, &cfg, probe, &rows, &feat)))
+        goto fail;
     reap_score_event ev_start = {.kind = REAP_SCORE_EV_START, .start_layer = start};
     emit(&j, &ev_start);
 
@@ -355,6 +401,7 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
         .start_hidden = start_hidden,
         .checkpoint_every = s ? o->checkpoint_every : 0,
         .on_checkpoint = s ? on_checkpoint : NULL,
+        .image = rows.n_spans > 0 ? &feat.f : NULL,
     };
     rc = reap_engine_score(ck, &cfg, &rows, &eo, &stats, &n_stats);
     free(start_hidden);
@@ -388,6 +435,8 @@ fail:
     }
     reap_store_pair_unlock(pair_lock);
     free(start_hidden);
+    reap_score_features_free(&feat);
+    reap_score_probe_free(probe);
     for (int i = 0; i < n_stats; i++)
         reap_layer_stats_free(&stats[i]);
     free(stats);

@@ -13,7 +13,13 @@
  *     hidden-state checkpoint every checkpoint_every layers (one that cannot be written,
  *     e.g. for lack of disk space, is reported on stderr and skipped: the run goes on),
  *     and on success mark the run
- *     done and remove the pair's checkpoints. Layers recomputed after a resume (or with
+ *     done and remove the pair's checkpoints.
+ * Image items (a model with a vision tower, score_vision.h): the loader probes each image
+ * with the model's preprocessor_config.json limits (or min_pixels / max_pixels); before
+ * the first layer every image of the rows is read again (confined by calib_roots), its
+ * digest checked, preprocessed and run through the vision tower (EV_VISION per batch);
+ * the merged features and deepstack sets go to the engine. A resumed run recomputes
+ * them (they are not checkpointed). Layers recomputed after a resume (or with
  *     force) are compared with their stored records, which are never replaced; a
  *     difference is reported (result.n_differ and an event), not fatal.
  *
@@ -32,6 +38,7 @@
 
 #include "backend.h"
 #include "identity.h"
+#include "score_vision.h"
 #include "stats.h"
 #include "stats_store.h"
 #include "store.h"
@@ -42,9 +49,13 @@ typedef enum reap_score_event_kind {
     REAP_SCORE_EV_START,        /* scoring starts at start_layer (run_id set with a store) */
     REAP_SCORE_EV_LAYER,        /* a layer is done (committed with a store) */
     REAP_SCORE_EV_DIFFER,       /* a recomputed layer differs from its stored record */
-    REAP_SCORE_EV_WAITING       /* the calibration data is a FIFO or pipe that has no data
+    REAP_SCORE_EV_WAITING,      /* the calibration data is a FIFO or pipe that has no data
                                    yet (sent about every 100 ms while it waits): return
                                    non-zero to give up */
+    REAP_SCORE_EV_VISION,       /* a batch of images went through the vision tower
+                                   (vision: which, their patches; images_done / n_images) */
+    REAP_SCORE_EV_FEATURES      /* every image is done, before the first layer: rows and
+                                   image (the engine's input) are set */
 } reap_score_event_kind;
 
 typedef struct reap_score_event {
@@ -59,6 +70,10 @@ typedef struct reap_score_event {
     int64_t n_samples, n_rows, seq_len, n_tokens;   /* EV_IDS */
     const reap_config *cfg;         /* EV_IDS on */
     const reap_hash_stats *hash;    /* EV_IDS */
+    int images_done, n_images;      /* EV_VISION */
+    const reap_score_vision_batch *vision;  /* EV_VISION, valid during the call */
+    const reap_rows *rows;          /* EV_FEATURES, valid during the call */
+    const reap_image_features *image;       /* EV_FEATURES, valid during the call */
 } reap_score_event;
 
 /* Return non-zero to stop the run: from EV_WAITING or EV_IDS, before scoring begins
@@ -84,6 +99,8 @@ typedef struct reap_score_job_opts {
     int seq_len;
     int pack;                       /* 1: pack samples into rows */
     int64_t max_samples;            /* 0: all */
+    int64_t min_pixels, max_pixels; /* image items: > 0 overrides the model's
+                                       preprocessor_config.json (smart_resize limits) */
     const reap_backend_i *backend;  /* NULL: CPU */
     reap_backend_opts backend_opts;
     reap_store *store;              /* NULL: no store */
