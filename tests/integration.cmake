@@ -105,3 +105,29 @@ add_test(NAME oracle_mrope_images
          COMMAND test_mrope ${CMAKE_CURRENT_BINARY_DIR}/oracle_mrope_images --oracle
                  ${REAP_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/oracle)
 set_tests_properties(oracle_mrope_images PROPERTIES LABELS integration TIMEOUT 120)
+
+# 9. Image calibration end to end (tests/run_vision_e2e.sh): reap-genmodel --vision,
+#    generated PNGs of awkward sizes (RGB, grayscale, RGBA) and an image calibration
+#    file, reap-scorer run on the CPU (the real vision tower, the real image decoding and
+#    preprocessing), the float64 vision tower on the dumped patches, reap_oracle.py on
+#    the dumped rows; the Qwen3 tokenizer fixture renders the items.
+#    packed: image + text packing (a sample starting a new row), two images in one
+#    sample, text-only items between image items, the model's preprocessor limits.
+#    nopack: one row per sample, --min-pixels/--max-pixels overrides, one deepstack set,
+#    F32 weights, a dense layer (sparse step 2).
+foreach(vcase
+    "packed|--case packed --seq-len 192|--layers 3 --hidden 32 --heads 4 --kv-heads 2 --head-dim 8 --experts 6 --top-k 2 --moe-inter 16 --inter 24 --vocab 151936 --tie 1 --seed 31"
+    "nopack_limits|--case nopack --seq-len 160 --no-pack --min-pixels 2048 --max-pixels 4096|--layers 4 --hidden 48 --heads 4 --kv-heads 4 --head-dim 12 --experts 8 --top-k 3 --moe-inter 24 --inter 32 --vocab 151936 --sparse-step 2 --dtype f32 --vis-hidden 48 --vis-heads 4 --vis-depth 2 --vis-deepstack 1 --seed 32")
+  string(REPLACE "|" ";" parts "${vcase}")
+  list(GET parts 0 vname)
+  list(GET parts 1 vopts)
+  list(GET parts 2 vgen)
+  separate_arguments(vopts)
+  separate_arguments(vgen)
+  add_test(NAME oracle_vision_e2e_${vname}
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/run_vision_e2e.sh
+                   $<TARGET_FILE_DIR:reap-scorer> ${CMAKE_CURRENT_BINARY_DIR}/oracle_vision_e2e_${vname}
+                   ${REAP_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/qwen3-tokenizer
+                   ${vopts} -- ${vgen})
+  set_tests_properties(oracle_vision_e2e_${vname} PROPERTIES LABELS integration TIMEOUT 300)
+endforeach()

@@ -30,6 +30,12 @@ mRoPE over the text config's mrope_section (rope()).
 
     reap_oracle.py --model DIR --calib FILE --seq-len N [--no-pack] [--max-samples N]
                    [--images SPEC] --out FILE
+    reap_oracle.py --model DIR --rows ROWS --seq-len N [--images SPEC] --out FILE
+
+--rows ROWS takes the packed rows as they are instead of reading and packing a calibration
+file: a JSON file {"seq_len": S, "tokens": [[id, ...], ...], "mask": [[0|1, ...], ...]}
+(what `reap-scorer run --dump-vision` writes as rows.json; used where the calibration file
+has text or image items, which this oracle does not tokenise).
 """
 
 import argparse
@@ -224,6 +230,20 @@ def build_rows(samples, seq_len, pack):
     tokens = np.array([r[0] for r in rows], dtype=np.int64)
     masks = np.array([r[1] for r in rows], dtype=bool)
     return tokens, masks
+
+
+def read_rows(path, seq_len, vocab):
+    """--rows: (tokens [B, S] int64, mask [B, S] bool) as given, checked."""
+    with open(path, "r", encoding="utf-8") as fh:
+        doc = json.load(fh)
+    tokens = np.array(doc["tokens"], dtype=np.int64)
+    mask = np.array(doc["mask"], dtype=np.int64)
+    if int(doc["seq_len"]) != seq_len or tokens.ndim != 2 or tokens.shape != mask.shape or \
+            tokens.shape[1] != seq_len or tokens.shape[0] < 1:
+        raise SystemExit("reap_oracle: %s: rows are not [n, %d] tokens and mask" % (path, seq_len))
+    if tokens.min() < 0 or tokens.max() >= vocab or not np.isin(mask, (0, 1)).all():
+        raise SystemExit("reap_oracle: %s: a token id out of range or a mask not 0/1" % path)
+    return tokens, mask.astype(bool)
 
 
 # ---- the decoder, float64 -----------------------------------------------------------------
@@ -501,7 +521,8 @@ def run(cfg, ck, tokens, mask, images=None):
 def main(argv):
     ap = argparse.ArgumentParser(description="float64 reference REAP statistics")
     ap.add_argument("--model", required=True, help="checkpoint directory")
-    ap.add_argument("--calib", required=True, help="JSONL with {\"input_ids\": [...]}")
+    ap.add_argument("--calib", help="JSONL with {\"input_ids\": [...]}")
+    ap.add_argument("--rows", help="packed rows as JSON (tokens, mask), instead of --calib")
     ap.add_argument("--seq-len", type=int, required=True)
     ap.add_argument("--no-pack", action="store_true", help="one row per sample")
     ap.add_argument("--max-samples", type=int, default=0, help="0: all")
@@ -512,8 +533,13 @@ def main(argv):
         raise SystemExit("reap_oracle: --seq-len must be >= 1")
     cfg = Config(os.path.join(a.model, "config.json"))
     ck = Checkpoint(a.model)
-    samples = read_samples(a.calib, a.max_samples, cfg.vocab)
-    tokens, mask = build_rows(samples, a.seq_len, not a.no_pack)
+    if (a.calib is None) == (a.rows is None):
+        raise SystemExit("reap_oracle: give exactly one of --calib and --rows")
+    if a.rows:
+        tokens, mask = read_rows(a.rows, a.seq_len, cfg.vocab)
+    else:
+        samples = read_samples(a.calib, a.max_samples, cfg.vocab)
+        tokens, mask = build_rows(samples, a.seq_len, not a.no_pack)
     images = read_images(a.images, cfg, a.seq_len) if a.images else None
     layers = run(cfg, ck, tokens, mask, images)
     doc = {"format": "reap-stats/1", "tokens": int(mask.sum()), "layers": layers}
