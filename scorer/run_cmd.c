@@ -163,7 +163,7 @@ int scorer_cmd_run(int argc, char **argv)
     const char *model = NULL, *calib = NULL, *stats_json = NULL, *backend = NULL,
                *precision = NULL, *store_dir = NULL, *tokenizer = NULL;
     const char *seed_s = NULL, *gate_path = NULL, *dump_dir = NULL;
-    long min_pixels = 0, max_pixels = 0;
+    long min_pixels = 0, max_pixels = 0, vision_batch = 0;
     scorer_vision_dump *dump = NULL;
     scorer_layer_gate gate;
     long seq_len = 0, max_samples = 0, batch = 0, threads = 0, ckpt_every = 0, seed = 0;
@@ -212,6 +212,8 @@ int scorer_cmd_run(int argc, char **argv)
         {"max-pixels", NULL, CLI_INT, "0", "image items: smart_resize's max_pixels (0: the "
          "model's preprocessor_config.json); lower it to bound an image's tokens",
          &max_pixels, 0},
+        {"vision-batch", NULL, CLI_INT, "0", "image items: patches per vision tower call "
+         "(0: 16384; lower bounds the tower's memory, same results)", &vision_batch, 0},
         {"dump-vision", NULL, CLI_STR, NULL, "for tests: write the image patches, vision "
          "features and token rows into this directory (created)", &dump_dir, 0},
         {"layer-gate", NULL, CLI_STR, NULL, "for tests: a FIFO; before each layer the run "
@@ -237,10 +239,11 @@ int scorer_cmd_run(int argc, char **argv)
         return 0;
     }
     if (seq_len < 1 || seq_len > 1 << 20 || batch < 0 || threads < 0 || max_samples < 0 ||
-        ckpt_every < 0 || min_pixels < 0 || max_pixels < 0) {
+        ckpt_every < 0 || min_pixels < 0 || max_pixels < 0 ||
+        vision_batch < 0) {
         fprintf(stderr, "reap-scorer run: --seq-len must be >= 1, --batch-size, "
-                        "--threads, --max-samples, --checkpoint-every, --min-pixels and "
-                        "--max-pixels >= 0\n");
+                        "--threads, --max-samples, --checkpoint-every, --min-pixels, "
+                        "--max-pixels and --vision-batch >= 0\n");
         return 2;
     }
     if (cli_shuffle_seed(seed_s, shuffle, &seed, err, sizeof err) ||
@@ -293,6 +296,7 @@ int scorer_cmd_run(int argc, char **argv)
         .max_samples = max_samples,
         .min_pixels = min_pixels,
         .max_pixels = max_pixels,
+        .vision_batch_patches = vision_batch,
         .backend = be,
         .backend_opts = bopts,
         .store = st,

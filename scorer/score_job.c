@@ -183,7 +183,7 @@ static int vision_features(job_ctx *j, const reap_ckpt *ck, const reap_config *c
     int threads = j->o->backend_opts.threads > 0 ? j->o->backend_opts.threads
                                                  : reap_cpu_count();
     int rc = reap_score_vision_run(ck, cfg, rows, probe, j->o->calib_roots, threads,
-                                   on_vision_batch, j, feat);
+                                   j->o->vision_batch_patches, on_vision_batch, j, feat);
     if (rc == REAP_E_CANCELLED)
         j->stop_requested = 1;
     if (rc)

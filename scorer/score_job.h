@@ -101,6 +101,8 @@ typedef struct reap_score_job_opts {
     int64_t max_samples;            /* 0: all */
     int64_t min_pixels, max_pixels; /* image items: > 0 overrides the model's
                                        preprocessor_config.json (smart_resize limits) */
+    int64_t vision_batch_patches;   /* patches per vision tower call (0: the default of
+                                       score_vision.h); bounds the tower's activations */
     const reap_backend_i *backend;  /* NULL: CPU */
     reap_backend_opts backend_opts;
     reap_store *store;              /* NULL: no store */

@@ -42,7 +42,8 @@ static double now_s(void)
 
 int reap_score_vision_run(const reap_ckpt *ck, const reap_config *cfg, const reap_rows *rows,
                           reap_score_probe *probe, const reap_roots *image_roots,
-                          int threads, reap_score_vision_cb on_batch, void *ud,
+                          int threads, int64_t batch_patches,
+                          reap_score_vision_cb on_batch, void *ud,
                           reap_score_features *out)
 {
     const reap_vision_config *vc = &cfg->vision;
@@ -52,6 +53,8 @@ int reap_score_vision_run(const reap_ckpt *ck, const reap_config *cfg, const rea
     int64_t Nt = 0, H = cfg->hidden, D = reap_vision_patch_dim(vc), cap = 0;
     int Nd = vc->n_deepstack, rc = REAP_OK;
     memset(out, 0, sizeof *out);
+    if (batch_patches <= 0)
+        batch_patches = REAP_SCORE_VISION_BATCH_PATCHES;
 
     for (int i = 0; i < rows->n_images; i++)
         Nt += rows->images[i].n_tokens;
@@ -79,7 +82,7 @@ int reap_score_vision_run(const reap_ckpt *ck, const reap_config *cfg, const rea
         while (first + n < rows->n_images) {
             const reap_calib_image *im = &rows->images[first + n];
             int64_t p = (int64_t)im->grid_t * im->grid_h * im->grid_w;
-            if (n > 0 && np + p > REAP_SCORE_VISION_BATCH_PATCHES)
+            if (n > 0 && np + p > batch_patches)
                 break;
             np += p;
             nt += im->n_tokens;

@@ -26,7 +26,7 @@
 #include "score_image.h"
 #include "vision.h"
 
-/* Patches per reap_vision_forward call (an image with more runs alone). */
+/* Patches per reap_vision_forward call by default (an image with more runs alone). */
 #define REAP_SCORE_VISION_BATCH_PATCHES 16384
 
 /* calib.h's reap_image_probe_fn over score_image.h; ud is a reap_score_probe. */
@@ -55,7 +55,9 @@ typedef struct reap_score_features {
 } reap_score_features;
 
 /* Run the tower over rows->images. `image_roots`: the roots the calibration file was
- * confined to (NULL: unconfined). threads >= 1. on_batch may be NULL.
+ * confined to (NULL: unconfined). threads >= 1. batch_patches: patches per tower call
+ * (<= 0: REAP_SCORE_VISION_BATCH_PATCHES; the results do not depend on it). on_batch may
+ * be NULL.
  * Returns REAP_OK; REAP_E_INVALID (an image whose bytes no longer have the digest taken
  * when the calibration was read, or whose grid differs: named with its path, line and
  * item); the errors of reap_image_read_file / reap_image_decode_mem /
@@ -63,7 +65,8 @@ typedef struct reap_score_features {
  * (on_batch asked to stop); REAP_E_NOMEM. On failure *out is empty. */
 int reap_score_vision_run(const reap_ckpt *ck, const reap_config *cfg, const reap_rows *rows,
                           reap_score_probe *probe, const reap_roots *image_roots,
-                          int threads, reap_score_vision_cb on_batch, void *ud,
+                          int threads, int64_t batch_patches,
+                          reap_score_vision_cb on_batch, void *ud,
                           reap_score_features *out);
 
 void reap_score_features_free(reap_score_features *f);

@@ -7,7 +7,8 @@
 # --images) and compare_stats.py (statistics <= rtol relative, counts exact).
 #
 # usage: run_vision_e2e.sh BIN_DIR SCRATCH_DIR PYTHON TOKENIZER_DIR --case NAME
-#          --seq-len N [--no-pack] [--min-pixels A] [--max-pixels B] [--rtol X]
+#          --seq-len N [--no-pack] [--min-pixels A] [--max-pixels B] [--vision-batch P]
+#          [--rtol X]
 #          -- [reap-genmodel args]
 set -euo pipefail
 
@@ -16,13 +17,14 @@ die() { echo "run_vision_e2e: $*" >&2; exit 2; }
 bin=$1; scratch=$2; py=$3; tok=$4
 shift 4
 here=$(cd "$(dirname "$0")" && pwd)
-case_name=""; seq_len=""; pack=(); px=(); rtol=1e-5
+case_name=""; seq_len=""; pack=(); px=(); vb=(); rtol=1e-5
 while [ $# -gt 0 ]; do
   case $1 in
     --case) case_name=$2; shift 2 ;;
     --seq-len) seq_len=$2; shift 2 ;;
     --no-pack) pack=(--no-pack); shift ;;
     --min-pixels|--max-pixels) px+=("$1" "$2"); shift 2 ;;
+    --vision-batch) vb=(--vision-batch "$2"); shift 2 ;;
     --rtol) rtol=$2; shift 2 ;;
     --) shift; break ;;
     *) die "unknown option '$1'" ;;
@@ -43,10 +45,12 @@ step "vision_e2e.py make --case $case_name"
 
 step "reap-scorer run --seq-len $seq_len ${pack[*]} ${px[*]} --dump-vision"
 "$bin/reap-scorer" run --backend cpu --model "$model" --calib "$scratch/calib.jsonl" \
-  --tokenizer "$tok" --seq-len "$seq_len" "${pack[@]}" "${px[@]}" \
+  --tokenizer "$tok" --seq-len "$seq_len" "${pack[@]}" "${px[@]}" "${vb[@]}" \
   --stats-json "$scratch/engine.json" --dump-vision "$scratch/dump" 2> "$scratch/scorer.err" \
   || { cat "$scratch/scorer.err" >&2; die "reap-scorer run failed"; }
 cat "$scratch/scorer.err" >&2
+batches=$(grep -c "vision tower: " "$scratch/scorer.err" || true)
+echo "run_vision_e2e: $batches vision batch(es)" >&2
 n_img=$("$py" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["order"]))' \
   "$scratch/images.json")
 grep -q "vision tower: $n_img/$n_img images" "$scratch/scorer.err" \
