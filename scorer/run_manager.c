@@ -237,6 +237,15 @@ static int on_score_event(void *ud, const reap_score_event *ev)
             stop = 1;
         }
         break;
+    case REAP_SCORE_EV_VISION:
+    case REAP_SCORE_EV_FEATURES:
+        /* The vision tower, before the run record: a cancel or a stop ends the job
+         * there, committing nothing (as at EV_IDS). */
+        if (j->cancel_req || m->stopping) {
+            in->stop = j->cancel_req ? REAP_RM_STOP_CANCEL : REAP_RM_STOP_SHUTDOWN;
+            stop = 1;
+        }
+        break;
     case REAP_SCORE_EV_COMPLETE:
     case REAP_SCORE_EV_START:
         if (ev->kind == REAP_SCORE_EV_COMPLETE) {

@@ -191,7 +191,8 @@ static int vision_features(job_ctx *j, const reap_ckpt *ck, const reap_config *c
     reap_score_event ev = {.kind = REAP_SCORE_EV_FEATURES, .rows = rows, .image = &feat->f};
     if (emit(j, &ev)) {
         j->stop_requested = 1;
-        return reap_err_set(REAP_E_CANCELLED, "stopped on request after the vision tower");
+        return reap_err_set(REAP_E_CANCELLED, "stopped on request after the vision tower, "
+                                              "before scoring began (nothing was committed)");
     }
     return REAP_OK;
 }
@@ -367,6 +368,10 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
             rc = read_back(s, &model, res);
             goto fail;
         }
+        /* The images' features, before the run record: a stop or a failure here (a
+         * changed image) commits nothing, like one before EV_IDS. */
+        if (rows.n_spans > 0 && (rc = vision_features(&j, ck, &cfg, probe, &rows, &feat)))
+            goto fail;
         /* Resume: the newest checkpoint leaving a layer before the first missing one. */
         int ck_layer;
         if (!o->force && first > 0 &&
@@ -386,9 +391,10 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
         res->has_run = 1;
         memcpy(res->run_id, j.run.run_id, 16);
     }
-    res->start_layer = start;
-    if (rows.n_spans > 0 && (rc = vision_features(&j, ck, &cfg, probe, &rows, &feat)))
+    if (!s && rows.n_spans > 0 &&
+        (rc = vision_features(&j, ck, &cfg, probe, &rows, &feat)))
         goto fail;
+    res->start_layer = start;
     reap_score_event ev_start = {.kind = REAP_SCORE_EV_START, .start_layer = start};
     emit(&j, &ev_start);
 

@@ -17,7 +17,8 @@
  * Image items (a model with a vision tower, score_vision.h): the loader probes each image
  * with the model's preprocessor_config.json limits (or min_pixels / max_pixels); before
  * the first layer every image of the rows is read again (confined by calib_roots), its
- * digest checked, preprocessed and run through the vision tower (EV_VISION per batch);
+ * digest checked, preprocessed and run through the vision tower (EV_VISION per batch,
+ * after the store's completeness check and before the run record is written);
  * the merged features and deepstack sets go to the engine. A resumed run recomputes
  * them (they are not checkpointed). Layers recomputed after a resume (or with
  *     force) are compared with their stored records, which are never replaced; a
@@ -76,7 +77,8 @@ typedef struct reap_score_event {
     const reap_image_features *image;       /* EV_FEATURES, valid during the call */
 } reap_score_event;
 
-/* Return non-zero to stop the run: from EV_WAITING or EV_IDS, before scoring begins
+/* Return non-zero to stop the run: from EV_WAITING, EV_IDS, EV_VISION or EV_FEATURES,
+ * before scoring begins
  * (nothing is committed, no run record is written); from a later event, at the next layer boundary
  * (the layer in progress is committed). The job then returns REAP_E_CANCELLED. */
 typedef int (*reap_score_event_cb)(void *ud, const reap_score_event *ev);

@@ -130,7 +130,8 @@ int reap_score_vision_run(const reap_ckpt *ck, const reap_config *cfg, const rea
         first += n;
         if (on_batch && on_batch(ud, &b)) {
             rc = reap_err_set(REAP_E_CANCELLED, "stopped on request in the vision tower "
-                              "(%d of %d images done)", first, rows->n_images);
+                              "(%d of %d images done; nothing was committed)", first,
+                              rows->n_images);
             goto fail;
         }
     }
