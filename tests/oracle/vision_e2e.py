@@ -209,7 +209,10 @@ def oracle(a):
     c_out = np.fromfile(os.path.join(a.dump, "out.f32"), dtype="<f4").reshape(-1, H)
     err = rel_l2(c_out, merged)
     nd = meta["n_deepstack"]
-    c_deep = np.fromfile(os.path.join(a.dump, "deep.f32"), dtype="<f4").reshape(nd, -1, H)
+    c_deep = np.fromfile(os.path.join(a.dump, "deep.f32"), dtype="<f4")
+    c_deep = c_deep.reshape(nd, meta["n_tokens"], H) if nd else np.zeros((0, 0, H))
+    if len(deep) != nd:
+        raise SystemExit("vision_e2e: %d deepstack sets, the C side wrote %d" % (len(deep), nd))
     errs = [rel_l2(c_deep[k], deep[k]) for k in range(nd)]
     print("vision_e2e: %d images %s, %d image tokens; tower vs float64: merger %.2e, "
           "deepstack %s" % (len(grids), grids, meta["n_tokens"], err,
