@@ -118,10 +118,13 @@ set_tests_properties(oracle_mrope_images PROPERTIES LABELS integration TIMEOUT 1
 #    F32 weights, a dense layer (sparse step 2).
 #    packed_patch2_nodeep: patch 2 (factor 4), no deepstack, a 6 x 6 position table,
 #    F16 in 2 shards, GQA 5, --max-pixels only.
+#    genmodel_png_jpeg: the images and calibration file of reap-genmodel --images (7
+#    images: PNG RGB/RGBA, JPEG RGB/gray).
 foreach(vcase
     "packed|--case packed --seq-len 192 --vision-batch 200|--layers 3 --hidden 32 --heads 4 --kv-heads 2 --head-dim 8 --experts 6 --top-k 2 --moe-inter 16 --inter 24 --vocab 151936 --tie 1 --seed 31"
     "nopack_limits|--case nopack --seq-len 160 --no-pack --min-pixels 2048 --max-pixels 4096|--layers 4 --hidden 48 --heads 4 --kv-heads 4 --head-dim 12 --experts 8 --top-k 3 --moe-inter 24 --inter 32 --vocab 151936 --sparse-step 2 --dtype f32 --vis-hidden 48 --vis-heads 4 --vis-depth 2 --vis-deepstack 1 --seed 32"
-    "packed_patch2_nodeep|--case packed --seq-len 512 --max-pixels 3000|--layers 2 --hidden 40 --heads 5 --kv-heads 1 --head-dim 8 --experts 5 --top-k 2 --moe-inter 12 --vocab 151936 --dtype f16 --shards 2 --vis-patch 2 --vis-deepstack none --vis-pos-side 6 --seed 33")
+    "packed_patch2_nodeep|--case packed --seq-len 512 --max-pixels 3000|--layers 2 --hidden 40 --heads 5 --kv-heads 1 --head-dim 8 --experts 5 --top-k 2 --moe-inter 12 --vocab 151936 --dtype f16 --shards 2 --vis-patch 2 --vis-deepstack none --vis-pos-side 6 --seed 33"
+    "genmodel_png_jpeg|--genmodel-images 7 --seq-len 256|--layers 2 --hidden 32 --heads 4 --kv-heads 2 --head-dim 8 --experts 6 --top-k 2 --moe-inter 16 --vocab 151936 --tie 1 --seed 34")
   string(REPLACE "|" ";" parts "${vcase}")
   list(GET parts 0 vname)
   list(GET parts 1 vopts)

@@ -5,8 +5,11 @@
 # CPU with --dump-vision, then vision_e2e.py oracle (grids against smart_resize, spans in
 # the rows, the float64 vision tower on the dumped patches, reap_oracle.py --rows
 # --images) and compare_stats.py (statistics <= rtol relative, counts exact).
+# --genmodel-images N: the images (PNG and JPEG) and the calibration file come from
+# reap-genmodel --images instead (vision_e2e.py index reads their sizes from the headers).
 #
-# usage: run_vision_e2e.sh BIN_DIR SCRATCH_DIR PYTHON TOKENIZER_DIR --case NAME
+# usage: run_vision_e2e.sh BIN_DIR SCRATCH_DIR PYTHON TOKENIZER_DIR
+#          (--case NAME | --genmodel-images N)
 #          --seq-len N [--no-pack] [--min-pixels A] [--max-pixels B] [--vision-batch P]
 #          [--rtol X]
 #          -- [reap-genmodel args]
@@ -17,10 +20,11 @@ die() { echo "run_vision_e2e: $*" >&2; exit 2; }
 bin=$1; scratch=$2; py=$3; tok=$4
 shift 4
 here=$(cd "$(dirname "$0")" && pwd)
-case_name=""; seq_len=""; pack=(); px=(); vb=(); rtol=1e-5
+case_name=""; gen_images=""; seq_len=""; pack=(); px=(); vb=(); rtol=1e-5
 while [ $# -gt 0 ]; do
   case $1 in
     --case) case_name=$2; shift 2 ;;
+    --genmodel-images) gen_images=$2; shift 2 ;;
     --seq-len) seq_len=$2; shift 2 ;;
     --no-pack) pack=(--no-pack); shift ;;
     --min-pixels|--max-pixels) px+=("$1" "$2"); shift 2 ;;
@@ -30,18 +34,27 @@ while [ $# -gt 0 ]; do
     *) die "unknown option '$1'" ;;
   esac
 done
-[ -n "$case_name" ] && [ -n "$seq_len" ] || die "--case and --seq-len are required"
+[ -n "$case_name" ] || [ -n "$gen_images" ] || die "--case or --genmodel-images is required"
+[ -n "$seq_len" ] || die "--seq-len is required"
 step() { echo "== $*" >&2; }
 
 rm -rf "$scratch"
 mkdir -p "$scratch"
 model=$scratch/model
 
-step "reap-genmodel --family qwen3_vl_moe --vision $*"
-"$bin/reap-genmodel" --out "$model" --family qwen3_vl_moe --vision "$@"
-
-step "vision_e2e.py make --case $case_name"
-"$py" "$here/oracle/vision_e2e.py" make "$scratch" --case "$case_name"
+if [ -n "$gen_images" ]; then
+  step "reap-genmodel --family qwen3_vl_moe --vision $* --images --n-images $gen_images"
+  "$bin/reap-genmodel" --out "$model" --family qwen3_vl_moe --vision "$@" \
+    --images "$scratch" --n-images "$gen_images"
+  step "vision_e2e.py index"
+  "$py" "$here/oracle/vision_e2e.py" index "$scratch"
+  case_name="genmodel_images"
+else
+  step "reap-genmodel --family qwen3_vl_moe --vision $*"
+  "$bin/reap-genmodel" --out "$model" --family qwen3_vl_moe --vision "$@"
+  step "vision_e2e.py make --case $case_name"
+  "$py" "$here/oracle/vision_e2e.py" make "$scratch" --case "$case_name"
+fi
 
 step "reap-scorer run --seq-len $seq_len ${pack[*]} ${px[*]} --dump-vision"
 "$bin/reap-scorer" run --backend cpu --model "$model" --calib "$scratch/calib.jsonl" \

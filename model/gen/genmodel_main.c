@@ -5,6 +5,7 @@
  * switch). Unset size flags keep the defaults of reap_gen_spec_default(); errors go to
  * stderr with exit status 2 (usage) or 1 (failure).
  */
+#include "gen_images.h"
 #include "genmodel.h"
 
 #include "reap_err.h"
@@ -24,7 +25,7 @@ enum opt_id {
     O_SAMPLES, O_MIN_LEN, O_MAX_LEN, O_CALIB_SEED, O_AWQ, O_AWQ_TWIN, O_GROUP_SIZE,
     O_AWQ_ATTN, O_AWQ_SKIP, O_VISION, O_VIS_DEPTH, O_VIS_HIDDEN, O_VIS_HEADS, O_VIS_INTER,
     O_VIS_PATCH, O_VIS_MERGE, O_VIS_POS_SIDE, O_VIS_DEEPSTACK, O_MIN_PIXELS, O_MAX_PIXELS,
-    O_HELP, O_COUNT
+    O_IMAGES, O_N_IMAGES, O_HELP, O_COUNT
 };
 
 static const struct opt {
@@ -78,6 +79,9 @@ static const struct opt {
                                                       "'none' for none (0,2)" },
     [O_MIN_PIXELS] = { "--min-pixels", "N", "preprocessor size.shortest_edge (1024)" },
     [O_MAX_PIXELS] = { "--max-pixels", "N", "preprocessor size.longest_edge (16384)" },
+    [O_IMAGES] = { "--images", "DIR", "also write generated PNG/JPEG images and an image "
+                                      "calibration file DIR/calib.jsonl" },
+    [O_N_IMAGES] = { "--n-images", "N", "images to write with --images (6)" },
     [O_HELP] = { "--help", NULL, "show this help" },
 };
 
@@ -212,7 +216,7 @@ int main(int argc, char **argv)
     const char *val[O_COUNT] = { 0 };
     reap_gen_spec spec;
     reap_family family = REAP_FAMILY_QWEN3_MOE;
-    int samples = 8, min_len = 4, max_len = 32, rc, n_moe = 0;
+    int samples = 8, min_len = 4, max_len = 32, rc, n_moe = 0, n_images = 6;
     uint64_t calib_seed;
 
     for (int i = 1; i < argc; i++) {
@@ -355,6 +359,12 @@ int main(int argc, char **argv)
                         "need --calib FILE\n");
         return 2;
     }
+    if (val[O_N_IMAGES] && !val[O_IMAGES]) {
+        fprintf(stderr, "reap-genmodel: --n-images needs --images DIR\n");
+        return 2;
+    }
+    if (val[O_N_IMAGES] && parse_int("--n-images", val[O_N_IMAGES], 1, 10000, &n_images))
+        return 2;
     if (min_len > max_len) {
         fprintf(stderr, "reap-genmodel: --min-len %d > --max-len %d\n", min_len, max_len);
         return 2;
@@ -403,6 +413,13 @@ int main(int argc, char **argv)
         }
         printf("wrote %s: %d samples of %d..%d tokens, seed %" PRIu64 "\n", val[O_CALIB],
                samples, min_len, max_len, calib_seed);
+    }
+    if (val[O_IMAGES]) {
+        if ((rc = reap_gen_images(val[O_IMAGES], n_images, calib_seed))) {
+            fprintf(stderr, "reap-genmodel: %s: %s\n", reap_strerror(rc), reap_err_msg());
+            return 1;
+        }
+        printf("wrote %s: %d PNG/JPEG images and calib.jsonl\n", val[O_IMAGES], n_images);
     }
     return 0;
 }

@@ -8,6 +8,11 @@
       (image items in both forms, two images in one sample, text-only items beside them),
       and DIR/images.json (each image's width and height, for the check).
 
+  vision_e2e.py index DIR
+      for images and DIR/calib.jsonl written by `reap-genmodel --images DIR` (PNG and
+      JPEG): writes DIR/images.json from the calibration file's image references and
+      each file's header (PNG IHDR, JPEG SOFn), read here without any image library.
+
   vision_e2e.py oracle MODEL DIR DUMP --seq-len N [--min-pixels A] [--max-pixels B]
                        --out STATS
       DUMP is what `reap-scorer run --dump-vision` wrote (vision_dump.h). Checks, from the
@@ -138,6 +143,42 @@ def image_order(items):
     return out
 
 
+def header_size(path):
+    """(width, height) from a PNG's IHDR or a JPEG's SOFn marker."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return struct.unpack(">II", data[16:24])
+    if data[:2] != b"\xff\xd8":
+        raise SystemExit("vision_e2e: %s: neither PNG nor JPEG" % path)
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            raise SystemExit("vision_e2e: %s: bad JPEG marker at %d" % (path, i))
+        m = data[i + 1]
+        if m == 0xFF:
+            i += 1
+            continue
+        seglen = struct.unpack(">H", data[i + 2:i + 4])[0]
+        if 0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return w, h
+        i += 2 + seglen
+    raise SystemExit("vision_e2e: %s: no SOF marker" % path)
+
+
+def index(a):
+    with open(os.path.join(a.dir, "calib.jsonl"), encoding="utf-8") as fh:
+        items = [json.loads(line) for line in fh if line.strip()]
+    order = image_order(items)
+    sizes = {ref: list(header_size(os.path.join(a.dir, ref))) for ref in set(order)}
+    with open(os.path.join(a.dir, "images.json"), "w", encoding="utf-8") as fh:
+        json.dump({"sizes": sizes, "order": order}, fh)
+    print("vision_e2e: %d images: %s" % (len(order), ", ".join(
+        "%s %dx%d" % (r, sizes[r][0], sizes[r][1]) for r in order)))
+    return 0
+
+
 # ---- the check ----------------------------------------------------------------------------
 
 def smart_resize(h, w, factor, min_pixels, max_pixels):
@@ -243,6 +284,8 @@ def main(argv):
     mk = sub.add_parser("make")
     mk.add_argument("dir")
     mk.add_argument("--case", required=True, choices=sorted(CASES))
+    ix = sub.add_parser("index")
+    ix.add_argument("dir")
     orc = sub.add_parser("oracle")
     orc.add_argument("model")
     orc.add_argument("dir")
@@ -252,7 +295,7 @@ def main(argv):
     orc.add_argument("--max-pixels", type=int, default=0)
     orc.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    return make(a) if a.cmd == "make" else oracle(a)
+    return {"make": make, "index": index, "oracle": oracle}[a.cmd](a)
 
 
 if __name__ == "__main__":
