@@ -1,7 +1,7 @@
 /* score_vision.h - the image side of a scoring job (Qwen3-VL image calibration):
  *   - the calibration loader's image probe (calib.h reap_image_probe_fn) over model/image.h:
  *     the header's size, then smart_resize with the model's preprocessor_config.json
- *     limits (or the caller's --min-pixels / --max-pixels);
+ *     limits (or the caller's --min-pixels / --max-pixels), done by score_image.h;
  *   - the vision tower's features for the images of the packed rows: every image file is
  *     read again (confined like the calibration file), its BLAKE2b-256 digest checked
  *     against the one taken when the calibration was read, decoded, preprocessed to
@@ -46,7 +46,8 @@ typedef struct reap_score_vision_batch {
 /* Return non-zero to stop (the run ends with REAP_E_CANCELLED). */
 typedef int (*reap_score_vision_cb)(void *ud, const reap_score_vision_batch *b);
 
-/* The features of all images, ready for reap_engine_opts.image. */
+/* The features of all images, ready for reap_engine_opts.image (f points into the
+ * struct itself: do not copy or move it while f is in use). */
 typedef struct reap_score_features {
     reap_image_features f;       /* points into the arrays below */
     float *merged;               /* [Nt, H] owned */
