@@ -174,7 +174,8 @@ int scorer_cmd_run(int argc, char **argv)
         {"model", "REAP_MODEL_PATH", CLI_STR, NULL, "checkpoint directory (config.json, "
          "safetensors shards)", &model, 1},
         {"calib", "REAP_CALIBRATION_PATH", CLI_STR, NULL, "calibration file: JSON Lines or "
-         "a JSON array of {\"input_ids\"}, {\"text\"} or {\"messages\"} items", &calib, 1},
+         "a JSON array of {\"input_ids\"}, {\"text\"}, {\"messages\"} or {\"image\"} "
+         "items", &calib, 1},
         {"tokenizer", "REAP_TOKENIZER_PATH", CLI_STR, NULL, "tokenizer.json (or its "
          "directory) for text and messages items", &tokenizer, 0},
         {"shuffle", NULL, CLI_FLAG, NULL, "shuffle the items (with --seed) before taking "
