@@ -173,3 +173,18 @@ double reap_modality_stats_score(const reap_modality_stats *s, int e, reap_crite
     }
     return 0.0;
 }
+
+double reap_layer_stats_balanced_score(const reap_layer_stats *s, int e)
+{
+    double sum = 0.0;
+    int present = 0;
+    for (int m = 0; m < REAP_N_MODALITIES; m++) {
+        reap_modality_stats v;
+        reap_layer_stats_modality(s, (reap_modality)m, &v);
+        if (v.tokens <= 0)
+            continue;
+        sum += reap_modality_stats_score(&v, e, REAP_CRIT_REAP);
+        present++;
+    }
+    return present > 0 ? sum / present : 0.0;
+}

@@ -87,6 +87,12 @@ int reap_layer_stats_has_image(const reap_layer_stats *s);
  * image set with tokens 0. */
 void reap_layer_stats_modality(const reap_layer_stats *s, reap_modality m,
                                reap_modality_stats *out);
+/* The modality-balanced REAP score of expert e: the mean, over the modalities present in
+ * the layer (the layer saw tokens of that modality: view tokens > 0), of the expert's
+ * REAP score in that modality (sum_gate_norm / count there; 0 when the expert got no
+ * token of it). For a layer without image tokens it equals the REAP score of the
+ * totals, bit for bit. 0 for a layer with no tokens at all. */
+double reap_layer_stats_balanced_score(const reap_layer_stats *s, int e);
 /* Score of expert e in a modality view (same criteria as reap_layer_stats_score); 0 for
  * an expert with no tokens of that modality. */
 double reap_modality_stats_score(const reap_modality_stats *v, int e, reap_criterion c);
