@@ -18,6 +18,7 @@
 #include "reap_err.h"
 #include "stats.h"
 #include "stats_json.h"
+#include "stats_table.h"
 #include "test_fixtures.h"
 #include "test_util.h"
 
@@ -357,6 +358,35 @@ static void test_balanced(void)
     reap_layer_stats_free(&s);
 }
 
+/* The table's image columns appear only when a layer saw image tokens. */
+static void test_table(void)
+{
+    reap_layer_stats st[2];
+    char buf[4096];
+    make_text_layer(&st[0], 0, 8);
+    make_text_layer(&st[1], 1, 8);
+    FILE *f = tmpfile();
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    reap_stats_print_table(f, st, 2, 0.25);
+    size_t n = fread(buf, 1, sizeof buf - 1, (rewind(f), f));
+    buf[n] = 0;
+    CHECK_MSG(!strstr(buf, "img_tok"), "text-only table changed:\n%s", buf);
+    fclose(f);
+    reap_layer_stats_free(&st[1]);
+    make_image_layer(&st[1], 1, 8);   /* image tokens 8; expert 3 never sees one */
+    f = tmpfile();
+    reap_stats_print_table(f, st, 2, 0.25);
+    n = fread(buf, 1, sizeof buf - 1, (rewind(f), f));
+    buf[n] = 0;
+    fclose(f);
+    CHECK_MSG(strstr(buf, "img_tok") && strstr(buf, "  0   0/8  ") &&
+                  strstr(buf, "  8   7/8  "), "image columns:\n%s", buf);
+    reap_layer_stats_free(&st[0]);
+    reap_layer_stats_free(&st[1]);
+}
+
 int main(int argc, char **argv)
 {
     scratch = argc > 1 ? argv[1] : "tmp_test_stats";
@@ -369,5 +399,6 @@ int main(int argc, char **argv)
     test_digest();
     test_json();
     test_balanced();
+    test_table();
     TEST_MAIN_END();
 }
