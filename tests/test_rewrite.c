@@ -320,7 +320,7 @@ static void prune_case(const char *name, reap_family fam, reap_expert_layout lay
     po.out_dir = out_dir;
     po.stats = st;
     po.n_stats = n_st;
-    po.keep = (reap_keep_opts){REAP_CRIT_REAP, 0, n_prune, 0};
+    po.keep = (reap_keep_opts){REAP_CRIT_REAP, 0, n_prune, 0, 0};
     po.verify = 1;
     po.verify_rows = &rows;
     po.probe.backend_opts.threads = 2;
@@ -471,7 +471,7 @@ static void test_cancel_cleans_up(void)
     po.out_dir = out_dir;
     po.stats = st;
     po.n_stats = n_st;
-    po.keep = (reap_keep_opts){REAP_CRIT_REAP, 0.5, -1, 0};
+    po.keep = (reap_keep_opts){REAP_CRIT_REAP, 0.5, -1, 0, 0};
     po.progress = cancel_cb;
     reap_prune_result res;
     CHECK_RC(reap_prune(&po, &res), REAP_E_CANCELLED);
