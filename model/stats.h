@@ -104,8 +104,8 @@ double reap_layer_stats_score(const reap_layer_stats *s, int e, reap_criterion c
  * expert: count (u64), sum_gate_norm, sum_norm, sum_gate (f64 bits), max_act (f32
  * bits); then, only for a layer with image tokens, "modalities" and for text then image:
  * tokens (u64) and the same per-expert fields; a text-only layer hashes as before
- * modalities existed). The same records give the same digest whatever their source or order.
- * hex: 65 bytes. Returns REAP_OK or REAP_E_NOMEM. */
+ * modalities existed). The same records give the same digest whatever their source or
+ * order. hex: 65 bytes. Returns REAP_OK or REAP_E_NOMEM. */
 int reap_stats_digest(const reap_layer_stats *stats, int n, char hex[65]);
 
 #endif

@@ -219,8 +219,8 @@ static int cpu_init(const reap_config *cfg, const reap_rows *rows,
     const int n_pos = reap_positions_limit(c->S);
     c->rope_cos = falloc((int64_t)n_pos * cfg->head_dim / 2);
     c->rope_sin = falloc((int64_t)n_pos * cfg->head_dim / 2);
-    if (!c->tokens || !c->mask || !c->valid || !c->modality || !c->pos3 || !c->x || !c->rope_cos ||
-        !c->rope_sin) {
+    if (!c->tokens || !c->mask || !c->valid || !c->modality || !c->pos3 || !c->x ||
+        !c->rope_cos || !c->rope_sin) {
         rc = reap_err_set(REAP_E_NOMEM, "cpu backend: hidden states of %lld positions x %d "
                           "(%.1f MiB)", (long long)c->T, cfg->hidden,
                           (double)c->T * cfg->hidden * 4 / 1048576.0);
