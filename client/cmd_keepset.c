@@ -27,6 +27,8 @@ static void print_json(const reap_keepset *ks)
     json_object_set_new(doc, "n_prune", json_integer(ks->n_prune));
     json_object_set_new(doc, "n_keep", json_integer(ks->n_keep));
     json_object_set_new(doc, "protect_super_experts", json_boolean(ks->protect_super_experts));
+    if (ks->balance_modalities)
+        json_object_set_new(doc, "balance_modalities", json_true());
     json_object_set_new(doc, "experts_to_keep", layers);
     json_dumpf(doc, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     putchar('\n');
@@ -35,9 +37,10 @@ static void print_json(const reap_keepset *ks)
 
 static void print_table(const reap_keepset *ks)
 {
-    printf("criterion %s: %d -> %d experts per layer (%d dropped)%s\n",
+    printf("criterion %s: %d -> %d experts per layer (%d dropped)%s%s\n",
            reap_criterion_name(ks->criterion), ks->n_experts, ks->n_keep, ks->n_prune,
-           ks->protect_super_experts ? ", super experts protected" : "");
+           ks->protect_super_experts ? ", super experts protected" : "",
+           ks->balance_modalities ? ", modality-balanced" : "");
     printf("%5s %6s  %s\n", "layer", "super", "kept experts (original ids)");
     for (int i = 0; i < ks->n_layers; i++) {
         printf("%5d %6d ", ks->layers[i].layer, ks->layers[i].n_super);
@@ -161,7 +164,7 @@ int cmd_keepset(int argc, char **argv)
 {
     const char *stats_path = NULL, *model = NULL, *ratio = NULL, *n_prune = NULL,
                *criterion = NULL, *model_id = NULL, *calib_ids = NULL;
-    int protect = 0, as_json = 0, n = 0, rc, n_opts = 0, ex;
+    int protect = 0, balance = 0, as_json = 0, n = 0, rc, n_opts = 0, ex;
     reapctl_conn conn;
     reap_layer_stats *st = NULL;
     reap_config cfg = {0};
@@ -185,6 +188,8 @@ int cmd_keepset(int argc, char **argv)
         {"criterion", "REAP_CRITERION", CLI_STR, "reap", "scoring criterion", &criterion, 0},
         {"protect-super-experts", NULL, CLI_FLAG, NULL, "never drop super experts",
          &protect, 0},
+        {"balance-modalities", NULL, CLI_FLAG, NULL, "mean of the text and image REAP "
+         "scores (criterion reap; with --stats-json only)", &balance, 0},
         {"json", NULL, CLI_FLAG, NULL, "print JSON instead of a table", &as_json, 0},
     };
     while (opts[n_opts].flag)
@@ -194,8 +199,15 @@ int cmd_keepset(int argc, char **argv)
                         "(--ratio R | --n-prune N) [options]";
     if ((ex = reapctl_parse("keepset", usage, opts, n_opts, argc, argv, NULL, 0, NULL)) >= 0)
         return ex;
-    if (reap_keep_opts_parse(ratio, n_prune, criterion, protect, &ko)) {
+    if (reap_keep_opts_parse(ratio, n_prune, criterion, protect, &ko) ||
+        ((ko.balance_modalities = balance) && reap_keep_opts_check(&ko))) {
         fprintf(stderr, "reapctl keepset: %s\n", reap_err_msg());
+        return 2;
+    }
+    if (!stats_path && balance) {
+        /* the pruner service's ComputeKeepSet has no such parameter yet */
+        fprintf(stderr, "reapctl keepset: --balance-modalities needs --stats-json FILE (the "
+                "pruner service computes totals-based keep sets only)\n");
         return 2;
     }
     if (!stats_path) {

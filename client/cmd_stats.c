@@ -20,6 +20,24 @@
 #include "stats_json.h"
 #include "stats_table.h"
 
+/* A GetStats modality message into v (E entries each); REAP_E_FORMAT when sizes differ. */
+static int modality_from_pb(const Reap__V1__ModalityStats *m, size_t E,
+                            reap_modality_stats *v)
+{
+    if (m->n_count != E || m->n_sum_gate_norm != E || m->n_sum_norm != E ||
+        m->n_sum_gate != E || m->n_max_act != E)
+        return REAP_E_FORMAT;
+    v->tokens = (int64_t)m->tokens;
+    for (size_t e = 0; e < E; e++) {
+        v->count[e] = (int64_t)m->count[e];
+        v->sum_gate_norm[e] = m->sum_gate_norm[e];
+        v->sum_norm[e] = m->sum_norm[e];
+        v->sum_gate[e] = m->sum_gate[e];
+        v->max_act[e] = (float)m->max_act[e];
+    }
+    return REAP_OK;
+}
+
 /* GetStats layers -> statistics structs. */
 static int to_stats(const Reap__V1__GetStatsResponse *r, reap_layer_stats **out)
 {
@@ -44,6 +62,15 @@ static int to_stats(const Reap__V1__GetStatsResponse *r, reap_layer_stats **out)
             st[l].sum_norm[e] = s->sum_norm[e];
             st[l].sum_gate[e] = s->sum_gate[e];
             st[l].max_act[e] = (float)s->max_act[e];
+        }
+        if ((s->text != NULL) != (s->image != NULL) ||
+            (s->image && (modality_from_pb(s->text, E, &st[l].mod[REAP_MOD_TEXT]) ||
+                          modality_from_pb(s->image, E, &st[l].mod[REAP_MOD_IMAGE])))) {
+            for (size_t k = 0; k <= l; k++)
+                reap_layer_stats_free(&st[k]);
+            free(st);
+            return reap_err_set(REAP_E_FORMAT, "layer %u: inconsistent statistics by "
+                                "modality", s->layer);
         }
     }
     *out = st;

@@ -244,6 +244,7 @@ int reap_keepset_compute(const reap_config *cfg, const reap_layer_stats *stats, 
     out->n_keep = E - n_prune;
     out->top_k = K;
     out->protect_super_experts = opts->protect_super_experts;
+    out->balance_modalities = opts->balance_modalities;
     out->n_layers = n;
     out->layers = calloc((size_t)n, sizeof *out->layers);
     rank = malloc((size_t)E * sizeof *rank);
@@ -269,7 +270,9 @@ int reap_keepset_compute(const reap_config *cfg, const reap_layer_stats *stats, 
             goto fail;
         }
         for (int e = 0; e < E; e++) {
-            kl->scores[e] = reap_layer_stats_score(s, e, opts->criterion);
+            kl->scores[e] = opts->balance_modalities
+                                ? reap_layer_stats_balanced_score(s, e)
+                                : reap_layer_stats_score(s, e, opts->criterion);
             if (!isfinite(kl->scores[e])) {
                 rc = reap_err_set(REAP_E_INVALID, "layer %d: expert %d has a non-finite %s "
                                   "score", s->layer, e, reap_criterion_name(opts->criterion));
@@ -307,6 +310,10 @@ int reap_keep_opts_check(const reap_keep_opts *opts)
     if (opts->n_prune < 0 && !(opts->ratio >= 0.0 && opts->ratio < 1.0))
         return reap_err_set(REAP_E_INVALID, "ratio %g is outside [0, 1) (the fraction of "
                             "experts removed)", opts->ratio);
+    if (opts->balance_modalities && opts->criterion != REAP_CRIT_REAP)
+        return reap_err_set(REAP_E_INVALID, "balance_modalities needs criterion reap (got "
+                            "%s): the balanced score is the mean of per-modality REAP scores",
+                            reap_criterion_name(opts->criterion));
     return REAP_OK;
 }
 

@@ -49,6 +49,9 @@ typedef struct reap_keep_opts {
     int64_t n_prune;          /* experts removed per layer; < 0: from ratio
                                  (reap_keep_n_prune) */
     int protect_super_experts;
+    int balance_modalities;   /* 1: score each expert by the mean over the layer's present
+                                 modalities of its per-modality REAP score
+                                 (reap_layer_stats_balanced_score); criterion reap only */
 } reap_keep_opts;
 
 typedef struct reap_keep_layer {
@@ -67,6 +70,7 @@ typedef struct reap_keepset {
     int n_keep;               /* E' */
     int top_k;                /* K */
     int protect_super_experts;
+    int balance_modalities;   /* as requested */
     double super_threshold;   /* 0 when protection is off */
     int n_layers;             /* MoE layers, ascending layer index */
     reap_keep_layer *layers;  /* [n_layers] */
@@ -89,8 +93,9 @@ void reap_keepset_free(reap_keepset *ks);
  * pruner service's events, tables) uses these two functions.
  *
  * reap_keep_opts_check: the options alone, before the model is known: with n_prune < 0
- * the ratio must lie in [0, 1) (NaN refused). Returns REAP_OK or REAP_E_INVALID
- * ("ratio R is outside [0, 1) ...", R as given).
+ * the ratio must lie in [0, 1) (NaN refused); balance_modalities only with criterion
+ * reap. Returns REAP_OK or REAP_E_INVALID ("ratio R is outside [0, 1) ...", R as given;
+ * "balance_modalities needs criterion reap (got C)").
  *
  * reap_keep_n_prune: experts removed per layer from a layer of E experts routed K per
  * token: opts->n_prune when >= 0, else floor(E * ratio + 1e-9) (the 1e-9 keeps ratios

@@ -34,6 +34,24 @@ static void put_u64(crypto_generichash_state *st, uint64_t v)
     crypto_generichash_update(st, b, 8);
 }
 
+/* Per expert: count (u64), sum_gate_norm, sum_norm, sum_gate (f64 bits), max_act. */
+static void put_experts(crypto_generichash_state *h, const reap_modality_stats *v, int E)
+{
+    for (int e = 0; e < E; e++) {
+        uint64_t b;
+        uint32_t f;
+        put_u64(h, (uint64_t)v->count[e]);
+        memcpy(&b, &v->sum_gate_norm[e], 8);
+        put_u64(h, b);
+        memcpy(&b, &v->sum_norm[e], 8);
+        put_u64(h, b);
+        memcpy(&b, &v->sum_gate[e], 8);
+        put_u64(h, b);
+        memcpy(&f, &v->max_act[e], 4);
+        put_u32(h, f);
+    }
+}
+
 int reap_stats_digest(const reap_layer_stats *stats, int n, char hex[65])
 {
     const reap_layer_stats **st = malloc((size_t)(n > 0 ? n : 1) * sizeof *st);
@@ -57,18 +75,16 @@ int reap_stats_digest(const reap_layer_stats *stats, int n, char hex[65])
         put_u32(&h, (uint32_t)s->n_experts);
         put_u32(&h, (uint32_t)s->top_k);
         put_u64(&h, (uint64_t)s->tokens);
-        for (int e = 0; e < s->n_experts; e++) {
-            uint64_t b;
-            uint32_t f;
-            put_u64(&h, (uint64_t)s->count[e]);
-            memcpy(&b, &s->sum_gate_norm[e], 8);
-            put_u64(&h, b);
-            memcpy(&b, &s->sum_norm[e], 8);
-            put_u64(&h, b);
-            memcpy(&b, &s->sum_gate[e], 8);
-            put_u64(&h, b);
-            memcpy(&f, &s->max_act[e], 4);
-            put_u32(&h, f);
+        const reap_modality_stats tot = {s->tokens, s->count, s->sum_gate_norm,
+                                         s->sum_norm, s->sum_gate, s->max_act};
+        put_experts(&h, &tot, s->n_experts);
+        /* per modality only for a layer with image tokens: text-only digests unchanged */
+        if (reap_layer_stats_has_image(s)) {
+            crypto_generichash_update(&h, (const uint8_t *)"modalities", 10);
+            for (int m = 0; m < REAP_N_MODALITIES; m++) {
+                put_u64(&h, (uint64_t)s->mod[m].tokens);
+                put_experts(&h, &s->mod[m], s->n_experts);
+            }
         }
     }
     crypto_generichash_final(&h, out, 32);

@@ -13,30 +13,46 @@
 #include "fsutil.h"
 #include "reap_err.h"
 
-static json_t *layer_json(const reap_layer_stats *s)
+/* The five statistics and the REAP score of a modality view (or the totals) into o. */
+static void stats_fields_json(json_t *o, const reap_modality_stats *v, int E)
 {
-    json_t *o = json_object();
     json_t *count = json_array(), *sgn = json_array(), *sn = json_array(),
            *sg = json_array(), *mx = json_array(), *reap = json_array();
-    for (int e = 0; e < s->n_experts; e++) {
-        json_array_append_new(count, json_integer(s->count[e]));
-        json_array_append_new(sgn, json_real(s->sum_gate_norm[e]));
-        json_array_append_new(sn, json_real(s->sum_norm[e]));
-        json_array_append_new(sg, json_real(s->sum_gate[e]));
-        json_array_append_new(mx, s->count[e] && isfinite(s->max_act[e])
-                                      ? json_real(s->max_act[e]) : json_null());
-        json_array_append_new(reap, json_real(reap_layer_stats_score(s, e, REAP_CRIT_REAP)));
+    for (int e = 0; e < E; e++) {
+        json_array_append_new(count, json_integer(v->count[e]));
+        json_array_append_new(sgn, json_real(v->sum_gate_norm[e]));
+        json_array_append_new(sn, json_real(v->sum_norm[e]));
+        json_array_append_new(sg, json_real(v->sum_gate[e]));
+        json_array_append_new(mx, v->count[e] && isfinite(v->max_act[e])
+                                      ? json_real(v->max_act[e]) : json_null());
+        json_array_append_new(reap, json_real(reap_modality_stats_score(v, e, REAP_CRIT_REAP)));
     }
-    json_object_set_new(o, "layer", json_integer(s->layer));
-    json_object_set_new(o, "n_experts", json_integer(s->n_experts));
-    json_object_set_new(o, "top_k", json_integer(s->top_k));
-    json_object_set_new(o, "tokens", json_integer(s->tokens));
     json_object_set_new(o, "count", count);
     json_object_set_new(o, "sum_gate_norm", sgn);
     json_object_set_new(o, "sum_norm", sn);
     json_object_set_new(o, "sum_gate", sg);
     json_object_set_new(o, "max_act", mx);
     json_object_set_new(o, "reap", reap);
+}
+
+static json_t *layer_json(const reap_layer_stats *s)
+{
+    json_t *o = json_object();
+    const reap_modality_stats tot = {s->tokens, s->count, s->sum_gate_norm, s->sum_norm,
+                                     s->sum_gate, s->max_act};
+    json_object_set_new(o, "layer", json_integer(s->layer));
+    json_object_set_new(o, "n_experts", json_integer(s->n_experts));
+    json_object_set_new(o, "top_k", json_integer(s->top_k));
+    json_object_set_new(o, "tokens", json_integer(s->tokens));
+    stats_fields_json(o, &tot, s->n_experts);
+    /* per modality only for a layer with image tokens (text-only files are unchanged) */
+    if (reap_layer_stats_has_image(s))
+        for (int m = 0; m < REAP_N_MODALITIES; m++) {
+            json_t *mo = json_object();
+            json_object_set_new(mo, "tokens", json_integer(s->mod[m].tokens));
+            stats_fields_json(mo, &s->mod[m], s->n_experts);
+            json_object_set_new(o, m == REAP_MOD_IMAGE ? "image" : "text", mo);
+        }
     return o;
 }
 
@@ -137,6 +153,49 @@ static int read_id(const char *path, const json_t *doc, const char *key, char **
     return REAP_OK;
 }
 
+/* The five arrays of a statistics object (the layer itself or its "text"/"image"). */
+static int read_stats_fields(const char *path, int layer, const json_t *o, int E,
+                             reap_modality_stats *v)
+{
+    int rc;
+    if ((rc = read_array(path, layer, o, "count", E, NULL, v->count, NULL)) ||
+        (rc = read_array(path, layer, o, "sum_gate_norm", E, v->sum_gate_norm, NULL, NULL)) ||
+        (rc = read_array(path, layer, o, "sum_norm", E, v->sum_norm, NULL, NULL)) ||
+        (rc = read_array(path, layer, o, "sum_gate", E, v->sum_gate, NULL, NULL)) ||
+        (rc = read_array(path, layer, o, "max_act", E, NULL, NULL, v->max_act)))
+        return rc;
+    return REAP_OK;
+}
+
+/* The optional "text" and "image" objects of a layer (both or neither; absent: a layer
+ * without image tokens, as in files written before modalities existed). */
+static int read_modalities(const char *path, reap_layer_stats *s, const json_t *o)
+{
+    static const char *const name[REAP_N_MODALITIES] = {"text", "image"};
+    const json_t *txt = json_object_get(o, "text"), *img = json_object_get(o, "image");
+    if (!txt && !img)
+        return REAP_OK;
+    for (int m = 0; m < REAP_N_MODALITIES; m++) {
+        const json_t *mo = m == REAP_MOD_IMAGE ? img : txt;
+        json_int_t tok;
+        int rc;
+        if (!json_is_object(mo))
+            return reap_err_set(REAP_E_FORMAT, "%s: layer %d: '%s' must be an object (the "
+                                "per-modality statistics come as both 'text' and 'image')",
+                                path, s->layer, name[m]);
+        if ((rc = read_int_field(path, s->layer, mo, "tokens", 0, s->tokens, &tok)) ||
+            (rc = read_stats_fields(path, s->layer, mo, s->n_experts, &s->mod[m])))
+            return rc;
+        s->mod[m].tokens = tok;
+    }
+    if (s->mod[REAP_MOD_TEXT].tokens + s->mod[REAP_MOD_IMAGE].tokens != s->tokens)
+        return reap_err_set(REAP_E_FORMAT, "%s: layer %d: text tokens %lld + image tokens "
+                            "%lld != tokens %lld", path, s->layer,
+                            (long long)s->mod[REAP_MOD_TEXT].tokens,
+                            (long long)s->mod[REAP_MOD_IMAGE].tokens, (long long)s->tokens);
+    return REAP_OK;
+}
+
 int reap_stats_json_read(const char *path, reap_layer_stats **out_layers, int *out_n,
                          char **model_id, char **calib_id, int64_t *tokens)
 {
@@ -204,15 +263,10 @@ int reap_stats_json_read(const char *path, reap_layer_stats **out_layers, int *o
             goto fail;
         reap_layer_stats *s = &L[n++];
         s->tokens = tok;
-        if ((rc = read_array(path, s->layer, o, "count", s->n_experts, NULL, s->count, NULL)) ||
-            (rc = read_array(path, s->layer, o, "sum_gate_norm", s->n_experts,
-                             s->sum_gate_norm, NULL, NULL)) ||
-            (rc = read_array(path, s->layer, o, "sum_norm", s->n_experts, s->sum_norm, NULL,
-                             NULL)) ||
-            (rc = read_array(path, s->layer, o, "sum_gate", s->n_experts, s->sum_gate, NULL,
-                             NULL)) ||
-            (rc = read_array(path, s->layer, o, "max_act", s->n_experts, NULL, NULL,
-                             s->max_act)))
+        reap_modality_stats tot = {0, s->count, s->sum_gate_norm, s->sum_norm, s->sum_gate,
+                                   s->max_act};
+        if ((rc = read_stats_fields(path, s->layer, o, s->n_experts, &tot)) ||
+            (rc = read_modalities(path, s, o)))
             goto fail;
     }
     const json_t *jt = json_object_get(doc, "tokens");

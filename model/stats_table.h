@@ -1,6 +1,8 @@
 /* stats_table.h - the per-layer summary table of REAP statistics printed by
  * `reap-scorer run --table`, `reap-scorer stats` and `reapctl stats`: tokens, routed
- * experts, REAP min / median / max, and how many experts a prune at `ratio` drops. */
+ * experts, REAP min / median / max, and how many experts a prune at `ratio` drops; when
+ * any layer saw image tokens, two more columns: image tokens and image-routed experts
+ * (text-only tables are unchanged). */
 #ifndef REAP_STATS_TABLE_H
 #define REAP_STATS_TABLE_H
 

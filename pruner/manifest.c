@@ -205,6 +205,8 @@ int reap_manifest_write(const char *out_dir, const char *in_dir, const reap_keep
     json_object_set_new(params, "top_k", json_integer(ks->top_k));
     json_object_set_new(params, "protect_super_experts",
                         json_boolean(ks->protect_super_experts));
+    if (ks->balance_modalities)   /* only when set: other manifests stay byte-identical */
+        json_object_set_new(params, "balance_modalities", json_true());
     json_object_set_new(params, "super_threshold", json_real(ks->super_threshold));
     json_object_set_new(params, "keep_sets", reap_keepset_json(ks));
 

@@ -96,6 +96,8 @@ int reap_metadata_write(const char *dir, const reap_config *cfg, const reap_keep
     json_object_set_new(doc, "model_id", model_id ? json_string(model_id) : json_null());
     json_object_set(doc, "calibration_ids", calib);
     json_object_set_new(doc, "protect_super_experts", json_boolean(ks->protect_super_experts));
+    if (ks->balance_modalities)   /* only when set: other outputs stay byte-identical */
+        json_object_set_new(doc, "balance_modalities", json_true());
     json_object_set(doc, "super_experts", sup);
     json_object_set(doc, "experts_to_keep", keep);
     json_object_set(doc, "mean_scores", scores);

@@ -125,7 +125,7 @@ static int cmd_prune(int argc, char **argv)
                *criterion = NULL, *key_path = NULL, *model_id = NULL, *calib_ids = NULL,
                *vcalib = NULL, *store_dir = NULL;
     long vseq = 0, vsamples = 0, threads = 0;
-    int protect = 0, force = 0, verify = 0, quiet = 0, help = 0, foreign_ok = 0;
+    int protect = 0, balance = 0, force = 0, verify = 0, quiet = 0, help = 0, foreign_ok = 0;
     int no_space_check = 0;
     const cli_opt opts[] = {
         {"model", "REAP_MODEL_PATH", CLI_STR, NULL, "input checkpoint directory", &model, 1},
@@ -140,6 +140,9 @@ static int cmd_prune(int argc, char **argv)
          "ean_mean, weighted_ean_sum, weighted_frequency, max_activations", &criterion, 0},
         {"protect-super-experts", NULL, CLI_FLAG, NULL, "never prune super experts (first "
          "75% of layers)", &protect, 0},
+        {"balance-modalities", NULL, CLI_FLAG, NULL, "score experts by the mean of their "
+         "text and image REAP scores (criterion reap; image calibration with few image "
+         "tokens)", &balance, 0},
         {"key", "REAP_SIGNING_KEY", CLI_STR, NULL, "minisign secret key file to sign the "
          "manifest (unsigned without)", &key_path, 0},
         {"model-id", "REAP_MODEL_ID", CLI_STR, NULL, "the input's model id, checked (the "
@@ -193,7 +196,8 @@ static int cmd_prune(int argc, char **argv)
         cli_usage(stdout, "usage: reap-pruner prune [options]", opts, n_opts);
         return 0;
     }
-    if ((rc = reap_keep_opts_parse(ratio, n_prune, criterion, protect, &po.keep))) {
+    if ((rc = reap_keep_opts_parse(ratio, n_prune, criterion, protect, &po.keep)) ||
+        ((po.keep.balance_modalities = balance) && (rc = reap_keep_opts_check(&po.keep)))) {
         fprintf(stderr, "reap-pruner prune: %s\n", reap_err_msg());
         return 2;
     }
@@ -252,6 +256,8 @@ static int cmd_prune(int argc, char **argv)
            res.ks.n_experts, res.ks.n_keep, res.ks.n_prune,
            reap_criterion_name(res.ks.criterion),
            res.ks.protect_super_experts ? ", super experts protected" : "", res.ks.n_layers);
+    if (res.ks.balance_modalities)
+        printf("scores: modality-balanced (mean of the text and image REAP scores)\n");
     printf("tensors: %d in, %d out (%d renamed, %d sliced, %d dropped); %d shard%s\n",
            rw->n_tensors_in, rw->n_tensors_out, rw->n_renamed, rw->n_sliced, rw->n_dropped,
            rw->n_shards, rw->n_shards == 1 ? "" : "s");

@@ -96,6 +96,34 @@ done:
     return rc;
 }
 
+/* One modality's statistics as a GetStats message (in pool; NULL and pool->failed when
+ * out of memory). */
+static Reap__V1__ModalityStats *modality_pb(svc_pool *pool, const reap_modality_stats *v,
+                                            size_t E)
+{
+    Reap__V1__ModalityStats *o = svc_alloc(pool, sizeof *o);
+    if (!o)
+        return NULL;
+    reap__v1__modality_stats__init(o);
+    o->tokens = (uint64_t)v->tokens;
+    o->count = svc_alloc(pool, E * sizeof *o->count);
+    o->sum_gate_norm = svc_alloc(pool, E * sizeof(double));
+    o->sum_norm = svc_alloc(pool, E * sizeof(double));
+    o->sum_gate = svc_alloc(pool, E * sizeof(double));
+    o->max_act = svc_alloc(pool, E * sizeof(double));
+    if (pool->failed)
+        return NULL;
+    for (size_t e = 0; e < E; e++) {
+        o->count[e] = (uint64_t)v->count[e];
+        o->sum_gate_norm[e] = v->sum_gate_norm[e];
+        o->sum_norm[e] = v->sum_norm[e];
+        o->sum_gate[e] = v->sum_gate[e];
+        o->max_act[e] = (double)v->max_act[e];
+    }
+    o->n_count = o->n_sum_gate_norm = o->n_sum_norm = o->n_sum_gate = o->n_max_act = E;
+    return o;
+}
+
 int scorer_serve_get_stats(rpc_call *call, const ProtobufCMessage *req, void *ud)
 {
     const Reap__V1__GetStatsRequest *q = (const void *)req;
@@ -178,6 +206,12 @@ int scorer_serve_get_stats(rpc_call *call, const ProtobufCMessage *req, void *ud
         }
         o->n_count = o->n_sum_gate_norm = o->n_sum_norm = o->n_sum_gate = o->n_max_act =
             o->n_reap = E;
+        if (reap_layer_stats_has_image(s)) {   /* text-only replies unchanged */
+            o->text = modality_pb(&pool, &s->mod[REAP_MOD_TEXT], E);
+            o->image = modality_pb(&pool, &s->mod[REAP_MOD_IMAGE], E);
+            if (pool.failed)
+                break;
+        }
         resp.layers[resp.n_layers++] = o;
     }
     rc = svc_respond(call, &pool, &resp.base);

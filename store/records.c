@@ -20,6 +20,7 @@ typedef Reap__Store__V1__CalibRecord PbCalib;
 typedef Reap__Store__V1__FileHashRecord PbFileHash;
 typedef Reap__Store__V1__LayerStatsRecord PbStats;
 typedef Reap__Store__V1__RunRecord PbRun;
+typedef Reap__Store__V1__ModalityStats PbModality;
 
 #define MAX_EXPERTS (1 << 20)
 
@@ -141,11 +142,27 @@ static uint64_t f64_bits(double x)
     return u;
 }
 
+/* Per expert: count, sum_gate_norm, sum_norm, sum_gate (64-bit), max_act (32-bit). */
+static void digest_experts(crypto_generichash_state *h, const reap_modality_stats *v, int E)
+{
+    uint8_t e_buf[36];
+    for (int e = 0; e < E; e++) {
+        uint32_t mx;
+        memcpy(&mx, &v->max_act[e], sizeof mx);
+        le64(e_buf, (uint64_t)v->count[e]);
+        le64(e_buf + 8, f64_bits(v->sum_gate_norm[e]));
+        le64(e_buf + 16, f64_bits(v->sum_norm[e]));
+        le64(e_buf + 24, f64_bits(v->sum_gate[e]));
+        le32(e_buf + 32, mx);
+        crypto_generichash_update(h, e_buf, sizeof e_buf);
+    }
+}
+
 void rec_stats_digest(const reap_id *model, const reap_id *calib,
                       const reap_layer_stats *st, uint8_t out[32])
 {
     crypto_generichash_state h;
-    uint8_t head[12 + 8], e_buf[36];
+    uint8_t head[12 + 8];
     static const char tag[] = "reap-stats/1";
     crypto_generichash_init(&h, NULL, 0, 32);
     crypto_generichash_update(&h, (const uint8_t *)tag, sizeof tag - 1);
@@ -156,15 +173,19 @@ void rec_stats_digest(const reap_id *model, const reap_id *calib,
     le32(head + 8, (uint32_t)st->top_k);
     le64(head + 12, (uint64_t)st->tokens);
     crypto_generichash_update(&h, head, sizeof head);
-    for (int e = 0; e < st->n_experts; e++) {
-        uint32_t mx;
-        memcpy(&mx, &st->max_act[e], sizeof mx);
-        le64(e_buf, (uint64_t)st->count[e]);
-        le64(e_buf + 8, f64_bits(st->sum_gate_norm[e]));
-        le64(e_buf + 16, f64_bits(st->sum_norm[e]));
-        le64(e_buf + 24, f64_bits(st->sum_gate[e]));
-        le32(e_buf + 32, mx);
-        crypto_generichash_update(&h, e_buf, sizeof e_buf);
+    const reap_modality_stats tot = {st->tokens, st->count, st->sum_gate_norm, st->sum_norm,
+                                     st->sum_gate, st->max_act};
+    digest_experts(&h, &tot, st->n_experts);
+    /* the per-modality sets only for a layer with image tokens, so a text-only record
+     * keeps the digest it had before modalities existed */
+    if (reap_layer_stats_has_image(st)) {
+        crypto_generichash_update(&h, (const uint8_t *)"modalities", 10);
+        for (int m = 0; m < REAP_N_MODALITIES; m++) {
+            uint8_t t[8];
+            le64(t, (uint64_t)st->mod[m].tokens);
+            crypto_generichash_update(&h, t, sizeof t);
+            digest_experts(&h, &st->mod[m], st->n_experts);
+        }
     }
     crypto_generichash_final(&h, out, 32);
 }
@@ -174,6 +195,8 @@ int rec_stats_encode(const reap_id *model, const reap_id *calib, const reap_laye
                      size_t *len)
 {
     PbStats m = REAP__STORE__V1__LAYER_STATS_RECORD__INIT;
+    PbModality pm[REAP_N_MODALITIES] = {REAP__STORE__V1__MODALITY_STATS__INIT,
+                                        REAP__STORE__V1__MODALITY_STATS__INIT};
     uint8_t digest[32];
     size_t E = (size_t)st->n_experts;
     if (st->n_experts < 1 || st->n_experts > MAX_EXPERTS || st->layer < 0 || st->top_k < 0)
@@ -201,6 +224,21 @@ int rec_stats_encode(const reap_id *model, const reap_id *calib, const reap_laye
     m.created_unix_ns = store_now_ns();
     m.backend = pb_str(backend);
     m.positions_rule = positions_rule;
+    if (reap_layer_stats_has_image(st)) {
+        for (int k = 0; k < REAP_N_MODALITIES; k++) {
+            const reap_modality_stats *v = &st->mod[k];
+            pm[k].tokens = v->tokens;
+            pm[k].n_count = pm[k].n_sum_gate_norm = pm[k].n_sum_norm = pm[k].n_sum_gate =
+                pm[k].n_max_act = E;
+            pm[k].count = v->count;
+            pm[k].sum_gate_norm = v->sum_gate_norm;
+            pm[k].sum_norm = v->sum_norm;
+            pm[k].sum_gate = v->sum_gate;
+            pm[k].max_act = v->max_act;
+        }
+        m.text = &pm[REAP_MOD_TEXT];
+        m.image = &pm[REAP_MOD_IMAGE];
+    }
     return pack(&m.base, buf, len);
 }
 
@@ -244,6 +282,28 @@ int rec_stats_decode(const void *buf, size_t len, const uint8_t *key, const char
     st.sum_norm = m->sum_norm;
     st.sum_gate = m->sum_gate;
     st.max_act = m->max_act;
+    if ((m->text != NULL) != (m->image != NULL)) {
+        rc = reap_err_set(REAP_E_FORMAT, "%s: damaged statistics record (one modality of "
+                          "two)", what);
+        goto fail;
+    }
+    if (m->image) {
+        const PbModality *pm[REAP_N_MODALITIES] = {m->text, m->image};
+        for (int k = 0; k < REAP_N_MODALITIES; k++) {
+            if (pm[k]->n_count != E || pm[k]->n_sum_gate_norm != E || pm[k]->n_sum_norm != E ||
+                pm[k]->n_sum_gate != E || pm[k]->n_max_act != E) {
+                rc = reap_err_set(REAP_E_FORMAT, "%s: damaged statistics record (%s sizes)",
+                                  what, k == REAP_MOD_IMAGE ? "image" : "text");
+                goto fail;
+            }
+            st.mod[k].tokens = pm[k]->tokens;
+            st.mod[k].count = pm[k]->count;
+            st.mod[k].sum_gate_norm = pm[k]->sum_gate_norm;
+            st.mod[k].sum_norm = pm[k]->sum_norm;
+            st.mod[k].sum_gate = pm[k]->sum_gate;
+            st.mod[k].max_act = pm[k]->max_act;
+        }
+    }
     rec_stats_digest(&mid, &cid, &st, want);
     if (memcmp(want, m->digest.data, 32)) {
         rc = reap_err_set(REAP_E_FORMAT, "%s: statistics record fails its digest (damaged)",
@@ -259,6 +319,17 @@ int rec_stats_decode(const void *buf, size_t len, const uint8_t *key, const char
         memcpy(out->sum_norm, st.sum_norm, E * sizeof *out->sum_norm);
         memcpy(out->sum_gate, st.sum_gate, E * sizeof *out->sum_gate);
         memcpy(out->max_act, st.max_act, E * sizeof *out->max_act);
+        if (m->image)
+            for (int k = 0; k < REAP_N_MODALITIES; k++) {
+                reap_modality_stats *o = &out->mod[k];
+                const reap_modality_stats *v = &st.mod[k];
+                o->tokens = v->tokens;
+                memcpy(o->count, v->count, E * sizeof *o->count);
+                memcpy(o->sum_gate_norm, v->sum_gate_norm, E * sizeof *o->sum_gate_norm);
+                memcpy(o->sum_norm, v->sum_norm, E * sizeof *o->sum_norm);
+                memcpy(o->sum_gate, v->sum_gate, E * sizeof *o->sum_gate);
+                memcpy(o->max_act, v->max_act, E * sizeof *o->max_act);
+            }
     }
     if (model)
         *model = mid;

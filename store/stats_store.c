@@ -11,15 +11,39 @@
 #include "reap_err.h"
 #include "store_impl.h"
 
-int reap_stats_identical(const reap_layer_stats *a, const reap_layer_stats *b)
+static int modality_identical(const reap_modality_stats *a, const reap_modality_stats *b,
+                              size_t E)
 {
-    size_t E = (size_t)a->n_experts;
-    return a->layer == b->layer && a->n_experts == b->n_experts && a->top_k == b->top_k &&
-           a->tokens == b->tokens && !memcmp(a->count, b->count, E * sizeof *a->count) &&
+    return a->tokens == b->tokens && !memcmp(a->count, b->count, E * sizeof *a->count) &&
            !memcmp(a->sum_gate_norm, b->sum_gate_norm, E * sizeof *a->sum_gate_norm) &&
            !memcmp(a->sum_norm, b->sum_norm, E * sizeof *a->sum_norm) &&
            !memcmp(a->sum_gate, b->sum_gate, E * sizeof *a->sum_gate) &&
            !memcmp(a->max_act, b->max_act, E * sizeof *a->max_act);
+}
+
+int reap_stats_identical(const reap_layer_stats *a, const reap_layer_stats *b)
+{
+    size_t E = (size_t)a->n_experts;
+    if (a->layer != b->layer || a->n_experts != b->n_experts || a->top_k != b->top_k)
+        return 0;
+    /* the modality sets count only where one side has image tokens (stats.h) */
+    const int n_sets = reap_layer_stats_has_image(a) || reap_layer_stats_has_image(b)
+                           ? REAP_N_MODALITIES : 0;
+    for (int m = -1; m < n_sets; m++) {
+        reap_modality_stats va, vb;
+        if (m < 0) {
+            va = (reap_modality_stats){a->tokens, a->count, a->sum_gate_norm, a->sum_norm,
+                                       a->sum_gate, a->max_act};
+            vb = (reap_modality_stats){b->tokens, b->count, b->sum_gate_norm, b->sum_norm,
+                                       b->sum_gate, b->max_act};
+        } else {
+            reap_layer_stats_modality(a, (reap_modality)m, &va);
+            reap_layer_stats_modality(b, (reap_modality)m, &vb);
+        }
+        if (!modality_identical(&va, &vb, E))
+            return 0;
+    }
+    return 1;
 }
 
 static void stats_what(const reap_store *s, const reap_id *m, const reap_id *c, int layer,

@@ -99,8 +99,9 @@ int reap_store_stats_merged(reap_store *s, reap_store_snap *snap, const reap_id 
                             const reap_id *calibs, int n_calibs, reap_layer_stats **out,
                             int *n_out, reap_id **used, int *n_used);
 
-/* Statistics equality, bit for bit (layer, E, K, tokens and every array; max_act
- * compared as bits). 1 when identical, else 0. */
+/* Statistics equality, bit for bit (layer, E, K, tokens and every array, the modality
+ * sets included where either side has image tokens; max_act compared as bits). 1 when
+ * identical, else 0. */
 int reap_stats_identical(const reap_layer_stats *a, const reap_layer_stats *b);
 
 #endif

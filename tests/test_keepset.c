@@ -53,7 +53,7 @@ static void test_basic(void)
     make_layer(&st[0], 1, 6, 2, c, s);
     make_layer(&st[1], 0, 6, 2, c, s);
     reap_keepset ks;
-    reap_keep_opts o = {REAP_CRIT_REAP, 0.5, -1, 0};
+    reap_keep_opts o = {REAP_CRIT_REAP, 0.5, -1, 0, 0};
 
     /* ratio 0.5 -> drop 3: e3 (0), then e1 / e5 tie at 0.5 -> drop the higher (e5) first,
      * then e1. Keep 0, 2, 4. Layers come back sorted by layer index. */
@@ -76,7 +76,7 @@ static void test_basic(void)
     reap_keepset_free(&ks);
 
     /* frequency = count: 4,3 survive top-2 ... drop 4 -> keep e1 (4), e4 (3) */
-    o = (reap_keep_opts){REAP_CRIT_FREQUENCY, 0, 4, 0};
+    o = (reap_keep_opts){REAP_CRIT_FREQUENCY, 0, 4, 0, 0};
     CHECK_RC(reap_keepset_compute(NULL, st, 2, &o, &ks), REAP_OK);
     const int w3[2] = {1, 4};
     CHECK(keeps(&ks, 0, w3, 2));
@@ -84,21 +84,21 @@ static void test_basic(void)
 
     /* weighted_frequency = sum_gate = E - e, but never-routed e3 scores 0:
      * scores 6,5,4,0,2,1 -> drop 3: e3, e5, e4 */
-    o = (reap_keep_opts){REAP_CRIT_WEIGHTED_FREQUENCY, 0, 3, 0};
+    o = (reap_keep_opts){REAP_CRIT_WEIGHTED_FREQUENCY, 0, 3, 0, 0};
     CHECK_RC(reap_keepset_compute(NULL, st, 2, &o, &ks), REAP_OK);
     const int w4[3] = {0, 1, 2};
     CHECK(keeps(&ks, 0, w4, 3));
     reap_keepset_free(&ks);
 
     /* ean_sum = 2s + e: 4, 5, 8, 0 (never routed), 16, 7 -> drop 2: e3, e0 */
-    o = (reap_keep_opts){REAP_CRIT_EAN_SUM, 0, 2, 0};
+    o = (reap_keep_opts){REAP_CRIT_EAN_SUM, 0, 2, 0, 0};
     CHECK_RC(reap_keepset_compute(NULL, st, 2, &o, &ks), REAP_OK);
     const int w5[4] = {1, 2, 4, 5};
     CHECK(keeps(&ks, 0, w5, 4));
     reap_keepset_free(&ks);
 
     /* ean_mean, weighted_ean_sum, max_activations run; max_act = e + 1 -> keep highest */
-    o = (reap_keep_opts){REAP_CRIT_MAX_ACTIVATIONS, 0, 4, 0};
+    o = (reap_keep_opts){REAP_CRIT_MAX_ACTIVATIONS, 0, 4, 0, 0};
     CHECK_RC(reap_keepset_compute(NULL, st, 2, &o, &ks), REAP_OK);
     const int w6[2] = {4, 5};
     CHECK(keeps(&ks, 0, w6, 2));
@@ -113,18 +113,18 @@ static void test_basic(void)
     reap_keepset_free(&ks);
 
     /* ratio 0: nothing dropped */
-    o = (reap_keep_opts){REAP_CRIT_REAP, 0.0, -1, 0};
+    o = (reap_keep_opts){REAP_CRIT_REAP, 0.0, -1, 0, 0};
     CHECK_RC(reap_keepset_compute(NULL, st, 2, &o, &ks), REAP_OK);
     CHECK(ks.n_keep == 6 && ks.n_prune == 0);
     reap_keepset_free(&ks);
 
     /* refusals */
-    o = (reap_keep_opts){REAP_CRIT_REAP, 0, 5, 0};
+    o = (reap_keep_opts){REAP_CRIT_REAP, 0, 5, 0, 0};
     CHECK_RC(reap_keepset_compute(NULL, st, 2, &o, &ks), REAP_E_PRECONDITION);
     CHECK_ERRMSG("fewer than the 2 experts");
     CHECK_RC(reap_keepset_compute(NULL, st, 0, &o, &ks), REAP_E_PRECONDITION);
     CHECK_ERRMSG("no statistics");
-    o = (reap_keep_opts){REAP_CRIT_REAP, 1.0, -1, 0};
+    o = (reap_keep_opts){REAP_CRIT_REAP, 1.0, -1, 0, 0};
     CHECK_RC(reap_keepset_compute(NULL, st, 2, &o, &ks), REAP_E_INVALID);
     CHECK_ERRMSG("ratio");
 
@@ -134,7 +134,7 @@ static void test_basic(void)
     cfg.n_experts = 6;
     cfg.n_experts_used = 2;
     cfg.decoder_sparse_step = 1;
-    o = (reap_keep_opts){REAP_CRIT_REAP, 0.4, -1, 0};
+    o = (reap_keep_opts){REAP_CRIT_REAP, 0.4, -1, 0, 0};
     CHECK_RC(reap_keepset_compute(&cfg, st, 2, &o, &ks), REAP_E_PRECONDITION);
     CHECK_ERRMSG("MoE layer 2 has no statistics");
     cfg.n_layers = 2;
@@ -166,7 +166,7 @@ static void test_ratio_floor(void)
     reap_layer_stats st;
     make_layer(&st, 0, 128, 8, c, s);
     reap_keepset ks;
-    reap_keep_opts o = {REAP_CRIT_REAP, 0.40, -1, 0};
+    reap_keep_opts o = {REAP_CRIT_REAP, 0.40, -1, 0, 0};
     CHECK_RC(reap_keepset_compute(NULL, &st, 1, &o, &ks), REAP_OK);
     CHECK(ks.n_prune == 51 && ks.n_keep == 77);
     for (int k = 1; k < ks.n_keep; k++)
@@ -199,7 +199,7 @@ static void test_n_prune_rule(void)
     reap_layer_stats st;
     make_layer(&st, 0, 100, 8, c, s);
     for (size_t i = 0; i < sizeof ratios / sizeof ratios[0]; i++) {
-        reap_keep_opts o = {REAP_CRIT_REAP, ratios[i], -1, 0};
+        reap_keep_opts o = {REAP_CRIT_REAP, ratios[i], -1, 0, 0};
         reap_keepset ks;
         int n = -1;
         CHECK_RC(reap_keep_n_prune(&o, 100, 8, &n), REAP_OK);
@@ -210,7 +210,7 @@ static void test_n_prune_rule(void)
     }
     reap_layer_stats_free(&st);
 
-    reap_keep_opts o = {REAP_CRIT_REAP, 0, 7, 0};
+    reap_keep_opts o = {REAP_CRIT_REAP, 0, 7, 0, 0};
     int n = -1;
     CHECK_RC(reap_keep_n_prune(&o, 100, 8, &n), REAP_OK);
     CHECK(n == 7);
@@ -259,7 +259,7 @@ static void test_super_experts(void)
     st[1].max_act[5] = 100.0f;
     st[15].max_act[5] = 100.0f;
     reap_keepset ks;
-    reap_keep_opts o = {REAP_CRIT_REAP, 0.5, -1, 1};
+    reap_keep_opts o = {REAP_CRIT_REAP, 0.5, -1, 1, 0};
     CHECK_RC(reap_keepset_compute(NULL, st, L, &o, &ks), REAP_OK);
     CHECK(ks.super_threshold > 70.0 && ks.super_threshold < 75.0);
     CHECK(ks.layers[1].n_super == 1 && ks.layers[1].is_super[5]);

@@ -207,6 +207,19 @@ static void test_manifest_dir(void)
     CHECK(man && strstr(man, "\"model.safetensors\"") && strstr(man, "\"sha256\"") &&
           strstr(man, "\"c2\"") && strstr(man, "\"m0del\"") && !strstr(man, "notes.txt") &&
           strstr(man, "\"keep_sets\""));
+    CHECK_MSG(man && !strstr(man, "balance_modalities"), "balance_modalities written unset");
+    {   /* --balance-modalities is recorded in the parameters only when set */
+        ks.balance_modalities = 1;
+        CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, NULL, &sk, digest), REAP_OK);
+        char *man2 = slurp(p, NULL);
+        CHECK(man2 && strstr(man2, "\"balance_modalities\": true"));
+        free(man2);
+        ks.balance_modalities = 0;
+        CHECK_RC(reap_manifest_write(dir, in, &ks, &mi, NULL, &sk, digest), REAP_OK);
+        free(man);   /* the manifest of this last write (its timestamp) is the one below */
+        man = slurp(p, NULL);
+        CHECK(man && !strstr(man, "balance_modalities"));
+    }
     int n = 0;
     CHECK_RC(reap_manifest_verify_dir(dir, &pk, count_line, &n, NULL), REAP_OK);
     CHECK(n == 0);

@@ -131,6 +131,54 @@ static void test_engine_images(vl_case *v)
     free_stats(nodeep, n_nodeep);
 }
 
+
+/* Statistics by modality on the CPU backend: the image tokens are exactly the span slots,
+ * the two sets add up to the totals (counts exactly, sums to 1e-12 relative, max
+ * exactly), and the same rows without spans have no image set. */
+static void test_modality_stats(vl_case *v)
+{
+    reap_layer_stats *img = NULL, *text = NULL;
+    int n_img = 0, n_text = 0;
+    const int K = v->l.cfg.n_experts_used;
+    CHECK_RC(score_img(v, &v->feat, 2, 8, &img, &n_img), REAP_OK);
+    for (int i = 0; i < n_img; i++) {
+        const reap_layer_stats *s = &img[i];
+        const reap_modality_stats *t = &s->mod[REAP_MOD_TEXT], *im = &s->mod[REAP_MOD_IMAGE];
+        CHECK(reap_layer_stats_has_image(s));
+        CHECK_MSG(im->tokens == v->n_tok, "layer %d: %lld image tokens, want %lld", s->layer,
+                  (long long)im->tokens, (long long)v->n_tok);
+        CHECK(t->tokens + im->tokens == s->tokens);
+        int64_t routed_img = 0;
+        for (int e = 0; e < s->n_experts; e++) {
+            routed_img += im->count[e];
+            CHECK(t->count[e] + im->count[e] == s->count[e]);
+            const double sums[3][3] = {
+                {s->sum_gate_norm[e], t->sum_gate_norm[e], im->sum_gate_norm[e]},
+                {s->sum_norm[e], t->sum_norm[e], im->sum_norm[e]},
+                {s->sum_gate[e], t->sum_gate[e], im->sum_gate[e]}};
+            for (int k = 0; k < 3; k++)
+                CHECK_MSG(fabs(sums[k][0] - (sums[k][1] + sums[k][2])) <=
+                              1e-12 * fabs(sums[k][0]),
+                          "layer %d expert %d sum %d: %.17g vs %.17g + %.17g", s->layer, e, k,
+                          sums[k][0], sums[k][1], sums[k][2]);
+            CHECK(s->max_act[e] == fmaxf(t->max_act[e], im->max_act[e]));
+            CHECK((im->count[e] == 0) == (isinf(im->max_act[e]) && im->max_act[e] < 0));
+        }
+        CHECK(routed_img == im->tokens * K);
+    }
+    int64_t n_spans = v->l.rows.n_spans;
+    v->l.rows.n_spans = 0;
+    CHECK_RC(score_img(v, NULL, 2, 8, &text, &n_text), REAP_OK);
+    v->l.rows.n_spans = n_spans;
+    for (int i = 0; i < n_text; i++) {
+        CHECK(!reap_layer_stats_has_image(&text[i]));
+        for (int e = 0; e < text[i].n_experts; e++)
+            CHECK(text[i].mod[REAP_MOD_IMAGE].count[e] == 0);
+    }
+    free_stats(img, n_img);
+    free_stats(text, n_text);
+}
+
 typedef struct {
     int layer;
     float *h;
@@ -262,6 +310,7 @@ int main(int argc, char **argv)
         test_oracle(&v, argv[3], argv[4]);
     } else {
         test_engine_images(&v);
+        test_modality_stats(&v);
         test_resume_images(&v);
         test_refusals(&v);
     }

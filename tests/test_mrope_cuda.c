@@ -61,6 +61,33 @@ static void compare(const char *what, const reap_layer_stats *a, const reap_laye
                           a[i].layer, e, k, p[k][0], p[k][1]);
             }
         }
+    /* statistics by modality: the same image tokens, counts exact, values to 1e-5 */
+    for (int i = 0; i < n; i++) {
+        CHECK_MSG(reap_layer_stats_has_image(&a[i]) == reap_layer_stats_has_image(&b[i]),
+                  "%s layer %d: image tokens on one backend only", what, a[i].layer);
+        for (int m = 0; m < REAP_N_MODALITIES; m++) {
+            reap_modality_stats va, vb;
+            reap_layer_stats_modality(&a[i], (reap_modality)m, &va);
+            reap_layer_stats_modality(&b[i], (reap_modality)m, &vb);
+            CHECK_MSG(va.tokens == vb.tokens, "%s layer %d modality %d: tokens %lld vs %lld",
+                      what, a[i].layer, m, (long long)va.tokens, (long long)vb.tokens);
+            for (int e = 0; va.tokens > 0 && e < a[i].n_experts; e++) {
+                CHECK_MSG(va.count[e] == vb.count[e], "%s layer %d modality %d expert %d: "
+                          "count %lld vs %lld", what, a[i].layer, m, e,
+                          (long long)va.count[e], (long long)vb.count[e]);
+                if (va.count[e] == 0)
+                    continue;
+                const double r = fmax(fmax(rel_err(va.sum_gate_norm[e], vb.sum_gate_norm[e]),
+                                           rel_err(va.sum_norm[e], vb.sum_norm[e])),
+                                      fmax(rel_err(va.sum_gate[e], vb.sum_gate[e]),
+                                           rel_err(va.max_act[e], vb.max_act[e])));
+                if (r > worst)
+                    worst = r;
+                CHECK_MSG(r <= 1e-5, "%s layer %d modality %d expert %d: rel err %.3g", what,
+                          a[i].layer, m, e, r);
+            }
+        }
+    }
     printf("  %-36s worst rel err %.2e\n", what, worst);
 }
 

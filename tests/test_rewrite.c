@@ -320,7 +320,11 @@ static void prune_case(const char *name, reap_family fam, reap_expert_layout lay
     po.out_dir = out_dir;
     po.stats = st;
     po.n_stats = n_st;
-    po.keep = (reap_keep_opts){REAP_CRIT_REAP, 0, n_prune, 0};
+    po.keep = (reap_keep_opts){REAP_CRIT_REAP, 0, n_prune, 0, 0};
+    /* one case balances modalities: on text-only statistics the same keep set, and the
+     * option recorded in reap_metadata.json and the manifest (only there) */
+    const int balance = n_prune == 4;
+    po.keep.balance_modalities = balance;
     po.verify = 1;
     po.verify_rows = &rows;
     po.probe.backend_opts.threads = 2;
@@ -352,6 +356,13 @@ static void prune_case(const char *name, reap_family fam, reap_expert_layout lay
     char *meta = slurp(path, NULL);
     CHECK(meta && strstr(meta, "\"experts_to_keep\"") && strstr(meta, "\"mean_scores\"") &&
           strstr(meta, "\"reap_version\"") && strstr(meta, "\"methodology\""));
+    CHECK_MSG(meta && (strstr(meta, "\"balance_modalities\": true") != NULL) == balance,
+              "%s: balance_modalities in reap_metadata.json: want %d", name, balance);
+    free(meta);
+    snprintf(path, sizeof path, "%s/reap-manifest.json", out_dir);
+    meta = slurp(path, NULL);
+    CHECK_MSG(meta && (strstr(meta, "\"balance_modalities\": true") != NULL) == balance,
+              "%s: balance_modalities in the manifest: want %d", name, balance);
     free(meta);
     check_config_diff(in_dir, out_dir, 8, 8 - n_prune);
 
@@ -471,7 +482,7 @@ static void test_cancel_cleans_up(void)
     po.out_dir = out_dir;
     po.stats = st;
     po.n_stats = n_st;
-    po.keep = (reap_keep_opts){REAP_CRIT_REAP, 0.5, -1, 0};
+    po.keep = (reap_keep_opts){REAP_CRIT_REAP, 0.5, -1, 0, 0};
     po.progress = cancel_cb;
     reap_prune_result res;
     CHECK_RC(reap_prune(&po, &res), REAP_E_CANCELLED);

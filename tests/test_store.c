@@ -3,7 +3,8 @@
  * garbage data.mdb), statistics records (round trip with -inf, write-once, damage and
  * future-version detection), completeness and the merged view (fixed order, one set =
  * its record), runs, map growth from a tiny map, read-only stores, hidden-state
- * checkpoints.
+ * checkpoints, statistics by modality (image sets round trip and merge; text-only and
+ * old records carry no modality fields and keep the pre-modality digest).
  *
  * One test binary per module: the store's single-process cases share one scratch store
  * and the helpers of test_store_util.h; processes, export, identities and the cursor
@@ -17,10 +18,13 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <lmdb.h>
+#include <sodium.h>
 #include <unistd.h>
 
 #include "catalog.h"
 #include "hidden_ckpt.h"
+#include "reap_store.pb-c.h"
+#include "records.h"
 #include "runs.h"
 #include "stats_store.h"
 #include "store.h"
@@ -710,6 +714,204 @@ static void test_write_full(void)
     reap_store_close(s);
 }
 
+/* ---- statistics by modality ------------------------------------------------------------ */
+
+/* Give st (from make_stats) text and image sets, totals = text + image. */
+static void add_modalities(reap_layer_stats *st)
+{
+    reap_modality_stats *t = &st->mod[REAP_MOD_TEXT], *im = &st->mod[REAP_MOD_IMAGE];
+    t->tokens = st->tokens - 37;
+    im->tokens = 37;
+    for (int e = 0; e < st->n_experts; e++) {
+        if (st->count[e] == 0)
+            continue;
+        im->count[e] = e % 3 == 0 ? 0 : st->count[e] / 3;
+        t->count[e] = st->count[e] - im->count[e];
+        im->sum_gate_norm[e] = im->count[e] ? rng_unif() * 10 : 0.0;
+        im->sum_norm[e] = im->count[e] ? rng_unif() * 30 : 0.0;
+        im->sum_gate[e] = im->count[e] ? rng_unif() * 5 : 0.0;
+        im->max_act[e] = im->count[e] ? (float)(rng_unif() * 20 - 5) : -INFINITY;
+        t->sum_gate_norm[e] = rng_unif() * 100;
+        t->sum_norm[e] = rng_unif() * 300;
+        t->sum_gate[e] = rng_unif() * 50;
+        t->max_act[e] = (float)(rng_unif() * 20 - 5);
+        st->sum_gate_norm[e] = t->sum_gate_norm[e] + im->sum_gate_norm[e];
+        st->sum_norm[e] = t->sum_norm[e] + im->sum_norm[e];
+        st->sum_gate[e] = t->sum_gate[e] + im->sum_gate[e];
+        st->max_act[e] = fmaxf(t->max_act[e], im->max_act[e]);
+    }
+}
+
+/* The record digest as written before modalities existed (fields 2-12), here on its own. */
+static void old_record_digest(const reap_id *m, const reap_id *c, const reap_layer_stats *st,
+                              uint8_t out[32])
+{
+    crypto_generichash_state h;
+    uint8_t b[36];
+    crypto_generichash_init(&h, NULL, 0, 32);
+    crypto_generichash_update(&h, (const uint8_t *)"reap-stats/1", 12);
+    crypto_generichash_update(&h, m->b, 32);
+    crypto_generichash_update(&h, c->b, 32);
+    const uint64_t head[4] = {(uint64_t)st->layer, (uint64_t)st->n_experts,
+                              (uint64_t)st->top_k, (uint64_t)st->tokens};
+    for (int k = 0; k < 4; k++)
+        for (int j = 0; j < (k < 3 ? 4 : 8); j++)
+            b[k * 4 + j] = (uint8_t)(head[k] >> (8 * j));
+    crypto_generichash_update(&h, b, 20);
+    for (int e = 0; e < st->n_experts; e++) {
+        uint64_t w[4];
+        uint32_t f;
+        w[0] = (uint64_t)st->count[e];
+        memcpy(&w[1], &st->sum_gate_norm[e], 8);
+        memcpy(&w[2], &st->sum_norm[e], 8);
+        memcpy(&w[3], &st->sum_gate[e], 8);
+        memcpy(&f, &st->max_act[e], 4);
+        for (int k = 0; k < 4; k++)
+            for (int j = 0; j < 8; j++)
+                b[8 * k + j] = (uint8_t)(w[k] >> (8 * j));
+        for (int j = 0; j < 4; j++)
+            b[32 + j] = (uint8_t)(f >> (8 * j));
+        crypto_generichash_update(&h, b, 36);
+    }
+    crypto_generichash_final(&h, out, 32);
+}
+
+static void test_modality_records(void)
+{
+    char dir[1024];
+    reap_store *s = NULL;
+    reap_store_opts create = {.create = 1};
+    reap_id m, ct, ci;
+    reap_layer_stats txt[2], img[2], got;
+    spath(dir, sizeof dir, "modality");
+    CHECK_RC(reap_store_open(dir, &create, &s), REAP_OK);
+    if (!s)
+        return;
+    fake_id(&m, 40);
+    fake_id(&ct, 41);
+    fake_id(&ci, 42);
+    CHECK_RC(put_model(s, &m, 2, 12), REAP_OK);
+    for (int l = 0; l < 2; l++) {
+        make_stats(&txt[l], l, 12, 2);
+        make_stats(&img[l], l, 12, 2);
+        add_modalities(&img[l]);
+        CHECK_RC(reap_store_stats_put(s, &m, &ct, &txt[l], "cpu", NULL), REAP_OK);
+        CHECK_RC(reap_store_stats_put(s, &m, &ci, &img[l], "cpu", NULL), REAP_OK);
+    }
+    /* round trip: the image sets come back bit for bit */
+    CHECK_RC(reap_store_stats_get(s, NULL, &m, &ci, 1, &got), REAP_OK);
+    CHECK(reap_layer_stats_has_image(&got));
+    CHECK(reap_stats_identical(&got, &img[1]));
+    CHECK(got.mod[REAP_MOD_IMAGE].tokens == 37 &&
+          got.mod[REAP_MOD_IMAGE].count[1] == img[1].mod[REAP_MOD_IMAGE].count[1] &&
+          got.mod[REAP_MOD_TEXT].max_act[2] == img[1].mod[REAP_MOD_TEXT].max_act[2]);
+    reap_layer_stats_free(&got);
+    CHECK_RC(reap_store_stats_get(s, NULL, &m, &ct, 1, &got), REAP_OK);
+    CHECK(!reap_layer_stats_has_image(&got));
+    CHECK(reap_stats_identical(&got, &txt[1]));
+    reap_layer_stats_free(&got);
+
+    /* the merged view of a text-only set and an image set: exact per set */
+    reap_layer_stats *mg = NULL;
+    int nm = 0;
+    CHECK_RC(reap_store_stats_merged(s, NULL, &m, NULL, 0, &mg, &nm, NULL, NULL), REAP_OK);
+    CHECK(nm == 2);
+    for (int l = 0; l < nm; l++) {
+        const reap_modality_stats *t = &mg[l].mod[REAP_MOD_TEXT],
+                                  *im = &mg[l].mod[REAP_MOD_IMAGE];
+        CHECK(reap_layer_stats_has_image(&mg[l]));
+        CHECK(im->tokens == 37 && t->tokens == txt[l].tokens + img[l].tokens - 37);
+        CHECK(mg[l].tokens == t->tokens + im->tokens);
+        for (int e = 0; e < 12; e++) {
+            CHECK(im->count[e] == img[l].mod[REAP_MOD_IMAGE].count[e]);
+            CHECK(t->count[e] == txt[l].count[e] + img[l].mod[REAP_MOD_TEXT].count[e]);
+            CHECK(mg[l].count[e] == t->count[e] + im->count[e]);
+            CHECK(t->max_act[e] == fmaxf(txt[l].max_act[e],
+                                         img[l].mod[REAP_MOD_TEXT].max_act[e]));
+            CHECK(im->sum_gate_norm[e] == img[l].mod[REAP_MOD_IMAGE].sum_gate_norm[e]);
+        }
+        reap_layer_stats_free(&mg[l]);
+    }
+    free(mg);
+
+    /* a text-only record carries no modality fields and has the old digest */
+    uint8_t *buf = NULL, want[32];
+    size_t len = 0;
+    txt[0].mod[REAP_MOD_TEXT].count[1] = 77;   /* stale arrays do not leak into it */
+    CHECK_RC(rec_stats_encode(&m, &ct, &txt[0], "cpu", 1, &buf, &len), REAP_OK);
+    Reap__Store__V1__LayerStatsRecord *r =
+        buf ? reap__store__v1__layer_stats_record__unpack(NULL, len, buf) : NULL;
+    CHECK(r != NULL);
+    old_record_digest(&m, &ct, &txt[0], want);
+    if (r) {
+        CHECK(r->text == NULL && r->image == NULL);
+        CHECK(r->digest.len == 32 && !memcmp(r->digest.data, want, 32));
+        reap__store__v1__layer_stats_record__free_unpacked(r, NULL);
+    }
+    free(buf);
+    /* an old record (fields 1-16, as written before): decodes as no image tokens */
+    {
+        Reap__Store__V1__LayerStatsRecord o = REAP__STORE__V1__LAYER_STATS_RECORD__INIT;
+        o.format_version = REAP_STORE_FORMAT_VERSION;
+        o.model_id = (ProtobufCBinaryData){32, m.b};
+        o.calib_id = (ProtobufCBinaryData){32, ct.b};
+        o.layer = 0;
+        o.n_experts = 12;
+        o.top_k = 2;
+        o.tokens = txt[0].tokens;
+        o.n_count = o.n_sum_gate_norm = o.n_sum_norm = o.n_sum_gate = o.n_max_act = 12;
+        o.count = txt[0].count;
+        o.sum_gate_norm = txt[0].sum_gate_norm;
+        o.sum_norm = txt[0].sum_norm;
+        o.sum_gate = txt[0].sum_gate;
+        o.max_act = txt[0].max_act;
+        o.digest = (ProtobufCBinaryData){32, want};
+        len = reap__store__v1__layer_stats_record__get_packed_size(&o);
+        buf = malloc(len);
+        reap__store__v1__layer_stats_record__pack(&o, buf);
+        CHECK_RC(rec_stats_decode(buf, len, NULL, "old record", &got, NULL, NULL, NULL, NULL),
+                 REAP_OK);
+        CHECK(!reap_layer_stats_has_image(&got));
+        CHECK(reap_stats_identical(&got, &txt[0]));
+        reap_layer_stats_free(&got);
+        free(buf);
+    }
+    /* an image record whose image set was altered fails its digest */
+    CHECK_RC(rec_stats_encode(&m, &ci, &img[0], "cpu", 1, &buf, &len), REAP_OK);
+    r = buf ? reap__store__v1__layer_stats_record__unpack(NULL, len, buf) : NULL;
+    CHECK(r && r->image && r->text && r->image->n_count == 12);
+    free(buf);
+    buf = NULL;
+    if (r && r->image) {
+        r->image->max_act[1] += 1.0f;
+        len = reap__store__v1__layer_stats_record__get_packed_size(r);
+        buf = malloc(len);
+        reap__store__v1__layer_stats_record__pack(r, buf);
+        CHECK_RC(rec_stats_decode(buf, len, NULL, "altered", NULL, NULL, NULL, NULL, NULL),
+                 REAP_E_FORMAT);
+        CHECK_ERRMSG("fails its digest");
+        /* one modality of two: refused */
+        Reap__Store__V1__ModalityStats *keep_text = r->text;
+        r->text = NULL;
+        free(buf);
+        len = reap__store__v1__layer_stats_record__get_packed_size(r);
+        buf = malloc(len);
+        reap__store__v1__layer_stats_record__pack(r, buf);
+        CHECK_RC(rec_stats_decode(buf, len, NULL, "half", NULL, NULL, NULL, NULL, NULL),
+                 REAP_E_FORMAT);
+        CHECK_ERRMSG("one modality of two");
+        r->text = keep_text;
+    }
+    free(buf);
+    if (r)
+        reap__store__v1__layer_stats_record__free_unpacked(r, NULL);
+    for (int l = 0; l < 2; l++) {
+        reap_layer_stats_free(&txt[l]);
+        reap_layer_stats_free(&img[l]);
+    }
+    reap_store_close(s);
+}
+
 int main(int argc, char **argv)
 {
     scratch = argc > 1 ? argv[1] : "/tmp/test_store";
@@ -721,5 +923,6 @@ int main(int argc, char **argv)
     test_growth_and_readonly();
     test_hidden_ckpt();
     test_write_full();
+    test_modality_records();
     TEST_MAIN_END();
 }

@@ -281,7 +281,7 @@ static int setup(void)
     po.out_dir = good_dir;
     po.stats = st;
     po.n_stats = k;
-    po.keep = (reap_keep_opts){REAP_CRIT_REAP, 0, 3, 0};
+    po.keep = (reap_keep_opts){REAP_CRIT_REAP, 0, 3, 0, 0};
     po.verify = 1; /* structural, inside the prune */
     int rc = reap_prune(&po, &pres);
     CHECK_RC(rc, REAP_OK);

@@ -60,6 +60,8 @@ typedef struct cpu_ctx {
     uint8_t *mask;              /* [T] */
     int64_t n_valid;
     int64_t *valid;             /* [Nv] positions with mask 1, ascending */
+    uint8_t *modality;          /* [Nv] reap_modality of each valid position (image: in
+                                   one of the rows' image spans) */
     int32_t *pos3;              /* [3, T] mRoPE ids t, h, w of each slot (positions.h) */
     uint8_t plane[CPU_MAX_HEAD_DIM / 2]; /* [hd/2] the id plane of each frequency slot */
     float *x;                   /* [T, H] hidden states */
@@ -139,6 +141,7 @@ static void cpu_free(void *ctx)
         return;
     cpu_free_layer(c);
     free(c->tokens);
+    free(c->modality);
     free(c->mask);
     free(c->valid);
     free(c->pos3);
@@ -146,6 +149,33 @@ static void cpu_free(void *ctx)
     free(c->rope_cos);
     free(c->rope_sin);
     free(c);
+}
+
+/* The modality of each valid position: REAP_MOD_IMAGE inside an image span (the
+ * n_tokens slots from span.start), else REAP_MOD_TEXT. */
+static int modality_fill(cpu_ctx *c, const reap_rows *rows)
+{
+    uint8_t *slot = calloc((size_t)c->T, 1);
+    if (!slot)
+        return reap_err_set(REAP_E_NOMEM, "cpu backend: modality of %lld positions",
+                            (long long)c->T);
+    for (int64_t i = 0; i < rows->n_spans; i++) {
+        const reap_image_span *sp = &rows->spans[i];
+        if (sp->image < 0 || sp->image >= rows->n_images || sp->row < 0 ||
+            sp->row >= rows->n_rows || sp->start < 0 ||
+            (int64_t)sp->start + rows->images[sp->image].n_tokens > rows->seq_len) {
+            free(slot);
+            return reap_err_set(REAP_E_INVALID, "cpu backend: image span %lld (row %d, "
+                                "start %d, image %d) outside the rows", (long long)i,
+                                sp->row, sp->start, sp->image);
+        }
+        memset(slot + (int64_t)sp->row * rows->seq_len + sp->start, 1,
+               (size_t)rows->images[sp->image].n_tokens);
+    }
+    for (int64_t n = 0; n < c->n_valid; n++)
+        c->modality[n] = slot[c->valid[n]] ? REAP_MOD_IMAGE : REAP_MOD_TEXT;
+    free(slot);
+    return REAP_OK;
 }
 
 static int cpu_init(const reap_config *cfg, const reap_rows *rows,
@@ -183,13 +213,14 @@ static int cpu_init(const reap_config *cfg, const reap_rows *rows,
     c->tokens = malloc((size_t)c->T * sizeof *c->tokens);
     c->mask = malloc((size_t)c->T);
     c->valid = malloc((size_t)c->T * sizeof *c->valid);
+    c->modality = malloc((size_t)c->T);
     c->pos3 = malloc((size_t)(3 * c->T) * sizeof *c->pos3);
     c->x = falloc(c->T * cfg->hidden);
     const int n_pos = reap_positions_limit(c->S);
     c->rope_cos = falloc((int64_t)n_pos * cfg->head_dim / 2);
     c->rope_sin = falloc((int64_t)n_pos * cfg->head_dim / 2);
-    if (!c->tokens || !c->mask || !c->valid || !c->pos3 || !c->x || !c->rope_cos ||
-        !c->rope_sin) {
+    if (!c->tokens || !c->mask || !c->valid || !c->modality || !c->pos3 || !c->x ||
+        !c->rope_cos || !c->rope_sin) {
         rc = reap_err_set(REAP_E_NOMEM, "cpu backend: hidden states of %lld positions x %d "
                           "(%.1f MiB)", (long long)c->T, cfg->hidden,
                           (double)c->T * cfg->hidden * 4 / 1048576.0);
@@ -200,6 +231,8 @@ static int cpu_init(const reap_config *cfg, const reap_rows *rows,
     for (int64_t t = 0; t < c->T; t++)
         if (c->mask[t])
             c->valid[c->n_valid++] = t;
+    if ((rc = modality_fill(c, rows)))
+        goto fail;
     if ((rc = reap_positions_fill_mrope(cfg, rows, opts ? opts->spatial_merge : 0, c->pos3)))
         goto fail;
     for (int i = 0; i < cfg->head_dim / 2; i++)
@@ -553,6 +586,8 @@ static int moe_block(cpu_ctx *c, reap_layer_stats *st)
     }
     memset(moe_out, 0, (size_t)(Nv * H) * sizeof *moe_out);
     st->tokens += Nv;
+    for (int64_t n = 0; n < Nv; n++)
+        st->mod[c->modality[n]].tokens++;
     for (int64_t e = 0; e < E; e++) {
         const int64_t ne = off[e + 1] - off[e];
         const int64_t *te = tok + off[e];
@@ -581,6 +616,13 @@ static int moe_block(cpu_ctx *c, reap_layer_stats *st)
             st->sum_gate[e] += ge[i];
             if (mx > st->max_act[e])
                 st->max_act[e] = mx;
+            reap_modality_stats *ms = &st->mod[c->modality[te[i]]];
+            ms->count[e]++;
+            ms->sum_gate_norm[e] += ge[i] * norm;
+            ms->sum_norm[e] += norm;
+            ms->sum_gate[e] += ge[i];
+            if (mx > ms->max_act[e])
+                ms->max_act[e] = mx;
             float gi = (float)ge[i];
             float *o = moe_out + te[i] * H;
             for (int64_t d = 0; d < H; d++)

@@ -91,7 +91,7 @@ static void cuda_free(void *ctx)
     cuda_ctx *c = (cuda_ctx *)ctx;
     if (!c) return;
     upload_free(c);
-    void *dev[] = {c->d_flag, c->d_hidden, c->d_tok, c->d_mask, c->d_pos, c->d_plane,
+    void *dev[] = {c->d_flag, c->d_hidden, c->d_tok, c->d_mask, c->d_modality, c->d_pos, c->d_plane,
                    c->d_scat_slots, c->d_scat, c->d_cos, c->d_sin,
                    c->d_ids, c->d_g, c->d_nrm, c->d_mx, c->x32, c->arena, c->d_cnt,
                    c->d_off, c->d_scnt, c->d_sgn, c->d_sn, c->d_sg, c->d_smx, c->d_gptr};
@@ -221,6 +221,8 @@ static int flash_setup(cuda_ctx *c)
     CU(e, "cudaFuncSetAttribute(flash attention)");
     return REAP_OK;
 }
+
+static int modality_upload(cuda_ctx *c, const reap_rows *rows);
 
 static int cuda_init(const reap_config *cfg, const reap_rows *rows,
                      const reap_backend_opts *opts, void **out)
@@ -412,6 +414,7 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
         rc = cu_fail(c, e, "cudaMemcpy(rows)");
         goto fail;
     }
+    if ((rc = modality_upload(c, rows))) goto fail;
     *out = c;
     return REAP_OK;
 fail:
@@ -731,11 +734,50 @@ static int mlp_block(cuda_ctx *c, float *x, int nr)
     return REAP_OK;
 }
 
-static int expert_statistics(cuda_ctx *c, reap_layer_stats *s)
+/* The modality of each slot (image: inside one of the rows' image spans) to the device,
+ * and the valid positions per modality; nothing for text-only rows. */
+static int modality_upload(cuda_ctx *c, const reap_rows *rows)
+{
+    c->n_valid_mod[REAP_MOD_TEXT] = c->n_valid;
+    c->n_valid_mod[REAP_MOD_IMAGE] = 0;
+    if (rows->n_spans == 0 || c->E == 0) return REAP_OK;
+    uint8_t *slot = (uint8_t *)calloc((size_t)c->T, 1);
+    if (!slot) return reap_err_set(REAP_E_NOMEM, "cuda backend: modality of %lld positions",
+                                   (long long)c->T);
+    for (int64_t i = 0; i < rows->n_spans; i++) {
+        const reap_image_span *sp = &rows->spans[i];
+        if (sp->image < 0 || sp->image >= rows->n_images || sp->row < 0 ||
+            sp->row >= rows->n_rows || sp->start < 0 ||
+            (int64_t)sp->start + rows->images[sp->image].n_tokens > rows->seq_len) {
+            free(slot);
+            return reap_err_set(REAP_E_INVALID, "cuda backend: image span %lld (row %d, "
+                                "start %d, image %d) outside the rows", (long long)i,
+                                sp->row, sp->start, sp->image);
+        }
+        memset(slot + (int64_t)sp->row * rows->seq_len + sp->start, REAP_MOD_IMAGE,
+               (size_t)rows->images[sp->image].n_tokens);
+    }
+    int64_t n_img = 0;
+    for (int64_t t = 0; t < c->T; t++)
+        n_img += rows->mask[t] && slot[t];
+    c->n_valid_mod[REAP_MOD_IMAGE] = n_img;
+    c->n_valid_mod[REAP_MOD_TEXT] = c->n_valid - n_img;
+    cudaError_t e = cudaMalloc((void **)&c->d_modality, (size_t)c->T);
+    if (e == cudaSuccess)
+        e = cudaMemcpy(c->d_modality, slot, (size_t)c->T, cudaMemcpyHostToDevice);
+    free(slot);
+    if (e != cudaSuccess) return cu_fail(c, e, "cudaMemcpy(modality)");
+    return REAP_OK;
+}
+
+/* One statistics pass over the layer's pairs (want < 0: all; else the pairs of modality
+ * want), added to dst's arrays. */
+static int expert_statistics_pass(cuda_ctx *c, int want, reap_modality_stats *dst)
 {
     const int E = c->E;
     k_expert_stats<<<E, 256, 0, c->st>>>(c->d_ids, c->d_g, c->d_nrm, c->d_mx, c->T * c->K,
-                                         c->d_scnt, c->d_sgn, c->d_sn, c->d_sg, c->d_smx);
+                                         c->d_scnt, c->d_sgn, c->d_sn, c->d_sg, c->d_smx,
+                                         want < 0 ? NULL : c->d_modality, c->K, want);
     KCHECK("expert statistics");
     CU(cudaMemcpyAsync(c->h_scnt, c->d_scnt, (size_t)E * 8, cudaMemcpyDeviceToHost, c->st),
        "cudaMemcpy(statistics)");
@@ -749,13 +791,30 @@ static int expert_statistics(cuda_ctx *c, reap_layer_stats *s)
        "cudaMemcpy(statistics)");
     CU(cudaStreamSynchronize(c->st), "cudaStreamSynchronize(statistics)");
     for (int e = 0; e < E; e++) {
-        s->count[e] += c->h_scnt[e];
-        s->sum_gate_norm[e] += c->h_sgn[e];
-        s->sum_norm[e] += c->h_sn[e];
-        s->sum_gate[e] += c->h_sg[e];
-        if (c->h_scnt[e] > 0 && c->h_smx[e] > s->max_act[e]) s->max_act[e] = c->h_smx[e];
+        dst->count[e] += c->h_scnt[e];
+        dst->sum_gate_norm[e] += c->h_sgn[e];
+        dst->sum_norm[e] += c->h_sn[e];
+        dst->sum_gate[e] += c->h_sg[e];
+        if (c->h_scnt[e] > 0 && c->h_smx[e] > dst->max_act[e]) dst->max_act[e] = c->h_smx[e];
     }
+    return REAP_OK;
+}
+
+/* The layer's statistics: the totals, and per modality when the rows have image spans
+ * (text-only rows: one pass, the text set is the totals by the rule of stats.h). */
+static int expert_statistics(cuda_ctx *c, reap_layer_stats *s)
+{
+    reap_modality_stats tot = {s->tokens, s->count, s->sum_gate_norm, s->sum_norm,
+                               s->sum_gate, s->max_act};
+    int rc = expert_statistics_pass(c, -1, &tot);
+    if (rc) return rc;
     s->tokens += c->n_valid;
+    if (c->d_modality) {
+        for (int m = 0; m < REAP_N_MODALITIES; m++)
+            if ((rc = expert_statistics_pass(c, m, &s->mod[m]))) return rc;
+        s->mod[REAP_MOD_TEXT].tokens += c->n_valid_mod[REAP_MOD_TEXT];
+        s->mod[REAP_MOD_IMAGE].tokens += c->n_valid_mod[REAP_MOD_IMAGE];
+    }
     return REAP_OK;
 }
 

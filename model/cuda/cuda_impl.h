@@ -76,6 +76,8 @@ typedef struct cuda_ctx {
     float *d_hidden;            /* [T, H] */
     int32_t *d_tok;             /* [T] */
     uint8_t *d_mask;            /* [T] */
+    uint8_t *d_modality;        /* [T] reap_modality of each slot; NULL for text-only rows */
+    int64_t n_valid_mod[2];     /* valid positions per modality (text, image) */
     int32_t *d_pos;             /* [T, 3] mRoPE ids t, h, w of each slot (positions.h) */
     uint8_t *d_plane;           /* [hd/2] id plane of each frequency slot (reap_mrope_plane) */
     int64_t *d_scat_slots;      /* [SCATTER_ROWS] scatter_rows staging (allocated at the */

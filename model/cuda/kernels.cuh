@@ -540,10 +540,13 @@ static __global__ void k_combine(const float *Y, const int32_t *ids, const doubl
 }
 
 /* Per-expert statistics over all n = T_all * K pairs of the layer, in pair order: one
- * block per expert. Outputs [E]: count, sum g*||f||, sum ||f||, sum g, max f. */
+ * block per expert. Outputs [E]: count, sum g*||f||, sum ||f||, sum g, max f. With
+ * modality != NULL ([T_all], reap_modality of each position), only the pairs whose
+ * position i / K has modality `want`. */
 static __global__ void k_expert_stats(const int32_t *ids, const double *g, const double *nrm,
                                const float *mx, int64_t n, long long *cnt, double *sgn,
-                               double *sn, double *sg, float *mxo)
+                               double *sn, double *sg, float *mxo, const uint8_t *modality,
+                               int K, int want)
 {
     __shared__ double shd[33];
     __shared__ long long shl[33];
@@ -554,6 +557,7 @@ static __global__ void k_expert_stats(const int32_t *ids, const double *g, const
     float m = -CUDART_INF_F;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
         if (ids[i] != e) continue;
+        if (modality && modality[i / K] != want) continue;
         c++;
         a += g[i] * nrm[i];
         b += nrm[i];
