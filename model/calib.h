@@ -226,4 +226,12 @@ int reap_rows_build(const reap_samples *s, int seq_len, int pack, reap_rows *out
 
 void reap_rows_free(reap_rows *r);
 
+/* Which slots hold image tokens: slot[n_rows * seq_len] (row-major, like tokens) gets 1
+ * for the <|image_pad|> slots of every span (the images[span.image].n_tokens slots from
+ * span.start; REAP_MOD_IMAGE of stats.h) and 0 elsewhere (REAP_MOD_TEXT; vision_start
+ * and vision_end are text). The one rule the backends use for statistics by modality.
+ * Returns REAP_OK, or REAP_E_INVALID for a span outside the rows or naming no image
+ * (the message names the span); slot is then unspecified. */
+int reap_rows_image_slots(const reap_rows *rows, uint8_t *slot);
+
 #endif

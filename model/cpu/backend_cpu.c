@@ -159,18 +159,9 @@ static int modality_fill(cpu_ctx *c, const reap_rows *rows)
     if (!slot)
         return reap_err_set(REAP_E_NOMEM, "cpu backend: modality of %lld positions",
                             (long long)c->T);
-    for (int64_t i = 0; i < rows->n_spans; i++) {
-        const reap_image_span *sp = &rows->spans[i];
-        if (sp->image < 0 || sp->image >= rows->n_images || sp->row < 0 ||
-            sp->row >= rows->n_rows || sp->start < 0 ||
-            (int64_t)sp->start + rows->images[sp->image].n_tokens > rows->seq_len) {
-            free(slot);
-            return reap_err_set(REAP_E_INVALID, "cpu backend: image span %lld (row %d, "
-                                "start %d, image %d) outside the rows", (long long)i,
-                                sp->row, sp->start, sp->image);
-        }
-        memset(slot + (int64_t)sp->row * rows->seq_len + sp->start, 1,
-               (size_t)rows->images[sp->image].n_tokens);
+    if (reap_rows_image_slots(rows, slot)) {
+        free(slot);
+        return reap_err_prefix(REAP_E_INVALID, "cpu backend");
     }
     for (int64_t n = 0; n < c->n_valid; n++)
         c->modality[n] = slot[c->valid[n]] ? REAP_MOD_IMAGE : REAP_MOD_TEXT;

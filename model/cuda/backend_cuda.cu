@@ -744,18 +744,9 @@ static int modality_upload(cuda_ctx *c, const reap_rows *rows)
     uint8_t *slot = (uint8_t *)calloc((size_t)c->T, 1);
     if (!slot) return reap_err_set(REAP_E_NOMEM, "cuda backend: modality of %lld positions",
                                    (long long)c->T);
-    for (int64_t i = 0; i < rows->n_spans; i++) {
-        const reap_image_span *sp = &rows->spans[i];
-        if (sp->image < 0 || sp->image >= rows->n_images || sp->row < 0 ||
-            sp->row >= rows->n_rows || sp->start < 0 ||
-            (int64_t)sp->start + rows->images[sp->image].n_tokens > rows->seq_len) {
-            free(slot);
-            return reap_err_set(REAP_E_INVALID, "cuda backend: image span %lld (row %d, "
-                                "start %d, image %d) outside the rows", (long long)i,
-                                sp->row, sp->start, sp->image);
-        }
-        memset(slot + (int64_t)sp->row * rows->seq_len + sp->start, REAP_MOD_IMAGE,
-               (size_t)rows->images[sp->image].n_tokens);
+    if (reap_rows_image_slots(rows, slot)) {   /* 1 = REAP_MOD_IMAGE, 0 = text */
+        free(slot);
+        return reap_err_prefix(REAP_E_INVALID, "cuda backend");
     }
     int64_t n_img = 0;
     for (int64_t t = 0; t < c->T; t++)
