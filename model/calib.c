@@ -242,7 +242,7 @@ static int image_load(calib_reader *r, const calib_item *it, int k, const char *
 {
     const reap_calib_opts *o = r->o;
     reap_calib_image im = {0};
-    reap_image_grid g = {0};
+    reap_calib_grid g = {0};
     char *data = NULL, *path = NULL;
     size_t n = 0;
     int fd = -1, rc, m = o->spatial_merge;

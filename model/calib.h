@@ -109,9 +109,9 @@ typedef struct reap_samples {
 
 /* What an image probe reports of one image: its patch grid after smart_resize (the
  * image processor's rule, owned by the probe; grid_t 1 for a still image). */
-typedef struct reap_image_grid {
+typedef struct reap_calib_grid {
     int grid_t, grid_h, grid_w;
-} reap_image_grid;
+} reap_calib_grid;
 
 /* An image probe: given the `n` bytes of the image file `path` (as read and hashed by
  * reap_calib_load; `path` is for messages only and must not be opened again), fill
@@ -121,7 +121,7 @@ typedef struct reap_image_grid {
  * The scorer plugs in model/image.h's probe (decode the header, smart_resize with the
  * model's min/max pixels); tests plug in their own. Called from the loading thread. */
 typedef int (*reap_image_probe_fn)(void *ud, const char *path, const uint8_t *data,
-                                   size_t n, reap_image_grid *out);
+                                   size_t n, reap_calib_grid *out);
 
 typedef struct reap_calib_opts {
     const char *path;           /* the calibration file (JSON Lines or a JSON array) */

@@ -1,8 +1,8 @@
 /* score_image.h - the image files of a scoring job over model/image.h: the probe's grid
  * (header size, then smart_resize with the model's preprocessor_config.json limits or
  * the caller's overrides) and the patches of an image read again for the vision tower.
- * Kept apart from calib.h (whose reap_image_grid struct shares its name with image.h's
- * function); score_vision.h adapts it to the calibration loader.
+ * score_vision.h adapts it to the calibration loader (calib.h's image probe) and runs the
+ * vision tower; this file knows images, that one the job.
  * Thread rules: a probe is used from one thread at a time. */
 #ifndef REAP_SCORE_IMAGE_H
 #define REAP_SCORE_IMAGE_H

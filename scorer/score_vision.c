@@ -13,7 +13,7 @@
 #include "vision.h"
 
 int reap_score_probe_image(void *ud, const char *path, const uint8_t *data, size_t n,
-                           reap_image_grid *out)
+                           reap_calib_grid *out)
 {
     int grid[3], rc = reap_score_probe_grid(ud, path, data, n, grid);
     if (rc)

@@ -31,7 +31,7 @@
 
 /* calib.h's reap_image_probe_fn over score_image.h; ud is a reap_score_probe. */
 int reap_score_probe_image(void *ud, const char *path, const uint8_t *data, size_t n,
-                           reap_image_grid *out);
+                           reap_calib_grid *out);
 
 /* One batch of images through the tower (progress, and the test dump of run_cmd.c). */
 typedef struct reap_score_vision_batch {

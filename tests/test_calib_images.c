@@ -41,7 +41,7 @@ static int probe_calls;
 
 /* The test probe: the file holds "grid T H W". */
 static int test_probe(void *ud, const char *path, const uint8_t *data, size_t n,
-                      reap_image_grid *out)
+                      reap_calib_grid *out)
 {
     char buf[64];
 

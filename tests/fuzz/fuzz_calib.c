@@ -18,7 +18,7 @@ static reap_tokenizer *tok;
 /* A stand-in image probe: a grid of whole 2 x 2 blocks from the file's size and first
  * byte. */
 static int probe(void *ud, const char *path, const uint8_t *data, size_t n,
-                 reap_image_grid *out)
+                 reap_calib_grid *out)
 {
     (void)ud;
     (void)path;
