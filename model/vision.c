@@ -308,6 +308,45 @@ int reap_vision_grids_check(const reap_vision_config *vc, const int32_t *grids, 
     return REAP_OK;
 }
 
+/* Floats of a linear [out, in] with bias as load_linear keeps it. */
+static int64_t linear_floats(int64_t out, int64_t in)
+{
+    return cpu_gemm_packed_len(out, in) + out;
+}
+
+/* Floats of a merger (load_merger): its norm, fc1 [Mg, Mg], fc2 [Ho, Mg]. */
+static int64_t merger_floats(const reap_vision_config *c, int post)
+{
+    const int64_t mg = (int64_t)c->merge * c->merge * c->hidden;
+    return 2 * (post ? mg : c->hidden) + linear_floats(mg, mg) + linear_floats(c->out_hidden, mg);
+}
+
+static int64_t attn_scratch_len(int L, int hd);
+
+int reap_vision_mem_plan(const reap_vision_config *vc, int64_t n_patches,
+                         int64_t frame_patches, int threads, reap_vision_mem *out)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!vc || !out || !vc->present || n_patches < 1 || frame_patches < 1 ||
+        frame_patches > n_patches || frame_patches > INT32_MAX || threads < 1)
+        return reap_err_set(REAP_E_INVALID, "vision memory plan: no tower, or %lld patches "
+                            "(largest frame %lld) with %d threads", (long long)n_patches,
+                            (long long)frame_patches, threads);
+    const int64_t H = vc->hidden, I = vc->inter, hd = vc->head_dim;
+    const int64_t block = 4 * H + linear_floats(3 * H, H) + linear_floats(H, H) +
+                          linear_floats(I, H) + linear_floats(H, I);
+    int64_t w = linear_floats(H, reap_vision_patch_dim(vc)) + (int64_t)vc->n_pos * H +
+                vc->depth * block + merger_floats(vc, 0);
+    for (int k = 0; k < vc->n_deepstack; k++)
+        w += merger_floats(vc, 1);
+    const int64_t wide = 3 * H > I ? 3 * H : I;
+    out->weight_bytes = 4 * w;
+    out->act_bytes = 4 * (n_patches * (3 * H + wide + 2 * hd) +
+                          threads * attn_scratch_len((int)frame_patches, (int)hd));
+    return REAP_OK;
+}
+
 /* ---- the math ------------------------------------------------------------------------- */
 
 /* y[n, out] = x[n, in] @ W^T + b. */

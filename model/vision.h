@@ -89,6 +89,26 @@ int64_t reap_vision_patch_dim(const reap_vision_config *vc);
 int reap_vision_grids_check(const reap_vision_config *vc, const int32_t *grids, int n_images,
                             int64_t *n_patches, int64_t *n_tokens);
 
+/* Host bytes of the tower, as reap_vision_load and reap_vision_forward allocate them.
+ *   weight_bytes  the loaded tower: every model.visual.* tensor in fp32 (4 bytes per
+ *                 parameter), each linear's weight packed for cpu_gemm (its output rows
+ *                 rounded up to a multiple of CPU_GEMM_NR = 16): patch embedding,
+ *                 position table, depth x (norm1, norm2, qkv, proj, fc1, fc2), the merger
+ *                 and the Nd deepstack mergers, biases included
+ *   act_bytes     one reap_vision_forward call on n_patches patches whose largest frame
+ *                 has frame_patches patches, with `threads` threads: 4 x (Np x (3 Hv +
+ *                 max(3 Hv, Iv) + 2 hd) + threads x the attention scratch of one frame
+ *                 (q, packed k, v^T, packed v^T, 64 x L scores, 64 x hd outputs))
+ * Returns REAP_OK, or REAP_E_INVALID (NULL, vc->present 0, n_patches < 1, frame_patches
+ * outside 1..n_patches, threads < 1). Pure. */
+typedef struct reap_vision_mem {
+    int64_t weight_bytes;
+    int64_t act_bytes;
+} reap_vision_mem;
+
+int reap_vision_mem_plan(const reap_vision_config *vc, int64_t n_patches,
+                         int64_t frame_patches, int threads, reap_vision_mem *out);
+
 /* Run the tower on n_images images.
  *   patches       [Np, D] fp32, row-major, merge-block order (see above)
  *   grids         [n_images, 3] (t, gh, gw)

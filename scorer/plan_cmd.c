@@ -1,10 +1,13 @@
 /* plan_cmd.c - `reap-scorer plan`: the CUDA backend's device-memory plan for a model and a
  * calibration size, computed from config.json alone (no weights read, no GPU needed when
  * --vram-gb is given): per-layer weight bytes, hidden-state bytes, the chosen micro-batch
- * of rows, prefetch depth and the expected peak (see model/cuda/cuda_plan.h). */
+ * of rows, prefetch depth and the expected peak (see model/cuda/cuda_plan.h); with
+ * --image-tokens N on a checkpoint with a vision tower, also the host memory of the
+ * image side (score_vision.h reap_score_vision_mem_plan) and the device bytes images add. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "backend_cli.h"
@@ -12,6 +15,7 @@
 #include "config.h"
 #include "cuda/cuda_plan.h"
 #include "reap_err.h"
+#include "score_vision.h"
 #include "scorer_cmds.h"
 
 #define SEED_VRAM_GB 140.0 /* assumed without a device and without --vram-gb */
@@ -24,7 +28,8 @@ static void line(const char *what, long long bytes)
 int scorer_cmd_plan(int argc, char **argv)
 {
     const char *model = NULL, *precision = NULL;
-    long seq_len = 0, n_rows = 0, batch = 0, device = 0;
+    long seq_len = 0, n_rows = 0, batch = 0, device = 0, image_tokens = 0, vision_batch = 0,
+         threads = 0;
     int help = 0;
     scorer_backend_cli bcli;
     reap_backend_opts bo = {0};
@@ -38,6 +43,12 @@ int scorer_cmd_plan(int argc, char **argv)
         {"batch-rows", NULL, CLI_INT, "0", "force the micro-batch (0: choose)", &batch, 0},
         {"device", "REAP_DEVICE", CLI_INT, "0", "CUDA device whose free memory is used",
          &device, 0},
+        {"image-tokens", NULL, CLI_INT, "0", "image tokens of the calibration set (an "
+         "estimate; 0: text only): adds the vision tower's memory", &image_tokens, 0},
+        {"vision-batch", NULL, CLI_INT, "0", "patches per vision tower call, as on "
+         "`run` (0: 16384)", &vision_batch, 0},
+        {"threads", "REAP_THREADS", CLI_INT, "0", "CPU threads of the vision tower (0: "
+         "this machine's cores)", &threads, 0},
     };
     /* the backend's options (--vram-gb 0 here: the device's free memory, or 140 GB
      * without a device) */
@@ -65,6 +76,13 @@ int scorer_cmd_plan(int argc, char **argv)
                         ">= 0\n");
         return 2;
     }
+    if (image_tokens < 0 || image_tokens > n_rows * seq_len || vision_batch < 0 ||
+        vision_batch > 1 << 24 || threads < 0 || threads > 4096) {
+        fprintf(stderr, "reap-scorer plan: --image-tokens must be 0 .. rows x seq-len (%lld), "
+                "--vision-batch 0 .. %d, --threads 0 .. 4096\n",
+                (long long)n_rows * seq_len, 1 << 24);
+        return 2;
+    }
     if (scorer_backend_cli_apply(&bcli, &bo, err, sizeof err)) {
         fprintf(stderr, "reap-scorer plan: %s\n", err);
         return 2;
@@ -76,6 +94,11 @@ int scorer_cmd_plan(int argc, char **argv)
     snprintf(path, sizeof path, "%s/config.json", model);
     if ((rc = reap_config_load(path, &cfg)))
         goto fail;
+    if (image_tokens > 0 && !cfg.vision.present) {
+        rc = reap_err_set(REAP_E_INVALID, "--image-tokens %ld: %s has no vision tower "
+                          "(no vision_config with depth > 0)", image_tokens, path);
+        goto fail;
+    }
 
     /* the budget: --vram-gb, else the device's free memory, else the seed's 140 GB */
     int64_t fr = 0, tot = 0;
@@ -95,7 +118,8 @@ int scorer_cmd_plan(int argc, char **argv)
                                                                      : REAP_PRECISION_BF16,
                               .batch_rows = (int)batch, .prefetch_layers = st.prefetch_layers,
                               .attn_gemm = st.attn_gemm,
-                              .budget_bytes = reap_cuda_plan_budget(&st, fr)};
+                              .budget_bytes = reap_cuda_plan_budget(&st, fr),
+                              .images = image_tokens > 0};
     const int n_moe = reap_config_n_moe_layers(&cfg);
     printf("model: %s (%s), %d layers (%d MoE, %d dense), H %d, heads %d/%d x %d, %d experts "
            "top-%d, I %d\n", model, cfg.model_type, cfg.n_layers, n_moe, cfg.n_layers - n_moe,
@@ -138,6 +162,35 @@ int scorer_cmd_plan(int argc, char **argv)
                (int)((n_rows + p.chunk_rows - 1) / p.chunk_rows), p.prefetch_layers,
                p.prefetch_layers == 1 ? "" : "s",
                p.attn_flash ? "tiled kernel (flash)" : "score matrices (GEMM)");
+    }
+    if (image_tokens > 0) {
+        /* The image side: the tower runs on the CPU, its features stay in host memory. */
+        reap_score_vision_mem vm;
+        const reap_vision_config *vc = &cfg.vision;
+        int nthr = threads > 0 ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+        if (nthr < 1) nthr = 1;
+        int vrc = reap_score_vision_mem_plan(&cfg, vision_batch, nthr, image_tokens, &vm);
+        if (vrc) {
+            rc = vrc;
+            goto fail;
+        }
+        char what[96];
+        printf("images: %ld image tokens; vision tower depth %d, hidden %d, MLP %d, %d "
+               "deepstack sets; it runs on the CPU (host memory):\n", image_tokens,
+               vc->depth, vc->hidden, vc->inter, vc->n_deepstack);
+        line("tower weights, fp32", vm.tower.weight_bytes);
+        snprintf(what, sizeof what, "tower activations (%lld patches, %d thr)",
+                 (long long)vm.batch_patches, nthr);
+        line(what, vm.tower.act_bytes);
+        line("patches and outputs of one tower call", vm.batch_bytes);
+        snprintf(what, sizeof what, "kept features (x %d: merged + deepstack)",
+                 1 + vc->n_deepstack);
+        line(what, vm.feature_bytes);
+        line("image token slots (engine)", vm.slot_bytes);
+        line("host memory of the image side", vm.total_bytes);
+        printf("  on the device the images add %lld bytes (in the resident line: modality "
+               "plane and %d-row staging of features copied in from the host)\n",
+               (long long)p.image_bytes, REAP_CUDA_SCATTER_ROWS);
     }
     /* The two cards the scorer is meant for, side by side, with the same settings. */
     printf("on the target cards (%.0f%% left unused):\n", st.vram_buffer * 100);

@@ -152,3 +152,26 @@ fail:
     free(grids);
     return rc;
 }
+
+int reap_score_vision_mem_plan(const reap_config *cfg, int64_t batch_patches, int threads,
+                               int64_t image_tokens, reap_score_vision_mem *out)
+{
+    memset(out, 0, sizeof *out);
+    if (image_tokens < 0)
+        return reap_err_set(REAP_E_INVALID, "vision memory plan: %lld image tokens",
+                            (long long)image_tokens);
+    const reap_vision_config *vc = &cfg->vision;
+    const int64_t np = batch_patches > 0 ? batch_patches : REAP_SCORE_VISION_BATCH_PATCHES;
+    int rc = reap_vision_mem_plan(vc, np, np, threads, &out->tower);
+    if (rc)
+        return rc;
+    const int64_t D = reap_vision_patch_dim(vc), H = cfg->hidden, Nd = vc->n_deepstack;
+    const int64_t m2 = (int64_t)vc->merge * vc->merge;
+    out->batch_patches = np;
+    out->batch_bytes = 4 * (2 * np * D + Nd * (np / m2) * H);
+    out->feature_bytes = image_tokens * H * (1 + Nd) * 4;
+    out->slot_bytes = image_tokens * 8;
+    out->total_bytes = out->tower.weight_bytes + out->tower.act_bytes + out->batch_bytes +
+                       out->feature_bytes + out->slot_bytes;
+    return REAP_OK;
+}

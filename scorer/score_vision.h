@@ -70,6 +70,28 @@ int reap_score_vision_run(const reap_ckpt *ck, const reap_config *cfg, const rea
                           reap_score_vision_cb on_batch, void *ud,
                           reap_score_features *out);
 
+/* Host bytes of the image side of a scoring job (what `reap-scorer plan` prints), for
+ * image_tokens image tokens (>= 0) and tower calls of batch_patches patches (<= 0:
+ * REAP_SCORE_VISION_BATCH_PATCHES), each image at most one call's patches:
+ *   tower          reap_vision_mem_plan(vc, Np, Np, threads): the fp32 weights and the
+ *                  activations of one call whose largest frame is the whole call (an
+ *                  upper bound), Np = batch_patches
+ *   batch_bytes    the call's buffers here: 4 x (Np x D patches + Np x D for the image
+ *                  being read + Nd x Np / m^2 x H deepstack outputs)
+ *   feature_bytes  the kept features: image_tokens x H x (1 + Nd) x 4
+ *   slot_bytes     the engine's slot index of each image token: image_tokens x 8
+ *   total_bytes    the sum (the per-image grids, 12 bytes each, are left out)
+ * Returns REAP_OK or REAP_E_INVALID (no tower in cfg, threads < 1, image_tokens < 0).
+ * Pure. */
+typedef struct reap_score_vision_mem {
+    int64_t batch_patches;
+    reap_vision_mem tower;
+    int64_t batch_bytes, feature_bytes, slot_bytes, total_bytes;
+} reap_score_vision_mem;
+
+int reap_score_vision_mem_plan(const reap_config *cfg, int64_t batch_patches, int threads,
+                               int64_t image_tokens, reap_score_vision_mem *out);
+
 void reap_score_features_free(reap_score_features *f);
 
 #endif

@@ -121,7 +121,8 @@ static void cuda_free(void *ctx)
 
 /* Plan from the budget (cuda_plan.c), then allocate the resident state, the chunk
  * workspace and (upload_init) the weight sets and staging slots. */
-static int plan_and_allocate(cuda_ctx *c, const reap_config *cfg, const reap_backend_opts *opts)
+static int plan_and_allocate(cuda_ctx *c, const reap_config *cfg, const reap_rows *rows,
+                             const reap_backend_opts *opts)
 {
     int rc;
     size_t fr = 0, tot = 0;
@@ -135,6 +136,7 @@ static int plan_and_allocate(cuda_ctx *c, const reap_config *cfg, const reap_bac
     req.prefetch_layers = c->settings.prefetch_layers;
     req.attn_gemm = c->settings.attn_gemm;
     req.budget_bytes = reap_cuda_plan_budget(&c->settings, (int64_t)fr);
+    req.images = rows->n_spans > 0;
     if ((rc = reap_cuda_plan_make(cfg, &req, &c->plan)))
         return reap_err_prefix(rc, "cuda backend (%zu of %zu bytes free on device %d)", fr,
                                tot, c->device);
@@ -336,7 +338,7 @@ static int cuda_init(const reap_config *cfg, const reap_rows *rows,
             goto fail;
         }
     }
-    if ((rc = plan_and_allocate(c, cfg, opts))) goto fail;
+    if ((rc = plan_and_allocate(c, cfg, rows, opts))) goto fail;
     if (c->flash && (rc = flash_setup(c))) goto fail;
     if (opts && opts->profile) {
         for (int i = 0; i < 7; i++)
@@ -907,8 +909,9 @@ static int cuda_set_hidden(void *ctx, const float *src)
     return REAP_OK;
 }
 
-/* Rows staged per scatter_rows step (device buffers allocated at the first call). */
-#define SCATTER_ROWS 256
+/* Rows staged per scatter_rows step (device buffers allocated at the first call; counted
+ * in the plan's image_bytes). */
+#define SCATTER_ROWS REAP_CUDA_SCATTER_ROWS
 
 static int cuda_scatter_rows(void *ctx, const int64_t *slots, int64_t n, const float *src,
                              int add)

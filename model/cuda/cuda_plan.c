@@ -185,6 +185,11 @@ int reap_cuda_plan_make(const reap_config *cfg, const reap_cuda_plan_req *req,
                           2 * align_up(n_pos * (d.hd / 2) * 4) + align_up(TK * 4) +
                           2 * align_up(TK * 8) + align_up(TK * 4) +
                           24 * align_up(MAX_EXPERTS_PLAN * 8);
+    if (req->images)
+        out->image_bytes = (d.E > 0 ? align_up(T) : 0) +
+                           align_up(REAP_CUDA_SCATTER_ROWS * 8) +
+                           align_up(REAP_CUDA_SCATTER_ROWS * H * 4);
+    out->resident_bytes += out->image_bytes;
     const int64_t common = 4 * align_up(H * 4) + align_up(d.QKV * H * d.esz) +
                            align_up(H * d.qd * d.esz);
     const int64_t moe = d.E > 0 ? align_up(d.E * H * 4) + align_up(d.E * 2 * d.I * H * d.esz) +

@@ -10,6 +10,11 @@
  *              host slots of the same size, not device memory)
  *   workspace  the activations of one micro-batch ("chunk") of rows
  *   margin     left for cuBLAS and the driver
+ *   images     (rows with image spans only) the modality of each position [T] bytes
+ *              (MoE models: per-modality statistics) and the scatter_rows staging,
+ *              REAP_CUDA_SCATTER_ROWS x (8 + H x 4) bytes; the vision tower runs on the
+ *              CPU and its features stay in host memory: scatter_rows copies them in
+ *              REAP_CUDA_SCATTER_ROWS rows at a time, nothing of them stays resident
  * and chooses the micro-batch: the largest number of rows (at most MAX_CHUNK_TOKENS
  * positions) whose workspace fits the budget with P >= 1; if none does, prefetch is
  * dropped and the micro-batch shrinks to one row; if one row does not fit, the plan fails
@@ -45,6 +50,7 @@ extern "C" {
 #define REAP_CUDA_STAGE_BYTES ((int64_t)128 << 20) /* staging slot, at least */
 #define REAP_CUDA_MARGIN_BYTES ((int64_t)768 << 20) /* cuBLAS workspace, driver */
 #define REAP_CUDA_ATTN_BATCH_BYTES ((int64_t)1 << 30) /* score matrices (GEMM path) */
+#define REAP_CUDA_SCATTER_ROWS 256 /* image feature rows per scatter_rows copy */
 
 /* reap_backend_opts' planning fields with their defaults applied. */
 typedef struct reap_cuda_settings {
@@ -71,6 +77,7 @@ typedef struct reap_cuda_plan_req {
     int prefetch_layers;  /* wanted layers ahead (>= 0) */
     int attn_gemm;        /* 1: score-matrix attention (else tiled where supported) */
     int64_t budget_bytes; /* device bytes the plan may use */
+    int images;           /* 1: the rows have image spans (adds image_bytes) */
 } reap_cuda_plan_req;
 
 /* Byte offsets of the chunk workspace ("arena"); the attention and the MoE/MLP views
@@ -90,7 +97,9 @@ typedef struct reap_cuda_plan {
     int attn_pairs;            /* (row, head) pairs per score batch (GEMM path) */
     int has_dense;             /* some layer has a dense MLP */
     int64_t hidden_bytes;      /* [T, H] fp32 */
-    int64_t resident_bytes;    /* hidden + tokens, mask, RoPE, routing/statistics arrays */
+    int64_t resident_bytes;    /* hidden + tokens, mask, RoPE, routing/statistics arrays,
+                                  + image_bytes */
+    int64_t image_bytes;       /* req->images: modality plane (MoE) + scatter staging */
     int64_t moe_layer_bytes;   /* a MoE layer's weights on the device */
     int64_t dense_layer_bytes; /* a dense layer's weights on the device (0: none) */
     int64_t moe_ckpt_bytes;    /* a MoE layer's weights in a bf16 checkpoint */
