@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The built-in demo: installs the dependencies, builds reap, generates a tiny
-# Qwen3-VL-MoE-shaped checkpoint and a calibration set, starts the two services on
+# Qwen3-VL-MoE-shaped checkpoint with a small vision tower, generated PNG/JPEG images and a
+# calibration set mixing image items with text, starts the two services on
 # loopback (free ports, a temporary score store, a random bearer token) and drives the
 # whole flow through reapctl: score (progress bar on a terminal), the statistics table
 # and heatmap, keep sets, a signed prune, verification. Output lands in demo-out/.
@@ -15,11 +16,18 @@ rm -rf "$out"
 mkdir -p "$out/models" "$out/calib" "$out/pruned"
 out=$(cd "$out" && pwd)
 
-echo "== generating a tiny qwen3_vl_moe checkpoint (8 layers x 16 experts) and 96 calibration samples"
+echo "== generating a tiny qwen3_vl_moe checkpoint (8 layers x 16 experts, a 3-block vision tower),"
+echo "   8 PNG/JPEG images, and a calibration file: 8 items (6 with images) then 96 text samples"
+# The Qwen3 vocabulary (the tokenizer renders the image and text items), tied embeddings.
 $B/reap-genmodel --out "$out/models/tiny-vl-moe" --family qwen3_vl_moe --layers 8 --hidden 128 \
-  --heads 8 --kv-heads 2 --head-dim 16 --experts 16 --top-k 4 --moe-inter 64 --vocab 1000 \
-  --shards 2 --seed 7 --calib "$out/calib/calib.jsonl" --samples 96 --min-len 16 --max-len 200 \
-  >/dev/null
+  --heads 8 --kv-heads 2 --head-dim 16 --experts 16 --top-k 4 --moe-inter 64 --vocab 151936 \
+  --tie 1 --shards 2 --seed 7 --vision --calib "$out/calib/text.jsonl" --samples 96 \
+  --min-len 16 --max-len 200 --images "$out/calib" --n-images 8 >/dev/null
+cp tests/fixtures/qwen3-tokenizer/tokenizer.json tests/fixtures/qwen3-tokenizer/tokenizer_config.json \
+  "$out/models/tiny-vl-moe/"
+# the image items (paths relative to the file's folder, under the scorer's --calib-root)
+# first, then the text samples
+cat "$out/calib/calib.jsonl" "$out/calib/text.jsonl" >"$out/calib/mixed.jsonl"
 $B/reapctl keygen --out "$out/reap" >/dev/null
 echo "   signing key: $out/reap.key (public: $out/reap.pub)"
 
@@ -51,11 +59,12 @@ serve pruner $B/reap-pruner serve --store "$store" --model-root "$out/models" \
 export REAP_PRUNER_ADDR=127.0.0.1:$PORT
 $B/reapctl health
 
-echo "== reapctl score (layer by layer; each layer committed to the store)"
-$B/reapctl score --model tiny-vl-moe --calib calib.jsonl --seq-len 256
+echo "== reapctl score (images through the vision tower, then layer by layer; each layer committed)"
+$B/reapctl score --model tiny-vl-moe --calib mixed.jsonl --seq-len 256
 model=$($B/reapctl models --json | sed -n 's/.*"model_id": *"\([0-9a-f]\{64\}\)".*/\1/p' | head -1)
 
-echo "== reapctl stats ${model:0:16} (per-layer REAP scores; drop@0.4 = experts a 40% prune removes)"
+echo "== reapctl stats ${model:0:16} (per-layer REAP scores, image tokens and their share;"
+echo "   drop@0.4 = experts a 40% prune removes)"
 $B/reapctl stats "$model"
 $B/reapctl stats "$model" --svg "$out/heatmap.svg" --ratio 0.4
 
