@@ -102,9 +102,14 @@ static int on_event(const ProtobufCMessage *msg, void *ud)
     }
     case REAP__V1__SCORE_EVENT__EVENT_TOKENIZED:
         if (f->mode != REAPCTL_OUT_JSON) {
-            printf("  %llu samples -> %u rows x %u, %llu tokens\n",
+            printf("  %llu samples -> %u rows x %u, %llu tokens",
                    (unsigned long long)ev->tokenized->samples, ev->tokenized->rows,
                    ev->tokenized->seq_len, (unsigned long long)ev->tokenized->tokens);
+            if (ev->tokenized->images)   /* image items (0 from older servers) */
+                printf(" (%u image%s, %llu image tokens)", ev->tokenized->images,
+                       ev->tokenized->images == 1 ? "" : "s",
+                       (unsigned long long)ev->tokenized->image_tokens);
+            printf("\n");
             fflush(stdout);
         }
         break;

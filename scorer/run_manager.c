@@ -230,6 +230,8 @@ static int on_score_event(void *ud, const reap_score_event *ev)
         in->n_rows = ev->n_rows;
         in->seq_len = ev->seq_len;
         in->n_tokens = ev->n_tokens;
+        in->n_images = ev->n_images;
+        in->n_image_tokens = ev->n_image_tokens;
         /* Cancelled or shut down while the model was being identified: stop before
          * scoring begins (score_job commits nothing then). */
         if (j->cancel_req || m->stopping) {

@@ -128,6 +128,7 @@ typedef struct reap_rm_info {
     int n_layers, layers_done, start_layer;
     int already_scored;
     int64_t n_samples, n_rows, seq_len, n_tokens;
+    int64_t n_images, n_image_tokens; /* images in the rows and their image tokens */
     double compute_seconds;          /* sum of this job's layer times */
     double last_layer_seconds, tokens_per_s, eta_s;
     int last_layer, last_is_moe;     /* the layer of the last LAYER event (-1: none) */

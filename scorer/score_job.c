@@ -312,9 +312,13 @@ int reap_score_job_run(const reap_score_job_opts *o, reap_score_result *res)
     reap_calib_id_compute(&rows, o->pack, tok ? reap_tokenizer_digest(tok) : NULL,
                           &res->calib_id);
     res->n_tokens = rows.n_valid;
+    int64_t n_image_tokens = 0;
+    for (int i = 0; i < rows.n_images; i++)
+        n_image_tokens += rows.images[i].n_tokens;
     reap_score_event ev_ids = {.kind = REAP_SCORE_EV_IDS, .n_samples = samples.n,
                                .n_rows = rows.n_rows, .seq_len = rows.seq_len,
-                               .n_tokens = rows.n_valid, .hash = &res->hash};
+                               .n_tokens = rows.n_valid, .hash = &res->hash,
+                               .n_images = rows.n_images, .n_image_tokens = n_image_tokens};
     if (emit(&j, &ev_ids)) {
         rc = reap_err_set(REAP_E_CANCELLED, "stopped on request before scoring began "
                                             "(nothing was committed)");

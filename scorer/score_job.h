@@ -71,7 +71,9 @@ typedef struct reap_score_event {
     int64_t n_samples, n_rows, seq_len, n_tokens;   /* EV_IDS */
     const reap_config *cfg;         /* EV_IDS on */
     const reap_hash_stats *hash;    /* EV_IDS */
-    int images_done, n_images;      /* EV_VISION */
+    int images_done;                /* EV_VISION */
+    int n_images;                   /* EV_IDS, EV_VISION: images in the rows */
+    int64_t n_image_tokens;         /* EV_IDS: their image-token slots */
     const reap_score_vision_batch *vision;  /* EV_VISION, valid during the call */
     const reap_rows *rows;          /* EV_FEATURES, valid during the call */
     const reap_image_features *image;       /* EV_FEATURES, valid during the call */

@@ -70,6 +70,8 @@ static int watch_send(void *wud, int kind, const reap_rm_info *in)
         tok.rows = (uint32_t)in->n_rows;
         tok.tokens = (uint64_t)in->n_tokens;
         tok.seq_len = (uint32_t)in->seq_len;
+        tok.images = (uint32_t)in->n_images;
+        tok.image_tokens = (uint64_t)in->n_image_tokens;
         ev.event_case = REAP__V1__SCORE_EVENT__EVENT_TOKENIZED;
         ev.tokenized = &tok;
         break;

@@ -7,6 +7,9 @@
 #                         from proto/ at test time): every RPC and health, re-attach,
 #                         cancel and resume, the run queue, > 20 kinds of bad request,
 #                         TLS, SIGTERM mid-run and resume                label integration
+#   services_images       image calibration through the service: images and image tokens
+#                         in score's header, img_tok in stats, an image outside the
+#                         calibration root refused                      label integration
 #   services_load         100 clients x 100 RPCs while a run streams   labels integration, slow
 if(NOT TARGET reap-scorer OR NOT TARGET reap-pruner OR NOT TARGET reapctl OR NOT REAP_PYTHON)
   return()
@@ -17,6 +20,16 @@ add_test(NAME services_reapctl
                  $<TARGET_FILE_DIR:reap-scorer> ${CMAKE_CURRENT_BINARY_DIR}/services_reapctl
                  ${REAP_PYTHON})
 set_tests_properties(services_reapctl PROPERTIES LABELS integration TIMEOUT 180)
+
+# image calibration through the scorer service (tests/services_images.sh): the images
+# and image tokens in reapctl score's header, img_tok in reapctl stats, an image outside
+# --calib-root refused
+add_test(NAME services_images
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/services_images.sh
+                 $<TARGET_FILE_DIR:reap-scorer> ${CMAKE_CURRENT_BINARY_DIR}/services_images
+                 ${REAP_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/qwen3-tokenizer
+                 ${CMAKE_CURRENT_SOURCE_DIR}/oracle)
+set_tests_properties(services_images PROPERTIES LABELS integration TIMEOUT 180)
 
 find_program(REAP_SVC_PROTOC protoc)
 find_program(REAP_SVC_GRPC_PLUGIN grpc_python_plugin)
