@@ -136,6 +136,29 @@ static void test_config(void)
           cfg.vision.out_hidden == cfg.hidden && cfg.vision.act == REAP_VISION_ACT_GELU_TANH);
     CHECK(cfg.vision.n_deepstack == 2 && cfg.vision.deepstack[0] == 0 &&
           cfg.vision.deepstack[1] == 2);
+    /* the memory plan: every size here is a multiple of 16 (no packing padding), so the
+     * weights are 4 bytes per parameter of the tensors listed in vision.h */
+    {
+        reap_vision_mem vm;
+        const int64_t block = 4 * 32 + (96 * 32 + 96) + (32 * 32 + 32) + (64 * 32 + 64) +
+                              (32 * 64 + 32);
+        const int64_t merger = (128 * 128 + 128) + (64 * 128 + 64);
+        const int64_t params = (32 * 96 + 32) + 64 * 32 + 3 * block + (2 * 32 + merger) +
+                               2 * (2 * 128 + merger);
+        CHECK_RC(reap_vision_mem_plan(&cfg.vision, 100, 40, 1, &vm), REAP_OK);
+        CHECK(vm.weight_bytes == 4 * params);
+        reap_vision_mem v2, v3;
+        CHECK_RC(reap_vision_mem_plan(&cfg.vision, 200, 40, 1, &v2), REAP_OK);
+        CHECK_RC(reap_vision_mem_plan(&cfg.vision, 200, 40, 3, &v3), REAP_OK);
+        /* Np x (3 Hv + max(3 Hv, Iv) + 2 hd) floats per patch: 96 + 96 + 32 */
+        CHECK(v2.act_bytes - vm.act_bytes == 4 * 100 * (96 + 96 + 32));
+        CHECK(v3.act_bytes > v2.act_bytes && (v3.act_bytes - v2.act_bytes) % 2 == 0);
+        CHECK_RC(reap_vision_mem_plan(&cfg.vision, 100, 101, 1, &vm), REAP_E_INVALID);
+        CHECK_RC(reap_vision_mem_plan(&cfg.vision, 100, 40, 0, &vm), REAP_E_INVALID);
+        reap_vision_config none = {0};
+        CHECK_RC(reap_vision_mem_plan(&none, 100, 40, 1, &vm), REAP_E_INVALID);
+        CHECK(vm.weight_bytes == 0 && vm.act_bytes == 0);
+    }
     reap_config_free(&cfg);
 
     /* refusals, each naming its field */
