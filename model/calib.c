@@ -1299,17 +1299,26 @@ fail:
     return rc;
 }
 
+int reap_rows_span_check(const reap_rows *rows, int64_t k)
+{
+    const reap_image_span *sp = &rows->spans[k];
+    if (sp->image < 0 || sp->image >= rows->n_images || sp->row < 0 ||
+        sp->row >= rows->n_rows || sp->start < 0 ||
+        (int64_t)sp->start + rows->images[sp->image].n_tokens > rows->seq_len)
+        return reap_err_set(REAP_E_INVALID, "image span %lld (row %d, start %d, image %d) "
+                            "outside the rows (%d rows of %d slots, %d images)", (long long)k,
+                            sp->row, sp->start, sp->image, rows->n_rows, rows->seq_len,
+                            rows->n_images);
+    return REAP_OK;
+}
+
 int reap_rows_image_slots(const reap_rows *rows, uint8_t *slot)
 {
     memset(slot, 0, (size_t)rows->n_rows * (size_t)rows->seq_len);
     for (int64_t i = 0; i < rows->n_spans; i++) {
         const reap_image_span *sp = &rows->spans[i];
-        if (sp->image < 0 || sp->image >= rows->n_images || sp->row < 0 ||
-            sp->row >= rows->n_rows || sp->start < 0 ||
-            (int64_t)sp->start + rows->images[sp->image].n_tokens > rows->seq_len)
-            return reap_err_set(REAP_E_INVALID, "image span %lld (row %d, start %d, image "
-                                "%d) outside the rows", (long long)i, sp->row, sp->start,
-                                sp->image);
+        if (reap_rows_span_check(rows, i))
+            return REAP_E_INVALID;
         memset(slot + (int64_t)sp->row * rows->seq_len + sp->start, 1,
                (size_t)rows->images[sp->image].n_tokens);
     }

@@ -226,6 +226,12 @@ int reap_rows_build(const reap_samples *s, int seq_len, int pack, reap_rows *out
 
 void reap_rows_free(reap_rows *r);
 
+/* Whether span k of `rows` lies inside them: it names one of the images, and that
+ * image's n_tokens slots from span.start are slots of one of the rows. The one bounds
+ * rule of a span; order, overlap and mask are the callers' (positions.h checks them).
+ * Returns REAP_OK or REAP_E_INVALID (the message names the span and the rows' size). */
+int reap_rows_span_check(const reap_rows *rows, int64_t k);
+
 /* Which slots hold image tokens: slot[n_rows * seq_len] (row-major, like tokens) gets 1
  * for the <|image_pad|> slots of every span (the images[span.image].n_tokens slots from
  * span.start; REAP_MOD_IMAGE of stats.h) and 0 elsewhere (REAP_MOD_TEXT; vision_start

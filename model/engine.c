@@ -77,13 +77,13 @@ static int image_slots(const reap_rows *rows, const reap_image_features *im, int
         slots[r] = -1;
     for (int64_t k = 0; k < rows->n_spans; k++) {
         const reap_image_span *sp = &rows->spans[k];
-        if (sp->image < 0 || sp->image >= rows->n_images || sp->row < 0 ||
-            sp->row >= rows->n_rows || sp->start < 0 ||
-            sp->start + rows->images[sp->image].n_tokens > rows->seq_len ||
-            slots[first[sp->image]] != -1) {
-            rc = reap_err_set(REAP_E_INVALID, "engine: image span %lld (row %d, start %d, "
-                              "image %d) is out of range or repeats its image", (long long)k,
-                              sp->row, sp->start, sp->image);
+        if (reap_rows_span_check(rows, k)) {
+            rc = reap_err_prefix(REAP_E_INVALID, "engine");
+            goto done;
+        }
+        if (slots[first[sp->image]] != -1) {
+            rc = reap_err_set(REAP_E_INVALID, "engine: image span %lld (row %d, start %d) "
+                              "repeats image %d", (long long)k, sp->row, sp->start, sp->image);
             goto done;
         }
         for (int64_t j = 0; j < rows->images[sp->image].n_tokens; j++)

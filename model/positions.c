@@ -57,11 +57,8 @@ static int check_spans(const reap_rows *rows, int merge)
                             rows->spans ? "images" : "the span array");
     for (int64_t k = 0; k < rows->n_spans; k++) {
         const reap_image_span *sp = &rows->spans[k];
-        if (sp->row < 0 || sp->row >= rows->n_rows || sp->image < 0 ||
-            sp->image >= rows->n_images || sp->start < 0)
-            return reap_err_set(REAP_E_INVALID, "image span %lld: row %d, start %d, image %d "
-                                "out of range (%d rows, %d images)", (long long)k, sp->row,
-                                sp->start, sp->image, rows->n_rows, rows->n_images);
+        if (reap_rows_span_check(rows, k))
+            return REAP_E_INVALID;
         const reap_calib_image *im = &rows->images[sp->image];
         if (im->grid_t < 1 || im->grid_h < 1 || im->grid_w < 1 || im->grid_h % merge ||
             im->grid_w % merge ||
@@ -69,10 +66,6 @@ static int check_spans(const reap_rows *rows, int merge)
             return reap_err_set(REAP_E_INVALID, "image %d: grid %d x %d x %d with merge %d "
                                 "does not give its %lld tokens", sp->image, im->grid_t,
                                 im->grid_h, im->grid_w, merge, (long long)im->n_tokens);
-        if (sp->start + im->n_tokens > S)
-            return reap_err_set(REAP_E_INVALID, "image span %lld (row %d, start %d): %lld "
-                                "tokens leave the row of %lld slots", (long long)k, sp->row,
-                                sp->start, (long long)im->n_tokens, (long long)S);
         if (k > 0) {
             const reap_image_span *pv = &rows->spans[k - 1];
             if (pv->row > sp->row ||
