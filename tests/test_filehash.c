@@ -168,14 +168,7 @@ static void test_hasher(void)
      * another one (the clock must pass a point: polled, generous deadline). */
     struct stat before, after;
     CHECK(stat(sp(name[4]), &before) == 0);
-    for (int i = 0; i < 5000; i++) {
-        struct timespec now;
-        clock_gettime(CLOCK_REALTIME_COARSE, &now);
-        if (now.tv_sec > before.st_ctim.tv_sec ||
-            (now.tv_sec == before.st_ctim.tv_sec && now.tv_nsec > before.st_ctim.tv_nsec))
-            break;
-        usleep(1000);
-    }
+    CHECK(wait_clock_past(CLOCK_REALTIME_COARSE, ts_ns(before.st_ctim), 5000));
     int fd = open(sp(name[4]), O_RDWR);
     CHECK(fd >= 0 && pwrite(fd, "edit", 4, 100) == 4 && close(fd) == 0);
     struct timespec keep[2] = {before.st_atim, before.st_mtim};

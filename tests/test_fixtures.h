@@ -59,6 +59,9 @@
  *                         counts, the three sums, max_act), else 0.
  *   rel_diff(a, b)        |a - b| / max(|a|, |b|); 0 when both are 0.
  *
+ * Images
+ *   test_png8(&n)         an 8 x 8 RGB PNG (8-bit, no interlace): its bytes, n its size.
+ *
  * Failures: a path that does not fit its buffer, or a fixture that cannot get memory,
  * prints the reason and calls abort() (a test must never go on with a cut path); the
  * CHECKs named above count and report as in test_util.h (at this header's line, with the
@@ -413,6 +416,23 @@ static inline double rel_diff(double a, double b)
 {
     const double m = fabs(a) > fabs(b) ? fabs(a) : fabs(b);
     return m == 0.0 ? 0.0 : fabs(a - b) / m;
+}
+
+static inline const uint8_t *test_png8(size_t *n)
+{
+    static const uint8_t png[] = {
+        137,80,78,71,13,10,26,10,0,0,0,13,73,72,68,82,0,0,0,8,0,0,0,8,8,2,0,0,0,75,109,41,
+        220,0,0,0,175,73,68,65,84,120,218,109,206,145,2,128,48,20,0,192,39,73,146,36,73,50,
+        73,146,36,73,146,100,50,73,146,36,73,38,201,100,146,36,73,50,73,146,73,146,36,73,
+        146,36,73,146,36,73,50,73,242,126,160,251,130,3,0,176,109,59,8,130,36,73,24,99,66,
+        136,113,28,247,125,7,77,211,16,66,97,24,166,105,202,57,111,219,118,154,166,227,56,
+        64,215,117,199,113,162,40,202,178,172,44,203,174,235,230,121,62,207,19,12,195,112,
+        93,23,99,156,231,121,85,85,82,202,101,89,174,235,2,211,52,61,207,35,132,80,74,235,
+        186,238,251,126,93,215,251,190,193,178,44,223,247,227,56,46,138,162,105,154,97,24,
+        182,109,83,74,253,151,158,231,129,223,210,251,190,31,151,152,91,225,164,41,165,11,
+        0,0,0,0,73,69,78,68,174,66,96,130};
+    *n = sizeof png;
+    return png;
 }
 
 #endif

@@ -466,14 +466,7 @@ static void test_manifest_reuse(void)
     /* The in-place edit, once the kernel's timestamp clock is past the file's ctime (so
      * the edit's ctime is another one; the clock must pass a point: polled). */
     CHECK(stat(ip, &ist) == 0);
-    for (int i = 0; i < 5000; i++) {
-        struct timespec now;
-        clock_gettime(CLOCK_REALTIME_COARSE, &now);
-        if (now.tv_sec > ist.st_ctim.tv_sec ||
-            (now.tv_sec == ist.st_ctim.tv_sec && now.tv_nsec > ist.st_ctim.tv_nsec))
-            break;
-        usleep(1000);
-    }
+    CHECK(wait_clock_past(CLOCK_REALTIME_COARSE, ts_ns(ist.st_ctim), 5000));
     wf = fopen(ip, "r+b");
     CHECK(wf && fputs("INPUT", wf) >= 0 && fclose(wf) == 0);
     struct timespec times[2] = {ist.st_atim, ist.st_mtim};

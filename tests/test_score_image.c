@@ -14,18 +14,6 @@
 #include "test_util.h"
 #include "test_fixtures.h"
 
-/* An 8 x 8 RGB PNG (8-bit, no interlace). */
-static const uint8_t png8[] = {
-    137,80,78,71,13,10,26,10,0,0,0,13,73,72,68,82,0,0,0,8,0,0,0,8,8,2,0,0,0,75,109,41,220,0,
-    0,0,175,73,68,65,84,120,218,109,206,145,2,128,48,20,0,192,39,73,146,36,73,50,73,146,36,
-    73,146,100,50,73,146,36,73,38,201,100,146,36,73,50,73,146,73,146,36,73,146,36,73,146,36,
-    73,50,73,242,126,160,251,130,3,0,176,109,59,8,130,36,73,24,99,66,136,113,28,247,125,7,
-    77,211,16,66,97,24,166,105,202,57,111,219,118,154,166,227,56,64,215,117,199,113,162,40,
-    202,178,172,44,203,174,235,230,121,62,207,19,12,195,112,93,23,99,156,231,121,85,85,82,
-    202,101,89,174,235,2,211,52,61,207,35,132,80,74,235,186,238,251,126,93,215,251,190,193,
-    178,44,223,247,227,56,46,138,162,105,154,97,24,182,109,83,74,253,151,158,231,129,223,
-    210,251,190,31,151,152,91,225,164,41,165,11,0,0,0,0,73,69,78,68,174,66,96,130};
-
 static const char *prep_json =
     "{\"patch_size\": 4, \"merge_size\": 2, \"temporal_patch_size\": 2,"
     " \"image_mean\": [0.5, 0.5, 0.5], \"image_std\": [0.5, 0.5, 0.5],"
@@ -38,6 +26,10 @@ static reap_vision_config tower(void)
     return vc;
 }
 
+/* The 8 x 8 RGB PNG of test_fixtures.h. */
+static const uint8_t *png8;
+static size_t png8_n;
+
 static void test_grid(const char *mdir)
 {
     reap_vision_config vc = tower();
@@ -45,29 +37,29 @@ static void test_grid(const char *mdir)
     int g[3];
     /* The file's limits: 8 x 8 = 64 < 1024 pixels, scaled up to 32 x 32: 8 x 8 patches. */
     CHECK_RC(reap_score_probe_new(mdir, NULL, &vc, 0, 0, &p), REAP_OK);
-    CHECK_RC(reap_score_probe_grid(p, "x.png", png8, sizeof png8, g), REAP_OK);
+    CHECK_RC(reap_score_probe_grid(p, "x.png", png8, png8_n, g), REAP_OK);
     CHECK(g[0] == 1 && g[1] == 8 && g[2] == 8);
     reap_score_probe_free(p);
     /* Overrides: min 16, max 64 -> 8 x 8 pixels, 2 x 2 patches. */
     CHECK_RC(reap_score_probe_new(mdir, NULL, &vc, 16, 64, &p), REAP_OK);
-    CHECK_RC(reap_score_probe_grid(p, "x.png", png8, sizeof png8, g), REAP_OK);
+    CHECK_RC(reap_score_probe_grid(p, "x.png", png8, png8_n, g), REAP_OK);
     CHECK(g[0] == 1 && g[1] == 2 && g[2] == 2);
     reap_score_probe_free(p);
     /* min > max after the overrides. */
     CHECK_RC(reap_score_probe_new(mdir, NULL, &vc, 20000, 0, &p), REAP_OK);
-    CHECK_RC(reap_score_probe_grid(p, "x.png", png8, sizeof png8, g), REAP_E_INVALID);
+    CHECK_RC(reap_score_probe_grid(p, "x.png", png8, png8_n, g), REAP_E_INVALID);
     CHECK_ERRMSG("min_pixels 20000 > max_pixels 16384");
     reap_score_probe_free(p);
     /* A tower whose patch size is not the preprocessor's. */
     vc.patch = 2;
     CHECK_RC(reap_score_probe_new(mdir, NULL, &vc, 0, 0, &p), REAP_OK);
-    CHECK_RC(reap_score_probe_grid(p, "x.png", png8, sizeof png8, g), REAP_E_INVALID);
+    CHECK_RC(reap_score_probe_grid(p, "x.png", png8, png8_n, g), REAP_E_INVALID);
     CHECK_ERRMSG("preprocessor_config.json: patch_size 4");
     reap_score_probe_free(p);
     /* No preprocessor_config.json. */
     vc = tower();
     CHECK_RC(reap_score_probe_new(sp("nothing"), NULL, &vc, 0, 0, &p), REAP_OK);
-    CHECK_RC(reap_score_probe_grid(p, "x.png", png8, sizeof png8, g), REAP_E_NOTFOUND);
+    CHECK_RC(reap_score_probe_grid(p, "x.png", png8, png8_n, g), REAP_E_NOTFOUND);
     CHECK_ERRMSG("preprocessor_config.json");
     reap_score_probe_free(p);
 }
@@ -81,8 +73,8 @@ static void test_patches(const char *mdir)
     int g[3] = {1, 8, 8}, other[3] = {1, 2, 2};
     char img[4096];
     snprintf(img, sizeof img, "%s", sp("img.png"));
-    write_bytes(img, png8, sizeof png8);
-    crypto_generichash(digest, sizeof digest, png8, sizeof png8, NULL, 0);
+    write_bytes(img, png8, png8_n);
+    crypto_generichash(digest, sizeof digest, png8, png8_n, NULL, 0);
     CHECK_RC(reap_score_probe_new(mdir, NULL, &vc, 0, 0, &p), REAP_OK);
 
     CHECK_RC(reap_score_image_patches(p, img, NULL, digest, 3, 0, g, &patches), REAP_OK);
@@ -126,6 +118,7 @@ static void test_patches(const char *mdir)
 int main(int argc, char **argv)
 {
     scratch = argc > 1 ? argv[1] : "tmp_test_score_image";
+    png8 = test_png8(&png8_n);
     CHECK(fresh_dir(scratch) == 0);
     char mdir[4096];
     snprintf(mdir, sizeof mdir, "%s", sp("model"));

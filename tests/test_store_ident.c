@@ -28,26 +28,20 @@ static void wait_ctime_settled(const char *dir)
 {
     char cmd[4200];
     struct dirent *e;
-    struct timespec now;
     int64_t newest = 0;
     DIR *d = opendir(dir);
     while (d && (e = readdir(d))) {
         struct stat st;
         snprintf(cmd, sizeof cmd, "%s/%s", dir, e->d_name);
         if (stat(cmd, &st) == 0) {
-            int64_t c = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+            int64_t c = ts_ns(st.st_ctim);
             newest = c > newest ? c : newest;
         }
     }
     if (d)
         closedir(d);
-    for (int i = 0; i < 600; i++) {
-        clock_gettime(CLOCK_REALTIME, &now);
-        if ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec > newest + 2200000000LL)
-            return;
-        usleep(20000);
-    }
-    fprintf(stderr, "clock did not pass the racy window\n");
+    if (!wait_clock_past(CLOCK_REALTIME, newest + 2200000000LL, 12000))
+        fprintf(stderr, "clock did not pass the racy window\n");
 }
 
 static void age_files(const char *dir)

@@ -3,13 +3,21 @@
  * CHECK(cond) reports file:line and the failed expression, counts the failure and
  * goes on; TEST_MAIN_END returns non-zero if anything failed. Asserts are never
  * compiled out (NDEBUG does not affect them).
+ *
+ * ts_ns(ts) is a timespec in nanoseconds. wait_clock_past(clock, t_ns, deadline_ms)
+ * polls every millisecond until `clock` reads more than t_ns (for a file's ctime to be
+ * left behind: the clock must pass a point, never "wait N ms and hope"); 1 when it has,
+ * 0 after deadline_ms (the caller's next check then fails visibly).
  */
 #ifndef REAP_TEST_UTIL_H
 #define REAP_TEST_UTIL_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 static int test_failures;
 static int test_checks;
@@ -59,5 +67,22 @@ static int test_checks;
             printf("%d checks passed\n", test_checks);                               \
         return test_failures ? 1 : 0;                                                \
     } while (0)
+
+static inline int64_t ts_ns(struct timespec ts)
+{
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline int wait_clock_past(clockid_t clock, int64_t t_ns, int deadline_ms)
+{
+    for (int i = 0; i <= deadline_ms; i++) {
+        struct timespec now;
+        clock_gettime(clock, &now);
+        if (ts_ns(now) > t_ns)
+            return 1;
+        usleep(1000);
+    }
+    return 0;
+}
 
 #endif
